@@ -1,0 +1,118 @@
+package nodegroups
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	v1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+	"sigs.k8s.io/yaml"
+)
+
+// Decode parses and validates the document of a ConfigMap's data. Unknown
+// fields are errors: a typo must not silently drop a template.
+func Decode(data map[string]string) (*NodeGroupList, error) {
+	raw, ok := data[DataKey]
+	if !ok {
+		return nil, fmt.Errorf("data key %q is missing", DataKey)
+	}
+	js, err := yaml.YAMLToJSON([]byte(raw))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", DataKey, err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(js))
+	dec.DisallowUnknownFields()
+	list := &NodeGroupList{}
+	if err := dec.Decode(list); err != nil {
+		return nil, fmt.Errorf("%s: %w", DataKey, err)
+	}
+	if errs := Validate(list); len(errs) > 0 {
+		return nil, fmt.Errorf("%s: %w", DataKey, errs.ToAggregate())
+	}
+	return list, nil
+}
+
+// Encode validates the list and renders the ConfigMap data.
+func Encode(list *NodeGroupList) (map[string]string, error) {
+	list.APIVersion, list.Kind = APIVersion, Kind
+	if errs := Validate(list); len(errs) > 0 {
+		return nil, errs.ToAggregate()
+	}
+	out, err := yaml.Marshal(list)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]string{DataKey: string(out)}, nil
+}
+
+// Stale reports whether the list is older than maxAge at now. A list without
+// generatedAt, or maxAge 0, is never stale.
+func (l *NodeGroupList) Stale(now time.Time, maxAge time.Duration) bool {
+	if maxAge <= 0 || l.GeneratedAt == nil {
+		return false
+	}
+	return now.Sub(*l.GeneratedAt) > maxAge
+}
+
+// Validate returns every problem of the list, with field paths.
+func Validate(l *NodeGroupList) field.ErrorList {
+	var errs field.ErrorList
+	if l.APIVersion != APIVersion {
+		errs = append(errs, field.NotSupported(field.NewPath("apiVersion"), l.APIVersion, []string{APIVersion}))
+	}
+	if l.Kind != Kind {
+		errs = append(errs, field.NotSupported(field.NewPath("kind"), l.Kind, []string{Kind}))
+	}
+	seen := map[string]bool{}
+	for i := range l.NodeGroups {
+		g := &l.NodeGroups[i]
+		p := field.NewPath("nodeGroups").Index(i)
+		if g.Name == "" {
+			errs = append(errs, field.Required(p.Child("name"), ""))
+		} else if seen[g.Name] {
+			errs = append(errs, field.Duplicate(p.Child("name"), g.Name))
+		}
+		seen[g.Name] = true
+		if g.MinSize < 0 {
+			errs = append(errs, field.Invalid(p.Child("minSize"), g.MinSize, "must be >= 0"))
+		}
+		if g.MaxSize < g.MinSize {
+			errs = append(errs, field.Invalid(p.Child("maxSize"), g.MaxSize, "must be >= minSize"))
+		}
+		if g.CurrentSize < 0 {
+			errs = append(errs, field.Invalid(p.Child("currentSize"), g.CurrentSize, "must be >= 0"))
+		}
+		for k, v := range g.Labels {
+			for _, msg := range validation.IsQualifiedName(k) {
+				errs = append(errs, field.Invalid(p.Child("labels").Key(k), k, msg))
+			}
+			for _, msg := range validation.IsValidLabelValue(v) {
+				errs = append(errs, field.Invalid(p.Child("labels").Key(k), v, msg))
+			}
+		}
+		for j, t := range g.Taints {
+			tp := p.Child("taints").Index(j)
+			if t.Key == "" {
+				errs = append(errs, field.Required(tp.Child("key"), ""))
+			}
+			switch t.Effect {
+			case v1.TaintEffectNoSchedule, v1.TaintEffectPreferNoSchedule, v1.TaintEffectNoExecute:
+			default:
+				errs = append(errs, field.NotSupported(tp.Child("effect"), t.Effect,
+					[]string{string(v1.TaintEffectNoSchedule), string(v1.TaintEffectPreferNoSchedule), string(v1.TaintEffectNoExecute)}))
+			}
+		}
+		if len(g.Allocatable) == 0 {
+			errs = append(errs, field.Required(p.Child("allocatable"), "a template without allocatable would fit nothing"))
+		}
+		for k, q := range g.Allocatable {
+			if q.Sign() < 0 {
+				errs = append(errs, field.Invalid(p.Child("allocatable").Key(string(k)), q.String(), "must not be negative"))
+			}
+		}
+	}
+	return errs
+}

@@ -1,0 +1,254 @@
+// Package shapes keeps the cluster's node shapes and node-group templates and
+// evaluates a pod's static predicates against them. It is pure: no client, no
+// informer; the caller feeds it objects.
+package shapes
+
+import (
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+
+	v1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apimachinery/pkg/util/sets"
+	resourcehelper "k8s.io/component-helpers/resource"
+	v1helper "k8s.io/component-helpers/scheduling/corev1"
+	"k8s.io/component-helpers/scheduling/corev1/nodeaffinity"
+	volumehelper "k8s.io/component-helpers/storage/volume"
+	"k8s.io/klog/v2"
+	v1qos "k8s.io/kubernetes/pkg/apis/core/v1/helper"
+	schedutil "k8s.io/kubernetes/pkg/scheduler/util"
+)
+
+// Reason is why a node fails a pod's static predicates. The values are the
+// metric labels; messages shown to users are built from them in one place.
+type Reason string
+
+const (
+	ReasonNone                Reason = ""
+	ReasonNodeAffinity        Reason = "node-affinity"
+	ReasonVolumeNodeAffinity  Reason = "volume-node-affinity"
+	ReasonTaint               Reason = "taint"
+	ReasonUnschedulable       Reason = "node-unschedulable"
+	ReasonInsufficientMaximum Reason = "requests-above-allocatable"
+)
+
+// reasonOrder is the order predicates are checked in: the pod's placement
+// intent first, so that a message speaks of the nodes the pod targets.
+var reasonOrder = []Reason{ReasonNodeAffinity, ReasonVolumeNodeAffinity, ReasonTaint, ReasonUnschedulable, ReasonInsufficientMaximum}
+
+// Options are the feature switches that change the upstream predicates.
+type Options struct {
+	// IdentityLabels are per-node unique labels (kubernetes.io/hostname).
+	IdentityLabels sets.Set[string]
+	// EnableTaintTolerationComparisonOperators mirrors the feature gate.
+	EnableTaintTolerationComparisonOperators bool
+	// EnablePodLevelResources mirrors the feature gate.
+	EnablePodLevelResources bool
+	// IgnoreExtendedResources leaves extended resources out of the
+	// allocatable check (DRA can back them without node allocatable).
+	IgnoreExtendedResources bool
+}
+
+// BoundVolume is a bound PVC whose PV constrains the nodes.
+type BoundVolume struct {
+	Claim string
+	PV    *v1.PersistentVolume
+}
+
+// Requirements are a pod's static predicates, parsed once.
+type Requirements struct {
+	Pod      *v1.Pod
+	affinity nodeaffinity.RequiredNodeAffinity
+	requests v1.ResourceList
+	volumes  []BoundVolume
+	// identity is true when a predicate names a per-node label or field, so
+	// that one node of a shape may pass where another fails.
+	identity bool
+	opts     *Options
+}
+
+// NewRequirements parses pod's static predicates. volumes are its bound
+// PVCs' PVs that carry node affinity.
+func NewRequirements(pod *v1.Pod, volumes []BoundVolume, opts *Options) *Requirements {
+	r := &Requirements{
+		Pod:      pod,
+		affinity: nodeaffinity.GetRequiredNodeAffinity(pod),
+		requests: resourcehelper.PodRequests(pod, resourcehelper.PodResourcesOptions{SkipPodLevelResources: !opts.EnablePodLevelResources}),
+		volumes:  volumes,
+		opts:     opts,
+	}
+	r.identity = referencesIdentity(pod, volumes, opts.IdentityLabels)
+	return r
+}
+
+// Identity reports whether the verdict depends on individual nodes.
+func (r *Requirements) Identity() bool { return r.identity }
+
+func referencesIdentity(pod *v1.Pod, volumes []BoundVolume, identity sets.Set[string]) bool {
+	for k := range pod.Spec.NodeSelector {
+		if identity.Has(k) {
+			return true
+		}
+	}
+	termsUse := func(ns *v1.NodeSelector) bool {
+		if ns == nil {
+			return false
+		}
+		for _, t := range ns.NodeSelectorTerms {
+			if len(t.MatchFields) > 0 {
+				return true
+			}
+			for _, e := range t.MatchExpressions {
+				if identity.Has(e.Key) {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	if a := pod.Spec.Affinity; a != nil && a.NodeAffinity != nil && termsUse(a.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution) {
+		return true
+	}
+	for _, v := range volumes {
+		if v.PV.Spec.NodeAffinity != nil && termsUse(v.PV.Spec.NodeAffinity.Required) {
+			return true
+		}
+	}
+	return false
+}
+
+// Failure is the first static predicate a node fails.
+type Failure struct {
+	Reason Reason
+	// Taint is the untolerated taint, for ReasonTaint.
+	Taint *v1.Taint
+	// Resources lists the requests above allocatable, for ReasonInsufficientMaximum.
+	Resources []v1.ResourceName
+	// Allocatable is the node's allocatable, for ReasonInsufficientMaximum.
+	Allocatable v1.ResourceList
+	// Claim is the claim whose PV rules the node out, for ReasonVolumeNodeAffinity.
+	Claim string
+	PV    *v1.PersistentVolume
+}
+
+// Check evaluates the static predicates on node, in reasonOrder, exactly as
+// the v1.37.2 Filter plugins NodeAffinity, VolumeBinding (bound claims),
+// TaintToleration, NodeUnschedulable and NodeResourcesFit (allocatable part)
+// do. It returns nil when node passes all of them.
+func (r *Requirements) Check(node *v1.Node) *Failure {
+	if ok, _ := r.affinity.Match(node); !ok {
+		return &Failure{Reason: ReasonNodeAffinity}
+	}
+	for _, v := range r.volumes {
+		if err := volumehelper.CheckNodeAffinity(v.PV, node.Labels); err != nil {
+			return &Failure{Reason: ReasonVolumeNodeAffinity, Claim: v.Claim, PV: v.PV}
+		}
+	}
+	logger := klog.Background()
+	if t, untolerated := v1helper.FindMatchingUntoleratedTaint(logger, node.Spec.Taints, r.Pod.Spec.Tolerations,
+		doNotScheduleTaints, r.opts.EnableTaintTolerationComparisonOperators); untolerated {
+		return &Failure{Reason: ReasonTaint, Taint: &t}
+	}
+	if node.Spec.Unschedulable && !v1helper.TolerationsTolerateTaint(logger, r.Pod.Spec.Tolerations, &unschedulableTaint,
+		r.opts.EnableTaintTolerationComparisonOperators) {
+		return &Failure{Reason: ReasonUnschedulable}
+	}
+	if over := r.aboveAllocatable(node.Status.Allocatable); len(over) > 0 {
+		return &Failure{Reason: ReasonInsufficientMaximum, Resources: over, Allocatable: node.Status.Allocatable}
+	}
+	return nil
+}
+
+var unschedulableTaint = v1.Taint{Key: v1.TaintNodeUnschedulable, Effect: v1.TaintEffectNoSchedule}
+
+func doNotScheduleTaints(t *v1.Taint) bool {
+	return t.Effect == v1.TaintEffectNoSchedule || t.Effect == v1.TaintEffectNoExecute
+}
+
+// aboveAllocatable returns the resources the pod requests beyond what the
+// node has in total, which no amount of waiting can change. Like
+// NodeResourcesFit, a pod that requests nothing only needs a pod slot.
+func (r *Requirements) aboveAllocatable(alloc v1.ResourceList) []v1.ResourceName {
+	var over []v1.ResourceName
+	if pods, ok := alloc[v1.ResourcePods]; ok && pods.Value() < 1 {
+		over = append(over, v1.ResourcePods)
+	}
+	for name, req := range r.requests {
+		if req.IsZero() || name == v1.ResourcePods {
+			continue
+		}
+		if r.opts.IgnoreExtendedResources && v1qos.IsExtendedResourceName(name) {
+			continue
+		}
+		if !compared(name) {
+			continue
+		}
+		have := alloc[name]
+		if exceeds(name, req, have) {
+			over = append(over, name)
+		}
+	}
+	slices.Sort(over)
+	return over
+}
+
+// compared says whether NodeResourcesFit checks the resource at all: the
+// native ones and scalar ones (extended, hugepages, attachable volumes).
+func compared(name v1.ResourceName) bool {
+	switch name {
+	case v1.ResourceCPU, v1.ResourceMemory, v1.ResourceEphemeralStorage:
+		return true
+	}
+	return schedutil.IsScalarResourceName(name)
+}
+
+func exceeds(name v1.ResourceName, req, have resource.Quantity) bool {
+	if name == v1.ResourceCPU {
+		return req.MilliValue() > have.MilliValue()
+	}
+	return req.Value() > have.Value()
+}
+
+// Requests returns the pod's requests as the scheduler computes them.
+func (r *Requirements) Requests() v1.ResourceList { return r.requests }
+
+// describeTaint renders a taint the way kubectl does: key=value:Effect.
+func describeTaint(t *v1.Taint) string {
+	if t.Value == "" {
+		return fmt.Sprintf("%s:%s", t.Key, t.Effect)
+	}
+	return fmt.Sprintf("%s=%s:%s", t.Key, t.Value, t.Effect)
+}
+
+// describeTolerations renders what the pod tolerates, for a message.
+func describeTolerations(tols []v1.Toleration) string {
+	if len(tols) == 0 {
+		return "pod has no tolerations"
+	}
+	var parts []string
+	for _, t := range tols {
+		// The defaults every pod gets say nothing about the user's intent.
+		if t.Key == v1.TaintNodeNotReady || t.Key == v1.TaintNodeUnreachable {
+			continue
+		}
+		s := t.Key
+		if t.Operator == v1.TolerationOpExists {
+			if s == "" {
+				s = "*"
+			}
+		} else if t.Value != "" {
+			s += "=" + t.Value
+		}
+		if t.Effect != "" {
+			s += ":" + string(t.Effect)
+		}
+		parts = append(parts, s)
+	}
+	if len(parts) == 0 {
+		return "pod has no tolerations"
+	}
+	sort.Strings(parts)
+	return "pod tolerates " + strings.Join(parts, ", ")
+}

@@ -1,0 +1,323 @@
+package shapes
+
+import (
+	"encoding/binary"
+	"hash/fnv"
+	"slices"
+	"sort"
+	"sync"
+
+	v1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/sets"
+
+	"github.com/ballast-k8s/ballast/config/nodegroups"
+)
+
+// Shape is an equivalence class of nodes: same labels (but identity labels),
+// taints, allocatable and unschedulable. A static predicate gives the same
+// answer for every member, unless it names an identity label.
+type Shape struct {
+	Key uint64
+	// Rep is one member; static predicates evaluated on it hold for all.
+	Rep     *v1.Node
+	Members map[string]*v1.Node
+}
+
+// Template is a node the autoscaler could add.
+type Template struct {
+	Group nodegroups.NodeGroup
+	Node  *v1.Node
+}
+
+// TemplateState says whether the templates can be trusted.
+type TemplateState string
+
+const (
+	// TemplatesNotUsed: the cluster does not autoscale; only nodes count.
+	TemplatesNotUsed TemplateState = "not-used"
+	TemplatesOK      TemplateState = "ok"
+	TemplatesMissing TemplateState = "missing"
+	TemplatesInvalid TemplateState = "invalid"
+	TemplatesStale   TemplateState = "stale"
+)
+
+// Store is the set of node shapes and templates. It is safe for concurrent use.
+type Store struct {
+	opts *Options
+
+	mu        sync.RWMutex
+	shapes    map[uint64]*Shape
+	nodeShape map[string]uint64
+	templates []Template
+	tstate    TemplateState
+	// gen changes when the set of shapes or templates changes: a verdict
+	// that does not depend on identity stays valid while gen holds.
+	gen uint64
+	// memberGen changes on every node add, delete or move between shapes.
+	memberGen uint64
+}
+
+// NewStore returns an empty store. autoscaling says whether templates are
+// expected; until SetTemplates is called they count as missing.
+func NewStore(opts *Options, autoscaling bool) *Store {
+	s := &Store{opts: opts, shapes: map[uint64]*Shape{}, nodeShape: map[string]uint64{}, tstate: TemplatesNotUsed}
+	if autoscaling {
+		s.tstate = TemplatesMissing
+	}
+	return s
+}
+
+// Options returns the options the store evaluates with.
+func (s *Store) Options() *Options { return s.opts }
+
+// Generations returns the shape-set and membership generations.
+func (s *Store) Generations() (gen, memberGen uint64) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.gen, s.memberGen
+}
+
+// ShapeKey hashes the fields static predicates read from a node.
+func (s *Store) ShapeKey(n *v1.Node) uint64 {
+	h := fnv.New64a()
+	var buf [8]byte
+	w := func(str string) {
+		binary.LittleEndian.PutUint64(buf[:], uint64(len(str)))
+		h.Write(buf[:])
+		h.Write([]byte(str))
+	}
+	keys := make([]string, 0, len(n.Labels))
+	for k := range n.Labels {
+		if !s.opts.IdentityLabels.Has(k) {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	w("labels")
+	for _, k := range keys {
+		w(k)
+		w(n.Labels[k])
+	}
+	taints := make([]string, 0, len(n.Spec.Taints))
+	for _, t := range n.Spec.Taints {
+		taints = append(taints, t.Key+"\x00"+t.Value+"\x00"+string(t.Effect))
+	}
+	sort.Strings(taints)
+	w("taints")
+	for _, t := range taints {
+		w(t)
+	}
+	res := make([]string, 0, len(n.Status.Allocatable))
+	for name, q := range n.Status.Allocatable {
+		res = append(res, string(name)+"\x00"+q.String())
+	}
+	sort.Strings(res)
+	w("allocatable")
+	for _, r := range res {
+		w(r)
+	}
+	if n.Spec.Unschedulable {
+		w("unschedulable")
+	}
+	return h.Sum64()
+}
+
+// UpsertNode adds or updates a node. It reports whether the shape set changed.
+func (s *Store) UpsertNode(n *v1.Node) bool {
+	key := s.ShapeKey(n)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old, had := s.nodeShape[n.Name]
+	if had && old == key {
+		sh := s.shapes[key]
+		sh.Members[n.Name] = n
+		if sh.Rep.Name == n.Name {
+			sh.Rep = n
+		}
+		return false
+	}
+	changed := false
+	if had {
+		changed = s.removeLocked(n.Name, old)
+	}
+	sh, ok := s.shapes[key]
+	if !ok {
+		sh = &Shape{Key: key, Rep: n, Members: map[string]*v1.Node{}}
+		s.shapes[key] = sh
+		changed = true
+	}
+	sh.Members[n.Name] = n
+	s.nodeShape[n.Name] = key
+	s.memberGen++
+	if changed {
+		s.gen++
+	}
+	return changed
+}
+
+// DeleteNode removes a node. It reports whether the shape set changed.
+func (s *Store) DeleteNode(name string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	key, ok := s.nodeShape[name]
+	if !ok {
+		return false
+	}
+	changed := s.removeLocked(name, key)
+	s.memberGen++
+	if changed {
+		s.gen++
+	}
+	return changed
+}
+
+func (s *Store) removeLocked(name string, key uint64) bool {
+	delete(s.nodeShape, name)
+	sh := s.shapes[key]
+	delete(sh.Members, name)
+	if len(sh.Members) == 0 {
+		delete(s.shapes, key)
+		return true
+	}
+	if sh.Rep.Name == name {
+		for _, m := range sh.Members {
+			sh.Rep = m
+			break
+		}
+	}
+	return false
+}
+
+// SetTemplates replaces the node-group templates. state must be TemplatesOK
+// for list to count; any other state makes the store fail open.
+func (s *Store) SetTemplates(list *nodegroups.NodeGroupList, state TemplateState) {
+	var ts []Template
+	if list != nil && state == TemplatesOK {
+		for _, g := range list.NodeGroups {
+			ts = append(ts, Template{Group: g, Node: g.TemplateNode()})
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.tstate == TemplatesNotUsed {
+		return
+	}
+	s.templates, s.tstate = ts, state
+	s.gen++
+}
+
+// TemplateState returns whether templates are trusted.
+func (s *Store) TemplateState() TemplateState {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.tstate
+}
+
+// Counts returns the number of nodes, shapes and templates.
+func (s *Store) Counts() (nodes, shapes, templates int) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return len(s.nodeShape), len(s.shapes), len(s.templates)
+}
+
+// Verdict is the outcome of evaluating a pod against every shape and template.
+type Verdict struct {
+	// Hopeless: no node and no template passes the static predicates.
+	Hopeless bool
+	// FailOpen: the store cannot decide (templates missing, invalid or stale).
+	FailOpen bool
+	Reason   Reason
+	Message  string
+	// Nodes are the names of the nodes that pass, when few enough to be
+	// worth narrowing Filter to; nil means "do not narrow".
+	Nodes sets.Set[string]
+	// Gen and MemberGen are the store generations the verdict was computed at.
+	Gen, MemberGen uint64
+}
+
+// narrowLimit is the fraction of nodes under which a list of passing nodes is
+// worth building: above it Filter would not save more than the set costs.
+const narrowLimit = 0.5
+
+// Evaluate computes the verdict of r against every shape and template.
+func (s *Store) Evaluate(r *Requirements) Verdict {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	v := Verdict{Gen: s.gen, MemberGen: s.memberGen}
+	if s.tstate != TemplatesNotUsed && s.tstate != TemplatesOK {
+		v.FailOpen = true
+		return v
+	}
+	var failures []*Failure
+	passing := 0
+	var passingShapes []*Shape
+	for _, sh := range s.shapes {
+		if r.identity {
+			ok := false
+			for _, m := range sh.Members {
+				if f := r.Check(m); f == nil {
+					ok = true
+					passing++
+				} else {
+					failures = append(failures, f)
+				}
+			}
+			if ok {
+				passingShapes = append(passingShapes, sh)
+			}
+			continue
+		}
+		if f := r.Check(sh.Rep); f != nil {
+			failures = append(failures, f)
+			continue
+		}
+		passing += len(sh.Members)
+		passingShapes = append(passingShapes, sh)
+	}
+	templateFits := false
+	for i := range s.templates {
+		t := &s.templates[i]
+		if !t.Group.CanGrow() {
+			continue
+		}
+		if f := r.Check(t.Node); f != nil {
+			failures = append(failures, f)
+			continue
+		}
+		templateFits = true
+	}
+	if passing == 0 && !templateFits {
+		v.Hopeless = true
+		v.Reason, v.Message = summarize(r, failures, len(s.nodeShape), len(s.templates))
+		return v
+	}
+	if passing > 0 && float64(passing) < narrowLimit*float64(len(s.nodeShape)) {
+		v.Nodes = sets.New[string]()
+		for _, sh := range passingShapes {
+			for name, m := range sh.Members {
+				if !r.identity || r.Check(m) == nil {
+					v.Nodes.Insert(name)
+				}
+			}
+		}
+	}
+	return v
+}
+
+// Fits reports whether node passes all of r's static predicates.
+func Fits(r *Requirements, node *v1.Node) bool { return r.Check(node) == nil }
+
+// sortedReasons orders the distinct reasons of failures by reasonOrder.
+func sortedReasons(failures []*Failure) []Reason {
+	seen := map[Reason]bool{}
+	for _, f := range failures {
+		seen[f.Reason] = true
+	}
+	var out []Reason
+	for _, r := range reasonOrder {
+		if seen[r] {
+			out = append(out, r)
+		}
+	}
+	return slices.Clip(out)
+}

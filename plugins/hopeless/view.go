@@ -1,0 +1,302 @@
+package hopeless
+
+import (
+	"context"
+	"encoding/json"
+	"hash/fnv"
+	"sync"
+	"time"
+
+	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/informers"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/klog/v2"
+	fwk "k8s.io/kube-scheduler/framework"
+
+	"github.com/ballast-k8s/ballast/config/nodegroups"
+	"github.com/ballast-k8s/ballast/internal/shapes"
+)
+
+// view feeds the shape store from informers and resolves a pod's bound
+// volumes. It is the plugin's only contact with the API.
+type view struct {
+	pl        *HopelessPods
+	handle    fwk.Handle
+	podLister corelisters.PodLister
+	pvcLister corelisters.PersistentVolumeClaimLister
+	pvLister  corelisters.PersistentVolumeLister
+	hasSynced []cache.InformerSynced
+
+	reqs sync.Map // types.UID -> *reqEntry
+
+	tmu       sync.Mutex
+	templates *nodegroups.NodeGroupList
+	tstate    shapes.TemplateState
+}
+
+type reqEntry struct {
+	pod   *v1.Pod
+	pvKey string
+	req   *shapes.Requirements
+	sig   uint64
+}
+
+func newView(ctx context.Context, pl *HopelessPods, h fwk.Handle) (*view, error) {
+	f := h.SharedInformerFactory()
+	v := &view{
+		pl:        pl,
+		handle:    h,
+		podLister: f.Core().V1().Pods().Lister(),
+		pvcLister: f.Core().V1().PersistentVolumeClaims().Lister(),
+		pvLister:  f.Core().V1().PersistentVolumes().Lister(),
+	}
+	nodes := f.Core().V1().Nodes().Informer()
+	reg, err := nodes.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(obj interface{}) { v.upsertNode(obj) },
+		UpdateFunc: func(_, obj interface{}) { v.upsertNode(obj) },
+		DeleteFunc: v.deleteNode,
+	})
+	if err != nil {
+		return nil, err
+	}
+	pods := f.Core().V1().Pods().Informer()
+	podReg, err := pods.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		UpdateFunc: func(_, obj interface{}) {
+			if pod, ok := obj.(*v1.Pod); ok && pod.Spec.NodeName != "" {
+				v.forgetPod(pod.UID)
+			}
+		},
+		DeleteFunc: func(obj interface{}) {
+			if tomb, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+				obj = tomb.Obj
+			}
+			if pod, ok := obj.(*v1.Pod); ok {
+				v.forgetPod(pod.UID)
+			}
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	f.Core().V1().PersistentVolumeClaims().Informer()
+	f.Core().V1().PersistentVolumes().Informer()
+	v.hasSynced = []cache.InformerSynced{reg.HasSynced, podReg.HasSynced}
+
+	if *pl.args.Autoscaling {
+		ref := pl.args.NodeGroupsConfigMap
+		cmf := informers.NewSharedInformerFactoryWithOptions(h.ClientSet(), 0,
+			informers.WithNamespace(ref.Namespace),
+			informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+				o.FieldSelector = fields.OneTermEqualSelector("metadata.name", ref.Name).String()
+			}))
+		cms := cmf.Core().V1().ConfigMaps().Informer()
+		cmReg, err := cms.AddEventHandler(cache.ResourceEventHandlerFuncs{
+			AddFunc:    func(obj interface{}) { v.setConfigMap(obj) },
+			UpdateFunc: func(_, obj interface{}) { v.setConfigMap(obj) },
+			DeleteFunc: func(interface{}) { v.setTemplates(nil, shapes.TemplatesMissing) },
+		})
+		if err != nil {
+			return nil, err
+		}
+		v.hasSynced = append(v.hasSynced, cmReg.HasSynced)
+		cmf.Start(ctx.Done())
+		go v.watchStaleness(ctx)
+	}
+	return v, nil
+}
+
+func (v *view) synced() bool {
+	for _, s := range v.hasSynced {
+		if !s() {
+			return false
+		}
+	}
+	return true
+}
+
+func (v *view) upsertNode(obj interface{}) {
+	if n, ok := obj.(*v1.Node); ok {
+		v.pl.store.UpsertNode(n)
+	}
+}
+
+func (v *view) deleteNode(obj interface{}) {
+	if tomb, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = tomb.Obj
+	}
+	if n, ok := obj.(*v1.Node); ok {
+		v.pl.store.DeleteNode(n.Name)
+	}
+}
+
+func (v *view) forgetPod(uid types.UID) {
+	v.reqs.Delete(uid)
+	v.pl.admit.Delete(uid)
+	v.pl.unpark(uid)
+}
+
+// setConfigMap decodes the node groups. A malformed ConfigMap is reported
+// and ignored: the plugin fails open and parks nothing.
+func (v *view) setConfigMap(obj interface{}) {
+	cm, ok := obj.(*v1.ConfigMap)
+	if !ok {
+		return
+	}
+	list, err := nodegroups.Decode(cm.Data)
+	if err != nil {
+		klog.Background().Error(err, "Ignoring malformed node-group ConfigMap; parking nothing until it is fixed", "configMap", klog.KObj(cm))
+		v.handle.EventRecorder().Eventf(cm, nil, v1.EventTypeWarning, "InvalidNodeGroups", "Validate", "%s: parking no pods until fixed: %v", Name, err)
+		metricTemplateErrors.Inc()
+		v.setTemplates(nil, shapes.TemplatesInvalid)
+		return
+	}
+	v.setTemplates(list, v.stateOf(list))
+}
+
+func (v *view) stateOf(list *nodegroups.NodeGroupList) shapes.TemplateState {
+	if list.Stale(time.Now(), v.pl.args.MaxTemplateAge.Duration) {
+		return shapes.TemplatesStale
+	}
+	return shapes.TemplatesOK
+}
+
+func (v *view) setTemplates(list *nodegroups.NodeGroupList, state shapes.TemplateState) {
+	v.tmu.Lock()
+	v.templates, v.tstate = list, state
+	v.tmu.Unlock()
+	v.pl.store.SetTemplates(list, state)
+	metricTemplateState.Set(templateStateValue(state))
+	// Templates are no framework event: bring back the parked pods that the
+	// new templates (or failing open) make schedulable.
+	v.activateParked()
+}
+
+// watchStaleness re-checks the templates' age, since nothing else happens
+// when the balancer stops writing them.
+func (v *view) watchStaleness(ctx context.Context) {
+	period := v.pl.args.MaxTemplateAge.Duration / 4
+	if period <= 0 || period > 30*time.Second {
+		period = 30 * time.Second
+	}
+	t := time.NewTicker(period)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		v.tmu.Lock()
+		list, state := v.templates, v.tstate
+		v.tmu.Unlock()
+		if list == nil || (state != shapes.TemplatesOK && state != shapes.TemplatesStale) {
+			continue
+		}
+		if now := v.stateOf(list); now != state {
+			klog.Background().Info("Node-group templates changed freshness", "state", now)
+			v.setTemplates(list, now)
+		}
+	}
+}
+
+func (v *view) activateParked() {
+	if !v.synced() {
+		return
+	}
+	pods := map[string]*v1.Pod{}
+	for _, key := range v.pl.parkedKeys() {
+		ns, name, err := cache.SplitMetaNamespaceKey(key)
+		if err != nil {
+			continue
+		}
+		pod, err := v.podLister.Pods(ns).Get(name)
+		if err != nil {
+			continue
+		}
+		if verdict, ok := v.pl.verdict(pod); !ok || !verdict.Hopeless {
+			pods[key] = pod
+		}
+	}
+	if len(pods) > 0 {
+		klog.Background().V(2).Info("Activating parked pods after a node-group change", "count", len(pods))
+		v.handle.Activate(klog.Background(), pods)
+	}
+}
+
+// requirements returns the pod's parsed static predicates.
+func (v *view) requirements(pod *v1.Pod) *shapes.Requirements {
+	req, _ := v.requirementsAndSignature(pod)
+	return req
+}
+
+// requirementsAndSignature returns the pod's parsed static predicates and a
+// hash of exactly what they read, cached per pod object.
+func (v *view) requirementsAndSignature(pod *v1.Pod) (*shapes.Requirements, uint64) {
+	vols, pvKey := v.boundVolumes(pod)
+	if e, ok := v.reqs.Load(pod.UID); ok {
+		if e := e.(*reqEntry); e.pod == pod && e.pvKey == pvKey {
+			return e.req, e.sig
+		}
+	}
+	e := &reqEntry{pod: pod, pvKey: pvKey}
+	e.req = shapes.NewRequirements(pod, vols, v.pl.store.Options())
+	e.sig = signature(pod, e.req, pvKey)
+	v.reqs.Store(pod.UID, e)
+	return e.req, e.sig
+}
+
+// boundVolumes returns the PVs of the pod's bound claims that constrain
+// nodes, and a key that changes when any of them does.
+func (v *view) boundVolumes(pod *v1.Pod) ([]shapes.BoundVolume, string) {
+	var vols []shapes.BoundVolume
+	key := ""
+	for _, vol := range pod.Spec.Volumes {
+		if vol.PersistentVolumeClaim == nil {
+			continue
+		}
+		pvc, err := v.pvcLister.PersistentVolumeClaims(pod.Namespace).Get(vol.PersistentVolumeClaim.ClaimName)
+		if err != nil || pvc.Spec.VolumeName == "" || pvc.Status.Phase != v1.ClaimBound {
+			continue
+		}
+		pv, err := v.pvLister.Get(pvc.Spec.VolumeName)
+		if err != nil || pv.Spec.NodeAffinity == nil || pv.Spec.NodeAffinity.Required == nil {
+			continue
+		}
+		// A PV that is not bound back to this claim is VolumeBinding's
+		// business, not a static fact.
+		if ref := pv.Spec.ClaimRef; ref == nil || ref.UID != pvc.UID {
+			continue
+		}
+		vols = append(vols, shapes.BoundVolume{Claim: pvc.Name, PV: pv})
+		key += pv.Name + "@" + pv.ResourceVersion + ";"
+	}
+	return vols, key
+}
+
+// signature hashes the fields the static predicates read, so that the pods
+// of one CronJob share one verdict.
+func signature(pod *v1.Pod, req *shapes.Requirements, pvKey string) uint64 {
+	var required *v1.NodeSelector
+	if a := pod.Spec.Affinity; a != nil && a.NodeAffinity != nil {
+		required = a.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution
+	}
+	in := struct {
+		NodeSelector map[string]string
+		Required     *v1.NodeSelector
+		Tolerations  []v1.Toleration
+		Requests     v1.ResourceList
+		Volumes      string
+	}{pod.Spec.NodeSelector, required, pod.Spec.Tolerations, req.Requests(), pvKey}
+	b, err := json.Marshal(in)
+	if err != nil {
+		// Cannot happen for API types; a per-pod key keeps verdicts correct.
+		b = []byte(pod.UID)
+	}
+	h := fnv.New64a()
+	h.Write(b)
+	return h.Sum64()
+}
