@@ -1,8 +1,6 @@
 package nodegroups
 
 import (
-	"bytes"
-	"encoding/json"
 	"fmt"
 	"time"
 
@@ -10,6 +8,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	"sigs.k8s.io/yaml"
+
+	"github.com/ballast-k8s/ballast/config/internal/strict"
 )
 
 // Decode parses and validates the document of a ConfigMap's data. Unknown
@@ -19,14 +19,8 @@ func Decode(data map[string]string) (*NodeGroupList, error) {
 	if !ok {
 		return nil, fmt.Errorf("data key %q is missing", DataKey)
 	}
-	js, err := yaml.YAMLToJSON([]byte(raw))
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", DataKey, err)
-	}
-	dec := json.NewDecoder(bytes.NewReader(js))
-	dec.DisallowUnknownFields()
 	list := &NodeGroupList{}
-	if err := dec.Decode(list); err != nil {
+	if err := strict.Unmarshal([]byte(raw), list); err != nil {
 		return nil, fmt.Errorf("%s: %w", DataKey, err)
 	}
 	if errs := Validate(list); len(errs) > 0 {

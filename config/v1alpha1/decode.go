@@ -1,13 +1,13 @@
 package v1alpha1
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/validation/field"
-	"sigs.k8s.io/yaml"
+
+	"github.com/ballast-k8s/ballast/config/internal/strict"
 )
 
 // DecodeHopelessPodsArgs turns the scheduler's raw pluginConfig args into
@@ -20,7 +20,7 @@ func DecodeHopelessPodsArgs(obj runtime.Object) (*HopelessPodsArgs, error) {
 		args = o.DeepCopy()
 	case *runtime.Unknown:
 		if len(o.Raw) > 0 {
-			if err := strictUnmarshal(o.Raw, args); err != nil {
+			if err := strict.Unmarshal(o.Raw, args); err != nil {
 				return nil, fmt.Errorf("decoding HopelessPods args: %w", err)
 			}
 		}
@@ -39,16 +39,6 @@ func EncodeHopelessPodsArgs(a *HopelessPodsArgs) ([]byte, error) {
 	c := a.DeepCopy()
 	c.APIVersion, c.Kind = GroupVersion, HopelessPodsArgsKind
 	return json.Marshal(c)
-}
-
-func strictUnmarshal(raw []byte, into any) error {
-	js, err := yaml.YAMLToJSON(raw)
-	if err != nil {
-		return err
-	}
-	dec := json.NewDecoder(bytes.NewReader(js))
-	dec.DisallowUnknownFields()
-	return dec.Decode(into)
 }
 
 // DeepCopy returns a copy that shares nothing with a.

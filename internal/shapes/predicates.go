@@ -11,6 +11,7 @@ import (
 
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/sets"
 	resourcehelper "k8s.io/component-helpers/resource"
 	v1helper "k8s.io/component-helpers/scheduling/corev1"
@@ -117,6 +118,12 @@ func referencesIdentity(pod *v1.Pod, volumes []BoundVolume, identity sets.Set[st
 		}
 	}
 	return false
+}
+
+// ClaimFullyBound mirrors VolumeBinding: a claim is bound once it names its
+// volume and the PV controller marked the binding complete.
+func ClaimFullyBound(pvc *v1.PersistentVolumeClaim) bool {
+	return pvc.Spec.VolumeName != "" && metav1.HasAnnotation(pvc.ObjectMeta, volumehelper.AnnBindCompleted)
 }
 
 // Failure is the first static predicate a node fails.

@@ -259,16 +259,13 @@ func (v *view) boundVolumes(pod *v1.Pod) ([]shapes.BoundVolume, string) {
 			continue
 		}
 		pvc, err := v.pvcLister.PersistentVolumeClaims(pod.Namespace).Get(vol.PersistentVolumeClaim.ClaimName)
-		if err != nil || pvc.Spec.VolumeName == "" || pvc.Status.Phase != v1.ClaimBound {
+		// Only a fully bound claim is a static fact, exactly as VolumeBinding
+		// decides; a claim on its way to binding is the binder's business.
+		if err != nil || !shapes.ClaimFullyBound(pvc) {
 			continue
 		}
 		pv, err := v.pvLister.Get(pvc.Spec.VolumeName)
 		if err != nil || pv.Spec.NodeAffinity == nil || pv.Spec.NodeAffinity.Required == nil {
-			continue
-		}
-		// A PV that is not bound back to this claim is VolumeBinding's
-		// business, not a static fact.
-		if ref := pv.Spec.ClaimRef; ref == nil || ref.UID != pvc.UID {
 			continue
 		}
 		vols = append(vols, shapes.BoundVolume{Claim: pvc.Name, PV: pv})
