@@ -239,8 +239,6 @@ func TestDifferentialAgainstRealFilters(t *testing.T) {
 	const clusters, podsPerCluster = 200, 50
 	schedmetrics.Register()
 	_, ctx := ktesting.NewTestContext(t)
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	g := gen{r: rand.New(rand.NewSource(20261125))}
 	var hopeless, feasible, identity int
 	for c := 0; c < clusters; c++ {
@@ -278,7 +276,8 @@ func TestDifferentialAgainstRealFilters(t *testing.T) {
 				objs = append(objs, pvc, pv)
 			}
 		}
-		fw := realFilters(t, ctx, candidates, objs...)
+		cctx, cancel := context.WithCancel(ctx)
+		fw := realFilters(t, cctx, candidates, objs...)
 		for _, pod := range pods {
 			var vols []shapes.BoundVolume
 			for _, o := range objs {
@@ -310,7 +309,6 @@ func TestDifferentialAgainstRealFilters(t *testing.T) {
 			}
 		}
 		cancel()
-		ctx, cancel = context.WithCancel(context.Background())
 	}
 	t.Logf("%d hopeless, %d feasible verdicts (%d depending on node identity)", hopeless, feasible, identity)
 	if hopeless < clusters*podsPerCluster/10 || feasible < clusters*podsPerCluster/10 {

@@ -1,0 +1,99 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/ballast-k8s/ballast/config/nodegroups"
+)
+
+// envPrefix: every flag falls back to AZ_BALANCER_<FLAG>, e.g. AZ_BALANCER_CLUSTER_NAME.
+const envPrefix = "AZ_BALANCER_"
+
+type options struct {
+	Kubeconfig              string
+	ClusterName             string
+	ASGNames                []string
+	Interval                time.Duration
+	HeartbeatTimeout        time.Duration
+	TemplateRefresh         time.Duration
+	ConfigMapNamespace      string
+	ConfigMapName           string
+	AWSEndpoint             string
+	Region                  string
+	MetricsBindAddress      string
+	HealthProbeBindAddress  string
+	LeaderElect             bool
+	LeaderElectionNamespace string
+	LeaderElectionName      string
+}
+
+func (o *options) AddFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&o.Kubeconfig, "kubeconfig", "", "Path to a kubeconfig; in-cluster configuration when empty.")
+	fs.StringVar(&o.ClusterName, "cluster-name", "", "Discover the groups tagged for cluster-autoscaler's auto-discovery of this cluster (k8s.io/cluster-autoscaler/enabled and k8s.io/cluster-autoscaler/<cluster-name>).")
+	fs.StringSliceVar(&o.ASGNames, "asg-names", nil, "Manage these Auto Scaling groups instead of discovering them.")
+	fs.DurationVar(&o.Interval, "interval", 30*time.Second, "Time between two loops.")
+	fs.DurationVar(&o.HeartbeatTimeout, "lifecycle-heartbeat-timeout", 5*time.Minute, "Heartbeat timeout of the termination hook (30s to 2h); at least twice --interval.")
+	fs.DurationVar(&o.TemplateRefresh, "template-refresh", time.Minute, "Longest time between two writes of the node-group ConfigMap.")
+	fs.StringVar(&o.ConfigMapNamespace, "configmap-namespace", nodegroups.DefaultNamespace, "Namespace of the node-group ConfigMap.")
+	fs.StringVar(&o.ConfigMapName, "configmap-name", nodegroups.DefaultName, "Name of the node-group ConfigMap.")
+	fs.StringVar(&o.AWSEndpoint, "aws-endpoint", "", "Override the Auto Scaling and EC2 endpoint URL (an emulator, a VPC endpoint).")
+	fs.StringVar(&o.Region, "region", "", "AWS region; the SDK's default chain when empty.")
+	fs.StringVar(&o.MetricsBindAddress, "metrics-bind-address", ":8080", "Address of /metrics; 0 disables it.")
+	fs.StringVar(&o.HealthProbeBindAddress, "health-probe-bind-address", ":8081", "Address of /healthz and /readyz; 0 disables it.")
+	fs.BoolVar(&o.LeaderElect, "leader-elect", true, "Run the loop only while holding the leader Lease.")
+	fs.StringVar(&o.LeaderElectionNamespace, "leader-election-namespace", "kube-system", "Namespace of the leader Lease.")
+	fs.StringVar(&o.LeaderElectionName, "leader-election-name", "ballast-az-balancer", "Name of the leader Lease.")
+}
+
+// applyEnv sets every flag not given on the command line from its environment variable.
+func applyEnv(fs *pflag.FlagSet) error {
+	var errs []error
+	fs.VisitAll(func(f *pflag.Flag) {
+		if f.Changed {
+			return
+		}
+		env := envPrefix + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v, ok := os.LookupEnv(env); ok {
+			if err := fs.Set(f.Name, v); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", env, err))
+			}
+		}
+	})
+	return errors.Join(errs...)
+}
+
+func (o *options) Validate() error {
+	var errs []error
+	if (o.ClusterName == "") == (len(o.ASGNames) == 0) {
+		errs = append(errs, errors.New("set exactly one of --cluster-name and --asg-names"))
+	}
+	for _, n := range o.ASGNames {
+		if strings.TrimSpace(n) == "" {
+			errs = append(errs, errors.New("--asg-names has an empty name"))
+		}
+	}
+	if o.Interval <= 0 {
+		errs = append(errs, fmt.Errorf("--interval must be positive, got %s", o.Interval))
+	}
+	if o.HeartbeatTimeout < 30*time.Second || o.HeartbeatTimeout > 2*time.Hour {
+		errs = append(errs, fmt.Errorf("--lifecycle-heartbeat-timeout must be between 30s and 2h, got %s", o.HeartbeatTimeout))
+	} else if o.HeartbeatTimeout < 2*o.Interval {
+		errs = append(errs, fmt.Errorf("--lifecycle-heartbeat-timeout (%s) must be at least twice --interval (%s), or held instances time out between loops", o.HeartbeatTimeout, o.Interval))
+	}
+	if o.TemplateRefresh <= 0 {
+		errs = append(errs, errors.New("--template-refresh must be positive"))
+	}
+	if o.ConfigMapNamespace == "" || o.ConfigMapName == "" {
+		errs = append(errs, errors.New("--configmap-namespace and --configmap-name must not be empty"))
+	}
+	if o.LeaderElect && (o.LeaderElectionNamespace == "" || o.LeaderElectionName == "") {
+		errs = append(errs, errors.New("--leader-election-namespace and --leader-election-name must not be empty"))
+	}
+	return errors.Join(errs...)
+}

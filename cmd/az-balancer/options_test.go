@@ -1,0 +1,72 @@
+package main
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/spf13/pflag"
+)
+
+func TestOptions(t *testing.T) {
+	tests := []struct {
+		name    string
+		args    []string
+		env     map[string]string
+		want    func(*options)
+		wantErr string
+	}{
+		{name: "cluster name", args: []string{"--cluster-name=prod"}, want: func(o *options) { o.ClusterName = "prod" }},
+		{name: "names from env", env: map[string]string{"AZ_BALANCER_ASG_NAMES": "a,b", "AZ_BALANCER_INTERVAL": "1m"},
+			want: func(o *options) { o.ASGNames, o.Interval = []string{"a", "b"}, time.Minute }},
+		{name: "flag beats env", args: []string{"--cluster-name=flag"}, env: map[string]string{"AZ_BALANCER_CLUSTER_NAME": "env"}, want: func(o *options) { o.ClusterName = "flag" }},
+		{name: "neither cluster nor names", wantErr: "exactly one of --cluster-name and --asg-names"},
+		{name: "both", args: []string{"--cluster-name=x", "--asg-names=a"}, wantErr: "exactly one"},
+		{name: "heartbeat shorter than two loops", args: []string{"--cluster-name=x", "--interval=4m"}, wantErr: "at least twice --interval"},
+		{name: "heartbeat out of range", args: []string{"--cluster-name=x", "--lifecycle-heartbeat-timeout=3h"}, wantErr: "between 30s and 2h"},
+		{name: "bad env value", env: map[string]string{"AZ_BALANCER_INTERVAL": "soon"}, wantErr: "AZ_BALANCER_INTERVAL"},
+		{name: "unknown flag", args: []string{"--clustername=x"}, wantErr: "unknown flag"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			for k, v := range tc.env {
+				t.Setenv(k, v)
+			}
+			fs := pflag.NewFlagSet("test", pflag.ContinueOnError)
+			fs.SetOutput(&strings.Builder{})
+			o := &options{}
+			o.AddFlags(fs)
+			err := fs.Parse(tc.args)
+			if err == nil {
+				err = applyEnv(fs)
+			}
+			if err == nil {
+				err = o.Validate()
+			}
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("error %v, want one containing %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			def := &options{}
+			def.AddFlags(pflag.NewFlagSet("defaults", pflag.ContinueOnError))
+			tc.want(def)
+			if diff := cmp.Diff(def, o); diff != "" {
+				t.Errorf("options (-want, +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestRunRejectsBadInput(t *testing.T) {
+	for _, args := range [][]string{nil, {"destroy"}, {"run"}, {"plan", "--interval=-1s", "--cluster-name=x"}} {
+		if err := run(args); err == nil {
+			t.Errorf("run(%q) succeeded, want an error", args)
+		}
+	}
+}

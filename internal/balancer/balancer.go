@@ -1,0 +1,307 @@
+// Package balancer is az-balancer's reconcile loop: it keeps multi-zone Auto
+// Scaling groups from rebalancing, protects the nodes of bound local
+// PersistentVolumes from every kind of scale-in, and publishes the node-group
+// templates the scheduler plugin reads. `Plan` runs the same loop against a
+// recording sandbox.
+package balancer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/klog/v2"
+	"k8s.io/utils/clock"
+
+	"github.com/ballast-k8s/ballast/config/nodegroups"
+	"github.com/ballast-k8s/ballast/internal/aws"
+)
+
+const (
+	// Source is what the balancer writes as the ConfigMap's source and as the
+	// value of its ownership annotations.
+	Source = "az-balancer"
+
+	// AnnotationScaleDownDisabled keeps cluster-autoscaler from removing the node.
+	AnnotationScaleDownDisabled = "cluster-autoscaler.kubernetes.io/scale-down-disabled"
+	// AnnotationProtectedBy records that Ballast set AnnotationScaleDownDisabled,
+	// so that it removes only what it set.
+	AnnotationProtectedBy = "ballast.k8s.io/protected-by"
+	// AnnotationScaleInProtectedBy records that Ballast set the instance's scale-in protection.
+	AnnotationScaleInProtectedBy = "ballast.k8s.io/scale-in-protected-by"
+
+	// HookName is the termination lifecycle hook the balancer puts on groups
+	// that hold bound local volumes.
+	HookName = "ballast-local-volumes"
+)
+
+// Cloud is what the balancer needs of AWS; *aws.Client implements it.
+type Cloud interface {
+	DescribeGroups(ctx context.Context, sel aws.Selector) ([]aws.Group, error)
+	DescribeInstances(ctx context.Context, ids []string) ([]aws.Instance, error)
+	DescribeInstanceTypes(ctx context.Context, names []string) ([]aws.InstanceType, error)
+	LaunchTemplateInstanceType(ctx context.Context, lt aws.LaunchTemplateRef) (string, error)
+	DescribeLifecycleHooks(ctx context.Context, group string) ([]aws.Hook, error)
+
+	SuspendProcesses(ctx context.Context, group string, processes ...string) error
+	SetInstanceProtection(ctx context.Context, group string, ids []string, protected bool) error
+	PutLifecycleHook(ctx context.Context, h aws.Hook) error
+	RecordLifecycleActionHeartbeat(ctx context.Context, group, hook, instance string) error
+	CompleteLifecycleAction(ctx context.Context, group, hook, instance, result string) error
+}
+
+var _ Cloud = (*aws.Client)(nil)
+
+// Options configure the loop.
+type Options struct {
+	Selector           aws.Selector
+	ConfigMapNamespace string
+	ConfigMapName      string
+	// HeartbeatTimeout of the termination hook; the loop must run well within it.
+	HeartbeatTimeout time.Duration
+	// TemplateRefresh is the longest the ConfigMap goes without a new generatedAt.
+	TemplateRefresh time.Duration
+	// HookResync is how often an ensured hook is looked at again.
+	HookResync time.Duration
+}
+
+// Balancer runs the loop.
+type Balancer struct {
+	kube     kubernetes.Interface
+	cloud    Cloud
+	recorder record.EventRecorder
+	clock    clock.WithTicker
+	opts     Options
+	metrics  *metrics
+
+	mu          sync.Mutex
+	types       map[string]aws.InstanceType // instance types never change
+	ltTypes     map[aws.LaunchTemplateRef]cached
+	hooks       map[string]time.Time // groups known to carry our hook, when last checked
+	completed   map[string]bool      // instances whose lifecycle action we let go
+	warned      map[string]bool      // warnings already emitted
+	lastSuccess time.Time
+}
+
+type cached struct {
+	value string
+	at    time.Time
+}
+
+// New builds a balancer. reg may be nil.
+func New(kube kubernetes.Interface, cloud Cloud, recorder record.EventRecorder, clk clock.WithTicker, opts Options, reg prometheus.Registerer) *Balancer {
+	if opts.HeartbeatTimeout == 0 {
+		opts.HeartbeatTimeout = 10 * time.Minute
+	}
+	if opts.TemplateRefresh == 0 {
+		opts.TemplateRefresh = time.Minute
+	}
+	if opts.HookResync == 0 {
+		opts.HookResync = 30 * time.Minute
+	}
+	if opts.ConfigMapNamespace == "" {
+		opts.ConfigMapNamespace = nodegroups.DefaultNamespace
+	}
+	if opts.ConfigMapName == "" {
+		opts.ConfigMapName = nodegroups.DefaultName
+	}
+	return &Balancer{
+		kube: kube, cloud: cloud, recorder: recorder, clock: clk, opts: opts, metrics: newMetrics(reg),
+		types: map[string]aws.InstanceType{}, ltTypes: map[aws.LaunchTemplateRef]cached{},
+		hooks: map[string]time.Time{}, completed: map[string]bool{}, warned: map[string]bool{},
+	}
+}
+
+// Run reconciles every interval until ctx ends. Failures, throttling that
+// outlasted the SDK's retries included, are logged and retried next time.
+func (b *Balancer) Run(ctx context.Context, interval time.Duration) {
+	logger := klog.FromContext(ctx)
+	t := b.clock.NewTicker(interval)
+	defer t.Stop()
+	for {
+		if err := b.Reconcile(ctx); err != nil {
+			logger.Error(err, "Reconcile failed; retrying at the next interval")
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C():
+		}
+	}
+}
+
+// Healthy reports an error when no loop has succeeded within maxAge.
+func (b *Balancer) Healthy(maxAge time.Duration) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.lastSuccess.IsZero() {
+		return nil // still starting; readiness is not liveness
+	}
+	if age := b.clock.Since(b.lastSuccess); age > maxAge {
+		return fmt.Errorf("last successful reconcile %s ago", age.Round(time.Second))
+	}
+	return nil
+}
+
+// Reconcile runs the loop once: every step runs even when another failed, and
+// the errors are joined.
+func (b *Balancer) Reconcile(ctx context.Context) (err error) {
+	start := b.clock.Now()
+	defer func() { b.metrics.observe(b.clock.Since(start), err) }()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+
+	groups, err := b.cloud.DescribeGroups(ctx, b.opts.Selector)
+	if err != nil {
+		return err
+	}
+	// ResourceVersion 0 serves the lists from the apiserver's watch cache.
+	nodes, err := b.kube.CoreV1().Nodes().List(ctx, metav1.ListOptions{ResourceVersion: "0"})
+	if err != nil {
+		return fmt.Errorf("listing nodes: %w", err)
+	}
+	pvs, err := b.kube.CoreV1().PersistentVolumes().List(ctx, metav1.ListOptions{ResourceVersion: "0"})
+	if err != nil {
+		return fmt.Errorf("listing persistent volumes: %w", err)
+	}
+	inv := newInventory(groups, nodes.Items, pvs.Items)
+	var w warnings
+	errs := []error{
+		b.zonePolicy(ctx, inv, &w),
+		b.protect(ctx, inv),
+		b.lifecycleActions(ctx, inv),
+		b.publish(ctx, inv, &w),
+	}
+	b.emit(ctx, &w)
+	if err = errors.Join(errs...); err == nil {
+		b.lastSuccess = b.clock.Now()
+	}
+	return err
+}
+
+// inventory indexes one snapshot of groups, nodes and volumes.
+type inventory struct {
+	groups    []aws.Group
+	instances map[string]instanceRef // by instance id
+	nodes     []*v1.Node             // sorted by name
+	nodeOf    map[string]*v1.Node    // by instance id
+	instOf    map[string]string      // node name -> instance id
+	held      map[string][]string    // node name -> bound local volumes on it
+	orphans   []*v1.PersistentVolume // bound local volumes whose node is gone
+	badIDs    map[string]error       // node name -> providerID problem
+}
+
+type instanceRef struct {
+	group *aws.Group
+	inst  *aws.GroupInstance
+}
+
+func newInventory(groups []aws.Group, nodes []v1.Node, pvs []v1.PersistentVolume) *inventory {
+	inv := &inventory{
+		groups: groups, instances: map[string]instanceRef{}, nodeOf: map[string]*v1.Node{}, instOf: map[string]string{},
+		held: map[string][]string{}, badIDs: map[string]error{},
+	}
+	for gi := range groups {
+		g := &groups[gi]
+		for ii := range g.Instances {
+			inv.instances[g.Instances[ii].ID] = instanceRef{group: g, inst: &g.Instances[ii]}
+		}
+	}
+	byHost := make(map[string]*v1.Node, len(nodes))
+	for i := range nodes {
+		n := &nodes[i]
+		inv.nodes = append(inv.nodes, n)
+		byHost[n.Name] = n
+		if h := n.Labels[v1.LabelHostname]; h != "" {
+			byHost[h] = n
+		}
+		if n.Spec.ProviderID == "" {
+			continue
+		}
+		if _, id, err := aws.ParseProviderID(n.Spec.ProviderID); err != nil {
+			inv.badIDs[n.Name] = err
+		} else {
+			inv.nodeOf[id], inv.instOf[n.Name] = n, id
+		}
+	}
+	sort.Slice(inv.nodes, func(i, j int) bool { return inv.nodes[i].Name < inv.nodes[j].Name })
+	for i := range pvs {
+		pv := &pvs[i]
+		hosts := boundLocalHosts(pv)
+		found := false
+		for _, h := range hosts {
+			if n := byHost[h]; n != nil {
+				inv.held[n.Name] = append(inv.held[n.Name], pv.Name)
+				found = true
+			}
+		}
+		if len(hosts) > 0 && !found {
+			inv.orphans = append(inv.orphans, pv)
+		}
+	}
+	return inv
+}
+
+// boundLocalHosts returns the hostnames a bound local (or hostPath) volume is
+// pinned to by its required node affinity; nil for any other volume.
+func boundLocalHosts(pv *v1.PersistentVolume) []string {
+	if pv.Spec.Local == nil && pv.Spec.HostPath == nil {
+		return nil
+	}
+	if pv.Status.Phase != v1.VolumeBound || pv.Spec.ClaimRef == nil {
+		return nil
+	}
+	if pv.Spec.NodeAffinity == nil || pv.Spec.NodeAffinity.Required == nil {
+		return nil
+	}
+	var out []string
+	for _, t := range pv.Spec.NodeAffinity.Required.NodeSelectorTerms {
+		for _, r := range t.MatchExpressions {
+			if r.Key == v1.LabelHostname && r.Operator == v1.NodeSelectorOpIn {
+				out = append(out, r.Values...)
+			}
+		}
+		for _, r := range t.MatchFields {
+			if r.Key == "metadata.name" && r.Operator == v1.NodeSelectorOpIn {
+				out = append(out, r.Values...)
+			}
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// zonePolicy reports groups spanning zones and suspends their AZRebalance. It
+// never resumes it: resuming an unbalanced group starts the rebalancing.
+func (b *Balancer) zonePolicy(ctx context.Context, inv *inventory, w *warnings) error {
+	var errs []error
+	multi := 0
+	for i := range inv.groups {
+		g := &inv.groups[i]
+		if len(g.Zones) < 2 {
+			continue
+		}
+		multi++
+		w.warn(ReasonMultiZoneGroup, "Auto Scaling group %s spans zones %v; local volumes need one group per zone", g.Name, g.Zones)
+		if g.Suspended(aws.ProcessAZRebalance) {
+			continue
+		}
+		if err := b.cloud.SuspendProcesses(ctx, g.Name, aws.ProcessAZRebalance); err != nil {
+			errs = append(errs, fmt.Errorf("suspending AZRebalance on %s: %w", g.Name, err))
+			continue
+		}
+		klog.FromContext(ctx).Info("Suspended AZRebalance", "group", g.Name, "zones", g.Zones)
+		w.normal(ReasonSuspendedAZRebalance, "Suspended AZRebalance on Auto Scaling group %s (zones %v)", g.Name, g.Zones)
+	}
+	b.metrics.multiZoneGroups.Set(float64(multi))
+	return errors.Join(errs...)
+}

@@ -1,0 +1,257 @@
+package balancer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"reflect"
+	"strings"
+
+	v1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/klog/v2"
+
+	"github.com/ballast-k8s/ballast/config/nodegroups"
+	"github.com/ballast-k8s/ballast/internal/aws"
+)
+
+// cluster-autoscaler's node-template tags (cloudprovider/aws/README.md).
+const (
+	tagLabelPrefix    = "k8s.io/cluster-autoscaler/node-template/label/"
+	tagTaintPrefix    = "k8s.io/cluster-autoscaler/node-template/taint/"
+	tagResourcePrefix = "k8s.io/cluster-autoscaler/node-template/resources/"
+)
+
+// publish writes the node-group templates into the ConfigMap. When a group's
+// template cannot be built the list is left as it was: a list missing a group
+// would make pods that need it look hopeless, while a list that grows stale
+// makes the scheduler plugin fail open.
+func (b *Balancer) publish(ctx context.Context, inv *inventory, w *warnings) error {
+	typeOf := map[string]string{} // group -> instance type
+	var want []string
+	for i := range inv.groups {
+		g := &inv.groups[i]
+		t, err := b.instanceType(ctx, g)
+		if err != nil {
+			w.warn(ReasonTemplateIncomplete, "Cannot tell the instance type of group %s: %v", g.Name, err)
+		}
+		if t != "" {
+			typeOf[g.Name] = t
+			if _, ok := b.types[t]; !ok && !contains(want, t) {
+				want = append(want, t)
+			}
+		}
+	}
+	if len(want) > 0 {
+		got, err := b.cloud.DescribeInstanceTypes(ctx, want)
+		if err != nil {
+			w.warn(ReasonTemplateIncomplete, "Cannot describe instance types %v: %v", want, err)
+		}
+		for _, t := range got {
+			b.types[t.Name] = t
+		}
+	}
+
+	list := &nodegroups.NodeGroupList{APIVersion: nodegroups.APIVersion, Kind: nodegroups.Kind, Source: Source, NodeGroups: []nodegroups.NodeGroup{}}
+	complete := true
+	for i := range inv.groups {
+		g := &inv.groups[i]
+		var it *aws.InstanceType
+		if t, ok := b.types[typeOf[g.Name]]; ok {
+			it = &t
+		}
+		ng := template(g, it, w)
+		if _, cpu := ng.Allocatable[v1.ResourceCPU]; !cpu {
+			w.warn(ReasonTemplateIncomplete, "No template for group %s: its instance type is unknown and no node-template tags give cpu", g.Name)
+			complete = false
+			continue
+		}
+		if _, mem := ng.Allocatable[v1.ResourceMemory]; !mem {
+			w.warn(ReasonTemplateIncomplete, "No template for group %s: its instance type is unknown and no node-template tags give memory", g.Name)
+			complete = false
+			continue
+		}
+		one := &nodegroups.NodeGroupList{APIVersion: nodegroups.APIVersion, Kind: nodegroups.Kind, NodeGroups: []nodegroups.NodeGroup{ng}}
+		if errs := nodegroups.Validate(one); len(errs) > 0 {
+			w.warn(ReasonTemplateIncomplete, "No template for group %s: %v", g.Name, errs.ToAggregate())
+			complete = false
+			continue
+		}
+		list.NodeGroups = append(list.NodeGroups, ng)
+	}
+	if !complete {
+		return nil // reported; the published list ages and the plugin fails open
+	}
+	return b.writeConfigMap(ctx, list)
+}
+
+func contains(s []string, v string) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+// instanceType picks the type the group would launch next, as
+// cluster-autoscaler does: the first override of a mixed instances policy,
+// else the launch template's. A running instance's type stands in for the
+// launch template to save a call per group.
+func (b *Balancer) instanceType(ctx context.Context, g *aws.Group) (string, error) {
+	if len(g.OverrideTypes) > 0 {
+		return g.OverrideTypes[0], nil
+	}
+	for _, i := range g.Instances {
+		if i.InstanceType != "" && i.LifecycleState == "InService" {
+			return i.InstanceType, nil
+		}
+	}
+	if g.LaunchTemplate == (aws.LaunchTemplateRef{}) {
+		return "", errors.New("no instances, no mixed instances policy and no launch template")
+	}
+	if c, ok := b.ltTypes[g.LaunchTemplate]; ok && b.clock.Since(c.at) < b.opts.TemplateRefresh*10 {
+		return c.value, nil
+	}
+	t, err := b.cloud.LaunchTemplateInstanceType(ctx, g.LaunchTemplate)
+	if err != nil {
+		return "", err
+	}
+	b.ltTypes[g.LaunchTemplate] = cached{value: t, at: b.clock.Now()}
+	if t == "" {
+		return "", fmt.Errorf("launch template %+v names no instance type", g.LaunchTemplate)
+	}
+	return t, nil
+}
+
+// template builds a group's template from the instance type and the group's
+// node-template tags. A malformed tag is reported and skipped.
+func template(g *aws.Group, it *aws.InstanceType, w *warnings) nodegroups.NodeGroup {
+	ng := nodegroups.NodeGroup{
+		Name: g.Name, MinSize: g.MinSize, MaxSize: g.MaxSize, CurrentSize: g.DesiredCapacity,
+		Labels: map[string]string{v1.LabelOSStable: "linux"}, Allocatable: v1.ResourceList{},
+	}
+	if len(g.Zones) == 1 {
+		ng.Zone = g.Zones[0]
+	}
+	if len(g.Zones) > 0 {
+		// Like cluster-autoscaler, a multi-zone group's template takes its first zone.
+		ng.Labels[v1.LabelTopologyZone] = g.Zones[0]
+		ng.Labels[v1.LabelTopologyRegion] = strings.TrimRight(g.Zones[0], "abcdefghijklmnopqrstuvwxyz")
+	}
+	if it != nil {
+		ng.InstanceTypes = []string{it.Name}
+		ng.Labels[v1.LabelInstanceTypeStable] = it.Name
+		ng.Labels[v1.LabelArchStable] = it.KubeArch()
+		ng.Allocatable = it.Allocatable()
+	}
+	for _, k := range sortedKeys(g.Tags) {
+		v := g.Tags[k]
+		switch {
+		case strings.HasPrefix(k, tagLabelPrefix):
+			key := strings.TrimPrefix(k, tagLabelPrefix)
+			if msgs := append(validation.IsQualifiedName(key), validation.IsValidLabelValue(v)...); len(msgs) > 0 {
+				w.warn(ReasonMalformedTag, "Group %s: skipped tag %s=%q: %s", g.Name, k, v, strings.Join(msgs, "; "))
+				continue
+			}
+			ng.Labels[key] = v
+		case strings.HasPrefix(k, tagTaintPrefix):
+			t, err := parseTaint(strings.TrimPrefix(k, tagTaintPrefix), v)
+			if err != nil {
+				w.warn(ReasonMalformedTag, "Group %s: skipped tag %s=%q: %v", g.Name, k, v, err)
+				continue
+			}
+			ng.Taints = append(ng.Taints, t)
+		case strings.HasPrefix(k, tagResourcePrefix):
+			name := strings.TrimPrefix(k, tagResourcePrefix)
+			q, err := resource.ParseQuantity(v)
+			if err == nil && q.Sign() < 0 {
+				err = errors.New("negative")
+			}
+			if msgs := validation.IsQualifiedName(name); err == nil && len(msgs) > 0 {
+				err = errors.New(strings.Join(msgs, "; "))
+			}
+			if err != nil {
+				w.warn(ReasonMalformedTag, "Group %s: skipped tag %s=%q: %v", g.Name, k, v, err)
+				continue
+			}
+			ng.Allocatable[v1.ResourceName(name)] = q
+		}
+	}
+	if len(ng.Taints) == 0 {
+		ng.Taints = nil
+	}
+	return ng
+}
+
+// parseTaint reads cluster-autoscaler's taint tag value, "<value>:<Effect>".
+func parseTaint(key, value string) (v1.Taint, error) {
+	val, effect, ok := strings.Cut(value, ":")
+	if !ok {
+		return v1.Taint{}, errors.New(`want "<value>:<Effect>"`)
+	}
+	t := v1.Taint{Key: key, Value: val, Effect: v1.TaintEffect(effect)}
+	switch t.Effect {
+	case v1.TaintEffectNoSchedule, v1.TaintEffectPreferNoSchedule, v1.TaintEffectNoExecute:
+	default:
+		return v1.Taint{}, fmt.Errorf("effect %q is not NoSchedule, PreferNoSchedule or NoExecute", effect)
+	}
+	if msgs := append(validation.IsQualifiedName(key), validation.IsValidLabelValue(val)...); len(msgs) > 0 {
+		return v1.Taint{}, errors.New(strings.Join(msgs, "; "))
+	}
+	return t, nil
+}
+
+// writeConfigMap creates or updates the ConfigMap when the list changed or
+// its generatedAt is older than TemplateRefresh.
+func (b *Balancer) writeConfigMap(ctx context.Context, list *nodegroups.NodeGroupList) error {
+	now := b.clock.Now().UTC().Truncate(1e9)
+	list.GeneratedAt = &now
+	data, err := nodegroups.Encode(list)
+	if err != nil {
+		return fmt.Errorf("encoding node groups: %w", err)
+	}
+	cms := b.kube.CoreV1().ConfigMaps(b.opts.ConfigMapNamespace)
+	cm, err := cms.Get(ctx, b.opts.ConfigMapName, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		cm = &v1.ConfigMap{
+			ObjectMeta: metav1.ObjectMeta{Namespace: b.opts.ConfigMapNamespace, Name: b.opts.ConfigMapName,
+				Labels: map[string]string{"app.kubernetes.io/managed-by": Source}},
+			Data: data,
+		}
+		if _, err := cms.Create(ctx, cm, metav1.CreateOptions{FieldManager: Source}); err != nil {
+			return fmt.Errorf("creating ConfigMap %s/%s: %w", cm.Namespace, cm.Name, err)
+		}
+		b.recorder.Eventf(cm, v1.EventTypeNormal, ReasonPublishedNodeTemplates, "Published %d node groups", len(list.NodeGroups))
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("getting ConfigMap: %w", err)
+	}
+	if old, err := nodegroups.Decode(cm.Data); err == nil && old.GeneratedAt != nil && now.Sub(*old.GeneratedAt) < b.opts.TemplateRefresh {
+		old.GeneratedAt = list.GeneratedAt
+		if reflect.DeepEqual(normalize(old), normalize(list)) {
+			return nil
+		}
+	}
+	cm = cm.DeepCopy()
+	cm.Data = data
+	if _, err := cms.Update(ctx, cm, metav1.UpdateOptions{FieldManager: Source}); err != nil {
+		return fmt.Errorf("updating ConfigMap %s/%s: %w", cm.Namespace, cm.Name, err)
+	}
+	klog.FromContext(ctx).V(2).Info("Published node groups", "groups", len(list.NodeGroups))
+	return nil
+}
+
+// normalize renders a list the way it is stored, so that comparing two lists
+// ignores quantity formatting and nil-versus-empty.
+func normalize(l *nodegroups.NodeGroupList) map[string]string {
+	data, err := nodegroups.Encode(l)
+	if err != nil {
+		return nil
+	}
+	return data
+}
