@@ -161,6 +161,7 @@ func (pl *HopelessPods) isSchedulableAfterVolumeChange(_ klog.Logger, pod *v1.Po
 // scheduler writes no condition for such a pod, so the plugin does, once.
 func (pl *HopelessPods) PreEnqueue(ctx context.Context, pod *v1.Pod) *fwk.Status {
 	if pl.admitted(pod.UID, false) {
+		pl.unpark(pod.UID)
 		return nil
 	}
 	v, ok := pl.verdict(pod)
@@ -176,6 +177,7 @@ func (pl *HopelessPods) PreEnqueue(ctx context.Context, pod *v1.Pod) *fwk.Status
 // to the nodes whose shape passes the pod's static predicates.
 func (pl *HopelessPods) PreFilter(_ context.Context, _ fwk.CycleState, pod *v1.Pod, _ []fwk.NodeInfo) (*fwk.PreFilterResult, *fwk.Status) {
 	if pl.admitted(pod.UID, true) {
+		pl.unpark(pod.UID)
 		return nil, nil
 	}
 	v, ok := pl.verdict(pod)
@@ -245,7 +247,6 @@ func (pl *HopelessPods) unpark(uid types.UID) {
 	if had {
 		metricParked.WithLabelValues(string(old.reason)).Dec()
 	}
-	pl.status.forget(uid)
 }
 
 // parkedKeys returns the namespace/name of every parked pod.

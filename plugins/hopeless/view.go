@@ -137,6 +137,8 @@ func (v *view) forgetPod(uid types.UID) {
 	v.reqs.Delete(uid)
 	v.pl.admit.Delete(uid)
 	v.pl.unpark(uid)
+	// Only now may a new park of this pod be reported again.
+	v.pl.status.forget(uid)
 }
 
 // setConfigMap decodes the node groups. A malformed ConfigMap is reported

@@ -1,0 +1,73 @@
+# Ballast. `make demo` runs the demo, `make test` runs every test.
+SHELL := /usr/bin/env bash
+GO ?= go
+BIN := $(CURDIR)/bin
+export PATH := $(BIN):$(PATH)
+
+# The scheduler reports the Kubernetes version it is built from.
+K8S_VERSION := v1.37.2
+GIT_SHA := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+LDFLAGS := -s -w \
+	-X k8s.io/component-base/version.gitVersion=$(K8S_VERSION)+ballast.$(GIT_SHA) \
+	-X k8s.io/component-base/version.gitMajor=1 \
+	-X k8s.io/component-base/version.gitMinor=37 \
+	-X k8s.io/component-base/version.gitCommit=$(GIT_SHA)
+GOBUILD := CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)'
+
+# Default test run: unit + integration (real etcd + kube-apiserver). Under 25 minutes on 2 cores.
+TEST_TIMEOUT ?= 25m
+IMAGE_REPO ?= ghcr.io/ballast-k8s
+IMAGE_TAG ?= $(GIT_SHA)
+
+.PHONY: all build scheduler az-balancer etcd test unit integration bench bench-quick demo verify image clean
+
+all: build
+
+build: scheduler az-balancer
+
+scheduler:
+	$(GOBUILD) -o $(BIN)/scheduler ./cmd/scheduler
+
+az-balancer:
+	$(GOBUILD) -o $(BIN)/az-balancer ./cmd/az-balancer
+
+# etcd v3.7.0 from the Go module proxy, in its own module so that its
+# dependencies never move Kubernetes'.
+etcd: $(BIN)/etcd
+$(BIN)/etcd: hack/tools/etcd/go.mod
+	cd hack/tools/etcd && $(GO) build -o $(BIN)/etcd go.etcd.io/etcd/server/v3
+
+test: etcd scheduler
+	BALLAST_SCHEDULER_BIN=$(BIN)/scheduler $(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+unit:
+	$(GO) test -count=1 $$($(GO) list ./... | grep -v /test/)
+
+integration: etcd scheduler
+	BALLAST_SCHEDULER_BIN=$(BIN)/scheduler $(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./test/...
+
+# Side-by-side benchmark: vanilla kube-scheduler v1.37.2 vs Ballast, on the
+# upstream scheduler_perf harness. Writes test/integration/bench/results/.
+BENCH_SIZES ?= quick,incident
+bench: etcd
+	BALLAST_BENCH_SIZES=$(BENCH_SIZES) $(GO) test -count=1 -timeout 90m -run '^$$' -bench 'BenchmarkHopeless' -benchtime=1x ./test/integration/bench/ \
+		-perf-scheduling-label-filter= -data-items-dir=$(CURDIR)/test/integration/bench/results
+	$(GO) test -count=1 -run '^$$' -bench 'BenchmarkVerdict' ./plugins/hopeless/
+
+bench-quick:
+	$(MAKE) bench BENCH_SIZES=quick
+
+demo: etcd scheduler
+	$(GO) test -count=1 -timeout 20m -run '^TestDemo$$' -v ./test/demo/ 2>&1 | sed -n '/^BALLAST DEMO/,/^END OF DEMO/p'
+
+verify:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	cd hack/tools/etcd && $(GO) mod verify >/dev/null
+
+image:
+	docker build -f build/scheduler.Dockerfile -t $(IMAGE_REPO)/ballast-scheduler:$(IMAGE_TAG) .
+	docker build -f build/az-balancer.Dockerfile -t $(IMAGE_REPO)/ballast-az-balancer:$(IMAGE_TAG) .
+
+clean:
+	rm -rf $(BIN)

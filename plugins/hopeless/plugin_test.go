@@ -1,0 +1,290 @@
+package hopeless
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	v1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/sets"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/client-go/tools/events"
+	"k8s.io/klog/v2/ktesting"
+	fwk "k8s.io/kube-scheduler/framework"
+	"k8s.io/kubernetes/pkg/scheduler/apis/config"
+	"k8s.io/kubernetes/pkg/scheduler/framework"
+	"k8s.io/kubernetes/pkg/scheduler/framework/plugins/defaultbinder"
+	"k8s.io/kubernetes/pkg/scheduler/framework/plugins/queuesort"
+	frameworkruntime "k8s.io/kubernetes/pkg/scheduler/framework/runtime"
+	schedmetrics "k8s.io/kubernetes/pkg/scheduler/metrics"
+	st "k8s.io/kubernetes/pkg/scheduler/testing"
+)
+
+var batchTaint = v1.Taint{Key: "dedicated", Value: "batch", Effect: v1.TaintEffectNoSchedule}
+
+func testNode(name string, labels map[string]string, taints ...v1.Taint) *v1.Node {
+	l := map[string]string{v1.LabelHostname: name}
+	for k, v := range labels {
+		l[k] = v
+	}
+	alloc := v1.ResourceList{v1.ResourceCPU: resource.MustParse("4"), v1.ResourceMemory: resource.MustParse("16Gi"), v1.ResourcePods: resource.MustParse("110")}
+	return &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: l}, Spec: v1.NodeSpec{Taints: taints}, Status: v1.NodeStatus{Allocatable: alloc}}
+}
+
+// cronPod is the incident's pod: pool=batch, tolerates dedicated=batchjobs.
+func cronPod(name string) *v1.Pod {
+	return st.MakePod().Namespace("default").Name(name).UID(name).NodeSelector(map[string]string{"pool": "batch"}).
+		Tolerations([]v1.Toleration{{Key: "dedicated", Operator: v1.TolerationOpEqual, Value: "batchjobs", Effect: v1.TaintEffectNoSchedule}}).
+		Req(map[v1.ResourceName]string{v1.ResourceCPU: "100m"}).Obj()
+}
+
+// newTestPlugin builds the plugin on a real framework handle over a fake
+// clientset holding objs, and waits until its view is synced.
+func newTestPlugin(t testing.TB, args string, objs ...runtime.Object) (*HopelessPods, *fake.Clientset) {
+	t.Helper()
+	schedmetrics.Register()
+	_, ctx := ktesting.NewTestContext(t)
+	ctx, cancel := context.WithCancel(ctx)
+	t.Cleanup(cancel)
+	client := fake.NewClientset(objs...)
+	factory := informers.NewSharedInformerFactory(client, 0)
+	profile := &config.KubeSchedulerProfile{SchedulerName: "test", Plugins: &config.Plugins{
+		QueueSort: config.PluginSet{Enabled: []config.Plugin{{Name: queuesort.Name}}},
+		Bind:      config.PluginSet{Enabled: []config.Plugin{{Name: defaultbinder.Name}}},
+	}}
+	registry := frameworkruntime.Registry{queuesort.Name: queuesort.New, defaultbinder.Name: defaultbinder.New}
+	fh, err := frameworkruntime.NewFramework(ctx, registry, profile,
+		frameworkruntime.WithClientSet(client), frameworkruntime.WithInformerFactory(factory),
+		frameworkruntime.WithEventRecorder(events.NewFakeRecorder(100)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var obj runtime.Object
+	if args != "" {
+		obj = &runtime.Unknown{Raw: []byte(args), ContentType: runtime.ContentTypeJSON}
+	}
+	p, err := New(ctx, obj, fh)
+	if err != nil {
+		t.Fatal(err)
+	}
+	factory.Start(ctx.Done())
+	factory.WaitForCacheSync(ctx.Done())
+	pl := p.(*HopelessPods)
+	for !pl.view.synced() {
+	}
+	return pl, client
+}
+
+func TestNodeHint(t *testing.T) {
+	pool := map[string]string{"pool": "batch"}
+	fitting := v1.Taint{Key: "dedicated", Value: "batchjobs", Effect: v1.TaintEffectNoSchedule}
+	tests := []struct {
+		name     string
+		old, new *v1.Node
+		want     fwk.QueueingHint
+	}{
+		{"new node of the pool, wrong taint", nil, testNode("b2", pool, batchTaint), fwk.QueueSkip},
+		{"new node of another pool", nil, testNode("w2", map[string]string{"pool": "web"}), fwk.QueueSkip},
+		{"new node the pod tolerates", nil, testNode("b3", pool, fitting), fwk.Queue},
+		{"taint changed to a tolerated one", testNode("b1", pool, batchTaint), testNode("b1", pool, fitting), fwk.Queue},
+		{"label added that the pod selects", testNode("x", nil), testNode("x", pool), fwk.Queue},
+		{"already fitting node updated", testNode("b3", pool, fitting), testNode("b3", map[string]string{"pool": "batch", "x": "y"}, fitting), fwk.QueueSkip},
+		{"allocatable shrunk below the request", nil, func() *v1.Node {
+			n := testNode("tiny", pool)
+			n.Status.Allocatable[v1.ResourceCPU] = resource.MustParse("50m")
+			return n
+		}(), fwk.QueueSkip},
+	}
+	pl, _ := newTestPlugin(t, "")
+	logger, _ := ktesting.NewTestContext(t)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var old interface{}
+			if tt.old != nil {
+				old = tt.old
+			}
+			got, err := pl.isSchedulableAfterNodeChange(logger, cronPod("p-"+tt.name), old, tt.new)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("hint (-want, +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestPodAndVolumeHints(t *testing.T) {
+	pl, _ := newTestPlugin(t, "", testNode("b1", map[string]string{"pool": "batch"}, batchTaint))
+	logger, _ := ktesting.NewTestContext(t)
+	pod := cronPod("report")
+	pod.Spec.Volumes = []v1.Volume{{Name: "d", VolumeSource: v1.VolumeSource{PersistentVolumeClaim: &v1.PersistentVolumeClaimVolumeSource{ClaimName: "data"}}}}
+
+	fixed := pod.DeepCopy()
+	fixed.Spec.Tolerations = append(fixed.Spec.Tolerations, v1.Toleration{Key: "dedicated", Operator: v1.TolerationOpExists})
+	stillWrong := pod.DeepCopy()
+	stillWrong.Spec.Tolerations = append(stillWrong.Spec.Tolerations, v1.Toleration{Key: "other", Operator: v1.TolerationOpExists})
+	claim := func(ns, name string) *v1.PersistentVolumeClaim {
+		return &v1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}
+	}
+	pvFor := func(ns, name string) *v1.PersistentVolume {
+		return &v1.PersistentVolume{Spec: v1.PersistentVolumeSpec{ClaimRef: &v1.ObjectReference{Namespace: ns, Name: name}}}
+	}
+	tests := []struct {
+		name string
+		hint func() (fwk.QueueingHint, error)
+		want fwk.QueueingHint
+	}{
+		{"toleration that fixes it", func() (fwk.QueueingHint, error) {
+			return pl.isSchedulableAfterPodTolerationChange(logger, pod, pod, fixed)
+		}, fwk.Queue},
+		{"toleration that does not", func() (fwk.QueueingHint, error) {
+			return pl.isSchedulableAfterPodTolerationChange(logger, pod, pod, stillWrong)
+		}, fwk.QueueSkip},
+		{"own claim recreated", func() (fwk.QueueingHint, error) {
+			return pl.isSchedulableAfterClaimChange(logger, pod, nil, claim("default", "data"))
+		}, fwk.Queue},
+		{"claim of another namespace", func() (fwk.QueueingHint, error) {
+			return pl.isSchedulableAfterClaimChange(logger, pod, nil, claim("other", "data"))
+		}, fwk.QueueSkip},
+		{"PV bound to own claim", func() (fwk.QueueingHint, error) {
+			return pl.isSchedulableAfterVolumeChange(logger, pod, nil, pvFor("default", "data"))
+		}, fwk.Queue},
+		{"PV of another claim", func() (fwk.QueueingHint, error) {
+			return pl.isSchedulableAfterVolumeChange(logger, pod, nil, pvFor("default", "logs"))
+		}, fwk.QueueSkip},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := tt.hint()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("hint (-want, +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestEventsToRegisterHaveHints(t *testing.T) {
+	pl, _ := newTestPlugin(t, "")
+	evs, err := pl.EventsToRegister(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range evs {
+		if e.QueueingHintFn == nil {
+			t.Errorf("event %v has no QueueingHintFn", e.Event)
+		}
+		if e.Event.Resource == fwk.Node && e.Event.ActionType&fwk.Delete != 0 {
+			t.Errorf("a node deletion can never make a pod schedulable, but it is registered")
+		}
+	}
+}
+
+func TestPreEnqueueAndPreFilter(t *testing.T) {
+	pl, client := newTestPlugin(t, "",
+		testNode("b1", map[string]string{"pool": "batch"}, batchTaint),
+		testNode("gpu-1", map[string]string{"pool": "gpu"}),
+		testNode("w1", map[string]string{"pool": "web"}), testNode("w2", map[string]string{"pool": "web"}))
+	_, ctx := ktesting.NewTestContext(t)
+	state := framework.NewCycleState()
+
+	hopeless := cronPod("report-1")
+	if _, err := client.CoreV1().Pods("default").Create(ctx, hopeless, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	status := pl.PreEnqueue(ctx, hopeless)
+	if status.Code() != fwk.UnschedulableAndUnresolvable || !strings.Contains(status.Message(), "tolerates taint dedicated=batch:NoSchedule") {
+		t.Fatalf("PreEnqueue of a hopeless pod: %v", status)
+	}
+	if _, s := pl.PreFilter(ctx, state, hopeless, nil); s.Code() != fwk.UnschedulableAndUnresolvable {
+		t.Fatalf("PreFilter of a hopeless pod: %v", s)
+	}
+	if got := len(pl.parkedKeys()); got != 1 {
+		t.Fatalf("parked %d pods, want 1", got)
+	}
+
+	gpu := st.MakePod().Namespace("default").Name("trainer").UID("trainer").NodeSelector(map[string]string{"pool": "gpu"}).Obj()
+	if s := pl.PreEnqueue(ctx, gpu); !s.IsSuccess() {
+		t.Fatalf("PreEnqueue of a feasible pod: %v", s)
+	}
+	res, s := pl.PreFilter(ctx, state, gpu, nil)
+	if !s.IsSuccess() || res == nil {
+		t.Fatalf("PreFilter of a feasible pod: %v %v", res, s)
+	}
+	if diff := cmp.Diff(sets.New("gpu-1"), res.NodeNames); diff != "" {
+		t.Errorf("narrowed nodes (-want, +got):\n%s", diff)
+	}
+
+	// A hint that queues lets the pod through once, even if the view lags.
+	logger, _ := ktesting.NewTestContext(t)
+	newNode := testNode("b9", map[string]string{"pool": "batch"}, v1.Taint{Key: "dedicated", Value: "batchjobs", Effect: v1.TaintEffectNoSchedule})
+	if h, _ := pl.isSchedulableAfterNodeChange(logger, hopeless, nil, newNode); h != fwk.Queue {
+		t.Fatalf("hint: %v", h)
+	}
+	if s := pl.PreEnqueue(ctx, hopeless); !s.IsSuccess() {
+		t.Fatalf("PreEnqueue after a queueing hint: %v", s)
+	}
+	if _, s := pl.PreFilter(ctx, state, hopeless, nil); !s.IsSuccess() {
+		t.Fatalf("PreFilter after a queueing hint: %v", s)
+	}
+	if len(pl.parkedKeys()) != 0 {
+		t.Fatalf("a pod let through must not count as parked")
+	}
+	// The pass is used up: the lagging view still says hopeless.
+	if s := pl.PreEnqueue(ctx, hopeless); s.IsSuccess() {
+		t.Fatal("the hint's pass must be used only once")
+	}
+}
+
+func TestNewRejectsMalformedArgs(t *testing.T) {
+	schedmetrics.Register()
+	for _, raw := range []string{`{"maxTemplateAge":"-1s"}`, `{"bogus":1}`} {
+		_, ctx := ktesting.NewTestContext(t)
+		_, err := New(ctx, &runtime.Unknown{Raw: []byte(raw), ContentType: runtime.ContentTypeJSON}, nil)
+		if err == nil {
+			t.Errorf("New accepted %s", raw)
+		}
+	}
+}
+
+// BenchmarkVerdict measures one verdict against clusters of 500 to 5000
+// nodes in 20 shapes: uncached (a new signature) and cached. It must be flat
+// in the node count.
+func BenchmarkVerdict(b *testing.B) {
+	for _, nodes := range []int{500, 2000, 5000} {
+		var objs []runtime.Object
+		for i := 0; i < nodes; i++ {
+			objs = append(objs, testNode(fmt.Sprintf("n-%d", i), map[string]string{"pool": fmt.Sprintf("p%d", i%20)}))
+		}
+		pl, _ := newTestPlugin(b, "", objs...)
+		if _, shapes, _ := pl.store.Counts(); shapes != 20 {
+			b.Fatalf("want 20 shapes, got %d", shapes)
+		}
+		b.Run(fmt.Sprintf("nodes=%d/uncached", nodes), func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				pod := cronPod("p")
+				pod.Spec.Containers[0].Resources.Requests[v1.ResourceMemory] = *resource.NewQuantity(int64(i+1), resource.BinarySI)
+				if v, _ := pl.verdict(pod); !v.Hopeless {
+					b.Fatal("want hopeless")
+				}
+			}
+		})
+		b.Run(fmt.Sprintf("nodes=%d/cached", nodes), func(b *testing.B) {
+			pod := cronPod("p")
+			for i := 0; i < b.N; i++ {
+				if v, _ := pl.verdict(pod); !v.Hopeless {
+					b.Fatal("want hopeless")
+				}
+			}
+		})
+	}
+}
