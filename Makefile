@@ -57,8 +57,8 @@ bench: etcd
 bench-quick:
 	$(MAKE) bench BENCH_SIZES=quick
 
-demo: etcd scheduler
-	$(GO) test -count=1 -timeout 20m -run '^TestDemo$$' -v ./test/demo/ 2>&1 | sed -n '/^BALLAST DEMO/,/^END OF DEMO/p'
+demo: etcd
+	hack/demo.sh
 
 verify:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

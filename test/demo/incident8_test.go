@@ -1,0 +1,167 @@
+package demo
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	v1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/util/workqueue"
+	"k8s.io/component-base/metrics/legacyregistry"
+	"k8s.io/component-base/metrics/testutil"
+	"k8s.io/klog/v2"
+	"k8s.io/kubernetes/cmd/kube-scheduler/app/options"
+	"k8s.io/kubernetes/pkg/scheduler"
+	testutils "k8s.io/kubernetes/test/integration/util"
+
+	"github.com/ballast-k8s/ballast/plugins"
+)
+
+// incident8 sizes: small enough for a few minutes on 2 cores, large enough
+// for the thrashing to show.
+const (
+	generalNodes = 100
+	poolNodes    = 5
+	hopelessPods = 1000
+	ordinaryPods = 600
+)
+
+type run8 struct {
+	name           string
+	scheduleTime   time.Duration
+	throughput     float64
+	failedAttempts float64
+	withReason     int
+}
+
+func repoRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..")
+}
+
+func node(name string, labels map[string]string, taints []v1.Taint) *v1.Node {
+	l := map[string]string{v1.LabelHostname: name}
+	for k, v := range labels {
+		l[k] = v
+	}
+	alloc := v1.ResourceList{v1.ResourceCPU: resource.MustParse("4"), v1.ResourceMemory: resource.MustParse("32Gi"), v1.ResourcePods: resource.MustParse("110")}
+	return &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: l}, Spec: v1.NodeSpec{Taints: taints},
+		Status: v1.NodeStatus{Capacity: alloc, Allocatable: alloc, Conditions: []v1.NodeCondition{{Type: v1.NodeReady, Status: v1.ConditionTrue}}}}
+}
+
+var batchTaint = v1.Taint{Key: "dedicated", Value: "batch", Effect: v1.TaintEffectNoSchedule}
+
+func pod(ns, name string, selector map[string]string, tolerations []v1.Toleration) *v1.Pod {
+	return &v1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec: v1.PodSpec{NodeSelector: selector, Tolerations: tolerations, Containers: []v1.Container{{Name: "c", Image: "registry.k8s.io/pause:3.10",
+			Resources: v1.ResourceRequirements{Requests: v1.ResourceList{v1.ResourceCPU: resource.MustParse("100m"), v1.ResourceMemory: resource.MustParse("100Mi")}}}}}}
+}
+
+func createMany(ctx context.Context, t *testing.T, cs kubernetes.Interface, n int, make func(i int) *v1.Pod) {
+	t.Helper()
+	var failed atomic.Int32
+	workqueue.ParallelizeUntil(ctx, 16, n, func(i int) {
+		if _, err := cs.CoreV1().Pods(make(i).Namespace).Create(ctx, make(i), metav1.CreateOptions{}); err != nil {
+			failed.Add(1)
+		}
+	})
+	if failed.Load() > 0 {
+		t.Fatalf("%d pod creations failed", failed.Load())
+	}
+}
+
+// churnPool re-creates one node of the batch pool every second, as the
+// incident's autoscaled pool did, until ctx ends.
+func churnPool(ctx context.Context, cs kubernetes.Interface, wg *sync.WaitGroup) {
+	defer wg.Done()
+	for i := 0; ; i++ {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+		name := fmt.Sprintf("batch-%d", i%poolNodes)
+		_ = cs.CoreV1().Nodes().Delete(context.Background(), name, metav1.DeleteOptions{})
+		_, _ = cs.CoreV1().Nodes().Create(context.Background(), node(name, map[string]string{"pool": "batch"}, []v1.Taint{batchTaint}), metav1.CreateOptions{})
+	}
+}
+
+func failedAttempts(t *testing.T) float64 {
+	vals, err := testutil.GetCounterValuesFromGatherer(legacyregistry.DefaultGatherer, "scheduler_schedule_attempts_total",
+		map[string]string{"profile": "default-scheduler"}, "result")
+	if err != nil {
+		return 0
+	}
+	return vals["unschedulable"] + vals["error"]
+}
+
+func replayIncident8(t *testing.T, server *testutils.TestContext, name, config string) run8 {
+	testCtx := testutils.WithNewNamespace(t, server, strings.ToLower(name))
+	ctx, cs, ns := testCtx.Ctx, testCtx.ClientSet, testCtx.NS.Name
+	cfg, err := options.LoadConfigFromFile(klog.Background(), filepath.Join(repoRoot(), "test", "integration", "bench", "config", config))
+	if err != nil {
+		t.Fatal(err)
+	}
+	testutils.InitTestSchedulerWithOptions(t, testCtx, 0, scheduler.WithProfiles(cfg.Profiles...),
+		scheduler.WithFrameworkOutOfTreeRegistry(plugins.Registry()))
+	testutils.SyncSchedulerInformerFactory(testCtx)
+	go testCtx.Scheduler.Run(testCtx.SchedulerCtx)
+	defer testCtx.SchedulerCloseFn()
+
+	wrong := []v1.Toleration{{Key: "dedicated", Operator: v1.TolerationOpEqual, Value: "batchjobs", Effect: v1.TaintEffectNoSchedule}}
+	createMany(ctx, t, cs, hopelessPods, func(i int) *v1.Pod {
+		return pod(ns, fmt.Sprintf("report-%d", i), map[string]string{"pool": "batch"}, wrong)
+	})
+	churnCtx, stopChurn := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go churnPool(churnCtx, cs, &wg)
+	time.Sleep(3 * time.Second)
+
+	before := failedAttempts(t)
+	start := time.Now()
+	createMany(ctx, t, cs, ordinaryPods, func(i int) *v1.Pod { return pod(ns, fmt.Sprintf("web-%d", i), nil, nil) })
+	err = wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 5*time.Minute, true, func(ctx context.Context) (bool, error) {
+		pods, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{ResourceVersion: "0"})
+		if err != nil {
+			return false, nil
+		}
+		bound := 0
+		for _, p := range pods.Items {
+			if strings.HasPrefix(p.Name, "web-") && p.Spec.NodeName != "" {
+				bound++
+			}
+		}
+		return bound == ordinaryPods, nil
+	})
+	elapsed := time.Since(start)
+	stopChurn()
+	wg.Wait()
+	if err != nil {
+		t.Fatalf("%s: ordinary pods not all scheduled: %v", name, err)
+	}
+	r := run8{name: name, scheduleTime: elapsed, throughput: float64(ordinaryPods) / elapsed.Seconds(), failedAttempts: failedAttempts(t) - before}
+	// Give the status writer a moment, then count pods that carry Ballast's reason.
+	time.Sleep(2 * time.Second)
+	pods, _ := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
+	for _, p := range pods.Items {
+		for _, c := range p.Status.Conditions {
+			if c.Type == v1.PodScheduled && strings.HasPrefix(c.Message, "hopeless: ") {
+				r.withReason++
+			}
+		}
+	}
+	// Leave nothing behind for the next run.
+	_ = cs.CoreV1().Pods(ns).DeleteCollection(ctx, metav1.DeleteOptions{GracePeriodSeconds: new(int64)}, metav1.ListOptions{})
+	return r
+}
