@@ -26,6 +26,7 @@ func TestDecodeDefaults(t *testing.T) {
 		MaxTemplateAge:        &metav1.Duration{Duration: 10 * time.Minute},
 		IdentityLabels:        []string{"kubernetes.io/hostname"},
 		NarrowFilter:          ptr.To(true),
+		GateAtPreEnqueue:      ptr.To(true),
 		StatusWritesPerSecond: ptr.To[int32](20),
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
@@ -37,7 +38,7 @@ func TestDecodeEncodeRoundTrip(t *testing.T) {
 	for _, raw := range []string{
 		`{}`,
 		`{"autoscaling":true,"maxTemplateAge":"3m","nodeGroupsConfigMap":{"namespace":"ballast","name":"groups"}}`,
-		`{"apiVersion":"ballast.k8s.io/v1alpha1","kind":"HopelessPodsArgs","narrowFilter":false,"identityLabels":["kubernetes.io/hostname","node.example.com/id"],"statusWritesPerSecond":5}`,
+		`{"apiVersion":"ballast.k8s.io/v1alpha1","kind":"HopelessPodsArgs","narrowFilter":false,"gateAtPreEnqueue":false,"identityLabels":["kubernetes.io/hostname","node.example.com/id"],"statusWritesPerSecond":5}`,
 		"autoscaling: true\nmaxTemplateAge: 0s\n",
 	} {
 		t.Run(raw, func(t *testing.T) {

@@ -66,6 +66,10 @@ func (a *HopelessPodsArgs) DeepCopy() *HopelessPodsArgs {
 		c.NarrowFilter = new(bool)
 		*c.NarrowFilter = *a.NarrowFilter
 	}
+	if a.GateAtPreEnqueue != nil {
+		c.GateAtPreEnqueue = new(bool)
+		*c.GateAtPreEnqueue = *a.GateAtPreEnqueue
+	}
 	if a.StatusWritesPerSecond != nil {
 		c.StatusWritesPerSecond = new(int32)
 		*c.StatusWritesPerSecond = *a.StatusWritesPerSecond

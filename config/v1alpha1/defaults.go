@@ -32,6 +32,9 @@ func SetDefaults_HopelessPodsArgs(a *HopelessPodsArgs) { //nolint:revive // upst
 	if a.NarrowFilter == nil {
 		a.NarrowFilter = ptr.To(true)
 	}
+	if a.GateAtPreEnqueue == nil {
+		a.GateAtPreEnqueue = ptr.To(true)
+	}
 	if a.StatusWritesPerSecond == nil {
 		a.StatusWritesPerSecond = ptr.To[int32](DefaultStatusWriteQPS)
 	}

@@ -35,6 +35,10 @@ type HopelessPodsArgs struct {
 	// NarrowFilter lets PreFilter restrict Filter to the nodes whose shape
 	// passes the pod's static predicates.
 	NarrowFilter *bool `json:"narrowFilter,omitempty"`
+	// GateAtPreEnqueue keeps pods of signatures known to be hopeless out of
+	// the active queue (no scheduling attempt at all). When false they are
+	// rejected at PreFilter, once per attempt.
+	GateAtPreEnqueue *bool `json:"gateAtPreEnqueue,omitempty"`
 	// StatusWritesPerSecond bounds the PodScheduled condition writes the
 	// plugin makes for pods it parks at PreEnqueue.
 	StatusWritesPerSecond *int32 `json:"statusWritesPerSecond,omitempty"`

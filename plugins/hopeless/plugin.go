@@ -160,6 +160,9 @@ func (pl *HopelessPods) isSchedulableAfterVolumeChange(_ klog.Logger, pod *v1.Po
 // scheduling attempt at all until a hint or the view lets it back in. The
 // scheduler writes no condition for such a pod, so the plugin does, once.
 func (pl *HopelessPods) PreEnqueue(ctx context.Context, pod *v1.Pod) *fwk.Status {
+	if !*pl.args.GateAtPreEnqueue {
+		return nil
+	}
 	if pl.admitted(pod.UID, false) {
 		pl.unpark(pod.UID)
 		return nil

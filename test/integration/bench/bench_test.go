@@ -195,6 +195,9 @@ func buildTable(dir, size string, chosen []string) (string, error) {
 	for _, v := range chosen {
 		row(v, "vanilla", runs[v+"Vanilla"])
 		row(v, "Ballast", runs[v+"Ballast"])
+		if r := runs[v+"BallastNoGate"]; r != nil {
+			row(v, "Ballast, no PreEnqueue gate", r)
+		}
 	}
 	b.WriteString("\nGoals: Ballast >= 0.95x baseline throughput (average and median); failed attempts/min at least 100x below vanilla; heap within 10% of vanilla.\n\n")
 	for _, v := range chosen {
