@@ -1,0 +1,183 @@
+package balancer
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	v1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	k8sruntime "k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/klog/v2"
+	"k8s.io/kubernetes/cmd/kube-scheduler/app/options"
+	"k8s.io/kubernetes/pkg/scheduler"
+	testutils "k8s.io/kubernetes/test/integration/util"
+
+	"github.com/ballast-k8s/ballast/config/nodegroups"
+	"github.com/ballast-k8s/ballast/internal/awstest"
+	"github.com/ballast-k8s/ballast/plugins"
+)
+
+// hopelessPrefix starts the PodScheduled message of every pod the plugin parks.
+const hopelessPrefix = "hopeless: "
+
+// testSchedulerReadsTemplates: the contract between the two programs. A
+// group at size 0 exists only as the balancer's template; the real plugin,
+// reading the balancer's ConfigMap, must not park a pod that only that group
+// could host, and must park one that no node and no group could.
+func testSchedulerReadsTemplates(t *testing.T, server *testutils.TestContext) {
+	e := newEnv(t, server, "templates")
+	e.emu.CreateGroup(awstest.GroupSpec{Name: "gpu-us-east-1a", Zones: zones[:1], MinSize: 0, MaxSize: 5, InstanceType: "p3.2xlarge",
+		Tags: caTags(map[string]string{tagLabel + "pool": "gpu", tagTaint + "nvidia.com/gpu": "present:NoSchedule"})})
+	e.createNode("tmpl-web-1", zones[0], "", nil) // an ordinary node, in no group
+	e.mustReconcile()
+	if _, list := e.publishedGroups(); len(list.NodeGroups) != 1 || list.NodeGroups[0].CurrentSize != 0 || list.NodeGroups[0].Labels["pool"] != "gpu" {
+		t.Fatalf("published %+v, want gpu-us-east-1a at size 0 with pool=gpu", list.NodeGroups)
+	}
+
+	startScheduler(t, e.testCtx, "autoscaling-profile.yaml", map[string]any{
+		"autoscaling": true, "nodeGroupsConfigMap": map[string]string{"namespace": e.ns, "name": nodegroups.DefaultName}})
+
+	gpuToleration := []v1.Toleration{{Key: "nvidia.com/gpu", Operator: v1.TolerationOpExists, Effect: v1.TaintEffectNoSchedule}}
+	// Parked first: proves the plugin holds the templates (without them it
+	// fails open and parks nothing), so that the verdict below is not fail-open.
+	lost := e.createPod("lost", map[string]string{"pool": "tpu"}, gpuToleration)
+	e.waitCondition(lost, "parked", parkedWith(hopelessPrefix))
+	// The taint came through the tags: without the toleration the group cannot host it.
+	intolerant := e.createPod("intolerant", map[string]string{"pool": "gpu"}, nil)
+	e.waitCondition(intolerant, "parked", parkedWith(hopelessPrefix))
+
+	trainer := e.createPod("trainer", map[string]string{"pool": "gpu"}, gpuToleration)
+	got := e.waitCondition(trainer, "unschedulable", func(p *v1.Pod) bool {
+		c := scheduledCondition(p)
+		return c != nil && c.Status == v1.ConditionFalse
+	})
+	if c := scheduledCondition(got); strings.HasPrefix(c.Message, hopelessPrefix) {
+		t.Fatalf("a pod that only the size-0 group can host was parked: %s", c.Message)
+	}
+	// Still not parked a little later (a later attempt could park it).
+	time.Sleep(2 * time.Second)
+	if p, err := e.cs.CoreV1().Pods(e.ns).Get(e.ctx, trainer.Name, metav1.GetOptions{}); err != nil {
+		t.Fatal(err)
+	} else if c := scheduledCondition(p); c == nil || strings.HasPrefix(c.Message, hopelessPrefix) {
+		t.Fatalf("trainer later: %s", describe(p))
+	}
+}
+
+// repoRoot is the module root, from this file's location.
+func repoRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..", "..")
+}
+
+// loadProfile reads a sample config through the scheduler's own option
+// parsing and replaces the HopelessPods args.
+func loadProfile(t *testing.T, sample string, args map[string]any) *options.Options {
+	t.Helper()
+	cfg, err := options.LoadConfigFromFile(klog.Background(), filepath.Join(repoRoot(), "config", "samples", sample))
+	if err != nil {
+		t.Fatalf("loading %s: %v", sample, err)
+	}
+	raw, err := json.Marshal(args)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for i := range cfg.Profiles[0].PluginConfig {
+		if cfg.Profiles[0].PluginConfig[i].Name == "HopelessPods" {
+			cfg.Profiles[0].PluginConfig[i].Args = &k8sruntime.Unknown{Raw: raw, ContentType: k8sruntime.ContentTypeJSON}
+			found = true
+		}
+	}
+	if !found {
+		t.Fatalf("%s configures no HopelessPods args", sample)
+	}
+	return &options.Options{ComponentConfig: cfg}
+}
+
+// startScheduler runs a scheduler with Ballast's plugins and the sample's
+// profile until the test ends.
+func startScheduler(t *testing.T, testCtx *testutils.TestContext, sample string, args map[string]any) {
+	t.Helper()
+	opts := loadProfile(t, sample, args)
+	testutils.InitTestSchedulerWithOptions(t, testCtx, 0,
+		scheduler.WithProfiles(opts.ComponentConfig.Profiles...),
+		scheduler.WithFrameworkOutOfTreeRegistry(plugins.Registry()),
+		scheduler.WithPodInitialBackoffSeconds(1),
+		scheduler.WithPodMaxBackoffSeconds(1))
+	testutils.SyncSchedulerInformerFactory(testCtx)
+	go testCtx.Scheduler.Run(testCtx.SchedulerCtx)
+	t.Cleanup(testCtx.SchedulerCloseFn)
+}
+
+func (e *env) createPod(name string, selector map[string]string, tolerations []v1.Toleration) *v1.Pod {
+	e.t.Helper()
+	pod := &v1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: e.ns, Name: name},
+		Spec: v1.PodSpec{
+			SchedulerName: "ballast-scheduler",
+			NodeSelector:  selector,
+			Tolerations:   tolerations,
+			Containers: []v1.Container{{Name: "c", Image: "registry.k8s.io/pause:3.10",
+				Resources: v1.ResourceRequirements{Requests: v1.ResourceList{v1.ResourceCPU: resource.MustParse("100m")}}}},
+		},
+	}
+	pod, err := e.cs.CoreV1().Pods(e.ns).Create(e.ctx, pod, metav1.CreateOptions{})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return pod
+}
+
+// waitCondition waits until the pod satisfies ok.
+func (e *env) waitCondition(pod *v1.Pod, what string, ok func(*v1.Pod) bool) *v1.Pod {
+	e.t.Helper()
+	var last *v1.Pod
+	err := wait.PollUntilContextTimeout(e.ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		p, err := e.cs.CoreV1().Pods(pod.Namespace).Get(ctx, pod.Name, metav1.GetOptions{})
+		if err != nil {
+			return false, nil
+		}
+		last = p
+		return ok(p), nil
+	})
+	if err != nil {
+		e.t.Fatalf("pod %s: waiting for %s: %v; last status: %s", pod.Name, what, err, describe(last))
+	}
+	return last
+}
+
+func describe(p *v1.Pod) string {
+	if p == nil {
+		return "<none>"
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "node=%q", p.Spec.NodeName)
+	for _, c := range p.Status.Conditions {
+		fmt.Fprintf(&b, " %s=%s(%s: %s)", c.Type, c.Status, c.Reason, c.Message)
+	}
+	return b.String()
+}
+
+func scheduledCondition(p *v1.Pod) *v1.PodCondition {
+	for i := range p.Status.Conditions {
+		if p.Status.Conditions[i].Type == v1.PodScheduled {
+			return &p.Status.Conditions[i]
+		}
+	}
+	return nil
+}
+
+func parkedWith(prefix string) func(*v1.Pod) bool {
+	return func(p *v1.Pod) bool {
+		c := scheduledCondition(p)
+		return c != nil && c.Status == v1.ConditionFalse && strings.HasPrefix(c.Message, prefix)
+	}
+}
