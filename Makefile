@@ -41,7 +41,7 @@ test: etcd scheduler
 	BALLAST_SCHEDULER_BIN=$(BIN)/scheduler $(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 unit:
-	$(GO) test -count=1 $$($(GO) list ./... | grep -v /test/)
+	$(GO) test -count=1 $$($(GO) list ./... | grep -v -e /test/ -e /deploy)
 
 integration: etcd scheduler
 	BALLAST_SCHEDULER_BIN=$(BIN)/scheduler $(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./test/...

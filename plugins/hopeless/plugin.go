@@ -55,11 +55,13 @@ type HopelessPods struct {
 
 	parkedMu sync.Mutex
 	parked   map[types.UID]parkedPod
+	byClaim  map[string]sets.Set[types.UID]
 }
 
 type parkedPod struct {
 	key    string
 	reason shapes.Reason
+	claims []string // namespace/name of the pod's claims, for the claim index
 }
 
 // Name returns the plugin's name.
@@ -88,10 +90,11 @@ func (pl *HopelessPods) EventsToRegister(_ context.Context) ([]fwk.ClusterEventW
 	return []fwk.ClusterEventWithHint{
 		{Event: fwk.ClusterEvent{Resource: fwk.Node, ActionType: fwk.Add | fwk.UpdateNodeLabel | fwk.UpdateNodeTaint | fwk.UpdateNodeAllocatable}, QueueingHintFn: pl.isSchedulableAfterNodeChange},
 		{Event: fwk.ClusterEvent{Resource: fwk.TargetPod, ActionType: fwk.UpdatePodToleration}, QueueingHintFn: pl.isSchedulableAfterPodTolerationChange},
-		{Event: fwk.ClusterEvent{Resource: fwk.PersistentVolumeClaim, ActionType: fwk.Add | fwk.Update}, QueueingHintFn: pl.isSchedulableAfterClaimChange},
-		{Event: fwk.ClusterEvent{Resource: fwk.PersistentVolume, ActionType: fwk.Add | fwk.Update}, QueueingHintFn: pl.isSchedulableAfterVolumeChange},
-		// Node-group templates live in a ConfigMap, which is no framework
-		// event: the view activates parked pods itself when templates change.
+		// Claims and volumes are not registered: every registered event makes
+		// the queue visit every parked pod, and a cluster creates PVs and
+		// claims by the thousand. The view indexes parked pods by claim and
+		// activates just the pods of a claim or volume that changed, as it
+		// does for node-group templates, which are no framework event at all.
 	}, nil
 }
 
@@ -128,32 +131,6 @@ func (pl *HopelessPods) isSchedulableAfterPodTolerationChange(_ klog.Logger, pod
 		return fwk.QueueSkip, nil
 	}
 	return fwk.Queue, nil
-}
-
-// isSchedulableAfterClaimChange queues the pod when one of its claims changes
-// (e.g. a claim of a lost local PV was recreated and may bind elsewhere).
-func (pl *HopelessPods) isSchedulableAfterClaimChange(_ klog.Logger, pod *v1.Pod, oldObj, newObj interface{}) (fwk.QueueingHint, error) {
-	_, pvc, err := util.As[*v1.PersistentVolumeClaim](oldObj, newObj)
-	if err != nil {
-		return fwk.Queue, err
-	}
-	if pvc.Namespace == pod.Namespace && claimNames(pod).Has(pvc.Name) {
-		return fwk.Queue, nil
-	}
-	return fwk.QueueSkip, nil
-}
-
-// isSchedulableAfterVolumeChange queues the pod when a PV bound to one of its
-// claims changes (its node affinity may have been fixed).
-func (pl *HopelessPods) isSchedulableAfterVolumeChange(_ klog.Logger, pod *v1.Pod, oldObj, newObj interface{}) (fwk.QueueingHint, error) {
-	_, pv, err := util.As[*v1.PersistentVolume](oldObj, newObj)
-	if err != nil {
-		return fwk.Queue, err
-	}
-	if ref := pv.Spec.ClaimRef; ref != nil && ref.Namespace == pod.Namespace && claimNames(pod).Has(ref.Name) {
-		return fwk.Queue, nil
-	}
-	return fwk.QueueSkip, nil
 }
 
 // PreEnqueue keeps a hopeless pod out of the active queue: it gets no
@@ -231,7 +208,16 @@ func (pl *HopelessPods) verdict(pod *v1.Pod) (shapes.Verdict, bool) {
 func (pl *HopelessPods) park(pod *v1.Pod, v shapes.Verdict, gated bool) {
 	pl.parkedMu.Lock()
 	old, had := pl.parked[pod.UID]
-	pl.parked[pod.UID] = parkedPod{key: pod.Namespace + "/" + pod.Name, reason: v.Reason}
+	p := parkedPod{key: pod.Namespace + "/" + pod.Name, reason: v.Reason, claims: claimKeys(pod)}
+	pl.parked[pod.UID] = p
+	if !had {
+		for _, c := range p.claims {
+			if pl.byClaim[c] == nil {
+				pl.byClaim[c] = sets.New[types.UID]()
+			}
+			pl.byClaim[c].Insert(pod.UID)
+		}
+	}
 	pl.parkedMu.Unlock()
 	if !had || old.reason != v.Reason {
 		metricParked.WithLabelValues(string(v.Reason)).Inc()
@@ -246,10 +232,30 @@ func (pl *HopelessPods) unpark(uid types.UID) {
 	pl.parkedMu.Lock()
 	old, had := pl.parked[uid]
 	delete(pl.parked, uid)
+	for _, c := range old.claims {
+		if set := pl.byClaim[c]; set != nil {
+			set.Delete(uid)
+			if set.Len() == 0 {
+				delete(pl.byClaim, c)
+			}
+		}
+	}
 	pl.parkedMu.Unlock()
 	if had {
 		metricParked.WithLabelValues(string(old.reason)).Dec()
 	}
+}
+
+// parkedKeysOfClaim returns the namespace/name of the parked pods that use
+// the claim namespace/name.
+func (pl *HopelessPods) parkedKeysOfClaim(claim string) []string {
+	pl.parkedMu.Lock()
+	defer pl.parkedMu.Unlock()
+	var keys []string
+	for uid := range pl.byClaim[claim] {
+		keys = append(keys, pl.parked[uid].key)
+	}
+	return keys
 }
 
 // parkedKeys returns the namespace/name of every parked pod.
@@ -263,14 +269,14 @@ func (pl *HopelessPods) parkedKeys() []string {
 	return keys
 }
 
-func claimNames(pod *v1.Pod) sets.Set[string] {
-	names := sets.New[string]()
+func claimKeys(pod *v1.Pod) []string {
+	var keys []string
 	for _, vol := range pod.Spec.Volumes {
 		if vol.PersistentVolumeClaim != nil {
-			names.Insert(vol.PersistentVolumeClaim.ClaimName)
+			keys = append(keys, pod.Namespace+"/"+vol.PersistentVolumeClaim.ClaimName)
 		}
 	}
-	return names
+	return keys
 }
 
 // New builds the plugin from its args.
@@ -288,11 +294,12 @@ func New(ctx context.Context, obj runtime.Object, h fwk.Handle) (fwk.Plugin, err
 		IgnoreExtendedResources:                  fg.Enabled(features.DRAExtendedResource),
 	}
 	pl := &HopelessPods{
-		handle: h,
-		args:   args,
-		store:  shapes.NewStore(opts, *args.Autoscaling),
-		cache:  newVerdictCache(),
-		parked: map[types.UID]parkedPod{},
+		handle:  h,
+		args:    args,
+		store:   shapes.NewStore(opts, *args.Autoscaling),
+		cache:   newVerdictCache(),
+		parked:  map[types.UID]parkedPod{},
+		byClaim: map[string]sets.Set[types.UID]{},
 	}
 	pl.status = newStatusWriter(h.ClientSet(), h.EventRecorder(), float64(*args.StatusWritesPerSecond))
 	pl.view, err = newView(ctx, pl, h)

@@ -3,8 +3,11 @@ package hopeless
 import (
 	"context"
 	"fmt"
+	"sort"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	v1 "k8s.io/api/core/v1"
@@ -12,9 +15,11 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/sets"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/client-go/tools/events"
+	"k8s.io/klog/v2"
 	"k8s.io/klog/v2/ktesting"
 	fwk "k8s.io/kube-scheduler/framework"
 	"k8s.io/kubernetes/pkg/scheduler/apis/config"
@@ -24,6 +29,8 @@ import (
 	frameworkruntime "k8s.io/kubernetes/pkg/scheduler/framework/runtime"
 	schedmetrics "k8s.io/kubernetes/pkg/scheduler/metrics"
 	st "k8s.io/kubernetes/pkg/scheduler/testing"
+
+	"github.com/ballast-k8s/ballast/internal/shapes"
 )
 
 var batchTaint = v1.Taint{Key: "dedicated", Value: "batch", Effect: v1.TaintEffectNoSchedule}
@@ -120,49 +127,23 @@ func TestNodeHint(t *testing.T) {
 	}
 }
 
-func TestPodAndVolumeHints(t *testing.T) {
+func TestPodHints(t *testing.T) {
 	pl, _ := newTestPlugin(t, "", testNode("b1", map[string]string{"pool": "batch"}, batchTaint))
 	logger, _ := ktesting.NewTestContext(t)
 	pod := cronPod("report")
-	pod.Spec.Volumes = []v1.Volume{{Name: "d", VolumeSource: v1.VolumeSource{PersistentVolumeClaim: &v1.PersistentVolumeClaimVolumeSource{ClaimName: "data"}}}}
-
 	fixed := pod.DeepCopy()
 	fixed.Spec.Tolerations = append(fixed.Spec.Tolerations, v1.Toleration{Key: "dedicated", Operator: v1.TolerationOpExists})
 	stillWrong := pod.DeepCopy()
 	stillWrong.Spec.Tolerations = append(stillWrong.Spec.Tolerations, v1.Toleration{Key: "other", Operator: v1.TolerationOpExists})
-	claim := func(ns, name string) *v1.PersistentVolumeClaim {
-		return &v1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}
-	}
-	pvFor := func(ns, name string) *v1.PersistentVolume {
-		return &v1.PersistentVolume{Spec: v1.PersistentVolumeSpec{ClaimRef: &v1.ObjectReference{Namespace: ns, Name: name}}}
-	}
-	tests := []struct {
-		name string
-		hint func() (fwk.QueueingHint, error)
-		want fwk.QueueingHint
+	for name, tt := range map[string]struct {
+		newPod *v1.Pod
+		want   fwk.QueueingHint
 	}{
-		{"toleration that fixes it", func() (fwk.QueueingHint, error) {
-			return pl.isSchedulableAfterPodTolerationChange(logger, pod, pod, fixed)
-		}, fwk.Queue},
-		{"toleration that does not", func() (fwk.QueueingHint, error) {
-			return pl.isSchedulableAfterPodTolerationChange(logger, pod, pod, stillWrong)
-		}, fwk.QueueSkip},
-		{"own claim recreated", func() (fwk.QueueingHint, error) {
-			return pl.isSchedulableAfterClaimChange(logger, pod, nil, claim("default", "data"))
-		}, fwk.Queue},
-		{"claim of another namespace", func() (fwk.QueueingHint, error) {
-			return pl.isSchedulableAfterClaimChange(logger, pod, nil, claim("other", "data"))
-		}, fwk.QueueSkip},
-		{"PV bound to own claim", func() (fwk.QueueingHint, error) {
-			return pl.isSchedulableAfterVolumeChange(logger, pod, nil, pvFor("default", "data"))
-		}, fwk.Queue},
-		{"PV of another claim", func() (fwk.QueueingHint, error) {
-			return pl.isSchedulableAfterVolumeChange(logger, pod, nil, pvFor("default", "logs"))
-		}, fwk.QueueSkip},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			got, err := tt.hint()
+		"toleration that fixes it": {fixed, fwk.Queue},
+		"toleration that does not": {stillWrong, fwk.QueueSkip},
+	} {
+		t.Run(name, func(t *testing.T) {
+			got, err := pl.isSchedulableAfterPodTolerationChange(logger, pod, pod, tt.newPod)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -171,6 +152,75 @@ func TestPodAndVolumeHints(t *testing.T) {
 			}
 		})
 	}
+}
+
+// recordingActivator records what the view activates.
+type recordingActivator struct {
+	mu  sync.Mutex
+	got []string
+}
+
+func (r *recordingActivator) Activate(_ klog.Logger, pods map[string]*v1.Pod) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for k := range pods {
+		r.got = append(r.got, k)
+	}
+}
+
+func (r *recordingActivator) activated() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := append([]string(nil), r.got...)
+	sort.Strings(out)
+	return out
+}
+
+// TestClaimIndexActivates: a StatefulSet recreates the claim of a pod parked
+// for a local PV on a gone node; the view activates that pod, and only it.
+func TestClaimIndexActivates(t *testing.T) {
+	pl, client := newTestPlugin(t, "", testNode("n1", nil))
+	activator := &recordingActivator{}
+	pl.handle.(interface{ SetPodActivator(fwk.PodActivator) }).SetPodActivator(activator)
+	_, ctx := ktesting.NewTestContext(t)
+	withClaim := func(name, claim string) *v1.Pod {
+		p := st.MakePod().Namespace("default").Name(name).UID(name).Obj()
+		p.Spec.Volumes = []v1.Volume{{Name: "d", VolumeSource: v1.VolumeSource{PersistentVolumeClaim: &v1.PersistentVolumeClaimVolumeSource{ClaimName: claim}}}}
+		return p
+	}
+	a, b := withClaim("cassandra-0", "data-cassandra-0"), withClaim("cassandra-1", "data-cassandra-1")
+	for _, p := range []*v1.Pod{a, b} {
+		if _, err := client.CoreV1().Pods("default").Create(ctx, p, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		pl.park(p, shapesVerdict(), true)
+	}
+	if err := wait.PollUntilContextTimeout(ctx, 10*time.Millisecond, 5*time.Second, true, func(ctx context.Context) (bool, error) {
+		_, err := pl.view.podLister.Pods("default").Get("cassandra-1")
+		return err == nil, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	claim := &v1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "data-cassandra-0"}}
+	if _, err := client.CoreV1().PersistentVolumeClaims("default").Create(ctx, claim, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := wait.PollUntilContextTimeout(ctx, 10*time.Millisecond, 5*time.Second, true, func(context.Context) (bool, error) {
+		return len(activator.activated()) > 0, nil
+	}); err != nil {
+		t.Fatal("the pod of the recreated claim was not activated")
+	}
+	if diff := cmp.Diff([]string{"default/cassandra-0"}, activator.activated()); diff != "" {
+		t.Errorf("activated (-want, +got):\n%s", diff)
+	}
+	pl.unpark(a.UID)
+	if got := pl.parkedKeysOfClaim("default/data-cassandra-0"); len(got) != 0 {
+		t.Errorf("claim index keeps an unparked pod: %v", got)
+	}
+}
+
+func shapesVerdict() shapes.Verdict {
+	return shapes.Verdict{Hopeless: true, Reason: shapes.ReasonVolumeNodeAffinity, Message: "hopeless: test"}
 }
 
 func TestEventsToRegisterHaveHints(t *testing.T) {
@@ -185,6 +235,10 @@ func TestEventsToRegisterHaveHints(t *testing.T) {
 		}
 		if e.Event.Resource == fwk.Node && e.Event.ActionType&fwk.Delete != 0 {
 			t.Errorf("a node deletion can never make a pod schedulable, but it is registered")
+		}
+		// Each registered event makes the queue visit every parked pod.
+		if e.Event.Resource == fwk.PersistentVolume || e.Event.Resource == fwk.PersistentVolumeClaim {
+			t.Errorf("%v is registered; claims and volumes are handled by the view's index", e.Event)
 		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	v1 "k8s.io/api/core/v1"
@@ -19,9 +20,13 @@ import (
 
 // statusWriter tells the user why a pod is parked: one event per pod, and
 // for pods parked at PreEnqueue (which the scheduler writes nothing for) the
-// PodScheduled condition. Writes are rate limited and off the scheduling
-// path, so that they never compete with binds.
+// PodScheduled condition. Writes are rate limited, off the scheduling path,
+// and wait for a lull in binding, so that they compete with binds as little
+// as possible.
 type statusWriter struct {
+	// lastBind is when the plugin last saw a pod get bound (unix nanos):
+	// writes wait for a lull in binding, for at most maxDefer.
+	lastBind atomic.Int64
 	client   kubernetes.Interface
 	recorder events.EventRecorderLogger
 	limiter  flowcontrol.RateLimiter
@@ -36,6 +41,31 @@ type statusItem struct {
 	pod     *v1.Pod
 	message string
 	gated   bool
+}
+
+const (
+	// bindQuiet is how long after a bind the writer waits before writing.
+	bindQuiet = 300 * time.Millisecond
+	// maxDefer bounds how long a write yields to binds.
+	maxDefer = 5 * time.Second
+)
+
+// noteBind records that a pod was bound just now.
+func (w *statusWriter) noteBind() { w.lastBind.Store(time.Now().UnixNano()) }
+
+// yieldToBinds waits while the scheduler is binding pods, up to maxDefer.
+func (w *statusWriter) yieldToBinds(ctx context.Context) {
+	deadline := time.Now().Add(maxDefer)
+	for time.Now().Before(deadline) {
+		if time.Since(time.Unix(0, w.lastBind.Load())) > bindQuiet {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(bindQuiet / 3):
+		}
+	}
 }
 
 func newStatusWriter(client kubernetes.Interface, recorder events.EventRecorderLogger, qps float64) *statusWriter {
@@ -93,6 +123,7 @@ func (w *statusWriter) run(ctx context.Context) {
 				w.queue.Done(uid)
 				return
 			}
+			w.yieldToBinds(ctx)
 			w.write(ctx, item)
 		}
 		w.queue.Done(uid)

@@ -65,10 +65,15 @@ func newView(ctx context.Context, pl *HopelessPods, h fwk.Handle) (*view, error)
 	}
 	pods := f.Core().V1().Pods().Informer()
 	podReg, err := pods.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		UpdateFunc: func(_, obj interface{}) {
-			if pod, ok := obj.(*v1.Pod); ok && pod.Spec.NodeName != "" {
-				v.forgetPod(pod.UID)
+		UpdateFunc: func(oldObj, obj interface{}) {
+			pod, ok := obj.(*v1.Pod)
+			if !ok || pod.Spec.NodeName == "" {
+				return
 			}
+			if old, ok := oldObj.(*v1.Pod); ok && old.Spec.NodeName == "" {
+				v.pl.status.noteBind()
+			}
+			v.forgetPod(pod.UID)
 		},
 		DeleteFunc: func(obj interface{}) {
 			if tomb, ok := obj.(cache.DeletedFinalStateUnknown); ok {
@@ -82,9 +87,21 @@ func newView(ctx context.Context, pl *HopelessPods, h fwk.Handle) (*view, error)
 	if err != nil {
 		return nil, err
 	}
-	f.Core().V1().PersistentVolumeClaims().Informer()
-	f.Core().V1().PersistentVolumes().Informer()
-	v.hasSynced = []cache.InformerSynced{reg.HasSynced, podReg.HasSynced}
+	claimReg, err := f.Core().V1().PersistentVolumeClaims().Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(obj interface{}) { v.claimChanged(obj) },
+		UpdateFunc: func(_, obj interface{}) { v.claimChanged(obj) },
+	})
+	if err != nil {
+		return nil, err
+	}
+	volumeReg, err := f.Core().V1().PersistentVolumes().Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(obj interface{}) { v.volumeChanged(obj) },
+		UpdateFunc: func(_, obj interface{}) { v.volumeChanged(obj) },
+	})
+	if err != nil {
+		return nil, err
+	}
+	v.hasSynced = []cache.InformerSynced{reg.HasSynced, podReg.HasSynced, claimReg.HasSynced, volumeReg.HasSynced}
 
 	if *pl.args.Autoscaling {
 		ref := pl.args.NodeGroupsConfigMap
@@ -205,12 +222,33 @@ func (v *view) watchStaleness(ctx context.Context) {
 	}
 }
 
-func (v *view) activateParked() {
-	if !v.synced() {
+// claimChanged brings back the parked pods of a claim that was created,
+// rebound or changed (e.g. a claim of a lost local PV recreated by its
+// StatefulSet), if it makes them schedulable.
+func (v *view) claimChanged(obj interface{}) {
+	if pvc, ok := obj.(*v1.PersistentVolumeClaim); ok {
+		v.activate(v.pl.parkedKeysOfClaim(pvc.Namespace + "/" + pvc.Name))
+	}
+}
+
+// volumeChanged does the same for a PV bound to a claim of parked pods
+// (its node affinity may have been fixed).
+func (v *view) volumeChanged(obj interface{}) {
+	if pv, ok := obj.(*v1.PersistentVolume); ok && pv.Spec.ClaimRef != nil {
+		v.activate(v.pl.parkedKeysOfClaim(pv.Spec.ClaimRef.Namespace + "/" + pv.Spec.ClaimRef.Name))
+	}
+}
+
+func (v *view) activateParked() { v.activate(v.pl.parkedKeys()) }
+
+// activate moves the parked pods among keys that are no longer hopeless
+// (or that the plugin can no longer judge) back to the active queue.
+func (v *view) activate(keys []string) {
+	if len(keys) == 0 || !v.synced() {
 		return
 	}
 	pods := map[string]*v1.Pod{}
-	for _, key := range v.pl.parkedKeys() {
+	for _, key := range keys {
 		ns, name, err := cache.SplitMetaNamespaceKey(key)
 		if err != nil {
 			continue
@@ -224,7 +262,7 @@ func (v *view) activateParked() {
 		}
 	}
 	if len(pods) > 0 {
-		klog.Background().V(2).Info("Activating parked pods after a node-group change", "count", len(pods))
+		klog.Background().V(2).Info("Activating parked pods that may have become schedulable", "count", len(pods))
 		v.handle.Activate(klog.Background(), pods)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -61,6 +62,9 @@ func BenchmarkHopeless(b *testing.B) {
 		b.Run(size, func(b *testing.B) {
 			perf.PerfSchedulingLabelFilter = size
 			perf.RunBenchmarkPerfScheduling(b, config, size, plugins.Registry())
+			if os.Getenv("BALLAST_BENCH_CASES") != "" {
+				return // a partial run has no baseline to compare with
+			}
 			table, err := buildTable(raw, size, chosen)
 			if err != nil {
 				b.Fatalf("building the table: %v", err)
@@ -86,9 +90,16 @@ func filteredConfig(b *testing.B, chosen []string) string {
 	if err := yaml.Unmarshal(raw, &cases); err != nil {
 		b.Fatal(err)
 	}
+	only := os.Getenv("BALLAST_BENCH_CASES") // comma-separated test case names, for profiling one case
 	keep := cases[:0]
 	for _, c := range cases {
 		name := c["name"].(string)
+		if only != "" {
+			if slices.Contains(strings.Split(only, ","), name) {
+				keep = append(keep, c)
+			}
+			continue
+		}
 		if name == "Baseline" {
 			keep = append(keep, c)
 			continue
