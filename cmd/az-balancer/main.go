@@ -34,9 +34,11 @@ import (
 )
 
 const usage = `usage: az-balancer run|plan [flags]
+       az-balancer split <group> [--dry-run] [flags]
 
-  run    reconcile every --interval (leader-elected)
+  run    reconcile every --interval (leader-elected); --enforce=split also splits multi-zone groups
   plan   run one loop against a sandbox and print what run would do
+  split  split one group into one group per zone, moving its instances; resumable: run it again after a failure
 `
 
 func main() {
@@ -47,7 +49,7 @@ func main() {
 }
 
 func run(args []string) error {
-	if len(args) == 0 || (args[0] != "run" && args[0] != "plan") {
+	if len(args) == 0 || (args[0] != "run" && args[0] != "plan" && args[0] != "split") {
 		return errors.New(usage)
 	}
 	cmd := args[0]
@@ -56,6 +58,18 @@ func run(args []string) error {
 	o.AddFlags(fs)
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
+	}
+	var group string
+	switch {
+	case cmd == "split" && fs.NArg() != 1:
+		return fmt.Errorf("split takes one group name, got %d arguments\n%s", fs.NArg(), usage)
+	case cmd == "split":
+		group = fs.Arg(0)
+	case fs.NArg() > 0:
+		return fmt.Errorf("%s takes no arguments, got %q", cmd, fs.Args())
+	}
+	if o.DryRun && cmd != "split" {
+		return fmt.Errorf("--dry-run is for split; %s has plan for that", cmd)
 	}
 	if err := applyEnv(fs); err != nil {
 		return err
@@ -66,13 +80,15 @@ func run(args []string) error {
 	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer cancel()
 
-	cfg, err := clientcmd.BuildConfigFromFlags("", o.Kubeconfig)
-	if err != nil {
-		return fmt.Errorf("kubeconfig: %w", err)
-	}
-	kube, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		return err
+	var kube kubernetes.Interface // split talks to AWS only
+	if cmd != "split" {
+		cfg, err := clientcmd.BuildConfigFromFlags("", o.Kubeconfig)
+		if err != nil {
+			return fmt.Errorf("kubeconfig: %w", err)
+		}
+		if kube, err = kubernetes.NewForConfig(cfg); err != nil {
+			return err
+		}
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -86,7 +102,21 @@ func run(args []string) error {
 	}
 	bopts := balancer.Options{
 		Selector: sel, ConfigMapNamespace: o.ConfigMapNamespace, ConfigMapName: o.ConfigMapName,
-		HeartbeatTimeout: o.HeartbeatTimeout, TemplateRefresh: o.TemplateRefresh,
+		HeartbeatTimeout: o.HeartbeatTimeout, TemplateRefresh: o.TemplateRefresh, Enforce: o.Enforce,
+		MaxOrphanReleases: releases(o.MaxOrphanReleases),
+	}
+
+	if cmd == "split" {
+		b := balancer.New(kube, cloud, &record.FakeRecorder{}, clock.RealClock{}, bopts, nil)
+		split := b.Split
+		if o.DryRun {
+			split = b.PlanSplit
+		}
+		actions, err := split(ctx, group)
+		if perr := balancer.PrintPlan(os.Stdout, actions); perr != nil {
+			return perr
+		}
+		return err
 	}
 
 	if cmd == "plan" {

@@ -4,12 +4,14 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/spf13/pflag"
 
 	"github.com/ballast-k8s/ballast/config/nodegroups"
+	"github.com/ballast-k8s/ballast/internal/balancer"
 )
 
 // envPrefix: every flag falls back to AZ_BALANCER_<FLAG>, e.g. AZ_BALANCER_CLUSTER_NAME.
@@ -22,6 +24,7 @@ type options struct {
 	Interval                time.Duration
 	HeartbeatTimeout        time.Duration
 	TemplateRefresh         time.Duration
+	MaxOrphanReleases       int
 	ConfigMapNamespace      string
 	ConfigMapName           string
 	AWSEndpoint             string
@@ -31,6 +34,8 @@ type options struct {
 	LeaderElect             bool
 	LeaderElectionNamespace string
 	LeaderElectionName      string
+	Enforce                 string
+	DryRun                  bool
 }
 
 func (o *options) AddFlags(fs *pflag.FlagSet) {
@@ -40,6 +45,7 @@ func (o *options) AddFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&o.Interval, "interval", 30*time.Second, "Time between two loops.")
 	fs.DurationVar(&o.HeartbeatTimeout, "lifecycle-heartbeat-timeout", 5*time.Minute, "Heartbeat timeout of the termination hook (30s to 2h); at least twice --interval.")
 	fs.DurationVar(&o.TemplateRefresh, "template-refresh", time.Minute, "Longest time between two writes of the node-group ConfigMap.")
+	fs.IntVar(&o.MaxOrphanReleases, "max-orphan-releases-per-loop", balancer.DefaultMaxOrphanReleases, "Most claims of orphaned local volumes deleted in one loop (only for StorageClasses annotated "+balancer.AnnotationReleaseOrphansAfter+"); 0 releases none, orphans are then only reported.")
 	fs.StringVar(&o.ConfigMapNamespace, "configmap-namespace", nodegroups.DefaultNamespace, "Namespace of the node-group ConfigMap.")
 	fs.StringVar(&o.ConfigMapName, "configmap-name", nodegroups.DefaultName, "Name of the node-group ConfigMap.")
 	fs.StringVar(&o.AWSEndpoint, "aws-endpoint", "", "Override the Auto Scaling and EC2 endpoint URL (an emulator, a VPC endpoint).")
@@ -49,6 +55,9 @@ func (o *options) AddFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&o.LeaderElect, "leader-elect", true, "Run the loop only while holding the leader Lease.")
 	fs.StringVar(&o.LeaderElectionNamespace, "leader-election-namespace", "kube-system", "Namespace of the leader Lease.")
 	fs.StringVar(&o.LeaderElectionName, "leader-election-name", "ballast-az-balancer", "Name of the leader Lease.")
+	fs.StringVar(&o.Enforce, "enforce", balancer.EnforceSuspend, "Zone policy for groups that span zones: "+
+		"suspend (report them and suspend AZRebalance) or split (also split them into one group per zone, moving the instances).")
+	fs.BoolVar(&o.DryRun, "dry-run", false, "With split: print the steps without making them.")
 }
 
 // applyEnv sets every flag not given on the command line from its environment variable.
@@ -92,8 +101,20 @@ func (o *options) Validate() error {
 	if o.ConfigMapNamespace == "" || o.ConfigMapName == "" {
 		errs = append(errs, errors.New("--configmap-namespace and --configmap-name must not be empty"))
 	}
+	if !slices.Contains(balancer.EnforceValues, o.Enforce) {
+		errs = append(errs, fmt.Errorf("--enforce must be one of %s, got %q", strings.Join(balancer.EnforceValues, ", "), o.Enforce))
+	}
 	if o.LeaderElect && (o.LeaderElectionNamespace == "" || o.LeaderElectionName == "") {
 		errs = append(errs, errors.New("--leader-election-namespace and --leader-election-name must not be empty"))
 	}
 	return errors.Join(errs...)
+}
+
+// releases maps --max-orphan-releases-per-loop to balancer.Options, where 0
+// means the default and a negative value none.
+func releases(flag int) int {
+	if flag <= 0 {
+		return -1
+	}
+	return flag
 }

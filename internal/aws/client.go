@@ -28,6 +28,7 @@ type autoScalingAPI interface {
 	DescribeLifecycleHooks(context.Context, *autoscaling.DescribeLifecycleHooksInput, ...func(*autoscaling.Options)) (*autoscaling.DescribeLifecycleHooksOutput, error)
 	RecordLifecycleActionHeartbeat(context.Context, *autoscaling.RecordLifecycleActionHeartbeatInput, ...func(*autoscaling.Options)) (*autoscaling.RecordLifecycleActionHeartbeatOutput, error)
 	CompleteLifecycleAction(context.Context, *autoscaling.CompleteLifecycleActionInput, ...func(*autoscaling.Options)) (*autoscaling.CompleteLifecycleActionOutput, error)
+	splitAutoScalingAPI // split.go
 }
 
 // ec2API is the part of *ec2.Client the balancer uses.
@@ -35,6 +36,7 @@ type ec2API interface {
 	ec2.DescribeInstancesAPIClient
 	ec2.DescribeInstanceTypesAPIClient
 	DescribeLaunchTemplateVersions(context.Context, *ec2.DescribeLaunchTemplateVersionsInput, ...func(*ec2.Options)) (*ec2.DescribeLaunchTemplateVersionsOutput, error)
+	splitEC2API // split.go
 }
 
 var (

@@ -25,6 +25,7 @@ type xmlGroup struct {
 	SuspendedProcesses               []xmlSuspended     `xml:"SuspendedProcesses>member"`
 	Tags                             []xmlTag           `xml:"Tags>member"`
 	NewInstancesProtectedFromScaleIn bool
+	VPCZoneIdentifier                string `xml:",omitempty"`
 }
 
 type xmlLaunchTemplate struct {
@@ -112,6 +113,10 @@ func (s *Server) autoScaling(action string, form url.Values) (any, error) {
 	case "DescribeScalingActivities":
 		err = s.describeActivities(form, res)
 	default:
+		if h := autoScalingActions[action]; h != nil { // registered by other files of the package
+			err = h(s, form, res)
+			break
+		}
 		err = &apiError{status: 400, code: "InvalidAction", msg: "the emulator does not implement " + action, senderFault: true}
 	}
 	return res, err
@@ -191,7 +196,7 @@ func (s *Server) xmlGroup(g *group) xmlGroup {
 		AutoScalingGroupName: g.Name, AutoScalingGroupARN: "arn:aws:autoscaling:emulated:000000000000:autoScalingGroup:" + g.Name,
 		MinSize: g.MinSize, MaxSize: g.MaxSize, DesiredCapacity: g.desired, DefaultCooldown: 300,
 		AvailabilityZones: g.Zones, HealthCheckType: "EC2", CreatedTime: g.created.UTC().Format(time.RFC3339),
-		NewInstancesProtectedFromScaleIn: g.NewInstancesProtectedFromScaleIn,
+		NewInstancesProtectedFromScaleIn: g.NewInstancesProtectedFromScaleIn, VPCZoneIdentifier: strings.Join(g.Subnets, ","),
 	}
 	lt := &xmlLaunchTemplate{Version: "$Default"}
 	if t, ok := s.templates[g.LaunchTemplateID]; ok {
@@ -256,6 +261,9 @@ func (s *Server) createGroup(form url.Values) error {
 	}
 	g := &group{GroupSpec: GroupSpec{Name: name, Zones: list(form, "AvailabilityZones.member"), Tags: map[string]string{},
 		LaunchTemplateID: form.Get("LaunchTemplate.LaunchTemplateId")}, created: s.clock.Now()}
+	if err := s.createOptions(form, g); err != nil { // split.go
+		return err
+	}
 	if len(g.Zones) == 0 {
 		return validation("at least one Availability Zone is required")
 	}
@@ -307,11 +315,9 @@ func (s *Server) converge(g *group) {
 		}
 		switch {
 		case int32(n) < g.desired && !slices.Contains(g.suspended, "Launch"):
-			least := g.Zones[0]
-			for _, z := range g.Zones {
-				if len(byZone[z]) < len(byZone[least]) {
-					least = z
-				}
+			least := s.leastCrowded(g, byZone)
+			if least == "" {
+				return // every zone is short of capacity
 			}
 			s.launch(g, least, "an instance was started in response to a difference between desired and actual capacity")
 		case int32(n) > g.desired && !slices.Contains(g.suspended, "Terminate"):

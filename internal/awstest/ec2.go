@@ -118,6 +118,9 @@ func (s *Server) ec2(action string, form url.Values) (any, error) {
 		}{lt.ID, lt.Name, 1, true, lt.InstanceType})
 		return out, nil
 	}
+	if h := ec2Actions[action]; h != nil { // registered by other files of the package
+		return h(s, form, root, reqID)
+	}
 	return nil, &apiError{status: 400, code: "InvalidAction", msg: "the emulator does not implement " + action, senderFault: true}
 }
 

@@ -128,6 +128,9 @@ type GroupSpec struct {
 	Instances map[string]int
 	// NewInstancesProtectedFromScaleIn protects every instance it launches.
 	NewInstancesProtectedFromScaleIn bool
+	// Subnets is the VPCZoneIdentifier, subnets added with AddSubnet; empty
+	// means the group names its zones only.
+	Subnets []string
 }
 
 // Instance is an instance as the emulator holds it.
@@ -203,7 +206,10 @@ type Server struct {
 	activities []Activity
 	calls      []Call
 	faults     []*Fault
+	subnets    map[string]string // subnet id -> zone (AddSubnet)
 	seq        int
+	short      map[string]bool // zones that refuse launches (RefuseLaunches)
+	reported   map[string]bool // group and zone whose refused launch is on record
 }
 
 // NewServer starts an emulator on loopback. Close it when done.
@@ -393,16 +399,15 @@ func (s *Server) AZRebalance() []string {
 		}
 		for {
 			byZone := s.inService(g)
-			least, most := g.Zones[0], g.Zones[0]
+			most := g.Zones[0]
 			for _, z := range g.Zones {
-				if len(byZone[z]) < len(byZone[least]) {
-					least = z
-				}
 				if len(byZone[z]) > len(byZone[most]) {
 					most = z
 				}
 			}
-			if len(byZone[most])-len(byZone[least]) <= 1 {
+			// Rebalancing launches first: a zone short of capacity is no target.
+			least := s.leastCrowded(g, byZone)
+			if least == "" || len(byZone[most])-len(byZone[least]) <= 1 {
 				break
 			}
 			s.launch(g, least, "rebalancing Availability Zones")

@@ -72,6 +72,11 @@ type Options struct {
 	TemplateRefresh time.Duration
 	// HookResync is how often an ensured hook is looked at again.
 	HookResync time.Duration
+	// MaxOrphanReleases caps the claims of orphaned volumes deleted in one
+	// loop; 0 means DefaultMaxOrphanReleases, a negative value releases none.
+	MaxOrphanReleases int
+	// Enforce is the zone policy, EnforceSuspend (default) or EnforceSplit (split.go).
+	Enforce string
 }
 
 // Balancer runs the loop.
@@ -175,8 +180,16 @@ func (b *Balancer) Reconcile(ctx context.Context) (err error) {
 	}
 	inv := newInventory(groups, nodes.Items, pvs.Items)
 	var w warnings
+	zoneErr := b.zonePolicy(ctx, inv, &w)
+	if inv.regrouped { // a split moved instances: protect them in their new groups
+		if groups, err := b.cloud.DescribeGroups(ctx, b.opts.Selector); err != nil {
+			zoneErr = errors.Join(zoneErr, err)
+		} else {
+			inv = newInventory(groups, nodes.Items, pvs.Items)
+		}
+	}
 	errs := []error{
-		b.zonePolicy(ctx, inv, &w),
+		zoneErr,
 		b.protect(ctx, inv),
 		b.lifecycleActions(ctx, inv),
 		b.publish(ctx, inv, &w),
@@ -191,13 +204,15 @@ func (b *Balancer) Reconcile(ctx context.Context) (err error) {
 // inventory indexes one snapshot of groups, nodes and volumes.
 type inventory struct {
 	groups    []aws.Group
-	instances map[string]instanceRef // by instance id
-	nodes     []*v1.Node             // sorted by name
-	nodeOf    map[string]*v1.Node    // by instance id
-	instOf    map[string]string      // node name -> instance id
-	held      map[string][]string    // node name -> bound local volumes on it
-	orphans   []*v1.PersistentVolume // bound local volumes whose node is gone
-	badIDs    map[string]error       // node name -> providerID problem
+	instances map[string]instanceRef          // by instance id
+	nodes     []*v1.Node                      // sorted by name
+	nodeOf    map[string]*v1.Node             // by instance id
+	instOf    map[string]string               // node name -> instance id
+	held      map[string][]string             // node name -> bound local volumes on it
+	volumes   map[string]*v1.PersistentVolume // bound local volumes by name
+	orphans   []*v1.PersistentVolume          // bound local volumes whose node is gone
+	badIDs    map[string]error                // node name -> providerID problem
+	regrouped bool                            // a split moved instances after the snapshot
 }
 
 type instanceRef struct {
@@ -208,7 +223,7 @@ type instanceRef struct {
 func newInventory(groups []aws.Group, nodes []v1.Node, pvs []v1.PersistentVolume) *inventory {
 	inv := &inventory{
 		groups: groups, instances: map[string]instanceRef{}, nodeOf: map[string]*v1.Node{}, instOf: map[string]string{},
-		held: map[string][]string{}, badIDs: map[string]error{},
+		held: map[string][]string{}, badIDs: map[string]error{}, volumes: map[string]*v1.PersistentVolume{},
 	}
 	for gi := range groups {
 		g := &groups[gi]
@@ -237,6 +252,9 @@ func newInventory(groups []aws.Group, nodes []v1.Node, pvs []v1.PersistentVolume
 	for i := range pvs {
 		pv := &pvs[i]
 		hosts := boundLocalHosts(pv)
+		if len(hosts) > 0 {
+			inv.volumes[pv.Name] = pv
+		}
 		found := false
 		for _, h := range hosts {
 			if n := byHost[h]; n != nil {
@@ -251,30 +269,36 @@ func newInventory(groups []aws.Group, nodes []v1.Node, pvs []v1.PersistentVolume
 	return inv
 }
 
-// boundLocalHosts returns the hostnames a bound local (or hostPath) volume is
-// pinned to by its required node affinity; nil for any other volume.
+// boundLocalHosts returns the hostnames a bound node-local volume is pinned to
+// by its required node affinity; nil for any other volume. A local or
+// hostPath volume is node-local by its source; any other (a CSI driver's
+// local volume) when every term of its affinity names hosts, since one term
+// without a host would let it follow the pod elsewhere.
 func boundLocalHosts(pv *v1.PersistentVolume) []string {
-	if pv.Spec.Local == nil && pv.Spec.HostPath == nil {
-		return nil
-	}
 	if pv.Status.Phase != v1.VolumeBound || pv.Spec.ClaimRef == nil {
 		return nil
 	}
 	if pv.Spec.NodeAffinity == nil || pv.Spec.NodeAffinity.Required == nil {
 		return nil
 	}
+	local := pv.Spec.Local != nil || pv.Spec.HostPath != nil
 	var out []string
 	for _, t := range pv.Spec.NodeAffinity.Required.NodeSelectorTerms {
+		var hosts []string
 		for _, r := range t.MatchExpressions {
 			if r.Key == v1.LabelHostname && r.Operator == v1.NodeSelectorOpIn {
-				out = append(out, r.Values...)
+				hosts = append(hosts, r.Values...)
 			}
 		}
 		for _, r := range t.MatchFields {
 			if r.Key == "metadata.name" && r.Operator == v1.NodeSelectorOpIn {
-				out = append(out, r.Values...)
+				hosts = append(hosts, r.Values...)
 			}
 		}
+		if len(hosts) == 0 && !local {
+			return nil
+		}
+		out = append(out, hosts...)
 	}
 	slices.Sort(out)
 	return slices.Compact(out)
@@ -287,20 +311,24 @@ func (b *Balancer) zonePolicy(ctx context.Context, inv *inventory, w *warnings) 
 	multi := 0
 	for i := range inv.groups {
 		g := &inv.groups[i]
-		if len(g.Zones) < 2 {
+		if len(g.Zones) < 2 || splitDoneGroup(g) {
 			continue
 		}
 		multi++
 		w.warn(ReasonMultiZoneGroup, "Auto Scaling group %s spans zones %v; local volumes need one group per zone", g.Name, g.Zones)
-		if g.Suspended(aws.ProcessAZRebalance) {
-			continue
+		if !g.Suspended(aws.ProcessAZRebalance) {
+			if err := b.cloud.SuspendProcesses(ctx, g.Name, aws.ProcessAZRebalance); err != nil {
+				errs = append(errs, fmt.Errorf("suspending AZRebalance on %s: %w", g.Name, err))
+				continue
+			}
+			klog.FromContext(ctx).Info("Suspended AZRebalance", "group", g.Name, "zones", g.Zones)
+			w.normal(ReasonSuspendedAZRebalance, "Suspended AZRebalance on Auto Scaling group %s (zones %v)", g.Name, g.Zones)
 		}
-		if err := b.cloud.SuspendProcesses(ctx, g.Name, aws.ProcessAZRebalance); err != nil {
-			errs = append(errs, fmt.Errorf("suspending AZRebalance on %s: %w", g.Name, err))
-			continue
+		if b.opts.Enforce == EnforceSplit {
+			changed, err := b.splitGroup(ctx, g, w)
+			inv.regrouped = inv.regrouped || changed
+			errs = append(errs, err)
 		}
-		klog.FromContext(ctx).Info("Suspended AZRebalance", "group", g.Name, "zones", g.Zones)
-		w.normal(ReasonSuspendedAZRebalance, "Suspended AZRebalance on Auto Scaling group %s (zones %v)", g.Name, g.Zones)
 	}
 	b.metrics.multiZoneGroups.Set(float64(multi))
 	return errors.Join(errs...)

@@ -400,6 +400,7 @@ func TestPlanChangesNothing(t *testing.T) {
 	}
 	want := []string{
 		"nodes/cass-a-0 patch",
+		"persistentvolumes/pv-a0 patch", // records its instance (orphans.go)
 		"configmaps/kube-system/ballast-node-groups create",
 		"asg/cassandra SuspendProcesses",
 		"asg/cassandra SetInstanceProtection",

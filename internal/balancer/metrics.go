@@ -14,6 +14,7 @@ type metrics struct {
 	orphanedVolumes  prometheus.Gauge
 	heldTerminations prometheus.Gauge
 	malformedTags    prometheus.Counter
+	orphanReleases   *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -33,9 +34,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Instances with bound local volumes held in Terminating:Wait by the balancer's hook."}),
 		malformedTags: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "malformed_tags_total",
 			Help: "Distinct malformed node-template tags seen and skipped."}),
+		orphanReleases: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "orphan_releases_total",
+			Help: "Claims of orphaned local volumes the balancer deleted or tried to, by result (deleted, precondition_failed, skipped, error)."}, []string{"result"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.reconciles, m.duration, m.multiZoneGroups, m.protectedNodes, m.orphanedVolumes, m.heldTerminations, m.malformedTags)
+		reg.MustRegister(m.reconciles, m.duration, m.multiZoneGroups, m.protectedNodes, m.orphanedVolumes, m.heldTerminations, m.malformedTags, m.orphanReleases)
 	}
 	return m
 }

@@ -46,6 +46,11 @@ func (b *Balancer) Plan(ctx context.Context) ([]Action, error) {
 	for i := range pvs.Items {
 		objs = append(objs, &pvs.Items[i])
 	}
+	more, err := b.orphanObjects(ctx, nodes.Items, pvs.Items)
+	if err != nil {
+		return nil, err
+	}
+	objs = append(objs, more...)
 	cm, err := b.kube.CoreV1().ConfigMaps(b.opts.ConfigMapNamespace).Get(ctx, b.opts.ConfigMapName, metav1.GetOptions{})
 	switch {
 	case err == nil:
@@ -82,6 +87,9 @@ func kubeWrites(actions []k8stesting.Action) []Action {
 			name, detail = objectName(a.GetObject()), summarize(a.GetObject())
 		case k8stesting.DeleteAction:
 			name = a.GetName()
+			if p := a.GetDeleteOptions().Preconditions; p != nil && p.UID != nil {
+				detail = "precondition uid=" + string(*p.UID)
+			}
 		default:
 			continue // reads
 		}

@@ -213,47 +213,6 @@ func globalTimeout(heartbeat float64) string {
 	return fmt.Sprintf("%.1fh", hours)
 }
 
-// orphans reports bound local volumes whose node is gone, and held nodes whose
-// instance is in no managed group (terminated, or outside the selector).
-func (b *Balancer) orphans(ctx context.Context, inv *inventory, notInGroup []string) error {
-	count := len(inv.orphans)
-	for _, pv := range inv.orphans {
-		b.warnObject(pv, ReasonOrphanedVolume, "Bound to %s/%s but pinned to nodes %v that no longer exist",
-			pv.Spec.ClaimRef.Namespace, pv.Spec.ClaimRef.Name, boundLocalHosts(pv))
-	}
-	if len(notInGroup) == 0 {
-		b.metrics.orphanedVolumes.Set(float64(count))
-		return nil
-	}
-	instances, err := b.cloud.DescribeInstances(ctx, notInGroup)
-	if err != nil {
-		return fmt.Errorf("describing %d instances outside managed groups: %w", len(notInGroup), err)
-	}
-	state := map[string]string{}
-	for _, i := range instances {
-		state[i.ID] = i.State
-	}
-	for _, id := range notInGroup {
-		n := inv.nodeOf[id]
-		switch s := state[id]; s {
-		case "", "shutting-down", "terminated":
-			count += len(inv.held[n.Name])
-			b.warnNode(n, ReasonOrphanedVolume, "Holds bound local volumes %s but instance %s is %s", strings.Join(inv.held[n.Name], ", "), id, orGone(s))
-		default:
-			b.warnNode(n, ReasonInstanceNotInGroup, "Holds bound local volumes but instance %s (%s) is in no Auto Scaling group the balancer manages; only the annotation protects it", id, s)
-		}
-	}
-	b.metrics.orphanedVolumes.Set(float64(count))
-	return nil
-}
-
-func orGone(s string) string {
-	if s == "" {
-		return "gone"
-	}
-	return s
-}
-
 // warnNode emits a warning event on a node once per distinct message.
 func (b *Balancer) warnNode(n *v1.Node, reason, format string, args ...any) {
 	b.warnObject(n, reason, format, args...)

@@ -212,8 +212,8 @@ func localVolume(pod *v1.Pod, host string) (*v1.PersistentVolumeClaim, *v1.Persi
 	pvc := &v1.PersistentVolumeClaim{
 		ObjectMeta: metav1.ObjectMeta{Name: claim, Namespace: pod.Namespace, UID: "pvc-" + pod.UID,
 			Annotations: map[string]string{"pv.kubernetes.io/bind-completed": "yes"}},
-		Spec:       v1.PersistentVolumeClaimSpec{VolumeName: "pv-" + pod.Name},
-		Status:     v1.PersistentVolumeClaimStatus{Phase: v1.ClaimBound},
+		Spec:   v1.PersistentVolumeClaimSpec{VolumeName: "pv-" + pod.Name},
+		Status: v1.PersistentVolumeClaimStatus{Phase: v1.ClaimBound},
 	}
 	pv := &v1.PersistentVolume{
 		ObjectMeta: metav1.ObjectMeta{Name: "pv-" + pod.Name},

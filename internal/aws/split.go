@@ -1,0 +1,237 @@
+package aws
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
+	astypes "github.com/aws/aws-sdk-go-v2/service/autoscaling/types"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+)
+
+// The calls that split a multi-zone group into one group per zone.
+type splitAutoScalingAPI interface {
+	CreateAutoScalingGroup(context.Context, *autoscaling.CreateAutoScalingGroupInput, ...func(*autoscaling.Options)) (*autoscaling.CreateAutoScalingGroupOutput, error)
+	UpdateAutoScalingGroup(context.Context, *autoscaling.UpdateAutoScalingGroupInput, ...func(*autoscaling.Options)) (*autoscaling.UpdateAutoScalingGroupOutput, error)
+	DetachInstances(context.Context, *autoscaling.DetachInstancesInput, ...func(*autoscaling.Options)) (*autoscaling.DetachInstancesOutput, error)
+	AttachInstances(context.Context, *autoscaling.AttachInstancesInput, ...func(*autoscaling.Options)) (*autoscaling.AttachInstancesOutput, error)
+	CreateOrUpdateTags(context.Context, *autoscaling.CreateOrUpdateTagsInput, ...func(*autoscaling.Options)) (*autoscaling.CreateOrUpdateTagsOutput, error)
+	DeleteTags(context.Context, *autoscaling.DeleteTagsInput, ...func(*autoscaling.Options)) (*autoscaling.DeleteTagsOutput, error)
+}
+
+type splitEC2API interface {
+	DescribeSubnets(context.Context, *ec2.DescribeSubnetsInput, ...func(*ec2.Options)) (*ec2.DescribeSubnetsOutput, error)
+}
+
+// MaxMoveBatch is how many instances DetachInstances and AttachInstances take per call.
+const MaxMoveBatch = 20
+
+// ZoneGroup is a single-zone copy of a group.
+type ZoneGroup struct {
+	// Source is the group whose launch template or mixed instances policy,
+	// health check, cooldown, termination policies, scale-in protection
+	// setting, load balancers and target groups are copied.
+	Source     string
+	Name, Zone string
+	// MinSize is also the desired capacity at creation.
+	MinSize, MaxSize int32
+	// Tags replace the source's; PropagateAtLaunch is copied key by key
+	// from the source (false for keys the source does not have).
+	Tags map[string]string
+	// Hooks are created with the group, so no instance is ever in it unhooked.
+	Hooks []Hook
+}
+
+// CreateZoneGroup creates zg from its source. When the source lives in
+// subnets (VPCZoneIdentifier), the copy gets those of zg.Zone.
+func (c *Client) CreateZoneGroup(ctx context.Context, zg ZoneGroup) error {
+	out, err := c.asg.DescribeAutoScalingGroups(ctx, &autoscaling.DescribeAutoScalingGroupsInput{AutoScalingGroupNames: []string{zg.Source}})
+	if err != nil {
+		return fmt.Errorf("describing %s: %w", zg.Source, err)
+	}
+	if len(out.AutoScalingGroups) == 0 {
+		return fmt.Errorf("group %s not found", zg.Source)
+	}
+	src := &out.AutoScalingGroups[0]
+	in := &autoscaling.CreateAutoScalingGroupInput{
+		AutoScalingGroupName: aws.String(zg.Name),
+		MinSize:              aws.Int32(zg.MinSize), MaxSize: aws.Int32(zg.MaxSize), DesiredCapacity: aws.Int32(zg.MinSize),
+		LaunchTemplate: src.LaunchTemplate, MixedInstancesPolicy: src.MixedInstancesPolicy, LaunchConfigurationName: src.LaunchConfigurationName,
+		HealthCheckType: src.HealthCheckType, HealthCheckGracePeriod: src.HealthCheckGracePeriod,
+		DefaultCooldown: src.DefaultCooldown, DefaultInstanceWarmup: src.DefaultInstanceWarmup,
+		TerminationPolicies: src.TerminationPolicies, NewInstancesProtectedFromScaleIn: src.NewInstancesProtectedFromScaleIn,
+		CapacityRebalance: src.CapacityRebalance, MaxInstanceLifetime: src.MaxInstanceLifetime,
+		ServiceLinkedRoleARN: src.ServiceLinkedRoleARN, TargetGroupARNs: src.TargetGroupARNs, LoadBalancerNames: src.LoadBalancerNames,
+		PlacementGroup: src.PlacementGroup, Context: src.Context, DesiredCapacityType: src.DesiredCapacityType,
+	}
+	if subnets := splitList(aws.ToString(src.VPCZoneIdentifier)); len(subnets) > 0 {
+		zoned, err := c.subnetsIn(ctx, subnets, zg.Zone)
+		if err != nil {
+			return err
+		}
+		if len(zoned) == 0 {
+			return fmt.Errorf("group %s has no subnet in zone %s", zg.Source, zg.Zone)
+		}
+		in.VPCZoneIdentifier = aws.String(strings.Join(zoned, ","))
+	} else {
+		in.AvailabilityZones = []string{zg.Zone}
+	}
+	propagate := map[string]bool{}
+	for _, t := range src.Tags {
+		propagate[aws.ToString(t.Key)] = aws.ToBool(t.PropagateAtLaunch)
+	}
+	in.Tags = tags(zg.Name, zg.Tags, propagate)
+	for _, h := range zg.Hooks {
+		in.LifecycleHookSpecificationList = append(in.LifecycleHookSpecificationList, astypes.LifecycleHookSpecification{
+			LifecycleHookName: aws.String(h.Name), LifecycleTransition: aws.String(h.Transition),
+			HeartbeatTimeout: aws.Int32(h.HeartbeatTimeout), DefaultResult: aws.String(h.DefaultResult),
+		})
+	}
+	_, err = c.asg.CreateAutoScalingGroup(ctx, in)
+	return err
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// subnetsIn returns the subnets among ids that are in zone, in the order given.
+func (c *Client) subnetsIn(ctx context.Context, ids []string, zone string) ([]string, error) {
+	out, err := c.ec2.DescribeSubnets(ctx, &ec2.DescribeSubnetsInput{SubnetIds: ids})
+	if err != nil {
+		return nil, fmt.Errorf("describing subnets: %w", err)
+	}
+	in := map[string]bool{}
+	for _, s := range out.Subnets {
+		if aws.ToString(s.AvailabilityZone) == zone {
+			in[aws.ToString(s.SubnetId)] = true
+		}
+	}
+	var zoned []string
+	for _, id := range ids {
+		if in[id] {
+			zoned = append(zoned, id)
+		}
+	}
+	return zoned, nil
+}
+
+func tags(group string, kv map[string]string, propagate map[string]bool) []astypes.Tag {
+	keys := make([]string, 0, len(kv))
+	for k := range kv {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	out := make([]astypes.Tag, 0, len(keys))
+	for _, k := range keys {
+		out = append(out, astypes.Tag{
+			ResourceId: aws.String(group), ResourceType: aws.String("auto-scaling-group"),
+			Key: aws.String(k), Value: aws.String(kv[k]), PropagateAtLaunch: aws.Bool(propagate[k]),
+		})
+	}
+	return out
+}
+
+// Sizes are the bounds and desired capacity of a group; nil leaves one as it is.
+type Sizes struct{ Min, Max, Desired *int32 }
+
+// UpdateGroupSize changes the sizes of a group.
+func (c *Client) UpdateGroupSize(ctx context.Context, group string, s Sizes) error {
+	_, err := c.asg.UpdateAutoScalingGroup(ctx, &autoscaling.UpdateAutoScalingGroupInput{
+		AutoScalingGroupName: aws.String(group), MinSize: s.Min, MaxSize: s.Max, DesiredCapacity: s.Desired,
+	})
+	return err
+}
+
+// DetachInstances removes InService instances from a group, lowering its
+// desired capacity so that Auto Scaling launches no replacement. The
+// instances keep running; their scale-in protection is lost.
+func (c *Client) DetachInstances(ctx context.Context, group string, ids []string) error {
+	for chunk := range slices.Chunk(ids, MaxMoveBatch) {
+		if _, err := c.asg.DetachInstances(ctx, &autoscaling.DetachInstancesInput{
+			AutoScalingGroupName: aws.String(group), InstanceIds: chunk, ShouldDecrementDesiredCapacity: aws.Bool(true),
+		}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// AttachInstances adds running instances that belong to no group, raising
+// the desired capacity; it fails when that would pass the maximum size.
+// The instances take the group's NewInstancesProtectedFromScaleIn.
+func (c *Client) AttachInstances(ctx context.Context, group string, ids []string) error {
+	for chunk := range slices.Chunk(ids, MaxMoveBatch) {
+		if _, err := c.asg.AttachInstances(ctx, &autoscaling.AttachInstancesInput{AutoScalingGroupName: aws.String(group), InstanceIds: chunk}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// SetGroupTags creates or updates tags of a group, not propagated at launch.
+func (c *Client) SetGroupTags(ctx context.Context, group string, kv map[string]string) error {
+	_, err := c.asg.CreateOrUpdateTags(ctx, &autoscaling.CreateOrUpdateTagsInput{Tags: tags(group, kv, nil)})
+	return err
+}
+
+// DeleteGroupTags removes tags of a group; missing keys are ignored.
+func (c *Client) DeleteGroupTags(ctx context.Context, group string, keys []string) error {
+	in := &autoscaling.DeleteTagsInput{}
+	for _, k := range keys {
+		in.Tags = append(in.Tags, astypes.Tag{ResourceId: aws.String(group), ResourceType: aws.String("auto-scaling-group"), Key: aws.String(k)})
+	}
+	_, err := c.asg.DeleteTags(ctx, in)
+	return err
+}
+
+func (a *metricsAutoScaling) CreateAutoScalingGroup(ctx context.Context, in *autoscaling.CreateAutoScalingGroupInput, o ...func(*autoscaling.Options)) (*autoscaling.CreateAutoScalingGroupOutput, error) {
+	out, err := a.autoScalingAPI.CreateAutoScalingGroup(ctx, in, o...)
+	a.m.observe("autoscaling", "CreateAutoScalingGroup", err)
+	return out, err
+}
+
+func (a *metricsAutoScaling) UpdateAutoScalingGroup(ctx context.Context, in *autoscaling.UpdateAutoScalingGroupInput, o ...func(*autoscaling.Options)) (*autoscaling.UpdateAutoScalingGroupOutput, error) {
+	out, err := a.autoScalingAPI.UpdateAutoScalingGroup(ctx, in, o...)
+	a.m.observe("autoscaling", "UpdateAutoScalingGroup", err)
+	return out, err
+}
+
+func (a *metricsAutoScaling) DetachInstances(ctx context.Context, in *autoscaling.DetachInstancesInput, o ...func(*autoscaling.Options)) (*autoscaling.DetachInstancesOutput, error) {
+	out, err := a.autoScalingAPI.DetachInstances(ctx, in, o...)
+	a.m.observe("autoscaling", "DetachInstances", err)
+	return out, err
+}
+
+func (a *metricsAutoScaling) AttachInstances(ctx context.Context, in *autoscaling.AttachInstancesInput, o ...func(*autoscaling.Options)) (*autoscaling.AttachInstancesOutput, error) {
+	out, err := a.autoScalingAPI.AttachInstances(ctx, in, o...)
+	a.m.observe("autoscaling", "AttachInstances", err)
+	return out, err
+}
+
+func (a *metricsAutoScaling) CreateOrUpdateTags(ctx context.Context, in *autoscaling.CreateOrUpdateTagsInput, o ...func(*autoscaling.Options)) (*autoscaling.CreateOrUpdateTagsOutput, error) {
+	out, err := a.autoScalingAPI.CreateOrUpdateTags(ctx, in, o...)
+	a.m.observe("autoscaling", "CreateOrUpdateTags", err)
+	return out, err
+}
+
+func (a *metricsAutoScaling) DeleteTags(ctx context.Context, in *autoscaling.DeleteTagsInput, o ...func(*autoscaling.Options)) (*autoscaling.DeleteTagsOutput, error) {
+	out, err := a.autoScalingAPI.DeleteTags(ctx, in, o...)
+	a.m.observe("autoscaling", "DeleteTags", err)
+	return out, err
+}
+
+func (e *metricsEC2) DescribeSubnets(ctx context.Context, in *ec2.DescribeSubnetsInput, o ...func(*ec2.Options)) (*ec2.DescribeSubnetsOutput, error) {
+	out, err := e.ec2API.DescribeSubnets(ctx, in, o...)
+	e.m.observe("ec2", "DescribeSubnets", err)
+	return out, err
+}

@@ -1,0 +1,359 @@
+package awstest
+
+import (
+	"encoding/xml"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// What the emulator models of moving instances between groups, from the
+// Amazon EC2 Auto Scaling User Guide (ec2-auto-scaling-detach-attach-instances,
+// ec2-auto-scaling-instance-protection) and the API reference:
+//
+//   - DetachInstances takes up to 20 instances, each InService in the group.
+//     With ShouldDecrementDesiredCapacity the desired capacity drops by their
+//     number, and the call fails if that goes below the minimum size; without
+//     it the group launches replacements. Detached instances keep running, and
+//     lose their scale-in protection.
+//   - AttachInstances takes up to 20 running instances that are in no group and
+//     in one of the group's zones. The desired capacity rises by their number,
+//     and the call fails if that passes the maximum size. An attached instance
+//     takes the group's NewInstancesProtectedFromScaleIn.
+//   - CreateOrUpdateTags and DeleteTags act on group tags; deleting a missing
+//     key is not an error.
+
+const detached = "Detached"
+
+// maxMoveIDs is the DetachInstances and AttachInstances limit.
+const maxMoveIDs = 20
+
+var autoScalingActions = map[string]func(*Server, url.Values, *result) error{
+	"DetachInstances":    (*Server).detachInstances,
+	"AttachInstances":    (*Server).attachInstances,
+	"CreateOrUpdateTags": (*Server).createOrUpdateTags,
+	"DeleteTags":         (*Server).deleteTags,
+}
+
+var ec2Actions = map[string]func(*Server, url.Values, xml.Name, string) (any, error){
+	"DescribeSubnets": (*Server).describeSubnets,
+}
+
+// AddSubnet registers a subnet for VPCZoneIdentifier.
+func (s *Server) AddSubnet(id, zone string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.subnets == nil {
+		s.subnets = map[string]string{}
+	}
+	s.subnets[id] = zone
+}
+
+// GroupView is a group's configuration as the emulator holds it.
+type GroupView struct {
+	Name                             string
+	Zones, Subnets                   []string
+	MinSize, MaxSize, Desired        int32
+	LaunchTemplateID                 string
+	OverrideTypes                    []string
+	NewInstancesProtectedFromScaleIn bool
+	Tags                             map[string]string
+}
+
+// Group returns a group's configuration.
+func (s *Server) Group(name string) (GroupView, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	g := s.groups[name]
+	if g == nil {
+		return GroupView{}, false
+	}
+	return GroupView{
+		Name: g.Name, Zones: slices.Clone(g.Zones), Subnets: slices.Clone(g.Subnets),
+		MinSize: g.MinSize, MaxSize: g.MaxSize, Desired: g.desired,
+		LaunchTemplateID: g.LaunchTemplateID, OverrideTypes: slices.Clone(g.OverrideTypes),
+		NewInstancesProtectedFromScaleIn: g.NewInstancesProtectedFromScaleIn, Tags: maps(g.Tags),
+	}, true
+}
+
+// GroupNames returns the names of all groups, sorted.
+func (s *Server) GroupNames() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.groupNames()
+}
+
+// AllInstances returns copies of every instance the emulator ever launched,
+// in launch order, detached and terminated ones included.
+func (s *Server) AllInstances() []Instance {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.expire()
+	out := make([]Instance, 0, len(s.instances))
+	for _, i := range s.instances {
+		cp := *i
+		cp.actions = nil
+		out = append(out, cp)
+	}
+	slices.SortFunc(out, func(a, b Instance) int { return a.seq - b.seq })
+	return out
+}
+
+// createOptions reads what CreateAutoScalingGroup takes beyond names, sizes
+// and tags: the launch template (by id or name) or mixed instances policy,
+// VPCZoneIdentifier, scale-in protection and lifecycle hooks.
+func (s *Server) createOptions(form url.Values, g *group) error {
+	lt := func(prefix string) (string, error) {
+		id, name := form.Get(prefix+".LaunchTemplateId"), form.Get(prefix+".LaunchTemplateName")
+		if id == "" && name == "" {
+			return "", nil
+		}
+		for _, t := range s.templates {
+			if (id != "" && t.ID == id) || (id == "" && t.Name == name) {
+				return t.ID, nil
+			}
+		}
+		return "", validation("launch template %s%s not found", id, name)
+	}
+	var err error
+	if g.LaunchTemplateID, err = lt("LaunchTemplate"); err != nil {
+		return err
+	}
+	const mip = "MixedInstancesPolicy.LaunchTemplate"
+	if id, err := lt(mip + ".LaunchTemplateSpecification"); err != nil {
+		return err
+	} else if id != "" {
+		if g.LaunchTemplateID != "" {
+			return validation("specify one of LaunchTemplate and MixedInstancesPolicy")
+		}
+		g.LaunchTemplateID = id
+		for n := 1; ; n++ {
+			t, ok := form[mip+".Overrides.member."+strconv.Itoa(n)+".InstanceType"]
+			if !ok {
+				break
+			}
+			g.OverrideTypes = append(g.OverrideTypes, t[0])
+		}
+	}
+	if g.LaunchTemplateID == "" {
+		return validation("valid requests must contain either LaunchTemplate, LaunchConfigurationName, InstanceId or MixedInstancesPolicy parameter")
+	}
+	if v := form.Get("VPCZoneIdentifier"); v != "" {
+		var zones []string
+		for _, id := range strings.Split(v, ",") {
+			z, ok := s.subnets[strings.TrimSpace(id)]
+			if !ok {
+				return validation("The subnet ID '%s' does not exist", id)
+			}
+			g.Subnets = append(g.Subnets, strings.TrimSpace(id))
+			if !slices.Contains(zones, z) {
+				zones = append(zones, z)
+			}
+		}
+		if len(g.Zones) > 0 && !slices.Equal(sortedCopy(g.Zones), sortedCopy(zones)) {
+			return validation("AvailabilityZones %v do not match the subnets' zones %v", g.Zones, zones)
+		}
+		g.Zones = zones
+	}
+	if v := form.Get("NewInstancesProtectedFromScaleIn"); v != "" {
+		g.NewInstancesProtectedFromScaleIn, _ = strconv.ParseBool(v)
+	}
+	for n := 1; ; n++ {
+		p := "LifecycleHookSpecificationList.member." + strconv.Itoa(n)
+		name, ok := form[p+".LifecycleHookName"]
+		if !ok {
+			break
+		}
+		h := Hook{Name: name[0], Transition: form.Get(p + ".LifecycleTransition"), DefaultResult: form.Get(p + ".DefaultResult")}
+		if h.Transition != transitionTerm && h.Transition != "autoscaling:EC2_INSTANCE_LAUNCHING" {
+			return validation("invalid LifecycleTransition %q", h.Transition)
+		}
+		hb, err := intParam(form, p+".HeartbeatTimeout", defaultHeartbeat)
+		if err != nil {
+			return err
+		}
+		if hb < 30 || hb > 7200 {
+			return validation("HeartbeatTimeout must be between 30 and 7200 seconds")
+		}
+		if h.DefaultResult == "" {
+			h.DefaultResult = "ABANDON"
+		}
+		h.HeartbeatTimeout, h.GlobalTimeout = int32(hb), int32(min(100*hb, maxGlobalTimeout))
+		g.hooks = append(g.hooks, h)
+	}
+	return nil
+}
+
+func sortedCopy(s []string) []string {
+	out := slices.Clone(s)
+	slices.Sort(out)
+	return out
+}
+
+func moveIDs(form url.Values) ([]string, error) {
+	ids := list(form, "InstanceIds.member")
+	if len(ids) == 0 || len(ids) > maxMoveIDs {
+		return nil, validation("between 1 and %d instance ids per call", maxMoveIDs)
+	}
+	return ids, nil
+}
+
+func (s *Server) detachInstances(form url.Values, _ *result) error {
+	g, err := s.group(form)
+	if err != nil {
+		return err
+	}
+	ids, err := moveIDs(form)
+	if err != nil {
+		return err
+	}
+	decrement, err := strconv.ParseBool(form.Get("ShouldDecrementDesiredCapacity"))
+	if err != nil {
+		return validation("ShouldDecrementDesiredCapacity is required")
+	}
+	for _, id := range ids {
+		i := s.instances[id]
+		if i == nil || !slices.Contains(g.instances, id) {
+			return validation("The instance %s is not part of Auto Scaling group %s.", id, g.Name)
+		}
+		if i.LifecycleState != InService {
+			return validation("The instance %s is not in InService.", id)
+		}
+	}
+	if decrement {
+		if g.desired-int32(len(ids)) < g.MinSize {
+			return validation("Detaching %d instances would bring the group below its minimum size %d; decrement the minimum size first.", len(ids), g.MinSize)
+		}
+		g.desired -= int32(len(ids))
+	}
+	for _, id := range ids {
+		i := s.instances[id]
+		g.instances = slices.DeleteFunc(g.instances, func(x string) bool { return x == id })
+		i.Group, i.LifecycleState, i.ProtectedFromScaleIn = "", detached, false
+		s.activity(g, "Detaching EC2 instance: "+id, "an instance was detached in response to a user request")
+	}
+	if !decrement {
+		s.converge(g)
+	}
+	return nil
+}
+
+func (s *Server) attachInstances(form url.Values, _ *result) error {
+	g, err := s.group(form)
+	if err != nil {
+		return err
+	}
+	ids, err := moveIDs(form)
+	if err != nil {
+		return err
+	}
+	for _, id := range ids {
+		i := s.instances[id]
+		switch {
+		case i == nil || i.EC2State != "running":
+			return validation("Instance %s is not in a valid state (must be running).", id)
+		case i.Group != "":
+			return validation("The instance %s is already part of Auto Scaling group %s.", id, i.Group)
+		case !slices.Contains(g.Zones, i.Zone):
+			return validation("The instance %s is in zone %s, which is not one of the group's zones %v.", id, i.Zone, g.Zones)
+		}
+	}
+	if g.desired+int32(len(ids)) > g.MaxSize {
+		return validation("New SetDesiredCapacity value %d is above max value %d for the AutoScalingGroup.", g.desired+int32(len(ids)), g.MaxSize)
+	}
+	g.desired += int32(len(ids))
+	for _, id := range ids {
+		i := s.instances[id]
+		i.Group, i.LifecycleState, i.ProtectedFromScaleIn = g.Name, InService, g.NewInstancesProtectedFromScaleIn
+		g.instances = append(g.instances, id)
+		s.activity(g, "Attaching an existing EC2 instance: "+id, "an instance was attached in response to a user request")
+	}
+	return nil
+}
+
+// tagGroups returns the groups of Tags.member.N.ResourceId and the key and value of each.
+func (s *Server) tagGroups(form url.Values) ([]*group, []xmlTag, error) {
+	var gs []*group
+	var ts []xmlTag
+	for n := 1; ; n++ {
+		p := "Tags.member." + strconv.Itoa(n)
+		key, ok := form[p+".Key"]
+		if !ok {
+			break
+		}
+		if rt := form.Get(p + ".ResourceType"); rt != "auto-scaling-group" {
+			return nil, nil, validation("ResourceType must be auto-scaling-group, got %q", rt)
+		}
+		g := s.groups[form.Get(p+".ResourceId")]
+		if g == nil {
+			return nil, nil, validation("AutoScalingGroup name not found - no such group: %s", form.Get(p+".ResourceId"))
+		}
+		if len(key[0]) > 128 || len(form.Get(p+".Value")) > 256 {
+			return nil, nil, validation("tag keys are at most 128 characters and values at most 256")
+		}
+		if strings.HasPrefix(key[0], "aws:") {
+			return nil, nil, validation("tag keys starting with aws: are reserved")
+		}
+		gs = append(gs, g)
+		ts = append(ts, xmlTag{Key: key[0], Value: form.Get(p + ".Value")})
+	}
+	if len(gs) == 0 {
+		return nil, nil, validation("Tags is required")
+	}
+	return gs, ts, nil
+}
+
+func (s *Server) createOrUpdateTags(form url.Values, _ *result) error {
+	gs, ts, err := s.tagGroups(form)
+	if err != nil {
+		return err
+	}
+	for i, g := range gs {
+		g.Tags[ts[i].Key] = ts[i].Value
+	}
+	return nil
+}
+
+func (s *Server) deleteTags(form url.Values, _ *result) error {
+	gs, ts, err := s.tagGroups(form)
+	if err != nil {
+		return err
+	}
+	for i, g := range gs {
+		delete(g.Tags, ts[i].Key)
+	}
+	return nil
+}
+
+type describeSubnetsResponse struct {
+	XMLName   xml.Name
+	Xmlns     string `xml:"xmlns,attr"`
+	RequestID string `xml:"requestId"`
+	Subnets   []struct {
+		SubnetID         string `xml:"subnetId"`
+		AvailabilityZone string `xml:"availabilityZone"`
+	} `xml:"subnetSet>item"`
+}
+
+func (s *Server) describeSubnets(form url.Values, root xml.Name, reqID string) (any, error) {
+	out := &describeSubnetsResponse{XMLName: root, Xmlns: EC2Namespace, RequestID: reqID}
+	ids := list(form, "SubnetId")
+	if len(ids) == 0 {
+		for id := range s.subnets {
+			ids = append(ids, id)
+		}
+		slices.Sort(ids)
+	}
+	for _, id := range ids {
+		z, ok := s.subnets[id]
+		if !ok {
+			return nil, &apiError{status: 400, code: "InvalidSubnetID.NotFound", msg: "The subnet ID '" + id + "' does not exist", senderFault: true}
+		}
+		out.Subnets = append(out.Subnets, struct {
+			SubnetID         string `xml:"subnetId"`
+			AvailabilityZone string `xml:"availabilityZone"`
+		}{id, z})
+	}
+	return out, nil
+}
