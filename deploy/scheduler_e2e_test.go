@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -20,51 +19,23 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/yaml"
+
+	"github.com/ballast-k8s/ballast/test/integration/testenv"
 )
-
-// schedulerBinary is bin/scheduler as `make test` passes it, or a fresh build.
-func schedulerBinary(t *testing.T) string {
-	t.Helper()
-	if p := os.Getenv("BALLAST_SCHEDULER_BIN"); p != "" {
-		return p
-	}
-	out := filepath.Join(t.TempDir(), "scheduler")
-	cmd := exec.Command("go", "build", "-o", out, "./cmd/scheduler")
-	cmd.Dir = ".."
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("building the scheduler: %v\n%s", err, b)
-	}
-	return out
-}
-
-// impersonatingKubeconfig writes a kubeconfig that acts as the service account.
-func impersonatingKubeconfig(t *testing.T, cfg *rest.Config, ns, sa string) string {
-	t.Helper()
-	kc := clientcmdapi.NewConfig()
-	kc.Clusters["test"] = &clientcmdapi.Cluster{Server: cfg.Host, CertificateAuthority: cfg.CAFile, CertificateAuthorityData: cfg.CAData, InsecureSkipTLSVerify: cfg.Insecure}
-	kc.AuthInfos["test"] = &clientcmdapi.AuthInfo{
-		Token: cfg.BearerToken, ClientCertificateData: cfg.CertData, ClientKeyData: cfg.KeyData,
-		Impersonate:       "system:serviceaccount:" + ns + ":" + sa,
-		ImpersonateGroups: []string{"system:serviceaccounts", "system:serviceaccounts:" + ns, "system:authenticated"},
-	}
-	kc.Contexts["test"] = &clientcmdapi.Context{Cluster: "test", AuthInfo: "test"}
-	kc.CurrentContext = "test"
-	path := filepath.Join(t.TempDir(), "kubeconfig")
-	if err := clientcmd.WriteToFile(*kc, path); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
 
 // runDeployedScheduler runs bin/scheduler with the config of the rendered
 // ConfigMap, leader election as shipped, and nothing but the RBAC of
 // scheduler-secondary: every API call is made as its service account.
 func runDeployedScheduler(ctx context.Context, t *testing.T, cs kubernetes.Interface, cfg *rest.Config, objs []*unstructured.Unstructured) {
 	t.Helper()
-	kubeconfig := impersonatingKubeconfig(t, cfg, "kube-system", find(t, objs, "ServiceAccount", "").GetName())
+	sa := "system:serviceaccount:kube-system:" + find(t, objs, "ServiceAccount", "").GetName()
+	kubeconfig := testenv.Kubeconfig(t, cfg, &clientcmdapi.AuthInfo{
+		Token: cfg.BearerToken, ClientCertificateData: cfg.CertData, ClientKeyData: cfg.KeyData,
+		Impersonate:       sa,
+		ImpersonateGroups: []string{"system:serviceaccounts", "system:serviceaccounts:kube-system", "system:authenticated"},
+	})
 	var doc map[string]any
 	cm := find(t, objs, "ConfigMap", "")
 	data, _, _ := unstructured.NestedString(cm.Object, "data", "config.yaml")
@@ -80,9 +51,9 @@ func runDeployedScheduler(ctx context.Context, t *testing.T, cs kubernetes.Inter
 	if err := os.WriteFile(config, raw, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	port := freePort(t)
+	port := testenv.FreePort(t)
 	out := &bytes.Buffer{}
-	cmd := exec.Command(schedulerBinary(t), "--config="+config, "--bind-address=127.0.0.1", fmt.Sprintf("--secure-port=%d", port),
+	cmd := exec.Command(testenv.Binary(t, "scheduler", "BALLAST_SCHEDULER_BIN"), "--config="+config, "--bind-address=127.0.0.1", fmt.Sprintf("--secure-port=%d", port),
 		"--authentication-kubeconfig="+kubeconfig, "--authorization-kubeconfig="+kubeconfig)
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
@@ -125,16 +96,6 @@ func runDeployedScheduler(ctx context.Context, t *testing.T, cs kubernetes.Inter
 		l, err := cs.CoordinationV1().Leases(ns).Get(ctx, name, metav1.GetOptions{})
 		return err == nil && l.Spec.HolderIdentity != nil && *l.Spec.HolderIdentity != "" && *l.Spec.HolderIdentity != "test", nil
 	})
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 // schedulesWithDeployedRBAC: an ordinary pod is bound, a hopeless one is

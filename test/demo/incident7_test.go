@@ -8,7 +8,6 @@ import (
 	"time"
 
 	v1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/sets"
 	"k8s.io/client-go/kubernetes"
@@ -20,6 +19,7 @@ import (
 	"github.com/ballast-k8s/ballast/internal/awstest"
 	"github.com/ballast-k8s/ballast/internal/balancer"
 	"github.com/ballast-k8s/ballast/internal/shapes"
+	"github.com/ballast-k8s/ballast/test/integration/testenv"
 )
 
 // Incident 7 in small: one Auto Scaling group over three zones, zone c short
@@ -92,7 +92,7 @@ func replaySide(t *testing.T, server *testutils.TestContext, name string, withBa
 			nodeOf[id] = n
 			nodeNames = append(nodeNames, n)
 			createCassandraNode(ctx, t, cs, n, z, id)
-			bindVolume(ctx, t, cs, ns, fmt.Sprintf("data-%s", n), "pv-"+n, n)
+			testenv.BindLocalVolume(ctx, t, cs, ns, fmt.Sprintf("data-%s", n), "pv-"+n, n)
 		}
 	}
 	defer func() {
@@ -172,40 +172,3 @@ func createCassandraNode(ctx context.Context, t *testing.T, cs kubernetes.Interf
 		t.Fatal(err)
 	}
 }
-
-// bindVolume makes a static local PV on host and a claim bound to it, as the
-// local static provisioner and the PV controller leave them.
-func bindVolume(ctx context.Context, t *testing.T, cs kubernetes.Interface, ns, claim, pvName, host string) {
-	pvc, err := cs.CoreV1().PersistentVolumeClaims(ns).Create(ctx, &v1.PersistentVolumeClaim{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: claim, Annotations: map[string]string{"pv.kubernetes.io/bind-completed": "yes"}},
-		Spec: v1.PersistentVolumeClaimSpec{AccessModes: []v1.PersistentVolumeAccessMode{v1.ReadWriteOnce}, VolumeName: pvName,
-			StorageClassName: &localStorage, Resources: v1.VolumeResourceRequirements{Requests: v1.ResourceList{v1.ResourceStorage: resource.MustParse("100Gi")}}},
-	}, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	pvc.Status = v1.PersistentVolumeClaimStatus{Phase: v1.ClaimBound}
-	if _, err := cs.CoreV1().PersistentVolumeClaims(ns).UpdateStatus(ctx, pvc, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	pv, err := cs.CoreV1().PersistentVolumes().Create(ctx, &v1.PersistentVolume{
-		ObjectMeta: metav1.ObjectMeta{Name: pvName},
-		Spec: v1.PersistentVolumeSpec{
-			Capacity: v1.ResourceList{v1.ResourceStorage: resource.MustParse("100Gi")}, AccessModes: []v1.PersistentVolumeAccessMode{v1.ReadWriteOnce},
-			PersistentVolumeReclaimPolicy: v1.PersistentVolumeReclaimRetain, StorageClassName: localStorage,
-			PersistentVolumeSource: v1.PersistentVolumeSource{Local: &v1.LocalVolumeSource{Path: "/mnt/disks/ssd0"}},
-			ClaimRef:               &v1.ObjectReference{Kind: "PersistentVolumeClaim", Namespace: ns, Name: claim, UID: pvc.UID},
-			NodeAffinity: &v1.VolumeNodeAffinity{Required: &v1.NodeSelector{NodeSelectorTerms: []v1.NodeSelectorTerm{{
-				MatchExpressions: []v1.NodeSelectorRequirement{{Key: v1.LabelHostname, Operator: v1.NodeSelectorOpIn, Values: []string{host}}}}}}},
-		},
-	}, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	pv.Status = v1.PersistentVolumeStatus{Phase: v1.VolumeBound}
-	if _, err := cs.CoreV1().PersistentVolumes().UpdateStatus(ctx, pv, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-}
-
-var localStorage = "local-storage"

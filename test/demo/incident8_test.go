@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -19,12 +18,11 @@ import (
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/component-base/metrics/legacyregistry"
 	"k8s.io/component-base/metrics/testutil"
-	"k8s.io/klog/v2"
-	"k8s.io/kubernetes/cmd/kube-scheduler/app/options"
 	"k8s.io/kubernetes/pkg/scheduler"
 	testutils "k8s.io/kubernetes/test/integration/util"
 
 	"github.com/ballast-k8s/ballast/plugins"
+	"github.com/ballast-k8s/ballast/test/integration/testenv"
 )
 
 // incident8 sizes: small enough for a few minutes on 2 cores, large enough
@@ -42,11 +40,6 @@ type run8 struct {
 	throughput     float64
 	failedAttempts float64
 	withReason     int
-}
-
-func repoRoot() string {
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Join(filepath.Dir(file), "..", "..")
 }
 
 func node(name string, labels map[string]string, taints []v1.Taint) *v1.Node {
@@ -108,10 +101,7 @@ func failedAttempts(t *testing.T) float64 {
 func replayIncident8(t *testing.T, server *testutils.TestContext, name, config string) run8 {
 	testCtx := testutils.WithNewNamespace(t, server, strings.ToLower(name))
 	ctx, cs, ns := testCtx.Ctx, testCtx.ClientSet, testCtx.NS.Name
-	cfg, err := options.LoadConfigFromFile(klog.Background(), filepath.Join(repoRoot(), "test", "integration", "bench", "config", config))
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := testenv.LoadConfig(t, filepath.Join("test", "integration", "bench", "config", config), nil)
 	testutils.InitTestSchedulerWithOptions(t, testCtx, 0, scheduler.WithProfiles(cfg.Profiles...),
 		scheduler.WithFrameworkOutOfTreeRegistry(plugins.Registry()))
 	testutils.SyncSchedulerInformerFactory(testCtx)
@@ -131,7 +121,7 @@ func replayIncident8(t *testing.T, server *testutils.TestContext, name, config s
 	before := failedAttempts(t)
 	start := time.Now()
 	createMany(ctx, t, cs, ordinaryPods, func(i int) *v1.Pod { return pod(ns, fmt.Sprintf("web-%d", i), nil, nil) })
-	err = wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 5*time.Minute, true, func(ctx context.Context) (bool, error) {
+	err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 5*time.Minute, true, func(ctx context.Context) (bool, error) {
 		pods, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{ResourceVersion: "0"})
 		if err != nil {
 			return false, nil

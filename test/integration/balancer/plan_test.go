@@ -14,15 +14,13 @@ import (
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"k8s.io/client-go/tools/record"
 	testutils "k8s.io/kubernetes/test/integration/util"
 
 	"github.com/ballast-k8s/ballast/config/nodegroups"
 	"github.com/ballast-k8s/ballast/internal/awstest"
 	"github.com/ballast-k8s/ballast/internal/balancer"
+	"github.com/ballast-k8s/ballast/test/integration/testenv"
 )
 
 // testPlan: `az-balancer plan` against the real apiserver reads and writes
@@ -198,18 +196,10 @@ func tableRows(t *testing.T, table string) []string {
 // returns the table it prints.
 func (e *env) runPlanBinary() string {
 	e.t.Helper()
-	bin := os.Getenv("BALLAST_AZ_BALANCER_BIN")
-	if bin == "" {
-		bin = filepath.Join(e.t.TempDir(), "az-balancer")
-		build := exec.Command("go", "build", "-o", bin, "./cmd/az-balancer")
-		build.Dir = repoRoot()
-		if out, err := build.CombinedOutput(); err != nil {
-			e.t.Fatalf("building az-balancer: %v\n%s", err, out)
-		}
-	}
+	bin := testenv.Binary(e.t, "az-balancer", "BALLAST_AZ_BALANCER_BIN")
 	home := e.t.TempDir()
 	cmd := exec.CommandContext(e.ctx, bin, "plan",
-		"--kubeconfig", writeKubeconfig(e.t, e.testCtx.KubeConfig),
+		"--kubeconfig", testenv.Kubeconfig(e.t, e.testCtx.KubeConfig, nil),
 		"--cluster-name", cluster,
 		"--region", "us-east-1",
 		"--aws-endpoint", e.emu.URL,
@@ -228,18 +218,4 @@ func (e *env) runPlanBinary() string {
 		e.t.Fatalf("az-balancer plan: %v\nstdout:\n%s\nstderr:\n%s", err, stdout.String(), stderr.String())
 	}
 	return stdout.String()
-}
-
-func writeKubeconfig(t *testing.T, cfg *rest.Config) string {
-	t.Helper()
-	kc := clientcmdapi.NewConfig()
-	kc.Clusters["test"] = &clientcmdapi.Cluster{Server: cfg.Host, CertificateAuthority: cfg.CAFile, CertificateAuthorityData: cfg.CAData, InsecureSkipTLSVerify: cfg.Insecure}
-	kc.AuthInfos["test"] = &clientcmdapi.AuthInfo{Token: cfg.BearerToken, ClientCertificateData: cfg.CertData, ClientKeyData: cfg.KeyData}
-	kc.Contexts["test"] = &clientcmdapi.Context{Cluster: "test", AuthInfo: "test"}
-	kc.CurrentContext = "test"
-	path := filepath.Join(t.TempDir(), "kubeconfig")
-	if err := clientcmd.WriteToFile(*kc, path); err != nil {
-		t.Fatal(err)
-	}
-	return path
 }

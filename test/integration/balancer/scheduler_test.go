@@ -1,11 +1,7 @@
 package balancer
 
 import (
-	"context"
-	"encoding/json"
-	"fmt"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -13,16 +9,11 @@ import (
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	k8sruntime "k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/klog/v2"
-	"k8s.io/kubernetes/cmd/kube-scheduler/app/options"
-	"k8s.io/kubernetes/pkg/scheduler"
 	testutils "k8s.io/kubernetes/test/integration/util"
 
 	"github.com/ballast-k8s/ballast/config/nodegroups"
 	"github.com/ballast-k8s/ballast/internal/awstest"
-	"github.com/ballast-k8s/ballast/plugins"
+	"github.com/ballast-k8s/ballast/test/integration/testenv"
 )
 
 // hopelessPrefix starts the PodScheduled message of every pod the plugin parks.
@@ -71,51 +62,23 @@ func testSchedulerReadsTemplates(t *testing.T, server *testutils.TestContext) {
 	}
 }
 
-// repoRoot is the module root, from this file's location.
-func repoRoot() string {
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Join(filepath.Dir(file), "..", "..", "..")
-}
-
-// loadProfile reads a sample config through the scheduler's own option
-// parsing and replaces the HopelessPods args.
-func loadProfile(t *testing.T, sample string, args map[string]any) *options.Options {
-	t.Helper()
-	cfg, err := options.LoadConfigFromFile(klog.Background(), filepath.Join(repoRoot(), "config", "samples", sample))
-	if err != nil {
-		t.Fatalf("loading %s: %v", sample, err)
-	}
-	raw, err := json.Marshal(args)
-	if err != nil {
-		t.Fatal(err)
-	}
-	found := false
-	for i := range cfg.Profiles[0].PluginConfig {
-		if cfg.Profiles[0].PluginConfig[i].Name == "HopelessPods" {
-			cfg.Profiles[0].PluginConfig[i].Args = &k8sruntime.Unknown{Raw: raw, ContentType: k8sruntime.ContentTypeJSON}
-			found = true
-		}
-	}
-	if !found {
-		t.Fatalf("%s configures no HopelessPods args", sample)
-	}
-	return &options.Options{ComponentConfig: cfg}
-}
-
-// startScheduler runs a scheduler with Ballast's plugins and the sample's
-// profile until the test ends.
+// startScheduler runs Ballast's scheduler with the profile of a sample.
 func startScheduler(t *testing.T, testCtx *testutils.TestContext, sample string, args map[string]any) {
 	t.Helper()
-	opts := loadProfile(t, sample, args)
-	testutils.InitTestSchedulerWithOptions(t, testCtx, 0,
-		scheduler.WithProfiles(opts.ComponentConfig.Profiles...),
-		scheduler.WithFrameworkOutOfTreeRegistry(plugins.Registry()),
-		scheduler.WithPodInitialBackoffSeconds(1),
-		scheduler.WithPodMaxBackoffSeconds(1))
-	testutils.SyncSchedulerInformerFactory(testCtx)
-	go testCtx.Scheduler.Run(testCtx.SchedulerCtx)
-	t.Cleanup(testCtx.SchedulerCloseFn)
+	testenv.StartScheduler(t, testCtx, filepath.Join("config", "samples", sample), args)
 }
+
+// waitCondition waits until the pod satisfies ok.
+func (e *env) waitCondition(pod *v1.Pod, what string, ok func(*v1.Pod) bool) *v1.Pod {
+	e.t.Helper()
+	return testenv.WaitPod(e.ctx, e.t, e.cs, pod, 30*time.Second, what, ok)
+}
+
+var (
+	describe           = testenv.Describe
+	scheduledCondition = testenv.ScheduledCondition
+	parkedWith         = testenv.ParkedWith
+)
 
 func (e *env) createPod(name string, selector map[string]string, tolerations []v1.Toleration) *v1.Pod {
 	e.t.Helper()
@@ -134,50 +97,4 @@ func (e *env) createPod(name string, selector map[string]string, tolerations []v
 		e.t.Fatal(err)
 	}
 	return pod
-}
-
-// waitCondition waits until the pod satisfies ok.
-func (e *env) waitCondition(pod *v1.Pod, what string, ok func(*v1.Pod) bool) *v1.Pod {
-	e.t.Helper()
-	var last *v1.Pod
-	err := wait.PollUntilContextTimeout(e.ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
-		p, err := e.cs.CoreV1().Pods(pod.Namespace).Get(ctx, pod.Name, metav1.GetOptions{})
-		if err != nil {
-			return false, nil
-		}
-		last = p
-		return ok(p), nil
-	})
-	if err != nil {
-		e.t.Fatalf("pod %s: waiting for %s: %v; last status: %s", pod.Name, what, err, describe(last))
-	}
-	return last
-}
-
-func describe(p *v1.Pod) string {
-	if p == nil {
-		return "<none>"
-	}
-	var b strings.Builder
-	fmt.Fprintf(&b, "node=%q", p.Spec.NodeName)
-	for _, c := range p.Status.Conditions {
-		fmt.Fprintf(&b, " %s=%s(%s: %s)", c.Type, c.Status, c.Reason, c.Message)
-	}
-	return b.String()
-}
-
-func scheduledCondition(p *v1.Pod) *v1.PodCondition {
-	for i := range p.Status.Conditions {
-		if p.Status.Conditions[i].Type == v1.PodScheduled {
-			return &p.Status.Conditions[i]
-		}
-	}
-	return nil
-}
-
-func parkedWith(prefix string) func(*v1.Pod) bool {
-	return func(p *v1.Pod) bool {
-		c := scheduledCondition(p)
-		return c != nil && c.Status == v1.ConditionFalse && strings.HasPrefix(c.Message, prefix)
-	}
 }

@@ -100,7 +100,7 @@ func filteredConfig(b *testing.B, chosen []string) string {
 			}
 			continue
 		}
-		if name == "Baseline" {
+		if strings.HasPrefix(name, "Baseline") {
 			keep = append(keep, c)
 			continue
 		}
@@ -203,6 +203,9 @@ func buildTable(dir, size string, chosen []string) (string, error) {
 			r.avg, ratio(r.avg, base.avg), r.median, ratio(r.median, base.median), perMinute(r), r.p99AttemptMs, r.heapMB, ratio(r.heapMB, base.heapMB))
 	}
 	row("-", "vanilla, no hopeless pods (baseline)", base)
+	if r := runs["BaselineBallast"]; r != nil {
+		row("-", "Ballast, no hopeless pods", r)
+	}
 	for _, v := range chosen {
 		row(v, "vanilla", runs[v+"Vanilla"])
 		row(v, "Ballast", runs[v+"Ballast"])

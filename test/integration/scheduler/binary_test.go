@@ -6,7 +6,6 @@ import (
 	"crypto/tls"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -18,48 +17,17 @@ import (
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	testutils "k8s.io/kubernetes/test/integration/util"
 	"sigs.k8s.io/yaml"
+
+	"github.com/ballast-k8s/ballast/test/integration/testenv"
 )
-
-// schedulerBinary returns bin/scheduler as `make build` makes it, building
-// it when missing so that `go test` alone works too.
-func schedulerBinary(t *testing.T) string {
-	t.Helper()
-	if p := os.Getenv("BALLAST_SCHEDULER_BIN"); p != "" {
-		return p
-	}
-	out := filepath.Join(t.TempDir(), "scheduler")
-	cmd := exec.Command("go", "build", "-o", out, "./cmd/scheduler")
-	cmd.Dir = repoRoot()
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("building the scheduler: %v\n%s", err, b)
-	}
-	return out
-}
-
-func writeKubeconfig(t *testing.T, cfg *rest.Config) string {
-	t.Helper()
-	kc := clientcmdapi.NewConfig()
-	kc.Clusters["test"] = &clientcmdapi.Cluster{Server: cfg.Host, CertificateAuthority: cfg.CAFile, CertificateAuthorityData: cfg.CAData, InsecureSkipTLSVerify: cfg.Insecure}
-	kc.AuthInfos["test"] = &clientcmdapi.AuthInfo{Token: cfg.BearerToken, ClientCertificateData: cfg.CertData, ClientKeyData: cfg.KeyData}
-	kc.Contexts["test"] = &clientcmdapi.Context{Cluster: "test", AuthInfo: "test"}
-	kc.CurrentContext = "test"
-	path := filepath.Join(t.TempDir(), "kubeconfig")
-	if err := clientcmd.WriteToFile(*kc, path); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
 
 // sampleFor copies a sample config, pointed at kubeconfig, without leader
 // election, with edit applied to the decoded YAML.
 func sampleFor(t *testing.T, sample, kubeconfig string, edit func(map[string]any)) string {
 	t.Helper()
-	raw, err := os.ReadFile(filepath.Join(repoRoot(), "config", "samples", sample))
+	raw, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "config", "samples", sample))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,15 +48,6 @@ func sampleFor(t *testing.T, sample, kubeconfig string, edit func(map[string]any
 	return path
 }
 
-func freePort(t *testing.T) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 type process struct {
 	cmd  *exec.Cmd
 	out  *bytes.Buffer
@@ -98,7 +57,7 @@ type process struct {
 
 func runScheduler(t *testing.T, bin, config string) *process {
 	t.Helper()
-	p := &process{out: &bytes.Buffer{}, done: make(chan error, 1), port: freePort(t)}
+	p := &process{out: &bytes.Buffer{}, done: make(chan error, 1), port: testenv.FreePort(t)}
 	p.cmd = exec.Command(bin, "--config", config, "--bind-address=127.0.0.1", fmt.Sprintf("--secure-port=%d", p.port),
 		"--authorization-always-allow-paths=/healthz,/readyz,/livez,/metrics")
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
@@ -145,8 +104,8 @@ func (p *process) metrics(t *testing.T) string {
 
 func TestSchedulerBinary(t *testing.T) {
 	server := testutils.InitTestAPIServer(t, "binary", nil)
-	bin := schedulerBinary(t)
-	kubeconfig := writeKubeconfig(t, server.KubeConfig)
+	bin := testenv.Binary(t, "scheduler", "BALLAST_SCHEDULER_BIN")
+	kubeconfig := testenv.Kubeconfig(t, server.KubeConfig, nil)
 	ctx, cs := server.Ctx, server.ClientSet
 	defer testutils.CleanupNodes(cs, t)
 	for _, n := range []*v1.Node{
