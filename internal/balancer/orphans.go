@@ -2,7 +2,6 @@ package balancer
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -498,14 +497,10 @@ func (b *Balancer) recheck(ctx context.Context, o *orphan, state map[string]stri
 
 // patchVolume sets (string) or removes (nil) volume annotations with a merge patch.
 func (b *Balancer) patchVolume(ctx context.Context, name string, annotations map[string]any) error {
-	data, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": annotations}})
-	if err != nil {
+	return patchMetadataAnnotations(ctx, "persistent volume", name, annotations, func(ctx context.Context, data []byte) error {
+		_, err := b.kube.CoreV1().PersistentVolumes().Patch(ctx, name, types.MergePatchType, data, metav1.PatchOptions{FieldManager: Source})
 		return err
-	}
-	if _, err := b.kube.CoreV1().PersistentVolumes().Patch(ctx, name, types.MergePatchType, data, metav1.PatchOptions{FieldManager: Source}); err != nil {
-		return fmt.Errorf("patching persistent volume %s: %w", name, err)
-	}
-	return nil
+	})
 }
 
 // orphanObjects returns what the orphan step of a planned loop reads beyond

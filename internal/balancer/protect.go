@@ -233,12 +233,20 @@ func (b *Balancer) warnObject(obj interface {
 
 // patchAnnotations sets (string) or removes (nil) node annotations with a merge patch.
 func (b *Balancer) patchAnnotations(ctx context.Context, node string, annotations map[string]any) error {
+	return patchMetadataAnnotations(ctx, "node", node, annotations, func(ctx context.Context, data []byte) error {
+		_, err := b.kube.CoreV1().Nodes().Patch(ctx, node, types.MergePatchType, data, metav1.PatchOptions{FieldManager: Source})
+		return err
+	})
+}
+
+// patchMetadataAnnotations renders the merge patch of annotations and sends it with patch.
+func patchMetadataAnnotations(ctx context.Context, kind, name string, annotations map[string]any, patch func(context.Context, []byte) error) error {
 	data, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": annotations}})
 	if err != nil {
 		return err
 	}
-	if _, err := b.kube.CoreV1().Nodes().Patch(ctx, node, types.MergePatchType, data, metav1.PatchOptions{FieldManager: Source}); err != nil {
-		return fmt.Errorf("patching node %s: %w", node, err)
+	if err := patch(ctx, data); err != nil {
+		return fmt.Errorf("patching %s %s: %w", kind, name, err)
 	}
 	return nil
 }
