@@ -25,7 +25,7 @@ const (
 
 // summarize picks the reason the pod got furthest with: failures at the last
 // predicate reached concern the nodes the pod really targets.
-func summarize(r *Requirements, failures []*Failure, nodes, templates int) (Reason, string) {
+func summarize(r *Requirements, failures []*Failure) (Reason, string) {
 	if len(failures) == 0 {
 		return ReasonNodeAffinity, MessagePrefix + msgNoNodes
 	}

@@ -250,20 +250,18 @@ func (s *Store) Evaluate(r *Requirements) Verdict {
 	}
 	var failures []*Failure
 	passing := 0
+	// Passing nodes, by whole shape or (identity) one by one, for narrowing.
 	var passingShapes []*Shape
+	var passingMembers []string
 	for _, sh := range s.shapes {
 		if r.identity {
-			ok := false
-			for _, m := range sh.Members {
-				if f := r.Check(m); f == nil {
-					ok = true
-					passing++
-				} else {
+			for name, m := range sh.Members {
+				if f := r.Check(m); f != nil {
 					failures = append(failures, f)
+					continue
 				}
-			}
-			if ok {
-				passingShapes = append(passingShapes, sh)
+				passing++
+				passingMembers = append(passingMembers, name)
 			}
 			continue
 		}
@@ -288,16 +286,14 @@ func (s *Store) Evaluate(r *Requirements) Verdict {
 	}
 	if passing == 0 && !templateFits {
 		v.Hopeless = true
-		v.Reason, v.Message = summarize(r, failures, len(s.nodeShape), len(s.templates))
+		v.Reason, v.Message = summarize(r, failures)
 		return v
 	}
 	if passing > 0 && float64(passing) < narrowLimit*float64(len(s.nodeShape)) {
-		v.Nodes = sets.New[string]()
+		v.Nodes = sets.New(passingMembers...)
 		for _, sh := range passingShapes {
-			for name, m := range sh.Members {
-				if !r.identity || r.Check(m) == nil {
-					v.Nodes.Insert(name)
-				}
+			for name := range sh.Members {
+				v.Nodes.Insert(name)
 			}
 		}
 	}

@@ -208,9 +208,14 @@ func (pl *HopelessPods) verdict(pod *v1.Pod) (shapes.Verdict, bool) {
 func (pl *HopelessPods) park(pod *v1.Pod, v shapes.Verdict, gated bool) {
 	pl.parkedMu.Lock()
 	old, had := pl.parked[pod.UID]
-	p := parkedPod{key: pod.Namespace + "/" + pod.Name, reason: v.Reason, claims: claimKeys(pod)}
-	pl.parked[pod.UID] = p
-	if !had {
+	if had {
+		// A pod's volumes cannot change: key and claim index stay as they are.
+		p := old
+		p.reason = v.Reason
+		pl.parked[pod.UID] = p
+	} else {
+		p := parkedPod{key: pod.Namespace + "/" + pod.Name, reason: v.Reason, claims: claimKeys(pod)}
+		pl.parked[pod.UID] = p
 		for _, c := range p.claims {
 			if pl.byClaim[c] == nil {
 				pl.byClaim[c] = sets.New[types.UID]()
