@@ -391,6 +391,23 @@ func (s *Server) setProtection(form url.Values) error {
 	return nil
 }
 
+// setHookTimeouts reads the heartbeat timeout at key, validates it, and sets
+// the hook's timeouts and default result as AWS does.
+func setHookTimeouts(h *Hook, form url.Values, key string) error {
+	hb, err := intParam(form, key, defaultHeartbeat)
+	if err != nil {
+		return err
+	}
+	if hb < 30 || hb > 7200 {
+		return validation("HeartbeatTimeout must be between 30 and 7200 seconds")
+	}
+	if h.DefaultResult == "" {
+		h.DefaultResult = "ABANDON"
+	}
+	h.HeartbeatTimeout, h.GlobalTimeout = int32(hb), int32(min(100*hb, maxGlobalTimeout))
+	return nil
+}
+
 func (s *Server) putHook(form url.Values) error {
 	g, err := s.group(form)
 	if err != nil {
@@ -404,17 +421,9 @@ func (s *Server) putHook(form url.Values) error {
 	if h.Name == "" || (h.Transition != transitionTerm && h.Transition != "autoscaling:EC2_INSTANCE_LAUNCHING") {
 		return validation("LifecycleHookName and a valid LifecycleTransition are required")
 	}
-	hb, err := intParam(form, "HeartbeatTimeout", defaultHeartbeat)
-	if err != nil {
+	if err := setHookTimeouts(&h, form, "HeartbeatTimeout"); err != nil {
 		return err
 	}
-	if hb < 30 || hb > 7200 {
-		return validation("HeartbeatTimeout must be between 30 and 7200 seconds")
-	}
-	if h.DefaultResult == "" {
-		h.DefaultResult = "ABANDON"
-	}
-	h.HeartbeatTimeout, h.GlobalTimeout = int32(hb), int32(min(100*hb, maxGlobalTimeout))
 	if i >= 0 {
 		g.hooks[i] = h
 	} else {

@@ -169,17 +169,9 @@ func (s *Server) createOptions(form url.Values, g *group) error {
 		if h.Transition != transitionTerm && h.Transition != "autoscaling:EC2_INSTANCE_LAUNCHING" {
 			return validation("invalid LifecycleTransition %q", h.Transition)
 		}
-		hb, err := intParam(form, p+".HeartbeatTimeout", defaultHeartbeat)
-		if err != nil {
+		if err := setHookTimeouts(&h, form, p+".HeartbeatTimeout"); err != nil {
 			return err
 		}
-		if hb < 30 || hb > 7200 {
-			return validation("HeartbeatTimeout must be between 30 and 7200 seconds")
-		}
-		if h.DefaultResult == "" {
-			h.DefaultResult = "ABANDON"
-		}
-		h.HeartbeatTimeout, h.GlobalTimeout = int32(hb), int32(min(100*hb, maxGlobalTimeout))
 		g.hooks = append(g.hooks, h)
 	}
 	return nil
