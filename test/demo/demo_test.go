@@ -9,6 +9,8 @@ import (
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	testutils "k8s.io/kubernetes/test/integration/util"
+
+	"github.com/ballast-k8s/ballast/test/integration/testenv"
 )
 
 // TestDemo is `make demo`: both incidents, with and without Ballast.
@@ -17,12 +19,12 @@ func TestDemo(t *testing.T) {
 	ctx, cs := server.Ctx, server.ClientSet
 	defer testutils.CleanupNodes(cs, t)
 	for i := 0; i < generalNodes; i++ {
-		if _, err := cs.CoreV1().Nodes().Create(ctx, node(fmt.Sprintf("node-%d", i), map[string]string{"pool": "general"}, nil), metav1.CreateOptions{}); err != nil {
+		if _, err := cs.CoreV1().Nodes().Create(ctx, testenv.Node(fmt.Sprintf("node-%d", i), map[string]string{"pool": "general"}, nil), metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	for i := 0; i < poolNodes; i++ {
-		if _, err := cs.CoreV1().Nodes().Create(ctx, node(fmt.Sprintf("batch-%d", i), map[string]string{"pool": "batch"}, []v1.Taint{batchTaint}), metav1.CreateOptions{}); err != nil {
+		if _, err := cs.CoreV1().Nodes().Create(ctx, testenv.Node(fmt.Sprintf("batch-%d", i), map[string]string{"pool": "batch"}, []v1.Taint{batchTaint}), metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -166,7 +166,7 @@ func replaySide(t *testing.T, server *testutils.TestContext, name string, withBa
 }
 
 func createCassandraNode(ctx context.Context, t *testing.T, cs kubernetes.Interface, name, zone, instance string) {
-	n := node(name, map[string]string{v1.LabelTopologyZone: zone, "pool": "cassandra"}, nil)
+	n := testenv.Node(name, map[string]string{v1.LabelTopologyZone: zone, "pool": "cassandra"}, nil)
 	n.Spec.ProviderID = fmt.Sprintf("aws:///%s/%s", zone, instance)
 	if _, err := cs.CoreV1().Nodes().Create(ctx, n, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	v1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
@@ -42,29 +41,14 @@ type run8 struct {
 	withReason     int
 }
 
-func node(name string, labels map[string]string, taints []v1.Taint) *v1.Node {
-	l := map[string]string{v1.LabelHostname: name}
-	for k, v := range labels {
-		l[k] = v
-	}
-	alloc := v1.ResourceList{v1.ResourceCPU: resource.MustParse("4"), v1.ResourceMemory: resource.MustParse("32Gi"), v1.ResourcePods: resource.MustParse("110")}
-	return &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: l}, Spec: v1.NodeSpec{Taints: taints},
-		Status: v1.NodeStatus{Capacity: alloc, Allocatable: alloc, Conditions: []v1.NodeCondition{{Type: v1.NodeReady, Status: v1.ConditionTrue}}}}
-}
-
 var batchTaint = v1.Taint{Key: "dedicated", Value: "batch", Effect: v1.TaintEffectNoSchedule}
-
-func pod(ns, name string, selector map[string]string, tolerations []v1.Toleration) *v1.Pod {
-	return &v1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
-		Spec: v1.PodSpec{NodeSelector: selector, Tolerations: tolerations, Containers: []v1.Container{{Name: "c", Image: "registry.k8s.io/pause:3.10",
-			Resources: v1.ResourceRequirements{Requests: v1.ResourceList{v1.ResourceCPU: resource.MustParse("100m"), v1.ResourceMemory: resource.MustParse("100Mi")}}}}}}
-}
 
 func createMany(ctx context.Context, t *testing.T, cs kubernetes.Interface, n int, make func(i int) *v1.Pod) {
 	t.Helper()
 	var failed atomic.Int32
 	workqueue.ParallelizeUntil(ctx, 16, n, func(i int) {
-		if _, err := cs.CoreV1().Pods(make(i).Namespace).Create(ctx, make(i), metav1.CreateOptions{}); err != nil {
+		p := make(i)
+		if _, err := cs.CoreV1().Pods(p.Namespace).Create(ctx, p, metav1.CreateOptions{}); err != nil {
 			failed.Add(1)
 		}
 	})
@@ -85,7 +69,7 @@ func churnPool(ctx context.Context, cs kubernetes.Interface, wg *sync.WaitGroup)
 		}
 		name := fmt.Sprintf("batch-%d", i%poolNodes)
 		_ = cs.CoreV1().Nodes().Delete(context.Background(), name, metav1.DeleteOptions{})
-		_, _ = cs.CoreV1().Nodes().Create(context.Background(), node(name, map[string]string{"pool": "batch"}, []v1.Taint{batchTaint}), metav1.CreateOptions{})
+		_, _ = cs.CoreV1().Nodes().Create(context.Background(), testenv.Node(name, map[string]string{"pool": "batch"}, []v1.Taint{batchTaint}), metav1.CreateOptions{})
 	}
 }
 
@@ -110,7 +94,7 @@ func replayIncident8(t *testing.T, server *testutils.TestContext, name, config s
 
 	wrong := []v1.Toleration{{Key: "dedicated", Operator: v1.TolerationOpEqual, Value: "batchjobs", Effect: v1.TaintEffectNoSchedule}}
 	createMany(ctx, t, cs, hopelessPods, func(i int) *v1.Pod {
-		return pod(ns, fmt.Sprintf("report-%d", i), map[string]string{"pool": "batch"}, wrong)
+		return testenv.Pod(ns, fmt.Sprintf("report-%d", i), "", map[string]string{"pool": "batch"}, wrong)
 	})
 	churnCtx, stopChurn := context.WithCancel(ctx)
 	var wg sync.WaitGroup
@@ -120,7 +104,7 @@ func replayIncident8(t *testing.T, server *testutils.TestContext, name, config s
 
 	before := failedAttempts(t)
 	start := time.Now()
-	createMany(ctx, t, cs, ordinaryPods, func(i int) *v1.Pod { return pod(ns, fmt.Sprintf("web-%d", i), nil, nil) })
+	createMany(ctx, t, cs, ordinaryPods, func(i int) *v1.Pod { return testenv.Pod(ns, fmt.Sprintf("web-%d", i), "", nil, nil) })
 	err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 5*time.Minute, true, func(ctx context.Context) (bool, error) {
 		pods, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{ResourceVersion: "0"})
 		if err != nil {

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	v1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	testutils "k8s.io/kubernetes/test/integration/util"
 
@@ -82,16 +81,7 @@ var (
 
 func (e *env) createPod(name string, selector map[string]string, tolerations []v1.Toleration) *v1.Pod {
 	e.t.Helper()
-	pod := &v1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Namespace: e.ns, Name: name},
-		Spec: v1.PodSpec{
-			SchedulerName: "ballast-scheduler",
-			NodeSelector:  selector,
-			Tolerations:   tolerations,
-			Containers: []v1.Container{{Name: "c", Image: "registry.k8s.io/pause:3.10",
-				Resources: v1.ResourceRequirements{Requests: v1.ResourceList{v1.ResourceCPU: resource.MustParse("100m")}}}},
-		},
-	}
+	pod := testenv.Pod(e.ns, name, "ballast-scheduler", selector, tolerations)
 	pod, err := e.cs.CoreV1().Pods(e.ns).Create(e.ctx, pod, metav1.CreateOptions{})
 	if err != nil {
 		e.t.Fatal(err)

@@ -109,8 +109,8 @@ func TestSchedulerBinary(t *testing.T) {
 	ctx, cs := server.Ctx, server.ClientSet
 	defer testutils.CleanupNodes(cs, t)
 	for _, n := range []*v1.Node{
-		makeNode("web-1", map[string]string{"pool": "web"}, nil, "4"),
-		makeNode("batch-1", map[string]string{"pool": "batch"}, []v1.Taint{batchTaint}, "4"),
+		testenv.Node("web-1", map[string]string{"pool": "web"}, nil),
+		testenv.Node("batch-1", map[string]string{"pool": "batch"}, []v1.Taint{batchTaint}),
 	} {
 		if _, err := cs.CoreV1().Nodes().Create(ctx, n, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	v1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/component-base/metrics/legacyregistry"
@@ -35,37 +34,11 @@ func bindLocalVolume(t *testing.T, testCtx *testutils.TestContext, claim, pvName
 }
 
 var (
+	makePod            = testenv.Pod
 	scheduledCondition = testenv.ScheduledCondition
 	bound              = testenv.Bound
 	parkedWith         = testenv.ParkedWith
 )
-
-func makeNode(name string, labels map[string]string, taints []v1.Taint, cpu string) *v1.Node {
-	l := map[string]string{v1.LabelHostname: name}
-	for k, v := range labels {
-		l[k] = v
-	}
-	alloc := v1.ResourceList{v1.ResourceCPU: resource.MustParse(cpu), v1.ResourceMemory: resource.MustParse("16Gi"), v1.ResourcePods: resource.MustParse("110")}
-	return &v1.Node{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: l},
-		Spec:       v1.NodeSpec{Taints: taints},
-		Status: v1.NodeStatus{Capacity: alloc, Allocatable: alloc,
-			Conditions: []v1.NodeCondition{{Type: v1.NodeReady, Status: v1.ConditionTrue}}},
-	}
-}
-
-func makePod(ns, name, schedulerName string, selector map[string]string, tolerations []v1.Toleration) *v1.Pod {
-	return &v1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: map[string]string{"job-name": "report"}},
-		Spec: v1.PodSpec{
-			SchedulerName: schedulerName,
-			NodeSelector:  selector,
-			Tolerations:   tolerations,
-			Containers: []v1.Container{{Name: "c", Image: "registry.k8s.io/pause:3.10",
-				Resources: v1.ResourceRequirements{Requests: v1.ResourceList{v1.ResourceCPU: resource.MustParse("100m")}}}},
-		},
-	}
-}
 
 // hopelessEvents counts the Hopeless events about a pod.
 func hopelessEvents(ctx context.Context, t *testing.T, testCtx *testutils.TestContext, pod *v1.Pod) int {

@@ -11,6 +11,7 @@ import (
 	testutils "k8s.io/kubernetes/test/integration/util"
 
 	"github.com/ballast-k8s/ballast/config/nodegroups"
+	"github.com/ballast-k8s/ballast/test/integration/testenv"
 )
 
 var batchTaint = v1.Taint{Key: "dedicated", Value: "batch", Effect: v1.TaintEffectNoSchedule}
@@ -27,9 +28,9 @@ func TestHopelessPods(t *testing.T) {
 		ctx, cs, ns := testCtx.Ctx, testCtx.ClientSet, testCtx.NS.Name
 		defer testutils.CleanupNodes(cs, t)
 		for _, n := range []*v1.Node{
-			makeNode("batch-1", map[string]string{"pool": "batch"}, []v1.Taint{batchTaint}, "4"),
-			makeNode("web-1", map[string]string{"pool": "web"}, nil, "4"),
-			makeNode("web-2", map[string]string{"pool": "web"}, nil, "4"),
+			testenv.Node("batch-1", map[string]string{"pool": "batch"}, []v1.Taint{batchTaint}),
+			testenv.Node("web-1", map[string]string{"pool": "web"}, nil),
+			testenv.Node("web-2", map[string]string{"pool": "web"}, nil),
 		} {
 			if _, err := cs.CoreV1().Nodes().Create(ctx, n, metav1.CreateOptions{}); err != nil {
 				t.Fatal(err)
@@ -69,8 +70,8 @@ func TestHopelessPods(t *testing.T) {
 		// Or a node that the parked pods tolerate appears: they leave the
 		// parking within seconds, without waiting for the 5-minute flush.
 		start = time.Now()
-		if _, err := cs.CoreV1().Nodes().Create(ctx, makeNode("batch-jobs-1", map[string]string{"pool": "batch"},
-			[]v1.Taint{{Key: "dedicated", Value: "batchjobs", Effect: v1.TaintEffectNoSchedule}}, "4"), metav1.CreateOptions{}); err != nil {
+		if _, err := cs.CoreV1().Nodes().Create(ctx, testenv.Node("batch-jobs-1", map[string]string{"pool": "batch"},
+			[]v1.Taint{{Key: "dedicated", Value: "batchjobs", Effect: v1.TaintEffectNoSchedule}}), metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
 		for _, p := range cron {
@@ -93,7 +94,7 @@ func TestHopelessPods(t *testing.T) {
 		testCtx := testutils.WithNewNamespace(t, server, "templates")
 		ctx, cs, ns := testCtx.Ctx, testCtx.ClientSet, testCtx.NS.Name
 		defer testutils.CleanupNodes(cs, t)
-		if _, err := cs.CoreV1().Nodes().Create(ctx, makeNode("web-1", map[string]string{"pool": "web"}, nil, "4"), metav1.CreateOptions{}); err != nil {
+		if _, err := cs.CoreV1().Nodes().Create(ctx, testenv.Node("web-1", map[string]string{"pool": "web"}, nil), metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
 		now := time.Now()
@@ -151,7 +152,7 @@ func TestHopelessPods(t *testing.T) {
 		ctx, cs, ns := testCtx.Ctx, testCtx.ClientSet, testCtx.NS.Name
 		defer testutils.CleanupNodes(cs, t)
 		defer cs.CoreV1().PersistentVolumes().Delete(ctx, "local-pv-gone", metav1.DeleteOptions{})
-		if _, err := cs.CoreV1().Nodes().Create(ctx, makeNode("ip-10-0-1-1", nil, nil, "4"), metav1.CreateOptions{}); err != nil {
+		if _, err := cs.CoreV1().Nodes().Create(ctx, testenv.Node("ip-10-0-1-1", nil, nil), metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
 		bindLocalVolume(t, testCtx, "data-cassandra-0", "local-pv-gone", "ip-10-0-9-9")

@@ -235,3 +235,34 @@ func WaitPod(ctx context.Context, t testing.TB, cs kubernetes.Interface, pod *v1
 	}
 	return last
 }
+
+// Node is a ready node with 4 CPUs, 32Gi and 110 pods, the hostname label,
+// labels and taints.
+func Node(name string, labels map[string]string, taints []v1.Taint) *v1.Node {
+	l := map[string]string{v1.LabelHostname: name}
+	for k, v := range labels {
+		l[k] = v
+	}
+	alloc := v1.ResourceList{v1.ResourceCPU: resource.MustParse("4"), v1.ResourceMemory: resource.MustParse("32Gi"), v1.ResourcePods: resource.MustParse("110")}
+	return &v1.Node{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: l},
+		Spec:       v1.NodeSpec{Taints: taints},
+		Status: v1.NodeStatus{Capacity: alloc, Allocatable: alloc,
+			Conditions: []v1.NodeCondition{{Type: v1.NodeReady, Status: v1.ConditionTrue}}},
+	}
+}
+
+// Pod is a pause pod requesting 100m CPU and 100Mi, for schedulerName (empty:
+// the default scheduler), with a node selector and tolerations.
+func Pod(ns, name, schedulerName string, selector map[string]string, tolerations []v1.Toleration) *v1.Pod {
+	return &v1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec: v1.PodSpec{
+			SchedulerName: schedulerName,
+			NodeSelector:  selector,
+			Tolerations:   tolerations,
+			Containers: []v1.Container{{Name: "c", Image: "registry.k8s.io/pause:3.10",
+				Resources: v1.ResourceRequirements{Requests: v1.ResourceList{v1.ResourceCPU: resource.MustParse("100m"), v1.ResourceMemory: resource.MustParse("100Mi")}}}},
+		},
+	}
+}
