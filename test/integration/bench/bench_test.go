@@ -5,6 +5,7 @@ package bench
 
 import (
 	"bufio"
+	"cmp"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -13,7 +14,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"testing"
@@ -46,10 +46,17 @@ func envList(name, def string) []string {
 
 // BenchmarkHopeless runs, for each size in BALLAST_BENCH_SIZES (quick,
 // incident, stretch) and each variant in BALLAST_BENCH_VARIANTS, the
-// baseline, vanilla and Ballast test cases, then writes the table.
+// baseline, vanilla and Ballast test cases, BALLAST_BENCH_ROUNDS times (the
+// order of the cases rotates from round to round), then writes the table.
+// With BALLAST_BENCH_CHECK=1 it fails when Ballast misses its regression
+// bounds (see check).
 func BenchmarkHopeless(b *testing.B) {
 	sizes := envList("BALLAST_BENCH_SIZES", "quick")
 	chosen := envList("BALLAST_BENCH_VARIANTS", strings.Join(variants, ","))
+	rounds, err := strconv.Atoi(cmp.Or(os.Getenv("BALLAST_BENCH_ROUNDS"), "1"))
+	if err != nil || rounds < 1 {
+		b.Fatalf("BALLAST_BENCH_ROUNDS=%q: want a positive number", os.Getenv("BALLAST_BENCH_ROUNDS"))
+	}
 	resultsDir, _ := filepath.Abs("results")
 	raw := filepath.Join(resultsDir, "raw", time.Now().UTC().Format("20060102-150405"))
 	for name, value := range map[string]string{"data-items-dir": raw, "with-data-items-unique-id": "false"} {
@@ -57,31 +64,45 @@ func BenchmarkHopeless(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	config := filteredConfig(b, chosen)
 	for _, size := range sizes {
 		b.Run(size, func(b *testing.B) {
 			perf.PerfSchedulingLabelFilter = size
-			perf.RunBenchmarkPerfScheduling(b, config, size, plugins.Registry())
-			if os.Getenv("BALLAST_BENCH_CASES") != "" {
-				return // a partial run has no baseline to compare with
+			for r := 1; r <= rounds; r++ {
+				config := filteredConfig(b, chosen, r-1)
+				b.Run(fmt.Sprintf("round%d", r), func(b *testing.B) {
+					perf.RunBenchmarkPerfScheduling(b, config, fmt.Sprintf("%s-round%d", size, r), plugins.Registry())
+				})
 			}
-			table, err := buildTable(raw, size, chosen)
+			res, err := collect(raw, size)
+			if err != nil {
+				b.Fatalf("reading the results: %v", err)
+			}
+			table, err := res.table(size, chosen, rounds)
 			if err != nil {
 				b.Fatalf("building the table: %v", err)
 			}
 			out := filepath.Join(resultsDir, size+".md")
+			if os.Getenv("BALLAST_BENCH_CASES") != "" {
+				out = filepath.Join(raw, size+".md") // a partial run does not replace the kept table
+			}
 			if err := os.WriteFile(out, []byte(table), 0o644); err != nil {
 				b.Fatal(err)
 			}
 			fmt.Printf("\n%s\nwritten to %s\n", table, out)
+			if os.Getenv("BALLAST_BENCH_CHECK") == "1" {
+				for _, problem := range res.check(chosen) {
+					b.Error(problem)
+				}
+			}
 		})
 	}
 }
 
 // filteredConfig writes the test cases of the chosen variants (and the
-// baseline) to a temporary config; template paths stay relative to this
-// package, as scheduler_perf resolves them.
-func filteredConfig(b *testing.B, chosen []string) string {
+// reference cases) to a temporary config, rotated by rotate so that no case
+// always runs first; template paths stay relative to this package, as
+// scheduler_perf resolves them.
+func filteredConfig(b *testing.B, chosen []string, rotate int) string {
 	raw, err := os.ReadFile("performance-config.yaml")
 	if err != nil {
 		b.Fatal(err)
@@ -90,7 +111,7 @@ func filteredConfig(b *testing.B, chosen []string) string {
 	if err := yaml.Unmarshal(raw, &cases); err != nil {
 		b.Fatal(err)
 	}
-	only := os.Getenv("BALLAST_BENCH_CASES") // comma-separated test case names, for profiling one case
+	only := os.Getenv("BALLAST_BENCH_CASES") // comma-separated test case names
 	keep := cases[:0]
 	for _, c := range cases {
 		name := c["name"].(string)
@@ -100,7 +121,7 @@ func filteredConfig(b *testing.B, chosen []string) string {
 			}
 			continue
 		}
-		if strings.HasPrefix(name, "Baseline") {
+		if strings.HasPrefix(name, "Baseline") || name == "GatedVanilla" {
 			keep = append(keep, c)
 			continue
 		}
@@ -110,6 +131,11 @@ func filteredConfig(b *testing.B, chosen []string) string {
 			}
 		}
 	}
+	if len(keep) == 0 {
+		b.Fatalf("no test case selected (BALLAST_BENCH_CASES=%q, variants %v)", only, chosen)
+	}
+	n := rotate % len(keep)
+	keep = append(keep[n:], keep[:n]...)
 	out, err := yaml.Marshal(keep)
 	if err != nil {
 		b.Fatal(err)
@@ -121,120 +147,213 @@ func filteredConfig(b *testing.B, chosen []string) string {
 	return path
 }
 
-// run is what one test case measured.
+// run is what one test case measured in one round.
 type run struct {
-	avg, median     float64 // ordinary pods scheduled per second
-	hopelessPerMin  float64 // failed scheduling attempts per minute during the measurement
-	p99AttemptMs    float64 // p99 scheduling attempt latency of scheduled (ordinary) pods
-	heapMB          float64 // average heap in use of the test process
-	found, foundDat bool
+	avg, median    float64 // ordinary pods scheduled per second
+	failedPerMin   float64 // failed scheduling attempts per minute during the measurement
+	p99AttemptMs   float64 // p99 scheduling attempt latency of scheduled (ordinary) pods
+	heapMB         float64 // average heap in use of the test process
+	found, haveDat bool
 }
+
+// results holds every round of every test case of one size.
+type results map[string]map[int]*run // test case -> round -> run
 
 type dataItems struct {
-	DataItems []struct {
-		Data   map[string]float64 `json:"data"`
-		Labels map[string]string  `json:"labels"`
-	} `json:"dataItems"`
+	DataItems []dataItem `json:"dataItems"`
 }
 
-// buildTable reads the JSON and .dat files that scheduler_perf wrote for
-// size and renders the comparison.
-func buildTable(dir, size string, chosen []string) (string, error) {
-	runs := map[string]*run{}
-	get := func(tc string) *run {
-		if runs[tc] == nil {
-			runs[tc] = &run{}
+type dataItem struct {
+	Data   map[string]float64 `json:"data"`
+	Labels map[string]string  `json:"labels"`
+}
+
+// collect reads the JSON and .dat files that scheduler_perf wrote for size.
+func collect(dir, size string) (results, error) {
+	res := results{}
+	get := func(tc string, round int) *run {
+		if res[tc] == nil {
+			res[tc] = map[int]*run{}
 		}
-		return runs[tc]
+		if res[tc][round] == nil {
+			res[tc][round] = &run{}
+		}
+		return res[tc][round]
 	}
-	files, _ := filepath.Glob(filepath.Join(dir, "*_benchmark_"+size+"*.json"))
+	files, _ := filepath.Glob(filepath.Join(dir, "*_benchmark_"+size+"-round*.json"))
 	if len(files) == 0 {
-		return "", fmt.Errorf("no data items for %s in %s", size, dir)
+		return nil, fmt.Errorf("no data items for %s in %s", size, dir)
 	}
-	sort.Strings(files)
-	body, err := os.ReadFile(files[len(files)-1])
-	if err != nil {
-		return "", err
-	}
-	var items dataItems
-	if err := json.Unmarshal(body, &items); err != nil {
-		return "", err
-	}
-	for _, it := range items.DataItems {
-		tc := testCaseOf(it.Labels["Name"], size)
-		if tc == "" {
-			continue
+	for _, file := range files {
+		body, err := os.ReadFile(file)
+		if err != nil {
+			return nil, err
 		}
-		r := get(tc)
-		switch it.Labels["Metric"] {
-		case "SchedulingThroughput":
-			r.avg, r.median, r.found = it.Data["Average"], it.Data["Perc50"], true
-		case "scheduler_scheduling_attempt_duration_seconds":
-			if it.Labels["result"] == "scheduled" {
-				r.p99AttemptMs = it.Data["Perc99"]
+		var items dataItems
+		if err := json.Unmarshal(body, &items); err != nil {
+			return nil, fmt.Errorf("%s: %w", file, err)
+		}
+		for _, it := range items.DataItems {
+			tc, round := testCaseOf(it.Labels["Name"], size)
+			if tc == "" {
+				continue
 			}
-		case "heap_memory_usage":
-			r.heapMB = it.Data["Average"]
+			r := get(tc, round)
+			switch it.Labels["Metric"] {
+			case "SchedulingThroughput":
+				r.avg, r.median, r.found = it.Data["Average"], it.Data["Perc50"], true
+			case "scheduler_scheduling_attempt_duration_seconds":
+				if it.Labels["result"] == "scheduled" {
+					r.p99AttemptMs = it.Data["Perc99"]
+				}
+			case "heap_memory_usage":
+				r.heapMB = it.Data["Average"]
+			}
 		}
 	}
-	for tc, r := range runs {
-		dats, _ := filepath.Glob(filepath.Join(dir, "*"+tc+"_"+size+"*.dat"))
-		if len(dats) == 0 {
+	for tc, byRound := range res {
+		for round, r := range byRound {
+			dat := filepath.Join(dir, fmt.Sprintf("%s_%s_%s-round%d.dat", tc, size, size, round))
+			if perMin, ok := failedAttemptsPerMinute(dat); ok {
+				r.failedPerMin, r.haveDat = perMin, true
+			}
+		}
+	}
+	return res, nil
+}
+
+// testCaseOf extracts the test case and round from a data item's Name
+// label, "<benchmark>/<size>/round<N>/<test case>/<workload>/...".
+func testCaseOf(name, size string) (string, int) {
+	parts := strings.Split(name, "/")
+	for i := 2; i+1 < len(parts); i++ {
+		if parts[i+1] != size {
 			continue
 		}
-		if perMin, ok := failedAttemptsPerMinute(dats[0]); ok {
-			r.hopelessPerMin, r.foundDat = perMin, true
+		round, err := strconv.Atoi(strings.TrimPrefix(parts[i-1], "round"))
+		if err != nil {
+			return "", 0
+		}
+		return parts[i], round
+	}
+	return "", 0
+}
+
+// summary is one test case over all rounds: medians of the rounds, and the
+// ratios to the baseline of the same round (median, min, max).
+type summary struct {
+	rounds                               int
+	avg, median, failedPerMin, p99, heap float64
+	avgRatio, medianRatio, heapRatio     [3]float64 // median, min, max over rounds
+	haveDat                              bool
+}
+
+func (res results) summarize(tc string) *summary {
+	base := res["Baseline"]
+	var avg, med, failed, p99, heap, avgR, medR, heapR []float64
+	s := &summary{haveDat: true}
+	for round, r := range res[tc] {
+		if !r.found {
+			continue
+		}
+		s.rounds++
+		avg, med, p99, heap = append(avg, r.avg), append(med, r.median), append(p99, r.p99AttemptMs), append(heap, r.heapMB)
+		if r.haveDat {
+			failed = append(failed, r.failedPerMin)
+		} else {
+			s.haveDat = false
+		}
+		if b := base[round]; b != nil && b.found {
+			avgR, medR, heapR = append(avgR, ratio(r.avg, b.avg)), append(medR, ratio(r.median, b.median)), append(heapR, ratio(r.heapMB, b.heapMB))
 		}
 	}
-	base := runs["Baseline"]
-	if base == nil || !base.found {
+	if s.rounds == 0 {
+		return nil
+	}
+	s.avg, s.median, s.failedPerMin, s.p99, s.heap = middle(avg), middle(med), middle(failed), middle(p99), middle(heap)
+	s.avgRatio, s.medianRatio, s.heapRatio = spread(avgR), spread(medR), spread(heapR)
+	return s
+}
+
+// table renders the comparison for size.
+func (res results) table(size string, chosen []string, rounds int) (string, error) {
+	base := res.summarize("Baseline")
+	if base == nil {
 		return "", fmt.Errorf("the baseline did not produce a throughput for %s", size)
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "### Hopeless pods, size %q (%d CPU cores, %s, kube-scheduler v1.37.2, %s)\n\n", size, runtime.NumCPU(), runtime.Version(), time.Now().UTC().Format(time.DateOnly))
+	fmt.Fprintf(&b, "### Hopeless pods, size %q (%d CPU cores, %s, kube-scheduler v1.37.2, %s, %d round(s))\n\n",
+		size, runtime.NumCPU(), runtime.Version(), time.Now().UTC().Format(time.DateOnly), rounds)
 	b.WriteString("| variant | scheduler | throughput avg (pods/s) | x baseline | median (pods/s) | x baseline | failed attempts/min | p99 attempt (ms) | heap (MB) | x baseline |\n")
 	b.WriteString("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
-	row := func(variant, who string, r *run) {
-		if r == nil || !r.found {
-			fmt.Fprintf(&b, "| %s | %s | n/a | | | | | | | |\n", variant, who)
+	row := func(variant, who, tc string) {
+		s := res.summarize(tc)
+		if s == nil {
+			if res[tc] != nil {
+				fmt.Fprintf(&b, "| %s | %s | n/a | | | | | | | |\n", variant, who)
+			}
 			return
 		}
-		fmt.Fprintf(&b, "| %s | %s | %.1f | %.2f | %.1f | %.2f | %s | %.1f | %.0f | %.2f |\n", variant, who,
-			r.avg, ratio(r.avg, base.avg), r.median, ratio(r.median, base.median), perMinute(r), r.p99AttemptMs, r.heapMB, ratio(r.heapMB, base.heapMB))
+		fmt.Fprintf(&b, "| %s | %s | %.1f | %s | %.1f | %s | %s | %.1f | %.0f | %s |\n", variant, who,
+			s.avg, fmtSpread(s.avgRatio, rounds), s.median, fmtSpread(s.medianRatio, rounds), fmtFailed(s), s.p99, s.heap, fmtSpread(s.heapRatio, rounds))
 	}
-	row("-", "vanilla, no hopeless pods (baseline)", base)
-	if r := runs["BaselineBallast"]; r != nil {
-		row("-", "Ballast, no hopeless pods", r)
-	}
+	row("-", "vanilla, no hopeless pods (baseline)", "Baseline")
+	row("-", "Ballast, no hopeless pods", "BaselineBallast")
+	row("-", "vanilla, pods held by schedulingGates instead (the queue's floor)", "GatedVanilla")
 	for _, v := range chosen {
-		row(v, "vanilla", runs[v+"Vanilla"])
-		row(v, "Ballast", runs[v+"Ballast"])
-		if r := runs[v+"BallastNoGate"]; r != nil {
-			row(v, "Ballast, no PreEnqueue gate", r)
-		}
+		row(v, "vanilla", v+"Vanilla")
+		row(v, "Ballast", v+"Ballast")
+		row(v, "Ballast, no PreEnqueue gate", v+"BallastNoGate")
+	}
+	if rounds > 1 {
+		b.WriteString("\nValues are medians over the rounds; ratios are to the baseline of the same round, median (min-max).\n")
 	}
 	b.WriteString("\nGoals: Ballast >= 0.95x baseline throughput (average and median); failed attempts/min at least 100x below vanilla; heap within 10% of vanilla.\n\n")
+	if gated := res.summarize("GatedVanilla"); gated != nil {
+		fmt.Fprintf(&b, "- Parking pods at all (upstream scheduling gates, no Ballast): avg %.2f, median %.2f of the baseline.\n", gated.avgRatio[0], gated.medianRatio[0])
+	}
 	for _, v := range chosen {
-		van, bal := runs[v+"Vanilla"], runs[v+"Ballast"]
-		if van == nil || bal == nil || !van.found || !bal.found {
+		van, bal := res.summarize(v+"Vanilla"), res.summarize(v+"Ballast")
+		if van == nil || bal == nil {
 			continue
 		}
-		fmt.Fprintf(&b, "- %s: Ballast/baseline avg %.2f, median %.2f; failed attempts/min vanilla %s vs Ballast %s (%s less); heap Ballast/vanilla %.2f\n",
-			v, ratio(bal.avg, base.avg), ratio(bal.median, base.median), perMinute(van), perMinute(bal), reduction(van, bal), ratio(bal.heapMB, van.heapMB))
+		fmt.Fprintf(&b, "- %s: Ballast/baseline avg %.2f, median %.2f (vanilla %.2f, %.2f); failed attempts/min vanilla %s vs Ballast %s (%s); heap Ballast/vanilla %.2f\n",
+			v, bal.avgRatio[0], bal.medianRatio[0], van.avgRatio[0], van.medianRatio[0], fmtFailed(van), fmtFailed(bal), reduction(van, bal), ratio(bal.heap, van.heap))
 	}
 	return b.String(), nil
 }
 
-// testCaseOf extracts the test case from a data item's Name label, which is
-// "<benchmark>/<size>/<test case>/<workload>".
-func testCaseOf(name, size string) string {
-	parts := strings.Split(name, "/")
-	for i := 0; i+1 < len(parts); i++ {
-		if parts[i+1] == size && i > 0 {
-			return parts[i]
+// minRatio is the regression bound checked with BALLAST_BENCH_CHECK=1:
+// without its PreEnqueue gate Ballast falls to about 0.25 of the baseline,
+// with it 0.6 to 1.1 depending on the size; vanilla falls to 0.2.
+const minRatio = 0.45
+
+// check returns what violates Ballast's regression bounds: it spends (next
+// to) no attempts on hopeless pods, at least 100x fewer than vanilla, and
+// keeps ordinary pods above minRatio of the baseline.
+func (res results) check(chosen []string) []string {
+	var problems []string
+	for _, v := range chosen {
+		van, bal := res.summarize(v+"Vanilla"), res.summarize(v+"Ballast")
+		if bal == nil {
+			continue
+		}
+		if bal.avgRatio[0] < minRatio || bal.medianRatio[0] < minRatio {
+			problems = append(problems, fmt.Sprintf("%s: Ballast schedules ordinary pods at %.2f (avg) / %.2f (median) of the baseline, below %.2f", v, bal.avgRatio[0], bal.medianRatio[0], minRatio))
+		}
+		if !bal.haveDat {
+			problems = append(problems, fmt.Sprintf("%s: no progress samples for Ballast", v))
+			continue
+		}
+		limit := 1.0
+		if van != nil && van.haveDat {
+			limit = max(limit, van.failedPerMin/100)
+		}
+		if bal.failedPerMin > limit {
+			problems = append(problems, fmt.Sprintf("%s: Ballast made %.0f failed attempts/min, more than %.0f", v, bal.failedPerMin, limit))
 		}
 	}
-	return ""
+	return problems
 }
 
 // failedAttemptsPerMinute reads scheduler_perf's progress samples: columns
@@ -275,19 +394,49 @@ func ratio(a, b float64) float64 {
 	return a / b
 }
 
-func perMinute(r *run) string {
-	if !r.foundDat {
-		return "n/a"
+// middle is the median of xs (NaN when empty).
+func middle(xs []float64) float64 {
+	if len(xs) == 0 {
+		return math.NaN()
 	}
-	return fmt.Sprintf("%.0f", r.hopelessPerMin)
+	xs = slices.Clone(xs)
+	slices.Sort(xs)
+	if n := len(xs); n%2 == 0 {
+		return (xs[n/2-1] + xs[n/2]) / 2
+	}
+	return xs[len(xs)/2]
 }
 
-func reduction(van, bal *run) string {
-	if !van.foundDat || !bal.foundDat {
+func spread(xs []float64) [3]float64 {
+	if len(xs) == 0 {
+		return [3]float64{math.NaN(), math.NaN(), math.NaN()}
+	}
+	return [3]float64{middle(xs), slices.Min(xs), slices.Max(xs)}
+}
+
+func fmtSpread(s [3]float64, rounds int) string {
+	if rounds < 2 {
+		return fmt.Sprintf("%.2f", s[0])
+	}
+	return fmt.Sprintf("%.2f (%.2f-%.2f)", s[0], s[1], s[2])
+}
+
+func fmtFailed(s *summary) string {
+	if !s.haveDat {
 		return "n/a"
 	}
-	if bal.hopelessPerMin < 1 {
-		return fmt.Sprintf(">%.0fx", van.hopelessPerMin)
+	return fmt.Sprintf("%.0f", s.failedPerMin)
+}
+
+func reduction(van, bal *summary) string {
+	if !van.haveDat || !bal.haveDat {
+		return "n/a"
 	}
-	return fmt.Sprintf("%.0fx", van.hopelessPerMin/bal.hopelessPerMin)
+	if van.failedPerMin < 1 {
+		return "no attempts to save"
+	}
+	if bal.failedPerMin < 1 {
+		return fmt.Sprintf(">%.0fx less", van.failedPerMin)
+	}
+	return fmt.Sprintf("%.0fx less", van.failedPerMin/bal.failedPerMin)
 }

@@ -1,0 +1,91 @@
+package bench
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// fakeRound writes what scheduler_perf writes for one round: a JSON file
+// of data items and a progress .dat file per test case.
+func fakeRound(t *testing.T, dir string, round int, cases map[string][3]float64) {
+	t.Helper()
+	var items dataItems
+	for tc, v := range cases { // v: pods/s, failed attempts over the 60 s of progress, heap MB
+		name := fmt.Sprintf("BenchmarkHopeless/quick/round%d/%s/quick/namespace-4", round, tc)
+		items.DataItems = append(items.DataItems,
+			dataItem{Data: map[string]float64{"Average": v[0], "Perc50": v[0]}, Labels: map[string]string{"Name": name, "Metric": "SchedulingThroughput"}},
+			dataItem{Data: map[string]float64{"Average": v[2]}, Labels: map[string]string{"Name": name, "Metric": "heap_memory_usage"}},
+		)
+		dat := fmt.Sprintf("0.0s 0 0 0 0 0 0 0 0\n60.0s 1000 %d 0 0 0 0 0 0\n", 1000+int(v[1]))
+		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("%s_quick_quick-round%d.dat", tc, round)), []byte(dat), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	body, err := json.Marshal(items)
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := fmt.Sprintf("BenchmarkHopeless_quick_benchmark_quick-round%d_2026-11-25T12:00:0%dZ.json", round, round)
+	if err := os.WriteFile(filepath.Join(dir, file), body, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestTableAndCheck(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		ballast  [2][3]float64 // per round
+		problems []string
+	}{{
+		name:    "within bounds",
+		ballast: [2][3]float64{{300, 0, 500}, {380, 0, 500}},
+	}, {
+		name:     "attempts on hopeless pods",
+		ballast:  [2][3]float64{{300, 600, 500}, {380, 600, 500}},
+		problems: []string{"Toleration: Ballast made 600 failed attempts/min, more than 60"},
+	}, {
+		name:     "lost its gate",
+		ballast:  [2][3]float64{{90, 0, 500}, {110, 0, 500}},
+		problems: []string{"Toleration: Ballast schedules ordinary pods at 0.25 (avg) / 0.25 (median) of the baseline, below 0.45"},
+	}} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			fakeRound(t, dir, 1, map[string][3]float64{"Baseline": {400, 0, 300}, "TolerationVanilla": {160, 6000, 600}, "TolerationBallast": tc.ballast[0]})
+			fakeRound(t, dir, 2, map[string][3]float64{"Baseline": {400, 0, 300}, "TolerationVanilla": {200, 6000, 600}, "TolerationBallast": tc.ballast[1]})
+			res, err := collect(dir, "quick")
+			if err != nil {
+				t.Fatal(err)
+			}
+			table, err := res.table("quick", []string{"Toleration"}, 2)
+			if err != nil {
+				t.Fatal(err)
+			}
+			van := "| Toleration | vanilla | 180.0 | 0.45 (0.40-0.50) | 180.0 | 0.45 (0.40-0.50) | 6000 |"
+			if !strings.Contains(table, van) {
+				t.Errorf("table lacks %q:\n%s", van, table)
+			}
+			if got := res.check([]string{"Toleration"}); strings.Join(got, "\n") != strings.Join(tc.problems, "\n") {
+				t.Errorf("check = %q, want %q", got, tc.problems)
+			}
+		})
+	}
+}
+
+func TestTableNeedsBaseline(t *testing.T) {
+	dir := t.TempDir()
+	fakeRound(t, dir, 1, map[string][3]float64{"TolerationBallast": {300, 0, 500}})
+	res, err := collect(dir, "quick")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := res.table("quick", []string{"Toleration"}, 1); err == nil {
+		t.Error("a table without a baseline was rendered")
+	}
+	if _, err := collect(t.TempDir(), "quick"); err == nil {
+		t.Error("collect found results in an empty directory")
+	}
+}
