@@ -48,7 +48,8 @@ type HopelessPods struct {
 	view   *view
 	status *statusWriter
 
-	cache *verdictCache
+	cache     *verdictCache
+	nodeHints nodeHintMemo
 	// admit holds the pods a QueueingHint let back in, with the time: the
 	// scheduler's queue may act on a node event before our view has seen it.
 	admit sync.Map // types.UID -> time.Time
@@ -99,22 +100,49 @@ func (pl *HopelessPods) EventsToRegister(_ context.Context) ([]fwk.ClusterEventW
 }
 
 // isSchedulableAfterNodeChange queues the pod only when the node passes all
-// of the pod's static predicates and did not before.
+// of the pod's static predicates and did not before. The queue asks once per
+// parked pod for the same event; the answer is computed once per signature.
 func (pl *HopelessPods) isSchedulableAfterNodeChange(logger klog.Logger, pod *v1.Pod, oldObj, newObj interface{}) (fwk.QueueingHint, error) {
 	oldNode, newNode, err := util.As[*v1.Node](oldObj, newObj)
 	if err != nil {
 		return fwk.Queue, err
 	}
-	req := pl.view.requirements(pod)
-	if !shapes.Fits(req, newNode) {
-		return fwk.QueueSkip, nil
+	req, sig := pl.view.requirementsAndSignature(pod)
+	hint := pl.nodeHints.get(oldNode, newNode, sig, func() fwk.QueueingHint {
+		if !shapes.Fits(req, newNode) || (oldNode != nil && shapes.Fits(req, oldNode)) {
+			return fwk.QueueSkip
+		}
+		return fwk.Queue
+	})
+	if hint == fwk.Queue {
+		logger.V(4).Info("Node can host a parked pod", "pod", klog.KObj(pod), "node", klog.KObj(newNode))
+		pl.admit.Store(pod.UID, time.Now())
 	}
-	if oldNode != nil && shapes.Fits(req, oldNode) {
-		return fwk.QueueSkip, nil
+	return hint, nil
+}
+
+// nodeHintMemo holds the node hint per pod signature for the node event the
+// queue is handing to every parked pod in turn. An event is the pair of
+// objects the informer delivered; the memo keeps them referenced, so a
+// later event cannot reuse their addresses.
+type nodeHintMemo struct {
+	mu               sync.Mutex
+	oldNode, newNode *v1.Node
+	bySig            map[uint64]fwk.QueueingHint
+}
+
+func (m *nodeHintMemo) get(oldNode, newNode *v1.Node, sig uint64, compute func() fwk.QueueingHint) fwk.QueueingHint {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.bySig == nil || m.oldNode != oldNode || m.newNode != newNode {
+		m.oldNode, m.newNode, m.bySig = oldNode, newNode, map[uint64]fwk.QueueingHint{}
 	}
-	logger.V(4).Info("Node can host a parked pod", "pod", klog.KObj(pod), "node", klog.KObj(newNode))
-	pl.admit.Store(pod.UID, time.Now())
-	return fwk.Queue, nil
+	h, ok := m.bySig[sig]
+	if !ok {
+		h = compute()
+		m.bySig[sig] = h
+	}
+	return h
 }
 
 // isSchedulableAfterPodTolerationChange queues the pod when its new

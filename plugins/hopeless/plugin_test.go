@@ -127,6 +127,42 @@ func TestNodeHint(t *testing.T) {
 	}
 }
 
+// The queue hands one node event to every parked pod in turn; the answer is
+// computed once per signature, and never carried over to another event or
+// to a pod with other predicates.
+func TestNodeHintPerEventAndSignature(t *testing.T) {
+	pool := map[string]string{"pool": "batch"}
+	tolerated := testNode("b3", pool, v1.Taint{Key: "dedicated", Value: "batchjobs", Effect: v1.TaintEffectNoSchedule})
+	wrong := testNode("b4", pool, batchTaint)
+	other := cronPod("other")
+	other.Spec.Tolerations = nil
+	pl, _ := newTestPlugin(t, "")
+	logger, _ := ktesting.NewTestContext(t)
+	for _, step := range []struct {
+		pod  *v1.Pod
+		node *v1.Node
+		want fwk.QueueingHint
+	}{
+		{cronPod("a"), tolerated, fwk.Queue},
+		{cronPod("b"), tolerated, fwk.Queue}, // same signature, same event
+		{other, tolerated, fwk.QueueSkip},    // same event, other signature
+		{cronPod("c"), wrong, fwk.QueueSkip}, // next event
+		{cronPod("d"), tolerated, fwk.Queue}, // the first node again: a new event
+	} {
+		got, err := pl.isSchedulableAfterNodeChange(logger, step.pod, nil, step.node)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got != step.want {
+			t.Errorf("pod %s, node %s: hint %v, want %v", step.pod.Name, step.node.Name, got, step.want)
+		}
+		_, admitted := pl.admit.Load(step.pod.UID)
+		if admitted != (step.want == fwk.Queue) {
+			t.Errorf("pod %s admitted: %v, want %v", step.pod.Name, admitted, step.want == fwk.Queue)
+		}
+	}
+}
+
 func TestPodHints(t *testing.T) {
 	pl, _ := newTestPlugin(t, "", testNode("b1", map[string]string{"pool": "batch"}, batchTaint))
 	logger, _ := ktesting.NewTestContext(t)

@@ -67,8 +67,10 @@ func BenchmarkHopeless(b *testing.B) {
 	for _, size := range sizes {
 		b.Run(size, func(b *testing.B) {
 			perf.PerfSchedulingLabelFilter = size
+			var selected []string
 			for r := 1; r <= rounds; r++ {
-				config := filteredConfig(b, chosen, r-1)
+				config, names := filteredConfig(b, chosen, r-1)
+				selected = names
 				b.Run(fmt.Sprintf("round%d", r), func(b *testing.B) {
 					perf.RunBenchmarkPerfScheduling(b, config, fmt.Sprintf("%s-round%d", size, r), plugins.Registry())
 				})
@@ -76,6 +78,11 @@ func BenchmarkHopeless(b *testing.B) {
 			res, err := collect(raw, size)
 			if err != nil {
 				b.Fatalf("reading the results: %v", err)
+			}
+			for _, tc := range selected {
+				if res[tc] == nil {
+					res[tc] = map[int]*run{} // it ran and failed: its row says so
+				}
 			}
 			table, err := res.table(size, chosen, rounds)
 			if err != nil {
@@ -102,7 +109,7 @@ func BenchmarkHopeless(b *testing.B) {
 // reference cases) to a temporary config, rotated by rotate so that no case
 // always runs first; template paths stay relative to this package, as
 // scheduler_perf resolves them.
-func filteredConfig(b *testing.B, chosen []string, rotate int) string {
+func filteredConfig(b *testing.B, chosen []string, rotate int) (string, []string) {
 	raw, err := os.ReadFile("performance-config.yaml")
 	if err != nil {
 		b.Fatal(err)
@@ -136,6 +143,10 @@ func filteredConfig(b *testing.B, chosen []string, rotate int) string {
 	}
 	n := rotate % len(keep)
 	keep = append(keep[n:], keep[:n]...)
+	var names []string
+	for _, c := range keep {
+		names = append(names, c["name"].(string))
+	}
 	out, err := yaml.Marshal(keep)
 	if err != nil {
 		b.Fatal(err)
@@ -144,7 +155,7 @@ func filteredConfig(b *testing.B, chosen []string, rotate int) string {
 	if err := os.WriteFile(path, out, 0o644); err != nil {
 		b.Fatal(err)
 	}
-	return path
+	return path, names
 }
 
 // run is what one test case measured in one round.
@@ -286,11 +297,13 @@ func (res results) table(size string, chosen []string, rounds int) (string, erro
 		size, runtime.NumCPU(), runtime.Version(), time.Now().UTC().Format(time.DateOnly), rounds)
 	b.WriteString("| variant | scheduler | throughput avg (pods/s) | x baseline | median (pods/s) | x baseline | failed attempts/min | p99 attempt (ms) | heap (MB) | x baseline |\n")
 	b.WriteString("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	unfinished := false
 	row := func(variant, who, tc string) {
 		s := res.summarize(tc)
 		if s == nil {
 			if res[tc] != nil {
-				fmt.Fprintf(&b, "| %s | %s | n/a | | | | | | | |\n", variant, who)
+				fmt.Fprintf(&b, "| %s | %s | did not finish | | | | | | | |\n", variant, who)
+				unfinished = true
 			}
 			return
 		}
@@ -304,6 +317,9 @@ func (res results) table(size string, chosen []string, rounds int) (string, erro
 		row(v, "vanilla", v+"Vanilla")
 		row(v, "Ballast", v+"Ballast")
 		row(v, "Ballast, no PreEnqueue gate", v+"BallastNoGate")
+	}
+	if unfinished {
+		b.WriteString("\n\"did not finish\": the case failed in every round; see the log. Usually its measured pods were not all scheduled within scheduler_perf's 10-minute limit.\n")
 	}
 	if rounds > 1 {
 		b.WriteString("\nValues are medians over the rounds; ratios are to the baseline of the same round, median (min-max).\n")

@@ -89,3 +89,22 @@ func TestTableNeedsBaseline(t *testing.T) {
 		t.Error("collect found results in an empty directory")
 	}
 }
+
+func TestTableShowsUnfinishedCase(t *testing.T) {
+	dir := t.TempDir()
+	fakeRound(t, dir, 1, map[string][3]float64{"Baseline": {400, 0, 300}, "TolerationBallast": {300, 0, 500}})
+	res, err := collect(dir, "quick")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res["TolerationVanilla"] = map[int]*run{} // selected, produced nothing
+	table, err := res.table("quick", []string{"Toleration"}, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"| Toleration | vanilla | did not finish |", "| Toleration | Ballast | 300.0 | 0.75 |"} {
+		if !strings.Contains(table, want) {
+			t.Errorf("table lacks %q:\n%s", want, table)
+		}
+	}
+}
