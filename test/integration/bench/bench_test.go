@@ -49,7 +49,8 @@ func envList(name, def string) []string {
 // baseline, vanilla and Ballast test cases, BALLAST_BENCH_ROUNDS times (the
 // order of the cases rotates from round to round), then writes the table.
 // With BALLAST_BENCH_CHECK=1 it fails when Ballast misses its regression
-// bounds (see check).
+// bounds (see check). With BALLAST_BENCH_RENDER=<raw dir> it runs nothing and
+// writes results/<size>.md again from that earlier run's data.
 func BenchmarkHopeless(b *testing.B) {
 	sizes := envList("BALLAST_BENCH_SIZES", "quick")
 	chosen := envList("BALLAST_BENCH_VARIANTS", strings.Join(variants, ","))
@@ -59,6 +60,10 @@ func BenchmarkHopeless(b *testing.B) {
 	}
 	resultsDir, _ := filepath.Abs("results")
 	raw := filepath.Join(resultsDir, "raw", time.Now().UTC().Format("20060102-150405"))
+	render := os.Getenv("BALLAST_BENCH_RENDER")
+	if render != "" {
+		raw = render
+	}
 	for name, value := range map[string]string{"data-items-dir": raw, "with-data-items-unique-id": "false"} {
 		if err := flag.Set(name, value); err != nil {
 			b.Fatal(err)
@@ -68,7 +73,7 @@ func BenchmarkHopeless(b *testing.B) {
 		b.Run(size, func(b *testing.B) {
 			perf.PerfSchedulingLabelFilter = size
 			var selected []string
-			for r := 1; r <= rounds; r++ {
+			for r := 1; r <= rounds && render == ""; r++ {
 				config, names := filteredConfig(b, chosen, r-1)
 				selected = names
 				b.Run(fmt.Sprintf("round%d", r), func(b *testing.B) {
@@ -84,12 +89,15 @@ func BenchmarkHopeless(b *testing.B) {
 					res[tc] = map[int]*run{} // it ran and failed: its row says so
 				}
 			}
+			if render != "" {
+				rounds = res.rounds()
+			}
 			table, err := res.table(size, chosen, rounds)
 			if err != nil {
 				b.Fatalf("building the table: %v", err)
 			}
 			out := filepath.Join(resultsDir, size+".md")
-			if os.Getenv("BALLAST_BENCH_CASES") != "" {
+			if os.Getenv("BALLAST_BENCH_CASES") != "" && render == "" {
 				out = filepath.Join(raw, size+".md") // a partial run does not replace the kept table
 			}
 			if err := os.WriteFile(out, []byte(table), 0o644); err != nil {
@@ -160,7 +168,8 @@ func filteredConfig(b *testing.B, chosen []string, rotate int) (string, []string
 
 // run is what one test case measured in one round.
 type run struct {
-	avg, median    float64 // ordinary pods scheduled per second
+	avg, median    float64 // ordinary pods scheduled per second, over the seconds in which any was
+	durationS      float64 // from the first ordinary pod created to the last one scheduled
 	failedPerMin   float64 // failed scheduling attempts per minute during the measurement
 	p99AttemptMs   float64 // p99 scheduling attempt latency of scheduled (ordinary) pods
 	heapMB         float64 // average heap in use of the test process
@@ -213,6 +222,8 @@ func collect(dir, size string) (results, error) {
 			switch it.Labels["Metric"] {
 			case "SchedulingThroughput":
 				r.avg, r.median, r.found = it.Data["Average"], it.Data["Perc50"], true
+			case "SchedulingDuration":
+				r.durationS = it.Data["Duration"]
 			case "scheduler_scheduling_attempt_duration_seconds":
 				if it.Labels["result"] == "scheduled" {
 					r.p99AttemptMs = it.Data["Perc99"]
@@ -253,22 +264,22 @@ func testCaseOf(name, size string) (string, int) {
 // summary is one test case over all rounds: medians of the rounds, and the
 // ratios to the baseline of the same round (median, min, max).
 type summary struct {
-	rounds                               int
-	avg, median, failedPerMin, p99, heap float64
-	avgRatio, medianRatio, heapRatio     [3]float64 // median, min, max over rounds
-	haveDat                              bool
+	rounds                                         int
+	avg, median, duration, failedPerMin, p99, heap float64
+	avgRatio, medianRatio, durRatio, heapRatio     [3]float64 // median, min, max over rounds
+	haveDat                                        bool
 }
 
 func (res results) summarize(tc string) *summary {
 	base := res["Baseline"]
-	var avg, med, failed, p99, heap, avgR, medR, heapR []float64
+	var avg, med, dur, failed, p99, heap, avgR, medR, durR, heapR []float64
 	s := &summary{haveDat: true}
 	for round, r := range res[tc] {
 		if !r.found {
 			continue
 		}
 		s.rounds++
-		avg, med, p99, heap = append(avg, r.avg), append(med, r.median), append(p99, r.p99AttemptMs), append(heap, r.heapMB)
+		avg, med, dur, p99, heap = append(avg, r.avg), append(med, r.median), append(dur, r.durationS), append(p99, r.p99AttemptMs), append(heap, r.heapMB)
 		if r.haveDat {
 			failed = append(failed, r.failedPerMin)
 		} else {
@@ -276,14 +287,26 @@ func (res results) summarize(tc string) *summary {
 		}
 		if b := base[round]; b != nil && b.found {
 			avgR, medR, heapR = append(avgR, ratio(r.avg, b.avg)), append(medR, ratio(r.median, b.median)), append(heapR, ratio(r.heapMB, b.heapMB))
+			durR = append(durR, ratio(r.durationS, b.durationS))
 		}
 	}
 	if s.rounds == 0 {
 		return nil
 	}
-	s.avg, s.median, s.failedPerMin, s.p99, s.heap = middle(avg), middle(med), middle(failed), middle(p99), middle(heap)
-	s.avgRatio, s.medianRatio, s.heapRatio = spread(avgR), spread(medR), spread(heapR)
+	s.avg, s.median, s.duration, s.failedPerMin, s.p99, s.heap = middle(avg), middle(med), middle(dur), middle(failed), middle(p99), middle(heap)
+	s.avgRatio, s.medianRatio, s.durRatio, s.heapRatio = spread(avgR), spread(medR), spread(durR), spread(heapR)
 	return s
+}
+
+// rounds is the number of rounds any test case has data for.
+func (res results) rounds() int {
+	n := 0
+	for _, byRound := range res {
+		for round := range byRound {
+			n = max(n, round)
+		}
+	}
+	return n
 }
 
 // table renders the comparison for size.
@@ -295,20 +318,21 @@ func (res results) table(size string, chosen []string, rounds int) (string, erro
 	var b strings.Builder
 	fmt.Fprintf(&b, "### Hopeless pods, size %q (%d CPU cores, %s, kube-scheduler v1.37.2, %s, %d round(s))\n\n",
 		size, runtime.NumCPU(), runtime.Version(), time.Now().UTC().Format(time.DateOnly), rounds)
-	b.WriteString("| variant | scheduler | throughput avg (pods/s) | x baseline | median (pods/s) | x baseline | failed attempts/min | p99 attempt (ms) | heap (MB) | x baseline |\n")
-	b.WriteString("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	b.WriteString("| variant | scheduler | throughput avg (pods/s) | x baseline | median (pods/s) | x baseline | all measured pods scheduled in (s) | x baseline | failed attempts/min | p99 attempt (ms) | heap (MB) | x baseline |\n")
+	b.WriteString("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	unfinished := false
 	row := func(variant, who, tc string) {
 		s := res.summarize(tc)
 		if s == nil {
 			if res[tc] != nil {
-				fmt.Fprintf(&b, "| %s | %s | did not finish | | | | | | | |\n", variant, who)
+				fmt.Fprintf(&b, "| %s | %s | did not finish | | | | | | | | | |\n", variant, who)
 				unfinished = true
 			}
 			return
 		}
-		fmt.Fprintf(&b, "| %s | %s | %.1f | %s | %.1f | %s | %s | %.1f | %.0f | %s |\n", variant, who,
-			s.avg, fmtSpread(s.avgRatio, rounds), s.median, fmtSpread(s.medianRatio, rounds), fmtFailed(s), s.p99, s.heap, fmtSpread(s.heapRatio, rounds))
+		fmt.Fprintf(&b, "| %s | %s | %.1f | %s | %.1f | %s | %.1f | %s | %s | %.1f | %.0f | %s |\n", variant, who,
+			s.avg, fmtSpread(s.avgRatio, rounds), s.median, fmtSpread(s.medianRatio, rounds), s.duration, fmtSpread(s.durRatio, rounds),
+			fmtFailed(s), s.p99, s.heap, fmtSpread(s.heapRatio, rounds))
 	}
 	row("-", "vanilla, no hopeless pods (baseline)", "Baseline")
 	row("-", "Ballast, no hopeless pods", "BaselineBallast")
@@ -321,20 +345,21 @@ func (res results) table(size string, chosen []string, rounds int) (string, erro
 	if unfinished {
 		b.WriteString("\n\"did not finish\": the case failed in every round; see the log. Usually its measured pods were not all scheduled within scheduler_perf's 10-minute limit.\n")
 	}
+	b.WriteString("\nThroughput counts the seconds in which any measured pod was scheduled (scheduler_perf's SchedulingThroughput); the time column also counts the wait before the first one.\n")
 	if rounds > 1 {
 		b.WriteString("\nValues are medians over the rounds; ratios are to the baseline of the same round, median (min-max).\n")
 	}
 	b.WriteString("\nGoals: Ballast >= 0.95x baseline throughput (average and median); failed attempts/min at least 100x below vanilla; heap within 10% of vanilla.\n\n")
 	if gated := res.summarize("GatedVanilla"); gated != nil {
-		fmt.Fprintf(&b, "- Parking pods at all (upstream scheduling gates, no Ballast): avg %.2f, median %.2f of the baseline.\n", gated.avgRatio[0], gated.medianRatio[0])
+		fmt.Fprintf(&b, "- Parking pods at all (upstream scheduling gates, no Ballast): avg %.2f, median %.2f of the baseline; all measured pods scheduled in %.2fx its time.\n", gated.avgRatio[0], gated.medianRatio[0], gated.durRatio[0])
 	}
 	for _, v := range chosen {
 		van, bal := res.summarize(v+"Vanilla"), res.summarize(v+"Ballast")
 		if van == nil || bal == nil {
 			continue
 		}
-		fmt.Fprintf(&b, "- %s: Ballast/baseline avg %.2f, median %.2f (vanilla %.2f, %.2f); failed attempts/min vanilla %s vs Ballast %s (%s); heap Ballast/vanilla %.2f\n",
-			v, bal.avgRatio[0], bal.medianRatio[0], van.avgRatio[0], van.medianRatio[0], fmtFailed(van), fmtFailed(bal), reduction(van, bal), ratio(bal.heap, van.heap))
+		fmt.Fprintf(&b, "- %s: Ballast/baseline avg %.2f, median %.2f (vanilla %.2f, %.2f); all measured pods scheduled in %.2fx the baseline's time (vanilla %.2fx); failed attempts/min vanilla %s vs Ballast %s (%s); heap Ballast/vanilla %.2f\n",
+			v, bal.avgRatio[0], bal.medianRatio[0], van.avgRatio[0], van.medianRatio[0], bal.durRatio[0], van.durRatio[0], fmtFailed(van), fmtFailed(bal), reduction(van, bal), ratio(bal.heap, van.heap))
 	}
 	return b.String(), nil
 }

@@ -19,6 +19,7 @@ func fakeRound(t *testing.T, dir string, round int, cases map[string][3]float64)
 		items.DataItems = append(items.DataItems,
 			dataItem{Data: map[string]float64{"Average": v[0], "Perc50": v[0]}, Labels: map[string]string{"Name": name, "Metric": "SchedulingThroughput"}},
 			dataItem{Data: map[string]float64{"Average": v[2]}, Labels: map[string]string{"Name": name, "Metric": "heap_memory_usage"}},
+			dataItem{Data: map[string]float64{"Duration": 4000 / v[0]}, Labels: map[string]string{"Name": name, "Metric": "SchedulingDuration"}},
 		)
 		dat := fmt.Sprintf("0.0s 0 0 0 0 0 0 0 0\n60.0s 1000 %d 0 0 0 0 0 0\n", 1000+int(v[1]))
 		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("%s_quick_quick-round%d.dat", tc, round)), []byte(dat), 0o644); err != nil {
@@ -64,7 +65,7 @@ func TestTableAndCheck(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			van := "| Toleration | vanilla | 180.0 | 0.45 (0.40-0.50) | 180.0 | 0.45 (0.40-0.50) | 6000 |"
+			van := "| Toleration | vanilla | 180.0 | 0.45 (0.40-0.50) | 180.0 | 0.45 (0.40-0.50) | 22.5 | 2.25 (2.00-2.50) | 6000 |"
 			if !strings.Contains(table, van) {
 				t.Errorf("table lacks %q:\n%s", van, table)
 			}
