@@ -54,9 +54,9 @@ func envList(name, def string) []string {
 func BenchmarkHopeless(b *testing.B) {
 	sizes := envList("BALLAST_BENCH_SIZES", "quick")
 	chosen := envList("BALLAST_BENCH_VARIANTS", strings.Join(variants, ","))
-	rounds, err := strconv.Atoi(cmp.Or(os.Getenv("BALLAST_BENCH_ROUNDS"), "1"))
-	if err != nil || rounds < 1 {
-		b.Fatalf("BALLAST_BENCH_ROUNDS=%q: want a positive number", os.Getenv("BALLAST_BENCH_ROUNDS"))
+	rounds, err := parseRounds(os.Getenv("BALLAST_BENCH_ROUNDS"))
+	if err != nil {
+		b.Fatal(err)
 	}
 	resultsDir, _ := filepath.Abs("results")
 	raw := filepath.Join(resultsDir, "raw", time.Now().UTC().Format("20060102-150405"))
@@ -113,11 +113,20 @@ func BenchmarkHopeless(b *testing.B) {
 	}
 }
 
+// parseRounds reads BALLAST_BENCH_ROUNDS: a positive number, 1 when unset.
+func parseRounds(v string) (int, error) {
+	n, err := strconv.Atoi(cmp.Or(v, "1"))
+	if err != nil || n < 1 {
+		return 0, fmt.Errorf("BALLAST_BENCH_ROUNDS=%q: want a positive number", v)
+	}
+	return n, nil
+}
+
 // filteredConfig writes the test cases of the chosen variants (and the
 // reference cases) to a temporary config, rotated by rotate so that no case
 // always runs first; template paths stay relative to this package, as
 // scheduler_perf resolves them.
-func filteredConfig(b *testing.B, chosen []string, rotate int) (string, []string) {
+func filteredConfig(b testing.TB, chosen []string, rotate int) (string, []string) {
 	raw, err := os.ReadFile("performance-config.yaml")
 	if err != nil {
 		b.Fatal(err)
@@ -150,7 +159,7 @@ func filteredConfig(b *testing.B, chosen []string, rotate int) (string, []string
 		b.Fatalf("no test case selected (BALLAST_BENCH_CASES=%q, variants %v)", only, chosen)
 	}
 	n := rotate % len(keep)
-	keep = append(keep[n:], keep[:n]...)
+	keep = slices.Concat(keep[n:], keep[:n])
 	var names []string
 	for _, c := range keep {
 		names = append(names, c["name"].(string))

@@ -112,3 +112,29 @@ func TestTableShowsUnfinishedCase(t *testing.T) {
 		}
 	}
 }
+
+func TestParseRounds(t *testing.T) {
+	for v, want := range map[string]int{"": 1, "1": 1, "3": 3} {
+		if got, err := parseRounds(v); err != nil || got != want {
+			t.Errorf("parseRounds(%q) = %d, %v; want %d", v, got, err, want)
+		}
+	}
+	for _, v := range []string{"0", "-2", "three", "1.5"} {
+		if _, err := parseRounds(v); err == nil || !strings.Contains(err.Error(), "BALLAST_BENCH_ROUNDS") {
+			t.Errorf("parseRounds(%q): error %v, want one naming BALLAST_BENCH_ROUNDS", v, err)
+		}
+	}
+}
+
+func TestFilteredConfigRotates(t *testing.T) {
+	t.Setenv("BALLAST_BENCH_CASES", "")
+	_, first := filteredConfig(t, []string{"Toleration"}, 0)
+	want := []string{"Baseline", "BaselineBallast", "TolerationVanilla", "GatedVanilla", "TolerationBallast", "TolerationBallastNoGate"}
+	if strings.Join(first, ",") != strings.Join(want, ",") {
+		t.Fatalf("round 1 runs %v, want %v", first, want)
+	}
+	_, second := filteredConfig(t, []string{"Toleration"}, 1)
+	if strings.Join(second, ",") != strings.Join(append(want[1:], want[0]), ",") {
+		t.Errorf("round 2 runs %v, want the order of round 1 rotated by one", second)
+	}
+}
