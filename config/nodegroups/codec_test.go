@@ -62,3 +62,27 @@ func TestDecodeRejects(t *testing.T) {
 		})
 	}
 }
+
+// TestTemplateNodeBetaTwins: a hand-written template that gives the stable
+// well-known labels gets the beta twins the launched node carries; a twin
+// given explicitly is kept.
+func TestTemplateNodeBetaTwins(t *testing.T) {
+	g := NodeGroup{Name: "g", MaxSize: 1, Labels: map[string]string{
+		v1.LabelOSStable: "linux", v1.LabelArchStable: "arm64", v1.LabelTopologyZone: "us-east-1a",
+		v1.LabelTopologyRegion: "us-east-1", v1.LabelInstanceTypeStable: "m7g.large", v1.LabelFailureDomainBetaZone: "explicit",
+	}}
+	got := g.TemplateNode().Labels
+	want := map[string]string{
+		v1.LabelOSStable: "linux", "beta.kubernetes.io/os": "linux", v1.LabelArchStable: "arm64", "beta.kubernetes.io/arch": "arm64",
+		v1.LabelTopologyZone: "us-east-1a", v1.LabelFailureDomainBetaZone: "explicit",
+		v1.LabelTopologyRegion: "us-east-1", v1.LabelFailureDomainBetaRegion: "us-east-1",
+		v1.LabelInstanceTypeStable: "m7g.large", v1.LabelInstanceType: "m7g.large",
+		v1.LabelHostname: "template-node-for-g",
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("template labels (-want, +got):\n%s", diff)
+	}
+	if _, ok := g.Labels["beta.kubernetes.io/os"]; ok {
+		t.Error("TemplateNode changed the group's labels")
+	}
+}

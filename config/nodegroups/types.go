@@ -58,14 +58,34 @@ type NodeGroup struct {
 // CanGrow reports whether the autoscaler may still add a node to the group.
 func (g *NodeGroup) CanGrow() bool { return g.CurrentSize < g.MaxSize }
 
+// deprecatedTwins are the beta labels kubelet (os, arch) and the cloud node
+// controller (instance type, zone, region) set beside the stable ones; a
+// hand-written template that gives only the stable label gets its twin, as
+// the launched node would (cluster-autoscaler's template does the same).
+var deprecatedTwins = map[string]string{
+	v1.LabelOSStable:           "beta.kubernetes.io/os",
+	v1.LabelArchStable:         "beta.kubernetes.io/arch",
+	v1.LabelInstanceTypeStable: v1.LabelInstanceType,
+	v1.LabelTopologyZone:       v1.LabelFailureDomainBetaZone,
+	v1.LabelTopologyRegion:     v1.LabelFailureDomainBetaRegion,
+}
+
 // TemplateNode builds the node the group would add, the way the autoscaler
-// simulates it: labels, taints and allocatable of the template, a hostname no
-// existing node has, and ready.
+// simulates it: labels (with the beta twins of the stable well-known ones),
+// taints and allocatable of the template, a hostname no existing node has,
+// and ready.
 func (g *NodeGroup) TemplateNode() *v1.Node {
 	name := TemplateHostnamePrefix + g.Name
 	labels := make(map[string]string, len(g.Labels)+1)
 	for k, v := range g.Labels {
 		labels[k] = v
+	}
+	for stable, beta := range deprecatedTwins {
+		if v, ok := labels[stable]; ok {
+			if _, set := labels[beta]; !set {
+				labels[beta] = v
+			}
+		}
 	}
 	labels[v1.LabelHostname] = name
 	alloc := make(v1.ResourceList, len(g.Allocatable))
