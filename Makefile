@@ -19,7 +19,7 @@ TEST_TIMEOUT ?= 25m
 IMAGE_REPO ?= ghcr.io/ballast-k8s
 IMAGE_TAG ?= $(GIT_SHA)
 
-.PHONY: all build scheduler az-balancer etcd test unit integration bench bench-quick demo verify image clean
+.PHONY: all build scheduler az-balancer etcd test unit integration fuzz bench bench-quick demo verify image clean
 
 all: build
 
@@ -45,6 +45,12 @@ unit:
 
 integration: etcd scheduler
 	BALLAST_SCHEDULER_BIN=$(BIN)/scheduler $(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./test/...
+
+# A long run of the verdict fuzz target against the real v1.37.2 filters
+# (`make test` runs only its seed corpus). FUZZTIME=1h for a longer run.
+FUZZTIME ?= 10m
+fuzz:
+	$(GO) test -count=1 -run '^$$' -fuzz '^FuzzVerdictAgainstRealFilters$$' -fuzztime $(FUZZTIME) ./internal/shapes/
 
 # Side-by-side benchmark: vanilla kube-scheduler v1.37.2 vs Ballast, on the
 # upstream scheduler_perf harness. Writes test/integration/bench/results/<size>.md
