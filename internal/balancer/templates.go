@@ -25,6 +25,73 @@ const (
 	tagResourcePrefix = "k8s.io/cluster-autoscaler/node-template/resources/"
 )
 
+// Labels the node a group launches carries besides the well-known stable
+// ones: kubelet sets the beta os/arch labels (pkg/kubelet, initialNode), the
+// cloud node controller the beta zone, region and instance-type labels
+// (k8s.io/cloud-provider, controllers/node) and cloud-provider-aws the zone
+// id, the EBS CSI driver's node plugin its topology key. cluster-autoscaler's
+// AWS template carries the EBS key, and its template sanitizer adds the beta
+// zone, region and instance-type labels from the stable ones.
+const (
+	labelEBSZone = "topology.ebs.csi.aws.com/zone"
+	labelZoneID  = "topology.k8s.aws/zone-id"
+	labelBetaOS  = "beta.kubernetes.io/os"
+	labelBetaArc = "beta.kubernetes.io/arch"
+)
+
+// Taints cluster-autoscaler strips from a template (its FAQ, "How does
+// Cluster Autoscaler treat nodes with status/startup/ignore taints?"): a
+// startup taint is removed once the node is initialized, a status taint
+// says the node is not to be used for now, and an ignore taint is a startup
+// taint. The autoscaler's own taints and node-condition taints go as well.
+var (
+	strippedTaintPrefixes = []string{
+		"ignore-taint.cluster-autoscaler.kubernetes.io/",
+		"startup-taint.cluster-autoscaler.kubernetes.io/",
+		"status-taint.cluster-autoscaler.kubernetes.io/",
+	}
+	strippedTaintKeys = map[string]bool{
+		"ToBeDeletedByClusterAutoscaler":                 true,
+		"DeletionCandidateOfClusterAutoscaler":           true,
+		v1.TaintNodeNotReady:                             true,
+		v1.TaintNodeUnreachable:                          true,
+		v1.TaintNodeUnschedulable:                        true,
+		v1.TaintNodeMemoryPressure:                       true,
+		v1.TaintNodeDiskPressure:                         true,
+		v1.TaintNodeNetworkUnavailable:                   true,
+		v1.TaintNodePIDPressure:                          true,
+		"node.cloudprovider.kubernetes.io/uninitialized": true,
+		"node.cloudprovider.kubernetes.io/shutdown":      true,
+		"NodeWithImpairedVolumes":                        true,
+	}
+)
+
+// strippedTaint reports whether cluster-autoscaler leaves the taint out of
+// its templates.
+func strippedTaint(key string) bool {
+	if strippedTaintKeys[key] {
+		return true
+	}
+	for _, p := range strippedTaintPrefixes {
+		if strings.HasPrefix(key, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// zoneIDs maps zone names to zone ids as the nodes' labels show them (the
+// mapping is per account, and the nodes share the cluster's account).
+func zoneIDs(nodes []*v1.Node) map[string]string {
+	ids := map[string]string{}
+	for _, n := range nodes {
+		if z, id := n.Labels[v1.LabelTopologyZone], n.Labels[labelZoneID]; z != "" && id != "" {
+			ids[z] = id
+		}
+	}
+	return ids
+}
+
 // publish writes the node-group templates into the ConfigMap. When a group's
 // template cannot be built the list is left as it was: a list missing a group
 // would make pods that need it look hopeless, while a list that grows stale
@@ -57,13 +124,14 @@ func (b *Balancer) publish(ctx context.Context, inv *inventory, w *warnings) err
 
 	list := &nodegroups.NodeGroupList{APIVersion: nodegroups.APIVersion, Kind: nodegroups.Kind, Source: Source, NodeGroups: []nodegroups.NodeGroup{}}
 	complete := true
+	ids := zoneIDs(inv.nodes)
 	for i := range inv.groups {
 		g := &inv.groups[i]
 		var it *aws.InstanceType
 		if t, ok := b.types[typeOf[g.Name]]; ok {
 			it = &t
 		}
-		ng := template(g, it, w)
+		ng := template(g, it, ids, w)
 		if _, cpu := ng.Allocatable[v1.ResourceCPU]; !cpu {
 			w.warn(ReasonTemplateIncomplete, "No template for group %s: its instance type is unknown and no node-template tags give cpu", g.Name)
 			complete = false
@@ -128,24 +196,36 @@ func (b *Balancer) instanceType(ctx context.Context, g *aws.Group) (string, erro
 }
 
 // template builds a group's template from the instance type and the group's
-// node-template tags. A malformed tag is reported and skipped.
-func template(g *aws.Group, it *aws.InstanceType, w *warnings) nodegroups.NodeGroup {
+// node-template tags: the node the group launches, as far as the static
+// predicates can tell, and what cluster-autoscaler's template holds. ids maps
+// zones to zone ids (zoneIDs). A malformed tag is reported and skipped.
+func template(g *aws.Group, it *aws.InstanceType, ids map[string]string, w *warnings) nodegroups.NodeGroup {
 	ng := nodegroups.NodeGroup{
 		Name: g.Name, MinSize: g.MinSize, MaxSize: g.MaxSize, CurrentSize: g.DesiredCapacity,
-		Labels: map[string]string{v1.LabelOSStable: "linux"}, Allocatable: v1.ResourceList{},
+		Labels: map[string]string{v1.LabelOSStable: "linux", labelBetaOS: "linux"}, Allocatable: v1.ResourceList{},
 	}
 	if len(g.Zones) == 1 {
 		ng.Zone = g.Zones[0]
 	}
 	if len(g.Zones) > 0 {
 		// Like cluster-autoscaler, a multi-zone group's template takes its first zone.
-		ng.Labels[v1.LabelTopologyZone] = g.Zones[0]
-		ng.Labels[v1.LabelTopologyRegion] = strings.TrimRight(g.Zones[0], "abcdefghijklmnopqrstuvwxyz")
+		zone := g.Zones[0]
+		region := strings.TrimRight(zone, "abcdefghijklmnopqrstuvwxyz")
+		ng.Labels[v1.LabelTopologyZone] = zone
+		ng.Labels[v1.LabelFailureDomainBetaZone] = zone
+		ng.Labels[labelEBSZone] = zone
+		ng.Labels[v1.LabelTopologyRegion] = region
+		ng.Labels[v1.LabelFailureDomainBetaRegion] = region
+		if id := ids[zone]; id != "" {
+			ng.Labels[labelZoneID] = id
+		}
 	}
 	if it != nil {
 		ng.InstanceTypes = []string{it.Name}
 		ng.Labels[v1.LabelInstanceTypeStable] = it.Name
+		ng.Labels[v1.LabelInstanceType] = it.Name
 		ng.Labels[v1.LabelArchStable] = it.KubeArch()
+		ng.Labels[labelBetaArc] = it.KubeArch()
 		ng.Allocatable = it.Allocatable()
 	}
 	for _, k := range sortedKeys(g.Tags) {
@@ -163,6 +243,9 @@ func template(g *aws.Group, it *aws.InstanceType, w *warnings) nodegroups.NodeGr
 			if err != nil {
 				w.warn(ReasonMalformedTag, "Group %s: skipped tag %s=%q: %v", g.Name, k, v, err)
 				continue
+			}
+			if strippedTaint(t.Key) {
+				continue // gone by the time the node takes pods, as in cluster-autoscaler's template
 			}
 			ng.Taints = append(ng.Taints, t)
 		case strings.HasPrefix(k, tagResourcePrefix):
