@@ -8,6 +8,7 @@ import (
 
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+	schedutil "k8s.io/kubernetes/pkg/scheduler/util"
 )
 
 // Messages shown to users. Every message starts with MessagePrefix so that a
@@ -20,6 +21,7 @@ const (
 	msgTaint              = "no node or node group tolerates %s %s (%s)"
 	msgUnschedulable      = "every node the pod could use is cordoned (spec.unschedulable) and no node group could add one"
 	msgRequests           = "the pod requests %s, more than the allocatable of any node or node group it could use (largest: %s)"
+	msgUnmapped           = "; no node or node group advertises %s and no DeviceClass maps it"
 	fixHint               = "; the pod stays pending until a node or node group that could host it appears"
 )
 
@@ -90,6 +92,15 @@ func summarize(r *Requirements, failures []*Failure) (Reason, string) {
 			have = append(have, fmt.Sprintf("%s=%s", n, l.String()))
 		}
 		msg = fmt.Sprintf(msgRequests, strings.Join(req, ", "), strings.Join(have, ", "))
+		var unmapped []string
+		for _, n := range sortedNames(names) {
+			if _, ok := largest[n]; !ok && schedutil.IsDRAExtendedResourceName(n) {
+				unmapped = append(unmapped, string(n))
+			}
+		}
+		if len(unmapped) > 0 {
+			msg += fmt.Sprintf(msgUnmapped, strings.Join(unmapped, ", "))
+		}
 	}
 	return reason, MessagePrefix + msg + fixHint
 }

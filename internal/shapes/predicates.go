@@ -13,12 +13,15 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/sets"
+	"k8s.io/component-base/featuregate"
 	resourcehelper "k8s.io/component-helpers/resource"
 	v1helper "k8s.io/component-helpers/scheduling/corev1"
 	"k8s.io/component-helpers/scheduling/corev1/nodeaffinity"
 	volumehelper "k8s.io/component-helpers/storage/volume"
+	csitrans "k8s.io/csi-translation-lib"
+	csiplugins "k8s.io/csi-translation-lib/plugins"
 	"k8s.io/klog/v2"
-	v1qos "k8s.io/kubernetes/pkg/apis/core/v1/helper"
+	"k8s.io/kubernetes/pkg/features"
 	schedutil "k8s.io/kubernetes/pkg/scheduler/util"
 )
 
@@ -47,9 +50,23 @@ type Options struct {
 	EnableTaintTolerationComparisonOperators bool
 	// EnablePodLevelResources mirrors the feature gate.
 	EnablePodLevelResources bool
-	// IgnoreExtendedResources leaves extended resources out of the
-	// allocatable check (DRA can back them without node allocatable).
-	IgnoreExtendedResources bool
+	// EnableDRAExtendedResource mirrors the feature gate (GA and locked on in
+	// v1.37): a resource some DeviceClass maps is DynamicResources' business
+	// on every node that does not advertise it.
+	EnableDRAExtendedResource bool
+	// DeviceClasses are the extended resource names DeviceClasses map. NewStore
+	// fills it in when nil; the plugin feeds it from a DeviceClass informer.
+	DeviceClasses *DeviceClasses
+}
+
+// FeatureOptions returns the options the v1.37.2 filters run with under fg,
+// the feature gates of the scheduler binary (utilfeature.DefaultFeatureGate).
+func FeatureOptions(fg featuregate.FeatureGate) *Options {
+	return &Options{
+		EnableTaintTolerationComparisonOperators: fg.Enabled(features.TaintTolerationComparisonOperators),
+		EnablePodLevelResources:                  fg.Enabled(features.PodLevelResources),
+		EnableDRAExtendedResource:                fg.Enabled(features.DRAExtendedResource),
+	}
 }
 
 // BoundVolume is a bound PVC whose PV constrains the nodes.
@@ -58,12 +75,44 @@ type BoundVolume struct {
 	PV    *v1.PersistentVolume
 }
 
+// boundVolume is a BoundVolume with, for an in-tree PV that VolumeBinding
+// translates to CSI on nodes whose CSINode lists the plugin as migrated, the
+// translated PV: its zone keys become the CSI driver's (EBS:
+// topology.ebs.csi.aws.com/zone). Which nodes are migrated is no static
+// fact of the node, so a node passes when it matches either form.
+type boundVolume struct {
+	BoundVolume
+	translated *v1.PersistentVolume
+}
+
+var translator = csitrans.New()
+
+// migratedPlugins are the in-tree plugins VolumeBinding translates (its
+// isCSIMigrationOnForPlugin in v1.37.2).
+var migratedPlugins = sets.New(csiplugins.AWSEBSInTreePluginName, csiplugins.GCEPDInTreePluginName,
+	csiplugins.AzureDiskInTreePluginName, csiplugins.CinderInTreePluginName, csiplugins.PortworxVolumePluginName)
+
+func translate(pv *v1.PersistentVolume) *v1.PersistentVolume {
+	if !translator.IsPVMigratable(pv) {
+		return nil
+	}
+	name, err := translator.GetInTreePluginNameFromSpec(pv, nil)
+	if err != nil || !migratedPlugins.Has(name) {
+		return nil
+	}
+	t, err := translator.TranslateInTreePVToCSI(klog.Background(), pv)
+	if err != nil {
+		return nil
+	}
+	return t
+}
+
 // Requirements are a pod's static predicates, parsed once.
 type Requirements struct {
 	Pod      *v1.Pod
 	affinity nodeaffinity.RequiredNodeAffinity
 	requests v1.ResourceList
-	volumes  []BoundVolume
+	volumes  []boundVolume
 	// identity is true when a predicate names a per-node label or field, so
 	// that one node of a shape may pass where another fails.
 	identity bool
@@ -77,8 +126,10 @@ func NewRequirements(pod *v1.Pod, volumes []BoundVolume, opts *Options) *Require
 		Pod:      pod,
 		affinity: nodeaffinity.GetRequiredNodeAffinity(pod),
 		requests: resourcehelper.PodRequests(pod, resourcehelper.PodResourcesOptions{SkipPodLevelResources: !opts.EnablePodLevelResources}),
-		volumes:  volumes,
 		opts:     opts,
+	}
+	for _, v := range volumes {
+		r.volumes = append(r.volumes, boundVolume{BoundVolume: v, translated: translate(v.PV)})
 	}
 	r.identity = referencesIdentity(pod, volumes, opts.IdentityLabels)
 	return r
@@ -149,7 +200,8 @@ func (r *Requirements) Check(node *v1.Node) *Failure {
 		return &Failure{Reason: ReasonNodeAffinity}
 	}
 	for _, v := range r.volumes {
-		if err := volumehelper.CheckNodeAffinity(v.PV, node.Labels); err != nil {
+		if err := volumehelper.CheckNodeAffinity(v.PV, node.Labels); err != nil &&
+			(v.translated == nil || volumehelper.CheckNodeAffinity(v.translated, node.Labels) != nil) {
 			return &Failure{Reason: ReasonVolumeNodeAffinity, Claim: v.Claim, PV: v.PV}
 		}
 	}
@@ -176,20 +228,21 @@ func doNotScheduleTaints(t *v1.Taint) bool {
 
 // aboveAllocatable returns the resources the pod requests beyond what the
 // node has in total, which no amount of waiting can change. Like
-// NodeResourcesFit, a pod that requests nothing only needs a pod slot.
+// NodeResourcesFit, a pod that requests nothing only needs a pod slot, and a
+// node without a pods allocatable has none.
 func (r *Requirements) aboveAllocatable(alloc v1.ResourceList) []v1.ResourceName {
 	var over []v1.ResourceName
-	if pods, ok := alloc[v1.ResourcePods]; ok && pods.Value() < 1 {
+	if pods := alloc[v1.ResourcePods]; pods.Value() < 1 {
 		over = append(over, v1.ResourcePods)
 	}
 	for name, req := range r.requests {
 		if req.IsZero() || name == v1.ResourcePods {
 			continue
 		}
-		if r.opts.IgnoreExtendedResources && v1qos.IsExtendedResourceName(name) {
+		if !compared(name) {
 			continue
 		}
-		if !compared(name) {
+		if r.delegatedToDRA(name, alloc) {
 			continue
 		}
 		have := alloc[name]
@@ -199,6 +252,20 @@ func (r *Requirements) aboveAllocatable(alloc v1.ResourceList) []v1.ResourceName
 	}
 	slices.Sort(over)
 	return over
+}
+
+// delegatedToDRA mirrors NodeResourcesFit's shouldDelegateResourceToDRA: a
+// resource the node does not advertise (allocatable 0 or absent) and some
+// DeviceClass maps is left to DynamicResources, which allocates devices for
+// it (the implicit deviceclass.resource.kubernetes.io/<class> name included).
+func (r *Requirements) delegatedToDRA(name v1.ResourceName, alloc v1.ResourceList) bool {
+	if !r.opts.EnableDRAExtendedResource {
+		return false
+	}
+	if have, ok := alloc[name]; ok && have.Value() > 0 {
+		return false
+	}
+	return r.opts.DeviceClasses.Maps(name)
 }
 
 // compared says whether NodeResourcesFit checks the resource at all: the

@@ -68,14 +68,6 @@ func TestCheck(t *testing.T) {
 
 func cordonedFree() *v1.Node { return node("free", nil, nil, "4", "16Gi") }
 
-func TestIgnoreExtendedResources(t *testing.T) {
-	pod := st.MakePod().Req(map[v1.ResourceName]string{"example.com/gpu": "1"}).Obj()
-	opts := &Options{IdentityLabels: testOpts.IdentityLabels, IgnoreExtendedResources: true}
-	if f := NewRequirements(pod, nil, opts).Check(cordonedFree()); f != nil {
-		t.Fatalf("extended resources backed by DRA must not make a pod hopeless, got %+v", f)
-	}
-}
-
 func localPV(host string) BoundVolume {
 	return BoundVolume{Claim: "data-cassandra-0", PV: &v1.PersistentVolume{
 		ObjectMeta: metav1.ObjectMeta{Name: "local-pv-1"},

@@ -8,6 +8,7 @@ import (
 	"sync"
 
 	v1 "k8s.io/api/core/v1"
+	resourceapi "k8s.io/api/resource/v1"
 	"k8s.io/apimachinery/pkg/util/sets"
 
 	"github.com/ballast-k8s/ballast/config/nodegroups"
@@ -60,6 +61,9 @@ type Store struct {
 // NewStore returns an empty store. autoscaling says whether templates are
 // expected; until SetTemplates is called they count as missing.
 func NewStore(opts *Options, autoscaling bool) *Store {
+	if opts.DeviceClasses == nil {
+		opts.DeviceClasses = NewDeviceClasses()
+	}
 	s := &Store{opts: opts, shapes: map[uint64]*Shape{}, nodeShape: map[string]uint64{}, tstate: TemplatesNotUsed}
 	if autoscaling {
 		s.tstate = TemplatesMissing
@@ -130,6 +134,10 @@ func (s *Store) UpsertNode(n *v1.Node) bool {
 	old, had := s.nodeShape[n.Name]
 	if had && old == key {
 		sh := s.shapes[key]
+		if identityChanged(s.opts.IdentityLabels, sh.Members[n.Name], n) {
+			// Same shape, but a verdict that names nodes may change.
+			s.memberGen++
+		}
 		sh.Members[n.Name] = n
 		if sh.Rep.Name == n.Name {
 			sh.Rep = n
@@ -149,6 +157,44 @@ func (s *Store) UpsertNode(n *v1.Node) bool {
 	sh.Members[n.Name] = n
 	s.nodeShape[n.Name] = key
 	s.memberGen++
+	if changed {
+		s.gen++
+	}
+	return changed
+}
+
+// identityChanged reports whether an identity label of the node changed.
+func identityChanged(identity sets.Set[string], old, n *v1.Node) bool {
+	if old == nil {
+		return true
+	}
+	for k := range identity {
+		ov, oldHas := old.Labels[k]
+		nv, newHas := n.Labels[k]
+		if oldHas != newHas || ov != nv {
+			return true
+		}
+	}
+	return false
+}
+
+// UpsertDeviceClass records the extended resource names a DeviceClass maps.
+// It reports whether they changed, which changes verdicts.
+func (s *Store) UpsertDeviceClass(dc *resourceapi.DeviceClass) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	changed := s.opts.DeviceClasses.Upsert(dc)
+	if changed {
+		s.gen++
+	}
+	return changed
+}
+
+// DeleteDeviceClass forgets a DeviceClass. It reports whether it was known.
+func (s *Store) DeleteDeviceClass(name string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	changed := s.opts.DeviceClasses.Delete(name)
 	if changed {
 		s.gen++
 	}

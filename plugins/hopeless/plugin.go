@@ -88,15 +88,16 @@ func (pl *HopelessPods) SignPod(_ context.Context, pod *v1.Pod) ([]fwk.SignFragm
 // Node deletions and pod events of other pods never can: static predicates
 // do not read other pods.
 func (pl *HopelessPods) EventsToRegister(_ context.Context) ([]fwk.ClusterEventWithHint, error) {
-	return []fwk.ClusterEventWithHint{
+	return append([]fwk.ClusterEventWithHint{
 		{Event: fwk.ClusterEvent{Resource: fwk.Node, ActionType: fwk.Add | fwk.UpdateNodeLabel | fwk.UpdateNodeTaint | fwk.UpdateNodeAllocatable}, QueueingHintFn: pl.isSchedulableAfterNodeChange},
 		{Event: fwk.ClusterEvent{Resource: fwk.TargetPod, ActionType: fwk.UpdatePodToleration}, QueueingHintFn: pl.isSchedulableAfterPodTolerationChange},
+		// DeviceClass and ResourceSlice events: see draEvents in dra.go (appended below).
 		// Claims and volumes are not registered: every registered event makes
 		// the queue visit every parked pod, and a cluster creates PVs and
 		// claims by the thousand. The view indexes parked pods by claim and
 		// activates just the pods of a claim or volume that changed, as it
 		// does for node-group templates, which are no framework event at all.
-	}, nil
+	}, pl.draEvents()...), nil
 }
 
 // isSchedulableAfterNodeChange queues the pod only when the node passes all
@@ -320,12 +321,8 @@ func New(ctx context.Context, obj runtime.Object, h fwk.Handle) (fwk.Plugin, err
 	}
 	registerMetrics()
 	fg := utilfeature.DefaultFeatureGate
-	opts := &shapes.Options{
-		IdentityLabels:                           sets.New(args.IdentityLabels...),
-		EnableTaintTolerationComparisonOperators: fg.Enabled(features.TaintTolerationComparisonOperators),
-		EnablePodLevelResources:                  fg.Enabled(features.PodLevelResources),
-		IgnoreExtendedResources:                  fg.Enabled(features.DRAExtendedResource),
-	}
+	opts := shapes.FeatureOptions(fg)
+	opts.IdentityLabels = sets.New(args.IdentityLabels...)
 	pl := &HopelessPods{
 		handle:  h,
 		args:    args,
@@ -338,6 +335,14 @@ func New(ctx context.Context, obj runtime.Object, h fwk.Handle) (fwk.Plugin, err
 	pl.view, err = newView(ctx, pl, h)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", Name, err)
+	}
+	// DRA wiring (dra.go): DeviceClasses decide extended resources.
+	if fg.Enabled(features.DynamicResourceAllocation) {
+		synced, err := pl.watchDeviceClasses(h)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", Name, err)
+		}
+		pl.view.hasSynced = append(pl.view.hasSynced, synced)
 	}
 	go pl.status.run(ctx)
 	return pl, nil
