@@ -349,7 +349,10 @@ func TestMalformedTags(t *testing.T) {
 	want := nodegroups.NodeGroup{
 		Name: "gpu-a", Zone: zones[0], MaxSize: 4,
 		Labels: map[string]string{"pool": "gpu", v1.LabelOSStable: "linux", v1.LabelArchStable: "amd64", v1.LabelInstanceTypeStable: "p3.2xlarge",
-			v1.LabelTopologyZone: zones[0], v1.LabelTopologyRegion: "us-east-1"},
+			v1.LabelTopologyZone: zones[0], v1.LabelTopologyRegion: "us-east-1",
+			// The twins kubelet, the cloud node controller and the EBS CSI driver set (templates.go).
+			"beta.kubernetes.io/os": "linux", "beta.kubernetes.io/arch": "amd64", v1.LabelInstanceType: "p3.2xlarge",
+			v1.LabelFailureDomainBetaZone: zones[0], v1.LabelFailureDomainBetaRegion: "us-east-1", "topology.ebs.csi.aws.com/zone": zones[0]},
 		Taints: []v1.Taint{{Key: "nvidia.com/gpu", Value: "present", Effect: v1.TaintEffectNoSchedule}},
 		Allocatable: v1.ResourceList{
 			v1.ResourceCPU: resource.MustParse("7910m"), v1.ResourceMemory: resource.MustParse("62109Mi"),
