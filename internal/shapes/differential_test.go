@@ -260,9 +260,9 @@ func (g *gen) fieldRequirement() v1.NodeSelectorRequirement {
 
 func (g *gen) nodeSelector() *v1.NodeSelector {
 	var terms []v1.NodeSelectorTerm
-	for i := 0; i <= g.c.Intn(3); i++ {
+	for i, n := 0, 1+g.c.Intn(3); i < n; i++ {
 		var term v1.NodeSelectorTerm
-		for j := 0; j <= g.c.Intn(3); j++ {
+		for j, n := 0, 1+g.c.Intn(3); j < n; j++ {
 			term.MatchExpressions = append(term.MatchExpressions, g.requirement())
 		}
 		if g.one(6) {
@@ -329,7 +329,7 @@ func (g *gen) pod(w *world, name string) *v1.Pod {
 	if g.one(4) {
 		pod.Spec.Affinity = &v1.Affinity{NodeAffinity: &v1.NodeAffinity{RequiredDuringSchedulingIgnoredDuringExecution: g.nodeSelector()}}
 	}
-	for i := 0; i < g.c.Intn(4); i++ {
+	for i, n := 0, g.c.Intn(4); i < n; i++ {
 		pod.Spec.Tolerations = append(pod.Spec.Tolerations, g.toleration())
 	}
 	if g.one(2) {
@@ -338,10 +338,10 @@ func (g *gen) pod(w *world, name string) *v1.Pod {
 			v1.Toleration{Key: v1.TaintNodeNotReady, Operator: v1.TolerationOpExists, Effect: v1.TaintEffectNoExecute, TolerationSeconds: ptr.To[int64](300)},
 			v1.Toleration{Key: v1.TaintNodeUnreachable, Operator: v1.TolerationOpExists, Effect: v1.TaintEffectNoExecute, TolerationSeconds: ptr.To[int64](300)})
 	}
-	for i := 0; i < 1+g.c.Intn(3)/2; i++ {
+	for i, n := 0, 1+g.c.Intn(3)/2; i < n; i++ {
 		pod.Spec.Containers = append(pod.Spec.Containers, v1.Container{Name: fmt.Sprintf("c%d", i), Resources: v1.ResourceRequirements{Requests: g.requests()}})
 	}
-	for i := 0; i < g.c.Intn(3)-1; i++ {
+	for i, n := 0, g.c.Intn(3)-1; i < n; i++ {
 		c := v1.Container{Name: fmt.Sprintf("init%d", i), Resources: v1.ResourceRequirements{Requests: g.requests()}}
 		if g.one(2) {
 			c.RestartPolicy = ptr.To(v1.ContainerRestartPolicyAlways) // a sidecar
@@ -440,7 +440,7 @@ func (g *gen) volume(w *world, pod *v1.Pod) {
 func drawWorld(c chooser, name string, maxNodes, pods int) *world {
 	g := &gen{c: c}
 	w := &world{name: name}
-	for i := 0; i < c.Intn(maxNodes+1); i++ {
+	for i, n := 0, c.Intn(maxNodes+1); i < n; i++ {
 		n := g.node(fmt.Sprintf("%s-n%d", name, i))
 		w.nodes = append(w.nodes, n)
 		g.hosts = append(g.hosts, n.Name)
@@ -468,7 +468,7 @@ func drawWorld(c chooser, name string, maxNodes, pods int) *world {
 		}
 	}
 	g.hosts = append(g.hosts, name+"-gone")
-	for i := 0; i < c.Intn(4); i++ {
+	for i, n := 0, c.Intn(4); i < n; i++ {
 		w.groups = append(w.groups, g.group(fmt.Sprintf("%s-g%d", name, i)))
 	}
 	for i := range w.groups {
