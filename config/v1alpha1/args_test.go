@@ -25,7 +25,7 @@ func TestDecodeDefaults(t *testing.T) {
 		NodeGroupsConfigMap:   &ConfigMapRef{Namespace: "kube-system", Name: "ballast-node-groups"},
 		MaxTemplateAge:        &metav1.Duration{Duration: 10 * time.Minute},
 		IdentityLabels:        []string{"kubernetes.io/hostname"},
-		NarrowFilter:          ptr.To(true),
+		NarrowFilter:          ptr.To(false),
 		GateAtPreEnqueue:      ptr.To(true),
 		StatusWritesPerSecond: ptr.To[int32](20),
 	}

@@ -30,7 +30,7 @@ func SetDefaults_HopelessPodsArgs(a *HopelessPodsArgs) { //nolint:revive // upst
 		a.IdentityLabels = []string{DefaultIdentityLabel}
 	}
 	if a.NarrowFilter == nil {
-		a.NarrowFilter = ptr.To(true)
+		a.NarrowFilter = ptr.To(false)
 	}
 	if a.GateAtPreEnqueue == nil {
 		a.GateAtPreEnqueue = ptr.To(true)

@@ -33,7 +33,9 @@ type HopelessPodsArgs struct {
 	// so that a cluster has tens of shapes, not thousands).
 	IdentityLabels []string `json:"identityLabels,omitempty"`
 	// NarrowFilter lets PreFilter restrict Filter to the nodes whose shape
-	// passes the pod's static predicates.
+	// passes the pod's static predicates. Off by default: the nodes left out
+	// are then reported as "didn't satisfy plugin(s) [HopelessPods]" in the
+	// message of a pod that stays pending, instead of their real reasons.
 	NarrowFilter *bool `json:"narrowFilter,omitempty"`
 	// GateAtPreEnqueue keeps pods of signatures known to be hopeless out of
 	// the active queue (no scheduling attempt at all). When false they are

@@ -296,17 +296,16 @@ func describeTaint(t *v1.Taint) string {
 	return fmt.Sprintf("%s=%s:%s", t.Key, t.Value, t.Effect)
 }
 
-// describeTolerations renders what the pod tolerates, for a message.
+// describeTolerations renders everything the pod tolerates, for a message:
+// the NoExecute defaults that admission adds included, since a user reading
+// "tolerates node.kubernetes.io/not-ready:NoExecute" next to a NoSchedule
+// taint of that key sees why it does not help.
 func describeTolerations(tols []v1.Toleration) string {
 	if len(tols) == 0 {
 		return "pod has no tolerations"
 	}
 	var parts []string
 	for _, t := range tols {
-		// The defaults every pod gets say nothing about the user's intent.
-		if t.Key == v1.TaintNodeNotReady || t.Key == v1.TaintNodeUnreachable {
-			continue
-		}
 		s := t.Key
 		if t.Operator == v1.TolerationOpExists {
 			if s == "" {
@@ -318,10 +317,10 @@ func describeTolerations(tols []v1.Toleration) string {
 		if t.Effect != "" {
 			s += ":" + string(t.Effect)
 		}
+		if t.TolerationSeconds != nil {
+			s += fmt.Sprintf(" for %ds", *t.TolerationSeconds)
+		}
 		parts = append(parts, s)
-	}
-	if len(parts) == 0 {
-		return "pod has no tolerations"
 	}
 	sort.Strings(parts)
 	return "pod tolerates " + strings.Join(parts, ", ")

@@ -105,7 +105,9 @@ func (pl *HopelessPods) deviceClassChanged(obj interface{}, deleted bool) {
 	} else {
 		changed = pl.store.UpsertDeviceClass(dc)
 	}
-	if changed && !deleted && pl.view != nil {
-		pl.view.activateParked()
+	if changed {
+		// The re-check loop releases the signatures that now fit and
+		// re-reports those whose reason changed (a class deleted).
+		pl.requestRecheck()
 	}
 }

@@ -15,10 +15,12 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/sets"
 	utilfeature "k8s.io/apiserver/pkg/util/feature"
+	"k8s.io/component-base/metrics/legacyregistry"
 	"k8s.io/klog/v2"
 	fwk "k8s.io/kube-scheduler/framework"
 	"k8s.io/kubernetes/pkg/features"
 	"k8s.io/kubernetes/pkg/scheduler/util"
+	"k8s.io/utils/clock"
 
 	"github.com/ballast-k8s/ballast/config/v1alpha1"
 	"github.com/ballast-k8s/ballast/internal/shapes"
@@ -44,25 +46,20 @@ const (
 type HopelessPods struct {
 	handle fwk.Handle
 	args   *v1alpha1.HopelessPodsArgs
+	clock  clock.Clock
 	store  *shapes.Store
 	view   *view
 	status *statusWriter
+	lot    *parkingLot
 
 	cache     *verdictCache
 	nodeHints nodeHintMemo
 	// admit holds the pods a QueueingHint let back in, with the time: the
 	// scheduler's queue may act on a node event before our view has seen it.
 	admit sync.Map // types.UID -> time.Time
-
-	parkedMu sync.Mutex
-	parked   map[types.UID]parkedPod
-	byClaim  map[string]sets.Set[types.UID]
-}
-
-type parkedPod struct {
-	key    string
-	reason shapes.Reason
-	claims []string // namespace/name of the pod's claims, for the claim index
+	// recheck asks the re-check loop to judge every parked signature again
+	// (the store changed); it holds at most one request.
+	recheck chan struct{}
 }
 
 // Name returns the plugin's name.
@@ -90,7 +87,11 @@ func (pl *HopelessPods) SignPod(_ context.Context, pod *v1.Pod) ([]fwk.SignFragm
 func (pl *HopelessPods) EventsToRegister(_ context.Context) ([]fwk.ClusterEventWithHint, error) {
 	return append([]fwk.ClusterEventWithHint{
 		{Event: fwk.ClusterEvent{Resource: fwk.Node, ActionType: fwk.Add | fwk.UpdateNodeLabel | fwk.UpdateNodeTaint | fwk.UpdateNodeAllocatable}, QueueingHintFn: pl.isSchedulableAfterNodeChange},
-		{Event: fwk.ClusterEvent{Resource: fwk.TargetPod, ActionType: fwk.UpdatePodToleration}, QueueingHintFn: pl.isSchedulableAfterPodTolerationChange},
+		// Every update of the pod itself that changes what the static
+		// predicates read: tolerations added, requests resized down through
+		// pods/resize (allowed for pending pods), gates lifted. A resize up
+		// cannot release, but can change the reason the user reads.
+		{Event: fwk.ClusterEvent{Resource: fwk.TargetPod, ActionType: fwk.UpdatePodToleration | fwk.UpdatePodScaleDown | fwk.UpdatePodScaleUp | fwk.UpdatePodSchedulingGatesEliminated | fwk.UpdatePodGeneratedResourceClaim}, QueueingHintFn: pl.isSchedulableAfterPodChange},
 		// DeviceClass and ResourceSlice events: see draEvents in dra.go (appended below).
 		// Claims and volumes are not registered: every registered event makes
 		// the queue visit every parked pod, and a cluster creates PVs and
@@ -100,8 +101,10 @@ func (pl *HopelessPods) EventsToRegister(_ context.Context) ([]fwk.ClusterEventW
 	}, pl.draEvents()...), nil
 }
 
-// isSchedulableAfterNodeChange queues the pod only when the node passes all
-// of the pod's static predicates and did not before. The queue asks once per
+// isSchedulableAfterNodeChange queues the pod when the node passes all of
+// the pod's static predicates. The queue asks only about pods this plugin
+// parked, so a fitting node is news to them even if it fitted before: the
+// plugin's store may have lagged behind the queue. The queue asks once per
 // parked pod for the same event; the answer is computed once per signature.
 func (pl *HopelessPods) isSchedulableAfterNodeChange(logger klog.Logger, pod *v1.Pod, oldObj, newObj interface{}) (fwk.QueueingHint, error) {
 	oldNode, newNode, err := util.As[*v1.Node](oldObj, newObj)
@@ -110,14 +113,14 @@ func (pl *HopelessPods) isSchedulableAfterNodeChange(logger klog.Logger, pod *v1
 	}
 	req, sig := pl.view.requirementsAndSignature(pod)
 	hint := pl.nodeHints.get(oldNode, newNode, sig, func() fwk.QueueingHint {
-		if !shapes.Fits(req, newNode) || (oldNode != nil && shapes.Fits(req, oldNode)) {
+		if !shapes.Fits(req, newNode) {
 			return fwk.QueueSkip
 		}
 		return fwk.Queue
 	})
 	if hint == fwk.Queue {
 		logger.V(4).Info("Node can host a parked pod", "pod", klog.KObj(pod), "node", klog.KObj(newNode))
-		pl.admit.Store(pod.UID, time.Now())
+		pl.admit.Store(pod.UID, pl.clock.Now())
 	}
 	return hint, nil
 }
@@ -146,9 +149,10 @@ func (m *nodeHintMemo) get(oldNode, newNode *v1.Node, sig uint64, compute func()
 	return h
 }
 
-// isSchedulableAfterPodTolerationChange queues the pod when its new
-// tolerations make it fit somewhere.
-func (pl *HopelessPods) isSchedulableAfterPodTolerationChange(_ klog.Logger, pod *v1.Pod, oldObj, newObj interface{}) (fwk.QueueingHint, error) {
+// isSchedulableAfterPodChange queues the pod when its update makes it fit
+// somewhere; when it does not, the parked pod is judged again so that its
+// condition says the current reason.
+func (pl *HopelessPods) isSchedulableAfterPodChange(_ klog.Logger, pod *v1.Pod, oldObj, newObj interface{}) (fwk.QueueingHint, error) {
 	_, newPod, err := util.As[*v1.Pod](oldObj, newObj)
 	if err != nil {
 		return fwk.Queue, err
@@ -156,10 +160,15 @@ func (pl *HopelessPods) isSchedulableAfterPodTolerationChange(_ klog.Logger, pod
 	if newPod.UID != pod.UID {
 		return fwk.QueueSkip, nil
 	}
-	if v, ok := pl.verdict(newPod); ok && v.Hopeless {
-		return fwk.QueueSkip, nil
+	v, sig, ok := pl.judge(newPod)
+	if !ok || !v.Hopeless {
+		return fwk.Queue, nil
 	}
-	return fwk.Queue, nil
+	if _, parked := pl.lot.get(newPod.UID); parked {
+		// A new reason gets the condition too, whoever wrote the old one.
+		pl.park(newPod, sig, v, true)
+	}
+	return fwk.QueueSkip, nil
 }
 
 // PreEnqueue keeps a hopeless pod out of the active queue: it gets no
@@ -173,28 +182,31 @@ func (pl *HopelessPods) PreEnqueue(ctx context.Context, pod *v1.Pod) *fwk.Status
 		pl.unpark(pod.UID)
 		return nil
 	}
-	v, ok := pl.verdict(pod)
+	v, sig, ok := pl.judge(pod)
 	if !ok || !v.Hopeless {
 		pl.unpark(pod.UID)
 		return nil
 	}
-	pl.park(pod, v, true)
+	pl.park(pod, sig, v, true)
 	return fwk.NewStatus(fwk.UnschedulableAndUnresolvable, v.Message)
 }
 
-// PreFilter rejects a hopeless pod before any Filter runs, and narrows Filter
-// to the nodes whose shape passes the pod's static predicates.
+// PreFilter rejects a hopeless pod before any Filter runs. With narrowFilter
+// it also restricts Filter to the nodes whose shape passes the pod's static
+// predicates; that is off by default, because the nodes left out are then
+// reported as "didn't satisfy plugin(s) [HopelessPods]" instead of their
+// real reasons, and those are what a user debugging a pending pod needs.
 func (pl *HopelessPods) PreFilter(_ context.Context, _ fwk.CycleState, pod *v1.Pod, _ []fwk.NodeInfo) (*fwk.PreFilterResult, *fwk.Status) {
 	if pl.admitted(pod.UID, true) {
 		pl.unpark(pod.UID)
 		return nil, nil
 	}
-	v, ok := pl.verdict(pod)
+	v, sig, ok := pl.judge(pod)
 	if !ok {
 		return nil, nil
 	}
 	if v.Hopeless {
-		pl.park(pod, v, false)
+		pl.park(pod, sig, v, false)
 		return nil, fwk.NewStatus(fwk.UnschedulableAndUnresolvable, v.Message)
 	}
 	pl.unpark(pod.UID)
@@ -214,45 +226,37 @@ func (pl *HopelessPods) admitted(uid types.UID, consume bool) bool {
 	if !ok {
 		return false
 	}
-	if consume || time.Since(t.(time.Time)) > admitTTL {
+	age := pl.clock.Since(t.(time.Time))
+	if consume || age > admitTTL {
 		pl.admit.Delete(uid)
 	}
-	return time.Since(t.(time.Time)) <= admitTTL
+	return age <= admitTTL
 }
 
 // verdict returns the pod's verdict; ok is false while the view is not
 // synced, in which case the plugin parks nothing.
 func (pl *HopelessPods) verdict(pod *v1.Pod) (shapes.Verdict, bool) {
+	v, _, ok := pl.judge(pod)
+	return v, ok
+}
+
+// judge returns the pod's verdict and the signature it is cached under.
+func (pl *HopelessPods) judge(pod *v1.Pod) (shapes.Verdict, uint64, bool) {
 	if !pl.view.synced() {
-		return shapes.Verdict{}, false
+		return shapes.Verdict{}, 0, false
 	}
 	req, sig := pl.view.requirementsAndSignature(pod)
 	v := pl.cache.get(pl.store, req, sig)
 	if v.FailOpen {
-		return v, false
+		return v, sig, false
 	}
-	return v, true
+	return v, sig, true
 }
 
-func (pl *HopelessPods) park(pod *v1.Pod, v shapes.Verdict, gated bool) {
-	pl.parkedMu.Lock()
-	old, had := pl.parked[pod.UID]
-	if had {
-		// A pod's volumes cannot change: key and claim index stay as they are.
-		p := old
-		p.reason = v.Reason
-		pl.parked[pod.UID] = p
-	} else {
-		p := parkedPod{key: pod.Namespace + "/" + pod.Name, reason: v.Reason, claims: claimKeys(pod)}
-		pl.parked[pod.UID] = p
-		for _, c := range p.claims {
-			if pl.byClaim[c] == nil {
-				pl.byClaim[c] = sets.New[types.UID]()
-			}
-			pl.byClaim[c].Insert(pod.UID)
-		}
-	}
-	pl.parkedMu.Unlock()
+// park records the pod as parked and tells the user why (again, if the
+// reason changed).
+func (pl *HopelessPods) park(pod *v1.Pod, sig uint64, v shapes.Verdict, gated bool) {
+	old, had := pl.lot.park(pod, sig, v)
 	if !had || old.reason != v.Reason {
 		metricParked.WithLabelValues(string(v.Reason)).Inc()
 		if had {
@@ -262,55 +266,66 @@ func (pl *HopelessPods) park(pod *v1.Pod, v shapes.Verdict, gated bool) {
 	pl.status.report(pod, v.Message, gated)
 }
 
+// unpark forgets a pod that is no longer parked, and drops the write still
+// queued for it: a released pod may be bound any moment.
 func (pl *HopelessPods) unpark(uid types.UID) {
-	pl.parkedMu.Lock()
-	old, had := pl.parked[uid]
-	delete(pl.parked, uid)
-	for _, c := range old.claims {
-		if set := pl.byClaim[c]; set != nil {
-			set.Delete(uid)
-			if set.Len() == 0 {
-				delete(pl.byClaim, c)
-			}
-		}
-	}
-	pl.parkedMu.Unlock()
+	old, had := pl.lot.unpark(uid)
 	if had {
 		metricParked.WithLabelValues(string(old.reason)).Dec()
+		pl.status.cancel(uid)
 	}
 }
 
-// parkedKeysOfClaim returns the namespace/name of the parked pods that use
-// the claim namespace/name.
-func (pl *HopelessPods) parkedKeysOfClaim(claim string) []string {
-	pl.parkedMu.Lock()
-	defer pl.parkedMu.Unlock()
-	var keys []string
-	for uid := range pl.byClaim[claim] {
-		keys = append(keys, pl.parked[uid].key)
+// requestRecheck asks for every parked signature to be judged again.
+func (pl *HopelessPods) requestRecheck() {
+	select {
+	case pl.recheck <- struct{}{}:
+	default:
 	}
-	return keys
 }
 
-// parkedKeys returns the namespace/name of every parked pod.
-func (pl *HopelessPods) parkedKeys() []string {
-	pl.parkedMu.Lock()
-	defer pl.parkedMu.Unlock()
-	keys := make([]string, 0, len(pl.parked))
-	for _, p := range pl.parked {
-		keys = append(keys, p.key)
-	}
-	return keys
-}
-
-func claimKeys(pod *v1.Pod) []string {
-	var keys []string
-	for _, vol := range pod.Spec.Volumes {
-		if vol.PersistentVolumeClaim != nil {
-			keys = append(keys, pod.Namespace+"/"+vol.PersistentVolumeClaim.ClaimName)
+// runRechecks judges the parked signatures again whenever the store changed
+// in a way that can matter to them. Release does not depend on the order in
+// which the informer hands a node to the queue and to the plugin's store:
+// the hints are a fast path, this is the path that always runs.
+func (pl *HopelessPods) runRechecks(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-pl.recheck:
+			pl.recheckParked(klog.FromContext(ctx))
 		}
 	}
-	return keys
+}
+
+// recheckParked releases the parked pods of every signature that is no
+// longer hopeless, and re-reports those whose reason changed. It judges
+// once per signature.
+func (pl *HopelessPods) recheckParked(logger klog.Logger) {
+	if !pl.view.synced() {
+		return
+	}
+	release := map[string]*v1.Pod{}
+	for _, rep := range pl.lot.signatures() {
+		v, sig, ok := pl.judge(rep.pod)
+		if ok && v.Hopeless && v.Message == rep.message {
+			continue
+		}
+		for _, p := range pl.lot.withSignature(rep.sig) {
+			if !ok || !v.Hopeless {
+				release[p.key()] = p.pod
+				pl.unpark(p.pod.UID)
+				continue
+			}
+			// A new reason gets the condition too, whoever wrote the old one.
+			pl.park(p.pod, sig, v, true)
+		}
+	}
+	if len(release) > 0 {
+		logger.V(2).Info("Releasing parked pods that may have become schedulable", "count", len(release))
+		pl.handle.Activate(logger, release)
+	}
 }
 
 // New builds the plugin from its args.
@@ -326,10 +341,11 @@ func New(ctx context.Context, obj runtime.Object, h fwk.Handle) (fwk.Plugin, err
 	pl := &HopelessPods{
 		handle:  h,
 		args:    args,
+		clock:   clock.RealClock{},
 		store:   shapes.NewStore(opts, *args.Autoscaling),
 		cache:   newVerdictCache(),
-		parked:  map[types.UID]parkedPod{},
-		byClaim: map[string]sets.Set[types.UID]{},
+		lot:     newParkingLot(),
+		recheck: make(chan struct{}, 1),
 	}
 	pl.status = newStatusWriter(h.ClientSet(), h.EventRecorder(), float64(*args.StatusWritesPerSecond))
 	pl.view, err = newView(ctx, pl, h)
@@ -344,6 +360,9 @@ func New(ctx context.Context, obj runtime.Object, h fwk.Handle) (fwk.Plugin, err
 		}
 		pl.view.hasSynced = append(pl.view.hasSynced, synced)
 	}
+	pl.status.current = pl.view.currentPod
+	pl.status.leading = newLeaderCheck(legacyregistry.DefaultGatherer, pl.clock, pl.view.synced).leading
 	go pl.status.run(ctx)
+	go pl.runRechecks(ctx)
 	return pl, nil
 }

@@ -83,7 +83,10 @@ func newTestPlugin(t testing.TB, args string, objs ...runtime.Object) (*Hopeless
 	factory.Start(ctx.Done())
 	factory.WaitForCacheSync(ctx.Done())
 	pl := p.(*HopelessPods)
-	for !pl.view.synced() {
+	if err := wait.PollUntilContextTimeout(ctx, 5*time.Millisecond, 10*time.Second, true, func(context.Context) (bool, error) {
+		return pl.view.synced(), nil
+	}); err != nil {
+		t.Fatalf("the plugin's view did not sync: %v", err)
 	}
 	return pl, client
 }
@@ -101,7 +104,9 @@ func TestNodeHint(t *testing.T) {
 		{"new node the pod tolerates", nil, testNode("b3", pool, fitting), fwk.Queue},
 		{"taint changed to a tolerated one", testNode("b1", pool, batchTaint), testNode("b1", pool, fitting), fwk.Queue},
 		{"label added that the pod selects", testNode("x", nil), testNode("x", pool), fwk.Queue},
-		{"already fitting node updated", testNode("b3", pool, fitting), testNode("b3", map[string]string{"pool": "batch", "x": "y"}, fitting), fwk.QueueSkip},
+		// The pod is parked, so the plugin's store lagged when it was:
+		// the node is news to it.
+		{"already fitting node updated", testNode("b3", pool, fitting), testNode("b3", map[string]string{"pool": "batch", "x": "y"}, fitting), fwk.Queue},
 		{"allocatable shrunk below the request", nil, func() *v1.Node {
 			n := testNode("tiny", pool)
 			n.Status.Allocatable[v1.ResourceCPU] = resource.MustParse("50m")
@@ -179,7 +184,7 @@ func TestPodHints(t *testing.T) {
 		"toleration that does not": {stillWrong, fwk.QueueSkip},
 	} {
 		t.Run(name, func(t *testing.T) {
-			got, err := pl.isSchedulableAfterPodTolerationChange(logger, pod, pod, tt.newPod)
+			got, err := pl.isSchedulableAfterPodChange(logger, pod, pod, tt.newPod)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -229,7 +234,7 @@ func TestClaimIndexActivates(t *testing.T) {
 		if _, err := client.CoreV1().Pods("default").Create(ctx, p, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		pl.park(p, shapesVerdict(), true)
+		pl.park(p, 0, shapesVerdict(), true)
 	}
 	if err := wait.PollUntilContextTimeout(ctx, 10*time.Millisecond, 5*time.Second, true, func(ctx context.Context) (bool, error) {
 		_, err := pl.view.podLister.Pods("default").Get("cassandra-1")
@@ -250,7 +255,7 @@ func TestClaimIndexActivates(t *testing.T) {
 		t.Errorf("activated (-want, +got):\n%s", diff)
 	}
 	pl.unpark(a.UID)
-	if got := pl.parkedKeysOfClaim("default/data-cassandra-0"); len(got) != 0 {
+	if got := pl.lot.ofClaim("default/data-cassandra-0"); len(got) != 0 {
 		t.Errorf("claim index keeps an unparked pod: %v", got)
 	}
 }
@@ -280,7 +285,7 @@ func TestEventsToRegisterHaveHints(t *testing.T) {
 }
 
 func TestPreEnqueueAndPreFilter(t *testing.T) {
-	pl, client := newTestPlugin(t, "",
+	pl, client := newTestPlugin(t, `{"narrowFilter":true}`,
 		testNode("b1", map[string]string{"pool": "batch"}, batchTaint),
 		testNode("gpu-1", map[string]string{"pool": "gpu"}),
 		testNode("w1", map[string]string{"pool": "web"}), testNode("w2", map[string]string{"pool": "web"}))
@@ -298,7 +303,7 @@ func TestPreEnqueueAndPreFilter(t *testing.T) {
 	if _, s := pl.PreFilter(ctx, state, hopeless, nil); s.Code() != fwk.UnschedulableAndUnresolvable {
 		t.Fatalf("PreFilter of a hopeless pod: %v", s)
 	}
-	if got := len(pl.parkedKeys()); got != 1 {
+	if got := pl.lot.len(); got != 1 {
 		t.Fatalf("parked %d pods, want 1", got)
 	}
 
@@ -326,7 +331,7 @@ func TestPreEnqueueAndPreFilter(t *testing.T) {
 	if _, s := pl.PreFilter(ctx, state, hopeless, nil); !s.IsSuccess() {
 		t.Fatalf("PreFilter after a queueing hint: %v", s)
 	}
-	if len(pl.parkedKeys()) != 0 {
+	if pl.lot.len() != 0 {
 		t.Fatalf("a pod let through must not count as parked")
 	}
 	// The pass is used up: the lagging view still says hopeless.

@@ -15,14 +15,18 @@ import (
 	"k8s.io/client-go/tools/events"
 	"k8s.io/client-go/util/flowcontrol"
 	"k8s.io/client-go/util/workqueue"
+	"k8s.io/component-base/metrics/legacyregistry"
 	"k8s.io/klog/v2"
+	"k8s.io/utils/clock"
 )
 
-// statusWriter tells the user why a pod is parked: one event per pod, and
-// for pods parked at PreEnqueue (which the scheduler writes nothing for) the
-// PodScheduled condition. Writes are rate limited, off the scheduling path,
-// and wait for a lull in binding, so that they compete with binds as little
-// as possible.
+// statusWriter tells the user why a pod is parked: one event per pod and
+// reason, and for pods parked at PreEnqueue (which the scheduler writes
+// nothing for) the PodScheduled condition. Writes are rate limited, off the
+// scheduling path, and wait for a lull in binding, so that they compete with
+// binds as little as possible. Only the leader writes, a write never lands
+// on a bound pod, and a write still queued when the pod is released is
+// dropped.
 type statusWriter struct {
 	// lastBind is when the plugin last saw a pod get bound (unix nanos):
 	// writes wait for a lull in binding, for at most maxDefer.
@@ -31,6 +35,12 @@ type statusWriter struct {
 	recorder events.EventRecorderLogger
 	limiter  flowcontrol.RateLimiter
 	queue    workqueue.TypedInterface[types.UID]
+	clock    clock.Clock
+	// current returns the pod as last seen (an informer's copy will do: the
+	// patch carries its resourceVersion as a precondition).
+	current func(ctx context.Context, namespace, name string) (*v1.Pod, error)
+	// leading reports whether this replica schedules; standbys write nothing.
+	leading func() bool
 
 	mu       sync.Mutex
 	reported map[types.UID]string
@@ -44,6 +54,8 @@ type statusItem struct {
 }
 
 const (
+	// leaderPoll is how often a standby checks whether it leads now.
+	leaderPoll = time.Second
 	// bindQuiet is how long after a bind the writer waits before writing.
 	bindQuiet = 300 * time.Millisecond
 	// maxDefer bounds how long a write yields to binds.
@@ -51,21 +63,33 @@ const (
 )
 
 // noteBind records that a pod was bound just now.
-func (w *statusWriter) noteBind() { w.lastBind.Store(time.Now().UnixNano()) }
+func (w *statusWriter) noteBind() { w.lastBind.Store(w.clock.Now().UnixNano()) }
 
 // yieldToBinds waits while the scheduler is binding pods, up to maxDefer.
 func (w *statusWriter) yieldToBinds(ctx context.Context) {
-	deadline := time.Now().Add(maxDefer)
-	for time.Now().Before(deadline) {
-		if time.Since(time.Unix(0, w.lastBind.Load())) > bindQuiet {
+	deadline := w.clock.Now().Add(maxDefer)
+	for w.clock.Now().Before(deadline) {
+		if w.clock.Since(time.Unix(0, w.lastBind.Load())) > bindQuiet {
 			return
 		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(bindQuiet / 3):
+		case <-w.clock.After(bindQuiet / 3):
 		}
 	}
+}
+
+// waitForLeadership blocks until this replica leads, or ctx ends.
+func (w *statusWriter) waitForLeadership(ctx context.Context) bool {
+	for !w.leading() {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-w.clock.After(leaderPoll):
+		}
+	}
+	return true
 }
 
 func newStatusWriter(client kubernetes.Interface, recorder events.EventRecorderLogger, qps float64) *statusWriter {
@@ -73,14 +97,20 @@ func newStatusWriter(client kubernetes.Interface, recorder events.EventRecorderL
 	if burst < 1 {
 		burst = 1
 	}
-	return &statusWriter{
+	w := &statusWriter{
 		client:   client,
 		recorder: recorder,
 		limiter:  flowcontrol.NewTokenBucketRateLimiter(float32(qps), burst),
 		queue:    workqueue.NewTyped[types.UID](),
+		clock:    clock.RealClock{},
+		leading:  newLeaderCheck(legacyregistry.DefaultGatherer, clock.RealClock{}, func() bool { return true }).leading,
 		reported: map[types.UID]string{},
 		pending:  map[types.UID]statusItem{},
 	}
+	w.current = func(ctx context.Context, namespace, name string) (*v1.Pod, error) {
+		return client.CoreV1().Pods(namespace).Get(ctx, name, metav1.GetOptions{})
+	}
+	return w
 }
 
 // report schedules the event (and condition) for pod, unless this message
@@ -96,7 +126,19 @@ func (w *statusWriter) report(pod *v1.Pod, message string, gated bool) {
 	w.queue.Add(pod.UID)
 }
 
-// forget drops what was reported for a pod that is no longer parked.
+// cancel drops the write still queued for a released pod. What was already
+// written stays reported, so that parking the pod again for the same reason
+// writes no second event.
+func (w *statusWriter) cancel(uid types.UID) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if _, queued := w.pending[uid]; queued {
+		delete(w.pending, uid)
+		delete(w.reported, uid)
+	}
+}
+
+// forget drops what was reported for a pod that is bound or gone.
 func (w *statusWriter) forget(uid types.UID) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -114,59 +156,92 @@ func (w *statusWriter) run(ctx context.Context) {
 		if shutdown {
 			return
 		}
-		w.mu.Lock()
-		item, ok := w.pending[uid]
-		delete(w.pending, uid)
-		w.mu.Unlock()
-		if ok {
-			if err := w.limiter.Wait(ctx); err != nil {
-				w.queue.Done(uid)
-				return
-			}
-			w.yieldToBinds(ctx)
-			w.write(ctx, item)
-		}
+		w.process(ctx, uid)
 		w.queue.Done(uid)
 	}
 }
 
-func (w *statusWriter) write(ctx context.Context, item statusItem) {
-	pod := item.pod
-	logger := klog.FromContext(ctx)
-	w.recorder.Eventf(pod, nil, v1.EventTypeWarning, EventReason, "Scheduling", item.message)
-	if !item.gated || hasCondition(pod, item.message) {
+// process writes what is queued for pod uid, once this replica leads, the
+// rate limit allows and binding pauses, unless the pod was released (and
+// the write cancelled) in the meantime.
+func (w *statusWriter) process(ctx context.Context, uid types.UID) {
+	w.mu.Lock()
+	_, ok := w.pending[uid]
+	w.mu.Unlock()
+	if !ok || !w.waitForLeadership(ctx) || w.limiter.Wait(ctx) != nil {
 		return
 	}
+	w.yieldToBinds(ctx)
+	w.mu.Lock()
+	item, ok := w.pending[uid]
+	delete(w.pending, uid)
+	w.mu.Unlock()
+	if ok {
+		w.write(ctx, item)
+	}
+}
+
+func (w *statusWriter) write(ctx context.Context, item statusItem) {
+	logger := klog.FromContext(ctx)
+	pod, err := w.current(ctx, item.pod.Namespace, item.pod.Name)
+	if err != nil || pod.UID != item.pod.UID || pod.Spec.NodeName != "" {
+		// Gone, replaced or bound: nothing to say any more.
+		metricStatusWrites.WithLabelValues("gone").Inc()
+		return
+	}
+	if item.gated && !hasCondition(pod, item.message) {
+		err = w.patchCondition(ctx, pod, item.message)
+		if apierrors.IsConflict(err) {
+			// The pod changed since the copy we judged (bound, perhaps):
+			// look at the latest version once.
+			pod, err = w.client.CoreV1().Pods(pod.Namespace).Get(ctx, pod.Name, metav1.GetOptions{})
+			if err == nil && pod.UID == item.pod.UID && pod.Spec.NodeName == "" {
+				err = w.patchCondition(ctx, pod, item.message)
+			} else if err == nil {
+				err = apierrors.NewNotFound(v1.Resource("pods"), pod.Name)
+			}
+		}
+		switch {
+		case err == nil:
+			metricStatusWrites.WithLabelValues("ok").Inc()
+		case apierrors.IsNotFound(err):
+			metricStatusWrites.WithLabelValues("gone").Inc()
+			return
+		default:
+			metricStatusWrites.WithLabelValues("error").Inc()
+			logger.Error(err, "Writing PodScheduled condition of a parked pod", "pod", klog.KObj(pod))
+			// Let a later PreEnqueue report it again.
+			w.mu.Lock()
+			if w.reported[pod.UID] == item.message {
+				delete(w.reported, pod.UID)
+			}
+			w.mu.Unlock()
+			return
+		}
+	}
+	w.recorder.Eventf(pod, nil, v1.EventTypeWarning, EventReason, "Scheduling", item.message)
+}
+
+// patchCondition sets PodScheduled=False with message on pod, on condition
+// that the pod is still the version read (so never on a pod bound since).
+func (w *statusWriter) patchCondition(ctx context.Context, pod *v1.Pod, message string) error {
 	patch, err := json.Marshal(map[string]any{
+		"metadata": map[string]any{"resourceVersion": pod.ResourceVersion, "uid": pod.UID},
 		"status": map[string]any{
 			"conditions": []v1.PodCondition{{
 				Type:               v1.PodScheduled,
 				Status:             v1.ConditionFalse,
 				Reason:             v1.PodReasonUnschedulable,
-				Message:            item.message,
-				LastTransitionTime: metav1.NewTime(time.Now()),
+				Message:            message,
+				LastTransitionTime: metav1.NewTime(w.clock.Now()),
 			}},
 		},
 	})
 	if err != nil {
-		return
+		return err
 	}
 	_, err = w.client.CoreV1().Pods(pod.Namespace).Patch(ctx, pod.Name, types.StrategicMergePatchType, patch, metav1.PatchOptions{}, "status")
-	switch {
-	case err == nil:
-		metricStatusWrites.WithLabelValues("ok").Inc()
-	case apierrors.IsNotFound(err):
-		metricStatusWrites.WithLabelValues("gone").Inc()
-	default:
-		metricStatusWrites.WithLabelValues("error").Inc()
-		logger.Error(err, "Writing PodScheduled condition of a parked pod", "pod", klog.KObj(pod))
-		// Let a later PreEnqueue report it again.
-		w.mu.Lock()
-		if w.reported[pod.UID] == item.message {
-			delete(w.reported, pod.UID)
-		}
-		w.mu.Unlock()
-	}
+	return err
 }
 
 func hasCondition(pod *v1.Pod, message string) bool {

@@ -2,16 +2,20 @@ package hopeless
 
 import (
 	"context"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/klog/v2/ktesting"
 	fwk "k8s.io/kube-scheduler/framework"
+	testingclock "k8s.io/utils/clock/testing"
 )
 
 func TestStatusWriterOncePerPod(t *testing.T) {
@@ -19,8 +23,8 @@ func TestStatusWriterOncePerPod(t *testing.T) {
 	_, ctx := ktesting.NewTestContext(t)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	pod := cronPod("report-1")
-	client := fake.NewClientset(pod)
+	pod, other := cronPod("report-1"), cronPod("report-2")
+	client := fake.NewClientset(pod, other)
 	recorder := events.NewFakeRecorder(100)
 	w := newStatusWriter(client, recorder, 1000)
 	go w.run(ctx)
@@ -49,11 +53,14 @@ func TestStatusWriterOncePerPod(t *testing.T) {
 	}
 	// A pod parked before any attempt gets its condition; one rejected at
 	// PreFilter does not (the scheduler writes it), but still gets the event.
-	other := cronPod("report-2")
 	w.report(other, "hopeless: reason A", false)
-	time.Sleep(200 * time.Millisecond)
-	if n := len(recorder.Events); n != 2 {
-		t.Errorf("%d events, want 2", n)
+	if err := wait.PollUntilContextTimeout(ctx, 10*time.Millisecond, 5*time.Second, true, func(context.Context) (bool, error) {
+		return len(recorder.Events) == 2, nil
+	}); err != nil {
+		t.Errorf("%d events, want 2", len(recorder.Events))
+	}
+	if got, _ := client.CoreV1().Pods("default").Get(ctx, other.Name, metav1.GetOptions{}); got != nil && podScheduledFalse(got) != nil {
+		t.Errorf("a pod rejected at PreFilter got Ballast's condition; the scheduler writes it")
 	}
 }
 
@@ -71,5 +78,221 @@ func TestSignPod(t *testing.T) {
 		if !keys[k] {
 			t.Errorf("SignPod lacks fragment %s", k)
 		}
+	}
+}
+
+func podScheduledFalse(p *v1.Pod) *v1.PodCondition {
+	for i := range p.Status.Conditions {
+		if c := &p.Status.Conditions[i]; c.Type == v1.PodScheduled && c.Status == v1.ConditionFalse {
+			return c
+		}
+	}
+	return nil
+}
+
+// A pod released and bound while its write waited must never end up bound
+// with PodScheduled=False.
+func TestStatusNeverLandsOnABoundPod(t *testing.T) {
+	registerMetrics()
+	_, ctx := ktesting.NewTestContext(t)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	pod, later := cronPod("bound-1"), cronPod("later")
+	client := fake.NewClientset(pod, later)
+	recorder := events.NewFakeRecorder(100)
+	w := newStatusWriter(client, recorder, 1000)
+	w.report(pod, "hopeless: reason A", true)
+	w.report(later, "hopeless: reason A", true)
+
+	// The scheduler binds the pod before the writer gets to it.
+	bound := pod.DeepCopy()
+	bound.Spec.NodeName = "n1"
+	if _, err := client.CoreV1().Pods("default").Update(ctx, bound, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	go w.run(ctx)
+	// The writer works in order: once the later pod has its condition, the
+	// bound pod's turn has passed.
+	if err := wait.PollUntilContextTimeout(ctx, 10*time.Millisecond, 5*time.Second, true, func(ctx context.Context) (bool, error) {
+		got, err := client.CoreV1().Pods("default").Get(ctx, later.Name, metav1.GetOptions{})
+		return err == nil && podScheduledFalse(got) != nil, nil
+	}); err != nil {
+		t.Fatal("the later pod's condition was not written")
+	}
+	got, err := client.CoreV1().Pods("default").Get(ctx, pod.Name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := podScheduledFalse(got); c != nil {
+		t.Errorf("bound pod got PodScheduled=False %q", c.Message)
+	}
+	if n := len(recorder.Events); n != 1 {
+		t.Errorf("%d events, want 1 (none for the bound pod)", n)
+	}
+}
+
+// heldWriter is a status writer on a fake clock that does not lead until
+// the test says so.
+type heldWriter struct {
+	*statusWriter
+	client   *fake.Clientset
+	recorder *events.FakeRecorder
+	clock    *testingclock.FakeClock
+	leader   atomic.Bool
+}
+
+func newHeldWriter(t *testing.T, objs ...runtime.Object) *heldWriter {
+	t.Helper()
+	registerMetrics()
+	h := &heldWriter{client: fake.NewClientset(objs...), recorder: events.NewFakeRecorder(100), clock: testingclock.NewFakeClock(time.Now())}
+	h.statusWriter = newStatusWriter(h.client, h.recorder, 1000)
+	h.statusWriter.clock = h.clock
+	h.statusWriter.leading = h.leader.Load
+	return h
+}
+
+// waitBlocked waits until the writer waits for leadership on its clock.
+func (h *heldWriter) waitBlocked(ctx context.Context, t *testing.T) {
+	t.Helper()
+	if err := wait.PollUntilContextTimeout(ctx, 5*time.Millisecond, 5*time.Second, true, func(context.Context) (bool, error) {
+		return h.clock.HasWaiters(), nil
+	}); err != nil {
+		t.Fatal("the writer does not wait for leadership")
+	}
+}
+
+func (h *heldWriter) lead() {
+	h.leader.Store(true)
+	h.clock.Step(leaderPoll)
+}
+
+func (h *heldWriter) statusPatches() int {
+	n := 0
+	for _, a := range h.client.Actions() {
+		if a.GetVerb() == "patch" && a.GetSubresource() == "status" {
+			n++
+		}
+	}
+	return n
+}
+
+// Standby replicas run PreEnqueue too (their informers feed their queue);
+// only the leader may write. Two replicas must make one event per pod.
+func TestStandbyWritesNothing(t *testing.T) {
+	_, ctx := ktesting.NewTestContext(t)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	pod := cronPod("standby-1")
+	h := newHeldWriter(t, pod)
+	h.report(pod, "hopeless: reason A", true)
+	go h.run(ctx)
+	h.waitBlocked(ctx, t)
+	if n := h.statusPatches(); n != 0 || len(h.recorder.Events) != 0 {
+		t.Fatalf("a standby wrote %d conditions and %d events", n, len(h.recorder.Events))
+	}
+	h.lead()
+	if err := wait.PollUntilContextTimeout(ctx, 5*time.Millisecond, 5*time.Second, true, func(ctx context.Context) (bool, error) {
+		got, err := h.client.CoreV1().Pods("default").Get(ctx, pod.Name, metav1.GetOptions{})
+		return err == nil && podScheduledFalse(got) != nil, nil
+	}); err != nil {
+		t.Fatal("the new leader did not write the queued condition")
+	}
+}
+
+// A write still queued when the pod is released is dropped.
+func TestReleaseCancelsQueuedWrite(t *testing.T) {
+	_, ctx := ktesting.NewTestContext(t)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	released, later := cronPod("released"), cronPod("later")
+	h := newHeldWriter(t, released, later)
+	h.report(released, "hopeless: reason A", true)
+	go h.run(ctx)
+	h.waitBlocked(ctx, t)
+	h.cancel(released.UID)
+	h.report(later, "hopeless: reason A", true)
+	h.lead()
+	if err := wait.PollUntilContextTimeout(ctx, 5*time.Millisecond, 5*time.Second, true, func(ctx context.Context) (bool, error) {
+		got, err := h.client.CoreV1().Pods("default").Get(ctx, later.Name, metav1.GetOptions{})
+		return err == nil && podScheduledFalse(got) != nil, nil
+	}); err != nil {
+		t.Fatal("the later pod's condition was not written")
+	}
+	got, _ := h.client.CoreV1().Pods("default").Get(ctx, released.Name, metav1.GetOptions{})
+	if c := podScheduledFalse(got); c != nil {
+		t.Errorf("released pod got PodScheduled=False %q", c.Message)
+	}
+	if n := len(h.recorder.Events); n != 1 {
+		t.Errorf("%d events, want 1 (none for the released pod)", n)
+	}
+	// Parked again for the same reason, it is reported: nothing was written.
+	h.report(released, "hopeless: reason A", true)
+	if err := wait.PollUntilContextTimeout(ctx, 5*time.Millisecond, 5*time.Second, true, func(ctx context.Context) (bool, error) {
+		got, err := h.client.CoreV1().Pods("default").Get(ctx, released.Name, metav1.GetOptions{})
+		return err == nil && podScheduledFalse(got) != nil, nil
+	}); err != nil {
+		t.Fatal("the pod parked again was not reported")
+	}
+}
+
+// The plugin cancels the queued write of a pod it releases. (Its writer
+// waits until the informers synced and no elector appeared: time enough
+// for the release.)
+func TestPluginReleaseCancelsWrite(t *testing.T) {
+	pl, client := newTestPlugin(t, "", testNode("w1", map[string]string{"pool": "web"}))
+	pod, later := cronPod("report-1"), cronPod("later")
+	parkViaPreEnqueue(t, pl, client, pod)
+	logger, ctx := ktesting.NewTestContext(t)
+	fitting := testNode("b1", map[string]string{"pool": "batch"}, v1.Taint{Key: "dedicated", Value: "batchjobs", Effect: v1.TaintEffectNoSchedule})
+	if h, _ := pl.isSchedulableAfterNodeChange(logger, pod, nil, fitting); h != fwk.Queue {
+		t.Fatalf("hint %v", h)
+	}
+	if s := pl.PreEnqueue(ctx, pod); !s.IsSuccess() {
+		t.Fatalf("PreEnqueue after the hint: %v", s)
+	}
+	parkViaPreEnqueue(t, pl, client, later)
+	if err := wait.PollUntilContextTimeout(ctx, 10*time.Millisecond, 10*time.Second, true, func(ctx context.Context) (bool, error) {
+		got, err := client.CoreV1().Pods("default").Get(ctx, later.Name, metav1.GetOptions{})
+		return err == nil && podScheduledFalse(got) != nil, nil
+	}); err != nil {
+		t.Fatal("the later pod's condition was not written")
+	}
+	got, _ := client.CoreV1().Pods("default").Get(ctx, pod.Name, metav1.GetOptions{})
+	if c := podScheduledFalse(got); c != nil {
+		t.Errorf("released pod got PodScheduled=False %q", c.Message)
+	}
+}
+
+func TestLeaderCheck(t *testing.T) {
+	gauge := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: leaderMetric}, []string{"name"})
+	clk := testingclock.NewFakeClock(time.Now())
+	synced := false
+
+	// Leader election off: no gauge; leader once synced and the grace passed.
+	none := newLeaderCheck(prometheus.NewRegistry(), clk, func() bool { return synced })
+	if none.leading() {
+		t.Error("leading before the informers synced")
+	}
+	synced = true
+	if none.leading() {
+		t.Error("leading before the elector could have been created")
+	}
+	clk.Step(electorGrace)
+	if !none.leading() {
+		t.Error("not leading without any elector")
+	}
+
+	// Leader election on: the elector's gauge decides, whatever the time.
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(gauge)
+	gauge.WithLabelValues("ballast-scheduler").Set(0)
+	standby := newLeaderCheck(reg, clk, func() bool { return true })
+	clk.Step(time.Hour)
+	if standby.leading() {
+		t.Error("a standby counts as leader")
+	}
+	gauge.WithLabelValues("ballast-scheduler").Set(1)
+	if !standby.leading() {
+		t.Error("the lease holder does not count as leader")
 	}
 }

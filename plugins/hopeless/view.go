@@ -4,10 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"hash/fnv"
+	"maps"
 	"sync"
 	"time"
 
 	v1 "k8s.io/api/core/v1"
+	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/types"
@@ -56,8 +58,8 @@ func newView(ctx context.Context, pl *HopelessPods, h fwk.Handle) (*view, error)
 	}
 	nodes := f.Core().V1().Nodes().Informer()
 	reg, err := nodes.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(obj interface{}) { v.upsertNode(obj) },
-		UpdateFunc: func(_, obj interface{}) { v.upsertNode(obj) },
+		AddFunc:    func(obj interface{}) { v.upsertNode(nil, obj) },
+		UpdateFunc: v.upsertNode,
 		DeleteFunc: v.deleteNode,
 	})
 	if err != nil {
@@ -135,9 +137,16 @@ func (v *view) synced() bool {
 	return true
 }
 
-func (v *view) upsertNode(obj interface{}) {
-	if n, ok := obj.(*v1.Node); ok {
-		v.pl.store.UpsertNode(n)
+// upsertNode feeds the store, and has the parked pods judged again when
+// the node changed what the static predicates read.
+func (v *view) upsertNode(oldObj, obj interface{}) {
+	n, ok := obj.(*v1.Node)
+	if !ok {
+		return
+	}
+	v.pl.store.UpsertNode(n)
+	if old, ok := oldObj.(*v1.Node); !ok || staticFieldsChanged(old, n) {
+		v.pl.requestRecheck()
 	}
 }
 
@@ -147,7 +156,24 @@ func (v *view) deleteNode(obj interface{}) {
 	}
 	if n, ok := obj.(*v1.Node); ok {
 		v.pl.store.DeleteNode(n.Name)
+		// A deletion releases nobody, but can change the reason.
+		v.pl.requestRecheck()
 	}
+}
+
+// staticFieldsChanged reports whether an update changed what a static
+// predicate reads from a node (identity labels included).
+func staticFieldsChanged(old, n *v1.Node) bool {
+	return old.Spec.Unschedulable != n.Spec.Unschedulable ||
+		!maps.Equal(old.Labels, n.Labels) ||
+		!apiequality.Semantic.DeepEqual(old.Spec.Taints, n.Spec.Taints) ||
+		!apiequality.Semantic.DeepEqual(old.Status.Allocatable, n.Status.Allocatable)
+}
+
+// currentPod returns the informer's copy of a pod, for the status writer's
+// check that the pod is still unbound.
+func (v *view) currentPod(_ context.Context, namespace, name string) (*v1.Pod, error) {
+	return v.podLister.Pods(namespace).Get(name)
 }
 
 func (v *view) forgetPod(uid types.UID) {
@@ -177,7 +203,7 @@ func (v *view) setConfigMap(obj interface{}) {
 }
 
 func (v *view) stateOf(list *nodegroups.NodeGroupList) shapes.TemplateState {
-	if list.Stale(time.Now(), v.pl.args.MaxTemplateAge.Duration) {
+	if list.Stale(v.pl.clock.Now(), v.pl.args.MaxTemplateAge.Duration) {
 		return shapes.TemplatesStale
 	}
 	return shapes.TemplatesOK
@@ -191,7 +217,7 @@ func (v *view) setTemplates(list *nodegroups.NodeGroupList, state shapes.Templat
 	metricTemplateState.Set(templateStateValue(state))
 	// Templates are no framework event: bring back the parked pods that the
 	// new templates (or failing open) make schedulable.
-	v.activateParked()
+	v.pl.requestRecheck()
 }
 
 // watchStaleness re-checks the templates' age, since nothing else happens
@@ -227,7 +253,7 @@ func (v *view) watchStaleness(ctx context.Context) {
 // StatefulSet), if it makes them schedulable.
 func (v *view) claimChanged(obj interface{}) {
 	if pvc, ok := obj.(*v1.PersistentVolumeClaim); ok {
-		v.activate(v.pl.parkedKeysOfClaim(pvc.Namespace + "/" + pvc.Name))
+		v.activate(v.pl.lot.ofClaim(pvc.Namespace + "/" + pvc.Name))
 	}
 }
 
@@ -235,30 +261,25 @@ func (v *view) claimChanged(obj interface{}) {
 // (its node affinity may have been fixed).
 func (v *view) volumeChanged(obj interface{}) {
 	if pv, ok := obj.(*v1.PersistentVolume); ok && pv.Spec.ClaimRef != nil {
-		v.activate(v.pl.parkedKeysOfClaim(pv.Spec.ClaimRef.Namespace + "/" + pv.Spec.ClaimRef.Name))
+		v.activate(v.pl.lot.ofClaim(pv.Spec.ClaimRef.Namespace + "/" + pv.Spec.ClaimRef.Name))
 	}
 }
 
-func (v *view) activateParked() { v.activate(v.pl.parkedKeys()) }
-
-// activate moves the parked pods among keys that are no longer hopeless
-// (or that the plugin can no longer judge) back to the active queue.
-func (v *view) activate(keys []string) {
-	if len(keys) == 0 || !v.synced() {
+// activate moves the parked pods that are no longer hopeless (or that the
+// plugin can no longer judge) back to the active queue.
+func (v *view) activate(parked []parkedPod) {
+	if len(parked) == 0 || !v.synced() {
 		return
 	}
 	pods := map[string]*v1.Pod{}
-	for _, key := range keys {
-		ns, name, err := cache.SplitMetaNamespaceKey(key)
-		if err != nil {
-			continue
-		}
-		pod, err := v.podLister.Pods(ns).Get(name)
-		if err != nil {
+	for _, p := range parked {
+		pod, err := v.podLister.Pods(p.pod.Namespace).Get(p.pod.Name)
+		if err != nil || pod.UID != p.pod.UID {
 			continue
 		}
 		if verdict, ok := v.pl.verdict(pod); !ok || !verdict.Hopeless {
-			pods[key] = pod
+			pods[p.key()] = pod
+			v.pl.unpark(pod.UID)
 		}
 	}
 	if len(pods) > 0 {

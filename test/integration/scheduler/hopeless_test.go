@@ -46,7 +46,8 @@ func TestHopelessPods(t *testing.T) {
 			}
 			cron = append(cron, p)
 		}
-		const want = "no node or node group tolerates taint dedicated=batch:NoSchedule (pod tolerates dedicated=batchjobs:NoSchedule)"
+		// The pod also tolerates what admission adds (the NoExecute defaults).
+		const want = "no node or node group tolerates taint dedicated=batch:NoSchedule (pod tolerates dedicated=batchjobs:NoSchedule"
 		for _, p := range cron {
 			got := waitCondition(ctx, t, testCtx, p, 20*time.Second, "parked", parkedWith(want))
 			if c := scheduledCondition(got); c.Reason != v1.PodReasonUnschedulable || !strings.HasPrefix(c.Message, "hopeless: ") {

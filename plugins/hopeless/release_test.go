@@ -1,0 +1,201 @@
+package hopeless
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	v1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/klog/v2/ktesting"
+	fwk "k8s.io/kube-scheduler/framework"
+	st "k8s.io/kubernetes/pkg/scheduler/testing"
+)
+
+// releaseWithin is how soon a change that makes a parked pod placeable must
+// bring it back (the queue's own flush would take five minutes).
+const releaseWithin = time.Second
+
+// registeredHint returns the hint the plugin registers for action on resource.
+func registeredHint(t *testing.T, pl *HopelessPods, resource fwk.EventResource, action fwk.ActionType) fwk.QueueingHintFn {
+	t.Helper()
+	evs, err := pl.EventsToRegister(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range evs {
+		if e.Event.Resource == resource && e.Event.ActionType&action != 0 {
+			return e.QueueingHintFn
+		}
+	}
+	t.Fatalf("%s %s is not registered: a parked pod waits for the 5-minute flush", resource, action)
+	return nil
+}
+
+// bigPod requests cpu (a node of testNode has 4) and carries the two
+// NoExecute tolerations the DefaultTolerationSeconds admission adds.
+func bigPod(name, cpu string) *v1.Pod {
+	secs := int64(300)
+	return st.MakePod().Namespace("default").Name(name).UID(name).Req(map[v1.ResourceName]string{v1.ResourceCPU: cpu}).
+		Tolerations([]v1.Toleration{
+			{Key: v1.TaintNodeNotReady, Operator: v1.TolerationOpExists, Effect: v1.TaintEffectNoExecute, TolerationSeconds: &secs},
+			{Key: v1.TaintNodeUnreachable, Operator: v1.TolerationOpExists, Effect: v1.TaintEffectNoExecute, TolerationSeconds: &secs},
+		}).Obj()
+}
+
+func resized(pod *v1.Pod, cpu string) *v1.Pod {
+	p := pod.DeepCopy()
+	p.Spec.Containers[0].Resources.Requests[v1.ResourceCPU] = resource.MustParse(cpu)
+	return p
+}
+
+// A pending pod resized down through pods/resize: the v1.37.2 queue emits
+// UpdatePodScaleDown for it (framework.PodSchedulingPropertiesChange).
+func TestPodResizeDownReleases(t *testing.T) {
+	pl, _ := newTestPlugin(t, "", testNode("n1", nil))
+	logger, _ := ktesting.NewTestContext(t)
+	hint := registeredHint(t, pl, fwk.TargetPod, fwk.UpdatePodScaleDown)
+	big := bigPod("big", "64")
+	for name, tt := range map[string]struct {
+		newPod *v1.Pod
+		want   fwk.QueueingHint
+	}{
+		"resized to fit":         {resized(big, "1"), fwk.Queue},
+		"resized, still too big": {resized(big, "8"), fwk.QueueSkip},
+	} {
+		t.Run(name, func(t *testing.T) {
+			got, err := hint(logger, big, big, tt.newPod)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("hint (-want, +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// parkViaPreEnqueue creates pod and parks it, as the queue does on Add.
+func parkViaPreEnqueue(t *testing.T, pl *HopelessPods, client *fake.Clientset, pod *v1.Pod) {
+	t.Helper()
+	_, ctx := ktesting.NewTestContext(t)
+	if _, err := client.CoreV1().Pods(pod.Namespace).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := wait.PollUntilContextTimeout(ctx, 10*time.Millisecond, 5*time.Second, true, func(context.Context) (bool, error) {
+		_, err := pl.view.podLister.Pods(pod.Namespace).Get(pod.Name)
+		return err == nil, nil
+	}); err != nil {
+		t.Fatalf("pod %s never reached the plugin's informer", pod.Name)
+	}
+	if s := pl.PreEnqueue(ctx, pod); s.Code() != fwk.UnschedulableAndUnresolvable {
+		t.Fatalf("PreEnqueue of %s: %v, want it parked", pod.Name, s)
+	}
+}
+
+func waitActivated(t *testing.T, activator *recordingActivator, key string, within time.Duration) {
+	t.Helper()
+	_, ctx := ktesting.NewTestContext(t)
+	start := time.Now()
+	if err := wait.PollUntilContextTimeout(ctx, 5*time.Millisecond, within, true, func(context.Context) (bool, error) {
+		return slices.Contains(activator.activated(), key), nil
+	}); err != nil {
+		t.Fatalf("%s not activated within %v (activated: %v)", key, within, activator.activated())
+	}
+	t.Logf("%s activated after %v", key, time.Since(start))
+}
+
+// Store lag: the queue's listener of the node informer ran before the
+// plugin's (two listeners of one informer, in no order), so the pod was
+// parked against a store without the node. When the plugin's store catches
+// up, the plugin itself brings the pod back.
+func TestStoreLagReleases(t *testing.T) {
+	pl, client := newTestPlugin(t, "", testNode("w1", map[string]string{"pool": "web"}))
+	activator := &recordingActivator{}
+	pl.handle.(interface{ SetPodActivator(fwk.PodActivator) }).SetPodActivator(activator)
+	_, ctx := ktesting.NewTestContext(t)
+	pod := cronPod("report-1")
+	parkViaPreEnqueue(t, pl, client, pod)
+
+	fitting := testNode("b1", map[string]string{"pool": "batch"}, v1.Taint{Key: "dedicated", Value: "batchjobs", Effect: v1.TaintEffectNoSchedule})
+	if _, err := client.CoreV1().Nodes().Create(ctx, fitting, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitActivated(t, activator, "default/report-1", releaseWithin)
+}
+
+// After store lag, later updates of the node that already fitted must still
+// bring the parked pod back: the pod is parked, so the node is news to it.
+func TestNodeHintAfterStoreLag(t *testing.T) {
+	pl, client := newTestPlugin(t, "", testNode("w1", map[string]string{"pool": "web"}))
+	logger, _ := ktesting.NewTestContext(t)
+	pod := cronPod("report-1")
+	parkViaPreEnqueue(t, pl, client, pod)
+	fitting := testNode("b1", map[string]string{"pool": "batch"}, v1.Taint{Key: "dedicated", Value: "batchjobs", Effect: v1.TaintEffectNoSchedule})
+	updated := fitting.DeepCopy()
+	updated.Labels["extra"] = "x"
+	got, err := pl.isSchedulableAfterNodeChange(logger, pod, fitting, updated)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != fwk.Queue {
+		t.Errorf("hint for an update of a node the parked pod fits: %v, want Queue", got)
+	}
+}
+
+// Stale reason: a pod asking for 64 CPUs is parked while every node still
+// has the not-ready taint; when the taint goes, the pod stays parked, and
+// its condition says the current reason within seconds.
+func TestParkedReasonFollowsTheCluster(t *testing.T) {
+	notReady := v1.Taint{Key: v1.TaintNodeNotReady, Effect: v1.TaintEffectNoSchedule}
+	pl, client := newTestPlugin(t, "", testNode("n1", nil, notReady), testNode("n2", nil, notReady))
+	_, ctx := ktesting.NewTestContext(t)
+	pod := bigPod("big", "64")
+	parkViaPreEnqueue(t, pl, client, pod)
+
+	message := func() string {
+		p, err := client.CoreV1().Pods("default").Get(ctx, "big", metav1.GetOptions{})
+		if err != nil {
+			return ""
+		}
+		for _, c := range p.Status.Conditions {
+			if c.Type == v1.PodScheduled && c.Status == v1.ConditionFalse {
+				return c.Message
+			}
+		}
+		return ""
+	}
+	waitMessage := func(substr string) string {
+		t.Helper()
+		var got string
+		if err := wait.PollUntilContextTimeout(ctx, 10*time.Millisecond, 5*time.Second, true, func(context.Context) (bool, error) {
+			got = message()
+			return strings.Contains(got, substr), nil
+		}); err != nil {
+			t.Fatalf("condition does not say %q: %q", substr, got)
+		}
+		return got
+	}
+	got := waitMessage("node.kubernetes.io/not-ready:NoSchedule")
+	if strings.Contains(got, "no tolerations") || !strings.Contains(got, "node.kubernetes.io/not-ready:NoExecute") {
+		t.Errorf("the message misstates the pod's tolerations: %q", got)
+	}
+
+	for _, name := range []string{"n1", "n2"} {
+		n, err := client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		n.Spec.Taints = nil
+		if _, err := client.CoreV1().Nodes().Update(ctx, n, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitMessage("requests cpu=64")
+}
