@@ -38,7 +38,8 @@ const usage = `usage: az-balancer run|plan [flags]
 
   run    reconcile every --interval (leader-elected); --enforce=split also splits multi-zone groups
   plan   run one loop against a sandbox and print what run would do
-  split  split one group into one group per zone, moving its instances; resumable: run it again after a failure
+  split  split one group into one group per zone, moving its instances; waits while they detach;
+         resumable: run it again after a failure; excludes run --enforce=split on the group (split lock)
 `
 
 func main() {
@@ -107,16 +108,7 @@ func run(args []string) error {
 	}
 
 	if cmd == "split" {
-		b := balancer.New(kube, cloud, &record.FakeRecorder{}, clock.RealClock{}, bopts, nil)
-		split := b.Split
-		if o.DryRun {
-			split = b.PlanSplit
-		}
-		actions, err := split(ctx, group)
-		if perr := balancer.PrintPlan(os.Stdout, actions); perr != nil {
-			return perr
-		}
-		return err
+		return runSplit(ctx, cloud, sel, group, o.DryRun, os.Stdout)
 	}
 
 	if cmd == "plan" {

@@ -1,13 +1,18 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
 
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/utils/clock"
 	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/ballast-k8s/ballast/internal/awstest"
+	"github.com/ballast-k8s/ballast/internal/split"
 )
 
 func TestSplitAndEnforceFlags(t *testing.T) {
@@ -30,13 +35,21 @@ func TestSplitAndEnforceFlags(t *testing.T) {
 }
 
 // TestSplitCommand runs `az-balancer split` against the emulator: the dry
-// run writes nothing, the split leaves one group per zone.
+// run writes nothing; the split waits, pass after pass, while the instances
+// detach, and leaves one group per zone; while the loop holds the group's
+// split lock, the command refuses to go on.
 func TestSplitCommand(t *testing.T) {
-	emu := awstest.NewServer(clocktesting.NewFakeClock(time.Now()))
+	clk := clocktesting.NewFakeClock(time.Now())
+	emu := awstest.NewServer(clk)
 	t.Cleanup(emu.Close)
+	defer func(c clock.WithTicker) { splitClock = c }(splitClock)
+	splitClock = clk
 	zones := []string{"us-east-1a", "us-east-1b"}
 	emu.CreateGroup(awstest.GroupSpec{Name: "db", Zones: zones, MaxSize: 4, InstanceType: "m5.large",
 		Tags: map[string]string{"k8s.io/cluster-autoscaler/enabled": "true", "k8s.io/cluster-autoscaler/prod": "owned"}, Instances: map[string]int{zones[0]: 2, zones[1]: 1}})
+	emu.CreateGroup(awstest.GroupSpec{Name: "held", Zones: zones, MaxSize: 4, InstanceType: "m5.large",
+		Tags:      map[string]string{split.TagLock: "az-balancer-run@pod/1 " + clk.Now().UTC().Format(time.RFC3339) + " " + clk.Now().Add(time.Hour).UTC().Format(time.RFC3339)},
+		Instances: map[string]int{zones[0]: 1, zones[1]: 1}})
 	t.Setenv("AWS_ACCESS_KEY_ID", "AKID")
 	t.Setenv("AWS_SECRET_ACCESS_KEY", "secret")
 	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
@@ -50,7 +63,24 @@ func TestSplitCommand(t *testing.T) {
 	if m := emu.MutatingCalls(); len(m) != 0 {
 		t.Fatalf("split --dry-run made %d writes", len(m))
 	}
-	if err := run(args); err != nil {
+	done := make(chan error, 1)
+	go func() { done <- run(args) }()
+	var err error
+	// Move the clock on whenever the command waits for its next pass.
+	if perr := wait.PollUntilContextTimeout(context.Background(), time.Millisecond, time.Minute, true, func(context.Context) (bool, error) {
+		select {
+		case err = <-done:
+			return true, nil
+		default:
+		}
+		if clk.HasWaiters() {
+			clk.Step(time.Minute)
+		}
+		return false, nil
+	}); perr != nil {
+		t.Fatalf("split did not finish: %v", perr)
+	}
+	if err != nil {
 		t.Fatal(err)
 	}
 	for _, z := range zones {
@@ -60,5 +90,19 @@ func TestSplitCommand(t *testing.T) {
 	}
 	if n := len(emu.GroupInstances("db")); n != 0 {
 		t.Errorf("db still holds %d instances", n)
+	}
+	for _, i := range emu.AllInstances() {
+		if i.Group == "" {
+			t.Errorf("instance %s is in no group", i.ID)
+		}
+	}
+
+	emu.Reset()
+	err = run([]string{"split", "held", "--cluster-name=prod", "--region=us-east-1", "--aws-endpoint=" + emu.URL})
+	if !errors.Is(err, split.ErrLocked) || !strings.Contains(err.Error(), "held by az-balancer-run@pod/1") {
+		t.Errorf("split of a group the loop holds: %v, want ErrLocked naming the loop", err)
+	}
+	if m := emu.MutatingCalls(); len(m) != 0 {
+		t.Errorf("split of a held group made %d writes", len(m))
 	}
 }

@@ -16,6 +16,7 @@ import (
 	astypes "github.com/aws/aws-sdk-go-v2/service/autoscaling/types"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/aws/smithy-go"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -297,42 +298,81 @@ func (c *Client) DescribeInstances(ctx context.Context, ids []string) ([]Instanc
 // maxFilterValues is the number of values EC2 accepts in one filter.
 const maxFilterValues = 200
 
-// DescribeInstanceTypes returns the instance types, 100 per call.
+// UnknownInstanceTypesError names the instance types EC2 does not know.
+type UnknownInstanceTypesError struct{ Names []string }
+
+func (e *UnknownInstanceTypesError) Error() string {
+	return fmt.Sprintf("EC2 does not know instance types %v (InvalidInstanceType)", e.Names)
+}
+
+// DescribeInstanceTypes returns the instance types, 100 per call. EC2 fails
+// a whole call on one type it does not know (InvalidInstanceType), so such a
+// call is made again type by type: every known type is returned, with an
+// *UnknownInstanceTypesError naming the others.
 func (c *Client) DescribeInstanceTypes(ctx context.Context, names []string) ([]InstanceType, error) {
 	var out []InstanceType
+	var unknown []string
 	for chunk := range slices.Chunk(names, maxTypesPerCall) {
-		in := &ec2.DescribeInstanceTypesInput{}
-		for _, n := range chunk {
-			in.InstanceTypes = append(in.InstanceTypes, ec2types.InstanceType(n))
+		got, err := c.describeInstanceTypes(ctx, chunk)
+		if err == nil {
+			out = append(out, got...)
+			continue
 		}
-		p := ec2.NewDescribeInstanceTypesPaginator(c.ec2, in)
-		for p.HasMorePages() {
-			page, err := p.NextPage(ctx)
-			if err != nil {
-				return nil, fmt.Errorf("describing instance types: %w", err)
+		var api smithy.APIError
+		if !errors.As(err, &api) || api.ErrorCode() != "InvalidInstanceType" {
+			return nil, err
+		}
+		for _, n := range chunk {
+			got, err := c.describeInstanceTypes(ctx, []string{n})
+			switch {
+			case err == nil:
+				out = append(out, got...)
+			case errors.As(err, &api) && api.ErrorCode() == "InvalidInstanceType":
+				unknown = append(unknown, n)
+			default:
+				return out, err
 			}
-			for _, t := range page.InstanceTypes {
-				it := InstanceType{Name: string(t.InstanceType)}
-				if t.VCpuInfo != nil {
-					it.VCPU = aws.ToInt32(t.VCpuInfo.DefaultVCpus)
+		}
+	}
+	if len(unknown) > 0 {
+		return out, &UnknownInstanceTypesError{Names: unknown}
+	}
+	return out, nil
+}
+
+func (c *Client) describeInstanceTypes(ctx context.Context, names []string) ([]InstanceType, error) {
+	var out []InstanceType
+	in := &ec2.DescribeInstanceTypesInput{}
+	for _, n := range names {
+		in.InstanceTypes = append(in.InstanceTypes, ec2types.InstanceType(n))
+	}
+	p := ec2.NewDescribeInstanceTypesPaginator(c.ec2, in)
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("describing instance types: %w", err)
+		}
+		for _, t := range page.InstanceTypes {
+			it := InstanceType{Name: string(t.InstanceType)}
+			if t.VCpuInfo != nil {
+				it.VCPU = aws.ToInt32(t.VCpuInfo.DefaultVCpus)
+			}
+			if t.MemoryInfo != nil {
+				it.MemoryMiB = aws.ToInt64(t.MemoryInfo.SizeInMiB)
+			}
+			if t.ProcessorInfo != nil {
+				for _, a := range t.ProcessorInfo.SupportedArchitectures {
+					it.Architectures = append(it.Architectures, string(a))
 				}
-				if t.MemoryInfo != nil {
-					it.MemoryMiB = aws.ToInt64(t.MemoryInfo.SizeInMiB)
-				}
-				if t.ProcessorInfo != nil {
-					for _, a := range t.ProcessorInfo.SupportedArchitectures {
-						it.Architectures = append(it.Architectures, string(a))
+			}
+			if t.GpuInfo != nil {
+				for _, g := range t.GpuInfo.Gpus {
+					if aws.ToString(g.Manufacturer) == "NVIDIA" {
+						it.NvidiaGPUs += aws.ToInt32(g.Count)
 					}
 				}
-				if t.GpuInfo != nil {
-					for _, g := range t.GpuInfo.Gpus {
-						if aws.ToString(g.Manufacturer) == "NVIDIA" {
-							it.NvidiaGPUs += aws.ToInt32(g.Count)
-						}
-					}
-				}
-				out = append(out, it)
 			}
+			out = append(out, it)
 		}
 	}
 	return out, nil

@@ -59,7 +59,7 @@ func (c *Client) CreateZoneGroup(ctx context.Context, zg ZoneGroup) error {
 	in := &autoscaling.CreateAutoScalingGroupInput{
 		AutoScalingGroupName: aws.String(zg.Name),
 		MinSize:              aws.Int32(zg.MinSize), MaxSize: aws.Int32(zg.MaxSize), DesiredCapacity: aws.Int32(zg.MinSize),
-		LaunchTemplate: src.LaunchTemplate, MixedInstancesPolicy: src.MixedInstancesPolicy, LaunchConfigurationName: src.LaunchConfigurationName,
+		LaunchTemplate: byID(src.LaunchTemplate), MixedInstancesPolicy: mixedByID(src.MixedInstancesPolicy), LaunchConfigurationName: src.LaunchConfigurationName,
 		HealthCheckType: src.HealthCheckType, HealthCheckGracePeriod: src.HealthCheckGracePeriod,
 		DefaultCooldown: src.DefaultCooldown, DefaultInstanceWarmup: src.DefaultInstanceWarmup,
 		TerminationPolicies: src.TerminationPolicies, NewInstancesProtectedFromScaleIn: src.NewInstancesProtectedFromScaleIn,
@@ -92,6 +92,38 @@ func (c *Client) CreateZoneGroup(ctx context.Context, zg ZoneGroup) error {
 	}
 	_, err = c.asg.CreateAutoScalingGroup(ctx, in)
 	return err
+}
+
+// byID names a launch template by its id only: DescribeAutoScalingGroups
+// answers with both id and name, and CreateAutoScalingGroup takes one of
+// them, not both (LaunchTemplateSpecification: "You must specify either a
+// LaunchTemplateId or a LaunchTemplateName").
+func byID(lt *astypes.LaunchTemplateSpecification) *astypes.LaunchTemplateSpecification {
+	if lt == nil {
+		return nil
+	}
+	out := *lt
+	if out.LaunchTemplateId != nil {
+		out.LaunchTemplateName = nil
+	}
+	return &out
+}
+
+// mixedByID copies a mixed instances policy with its launch templates, the
+// overrides' included, named by id only.
+func mixedByID(p *astypes.MixedInstancesPolicy) *astypes.MixedInstancesPolicy {
+	if p == nil || p.LaunchTemplate == nil {
+		return p
+	}
+	out := *p
+	lt := *p.LaunchTemplate
+	lt.LaunchTemplateSpecification = byID(lt.LaunchTemplateSpecification)
+	lt.Overrides = slices.Clone(lt.Overrides)
+	for i := range lt.Overrides {
+		lt.Overrides[i].LaunchTemplateSpecification = byID(lt.Overrides[i].LaunchTemplateSpecification)
+	}
+	out.LaunchTemplate = &lt
+	return &out
 }
 
 func splitList(s string) []string {

@@ -25,7 +25,8 @@ type xmlGroup struct {
 	SuspendedProcesses               []xmlSuspended     `xml:"SuspendedProcesses>member"`
 	Tags                             []xmlTag           `xml:"Tags>member"`
 	NewInstancesProtectedFromScaleIn bool
-	VPCZoneIdentifier                string `xml:",omitempty"`
+	VPCZoneIdentifier                string   `xml:",omitempty"`
+	TargetGroupARNs                  []string `xml:"TargetGroupARNs>member"`
 }
 
 type xmlLaunchTemplate struct {
@@ -197,6 +198,7 @@ func (s *Server) xmlGroup(g *group) xmlGroup {
 		MinSize: g.MinSize, MaxSize: g.MaxSize, DesiredCapacity: g.desired, DefaultCooldown: 300,
 		AvailabilityZones: g.Zones, HealthCheckType: "EC2", CreatedTime: g.created.UTC().Format(time.RFC3339),
 		NewInstancesProtectedFromScaleIn: g.NewInstancesProtectedFromScaleIn, VPCZoneIdentifier: strings.Join(g.Subnets, ","),
+		TargetGroupARNs: g.TargetGroupARNs,
 	}
 	lt := &xmlLaunchTemplate{Version: "$Default"}
 	if t, ok := s.templates[g.LaunchTemplateID]; ok {

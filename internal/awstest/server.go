@@ -131,16 +131,20 @@ type GroupSpec struct {
 	// Subnets is the VPCZoneIdentifier, subnets added with AddSubnet; empty
 	// means the group names its zones only.
 	Subnets []string
+	// TargetGroupARNs are the load balancer target groups; a detached
+	// instance is deregistered from them first (split.go).
+	TargetGroupARNs []string
 }
 
 // Instance is an instance as the emulator holds it.
 type Instance struct {
 	ID, Group, Zone, InstanceType string
-	LifecycleState                string // InService, Terminating:Wait, Terminated
+	LifecycleState                string // InService, Terminating:Wait, Terminated, Detaching, Detached
 	ProtectedFromScaleIn          bool
 	EC2State                      string // running, terminated
 	seq                           int
 	actions                       map[string]*action // pending lifecycle actions by hook
+	detachedAt                    time.Time          // when a Detaching instance leaves its group (split.go)
 }
 
 type action struct{ deadline, globalDeadline time.Time }
@@ -210,6 +214,7 @@ type Server struct {
 	seq        int
 	short      map[string]bool // zones that refuse launches (RefuseLaunches)
 	reported   map[string]bool // group and zone whose refused launch is on record
+	detach     detachDelays    // how long instances stay Detaching (split.go)
 }
 
 // NewServer starts an emulator on loopback. Close it when done.
@@ -217,7 +222,8 @@ func NewServer(c clock.PassiveClock) *Server {
 	if c == nil {
 		c = clock.RealClock{}
 	}
-	s := &Server{clock: c, groups: map[string]*group{}, instances: map[string]*Instance{}, types: map[string]InstanceType{}, templates: map[string]LaunchTemplate{}}
+	s := &Server{clock: c, groups: map[string]*group{}, instances: map[string]*Instance{}, types: map[string]InstanceType{}, templates: map[string]LaunchTemplate{},
+		detach: defaultDetachDelays}
 	for _, t := range DefaultInstanceTypes {
 		s.types[t.Name] = t
 	}
@@ -498,6 +504,10 @@ func (s *Server) expire() {
 		g := s.groups[name]
 		for _, id := range slices.Clone(g.instances) {
 			i := s.instances[id]
+			if i.LifecycleState == detaching && !now.Before(i.detachedAt) {
+				s.finishDetach(g, i)
+				continue
+			}
 			if i.LifecycleState != TerminatingWait {
 				continue
 			}

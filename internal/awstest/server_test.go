@@ -326,8 +326,11 @@ func TestEC2(t *testing.T) {
 	if diff := cmp.Diff(wantTypes, types); diff != "" {
 		t.Errorf("DescribeInstanceTypes (-want, +got):\n%s", diff)
 	}
-	if _, err := c.DescribeInstanceTypes(ctx, []string{"x9.huge"}); code(err) != "InvalidInstanceType" {
-		t.Errorf("unknown type: got %v, want InvalidInstanceType", err)
+	// The whole call fails on an unknown type (TestDescribeInstanceTypesFailsWhole);
+	// the client then says which types are unknown.
+	var unknown *ballastaws.UnknownInstanceTypesError
+	if _, err := c.DescribeInstanceTypes(ctx, []string{"x9.huge"}); !errors.As(err, &unknown) {
+		t.Errorf("unknown type: got %v, want an UnknownInstanceTypesError", err)
 	}
 	lt, err := c.LaunchTemplateInstanceType(ctx, ballastaws.LaunchTemplateRef{ID: "lt-1", Version: "$Default"})
 	if err != nil || lt != "r5.xlarge" {

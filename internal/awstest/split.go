@@ -6,25 +6,85 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // What the emulator models of moving instances between groups, from the
 // Amazon EC2 Auto Scaling User Guide (ec2-auto-scaling-detach-attach-instances,
-// ec2-auto-scaling-instance-protection) and the API reference:
+// ec2-auto-scaling-lifecycle, ec2-auto-scaling-instance-protection) and the
+// API reference:
 //
-//   - DetachInstances takes up to 20 instances, each InService in the group.
-//     With ShouldDecrementDesiredCapacity the desired capacity drops by their
-//     number, and the call fails if that goes below the minimum size; without
-//     it the group launches replacements. Detached instances keep running, and
-//     lose their scale-in protection.
-//   - AttachInstances takes up to 20 running instances that are in no group and
-//     in one of the group's zones. The desired capacity rises by their number,
-//     and the call fails if that passes the maximum size. An attached instance
-//     takes the group's NewInstancesProtectedFromScaleIn.
+//   - DetachInstances takes up to 20 instances, each InService in the group
+//     (else "The instance <id> is not in InService or Standby.", as AWS
+//     answers). With ShouldDecrementDesiredCapacity the desired capacity
+//     drops by their number, and the call fails if that goes below the
+//     minimum size; without it the group launches replacements.
+//   - Detaching is asynchronous: the call returns with the instances still in
+//     the group, LifecycleState Detaching, while Auto Scaling deregisters them
+//     from the group's target groups ("If there are target groups attached to
+//     the Auto Scaling group, the instances are deregistered from the target
+//     groups"; the deregistration delay of a target group is 300 s by
+//     default). Only then are they Detached and out of the group. The
+//     emulator keeps them Detaching for SetDetachDelays' durations on its
+//     clock (300 s with target groups, 10 s without: never instantly).
+//     Detached instances keep running, and lose their scale-in protection.
+//   - AttachInstances takes up to 20 running instances in one of the group's
+//     zones that are not a member of an Auto Scaling group ("The instance is
+//     not a member of another Auto Scaling group", the guide's attach
+//     considerations), so an instance still Detaching is refused. The desired
+//     capacity rises by their number, and the call fails if that passes the
+//     maximum size. An attached instance takes the group's
+//     NewInstancesProtectedFromScaleIn.
+//   - CreateAutoScalingGroup takes a launch template by LaunchTemplateId or
+//     by LaunchTemplateName, not both (LaunchTemplateSpecification:
+//     "Conditional: You must specify either a LaunchTemplateId or a
+//     LaunchTemplateName"; the CloudFormation reference of the same structure:
+//     "The ID or the name of the launch template, but not both"). Taking the
+//     strict side, a request naming both is a ValidationError.
 //   - CreateOrUpdateTags and DeleteTags act on group tags; deleting a missing
 //     key is not an error.
 
-const detached = "Detached"
+const (
+	detaching = "Detaching"
+	detached  = "Detached"
+)
+
+// detachDelays are how long a detached instance stays Detaching in its group.
+type detachDelays struct{ withTargetGroups, without time.Duration }
+
+var defaultDetachDelays = detachDelays{withTargetGroups: 300 * time.Second, without: 10 * time.Second}
+
+// SetDetachDelays sets how long detached instances stay Detaching: with
+// target groups (the deregistration delay) and without. Zero or negative
+// values are refused: AWS never detaches synchronously.
+func (s *Server) SetDetachDelays(withTargetGroups, without time.Duration) {
+	if withTargetGroups <= 0 || without <= 0 {
+		panic("awstest: detach delays must be positive")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.detach = detachDelays{withTargetGroups, without}
+}
+
+// DetachDelay is how long an instance detached from group stays Detaching.
+func (s *Server) DetachDelay(group string) time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.detachDelay(s.groups[group])
+}
+
+func (s *Server) detachDelay(g *group) time.Duration {
+	if g != nil && len(g.TargetGroupARNs) > 0 {
+		return s.detach.withTargetGroups
+	}
+	return s.detach.without
+}
+
+// finishDetach takes a Detaching instance out of its group.
+func (s *Server) finishDetach(g *group, i *Instance) {
+	g.instances = slices.DeleteFunc(g.instances, func(x string) bool { return x == i.ID })
+	i.Group, i.LifecycleState, i.detachedAt = "", detached, time.Time{}
+}
 
 // maxMoveIDs is the DetachInstances and AttachInstances limit.
 const maxMoveIDs = 20
@@ -109,6 +169,9 @@ func (s *Server) createOptions(form url.Values, g *group) error {
 		if id == "" && name == "" {
 			return "", nil
 		}
+		if id != "" && name != "" {
+			return "", validation("%s: specify either LaunchTemplateId or LaunchTemplateName, not both (got %s and %s)", prefix, id, name)
+		}
 		for _, t := range s.templates {
 			if (id != "" && t.ID == id) || (id == "" && t.Name == name) {
 				return t.ID, nil
@@ -156,6 +219,7 @@ func (s *Server) createOptions(form url.Values, g *group) error {
 		}
 		g.Zones = zones
 	}
+	g.TargetGroupARNs = list(form, "TargetGroupARNs.member")
 	if v := form.Get("NewInstancesProtectedFromScaleIn"); v != "" {
 		g.NewInstancesProtectedFromScaleIn, _ = strconv.ParseBool(v)
 	}
@@ -210,7 +274,7 @@ func (s *Server) detachInstances(form url.Values, _ *result) error {
 			return validation("The instance %s is not part of Auto Scaling group %s.", id, g.Name)
 		}
 		if i.LifecycleState != InService {
-			return validation("The instance %s is not in InService.", id)
+			return validation("The instance %s is not in InService or Standby.", id)
 		}
 	}
 	if decrement {
@@ -219,10 +283,10 @@ func (s *Server) detachInstances(form url.Values, _ *result) error {
 		}
 		g.desired -= int32(len(ids))
 	}
+	done := s.clock.Now().Add(s.detachDelay(g))
 	for _, id := range ids {
 		i := s.instances[id]
-		g.instances = slices.DeleteFunc(g.instances, func(x string) bool { return x == id })
-		i.Group, i.LifecycleState, i.ProtectedFromScaleIn = "", detached, false
+		i.LifecycleState, i.ProtectedFromScaleIn, i.detachedAt = detaching, false, done
 		s.activity(g, "Detaching EC2 instance: "+id, "an instance was detached in response to a user request")
 	}
 	if !decrement {

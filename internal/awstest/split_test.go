@@ -27,7 +27,7 @@ func wantValidation(t *testing.T, err error, contains string) {
 
 func TestDetachInstances(t *testing.T) {
 	ctx := context.Background()
-	s, _, c := newEmulator(t)
+	s, clk, c := newEmulator(t)
 	ids := s.CreateGroup(awstest.GroupSpec{Name: "g", Zones: zones[:2], MinSize: 2, MaxSize: 6, InstanceType: "m5.large",
 		Instances: map[string]int{zones[0]: 2, zones[1]: 1}})
 	a0, a1, b0 := ids[zones[0]][0], ids[zones[0]][1], ids[zones[1]][0]
@@ -42,6 +42,7 @@ func TestDetachInstances(t *testing.T) {
 	if err := c.DetachInstances(ctx, "g", []string{a0}); err != nil {
 		t.Fatal(err)
 	}
+	clk.Step(s.DetachDelay("g")) // detaching is asynchronous (detach_test.go)
 	i, _ := s.Instance(a0)
 	if diff := cmp.Diff(awstest.Instance{ID: a0, Zone: zones[0], InstanceType: "m5.large", LifecycleState: "Detached", EC2State: "running"}, i,
 		cmp.FilterPath(func(p cmp.Path) bool { return p.Last().String() == ".seq" }, cmp.Ignore()), cmp.AllowUnexported(awstest.Instance{})); diff != "" {
@@ -57,6 +58,7 @@ func TestDetachInstances(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	clk.Step(s.DetachDelay("g"))
 	if got := len(s.GroupInstances("g")); got != 2 {
 		t.Errorf("%d instances after a detach without decrement, want 2 (one replacement)", got)
 	}
@@ -69,12 +71,12 @@ func TestDetachInstances(t *testing.T) {
 	if _, err := raw.TerminateInstanceInAutoScalingGroup(ctx, &autoscaling.TerminateInstanceInAutoScalingGroupInput{InstanceId: aws.String(a1), ShouldDecrementDesiredCapacity: aws.Bool(false)}); err != nil {
 		t.Fatal(err)
 	}
-	wantValidation(t, c.DetachInstances(ctx, "g", []string{a1}), "not in InService")
+	wantValidation(t, c.DetachInstances(ctx, "g", []string{a1}), "is not in InService or Standby")
 }
 
 func TestAttachInstances(t *testing.T) {
 	ctx := context.Background()
-	s, _, c := newEmulator(t)
+	s, clk, c := newEmulator(t)
 	ids := s.CreateGroup(awstest.GroupSpec{Name: "src", Zones: zones, MaxSize: 9, InstanceType: "m5.large",
 		Instances: map[string]int{zones[0]: 3, zones[1]: 1}})
 	s.CreateGroup(awstest.GroupSpec{Name: "dst", Zones: zones[:1], MaxSize: 2, InstanceType: "m5.large", NewInstancesProtectedFromScaleIn: true})
@@ -84,6 +86,7 @@ func TestAttachInstances(t *testing.T) {
 	if err := c.DetachInstances(ctx, "src", append(slices.Clone(a), b...)); err != nil {
 		t.Fatal(err)
 	}
+	clk.Step(s.DetachDelay("src"))
 	wantValidation(t, c.AttachInstances(ctx, "dst", b), "not one of the group's zones")
 	wantValidation(t, c.AttachInstances(ctx, "dst", a), "above max value 2")
 	if err := c.AttachInstances(ctx, "dst", a[:2]); err != nil {

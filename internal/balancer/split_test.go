@@ -2,12 +2,9 @@ package balancer
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"net/http"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,6 +17,7 @@ import (
 
 	"github.com/ballast-k8s/ballast/internal/aws"
 	"github.com/ballast-k8s/ballast/internal/awstest"
+	"github.com/ballast-k8s/ballast/internal/split"
 )
 
 const nodeTemplateTag = "k8s.io/cluster-autoscaler/node-template/label/workload"
@@ -34,14 +32,18 @@ type splitWorld struct {
 	prot  []string            // protected before the split
 }
 
-func newSplitWorld(t testing.TB) *splitWorld {
+func newSplitWorld(t testing.TB, edit ...func(*awstest.GroupSpec)) *splitWorld {
 	t.Helper()
 	ctx := context.Background()
 	w := &splitWorld{clock: clocktesting.NewFakeClock(time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC))}
 	w.emu = awstest.NewServer(w.clock)
 	t.Cleanup(w.emu.Close)
-	w.ids = w.emu.CreateGroup(awstest.GroupSpec{Name: "cassandra", Zones: zones, MinSize: 3, MaxSize: 10, InstanceType: "i3.xlarge",
-		Tags: caTags(map[string]string{nodeTemplateTag: "cassandra", "team": "db"}), Instances: map[string]int{zones[0]: 4, zones[1]: 1, zones[2]: 1}})
+	spec := awstest.GroupSpec{Name: "cassandra", Zones: zones, MinSize: 3, MaxSize: 10, InstanceType: "i3.xlarge",
+		Tags: caTags(map[string]string{nodeTemplateTag: "cassandra", "team": "db"}), Instances: map[string]int{zones[0]: 4, zones[1]: 1, zones[2]: 1}}
+	for _, e := range edit {
+		e(&spec)
+	}
+	w.ids = w.emu.CreateGroup(spec)
 	w.cloud = w.client(t, nil)
 	w.prot = []string{w.ids[zones[0]][1], w.ids[zones[1]][0]}
 	slices.Sort(w.prot)
@@ -66,43 +68,12 @@ func (w *splitWorld) client(t testing.TB, hc *http.Client) *aws.Client {
 	return c
 }
 
-func (w *splitWorld) balancer(cloud Cloud, enforce string) *Balancer {
-	return New(fake.NewClientset(), cloud, record.NewFakeRecorder(1000), w.clock, Options{Selector: aws.AutoDiscovery(cluster), HeartbeatTimeout: 5 * time.Minute, Enforce: enforce}, nil)
-}
-
 func (w *splitWorld) all() []string {
 	var out []string
 	for _, z := range zones {
 		out = append(out, w.ids[z]...)
 	}
 	slices.Sort(out)
-	return out
-}
-
-// groupEnd is what a split leaves of a group.
-type groupEnd struct {
-	awstest.GroupView
-	Suspended []string
-	Hooks     []awstest.Hook
-	Instances []string // id, lifecycle state, "protected"
-}
-
-func endState(emu *awstest.Server) map[string]groupEnd {
-	out := map[string]groupEnd{}
-	for _, name := range emu.GroupNames() {
-		g, _ := emu.Group(name)
-		e := groupEnd{GroupView: g, Suspended: emu.Suspended(name), Hooks: emu.Hooks(name)}
-		slices.Sort(e.Suspended)
-		for _, i := range emu.GroupInstances(name) {
-			s := i.ID + " " + i.LifecycleState
-			if i.ProtectedFromScaleIn {
-				s += " protected"
-			}
-			e.Instances = append(e.Instances, s)
-		}
-		slices.Sort(e.Instances)
-		out[name] = e
-	}
 	return out
 }
 
@@ -123,354 +94,10 @@ func (w *splitWorld) checkNothingLost(t *testing.T) {
 	}
 }
 
-func instanceLines(ids []string, protected []string) []string {
-	var out []string
-	for _, id := range ids {
-		s := id + " InService"
-		if slices.Contains(protected, id) {
-			s += " protected"
-		}
-		out = append(out, s)
-	}
-	slices.Sort(out)
-	return out
-}
-
-func TestSplit(t *testing.T) {
-	ctx := context.Background()
-	w := newSplitWorld(t)
-	actions, err := w.balancer(w.cloud, EnforceSuspend).Split(ctx, "cassandra")
-	if err != nil {
-		t.Fatal(err)
-	}
-	hook := []awstest.Hook{{Name: HookName, Transition: aws.TransitionTerminating, DefaultResult: aws.ResultContinue, HeartbeatTimeout: 300, GlobalTimeout: 30000}}
-	zoneTags := caTags(map[string]string{nodeTemplateTag: "cassandra", "team": "db", TagSplitFrom: "cassandra"})
-	zoneGroup := func(z string, min, max int32) groupEnd {
-		return groupEnd{
-			GroupView: awstest.GroupView{Name: "cassandra-" + z, Zones: []string{z}, MinSize: min, MaxSize: max, Desired: int32(len(w.ids[z])),
-				LaunchTemplateID: "lt-cassandra", Tags: zoneTags},
-			Hooks: hook, Instances: instanceLines(w.ids[z], w.prot),
-		}
-	}
-	want := map[string]groupEnd{
-		"cassandra": {
-			GroupView: awstest.GroupView{Name: "cassandra", Zones: zones, LaunchTemplateID: "lt-cassandra",
-				Tags: map[string]string{nodeTemplateTag: "cassandra", "team": "db", TagSplitState: "done"}},
-			Suspended: []string{"AZRebalance", "Launch", "Terminate"}, Hooks: hook,
-		},
-		// min = min(ceil(3/3), n), max = max(ceil(10/3), n)
-		"cassandra-us-east-1a": zoneGroup(zones[0], 1, 4),
-		"cassandra-us-east-1b": zoneGroup(zones[1], 1, 4),
-		"cassandra-us-east-1c": zoneGroup(zones[2], 1, 4),
-	}
-	if diff := cmp.Diff(want, endState(w.emu)); diff != "" {
-		t.Errorf("end state (-want, +got):\n%s", diff)
-	}
-	w.checkNothingLost(t)
-	if c := w.emu.Counts(); c["TerminateInstanceInAutoScalingGroup"]+c["DeleteAutoScalingGroup"] != 0 {
-		t.Errorf("calls %v: a split terminates and deletes nothing", c)
-	}
-	if len(actions) == 0 {
-		t.Error("Split returned no actions")
-	}
-
-	// A second run has nothing to do, and the old group is no longer discovered.
-	w.emu.Reset()
-	if actions, err := w.balancer(w.cloud, EnforceSuspend).Split(ctx, "cassandra"); err != nil || len(actions) != 0 {
-		t.Errorf("second split: %v, %v; want nothing to do", actions, err)
-	}
-	if m := w.emu.MutatingCalls(); len(m) != 0 {
-		t.Errorf("second split made %d writes", len(m))
-	}
-	groups, err := w.cloud.DescribeGroups(ctx, aws.AutoDiscovery(cluster))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var names []string
-	for _, g := range groups {
-		names = append(names, g.Name)
-	}
-	if diff := cmp.Diff([]string{"cassandra-us-east-1a", "cassandra-us-east-1b", "cassandra-us-east-1c"}, names); diff != "" {
-		t.Errorf("groups cluster-autoscaler discovers (-want, +got):\n%s", diff)
-	}
-}
-
-// crashAfter lets n requests reach AWS and then dies: the nth request is
-// made but its answer is lost, and nothing after it leaves.
-type crashAfter struct {
-	mu      sync.Mutex
-	n, sent int
-	cancel  context.CancelFunc
-}
-
-var errCrash = errors.New("crashed")
-
-func (c *crashAfter) RoundTrip(r *http.Request) (*http.Response, error) {
-	c.mu.Lock()
-	if c.sent >= c.n {
-		c.mu.Unlock()
-		return nil, errCrash
-	}
-	c.sent++
-	last := c.sent == c.n
-	c.mu.Unlock()
-	resp, err := http.DefaultTransport.RoundTrip(r)
-	if last {
-		c.cancel()
-		if resp != nil {
-			resp.Body.Close()
-		}
-		return nil, errCrash
-	}
-	return resp, err
-}
-
-// TestSplitResumesAfterCrash crashes a split after each of its AWS calls in
-// turn, runs it again, and wants the state of a split that never crashed,
-// with every instance alive.
-func TestSplitResumesAfterCrash(t *testing.T) {
-	clean := newSplitWorld(t)
-	if _, err := clean.balancer(clean.cloud, EnforceSuspend).Split(context.Background(), "cassandra"); err != nil {
-		t.Fatal(err)
-	}
-	want := endState(clean.emu)
-	total := len(clean.emu.Calls())
-	t.Logf("a clean split makes %d calls: %v", total, clean.emu.Counts())
-	if total < 20 {
-		t.Fatalf("a clean split made %d calls; the test would prove little", total)
-	}
-	for n := 1; n <= total; n++ {
-		t.Run(fmt.Sprintf("crash after call %d", n), func(t *testing.T) {
-			w := newSplitWorld(t)
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
-			crashing := w.client(t, &http.Client{Transport: &crashAfter{n: n, cancel: cancel}})
-			if _, err := w.balancer(crashing, EnforceSuspend).Split(ctx, "cassandra"); err == nil {
-				t.Fatal("the crashed split reported success")
-			}
-			if got := len(w.emu.Calls()); got != n {
-				t.Fatalf("%d calls reached AWS, want %d", got, n)
-			}
-			// Once the split has begun writing, AWS may not replace anything
-			// until it is resumed (before that, the group is as it was).
-			if len(w.emu.MutatingCalls()) > 0 {
-				if got := w.emu.AZRebalance(); len(got) != 0 {
-					t.Errorf("AZRebalance after crash %d terminated %v", n, got)
-				}
-			}
-			if _, err := w.balancer(w.cloud, EnforceSuspend).Split(context.Background(), "cassandra"); err != nil {
-				t.Fatalf("resuming: %v", err)
-			}
-			if diff := cmp.Diff(want, endState(w.emu)); diff != "" {
-				t.Errorf("end state (-clean run, +crashed and resumed):\n%s", diff)
-			}
-			w.checkNothingLost(t)
-		})
-	}
-}
-
-func TestPlanSplitChangesNothing(t *testing.T) {
-	ctx := context.Background()
-	w := newSplitWorld(t)
-	actions, err := w.balancer(w.cloud, EnforceSuspend).PlanSplit(ctx, "cassandra")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if m := w.emu.MutatingCalls(); len(m) != 0 {
-		t.Errorf("plan made writes: %v", m)
-	}
-	var verbs []string
-	for _, a := range actions {
-		verbs = append(verbs, a.Target+" "+a.Verb)
-	}
-	// The dry run lists what the split then does, call for call.
-	if _, err := w.balancer(w.cloud, EnforceSuspend).Split(ctx, "cassandra"); err != nil {
-		t.Fatal(err)
-	}
-	var made []string
-	for _, c := range w.emu.MutatingCalls() {
-		target := c.Params.Get("AutoScalingGroupName")
-		if target == "" {
-			target = c.Params.Get("Tags.member.1.ResourceId")
-		}
-		made = append(made, "asg/"+target+" "+c.Action)
-	}
-	if diff := cmp.Diff(verbs, made); diff != "" {
-		t.Errorf("planned steps (-plan, +made):\n%s", diff)
-	}
-}
-
-// TestSplitMixedInstancesAndSubnets: a mixed instances policy group in
-// subnets gets per-zone copies of the policy and its zone's subnets.
-func TestSplitMixedInstancesAndSubnets(t *testing.T) {
-	ctx := context.Background()
-	w := &splitWorld{clock: clocktesting.NewFakeClock(time.Now())}
-	w.emu = awstest.NewServer(w.clock)
-	t.Cleanup(w.emu.Close)
-	for i, z := range zones {
-		w.emu.AddSubnet(fmt.Sprintf("subnet-%d1", i), z)
-		w.emu.AddSubnet(fmt.Sprintf("subnet-%d2", i), z)
-	}
-	w.ids = w.emu.CreateGroup(awstest.GroupSpec{Name: "spot", Zones: zones[:2], Subnets: []string{"subnet-01", "subnet-11", "subnet-02", "subnet-12"},
-		MaxSize: 5, InstanceType: "m5.large", OverrideTypes: []string{"m5.large", "m5a.large"}, Tags: caTags(nil), Instances: map[string]int{zones[0]: 2, zones[1]: 1}})
-	w.cloud = w.client(t, nil)
-	if _, err := w.balancer(w.cloud, EnforceSuspend).Split(ctx, "spot"); err != nil {
-		t.Fatal(err)
-	}
-	for i, z := range zones[:2] {
-		g, ok := w.emu.Group("spot-" + z)
-		if !ok {
-			t.Fatalf("no group spot-%s", z)
-		}
-		want := awstest.GroupView{Name: "spot-" + z, Zones: []string{z}, Subnets: []string{fmt.Sprintf("subnet-%d1", i), fmt.Sprintf("subnet-%d2", i)},
-			MinSize: 0, MaxSize: max(3, int32(len(w.ids[z]))), Desired: int32(len(w.ids[z])), LaunchTemplateID: "lt-spot",
-			OverrideTypes: []string{"m5.large", "m5a.large"}, Tags: caTags(map[string]string{TagSplitFrom: "spot"})}
-		if diff := cmp.Diff(want, g); diff != "" {
-			t.Errorf("spot-%s (-want, +got):\n%s", z, diff)
-		}
-	}
-}
-
-// TestSplitWaitsForHeldInstance: an instance AWS is terminating (held by a
-// hook) cannot be detached; the split moves the rest, does not empty the old
-// group, and finishes once the instance is gone.
-func TestSplitWaitsForHeldInstance(t *testing.T) {
-	ctx := context.Background()
-	w := newSplitWorld(t)
-	held := w.emu.AZRebalance() // the zone recovered before anyone suspended AZRebalance
-	if len(held) == 0 {
-		t.Fatal("AZRebalance terminated nothing")
-	}
-	b := w.balancer(w.cloud, EnforceSuspend)
-	_, err := b.Split(ctx, "cassandra")
-	if err == nil || !strings.Contains(err.Error(), held[0]+" is Terminating:Wait") {
-		t.Fatalf("error %v, want one naming the held instance %s", err, held[0])
-	}
-	if g, _ := w.emu.Group("cassandra"); g.MaxSize == 0 || g.Tags[TagSplitState] == "done" {
-		t.Errorf("old group emptied for good (%+v) while an instance is still in it", g)
-	}
-	for _, id := range held {
-		if err := w.cloud.CompleteLifecycleAction(ctx, "cassandra", HookName, id, aws.ResultContinue); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if _, err := b.Split(ctx, "cassandra"); err != nil {
-		t.Fatal(err)
-	}
-	if g, _ := w.emu.Group("cassandra"); g.MaxSize != 0 || g.Tags[TagSplitState] != "done" || len(w.emu.GroupInstances("cassandra")) != 0 {
-		t.Errorf("old group %+v with %d instances, want empty and done", g, len(w.emu.GroupInstances("cassandra")))
-	}
-	for _, i := range w.emu.AllInstances() {
-		if slices.Contains(held, i.ID) {
-			continue
-		}
-		if i.EC2State != "running" || i.Group != ZoneGroupName("cassandra", i.Zone) {
-			t.Errorf("instance %s is %s in %q", i.ID, i.EC2State, i.Group)
-		}
-	}
-}
-
-// TestSplitBatchesFitTheStateTag: batches are cut so that the state tag
-// stays within 256 characters and each call within 20 instances.
-func TestSplitBatchesFitTheStateTag(t *testing.T) {
-	ctx := context.Background()
-	clk := clocktesting.NewFakeClock(time.Now())
-	emu := awstest.NewServer(clk)
-	t.Cleanup(emu.Close)
-	long := []string{"us-west-2-lax-1a", "us-west-2-lax-1b"}
-	emu.CreateGroup(awstest.GroupSpec{Name: "big", Zones: long, MaxSize: 60, InstanceType: "m5.large", Tags: caTags(nil),
-		Instances: map[string]int{long[0]: 25, long[1]: 3}})
-	cloud, err := aws.New(ctx, emu.ClientOptions())
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := New(fake.NewClientset(), cloud, record.NewFakeRecorder(100), clk, Options{Selector: aws.AutoDiscovery(cluster)}, nil)
-	if _, err := b.Split(ctx, "big"); err != nil {
-		t.Fatal(err)
-	}
-	batches := 0
-	for _, c := range emu.Calls() {
-		switch c.Action {
-		case "CreateOrUpdateTags":
-			if v := c.Params.Get("Tags.member.1.Value"); strings.HasPrefix(v, "move ") {
-				batches++
-			}
-		case "DetachInstances", "AttachInstances":
-			if n := len(strings.Split(strings.Join(paramsWithPrefix(c.Params, "InstanceIds.member."), ","), ",")); n > aws.MaxMoveBatch {
-				t.Errorf("%s with %d instances", c.Action, n)
-			}
-		}
-	}
-	if batches < 3 { // 25 instances do not fit in one tag value
-		t.Errorf("%d batches, want at least 3", batches)
-	}
-	if n := len(emu.GroupInstances("big-" + long[0])); n != 25 {
-		t.Errorf("%d instances moved to big-%s, want 25", n, long[0])
-	}
-}
-
-func paramsWithPrefix(p map[string][]string, prefix string) []string {
-	var out []string
-	for k, v := range p {
-		if strings.HasPrefix(k, prefix) {
-			out = append(out, v...)
-		}
-	}
-	return out
-}
-
-// TestSplitSurvivesCapacityShortage is incident 7 again, with and without the
-// split: a zone runs short, the groups scale out elsewhere, the zone
-// recovers, and AZRebalance runs. The multi-zone group loses instances; the
-// per-zone groups lose none, though AZRebalance is not suspended on them.
-func TestSplitSurvivesCapacityShortage(t *testing.T) {
-	ctx := context.Background()
-	scenario := func(t *testing.T, split bool) []string {
-		w := newSplitWorld(t)
-		groups := []string{"cassandra"}
-		if split {
-			if _, err := w.balancer(w.cloud, EnforceSuspend).Split(ctx, "cassandra"); err != nil {
-				t.Fatal(err)
-			}
-			groups = nil
-			for _, z := range zones {
-				groups = append(groups, ZoneGroupName("cassandra", z))
-				if s := w.emu.Suspended(ZoneGroupName("cassandra", z)); len(s) != 0 {
-					t.Fatalf("%s has %v suspended; the test would prove nothing", ZoneGroupName("cassandra", z), s)
-				}
-			}
-		}
-		w.emu.RefuseLaunches(zones[1], true)
-		for _, g := range groups { // cluster-autoscaler asks every group for 2 more
-			v, _ := w.emu.Group(g)
-			if err := w.cloud.UpdateGroupSize(ctx, g, aws.Sizes{Max: ptr(v.MaxSize + 2), Desired: ptr(v.Desired + 2)}); err != nil {
-				t.Fatal(err)
-			}
-		}
-		w.emu.RefuseLaunches(zones[1], false)
-		terminated := w.emu.AZRebalance()
-		for _, id := range w.all() {
-			if i, _ := w.emu.Instance(id); i.EC2State != "running" && !slices.Contains(terminated, id) {
-				t.Errorf("instance %s is %s", id, i.EC2State)
-			}
-		}
-		return terminated
-	}
-	t.Run("multi-zone group", func(t *testing.T) {
-		if got := scenario(t, false); len(got) == 0 {
-			t.Error("AZRebalance terminated nothing in the multi-zone group; the scenario does not reproduce the incident")
-		}
-	})
-	t.Run("one group per zone", func(t *testing.T) {
-		if got := scenario(t, true); len(got) != 0 {
-			t.Errorf("AZRebalance terminated %v after the split", got)
-		}
-	})
-}
-
-// TestReconcileEnforcesSplit: with --enforce=split one loop splits the group
-// and protects the node of a bound local volume in its new group; the next
-// loop changes nothing; Plan lists the split without making it.
+// TestReconcileEnforcesSplit: with --enforce=split the loops split the group,
+// a pass each, without failing while instances detach, and protect the node
+// of a bound local volume in its new group; then the loop changes nothing.
+// Plan lists the next pass without making it.
 func TestReconcileEnforcesSplit(t *testing.T) {
 	ctx := context.Background()
 	w := newSplitWorld(t)
@@ -490,47 +117,63 @@ func TestReconcileEnforcesSplit(t *testing.T) {
 	for _, a := range actions {
 		planned[a.Verb]++
 	}
-	if planned["CreateAutoScalingGroup"] != 3 || planned["DetachInstances"] != 3 || planned["AttachInstances"] != 3 {
-		t.Errorf("plan %v, want 3 groups created and 3 batches moved", planned)
+	if planned["CreateAutoScalingGroup"] != 3 || planned["DetachInstances"] != 1 {
+		t.Errorf("plan %v, want 3 groups created and the first batch detached", planned)
 	}
 
-	if err := b.Reconcile(ctx); err != nil {
-		t.Fatal(err)
+	for loop := 0; ; loop++ {
+		if err := b.Reconcile(ctx); err != nil {
+			t.Fatalf("loop %d: %v", loop, err)
+		}
+		if g, _ := w.emu.Group("cassandra"); g.Tags[split.TagState] == split.StateDone {
+			break
+		}
+		if loop > 50 {
+			t.Fatal("the split did not finish")
+		}
+		w.clock.Step(30 * time.Second)
 	}
 	zg := ZoneGroupName("cassandra", zones[0])
 	i, _ := w.emu.Instance(a0)
 	if i.Group != zg || !i.ProtectedFromScaleIn {
 		t.Errorf("instance of cass-a-0: group %q protected %t, want protected in %s", i.Group, i.ProtectedFromScaleIn, zg)
 	}
-	if g, _ := w.emu.Group("cassandra"); g.Tags[TagSplitState] != splitDone {
-		t.Errorf("old group state %q, want done", g.Tags[TagSplitState])
-	}
+	w.checkNothingLost(t)
 	w.emu.Reset()
 	if err := b.Reconcile(ctx); err != nil {
 		t.Fatal(err)
 	}
 	for _, c := range w.emu.MutatingCalls() {
-		t.Errorf("second loop made %s on %s", c.Action, c.Params.Get("AutoScalingGroupName"))
+		t.Errorf("loop after the split made %s on %s", c.Action, c.Params.Get("AutoScalingGroupName"))
 	}
 }
 
-func TestSplitRefusesSingleZoneAndForeignGroups(t *testing.T) {
+// TestReconcileWaitsForSplitCommand: while `az-balancer split` holds the
+// group, the loop makes no split step, says so in an event, and does not fail.
+func TestReconcileWaitsForSplitCommand(t *testing.T) {
 	ctx := context.Background()
 	w := newSplitWorld(t)
-	w.emu.CreateGroup(awstest.GroupSpec{Name: "one", Zones: zones[:1], MaxSize: 1, InstanceType: "m5.large"})
-	b := w.balancer(w.cloud, EnforceSuspend)
-	if _, err := b.Split(ctx, "one"); err == nil || !strings.Contains(err.Error(), "nothing to split") {
-		t.Errorf("error %v, want nothing to split", err)
+	cli := split.New(w.cloud, w.clock, split.Options{Selector: aws.AutoDiscovery(cluster), Owner: "az-balancer-split@laptop/1"})
+	if _, err := cli.Pass(ctx, "cassandra"); err != nil {
+		t.Fatal(err)
 	}
-	if _, err := b.Split(ctx, "missing"); err == nil || !strings.Contains(err.Error(), "not found") {
-		t.Errorf("error %v, want not found", err)
+	events := record.NewFakeRecorder(100)
+	b := New(fake.NewClientset(), w.cloud, events, w.clock, Options{Selector: aws.AutoDiscovery(cluster), HeartbeatTimeout: 5 * time.Minute, Enforce: EnforceSplit}, nil)
+	w.emu.Reset()
+	if err := b.Reconcile(ctx); err != nil {
+		t.Fatalf("the loop failed while the split command holds the group: %v", err)
 	}
-	// A group by the name of a zone group that the split did not make is never adopted.
-	w.emu.CreateGroup(awstest.GroupSpec{Name: ZoneGroupName("cassandra", zones[2]), Zones: zones[2:], MaxSize: 1, InstanceType: "m5.large"})
-	if _, err := b.Split(ctx, "cassandra"); err == nil || !strings.Contains(err.Error(), "was not split from cassandra") {
-		t.Errorf("error %v, want a refusal to adopt", err)
+	for _, c := range w.emu.MutatingCalls() {
+		if c.Action != "SuspendProcesses" { // the loop's own AZRebalance suspension
+			t.Errorf("the loop made %s while the split command holds the group", c.Action)
+		}
 	}
-	if m := w.emu.MutatingCalls(); len(m) != 0 {
-		t.Errorf("refused splits made %d writes", len(m))
+	close(events.Events)
+	found := false
+	for e := range events.Events {
+		found = found || (strings.Contains(e, ReasonSplitBlocked) && strings.Contains(e, "held by az-balancer-split@laptop/1"))
+	}
+	if !found {
+		t.Error("no SplitBlocked event naming the split command")
 	}
 }

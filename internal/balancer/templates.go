@@ -112,10 +112,19 @@ func (b *Balancer) publish(ctx context.Context, inv *inventory, w *warnings) err
 			}
 		}
 	}
+	// A type EC2 does not know cannot be launched: its group is left out of
+	// the list (reported), and spoils no other group's template.
+	unknown := map[string]bool{}
 	if len(want) > 0 {
 		got, err := b.cloud.DescribeInstanceTypes(ctx, want)
 		if err != nil {
 			w.warn(ReasonTemplateIncomplete, "Cannot describe instance types %v: %v", want, err)
+		}
+		var ue *aws.UnknownInstanceTypesError
+		if errors.As(err, &ue) {
+			for _, n := range ue.Names {
+				unknown[n] = true
+			}
 		}
 		for _, t := range got {
 			b.types[t.Name] = t
@@ -132,6 +141,12 @@ func (b *Balancer) publish(ctx context.Context, inv *inventory, w *warnings) err
 			it = &t
 		}
 		ng := template(g, it, ids, w)
+		_, cpu := ng.Allocatable[v1.ResourceCPU]
+		_, mem := ng.Allocatable[v1.ResourceMemory]
+		if t := typeOf[g.Name]; unknown[t] && (!cpu || !mem) {
+			w.warn(ReasonTemplateIncomplete, "No template for group %s: EC2 does not know its instance type %s", g.Name, t)
+			continue
+		}
 		if _, cpu := ng.Allocatable[v1.ResourceCPU]; !cpu {
 			w.warn(ReasonTemplateIncomplete, "No template for group %s: its instance type is unknown and no node-template tags give cpu", g.Name)
 			complete = false

@@ -1,0 +1,682 @@
+// Package split splits a multi-zone Auto Scaling group G into one group per
+// zone (DESIGN "One ASG per zone"), moving its instances without terminating
+// any.
+//
+// For every zone z of G it creates the group G-z from G's launch template or
+// mixed instances policy, tags (cluster-autoscaler's discovery and
+// node-template tags included) and lifecycle hooks, then moves G's instances
+// there with DetachInstances (decrementing G's desired capacity) and
+// AttachInstances, and sets the scale-in protection again where an instance
+// had it (AWS drops it on detach). G is left empty, min=max=desired=0,
+// without its discovery tags so that cluster-autoscaler forgets it, and with
+// Launch, Terminate and AZRebalance suspended; it is not deleted.
+//
+// Sizes, with n zones and G's original min and max:
+//
+//	max(G-z) = max(ceil(max/n), instances in z)  the zone's share of max, raised so every instance fits
+//	min(G-z) = min(ceil(min/n), instances in z)  the zone's share of min, never more than it runs,
+//	                                             so setting it launches nothing (0 in an empty zone)
+//
+// A split is a sequence of passes; each pass reads AWS and makes the steps
+// that are due, so a split resumes from any crash. Progress lives in AWS
+// only: the tag TagState on G says "started", "move <zone> <id>[*] ..." (the
+// batch in flight, * marking instances that were protected) or "done";
+// TagSizes keeps G's original min and max; the per-zone groups carry TagFrom.
+//
+// Detaching is asynchronous in AWS: an instance stays in G as Detaching (for
+// the deregistration delay of G's target groups, 300 s by default) before it
+// can be attached elsewhere. So one batch is in flight at a time, and it stays
+// recorded until every instance of it is attached to its zone's group (or no
+// longer runs): a pass that finds one still detaching waits, and the next
+// batch is recorded only after. No instance is ever detached without its
+// batch being on record.
+//
+// Two splitters never run passes over the same group at once: see lock.go.
+package split
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"k8s.io/klog/v2"
+	"k8s.io/utils/clock"
+	"k8s.io/utils/ptr"
+
+	"github.com/ballast-k8s/ballast/internal/aws"
+)
+
+const (
+	// TagState records the progress of a split on the split group.
+	TagState = "ballast.k8s.io/split-state"
+	// TagSizes records the split group's original min and max.
+	TagSizes = "ballast.k8s.io/split-sizes"
+	// TagFrom names, on a per-zone group, the group it was split from.
+	TagFrom = "ballast.k8s.io/split-from"
+
+	// StateDone is TagState of a finished split.
+	StateDone = "done"
+
+	stateStarted  = "started"
+	stateMove     = "move"
+	maxTagValue   = 256 // Auto Scaling tag values
+	caTagPrefix   = "k8s.io/cluster-autoscaler/"
+	protectedMark = "*"
+)
+
+// suspended keep AWS from replacing or removing capacity of the group being
+// emptied: no launch to replace a detached instance, no termination, no
+// rebalancing towards the zones already moved.
+var suspended = []string{aws.ProcessAZRebalance, "Launch", "Terminate"}
+
+// Cloud is what splitting needs of AWS; *aws.Client implements it.
+type Cloud interface {
+	DescribeGroups(ctx context.Context, sel aws.Selector) ([]aws.Group, error)
+	DescribeInstances(ctx context.Context, ids []string) ([]aws.Instance, error)
+	DescribeLifecycleHooks(ctx context.Context, group string) ([]aws.Hook, error)
+
+	SuspendProcesses(ctx context.Context, group string, processes ...string) error
+	SetInstanceProtection(ctx context.Context, group string, ids []string, protected bool) error
+	PutLifecycleHook(ctx context.Context, h aws.Hook) error
+	CreateZoneGroup(ctx context.Context, zg aws.ZoneGroup) error
+	UpdateGroupSize(ctx context.Context, group string, s aws.Sizes) error
+	DetachInstances(ctx context.Context, group string, ids []string) error
+	AttachInstances(ctx context.Context, group string, ids []string) error
+	SetGroupTags(ctx context.Context, group string, tags map[string]string) error
+	DeleteGroupTags(ctx context.Context, group string, keys []string) error
+}
+
+var _ Cloud = (*aws.Client)(nil)
+
+// ZoneGroupName is the name of the group of zone split from group.
+func ZoneGroupName(group, zone string) string { return group + "-" + zone }
+
+// IsDone reports whether g is the empty remainder of a finished split.
+func IsDone(g *aws.Group) bool { return g.Tags[TagState] == StateDone }
+
+// Step is one AWS write of a split.
+type Step struct {
+	Target string // "asg/<name>"
+	Verb   string // the Auto Scaling action
+	Detail string
+}
+
+// Result is what one pass did or would do.
+type Result struct {
+	Steps []Step
+	// Waiting says what keeps the split from finishing now (instances
+	// detaching or not InService, the lock settling); run another pass later.
+	Waiting []string
+	// Done is set once the split is finished.
+	Done bool
+}
+
+// Options configure a Splitter.
+type Options struct {
+	// Selector is how the group is discovered; its tag keys are removed
+	// from the emptied group along with cluster-autoscaler's.
+	Selector aws.Selector
+	// Owner names this splitter in the lock; unique per process.
+	Owner string
+	// LockDuration and LockSettle default to DefaultLockDuration and DefaultLockSettle.
+	LockDuration, LockSettle time.Duration
+}
+
+// Splitter splits groups, one pass at a time.
+type Splitter struct {
+	cloud Cloud
+	clock clock.PassiveClock
+	opts  Options
+}
+
+// New builds a Splitter.
+func New(cloud Cloud, clk clock.PassiveClock, opts Options) *Splitter {
+	if opts.LockDuration <= 0 {
+		opts.LockDuration = DefaultLockDuration
+	}
+	if opts.LockSettle <= 0 {
+		opts.LockSettle = DefaultLockSettle
+	}
+	opts.Owner = ownerName(opts.Owner)
+	return &Splitter{cloud: cloud, clock: clk, opts: opts}
+}
+
+// step is a Step and the call that makes it.
+type step struct {
+	Step
+	do func(context.Context, Cloud) error
+}
+
+// Pass makes the steps of the split of group that are due now. Run it again
+// while the result is not Done: after a failure it carries on where the last
+// pass stopped. It returns an error wrapping ErrLocked when another splitter
+// holds the group.
+func (s *Splitter) Pass(ctx context.Context, group string) (Result, error) {
+	logger := klog.FromContext(ctx)
+	snap, err := s.snapshot(ctx, group)
+	if err != nil {
+		return Result{}, err
+	}
+	for _, id := range sortedKeys(snap.ec2State) {
+		if gone(snap.ec2State[id]) {
+			logger.Info("Warning: an instance of the split's batch in flight was terminated; nothing to move", "group", group, "instance", id)
+		}
+	}
+	plan, err := steps(snap, s.opts.Selector)
+	if err != nil {
+		return Result{}, err
+	}
+	var res Result
+	var until time.Time
+	if !IsDone(&snap.old) {
+		pre, held, err := s.lock(snap)
+		if err != nil {
+			return Result{}, err
+		}
+		if !held.ok {
+			return s.run(ctx, group, pre, time.Time{}, Result{Waiting: []string{held.why}})
+		}
+		plan.steps, until = append(pre, plan.steps...), held.until
+	}
+	res.Waiting, res.Done = plan.waiting, plan.done
+	return s.run(ctx, group, plan.steps, until, res)
+}
+
+// run makes the steps in order and stops at the first failure, or before a
+// step when the lock held until `until` (if set) is about to run out.
+func (s *Splitter) run(ctx context.Context, group string, todo []step, until time.Time, res Result) (Result, error) {
+	logger := klog.FromContext(ctx)
+	for _, st := range todo {
+		if !until.IsZero() && !s.clock.Now().Before(until.Add(-s.opts.LockSettle)) {
+			res.Done = false
+			return res, fmt.Errorf("splitting %s: the split lock runs out at %s; stopped before %s %s", group, until.UTC().Format(time.RFC3339), st.Target, st.Verb)
+		}
+		if err := st.do(ctx, s.cloud); err != nil {
+			res.Done = false
+			return res, fmt.Errorf("splitting %s: %s %s %s: %w", group, st.Target, st.Verb, st.Detail, err)
+		}
+		logger.Info("Split step", "group", group, "target", st.Target, "action", st.Verb, "detail", st.Detail)
+		res.Steps = append(res.Steps, st.Step)
+	}
+	return res, nil
+}
+
+// Plan returns the steps the next pass would make, as if it held the lock,
+// without making any. A lock held by another splitter is reported in Waiting.
+func (s *Splitter) Plan(ctx context.Context, group string) (Result, error) {
+	snap, err := s.snapshot(ctx, group)
+	if err != nil {
+		return Result{}, err
+	}
+	plan, err := steps(snap, s.opts.Selector)
+	if err != nil {
+		return Result{}, err
+	}
+	res := Result{Waiting: plan.waiting, Done: plan.done && len(plan.steps) == 0}
+	if l, err := parseLock(snap.old.Tags[TagLock]); err == nil && l.owner != s.opts.Owner && s.clock.Now().Before(l.until) && !plan.done {
+		res.Waiting = append(res.Waiting, lockedErr(group, l).Error())
+	}
+	for _, st := range plan.steps {
+		res.Steps = append(res.Steps, st.Step)
+	}
+	return res, nil
+}
+
+// Release removes the lock of group if this splitter holds it, so that
+// another can carry on at once.
+func (s *Splitter) Release(ctx context.Context, group string) error {
+	gs, err := s.cloud.DescribeGroups(ctx, aws.Selector{Names: []string{group}})
+	if err != nil || len(gs) == 0 {
+		return err
+	}
+	if l, err := parseLock(gs[0].Tags[TagLock]); err == nil && l.owner == s.opts.Owner {
+		return s.cloud.DeleteGroupTags(ctx, group, []string{TagLock})
+	}
+	return nil
+}
+
+// holding says whether a pass holds the lock: until when, or why not.
+type holding struct {
+	ok    bool
+	until time.Time
+	why   string
+}
+
+// lock returns the steps that keep or take the lock, and whether this pass
+// holds it; it fails with ErrLocked when another splitter does.
+func (s *Splitter) lock(snap *snapshot) (pre []step, h holding, err error) {
+	name, now := snap.old.Name, s.clock.Now()
+	claim := func(l lock) step {
+		v := l.String()
+		return step{Step{Target: "asg/" + name, Verb: "CreateOrUpdateTags", Detail: TagLock + "=" + v}, func(ctx context.Context, c Cloud) error {
+			return c.SetGroupTags(ctx, name, map[string]string{TagLock: v})
+		}}
+	}
+	v, ok := snap.old.Tags[TagLock]
+	cur, perr := parseLock(v)
+	switch {
+	case ok && perr == nil && cur.owner != s.opts.Owner && now.Before(cur.until):
+		return nil, h, lockedErr(name, cur)
+	case !ok || perr != nil || !now.Before(cur.until): // free, malformed or expired: claim it
+		l := lock{owner: s.opts.Owner, since: now, until: now.Add(s.opts.LockDuration)}
+		h.why = fmt.Sprintf("claimed the split lock; the split proceeds from %s if no other splitter claimed it since", l.since.Add(s.opts.LockSettle).UTC().Format(time.RFC3339))
+		return []step{claim(l)}, h, nil
+	case now.Before(cur.since.Add(s.opts.LockSettle)): // ours, settling
+		h.why = fmt.Sprintf("the split lock settles until %s", cur.since.Add(s.opts.LockSettle).UTC().Format(time.RFC3339))
+		return nil, h, nil
+	case cur.until.Sub(now) < s.opts.LockDuration/2: // ours: renew
+		cur.until = now.Add(s.opts.LockDuration)
+		pre = []step{claim(cur)}
+	}
+	return pre, holding{ok: true, until: cur.until}, nil
+}
+
+// snapshot is what a pass reads from AWS before deciding its steps.
+type snapshot struct {
+	old        aws.Group
+	oldHooks   []aws.Hook
+	zones      []string
+	zoneGroups map[string]*aws.Group // by zone, the per-zone groups that exist
+	zoneHooks  map[string][]aws.Hook
+	ec2State   map[string]string // instances of the batch in flight found in no group: their EC2 state, "" if unknown
+}
+
+func (s *Splitter) snapshot(ctx context.Context, group string) (*snapshot, error) {
+	groups, err := s.cloud.DescribeGroups(ctx, aws.Selector{Names: []string{group}})
+	if err != nil {
+		return nil, err
+	}
+	if len(groups) == 0 {
+		return nil, fmt.Errorf("auto scaling group %s not found", group)
+	}
+	snap := &snapshot{old: groups[0], zones: slices.Sorted(slices.Values(groups[0].Zones)),
+		zoneGroups: map[string]*aws.Group{}, zoneHooks: map[string][]aws.Hook{}, ec2State: map[string]string{}}
+	if IsDone(&snap.old) {
+		return snap, nil
+	}
+	if snap.oldHooks, err = s.cloud.DescribeLifecycleHooks(ctx, group); err != nil {
+		return nil, fmt.Errorf("describing lifecycle hooks of %s: %w", group, err)
+	}
+	names := make([]string, 0, len(snap.zones))
+	for _, z := range snap.zones {
+		names = append(names, ZoneGroupName(group, z))
+	}
+	zgs, err := s.cloud.DescribeGroups(ctx, aws.Selector{Names: names})
+	if err != nil {
+		return nil, err
+	}
+	member := map[string]bool{}
+	for _, i := range snap.old.Instances {
+		member[i.ID] = true
+	}
+	for i := range zgs {
+		zg := &zgs[i]
+		z := strings.TrimPrefix(zg.Name, group+"-")
+		if zg.Tags[TagFrom] != group {
+			return nil, fmt.Errorf("group %s exists but was not split from %s (tag %s=%q)", zg.Name, group, TagFrom, zg.Tags[TagFrom])
+		}
+		snap.zoneGroups[z] = zg
+		if snap.zoneHooks[z], err = s.cloud.DescribeLifecycleHooks(ctx, zg.Name); err != nil {
+			return nil, fmt.Errorf("describing lifecycle hooks of %s: %w", zg.Name, err)
+		}
+		for _, i := range zg.Instances {
+			member[i.ID] = true
+		}
+	}
+	// Instances of the batch in flight that are in no group are detached:
+	// attach them if they still run.
+	var loose []string
+	if _, batch, ok := parseMove(snap.old.Tags[TagState]); ok {
+		for _, m := range batch {
+			if !member[m.id] {
+				loose = append(loose, m.id)
+			}
+		}
+	}
+	if len(loose) > 0 {
+		insts, err := s.cloud.DescribeInstances(ctx, loose)
+		if err != nil {
+			return nil, err
+		}
+		for _, id := range loose {
+			snap.ec2State[id] = ""
+		}
+		for _, i := range insts {
+			snap.ec2State[i.ID] = i.State
+		}
+	}
+	return snap, nil
+}
+
+type moved struct {
+	id        string
+	protected bool
+}
+
+func formatMove(zone string, batch []moved) string {
+	var sb strings.Builder
+	sb.WriteString(stateMove + " " + zone)
+	for _, m := range batch {
+		sb.WriteString(" " + m.id)
+		if m.protected {
+			sb.WriteString(protectedMark)
+		}
+	}
+	return sb.String()
+}
+
+func parseMove(v string) (zone string, batch []moved, ok bool) {
+	f := strings.Fields(v)
+	if len(f) < 2 || f[0] != stateMove {
+		return "", nil, false
+	}
+	for _, id := range f[2:] {
+		m := moved{id: strings.TrimSuffix(id, protectedMark)}
+		m.protected = m.id != id
+		batch = append(batch, m)
+	}
+	return f[1], batch, true
+}
+
+type sizes struct{ min, max int32 }
+
+func (s sizes) String() string { return fmt.Sprintf("min=%d,max=%d", s.min, s.max) }
+
+func parseSizes(v string) (sizes, error) {
+	var s sizes
+	for _, kv := range strings.Split(v, ",") {
+		k, val, _ := strings.Cut(kv, "=")
+		n, err := strconv.ParseInt(val, 10, 32)
+		if err != nil {
+			return s, fmt.Errorf("tag %s=%q: %w", TagSizes, v, err)
+		}
+		switch k {
+		case "min":
+			s.min = int32(n)
+		case "max":
+			s.max = int32(n)
+		default:
+			return s, fmt.Errorf("tag %s=%q: unknown key %q", TagSizes, v, k)
+		}
+	}
+	return s, nil
+}
+
+// discoveryKeys are the tags by which cluster-autoscaler finds the group:
+// the selector's keys, and k8s.io/cluster-autoscaler/<word> (enabled, the
+// cluster name); node-template tags have a further slash and stay.
+func discoveryKeys(tags map[string]string, sel aws.Selector) []string {
+	var out []string
+	for _, k := range sortedKeys(tags) {
+		rest, ca := strings.CutPrefix(k, caTagPrefix)
+		if slices.Contains(sel.TagKeys, k) || (ca && rest != "" && !strings.Contains(rest, "/")) {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+func ceilDiv(a, b int32) int32 { return (a + b - 1) / b }
+
+// gone reports whether an EC2 state means the instance will never run again.
+func gone(state string) bool { return state == "terminated" || state == "shutting-down" }
+
+// plan is the outcome of steps.
+type plan struct {
+	steps   []step
+	waiting []string
+	done    bool // the split is finished, or finishes with these steps
+}
+
+// steps derives the steps of the next pass from what AWS holds.
+func steps(snap *snapshot, sel aws.Selector) (p plan, err error) {
+	old := &snap.old
+	name := old.Name
+	add := func(target, verb, detail string, do func(context.Context, Cloud) error) {
+		p.steps = append(p.steps, step{Step{Target: "asg/" + target, Verb: verb, Detail: detail}, do})
+	}
+	state := old.Tags[TagState]
+	if state == StateDone {
+		keys := discoveryKeys(old.Tags, sel)
+		for _, k := range []string{TagSizes, TagLock} {
+			if _, ok := old.Tags[k]; ok {
+				keys = append(keys, k)
+			}
+		}
+		if len(keys) > 0 {
+			add(name, "DeleteTags", strings.Join(keys, ","), func(ctx context.Context, c Cloud) error { return c.DeleteGroupTags(ctx, name, keys) })
+		}
+		p.done = true
+		return p, nil
+	}
+	if len(snap.zones) < 2 && state == "" {
+		return p, fmt.Errorf("group %s spans %d zone(s); nothing to split", name, len(snap.zones))
+	}
+
+	// 1. Before any other write, keep AWS from replacing, removing or
+	// rebalancing capacity of the group.
+	var suspend []string
+	for _, proc := range suspended {
+		if !old.Suspended(proc) {
+			suspend = append(suspend, proc)
+		}
+	}
+	if len(suspend) > 0 {
+		add(name, "SuspendProcesses", strings.Join(suspend, ","), func(ctx context.Context, c Cloud) error { return c.SuspendProcesses(ctx, name, suspend...) })
+	}
+	// 2. Record the original sizes, which the group is about to lose.
+	orig := sizes{old.MinSize, old.MaxSize}
+	if v, ok := old.Tags[TagSizes]; ok {
+		if orig, err = parseSizes(v); err != nil {
+			return p, err
+		}
+	} else {
+		tags := map[string]string{TagSizes: orig.String()}
+		if state == "" {
+			tags[TagState] = stateStarted
+		}
+		var detail []string
+		for _, k := range sortedKeys(tags) {
+			detail = append(detail, k+"="+tags[k])
+		}
+		add(name, "CreateOrUpdateTags", strings.Join(detail, " "),
+			func(ctx context.Context, c Cloud) error { return c.SetGroupTags(ctx, name, tags) })
+	}
+
+	// Detaching with a decrement may not go below the minimum size.
+	if old.MinSize > 0 {
+		add(name, "UpdateAutoScalingGroup", "min=0", func(ctx context.Context, c Cloud) error {
+			return c.UpdateGroupSize(ctx, name, aws.Sizes{Min: ptr.To(int32(0))})
+		})
+	}
+
+	// Where every instance is: the group, its zone's group, or in flight.
+	inOld := map[string]*aws.GroupInstance{}
+	count := map[string]int32{}
+	for i := range old.Instances {
+		inOld[old.Instances[i].ID] = &old.Instances[i]
+		count[old.Instances[i].Zone]++
+	}
+	inZone := map[string]*aws.GroupInstance{}
+	for z, zg := range snap.zoneGroups {
+		for i := range zg.Instances {
+			inZone[zg.Instances[i].ID] = &zg.Instances[i]
+			count[z]++
+		}
+	}
+	flightZone, flight, inFlight := parseMove(state)
+	for _, m := range flight {
+		if inOld[m.id] == nil && inZone[m.id] == nil && !gone(snap.ec2State[m.id]) {
+			count[flightZone]++ // detached, on its way to its zone's group
+		}
+	}
+
+	n := int32(len(snap.zones))
+	maxZ := func(z string) int32 { return max(ceilDiv(orig.max, n), count[z]) }
+	minZ := func(z string) int32 { return min(ceilDiv(orig.min, n), count[z]) }
+
+	// 3. One group per zone, hooked from the start; room for every instance.
+	tags := map[string]string{TagFrom: name}
+	for k, v := range old.Tags {
+		if k != TagState && k != TagSizes && k != TagLock && !strings.HasPrefix(k, "aws:") {
+			tags[k] = v
+		}
+	}
+	for _, z := range snap.zones {
+		zname := ZoneGroupName(name, z)
+		zg := snap.zoneGroups[z]
+		if zg == nil {
+			spec := aws.ZoneGroup{Source: name, Name: zname, Zone: z, MaxSize: maxZ(z), Tags: tags, Hooks: snap.oldHooks}
+			add(zname, "CreateAutoScalingGroup", fmt.Sprintf("zone=%s min=0 max=%d hooks=%d tags=%d", z, spec.MaxSize, len(spec.Hooks), len(tags)),
+				func(ctx context.Context, c Cloud) error { return c.CreateZoneGroup(ctx, spec) })
+			continue
+		}
+		for _, h := range snap.oldHooks {
+			if !slices.ContainsFunc(snap.zoneHooks[z], func(x aws.Hook) bool {
+				return x.Name == h.Name && x.Transition == h.Transition && x.HeartbeatTimeout == h.HeartbeatTimeout && x.DefaultResult == h.DefaultResult
+			}) {
+				h.Group = zname
+				add(zname, "PutLifecycleHook", h.Name+" "+h.Transition, func(ctx context.Context, c Cloud) error { return c.PutLifecycleHook(ctx, h) })
+			}
+		}
+		if m := maxZ(z); zg.MaxSize < m {
+			add(zname, "UpdateAutoScalingGroup", fmt.Sprintf("max=%d", m), func(ctx context.Context, c Cloud) error {
+				return c.UpdateGroupSize(ctx, zname, aws.Sizes{Max: ptr.To(m)})
+			})
+		}
+	}
+
+	detach := func(ids []string) {
+		add(name, "DetachInstances", strings.Join(ids, ","), func(ctx context.Context, c Cloud) error { return c.DetachInstances(ctx, name, ids) })
+	}
+	attach := func(z string, ids, protect []string) {
+		zname := ZoneGroupName(name, z)
+		if len(ids) > 0 {
+			add(zname, "AttachInstances", strings.Join(ids, ","), func(ctx context.Context, c Cloud) error { return c.AttachInstances(ctx, zname, ids) })
+		}
+		if len(protect) > 0 {
+			add(zname, "SetInstanceProtection", "protected=true "+strings.Join(protect, ","), func(ctx context.Context, c Cloud) error {
+				return c.SetInstanceProtection(ctx, zname, protect, true)
+			})
+		}
+	}
+
+	// 4. The batch on record: every instance of it must reach its zone's
+	// group before another batch is recorded over it.
+	handled := map[string]bool{}
+	if inFlight {
+		var toDetach, toAttach, protect []string
+		for _, m := range flight {
+			handled[m.id] = true
+			switch i := inOld[m.id]; {
+			case i != nil && i.LifecycleState == "InService": // recorded, not yet detached
+				toDetach = append(toDetach, m.id)
+			case i != nil:
+				p.waiting = append(p.waiting, fmt.Sprintf("instance %s of the batch in flight is %s in %s", m.id, i.LifecycleState, name))
+			case inZone[m.id] != nil:
+				if m.protected && !inZone[m.id].ProtectedFromScaleIn {
+					protect = append(protect, m.id)
+				}
+			case snap.ec2State[m.id] == "running":
+				toAttach = append(toAttach, m.id)
+				if m.protected {
+					protect = append(protect, m.id)
+				}
+			case gone(snap.ec2State[m.id]): // terminated by someone else while detached: nothing to move
+			case snap.ec2State[m.id] == "":
+				// Never taken as proof that it is gone: the batch stays on
+				// record until EC2 says where the instance is.
+				p.waiting = append(p.waiting, fmt.Sprintf("instance %s of the batch in flight is in no group and unknown to EC2", m.id))
+			default:
+				p.waiting = append(p.waiting, fmt.Sprintf("instance %s of the batch in flight is in no group and %s; it is attached once running", m.id, snap.ec2State[m.id]))
+			}
+		}
+		if len(toDetach) > 0 {
+			detach(toDetach)
+			p.waiting = append(p.waiting, fmt.Sprintf("instances %s are detaching from %s", strings.Join(toDetach, ","), name))
+		}
+		attach(flightZone, toAttach, protect)
+		if len(p.waiting) > 0 {
+			return p, nil // the batch stays on record until it is attached
+		}
+	}
+
+	// 5. The next batch, cut to fit in the state tag and one call: record
+	// it, then detach it; it is attached by a later pass, once detached.
+	var blocked []string
+	for _, z := range snap.zones {
+		var batch []moved
+		for _, i := range old.Instances {
+			if i.Zone != z || handled[i.ID] {
+				continue
+			}
+			if i.LifecycleState != "InService" {
+				blocked = append(blocked, fmt.Sprintf("instance %s is %s in %s", i.ID, i.LifecycleState, name))
+				continue
+			}
+			next := append(slices.Clone(batch), moved{i.ID, i.ProtectedFromScaleIn})
+			if len(next) > aws.MaxMoveBatch || len(formatMove(z, next)) > maxTagValue {
+				break
+			}
+			batch = next
+		}
+		if len(batch) == 0 {
+			continue
+		}
+		value := formatMove(z, batch)
+		add(name, "CreateOrUpdateTags", TagState+"="+value, func(ctx context.Context, c Cloud) error {
+			return c.SetGroupTags(ctx, name, map[string]string{TagState: value})
+		})
+		var ids []string
+		for _, m := range batch {
+			ids = append(ids, m.id)
+		}
+		detach(ids)
+		p.waiting = append(p.waiting, fmt.Sprintf("instances %s are detaching from %s", strings.Join(ids, ","), name))
+		return p, nil
+	}
+	if len(blocked) > 0 {
+		p.waiting = append(p.waiting, blocked...)
+		return p, nil
+	}
+
+	// 6. Per-zone minimums, now that the instances are there.
+	for _, z := range snap.zones {
+		zname := ZoneGroupName(name, z)
+		have := int32(0)
+		if zg := snap.zoneGroups[z]; zg != nil {
+			have = zg.MinSize
+		}
+		if m := minZ(z); m != have {
+			add(zname, "UpdateAutoScalingGroup", fmt.Sprintf("min=%d", m), func(ctx context.Context, c Cloud) error {
+				return c.UpdateGroupSize(ctx, zname, aws.Sizes{Min: ptr.To(m)})
+			})
+		}
+	}
+
+	// 7. Empty the old group for good and let cluster-autoscaler forget it.
+	if old.MinSize != 0 || old.MaxSize != 0 || old.DesiredCapacity != 0 {
+		add(name, "UpdateAutoScalingGroup", "min=0 max=0 desired=0", func(ctx context.Context, c Cloud) error {
+			return c.UpdateGroupSize(ctx, name, aws.Sizes{Min: ptr.To(int32(0)), Max: ptr.To(int32(0)), Desired: ptr.To(int32(0))})
+		})
+	}
+	add(name, "CreateOrUpdateTags", TagState+"="+StateDone, func(ctx context.Context, c Cloud) error {
+		return c.SetGroupTags(ctx, name, map[string]string{TagState: StateDone})
+	})
+	keys := append(discoveryKeys(old.Tags, sel), TagSizes, TagLock)
+	add(name, "DeleteTags", strings.Join(keys, ","), func(ctx context.Context, c Cloud) error { return c.DeleteGroupTags(ctx, name, keys) })
+	p.done = true
+	return p, nil
+}
