@@ -2,6 +2,7 @@ package deploy_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"go/ast"
 	"go/parser"
 	"go/token"
@@ -24,13 +25,23 @@ const awsPackageDir = "../internal/aws"
 // client interface (autoscaling.XAPIClient): the calls the balancer can make.
 func awsInterfaceActions(t *testing.T) []string {
 	t.Helper()
+	return sortedKeys(awsActionsByInterface(t, func(string) bool { return true }))
+}
+
+// awsActionsByInterface is awsInterfaceActions of the interfaces whose name keep accepts.
+func awsActionsByInterface(t *testing.T, keep func(iface string) bool) map[string]bool {
+	t.Helper()
 	files := parseAWSPackage(t)
 	set := map[string]bool{}
 	for _, f := range files {
 		services := sdkImports(f)
 		ast.Inspect(f, func(n ast.Node) bool {
-			it, ok := n.(*ast.InterfaceType)
+			ts, ok := n.(*ast.TypeSpec)
 			if !ok {
+				return true
+			}
+			it, ok := ts.Type.(*ast.InterfaceType)
+			if !ok || !keep(ts.Name.Name) {
 				return true
 			}
 			for _, m := range it.Methods.List {
@@ -62,8 +73,12 @@ func awsInterfaceActions(t *testing.T) []string {
 			return true
 		})
 	}
-	return sortedKeys(set)
+	return set
 }
+
+// isSplit tells the interfaces of split.go (splitAutoScalingAPI, splitEC2API),
+// whose calls only `split` and `run --enforce=split` make, from the others.
+func isSplit(iface string) bool { return strings.HasPrefix(iface, "split") }
 
 // awsCalledActions finds the calls internal/aws makes on its SDK clients:
 // c.asg.Op(ctx, ...), c.ec2.Op(ctx, ...), and paginators svc.NewOpPaginator(c.asg, ...).
@@ -114,7 +129,51 @@ func TestIAMPolicyMatchesAWSCalls(t *testing.T) {
 		t.Errorf("operations of the SDK interfaces (-) vs operations called by the client (+):\n%s", diff)
 	}
 
-	data, err := os.ReadFile("az-balancer/iam-policy.json")
+	base := awsActionsByInterface(t, func(i string) bool { return !isSplit(i) })
+	split := awsActionsByInterface(t, isSplit)
+	if len(split) == 0 {
+		t.Fatalf("found no split interfaces in %s: the parser is out of date", awsPackageDir)
+	}
+	for _, tc := range []struct {
+		file string
+		want map[string]bool
+	}{
+		{"az-balancer/iam-policy.json", withDependents(base)},
+		{"az-balancer/iam-policy-split.json", withDependents(split)},
+	} {
+		p := readPolicy(t, tc.file)
+		granted := map[string]bool{}
+		for i, s := range p.Statement {
+			for _, a := range s.Action {
+				if strings.ContainsAny(a, "*?") {
+					t.Errorf("%s statement %d (%s): wildcard action %q", tc.file, i, s.Sid, a)
+				}
+				if granted[a] {
+					t.Errorf("%s: action %s is granted twice", tc.file, a)
+				}
+				granted[a] = true
+			}
+		}
+		if diff := cmp.Diff(sortedKeys(tc.want), sortedKeys(granted)); diff != "" {
+			t.Errorf("operations the balancer calls and the actions AWS checks on their behalf (-want) vs actions %s grants (+got):\n%s", tc.file, diff)
+		}
+	}
+}
+
+func withDependents(actions map[string]bool) map[string]bool {
+	out := map[string]bool{}
+	for a := range actions {
+		out[a] = true
+		for _, d := range dependentActions[a] {
+			out[d] = true
+		}
+	}
+	return out
+}
+
+func readPolicy(t *testing.T, file string) iamPolicy {
+	t.Helper()
+	data, err := os.ReadFile(file)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,36 +181,111 @@ func TestIAMPolicyMatchesAWSCalls(t *testing.T) {
 	dec := json.NewDecoder(strings.NewReader(string(data)))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&p); err != nil {
-		t.Fatalf("iam-policy.json: %v", err)
+		t.Fatalf("%s: %v", file, err)
 	}
 	if p.Version != "2012-10-17" {
-		t.Errorf("Version = %q, want 2012-10-17 (the older version has no policy variables)", p.Version)
+		t.Errorf("%s: Version = %q, want 2012-10-17 (the older version has no policy variables)", file, p.Version)
 	}
-	granted := map[string]bool{}
 	for i, s := range p.Statement {
 		if s.Effect != "Allow" {
-			t.Errorf("statement %d (%s): Effect %q, want Allow", i, s.Sid, s.Effect)
+			t.Errorf("%s statement %d (%s): Effect %q, want Allow", file, i, s.Sid, s.Effect)
 		}
-		for _, a := range s.Action {
-			if strings.ContainsAny(a, "*?") {
-				t.Errorf("statement %d (%s): wildcard action %q", i, s.Sid, a)
+	}
+	return p
+}
+
+// Least privilege, as the Service Authorization Reference ("Actions defined
+// by Amazon EC2 Auto Scaling", "... Amazon EC2", "... IAM") allows it:
+//   - Describe* and ec2:DescribeSubnets support no resource-level
+//     permissions: they alone may be on "*".
+//   - The Auto Scaling write actions take the autoScalingGroup resource and
+//     the aws:ResourceTag/${TagKey} condition key: each is limited to the
+//     groups that carry this cluster's tag key (CLUSTER_NAME, replaced by the
+//     operator) and k8s.io/cluster-autoscaler/enabled=true, which is what
+//     the balancer's discovery manages (aws.AutoDiscovery).
+//   - CreateAutoScalingGroup has no existing resource to carry a tag: it is
+//     limited by aws:RequestTag to groups created with those tags.
+//   - ec2:RunInstances, checked on the launch template when a group is
+//     created from one, is limited to launch-template resources;
+//     ec2:CreateTags to tagging at launch (ec2:CreateAction); iam:PassRole
+//     to the node role (NODE_ROLE_NAME), passed to EC2.
+func TestIAMPoliciesLeastPrivilege(t *testing.T) {
+	const groupARN = "arn:aws:autoscaling:*:*:autoScalingGroup:*:autoScalingGroupName/*"
+	const clusterKey = "k8s.io/cluster-autoscaler/CLUSTER_NAME"
+	for _, file := range []string{"az-balancer/iam-policy.json", "az-balancer/iam-policy-split.json"} {
+		p := readPolicy(t, file)
+		for i, s := range p.Statement {
+			where := fmt.Sprintf("%s statement %d (%s)", file, i, s.Sid)
+			resources := resourcesOf(s.Resource)
+			describe := true
+			for _, a := range s.Action {
+				_, op, _ := strings.Cut(a, ":")
+				describe = describe && strings.HasPrefix(op, "Describe")
 			}
-			if granted[a] {
-				t.Errorf("action %s is granted twice", a)
+			if describe {
+				continue // no resource-level permissions exist for these
 			}
-			granted[a] = true
+			if slices.Contains(resources, "*") {
+				t.Errorf("%s: %v on Resource \"*\"", where, s.Action)
+			}
+			for _, a := range s.Action {
+				svc, op, _ := strings.Cut(a, ":")
+				switch {
+				case svc == "autoscaling" && op == "CreateAutoScalingGroup":
+					checkTagCondition(t, where, s.Condition, "aws:RequestTag/", clusterKey)
+					if !slices.Equal(resources, []string{groupARN}) {
+						t.Errorf("%s: %s on %v, want %s", where, a, resources, groupARN)
+					}
+				case svc == "autoscaling":
+					checkTagCondition(t, where, s.Condition, "aws:ResourceTag/", clusterKey)
+					if !slices.Equal(resources, []string{groupARN}) {
+						t.Errorf("%s: %s on %v, want %s", where, a, resources, groupARN)
+					}
+				case a == "ec2:RunInstances":
+					if !slices.Equal(resources, []string{"arn:aws:ec2:*:*:launch-template/*"}) {
+						t.Errorf("%s: %s on %v, want launch templates only", where, a, resources)
+					}
+				case a == "ec2:CreateTags":
+					if s.Condition["StringEquals"]["ec2:CreateAction"] != "RunInstances" {
+						t.Errorf("%s: %s without the ec2:CreateAction=RunInstances condition", where, a)
+					}
+				case a == "iam:PassRole":
+					if !slices.Equal(resources, []string{"arn:aws:iam::*:role/NODE_ROLE_NAME"}) || s.Condition["StringEquals"]["iam:PassedToService"] != "ec2.amazonaws.com" {
+						t.Errorf("%s: %s on %v with %v, want the node role passed to ec2.amazonaws.com", where, a, resources, s.Condition)
+					}
+				default:
+					t.Errorf("%s: no least-privilege rule for %s", where, a)
+				}
+			}
 		}
 	}
-	want := map[string]bool{}
-	for _, a := range declared {
-		want[a] = true
-		for _, d := range dependentActions[a] {
-			want[d] = true
+}
+
+// checkTagCondition wants the cluster's tag key present and enabled=true, under prefix.
+func checkTagCondition(t *testing.T, where string, cond map[string]map[string]any, prefix, clusterKey string) {
+	t.Helper()
+	if cond["Null"][prefix+clusterKey] != "false" {
+		t.Errorf("%s: no condition that %s%s is present (Null: false): %v", where, prefix, clusterKey, cond)
+	}
+	if cond["StringEquals"][prefix+"k8s.io/cluster-autoscaler/enabled"] != "true" {
+		t.Errorf("%s: no condition %sk8s.io/cluster-autoscaler/enabled = true: %v", where, prefix, cond)
+	}
+}
+
+func resourcesOf(r any) []string {
+	switch r := r.(type) {
+	case string:
+		return []string{r}
+	case []any:
+		var out []string
+		for _, x := range r {
+			s, _ := x.(string)
+			out = append(out, s)
 		}
+		slices.Sort(out)
+		return out
 	}
-	if diff := cmp.Diff(sortedKeys(want), sortedKeys(granted)); diff != "" {
-		t.Errorf("operations the balancer calls and the actions AWS checks on their behalf (-want) vs actions iam-policy.json grants (+got):\n%s", diff)
-	}
+	return nil
 }
 
 // dependentActions are what AWS authorizes, besides the operation itself,

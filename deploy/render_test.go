@@ -283,6 +283,14 @@ func TestAzBalancerSidecar(t *testing.T) {
 		if got := fmt.Sprintf(":%d", containerPort(c, p.probe.HTTPGet.Port)); got != args["health-probe-bind-address"] {
 			t.Errorf("%s probe port %s, want --health-probe-bind-address %s", p.name, got, args["health-probe-bind-address"])
 		}
+		// kubelet's default timeout is 1s: a loaded node must not fail the probe.
+		if p.probe.TimeoutSeconds < 3 {
+			t.Errorf("%s probe timeoutSeconds = %d, want at least 3", p.name, p.probe.TimeoutSeconds)
+		}
+	}
+	// Liveness restarts a container only after several probes, never on one slow answer.
+	if lp := c.LivenessProbe; lp != nil && (lp.FailureThreshold < 3 || lp.PeriodSeconds < 10) {
+		t.Errorf("liveness probe: failureThreshold %d every %ds, want at least 3 failures at least 10s apart", lp.FailureThreshold, lp.PeriodSeconds)
 	}
 	// The pod shares one network namespace: the sidecar's ports must not be
 	// cluster-autoscaler's (8085 by default, --address).

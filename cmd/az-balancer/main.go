@@ -129,7 +129,7 @@ func run(args []string) error {
 	serve(ctx, o.MetricsBindAddress, "/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	health := http.NewServeMux()
 	health.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
-		if err := b.Healthy(5 * o.Interval); err != nil {
+		if err := b.Healthy(o.UnhealthyAfter); err != nil { // never waits for a running loop
 			http.Error(w, err.Error(), http.StatusInternalServerError)
 			return
 		}

@@ -14,6 +14,10 @@ import (
 	"github.com/ballast-k8s/ballast/internal/balancer"
 )
 
+// DefaultUnhealthyAfter is the --unhealthy-after default: twice the default
+// heartbeat timeout, so that a loop slowed down by throttling is not killed.
+const DefaultUnhealthyAfter = 10 * time.Minute
+
 // envPrefix: every flag falls back to AZ_BALANCER_<FLAG>, e.g. AZ_BALANCER_CLUSTER_NAME.
 const envPrefix = "AZ_BALANCER_"
 
@@ -23,6 +27,7 @@ type options struct {
 	ASGNames                []string
 	Interval                time.Duration
 	HeartbeatTimeout        time.Duration
+	UnhealthyAfter          time.Duration
 	TemplateRefresh         time.Duration
 	MaxOrphanReleases       int
 	ConfigMapNamespace      string
@@ -43,7 +48,8 @@ func (o *options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.ClusterName, "cluster-name", "", "Discover the groups tagged for cluster-autoscaler's auto-discovery of this cluster (k8s.io/cluster-autoscaler/enabled and k8s.io/cluster-autoscaler/<cluster-name>).")
 	fs.StringSliceVar(&o.ASGNames, "asg-names", nil, "Manage these Auto Scaling groups instead of discovering them.")
 	fs.DurationVar(&o.Interval, "interval", 30*time.Second, "Time between two loops.")
-	fs.DurationVar(&o.HeartbeatTimeout, "lifecycle-heartbeat-timeout", 5*time.Minute, "Heartbeat timeout of the termination hook (30s to 2h); at least twice --interval.")
+	fs.DurationVar(&o.HeartbeatTimeout, "lifecycle-heartbeat-timeout", balancer.DefaultHeartbeatTimeout, "Heartbeat timeout of the termination hook (30s to 2h); at least twice --interval. Held terminations are heartbeaten every third of it, whatever the loop is doing.")
+	fs.DurationVar(&o.UnhealthyAfter, "unhealthy-after", DefaultUnhealthyAfter, "/healthz fails once the leader has gone this long without a successful loop (counted from its start until a first loop succeeds); at least twice --interval. A standby replica is healthy.")
 	fs.DurationVar(&o.TemplateRefresh, "template-refresh", time.Minute, "Longest time between two writes of the node-group ConfigMap.")
 	fs.IntVar(&o.MaxOrphanReleases, "max-orphan-releases-per-loop", balancer.DefaultMaxOrphanReleases, "Most claims of orphaned local volumes deleted in one loop (only for StorageClasses annotated "+balancer.AnnotationReleaseOrphansAfter+"); 0 releases none, orphans are then only reported.")
 	fs.StringVar(&o.ConfigMapNamespace, "configmap-namespace", nodegroups.DefaultNamespace, "Namespace of the node-group ConfigMap.")
@@ -94,6 +100,9 @@ func (o *options) Validate() error {
 		errs = append(errs, fmt.Errorf("--lifecycle-heartbeat-timeout must be between 30s and 2h, got %s", o.HeartbeatTimeout))
 	} else if o.HeartbeatTimeout < 2*o.Interval {
 		errs = append(errs, fmt.Errorf("--lifecycle-heartbeat-timeout (%s) must be at least twice --interval (%s), or held instances time out between loops", o.HeartbeatTimeout, o.Interval))
+	}
+	if o.UnhealthyAfter < 2*o.Interval {
+		errs = append(errs, fmt.Errorf("--unhealthy-after (%s) must be at least twice --interval (%s)", o.UnhealthyAfter, o.Interval))
 	}
 	if o.TemplateRefresh <= 0 {
 		errs = append(errs, errors.New("--template-refresh must be positive"))

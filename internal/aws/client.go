@@ -68,8 +68,9 @@ type Options struct {
 
 // Client talks to Auto Scaling and EC2.
 type Client struct {
-	asg autoScalingAPI
-	ec2 ec2API
+	asg    autoScalingAPI
+	ec2    ec2API
+	region string
 }
 
 // New loads the SDK's default configuration (environment, shared config, IRSA,
@@ -116,11 +117,16 @@ func New(ctx context.Context, o Options) (*Client, error) {
 		})
 	}
 	m := newMetrics(o.Registerer)
-	return newClient(
+	c := newClient(
 		&metricsAutoScaling{autoScalingAPI: autoscaling.NewFromConfig(cfg), m: m},
 		&metricsEC2{ec2API: ec2.NewFromConfig(cfg), m: m},
-	), nil
+	)
+	c.region = cfg.Region
+	return c, nil
 }
+
+// Region is the region both clients ask.
+func (c *Client) Region() string { return c.region }
 
 func newClient(asg autoScalingAPI, e ec2API) *Client { return &Client{asg: asg, ec2: e} }
 

@@ -17,6 +17,17 @@ const (
 	TransitionTerminating = "autoscaling:EC2_INSTANCE_TERMINATING"
 	// StateTerminatingWait is the lifecycle state of an instance held by a termination hook.
 	StateTerminatingWait = "Terminating:Wait"
+	// StateInService, StateEnteringStandby and StateStandby are the lifecycle
+	// states in which SetInstanceProtection accepts an instance; one in any
+	// other state fails the whole call.
+	StateInService       = "InService"
+	StateEnteringStandby = "EnteringStandby"
+	StateStandby         = "Standby"
+
+	// TagAutoDiscoveryEnabled is cluster-autoscaler's auto-discovery tag key.
+	TagAutoDiscoveryEnabled = "k8s.io/cluster-autoscaler/enabled"
+	// TagClusterPrefix + <cluster name> is its per-cluster tag key.
+	TagClusterPrefix = "k8s.io/cluster-autoscaler/"
 	// ResultContinue lets a held termination proceed. For termination hooks
 	// ABANDON terminates as well; only the launch transition tells them apart.
 	ResultContinue = "CONTINUE"
@@ -34,12 +45,23 @@ const (
 type Selector struct {
 	Names   []string
 	TagKeys []string
+	// TagValues are values some of TagKeys must have for the balancer to
+	// manage a group; a group described by its keys with another value is
+	// reported, not managed.
+	TagValues map[string]string
 }
 
 // AutoDiscovery is the selector of cluster-autoscaler's
 // --node-group-auto-discovery=asg:tag=k8s.io/cluster-autoscaler/enabled,k8s.io/cluster-autoscaler/<cluster>.
+// cluster-autoscaler matches the keys whatever their values; the balancer
+// describes the same groups but manages only those whose enabled tag is
+// "true", which is what its IAM policy's conditions allow it to change
+// (deploy/az-balancer/iam-policy.json).
 func AutoDiscovery(cluster string) Selector {
-	return Selector{TagKeys: []string{"k8s.io/cluster-autoscaler/enabled", "k8s.io/cluster-autoscaler/" + cluster}}
+	return Selector{
+		TagKeys:   []string{TagAutoDiscoveryEnabled, TagClusterPrefix + cluster},
+		TagValues: map[string]string{TagAutoDiscoveryEnabled: "true"},
+	}
 }
 
 // Group is an Auto Scaling group as the balancer sees it.

@@ -387,6 +387,14 @@ func (s *Server) setProtection(form url.Values) error {
 			return validation("The instance %s is not part of Auto Scaling group %s.", id, g.Name)
 		}
 	}
+	// One instance in another state fails the whole call (protection_test.go cites AWS).
+	for _, id := range ids {
+		switch st := s.instances[id].LifecycleState; st {
+		case InService, "EnteringStandby", "Standby":
+		default:
+			return validation("The instance %s is not in InService or EnteringStandby or Standby.", id)
+		}
+	}
 	for _, id := range ids {
 		s.instances[id].ProtectedFromScaleIn = prot
 	}

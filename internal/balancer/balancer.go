@@ -12,6 +12,7 @@ import (
 	"slices"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -46,6 +47,9 @@ const (
 
 // Cloud is what the balancer needs of AWS; *aws.Client implements it.
 type Cloud interface {
+	// Region is the region the clients ask; an instance EC2 does not know
+	// is taken for gone only in a zone of this region.
+	Region() string
 	DescribeGroups(ctx context.Context, sel aws.Selector) ([]aws.Group, error)
 	DescribeInstances(ctx context.Context, ids []string) ([]aws.Instance, error)
 	DescribeInstanceTypes(ctx context.Context, names []string) ([]aws.InstanceType, error)
@@ -77,7 +81,15 @@ type Options struct {
 	MaxOrphanReleases int
 	// Enforce is the zone policy, EnforceSuspend (default) or EnforceSplit (split.go).
 	Enforce string
+	// HeartbeatInterval is how often held terminations are heartbeaten by
+	// their own timer, whatever the loop is doing; 0 means a third of
+	// HeartbeatTimeout.
+	HeartbeatInterval time.Duration
 }
+
+// DefaultHeartbeatTimeout is the termination hook's heartbeat timeout when
+// none is given (the --lifecycle-heartbeat-timeout default).
+const DefaultHeartbeatTimeout = 5 * time.Minute
 
 // Balancer runs the loop.
 type Balancer struct {
@@ -88,13 +100,19 @@ type Balancer struct {
 	opts     Options
 	metrics  *metrics
 
-	mu          sync.Mutex
-	types       map[string]aws.InstanceType // instance types never change
-	ltTypes     map[aws.LaunchTemplateRef]cached
-	hooks       map[string]time.Time // groups known to carry our hook, when last checked
-	completed   map[string]bool      // instances whose lifecycle action we let go
-	warned      map[string]bool      // warnings already emitted
-	lastSuccess time.Time
+	mu        sync.Mutex
+	types     map[string]aws.InstanceType // instance types never change
+	ltTypes   map[aws.LaunchTemplateRef]cached
+	hooks     map[string]time.Time // groups known to carry our hook, when last checked
+	completed map[string]bool      // instances whose lifecycle action we let go
+	warned    map[string]bool      // warnings already emitted
+
+	// Health is read without the loop's lock: a probe never waits for a loop.
+	lastSuccess atomic.Int64 // unix nanoseconds of the last successful loop, 0 before
+	leading     atomic.Int64 // unix nanoseconds since Run started, 0 when not running
+
+	// held is what the heartbeat timer keeps alive between loops.
+	held heldSet
 }
 
 type cached struct {
@@ -105,7 +123,10 @@ type cached struct {
 // New builds a balancer. reg may be nil.
 func New(kube kubernetes.Interface, cloud Cloud, recorder record.EventRecorder, clk clock.WithTicker, opts Options, reg prometheus.Registerer) *Balancer {
 	if opts.HeartbeatTimeout == 0 {
-		opts.HeartbeatTimeout = 10 * time.Minute
+		opts.HeartbeatTimeout = DefaultHeartbeatTimeout
+	}
+	if opts.HeartbeatInterval <= 0 {
+		opts.HeartbeatInterval = opts.HeartbeatTimeout / 3
 	}
 	if opts.TemplateRefresh == 0 {
 		opts.TemplateRefresh = time.Minute
@@ -128,8 +149,18 @@ func New(kube kubernetes.Interface, cloud Cloud, recorder record.EventRecorder, 
 
 // Run reconciles every interval until ctx ends. Failures, throttling that
 // outlasted the SDK's retries included, are logged and retried next time.
+// Held terminations are heartbeaten by their own timer meanwhile, so that a
+// slow loop (a split, throttling) never lets them time out.
 func (b *Balancer) Run(ctx context.Context, interval time.Duration) {
 	logger := klog.FromContext(ctx)
+	b.leading.Store(b.clock.Now().UnixNano())
+	defer b.leading.Store(0)
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); b.heartbeatLoop(ctx) }()
+	defer wg.Wait()
+	defer cancel()
 	t := b.clock.NewTicker(interval)
 	defer t.Stop()
 	for {
@@ -144,14 +175,24 @@ func (b *Balancer) Run(ctx context.Context, interval time.Duration) {
 	}
 }
 
-// Healthy reports an error when no loop has succeeded within maxAge.
+// Healthy reports an error when Run has gone maxAge without a successful
+// loop, counted from its start when no loop has succeeded yet. A replica
+// that is not running (a standby waiting for the lease) is healthy. It never
+// waits for a running loop.
 func (b *Balancer) Healthy(maxAge time.Duration) error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.lastSuccess.IsZero() {
-		return nil // still starting; readiness is not liveness
+	since := b.leading.Load()
+	if since == 0 {
+		return nil
 	}
-	if age := b.clock.Since(b.lastSuccess); age > maxAge {
+	now := b.clock.Now()
+	last := b.lastSuccess.Load()
+	if last < since {
+		if age := now.Sub(time.Unix(0, since)); age > maxAge {
+			return fmt.Errorf("no loop has completed in the %s since the balancer started", age.Round(time.Second))
+		}
+		return nil
+	}
+	if age := now.Sub(time.Unix(0, last)); age > maxAge {
 		return fmt.Errorf("last successful reconcile %s ago", age.Round(time.Second))
 	}
 	return nil
@@ -178,27 +219,50 @@ func (b *Balancer) Reconcile(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("listing persistent volumes: %w", err)
 	}
-	inv := newInventory(groups, nodes.Items, pvs.Items)
 	var w warnings
+	groups = b.discovered(groups, &w)
+	inv := newInventory(groups, nodes.Items, pvs.Items)
+	// Held terminations first: nothing slow may come before their heartbeat.
+	errs := []error{b.lifecycleActions(ctx, inv)}
 	zoneErr := b.zonePolicy(ctx, inv, &w)
 	if inv.regrouped { // a split moved instances: protect them in their new groups
 		if groups, err := b.cloud.DescribeGroups(ctx, b.opts.Selector); err != nil {
 			zoneErr = errors.Join(zoneErr, err)
 		} else {
-			inv = newInventory(groups, nodes.Items, pvs.Items)
+			inv = newInventory(b.discovered(groups, nil), nodes.Items, pvs.Items)
 		}
 	}
-	errs := []error{
+	errs = append(errs,
 		zoneErr,
 		b.protect(ctx, inv),
-		b.lifecycleActions(ctx, inv),
+		b.orphans(ctx, inv),
 		b.publish(ctx, inv, &w),
-	}
+	)
 	b.emit(ctx, &w)
 	if err = errors.Join(errs...); err == nil {
-		b.lastSuccess = b.clock.Now()
+		b.lastSuccess.Store(b.clock.Now().UnixNano())
 	}
 	return err
+}
+
+// confirmed returns the inventory read again from the apiserver itself (a
+// quorum read, past the watch cache the loop's lists come from), once per
+// loop. Every step that lets an instance go or removes a protection asks it
+// first: one stale list must never be enough.
+func (b *Balancer) confirmed(ctx context.Context, inv *inventory) (*inventory, error) {
+	if inv.quorum != nil {
+		return inv.quorum, nil
+	}
+	nodes, err := b.kube.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("listing nodes again before releasing anything: %w", err)
+	}
+	pvs, err := b.kube.CoreV1().PersistentVolumes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("listing persistent volumes again before releasing anything: %w", err)
+	}
+	inv.quorum = newInventory(inv.groups, nodes.Items, pvs.Items)
+	return inv.quorum, nil
 }
 
 // inventory indexes one snapshot of groups, nodes and volumes.
@@ -212,7 +276,9 @@ type inventory struct {
 	volumes   map[string]*v1.PersistentVolume // bound local volumes by name
 	orphans   []*v1.PersistentVolume          // bound local volumes whose node is gone
 	badIDs    map[string]error                // node name -> providerID problem
+	named     map[string][]string             // instance id -> bound local volumes that record it
 	regrouped bool                            // a split moved instances after the snapshot
+	quorum    *inventory                      // the same read past the watch cache, see confirmed
 }
 
 type instanceRef struct {
@@ -224,6 +290,7 @@ func newInventory(groups []aws.Group, nodes []v1.Node, pvs []v1.PersistentVolume
 	inv := &inventory{
 		groups: groups, instances: map[string]instanceRef{}, nodeOf: map[string]*v1.Node{}, instOf: map[string]string{},
 		held: map[string][]string{}, badIDs: map[string]error{}, volumes: map[string]*v1.PersistentVolume{},
+		named: map[string][]string{},
 	}
 	for gi := range groups {
 		g := &groups[gi]
@@ -254,6 +321,9 @@ func newInventory(groups []aws.Group, nodes []v1.Node, pvs []v1.PersistentVolume
 		hosts := boundLocalHosts(pv)
 		if len(hosts) > 0 {
 			inv.volumes[pv.Name] = pv
+			if id := pv.Annotations[AnnotationInstanceID]; id != "" {
+				inv.named[id] = append(inv.named[id], pv.Name)
+			}
 		}
 		found := false
 		for _, h := range hosts {
@@ -322,7 +392,8 @@ func (b *Balancer) zonePolicy(ctx context.Context, inv *inventory, w *warnings) 
 				continue
 			}
 			klog.FromContext(ctx).Info("Suspended AZRebalance", "group", g.Name, "zones", g.Zones)
-			w.normal(ReasonSuspendedAZRebalance, "Suspended AZRebalance on Auto Scaling group %s (zones %v)", g.Name, g.Zones)
+			// Every time: someone who resumes it again and again must hear it each time.
+			w.always(v1.EventTypeNormal, ReasonSuspendedAZRebalance, msgSuspendedAZRebalance(g))
 		}
 		if b.opts.Enforce == EnforceSplit {
 			changed, err := b.splitGroup(ctx, g, w)
@@ -332,4 +403,31 @@ func (b *Balancer) zonePolicy(ctx context.Context, inv *inventory, w *warnings) 
 	}
 	b.metrics.multiZoneGroups.Set(float64(multi))
 	return errors.Join(errs...)
+}
+
+// discovered returns the groups the balancer manages among those described:
+// with auto-discovery, those whose tags also have the selector's values (what
+// the IAM policy's conditions allow); the others are reported when w is not nil.
+func (b *Balancer) discovered(groups []aws.Group, w *warnings) []aws.Group {
+	if len(b.opts.Selector.TagValues) == 0 {
+		return groups
+	}
+	out := groups[:0:0]
+	for i := range groups {
+		g := &groups[i]
+		ok := true
+		for _, k := range sortedKeys(b.opts.Selector.TagValues) {
+			if want := b.opts.Selector.TagValues[k]; g.Tags[k] != want {
+				ok = false
+				if w != nil {
+					w.warn(ReasonGroupNotManaged, "%s", msgGroupNotManaged(g, k, g.Tags[k], want))
+				}
+				break
+			}
+		}
+		if ok {
+			out = append(out, *g)
+		}
+	}
+	return out
 }

@@ -435,3 +435,31 @@ func TestPlanChangesNothing(t *testing.T) {
 		t.Errorf("run made %d mutating AWS calls, plan said 3", got)
 	}
 }
+
+// TestDiscoveryMatchesEnabledTrue: cluster-autoscaler discovers groups by the
+// tag keys alone; the balancer's IAM policy allows changes only where
+// k8s.io/cluster-autoscaler/enabled is "true". A group with another value is
+// reported and left alone, never half-managed (every write AccessDenied).
+func TestDiscoveryMatchesEnabledTrue(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	ids := f.emu.CreateGroup(awstest.GroupSpec{Name: "off", Zones: zones[:2], MaxSize: 5, InstanceType: "i3.xlarge",
+		Tags: caTags(map[string]string{aws.TagAutoDiscoveryEnabled: "false"}), Instances: map[string]int{zones[0]: 1}})
+	f.kube = fake.NewClientset(node("n0", zones[0], ids[zones[0]][0]), localPV("pv", "n0", v1.VolumeBound))
+	f.b.kube = f.kube
+	if err := f.b.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range f.emu.MutatingCalls() {
+		t.Errorf("changed a group whose enabled tag is not true: %s %v", c.Action, c.Params)
+	}
+	found := false
+	for len(f.events.Events) > 0 {
+		if e := <-f.events.Events; strings.Contains(e, ReasonGroupNotManaged) && strings.Contains(e, `"false"`) {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("no %s event for group off", ReasonGroupNotManaged)
+	}
+}

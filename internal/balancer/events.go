@@ -7,6 +7,8 @@ import (
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/klog/v2"
+
+	"github.com/ballast-k8s/ballast/internal/aws"
 )
 
 // Event reasons.
@@ -16,6 +18,7 @@ const (
 	ReasonMalformedTag           = "MalformedNodeTemplateTag"
 	ReasonTemplateIncomplete     = "NodeGroupTemplateIncomplete"
 	ReasonProtected              = "LocalVolumeProtected"
+	ReasonProtectionDeferred     = "LocalVolumeProtectionDeferred"
 	ReasonUnprotected            = "LocalVolumeProtectionRemoved"
 	ReasonUnmappedNode           = "NodeNotMappedToInstance"
 	ReasonInstanceNotInGroup     = "InstanceNotInManagedGroup"
@@ -27,21 +30,44 @@ const (
 	ReasonTerminationHeld        = "TerminationHeld"
 	ReasonTerminationReleased    = "TerminationReleased"
 	ReasonPublishedNodeTemplates = "PublishedNodeGroups"
+	ReasonGroupNotManaged        = "GroupNotManaged"
 )
+
+func msgSuspendedAZRebalance(g *aws.Group) string {
+	return fmt.Sprintf("Suspended AZRebalance on Auto Scaling group %s (zones %v); it was found resumed", g.Name, g.Zones)
+}
+
+func msgProtectionDeferred(id, group, state string) string {
+	return fmt.Sprintf("Holds bound local volumes, but instance %s of group %s is %s, in which AWS refuses scale-in protection (only InService, EnteringStandby and Standby); retried every loop",
+		id, group, state)
+}
+
+func msgGroupNotManaged(g *aws.Group, key, got, want string) string {
+	return fmt.Sprintf("Auto Scaling group %s carries the auto-discovery tag %s=%q, not %q: cluster-autoscaler may scale it (it matches tag keys only), but the balancer does not manage it, since its IAM policy allows changes only where the value is %q",
+		g.Name, key, got, want, want)
+}
 
 // warnings collects the group-level findings of one loop. They are emitted as
 // events on the ConfigMap, the balancer's own object, since groups are not
 // Kubernetes objects; each distinct finding once per process.
 type warnings struct{ items []finding }
 
-type finding struct{ typ, reason, msg string }
+type finding struct {
+	typ, reason, msg string
+	always           bool // emitted every time it is found, not once per process
+}
 
 func (w *warnings) warn(reason, format string, args ...any) {
-	w.items = append(w.items, finding{v1.EventTypeWarning, reason, fmt.Sprintf(format, args...)})
+	w.items = append(w.items, finding{typ: v1.EventTypeWarning, reason: reason, msg: fmt.Sprintf(format, args...)})
 }
 
 func (w *warnings) normal(reason, format string, args ...any) {
-	w.items = append(w.items, finding{v1.EventTypeNormal, reason, fmt.Sprintf(format, args...)})
+	w.items = append(w.items, finding{typ: v1.EventTypeNormal, reason: reason, msg: fmt.Sprintf(format, args...)})
+}
+
+// always records a finding that is emitted every loop it is found.
+func (w *warnings) always(typ, reason, msg string) {
+	w.items = append(w.items, finding{typ: typ, reason: reason, msg: msg, always: true})
 }
 
 func (b *Balancer) emit(ctx context.Context, w *warnings) {
@@ -49,7 +75,7 @@ func (b *Balancer) emit(ctx context.Context, w *warnings) {
 	ref := &v1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: b.opts.ConfigMapNamespace, Name: b.opts.ConfigMapName}}
 	for _, f := range w.items {
 		key := f.reason + "\x00" + f.msg
-		if b.warned[key] {
+		if b.warned[key] && !f.always {
 			continue
 		}
 		b.warned[key] = true

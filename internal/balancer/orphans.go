@@ -38,6 +38,9 @@ const (
 	// the pod starts over on a live node. Without it orphans are only reported.
 	AnnotationReleaseOrphansAfter = "ballast.k8s.io/release-orphans-after"
 
+	// MinReleaseDelay is the shortest release delay a StorageClass may ask for.
+	MinReleaseDelay = 5 * time.Minute
+
 	// DefaultMaxOrphanReleases is how many claims one loop deletes at most.
 	DefaultMaxOrphanReleases = 5
 
@@ -58,7 +61,15 @@ const (
 // orphans reports held nodes whose instance is in no managed group, and bound
 // local volumes whose node is gone; it releases the claims of the latter when
 // their StorageClass opted in.
-func (b *Balancer) orphans(ctx context.Context, inv *inventory, notInGroup []string) error {
+func (b *Balancer) orphans(ctx context.Context, inv *inventory) error {
+	var notInGroup []string
+	for _, n := range inv.nodes {
+		if id := inv.instOf[n.Name]; id != "" && len(inv.held[n.Name]) > 0 {
+			if _, ok := inv.instances[id]; !ok {
+				notInGroup = append(notInGroup, id)
+			}
+		}
+	}
 	errs := []error{b.recordPlacement(ctx, inv)}
 	held, err := b.orphanedNodes(ctx, inv, notInGroup)
 	errs = append(errs, err)
@@ -161,17 +172,86 @@ func orGone(s string) string {
 	return s
 }
 
-// instanceStates maps the ids EC2 still knows to their state.
+// instanceStates maps the ids EC2 still knows to their state; the zone EC2
+// places each in is under zoneKey(id).
 func (b *Balancer) instanceStates(ctx context.Context, ids []string) (map[string]string, error) {
+	slices.Sort(ids)
+	ids = slices.Compact(ids)
 	instances, err := b.cloud.DescribeInstances(ctx, ids)
 	if err != nil {
 		return nil, err
 	}
-	state := make(map[string]string, len(instances))
+	state := make(map[string]string, 2*len(instances))
 	for _, i := range instances {
 		state[i.ID] = i.State
+		state[zoneKey(i.ID)] = i.Zone
 	}
 	return state, nil
+}
+
+func zoneKey(id string) string { return "zone\x00" + id }
+
+// witnessesPerZone is how many live instances of a zone are asked about to
+// learn whether EC2 answers for that zone.
+const witnessesPerZone = 3
+
+// witnesses returns, for each zone of the configured region among zones, a
+// few instances that the cluster's nodes or the groups say live there: if
+// EC2 knows none of them, its silence about an orphan's instance in that
+// zone proves nothing (wrong region, wrong account, wrong endpoint).
+func (b *Balancer) witnesses(inv *inventory, zones []string) []string {
+	want := map[string]bool{}
+	for _, z := range zones {
+		if inRegion(z, b.cloud.Region()) {
+			want[z] = true
+		}
+	}
+	picked := map[string][]string{}
+	add := func(zone, id string) {
+		if want[zone] && len(picked[zone]) < witnessesPerZone && !slices.Contains(picked[zone], id) {
+			picked[zone] = append(picked[zone], id)
+		}
+	}
+	for _, n := range inv.nodes {
+		if z, id, err := aws.ParseProviderID(n.Spec.ProviderID); err == nil {
+			add(z, id)
+		}
+	}
+	for _, g := range inv.groups {
+		for _, i := range g.Instances {
+			add(i.Zone, i.ID)
+		}
+	}
+	var out []string
+	for _, z := range sortedKeys(picked) {
+		out = append(out, picked[z]...)
+	}
+	return out
+}
+
+// verifiedZones returns the zones in which EC2 answered for a witness that
+// is not terminated.
+func (b *Balancer) verifiedZones(state map[string]string, witnesses []string) map[string]bool {
+	out := map[string]bool{}
+	for _, id := range witnesses {
+		if s, z := state[id], state[zoneKey(id)]; s != "" && s != "terminated" && inRegion(z, b.cloud.Region()) {
+			out[z] = true
+		}
+	}
+	return out
+}
+
+// inRegion reports whether zone is one of region's: us-east-1a, or a Local
+// or Wavelength Zone such as us-east-1-bos-1a.
+func inRegion(zone, region string) bool {
+	rest, ok := strings.CutPrefix(zone, region)
+	if !ok || region == "" || rest == "" {
+		return false
+	}
+	if rest[0] == '-' {
+		return len(rest) > 1
+	}
+	return strings.Trim(rest, "abcdefghijklmnopqrstuvwxyz") == ""
 }
 
 // orphan is a bound local volume whose node is gone.
@@ -214,6 +294,7 @@ func (b *Balancer) orphanedVolumes(ctx context.Context, inv *inventory) (int, er
 	}
 	var ids []string
 	var cands []*orphan
+	var zones []string
 	for _, pv := range inv.orphans {
 		o := &orphan{pv: pv, hosts: boundLocalHosts(pv), instance: pv.Annotations[AnnotationInstanceID]}
 		switch n := inv.nodeOf[o.instance]; {
@@ -226,16 +307,18 @@ func (b *Balancer) orphanedVolumes(ctx context.Context, inv *inventory) (int, er
 		default:
 			ids = append(ids, o.instance)
 			cands = append(cands, o)
+			zones = append(zones, pv.Annotations[AnnotationZone])
 		}
 	}
 	if len(ids) == 0 {
 		return len(inv.orphans), nil
 	}
-	state, err := b.instanceStates(ctx, ids)
+	witnesses := b.witnesses(inv, zones)
+	state, err := b.instanceStates(ctx, append(slices.Clone(ids), witnesses...))
 	if err != nil {
 		return len(inv.orphans), fmt.Errorf("describing the instances of %d orphaned volumes: %w", len(ids), err)
 	}
-	regions := knownRegions(inv)
+	regions := b.verifiedZones(state, witnesses)
 	var errs []error
 	var due []*orphan
 	classes := map[string]*classPolicy{}
@@ -289,37 +372,18 @@ func orUnknown(s string) string {
 }
 
 // gone reports whether an instance in state s (EC2's, "" when EC2 does not
-// know it) has ended for good. An unknown instance counts only when its zone
-// is in a region where the balancer sees live nodes or groups: a balancer
-// pointed at the wrong region must not take every instance for gone.
-func gone(s, zone string, regions map[string]bool) bool {
+// know it) has ended for good. Silence is proof only in a verified zone: one
+// of the configured region in which EC2 answered for another live instance
+// (verifiedZones). A balancer asking the wrong region, account or endpoint
+// hears nothing about any instance, and must not take them all for gone.
+func gone(s, zone string, verified map[string]bool) bool {
 	switch s {
 	case "terminated":
 		return true
 	case "":
-		return zone != "" && regions[region(zone)]
+		return zone != "" && verified[zone]
 	}
 	return false
-}
-
-// region is a zone without its letter: us-east-1a -> us-east-1.
-func region(zone string) string {
-	return strings.TrimRight(zone, "abcdefghijklmnopqrstuvwxyz")
-}
-
-func knownRegions(inv *inventory) map[string]bool {
-	out := map[string]bool{}
-	for _, g := range inv.groups {
-		for _, z := range g.Zones {
-			out[region(z)] = true
-		}
-	}
-	for _, n := range inv.nodes {
-		if z, _, err := aws.ParseProviderID(n.Spec.ProviderID); err == nil && z != "" {
-			out[region(z)] = true
-		}
-	}
-	return out
 }
 
 // classPolicy is what a StorageClass says about releasing its orphans.
@@ -358,6 +422,8 @@ func (b *Balancer) classPolicy(ctx context.Context, name string, cache map[strin
 			p.invalid = fmt.Sprintf("%q is not a duration such as 30m or 2h", v)
 		case d <= 0:
 			p.invalid = fmt.Sprintf("%q is not a positive duration", v)
+		case d < MinReleaseDelay:
+			p.invalid = fmt.Sprintf("%q is too short: the delay must be at least %s, so that a node that restarts or a watch that lags never costs a claim", v, MinReleaseDelay)
 		default:
 			p.delay = d
 		}
@@ -423,14 +489,17 @@ func (b *Balancer) release(ctx context.Context, inv *inventory, due []*orphan) e
 	}
 
 	ids := make([]string, 0, len(picked))
+	zones := make([]string, 0, len(picked))
 	for _, o := range picked {
 		ids = append(ids, o.instance)
+		zones = append(zones, o.pv.Annotations[AnnotationZone])
 	}
-	state, err := b.instanceStates(ctx, ids)
+	witnesses := b.witnesses(inv, zones)
+	state, err := b.instanceStates(ctx, append(ids, witnesses...))
 	if err != nil {
 		return errors.Join(append(errs, fmt.Errorf("describing the instances of %d orphaned volumes before releasing them: %w", len(ids), err))...)
 	}
-	regions := knownRegions(inv)
+	regions := b.verifiedZones(state, witnesses)
 	for _, o := range picked {
 		if reason := b.recheck(ctx, o, state, regions); reason != "" {
 			b.metrics.orphanReleases.WithLabelValues(releaseSkipped).Inc()

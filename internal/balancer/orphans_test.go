@@ -25,6 +25,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 
+	"github.com/ballast-k8s/ballast/internal/aws"
 	"github.com/ballast-k8s/ballast/internal/awstest"
 )
 
@@ -476,6 +477,39 @@ func TestOrphanNotReleased(t *testing.T) {
 			wantReason: ReasonOrphanedVolume, wantWords: []string{"i-00000000000000ff1", "unknown to EC2", "not released"},
 		},
 		{
+			// Defect 2: the cluster's own nodes name the zone, but the balancer
+			// asks EC2 in another region, where no instance of the cluster exists.
+			name: "instance unknown to EC2 asked in another region", releaseAfter: after("30m"),
+			setup: func(w *world) {
+				w.lose(0)
+				w.forget("pv-0")
+				opts := w.emu.ClientOptions()
+				opts.Region = "us-west-2"
+				cloud, err := aws.New(w.ctx, opts)
+				if err != nil {
+					w.t.Fatal(err)
+				}
+				w.b.cloud = cloud
+			},
+			wantReason: ReasonOrphanedVolume, wantWords: []string{"i-00000000000000ff1", "unknown to EC2", "not released"},
+		},
+		{
+			// Defect 2: EC2 answers for no other instance of the zone, so its
+			// silence about this one proves nothing.
+			name: "instance unknown to EC2 and no instance of its zone known", releaseAfter: after("30m"),
+			setup: func(w *world) {
+				w.lose(0)
+				w.terminate(w.ids[1]) // its node stays: its volume is no orphan
+				w.forget("pv-0")
+			},
+			wantReason: ReasonOrphanedVolume, wantWords: []string{"i-00000000000000ff1", "unknown to EC2", "not released"},
+		},
+		{
+			name: "opt-in under five minutes", releaseAfter: after("1m"),
+			wantReason: ReasonOrphanedVolume, wantWords: []string{"invalid"},
+			wantClass: []string{"at least 5m0s"},
+		},
+		{
 			name: "claim recreated by its StatefulSet", releaseAfter: after("30m"),
 			setup: func(w *world) {
 				w.lose(0)
@@ -555,6 +589,16 @@ func TestOrphanNotReleased(t *testing.T) {
 				t.Errorf("orphan_releases_total{result=deleted} = %v", n)
 			}
 		})
+	}
+}
+
+// forget makes the instance a volume records one EC2 no longer knows, as EC2
+// forgets terminated instances after about an hour.
+func (w *world) forget(pv string) {
+	w.t.Helper()
+	patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:"i-00000000000000ff1"}}}`, AnnotationInstanceID)
+	if _, err := w.kube.CoreV1().PersistentVolumes().Patch(w.ctx, pv, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+		w.t.Fatal(err)
 	}
 }
 

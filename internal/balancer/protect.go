@@ -24,12 +24,16 @@ import (
 // Ownership is recorded on the node before the instance is protected and
 // cleared after it is unprotected, so a failure in between is repaired by the
 // next loop and protection set by anyone else is never removed.
+//
+// Only instances in a state AWS accepts are put in a SetInstanceProtection
+// call, since one other fails the whole call; the rest are reported and
+// retried by the next loops. Nothing is released on the loop's list alone:
+// the release is confirmed by a quorum read first.
 func (b *Balancer) protect(ctx context.Context, inv *inventory) error {
 	logger := klog.FromContext(ctx)
 	var errs []error
 	protect, unprotect := map[string][]string{}, map[string][]string{} // group -> instance ids
 	unprotectNodes := map[string]*v1.Node{}                            // instance id -> node
-	var notInGroup []string
 	held := 0
 	for _, n := range inv.nodes {
 		id := inv.instOf[n.Name]
@@ -43,6 +47,10 @@ func (b *Balancer) protect(ctx context.Context, inv *inventory) error {
 				patch[AnnotationScaleDownDisabled], patch[AnnotationProtectedBy] = "true", Source
 			}
 			needsProtection := inGroup && !ref.inst.ProtectedFromScaleIn
+			if needsProtection && !protectable(ref.inst.LifecycleState) {
+				needsProtection = false
+				b.warnNode(n, ReasonProtectionDeferred, "%s", msgProtectionDeferred(id, ref.group.Name, ref.inst.LifecycleState))
+			}
 			if needsProtection && !ownsScaleIn {
 				patch[AnnotationScaleInProtectedBy] = Source
 			}
@@ -60,9 +68,14 @@ func (b *Balancer) protect(ctx context.Context, inv *inventory) error {
 				if err := inv.badIDs[n.Name]; err != nil {
 					b.warnNode(n, ReasonUnmappedNode, "Holds bound local volumes but cannot be mapped to an instance: %v", err)
 				}
-			case !inGroup:
-				notInGroup = append(notInGroup, id)
 			}
+			continue
+		}
+		if !ownsAnno && !ownsScaleIn {
+			continue
+		}
+		if still, err := b.stillHeld(ctx, inv, n.Name); err != nil || still {
+			errs = append(errs, err)
 			continue
 		}
 		if ownsAnno {
@@ -77,6 +90,9 @@ func (b *Balancer) protect(ctx context.Context, inv *inventory) error {
 			}
 		}
 		if ownsScaleIn {
+			if inGroup && ref.inst.ProtectedFromScaleIn && !protectable(ref.inst.LifecycleState) {
+				continue // AWS refuses it in this state; the next loops retry
+			}
 			if inGroup && ref.inst.ProtectedFromScaleIn {
 				unprotect[ref.group.Name] = append(unprotect[ref.group.Name], id)
 				unprotectNodes[id] = n
@@ -114,8 +130,31 @@ func (b *Balancer) protect(ctx context.Context, inv *inventory) error {
 			errs = append(errs, b.ensureHook(ctx, g.Name))
 		}
 	}
-	errs = append(errs, b.orphans(ctx, inv, notInGroup))
 	return errors.Join(errs...)
+}
+
+// protectable reports whether AWS accepts SetInstanceProtection for an
+// instance in this lifecycle state; one in any other state fails the whole call.
+func protectable(state string) bool {
+	switch state {
+	case aws.StateInService, aws.StateEnteringStandby, aws.StateStandby:
+		return true
+	}
+	return false
+}
+
+// stillHeld reads the node's volumes again past the watch cache, before
+// anything is removed from it: a stale list alone releases nothing.
+func (b *Balancer) stillHeld(ctx context.Context, inv *inventory, node string) (bool, error) {
+	fresh, err := b.confirmed(ctx, inv)
+	if err != nil {
+		return true, err
+	}
+	if vols := fresh.held[node]; len(vols) > 0 {
+		klog.FromContext(ctx).V(2).Info("Not releasing a node the loop's list showed free: a quorum read shows bound local volumes", "node", node, "volumes", vols)
+		return true, nil
+	}
+	return false, nil
 }
 
 func heldIn(inv *inventory, g *aws.Group) bool {
@@ -156,15 +195,17 @@ func (b *Balancer) hook(group string) aws.Hook {
 	}
 }
 
-// lifecycleActions heartbeats the held terminations of instances whose nodes
-// hold bound local volumes, and lets the others go at once so that the hook
-// does not slow down cluster-autoscaler's own scale-down. An instance whose
-// node is unknown is left to the hook's timeout: nothing is released on a
-// guess. AWS still terminates after the global timeout (48h or 100 heartbeat
-// timeouts); the TerminationHeld event says so.
+// lifecycleActions heartbeats the held terminations of instances that hold
+// bound local volumes (on their node, or recorded on a volume whose node is
+// gone), and lets the others go at once so that the hook does not slow down
+// cluster-autoscaler's own scale-down. An instance is let go only when a
+// quorum read agrees it holds nothing; one whose node is unknown and that no
+// volume records is left to the hook's timeout: nothing is released on a
+// guess. AWS still terminates after the global timeout (48h or 100
+// heartbeat timeouts); the TerminationHeld event says so.
 func (b *Balancer) lifecycleActions(ctx context.Context, inv *inventory) error {
 	var errs []error
-	holding := 0
+	holding := map[heldInstance]bool{}
 	for gi := range inv.groups {
 		g := &inv.groups[gi]
 		for _, i := range g.Instances {
@@ -183,17 +224,27 @@ func (b *Balancer) lifecycleActions(ctx context.Context, inv *inventory) error {
 				}
 				b.hooks[g.Name] = b.clock.Now()
 			}
-			n := inv.nodeOf[i.ID]
+			src := inv
+			vols := holds(src, i.ID)
+			if len(vols) == 0 && inv.nodeOf[i.ID] != nil {
+				fresh, err := b.confirmed(ctx, inv)
+				if err != nil {
+					errs = append(errs, err)
+					continue
+				}
+				src, vols = fresh, holds(fresh, i.ID)
+			}
+			n := src.nodeOf[i.ID]
 			switch {
-			case n == nil:
-			case len(inv.held[n.Name]) > 0:
-				holding++
+			case len(vols) > 0:
+				holding[heldInstance{group: g.Name, instance: i.ID}] = true
 				if err := b.cloud.RecordLifecycleActionHeartbeat(ctx, g.Name, HookName, i.ID); err != nil {
 					errs = append(errs, fmt.Errorf("heartbeat for %s: %w", i.ID, err))
 					continue
 				}
-				b.warnNode(n, ReasonTerminationHeld, "AWS is terminating instance %s of group %s; held while local volumes %s are bound (at most %s)",
-					i.ID, g.Name, strings.Join(inv.held[n.Name], ", "), globalTimeout(b.opts.HeartbeatTimeout.Seconds()))
+				b.reportHeld(src, n, g.Name, i.ID, vols)
+			case n == nil:
+				// Unknown node, no volume records the instance: the hook's timeout decides.
 			default:
 				if err := b.cloud.CompleteLifecycleAction(ctx, g.Name, HookName, i.ID, aws.ResultContinue); err != nil {
 					errs = append(errs, fmt.Errorf("completing lifecycle action of %s: %w", i.ID, err))
@@ -204,8 +255,38 @@ func (b *Balancer) lifecycleActions(ctx context.Context, inv *inventory) error {
 			}
 		}
 	}
-	b.metrics.heldTerminations.Set(float64(holding))
+	b.held.replace(holding)
+	b.metrics.heldTerminations.Set(float64(len(holding)))
 	return errors.Join(errs...)
+}
+
+// holds returns the bound local volumes that keep an instance: those on its
+// node, and those that recorded it while their node existed.
+func holds(inv *inventory, id string) []string {
+	var vols []string
+	if n := inv.nodeOf[id]; n != nil {
+		vols = append(vols, inv.held[n.Name]...)
+	}
+	vols = append(vols, inv.named[id]...)
+	slices.Sort(vols)
+	return slices.Compact(vols)
+}
+
+// reportHeld says why a termination is held: on the node, or, when the node
+// is gone, on the volumes that recorded the instance.
+func (b *Balancer) reportHeld(inv *inventory, n *v1.Node, group, id string, vols []string) {
+	limit := globalTimeout(b.opts.HeartbeatTimeout.Seconds())
+	if n != nil {
+		b.warnNode(n, ReasonTerminationHeld, "AWS is terminating instance %s of group %s; held while local volumes %s are bound (at most %s)",
+			id, group, strings.Join(vols, ", "), limit)
+		return
+	}
+	for _, name := range vols {
+		if pv := inv.volumes[name]; pv != nil {
+			b.report(pv, ReasonTerminationHeld, "AWS is terminating instance %s of group %s, whose node is gone; held while volume %s, which records it, is bound (at most %s)",
+				id, group, name, limit)
+		}
+	}
 }
 
 func globalTimeout(heartbeat float64) string {
