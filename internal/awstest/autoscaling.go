@@ -86,6 +86,7 @@ type result struct {
 	AutoScalingGroups *[]xmlGroup    `xml:"AutoScalingGroups>member,omitempty"`
 	LifecycleHooks    *[]xmlHook     `xml:"LifecycleHooks>member,omitempty"`
 	Activities        *[]xmlActivity `xml:"Activities>member,omitempty"`
+	Activity          *xmlActivity   `xml:",omitempty"` // TerminateInstanceInAutoScalingGroup (desired.go)
 	NextToken         string         `xml:",omitempty"`
 }
 
@@ -110,7 +111,9 @@ func (s *Server) autoScaling(action string, form url.Values) (any, error) {
 	case "RecordLifecycleActionHeartbeat", "CompleteLifecycleAction":
 		err = s.lifecycleAction(action, form)
 	case "TerminateInstanceInAutoScalingGroup":
-		err = s.terminateInGroup(form)
+		if err = s.terminateInGroup(form); err == nil {
+			res.Activity = s.terminationActivity(form.Get("InstanceId"))
+		}
 	case "DescribeScalingActivities":
 		err = s.describeActivities(form, res)
 	default:

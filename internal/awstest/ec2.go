@@ -109,6 +109,12 @@ func (s *Server) ec2(action string, form url.Values) (any, error) {
 		if lt == nil {
 			return nil, &apiError{status: 400, code: "InvalidLaunchTemplateId.NotFound", msg: "launch template not found", senderFault: true}
 		}
+		for _, v := range list(form, "LaunchTemplateVersion") { // templates have one version, 1 (desired_test.go)
+			if v != "$Latest" && v != "$Default" && v != "1" {
+				return nil, &apiError{status: 400, code: "InvalidLaunchTemplateId.VersionNotFound", senderFault: true,
+					msg: fmt.Sprintf("Could not find launch template version %s for launch template %s", v, lt.ID)}
+			}
+		}
 		out.Versions = append(out.Versions, struct {
 			LaunchTemplateID   string `xml:"launchTemplateId"`
 			LaunchTemplateName string `xml:"launchTemplateName"`

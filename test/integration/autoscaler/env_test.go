@@ -1,0 +1,338 @@
+//go:build e2e
+
+package autoscaler
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	v1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	clientset "k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/tools/record"
+	testutils "k8s.io/kubernetes/test/integration/util"
+	"k8s.io/utils/clock"
+
+	"github.com/ballast-k8s/ballast/config/nodegroups"
+	ballastaws "github.com/ballast-k8s/ballast/internal/aws"
+	"github.com/ballast-k8s/ballast/internal/awstest"
+	"github.com/ballast-k8s/ballast/internal/balancer"
+	"github.com/ballast-k8s/ballast/test/integration/testenv"
+)
+
+const (
+	// cluster is the name in the auto-discovery tags of CA and az-balancer.
+	cluster       = "e2e"
+	region        = "us-east-1"
+	schedulerName = "ballast-scheduler"
+
+	// cluster-autoscaler's node-template tags (its AWS provider's README).
+	tagLabel    = "k8s.io/cluster-autoscaler/node-template/label/"
+	tagTaint    = "k8s.io/cluster-autoscaler/node-template/taint/"
+	tagResource = "k8s.io/cluster-autoscaler/node-template/resources/"
+
+	// caBinEnv overrides the binary's path; make sets it.
+	caBinEnv = "BALLAST_CLUSTER_AUTOSCALER_BIN"
+)
+
+var zones = []string{"us-east-1a", "us-east-1b", "us-east-1c"}
+
+// caBinary is bin/cluster-autoscaler. Missing is a failure, not a skip: the
+// e2e target builds it.
+func caBinary(t *testing.T) string {
+	t.Helper()
+	p := os.Getenv(caBinEnv)
+	if p == "" {
+		p = filepath.Join(testenv.RepoRoot(), "bin", "cluster-autoscaler")
+	}
+	if _, err := os.Stat(p); err != nil {
+		t.Fatalf("no cluster-autoscaler binary at %s (%v): build it with `make cluster-autoscaler`, or run `make e2e`", p, err)
+	}
+	return p
+}
+
+// world is one apiserver, one emulator, one of each program, shared by the
+// scenarios of the package (CA refreshes its groups only every 60 s, so every
+// group of every scenario exists before CA starts).
+type world struct {
+	t       *testing.T
+	ctx     context.Context
+	testCtx *testutils.TestContext
+	cs      clientset.Interface
+	ns      string
+	emu     *awstest.Server
+	ca      *caProcess
+}
+
+// caTags are the auto-discovery tags plus extra.
+func caTags(extra map[string]string) map[string]string {
+	tags := map[string]string{"k8s.io/cluster-autoscaler/enabled": "true", "k8s.io/cluster-autoscaler/" + cluster: "owned"}
+	for k, v := range extra {
+		tags[k] = v
+	}
+	return tags
+}
+
+// newWorld starts everything: setup runs once the nodes can appear and before
+// az-balancer starts, ready after its first publication and before CA starts.
+func newWorld(t *testing.T, bin string, groups []awstest.GroupSpec, setup, ready func(*world)) *world {
+	t.Helper()
+	server := testutils.InitTestAPIServer(t, "autoscaler", nil)
+	testCtx := testutils.WithNewNamespace(t, server, "e2e")
+	w := &world{t: t, ctx: testCtx.Ctx, testCtx: testCtx, cs: testCtx.ClientSet, ns: testCtx.NS.Name}
+	w.emu = awstest.NewServer(nil) // real time: CA and the balancer read it as AWS
+	t.Cleanup(w.emu.Close)
+	for _, g := range groups {
+		g.Tags = caTags(g.Tags)
+		w.emu.CreateGroup(g)
+	}
+	ctx, cancel := context.WithCancel(w.ctx)
+	t.Cleanup(cancel)
+	go w.kubelet(ctx)
+	if setup != nil {
+		setup(w)
+	}
+
+	// az-balancer, its loop every 2 s.
+	cloud, err := ballastaws.New(ctx, w.emu.ClientOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
+	broadcaster.StartRecordingToSink(&corev1client.EventSinkImpl{Interface: w.cs.CoreV1().Events("")})
+	t.Cleanup(broadcaster.Shutdown)
+	recorder := broadcaster.NewRecorder(scheme.Scheme, v1.EventSource{Component: balancer.Source})
+	b := balancer.New(w.cs, cloud, recorder, clock.RealClock{}, balancer.Options{
+		Selector: ballastaws.AutoDiscovery(cluster), ConfigMapNamespace: w.ns, ConfigMapName: nodegroups.DefaultName,
+		HeartbeatTimeout: 5 * time.Minute,
+	}, prometheus.NewRegistry())
+	go b.Run(ctx, 2*time.Second)
+	w.waitFor("az-balancer publishes every group", 60*time.Second, func() (bool, error) {
+		cm, err := w.cs.CoreV1().ConfigMaps(w.ns).Get(w.ctx, nodegroups.DefaultName, metav1.GetOptions{})
+		if err != nil {
+			return false, nil
+		}
+		list, err := nodegroups.Decode(cm.Data)
+		return err == nil && len(list.NodeGroups) == len(groups), nil
+	})
+
+	// Ballast's scheduler, autoscaling mode, templates from az-balancer.
+	testenv.StartScheduler(t, testCtx, filepath.Join("config", "samples", "autoscaling-profile.yaml"), map[string]any{
+		"autoscaling": true, "maxTemplateAge": "10m",
+		"nodeGroupsConfigMap": map[string]string{"namespace": w.ns, "name": nodegroups.DefaultName}})
+
+	if ready != nil {
+		ready(w)
+	}
+	w.ca = startCA(t, bin, testCtx, w.emu.URL)
+	return w
+}
+
+// waitFor polls cond every 200 ms until it holds or timeout passes.
+func (w *world) waitFor(what string, timeout time.Duration, cond func() (bool, error)) {
+	w.t.Helper()
+	if err := wait.PollUntilContextTimeout(w.ctx, 200*time.Millisecond, timeout, true, func(context.Context) (bool, error) { return cond() }); err != nil {
+		w.t.Fatalf("waiting for %s: %v", what, err)
+	}
+}
+
+// kubelet does what kubelet and the cloud node controller do for each
+// instance the emulator runs: register a Ready Node named after the instance
+// with providerID aws:///<zone>/<id>, the well-known labels, the group's
+// node-template labels and taints (kubelet's --node-labels and
+// --register-with-taints, as the tags advertise them), and the capacity of
+// the instance type with kubelet's reservation; and delete the Node once its
+// instance is terminated.
+func (w *world) kubelet(ctx context.Context) {
+	catalog := map[string]awstest.InstanceType{}
+	for _, it := range awstest.DefaultInstanceTypes {
+		catalog[it.Name] = it
+	}
+	registered := map[string]bool{}
+	wait.UntilWithContext(ctx, func(ctx context.Context) {
+		for _, i := range w.emu.AllInstances() {
+			switch {
+			case i.EC2State == "running" && i.Group != "" && !registered[i.ID]:
+				n, err := nodeFor(i, catalog[i.InstanceType], w.groupTags(i.Group))
+				if err == nil {
+					_, err = w.cs.CoreV1().Nodes().Create(ctx, n, metav1.CreateOptions{})
+				}
+				if err == nil || apierrors.IsAlreadyExists(err) {
+					registered[i.ID] = true
+				}
+			case i.EC2State == "terminated" && registered[i.ID]:
+				err := w.cs.CoreV1().Nodes().Delete(ctx, i.ID, metav1.DeleteOptions{})
+				if err == nil || apierrors.IsNotFound(err) {
+					delete(registered, i.ID)
+				}
+			}
+		}
+	}, 200*time.Millisecond)
+}
+
+func (w *world) groupTags(name string) map[string]string {
+	g, _ := w.emu.Group(name)
+	return g.Tags
+}
+
+// nodeFor builds the Node of an instance.
+func nodeFor(i awstest.Instance, it awstest.InstanceType, tags map[string]string) (*v1.Node, error) {
+	if it.Name == "" {
+		return nil, fmt.Errorf("instance type %q is not in the catalog", i.InstanceType)
+	}
+	t := ballastaws.InstanceType{Name: it.Name, VCPU: it.VCPU, MemoryMiB: it.MemoryMiB, Architectures: []string{it.Architecture}, NvidiaGPUs: it.NvidiaGPUs}
+	arch := t.KubeArch()
+	zone := i.Zone
+	reg := strings.TrimRight(zone, "abcdefghijklmnopqrstuvwxyz")
+	labels := map[string]string{
+		v1.LabelHostname: i.ID, v1.LabelOSStable: "linux", v1.LabelArchStable: arch,
+		"beta.kubernetes.io/os": "linux", "beta.kubernetes.io/arch": arch,
+		v1.LabelInstanceTypeStable: it.Name, v1.LabelInstanceType: it.Name,
+		v1.LabelTopologyZone: zone, v1.LabelTopologyRegion: reg,
+		v1.LabelFailureDomainBetaZone: zone, v1.LabelFailureDomainBetaRegion: reg,
+		"topology.ebs.csi.aws.com/zone": zone,
+	}
+	var taints []v1.Taint
+	for k, v := range tags {
+		switch {
+		case strings.HasPrefix(k, tagLabel):
+			labels[strings.TrimPrefix(k, tagLabel)] = v
+		case strings.HasPrefix(k, tagTaint):
+			val, effect, _ := strings.Cut(v, ":")
+			taints = append(taints, v1.Taint{Key: strings.TrimPrefix(k, tagTaint), Value: val, Effect: v1.TaintEffect(effect)})
+		}
+	}
+	capacity := v1.ResourceList{
+		v1.ResourceCPU:    *resource.NewQuantity(int64(it.VCPU), resource.DecimalSI),
+		v1.ResourceMemory: *resource.NewQuantity(it.MemoryMiB*1024*1024, resource.BinarySI),
+		v1.ResourcePods:   resource.MustParse("110"),
+	}
+	if it.NvidiaGPUs > 0 {
+		capacity["nvidia.com/gpu"] = *resource.NewQuantity(int64(it.NvidiaGPUs), resource.DecimalSI)
+	}
+	allocatable := t.Allocatable()
+	allocatable[v1.ResourcePods] = capacity[v1.ResourcePods]
+	return &v1.Node{
+		ObjectMeta: metav1.ObjectMeta{Name: i.ID, Labels: labels},
+		Spec:       v1.NodeSpec{ProviderID: fmt.Sprintf("aws:///%s/%s", zone, i.ID), Taints: taints},
+		Status: v1.NodeStatus{Capacity: capacity, Allocatable: allocatable,
+			Conditions: []v1.NodeCondition{{Type: v1.NodeReady, Status: v1.ConditionTrue, Reason: "KubeletReady",
+				LastHeartbeatTime: metav1.Now(), LastTransitionTime: metav1.Now()}}},
+	}, nil
+}
+
+// caProcess is cluster-autoscaler running as a subprocess; its log is kept
+// for the assertions and shown when the test fails.
+type caProcess struct {
+	cmd  *exec.Cmd
+	mu   sync.Mutex
+	out  bytes.Buffer
+	done chan error
+}
+
+func (p *caProcess) Write(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.out.Write(b)
+}
+
+// Log returns CA's log so far.
+func (p *caProcess) Log() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.out.String()
+}
+
+// caFlags are the deploy/ manifest's flags, with the timings shortened for a test.
+func caFlags(kubeconfig, cloudConfig string, port int) []string {
+	return []string{
+		"--cloud-provider=aws", "--cloud-config=" + cloudConfig, "--kubeconfig=" + kubeconfig,
+		"--node-group-auto-discovery=asg:tag=k8s.io/cluster-autoscaler/enabled,k8s.io/cluster-autoscaler/" + cluster,
+		"--aws-use-static-instance-list=true",
+		"--balance-similar-node-groups", "--skip-nodes-with-local-storage=false", "--expander=least-waste",
+		"--leader-elect=false", fmt.Sprintf("--address=127.0.0.1:%d", port),
+		"--scan-interval=1s", "--scale-down-delay-after-add=0s", "--scale-down-delay-after-delete=0s",
+		"--scale-down-delay-after-failure=0s", "--scale-down-unneeded-time=5s", "--scale-down-unready-time=5s",
+		"--node-delete-delay-after-taint=0s", "--max-node-provision-time=2m", "--max-graceful-termination-sec=5",
+		"--v=4",
+	}
+}
+
+func startCA(t *testing.T, bin string, testCtx *testutils.TestContext, endpoint string) *caProcess {
+	t.Helper()
+	dir := t.TempDir()
+	cloudConfig := filepath.Join(dir, "cloud-config")
+	cfg := "[Global]\n"
+	for n, svc := range []string{"autoscaling", "ec2"} {
+		cfg += fmt.Sprintf("\n[ServiceOverride %q]\nService = %s\nRegion = %s\nURL = %s\nSigningRegion = %s\n", fmt.Sprint(n+1), svc, region, endpoint, region)
+	}
+	if err := os.WriteFile(cloudConfig, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	kubeconfig := testenv.Kubeconfig(t, testCtx.KubeConfig, nil)
+	p := &caProcess{done: make(chan error, 1)}
+	p.cmd = exec.Command(bin, caFlags(kubeconfig, cloudConfig, testenv.FreePort(t))...)
+	p.cmd.Env = append(os.Environ(), "AWS_REGION="+region, "AWS_ACCESS_KEY_ID=AKIDCLUSTERAUTOSCALER", "AWS_SECRET_ACCESS_KEY=ca",
+		"AWS_EC2_METADATA_DISABLED=true")
+	p.cmd.Stdout, p.cmd.Stderr = p, p
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.done <- p.cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = p.cmd.Process.Kill()
+		<-p.done
+		if t.Failed() {
+			t.Logf("cluster-autoscaler log (last 40000 bytes):\n%s", tail(p.Log(), 40000))
+		}
+	})
+	return p
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
+}
+
+// waitLog waits until CA's log contains every one of substrs on one line,
+// failing fast when CA exits.
+func (w *world) waitLog(what string, timeout time.Duration, substrs ...string) string {
+	w.t.Helper()
+	var found string
+	w.waitFor(what+" in cluster-autoscaler's log", timeout, func() (bool, error) {
+		select {
+		case err := <-w.ca.done:
+			w.ca.done <- err
+			return false, fmt.Errorf("cluster-autoscaler exited: %v", err)
+		default:
+		}
+		for _, line := range strings.Split(w.ca.Log(), "\n") {
+			all := true
+			for _, s := range substrs {
+				all = all && strings.Contains(line, s)
+			}
+			if all {
+				found = line
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	return found
+}
