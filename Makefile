@@ -2,22 +2,28 @@
 SHELL := /usr/bin/env bash
 GO ?= go
 BIN := $(CURDIR)/bin
+comma := ,
 export PATH := $(BIN):$(PATH)
 
+# Ballast's version: the tag of the images and what both binaries print with
+# --version (the scheduler as Kubernetes $(K8S_VERSION)+ballast.$(VERSION)).
+VERSION ?= v0.1.0
 # The scheduler reports the Kubernetes version it is built from.
 K8S_VERSION := v1.37.2
-GIT_SHA := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+GIT_COMMIT := $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -s -w \
-	-X k8s.io/component-base/version.gitVersion=$(K8S_VERSION)+ballast.$(GIT_SHA) \
+	-X k8s.io/component-base/version.gitVersion=$(K8S_VERSION)+ballast.$(VERSION) \
 	-X k8s.io/component-base/version.gitMajor=1 \
 	-X k8s.io/component-base/version.gitMinor=37 \
-	-X k8s.io/component-base/version.gitCommit=$(GIT_SHA)
+	-X k8s.io/component-base/version.gitCommit=$(GIT_COMMIT) \
+	-X github.com/ballast-k8s/ballast/internal/version.version=$(VERSION) \
+	-X github.com/ballast-k8s/ballast/internal/version.revision=$(GIT_COMMIT)
 GOBUILD := CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)'
 
 # Default test run: unit + integration (real etcd + kube-apiserver). Under 25 minutes on 2 cores.
 TEST_TIMEOUT ?= 25m
 IMAGE_REPO ?= ghcr.io/ballast-k8s
-IMAGE_TAG ?= $(GIT_SHA)
+IMAGE_PLATFORMS ?= linux/amd64,linux/arm64
 
 .PHONY: all build scheduler az-balancer etcd cluster-autoscaler test unit integration e2e fuzz bench bench-quick demo verify image clean
 
@@ -47,8 +53,9 @@ $(BIN)/cluster-autoscaler: $(CLUSTER_AUTOSCALER_FILES)
 	@test -f $(CLUSTER_AUTOSCALER_SRC)/go.mod || { echo "no cluster-autoscaler source at CLUSTER_AUTOSCALER_SRC=$(CLUSTER_AUTOSCALER_SRC)"; exit 1; }
 	cd $(CLUSTER_AUTOSCALER_SRC) && CGO_ENABLED=0 $(GO) build -tags aws -trimpath -ldflags '-s -w' -o $(BIN)/cluster-autoscaler .
 
-test: etcd scheduler
-	BALLAST_SCHEDULER_BIN=$(BIN)/scheduler $(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+test: etcd scheduler az-balancer
+	BALLAST_SCHEDULER_BIN=$(BIN)/scheduler BALLAST_AZ_BALANCER_BIN=$(BIN)/az-balancer BALLAST_VERSION=$(VERSION) $(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+	cd deploy/monitoring/rulestest && $(GO) test -count=1 ./...
 
 unit:
 	$(GO) test -count=1 $$($(GO) list ./... | grep -v -e /test/ -e /deploy)
@@ -99,9 +106,19 @@ verify:
 	$(GO) vet ./...
 	cd hack/tools/etcd && $(GO) mod verify >/dev/null
 
+# Both images for every platform, without a container engine: static binaries
+# cross-compiled into bin/linux-<arch>/, then build/image writes one OCI layout
+# per image under bin/images/ (FROM scratch: nothing is fetched). Tag: VERSION.
+# IMAGE_PUSH=1 also pushes them to IMAGE_REPO (credentials of ~/.docker/config.json).
 image:
-	docker build -f build/scheduler.Dockerfile -t $(IMAGE_REPO)/ballast-scheduler:$(IMAGE_TAG) .
-	docker build -f build/az-balancer.Dockerfile -t $(IMAGE_REPO)/ballast-az-balancer:$(IMAGE_TAG) .
+	@set -e; for p in $(subst $(comma), ,$(IMAGE_PLATFORMS)); do \
+	  echo "building $$p"; \
+	  for b in scheduler az-balancer; do \
+	    CGO_ENABLED=0 GOOS=$${p%/*} GOARCH=$${p#*/} $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/$${p%/*}-$${p#*/}/$$b ./cmd/$$b; \
+	  done; \
+	done
+	$(GO) run ./build/image/builder --repo $(IMAGE_REPO) --version $(VERSION) --revision $(GIT_COMMIT) \
+		--platforms $(IMAGE_PLATFORMS) --bin-dir $(BIN) --out $(BIN)/images $(if $(filter 1,$(IMAGE_PUSH)),--push)
 
 clean:
 	rm -rf $(BIN)

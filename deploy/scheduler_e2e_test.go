@@ -27,8 +27,9 @@ import (
 
 // runDeployedScheduler runs bin/scheduler with the config of the rendered
 // ConfigMap, leader election as shipped, and nothing but the RBAC of
-// scheduler-secondary: every API call is made as its service account.
-func runDeployedScheduler(ctx context.Context, t *testing.T, cs kubernetes.Interface, cfg *rest.Config, objs []*unstructured.Unstructured) {
+// scheduler-secondary: every API call is made as its service account. It
+// returns the secure port.
+func runDeployedScheduler(ctx context.Context, t *testing.T, cs kubernetes.Interface, cfg *rest.Config, objs []*unstructured.Unstructured) int {
 	t.Helper()
 	sa := "system:serviceaccount:kube-system:" + find(t, objs, "ServiceAccount", "").GetName()
 	kubeconfig := testenv.Kubeconfig(t, cfg, &clientcmdapi.AuthInfo{
@@ -96,6 +97,7 @@ func runDeployedScheduler(ctx context.Context, t *testing.T, cs kubernetes.Inter
 		l, err := cs.CoordinationV1().Leases(ns).Get(ctx, name, metav1.GetOptions{})
 		return err == nil && l.Spec.HolderIdentity != nil && *l.Spec.HolderIdentity != "" && *l.Spec.HolderIdentity != "test", nil
 	})
+	return port
 }
 
 // schedulesWithDeployedRBAC: an ordinary pod is bound, a hopeless one is

@@ -31,10 +31,17 @@ import (
 
 	"github.com/ballast-k8s/ballast/internal/aws"
 	"github.com/ballast-k8s/ballast/internal/balancer"
+	"github.com/ballast-k8s/ballast/internal/version"
+
+	// The AWS SDK verifies AWS's certificates; the image has no CA bundle
+	// (FROM scratch), so the Mozilla roots are compiled in. They are used
+	// only where the system has none.
+	_ "golang.org/x/crypto/x509roots/fallback"
 )
 
 const usage = `usage: az-balancer run|plan [flags]
        az-balancer split <group> [--dry-run] [flags]
+       az-balancer --version
 
   run    reconcile every --interval (leader-elected); --enforce=split also splits multi-zone groups
   plan   run one loop against a sandbox and print what run would do
@@ -50,6 +57,10 @@ func main() {
 }
 
 func run(args []string) error {
+	if len(args) == 1 && (args[0] == "--version" || args[0] == "version") {
+		fmt.Printf("az-balancer %s (commit %s)\n", version.Version(), version.Revision())
+		return nil
+	}
 	if len(args) == 0 || (args[0] != "run" && args[0] != "plan" && args[0] != "split") {
 		return errors.New(usage)
 	}
