@@ -336,6 +336,9 @@ func TestAPIServer(t *testing.T) {
 		})
 		forbidden(t, "list secrets", func() error { _, err := as.CoreV1().Secrets("kube-system").List(ctx, metav1.ListOptions{}); return err })
 	})
+	t.Run("the balancer runs on the deployed RBAC alone, with every verb it grants", func(t *testing.T) {
+		balancerRunsOnDeployedRBAC(ctx, t, cs, server.KubeConfig, rendered["az-balancer"])
+	})
 }
 
 // apply applies o server-side (dry-run or not) and returns what the apiserver answered.
