@@ -2,7 +2,9 @@
 FROM golang:1.26.8 AS build
 WORKDIR /src
 COPY go.mod go.sum ./
-RUN go mod download
+# go.mod replaces k8s.io/kubernetes with the patched copy (docs/queue-fix.md).
+COPY hack/kubernetes hack/kubernetes
+RUN hack/kubernetes/generate.sh && go mod download
 COPY . .
 RUN make az-balancer
 
