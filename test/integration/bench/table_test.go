@@ -52,8 +52,8 @@ func TestTableAndCheck(t *testing.T) {
 		name:    "lost its gate",
 		ballast: [2][3]float64{{90, 0, 500}, {110, 0, 500}},
 		problems: []string{
-			"Toleration: Ballast schedules ordinary pods at 0.25 of the baseline's throughput, below 0.45",
-			"Toleration: Ballast takes 4.04x the baseline's time to schedule the measured pods, more than 2.50x",
+			"Toleration: Ballast schedules ordinary pods at 0.25 of the baseline's throughput, below 0.70",
+			"Toleration: Ballast takes 4.04x the baseline's time to schedule the measured pods, more than 1.60x",
 		},
 	}} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -155,5 +155,29 @@ func TestUpstreamWalkCases(t *testing.T) {
 		if _, ok := upstream[name]; !ok {
 			t.Errorf("case %s missing", name)
 		}
+	}
+}
+
+// The pods held by scheduling gates under Ballast's scheduler are held to the same bounds.
+func TestCheckGatedBallast(t *testing.T) {
+	dir := t.TempDir()
+	fakeRound(t, dir, 1, map[string][3]float64{"Baseline": {400, 0, 300}, "GatedVanilla": {330, 0, 450}, "GatedBallast": {240, 0, 450}})
+	res, err := collect(dir, "quick")
+	if err != nil {
+		t.Fatal(err)
+	}
+	table, err := res.table("quick", nil, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "| - | Ballast, pods held by schedulingGates instead (patched queue) | 240.0 | 0.60 |"; !strings.Contains(table, want) {
+		t.Errorf("table lacks %q:\n%s", want, table)
+	}
+	want := []string{
+		"Gated: Ballast schedules ordinary pods at 0.60 of the baseline's throughput, below 0.70",
+		"Gated: Ballast takes 1.67x the baseline's time to schedule the measured pods, more than 1.60x",
+	}
+	if got := res.check(nil); strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("check = %q, want %q", got, want)
 	}
 }
