@@ -243,3 +243,8 @@ replace k8s.io/sample-cli-plugin => k8s.io/sample-cli-plugin v0.37.2
 replace k8s.io/sample-controller => k8s.io/sample-controller v0.37.2
 
 replace k8s.io/streaming => k8s.io/streaming v0.37.2
+
+// Kubernetes v1.37.2 with Ballast's queue patch (docs/queue-fix.md). The
+// directory is generated, not committed: when go says "replacement directory
+// ./third_party/kubernetes does not exist", run `make third_party/kubernetes`.
+replace k8s.io/kubernetes => ./third_party/kubernetes

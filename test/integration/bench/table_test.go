@@ -52,8 +52,8 @@ func TestTableAndCheck(t *testing.T) {
 		name:    "lost its gate",
 		ballast: [2][3]float64{{90, 0, 500}, {110, 0, 500}},
 		problems: []string{
-			"Toleration: Ballast schedules ordinary pods at 0.25 of the baseline's throughput, below 0.45",
-			"Toleration: Ballast takes 4.04x the baseline's time to schedule the measured pods, more than 2.5x",
+			"Toleration: Ballast schedules ordinary pods at 0.25 of the baseline's throughput, below 0.70",
+			"Toleration: Ballast takes 4.04x the baseline's time to schedule the measured pods, more than 1.60x",
 		},
 	}} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -129,12 +129,55 @@ func TestParseRounds(t *testing.T) {
 func TestFilteredConfigRotates(t *testing.T) {
 	t.Setenv("BALLAST_BENCH_CASES", "")
 	_, first := filteredConfig(t, []string{"Toleration"}, 0)
-	want := []string{"Baseline", "BaselineBallast", "TolerationVanilla", "GatedVanilla", "TolerationBallast", "TolerationBallastNoGate"}
+	want := []string{"Baseline", "BaselineBallast", "TolerationVanilla", "GatedVanilla", "GatedBallast", "TolerationBallast", "TolerationBallastNoGate"}
 	if strings.Join(first, ",") != strings.Join(want, ",") {
 		t.Fatalf("round 1 runs %v, want %v", first, want)
 	}
 	_, second := filteredConfig(t, []string{"Toleration"}, 1)
 	if strings.Join(second, ",") != strings.Join(append(want[1:], want[0]), ",") {
 		t.Errorf("round 2 runs %v, want the order of round 1 rotated by one", second)
+	}
+}
+
+// The vanilla rows run v1.37.2's queue walk, every Ballast row the patched one.
+func TestUpstreamWalkCases(t *testing.T) {
+	upstream, err := upstreamWalkCases()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, walk := range upstream {
+		vanilla := name == "Baseline" || strings.HasSuffix(name, "Vanilla")
+		if walk != vanilla {
+			t.Errorf("case %s: upstream walk %v, want %v", name, walk, vanilla)
+		}
+	}
+	for _, name := range []string{"Baseline", "GatedVanilla", "GatedBallast", "TolerationVanilla", "TolerationBallast", "BaselineBallast"} {
+		if _, ok := upstream[name]; !ok {
+			t.Errorf("case %s missing", name)
+		}
+	}
+}
+
+// The pods held by scheduling gates under Ballast's scheduler are held to the same bounds.
+func TestCheckGatedBallast(t *testing.T) {
+	dir := t.TempDir()
+	fakeRound(t, dir, 1, map[string][3]float64{"Baseline": {400, 0, 300}, "GatedVanilla": {330, 0, 450}, "GatedBallast": {240, 0, 450}})
+	res, err := collect(dir, "quick")
+	if err != nil {
+		t.Fatal(err)
+	}
+	table, err := res.table("quick", nil, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "| - | Ballast, pods held by schedulingGates instead (patched queue) | 240.0 | 0.60 |"; !strings.Contains(table, want) {
+		t.Errorf("table lacks %q:\n%s", want, table)
+	}
+	want := []string{
+		"Gated: Ballast schedules ordinary pods at 0.60 of the baseline's throughput, below 0.70",
+		"Gated: Ballast takes 1.67x the baseline's time to schedule the measured pods, more than 1.60x",
+	}
+	if got := res.check(nil); strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("check = %q, want %q", got, want)
 	}
 }
