@@ -35,9 +35,10 @@ func TestStatusWriterOncePerPod(t *testing.T) {
 	var got *v1.Pod
 	if err := wait.PollUntilContextTimeout(ctx, 10*time.Millisecond, 5*time.Second, true, func(ctx context.Context) (bool, error) {
 		got, _ = client.CoreV1().Pods("default").Get(ctx, pod.Name, metav1.GetOptions{})
-		return got != nil && hasCondition(got, "hopeless: reason A"), nil
+		// The event follows the condition: wait for both.
+		return got != nil && hasCondition(got, "hopeless: reason A") && len(recorder.Events) > 0, nil
 	}); err != nil {
-		t.Fatalf("condition not written: %v", got.Status.Conditions)
+		t.Fatalf("condition and event not written: %v", got.Status.Conditions)
 	}
 	patches := 0
 	for _, a := range client.Actions() {
@@ -115,9 +116,10 @@ func TestStatusNeverLandsOnABoundPod(t *testing.T) {
 	// bound pod's turn has passed.
 	if err := wait.PollUntilContextTimeout(ctx, 10*time.Millisecond, 5*time.Second, true, func(ctx context.Context) (bool, error) {
 		got, err := client.CoreV1().Pods("default").Get(ctx, later.Name, metav1.GetOptions{})
-		return err == nil && podScheduledFalse(got) != nil, nil
+		// The event is recorded after the condition lands: wait for both.
+		return err == nil && podScheduledFalse(got) != nil && len(recorder.Events) > 0, nil
 	}); err != nil {
-		t.Fatal("the later pod's condition was not written")
+		t.Fatal("the later pod's condition and event were not written")
 	}
 	got, err := client.CoreV1().Pods("default").Get(ctx, pod.Name, metav1.GetOptions{})
 	if err != nil {
@@ -214,9 +216,10 @@ func TestReleaseCancelsQueuedWrite(t *testing.T) {
 	h.lead()
 	if err := wait.PollUntilContextTimeout(ctx, 5*time.Millisecond, 5*time.Second, true, func(ctx context.Context) (bool, error) {
 		got, err := h.client.CoreV1().Pods("default").Get(ctx, later.Name, metav1.GetOptions{})
-		return err == nil && podScheduledFalse(got) != nil, nil
+		// The event follows the condition: wait for both.
+		return err == nil && podScheduledFalse(got) != nil && len(h.recorder.Events) > 0, nil
 	}); err != nil {
-		t.Fatal("the later pod's condition was not written")
+		t.Fatal("the later pod's condition and event were not written")
 	}
 	got, _ := h.client.CoreV1().Pods("default").Get(ctx, released.Name, metav1.GetOptions{})
 	if c := podScheduledFalse(got); c != nil {

@@ -15,6 +15,7 @@ import (
 	"k8s.io/kubernetes/pkg/scheduler/framework/plugins/feature"
 	"k8s.io/kubernetes/pkg/scheduler/framework/plugins/names"
 	"k8s.io/kubernetes/pkg/scheduler/framework/plugins/schedulinggates"
+	"k8s.io/kubernetes/pkg/scheduler/metrics"
 	st "k8s.io/kubernetes/pkg/scheduler/testing"
 )
 
@@ -26,6 +27,8 @@ import (
 // benchmark's vanilla cases run, it visits all 1001, as v1.37.2 does. The
 // count is the pods the walk hands to MoveAllToActiveOrBackoffQueue's preCheck.
 func TestQueueWalk(t *testing.T) {
+	// The queue records its entities in the scheduler's metrics.
+	metrics.Register()
 	for _, tc := range []struct {
 		env  string
 		want int
