@@ -427,17 +427,23 @@ func (res results) table(size string, chosen []string, rounds int) (string, erro
 
 // The regression bounds checked with BALLAST_BENCH_CHECK=1, on the average
 // throughput and the time to schedule all measured pods (the median
-// throughput of one round is too noisy to gate CI on). Without its
-// PreEnqueue gate Ballast falls to about 0.27 of the baseline and takes
-// 3.8x its time. With the gate but without the queue patch, at 4000 parked
-// pods: 0.63 to 1.0 and 1.1x to 1.4x; with the patch parked pods cost about
-// what no parked pods cost (0.86 to 1.09, 0.94x to 1.26x over 3 rounds), and
-// the bounds leave room for a shared 2-core machine. A lost queue patch is
-// caught deterministically by TestQueueWalk (make test); at this size its
-// effect on throughput is within the noise of one round.
+// throughput of one round is too noisy to gate CI on).
+//
+// Pods held by spec.schedulingGates under Ballast's scheduler (the queue
+// patch): measured 1.01 and 1.00x (vanilla v1.37.2: 0.70 and 1.42x), so
+// 0.70 and 1.6x leave room for a shared 2-core machine. A lost queue patch is
+// also caught deterministically by TestQueueWalk (make test).
+//
+// Hopeless pods parked by Ballast: measured 0.72 to 0.78 and 1.33x to 1.40x
+// (one round each, 2026-11-30): the plugin registers node events, so every
+// node of the churning pool still walks its partition; until that goes, the
+// bounds stay where they were before the patch. Without its PreEnqueue gate
+// Ballast falls to about 0.27 and 3.8x.
 const (
-	minRatio    = 0.70
-	maxDurRatio = 1.6
+	minRatioGated    = 0.70
+	maxDurRatioGated = 1.6
+	minRatio         = 0.45
+	maxDurRatio      = 2.5
 )
 
 // check returns what violates Ballast's regression bounds: it spends (next
@@ -446,7 +452,7 @@ const (
 // within maxDurRatio of its time.
 func (res results) check(chosen []string) []string {
 	var problems []string
-	bounds := func(v string, bal *summary) {
+	bounds := func(v string, bal *summary, minRatio, maxDurRatio float64) {
 		if bal.avgRatio[0] < minRatio {
 			problems = append(problems, fmt.Sprintf("%s: Ballast schedules ordinary pods at %.2f of the baseline's throughput, below %.2f", v, bal.avgRatio[0], minRatio))
 		}
@@ -455,14 +461,14 @@ func (res results) check(chosen []string) []string {
 		}
 	}
 	if gated := res.summarize("GatedBallast"); gated != nil {
-		bounds("Gated", gated)
+		bounds("Gated", gated, minRatioGated, maxDurRatioGated)
 	}
 	for _, v := range chosen {
 		van, bal := res.summarize(v+"Vanilla"), res.summarize(v+"Ballast")
 		if bal == nil {
 			continue
 		}
-		bounds(v, bal)
+		bounds(v, bal, minRatio, maxDurRatio)
 		if !bal.haveDat {
 			problems = append(problems, fmt.Sprintf("%s: no progress samples for Ballast", v))
 			continue

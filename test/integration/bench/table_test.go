@@ -52,8 +52,8 @@ func TestTableAndCheck(t *testing.T) {
 		name:    "lost its gate",
 		ballast: [2][3]float64{{90, 0, 500}, {110, 0, 500}},
 		problems: []string{
-			"Toleration: Ballast schedules ordinary pods at 0.25 of the baseline's throughput, below 0.70",
-			"Toleration: Ballast takes 4.04x the baseline's time to schedule the measured pods, more than 1.60x",
+			"Toleration: Ballast schedules ordinary pods at 0.25 of the baseline's throughput, below 0.45",
+			"Toleration: Ballast takes 4.04x the baseline's time to schedule the measured pods, more than 2.50x",
 		},
 	}} {
 		t.Run(tc.name, func(t *testing.T) {
