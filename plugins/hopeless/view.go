@@ -29,8 +29,7 @@ type view struct {
 	pl        *HopelessPods
 	handle    fwk.Handle
 	podLister corelisters.PodLister
-	pvcLister corelisters.PersistentVolumeClaimLister
-	pvLister  corelisters.PersistentVolumeLister
+	volumes   shapes.VolumeLookup // claims and PVs, from the listers
 	hasSynced []cache.InformerSynced
 
 	reqs sync.Map // types.UID -> *reqEntry
@@ -53,8 +52,17 @@ func newView(ctx context.Context, pl *HopelessPods, h fwk.Handle) (*view, error)
 		pl:        pl,
 		handle:    h,
 		podLister: f.Core().V1().Pods().Lister(),
-		pvcLister: f.Core().V1().PersistentVolumeClaims().Lister(),
-		pvLister:  f.Core().V1().PersistentVolumes().Lister(),
+	}
+	pvcLister, pvLister := f.Core().V1().PersistentVolumeClaims().Lister(), f.Core().V1().PersistentVolumes().Lister()
+	v.volumes = shapes.VolumeLookup{
+		Claim: func(namespace, name string) (*v1.PersistentVolumeClaim, bool) {
+			pvc, err := pvcLister.PersistentVolumeClaims(namespace).Get(name)
+			return pvc, err == nil
+		},
+		PV: func(name string) (*v1.PersistentVolume, bool) {
+			pv, err := pvLister.Get(name)
+			return pv, err == nil
+		},
 	}
 	nodes := f.Core().V1().Nodes().Informer()
 	reg, err := nodes.AddEventHandler(cache.ResourceEventHandlerFuncs{
@@ -297,7 +305,7 @@ func (v *view) requirements(pod *v1.Pod) *shapes.Requirements {
 // requirementsAndSignature returns the pod's parsed static predicates and a
 // hash of exactly what they read, cached per pod object.
 func (v *view) requirementsAndSignature(pod *v1.Pod) (*shapes.Requirements, uint64) {
-	vols, pvKey := v.boundVolumes(pod)
+	vols, pvKey := shapes.ResolveBoundVolumes(pod, v.volumes)
 	if e, ok := v.reqs.Load(pod.UID); ok {
 		if e := e.(*reqEntry); e.pod == pod && e.pvKey == pvKey {
 			return e.req, e.sig
@@ -308,31 +316,6 @@ func (v *view) requirementsAndSignature(pod *v1.Pod) (*shapes.Requirements, uint
 	e.sig = signature(pod, e.req, pvKey)
 	v.reqs.Store(pod.UID, e)
 	return e.req, e.sig
-}
-
-// boundVolumes returns the PVs of the pod's bound claims that constrain
-// nodes, and a key that changes when any of them does.
-func (v *view) boundVolumes(pod *v1.Pod) ([]shapes.BoundVolume, string) {
-	var vols []shapes.BoundVolume
-	key := ""
-	for _, vol := range pod.Spec.Volumes {
-		if vol.PersistentVolumeClaim == nil {
-			continue
-		}
-		pvc, err := v.pvcLister.PersistentVolumeClaims(pod.Namespace).Get(vol.PersistentVolumeClaim.ClaimName)
-		// Only a fully bound claim is a static fact, exactly as VolumeBinding
-		// decides; a claim on its way to binding is the binder's business.
-		if err != nil || !shapes.ClaimFullyBound(pvc) {
-			continue
-		}
-		pv, err := v.pvLister.Get(pvc.Spec.VolumeName)
-		if err != nil || pv.Spec.NodeAffinity == nil || pv.Spec.NodeAffinity.Required == nil {
-			continue
-		}
-		vols = append(vols, shapes.BoundVolume{Claim: pvc.Name, PV: pv})
-		key += pv.Name + "@" + pv.ResourceVersion + ";"
-	}
-	return vols, key
 }
 
 // signature hashes the fields the static predicates read, so that the pods
