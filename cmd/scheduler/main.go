@@ -8,15 +8,8 @@ import (
 	_ "k8s.io/component-base/logs/json/register"
 	_ "k8s.io/component-base/metrics/prometheus/clientgo"
 	_ "k8s.io/component-base/metrics/prometheus/version"
-	"k8s.io/kubernetes/cmd/kube-scheduler/app"
-
-	"github.com/ballast-k8s/ballast/plugins"
 )
 
 func main() {
-	var opts []app.Option
-	for name, factory := range plugins.Registry() {
-		opts = append(opts, app.WithPlugin(name, factory))
-	}
-	os.Exit(cli.Run(app.NewSchedulerCommand(opts...)))
+	os.Exit(cli.Run(newCommand()))
 }

@@ -2,45 +2,47 @@ package hopeless
 
 import (
 	"sync"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"k8s.io/utils/clock"
+	dto "github.com/prometheus/client_model/go"
 )
+
+// LeaderElection is what the binary knows about its own leader election:
+// kube-scheduler's effective leaderElection.leaderElect and resourceName,
+// from --config and the --leader-elect* flags. The framework hands plugins
+// no leadership signal, so cmd/scheduler reads its configuration and tells
+// the plugin (NewFactory).
+type LeaderElection struct {
+	Enabled      bool
+	ResourceName string
+}
 
 // How a replica knows it leads. In v1.37.2 every replica starts its
 // informers and the queue's event handlers before leader election
 // (cmd/kube-scheduler/app/server.go: DelayCacheUntilActive is false by
 // default), so standbys run PreEnqueue too; only the leader runs
-// sched.Run, i.e. the scheduling cycle. The framework hands plugins no
-// leadership signal. client-go's elector publishes one: the gauge
-// leader_election_master_status, 0 from the moment the elector is created
-// (right after the informers synced) and 1 once it holds the lease; a
-// scheduler that loses the lease exits. A process without that gauge runs
-// no elector (leader election off) and is the only scheduler of its
-// profiles, once its informers have synced and the elector, had there been
-// one, would have been created.
-const (
-	leaderMetric = "leader_election_master_status"
-	// electorGrace is how long the gauge must stay absent before the
-	// process counts as running without leader election.
-	electorGrace = 2 * time.Second
-)
+// sched.Run, i.e. the scheduling cycle. client-go's elector publishes the
+// gauge leader_election_master_status{name=<lease>}: 0 from the moment the
+// elector is created and 1 once it holds the lease; a scheduler that loses
+// the lease exits. The elector is created only after every informer
+// handler synced, the queue's included, which on a large cluster takes
+// minutes, so the gauge's absence says nothing about leadership: with leader
+// election on, only the gauge at 1 for the configured lease counts.
+const leaderMetric = "leader_election_master_status"
 
 type leaderCheck struct {
 	gatherer prometheus.Gatherer
-	clock    clock.PassiveClock
-	// synced reports whether the informers synced; the elector is created
-	// only after that, so absence counts only from then on.
-	synced func() bool
+	// election is the binary's configuration; nil when the plugin was built
+	// outside cmd/scheduler (tests, benchmarks, another binary): then the
+	// gauge decides when it exists, and a process without it leads.
+	election *LeaderElection
 
-	mu          sync.Mutex
-	leader      bool
-	firstAbsent time.Time
+	mu     sync.Mutex
+	leader bool
 }
 
-func newLeaderCheck(g prometheus.Gatherer, c clock.PassiveClock, synced func() bool) *leaderCheck {
-	return &leaderCheck{gatherer: g, clock: c, synced: synced}
+func newLeaderCheck(g prometheus.Gatherer, election *LeaderElection) *leaderCheck {
+	return &leaderCheck{gatherer: g, election: election}
 }
 
 // leading reports whether this replica leads. Leadership, once seen, is
@@ -49,6 +51,10 @@ func (c *leaderCheck) leading() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.leader {
+		return true
+	}
+	if c.election != nil && !c.election.Enabled {
+		c.leader = true
 		return true
 	}
 	families, err := c.gatherer.Gather()
@@ -60,20 +66,27 @@ func (c *leaderCheck) leading() bool {
 			continue
 		}
 		for _, m := range f.GetMetric() {
-			if m.GetGauge().GetValue() == 1 {
-				c.leader = true
-				return true
+			if m.GetGauge().GetValue() != 1 || !c.isOurLease(m.GetLabel()) {
+				continue
 			}
+			c.leader = true
+			return true
 		}
 		return false
 	}
-	if !c.synced() {
-		return false
+	// No elector (yet). With leader election on it will come; otherwise
+	// this process runs none.
+	return c.election == nil
+}
+
+func (c *leaderCheck) isOurLease(labels []*dto.LabelPair) bool {
+	if c.election == nil || c.election.ResourceName == "" {
+		return true
 	}
-	now := c.clock.Now()
-	if c.firstAbsent.IsZero() {
-		c.firstAbsent = now
+	for _, l := range labels {
+		if l.GetName() == "name" {
+			return l.GetValue() == c.election.ResourceName
+		}
 	}
-	c.leader = now.Sub(c.firstAbsent) >= electorGrace
-	return c.leader
+	return false
 }

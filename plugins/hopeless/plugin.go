@@ -19,6 +19,7 @@ import (
 	"k8s.io/klog/v2"
 	fwk "k8s.io/kube-scheduler/framework"
 	"k8s.io/kubernetes/pkg/features"
+	frameworkruntime "k8s.io/kubernetes/pkg/scheduler/framework/runtime"
 	"k8s.io/kubernetes/pkg/scheduler/util"
 	"k8s.io/utils/clock"
 
@@ -328,8 +329,23 @@ func (pl *HopelessPods) recheckParked(logger klog.Logger) {
 	}
 }
 
-// New builds the plugin from its args.
+// New builds the plugin from its args, for a binary that does not say how
+// it elects its leader (see NewFactory).
 func New(ctx context.Context, obj runtime.Object, h fwk.Handle) (fwk.Plugin, error) {
+	return newPlugin(ctx, obj, h, nil)
+}
+
+// NewFactory returns the plugin's factory for a binary that knows its leader
+// election. The factory reads *election when the scheduler builds its
+// profiles, i.e. after the binary parsed its flags and config, so the
+// binary may fill it in until then.
+func NewFactory(election *LeaderElection) frameworkruntime.PluginFactory {
+	return func(ctx context.Context, obj runtime.Object, h fwk.Handle) (fwk.Plugin, error) {
+		return newPlugin(ctx, obj, h, election)
+	}
+}
+
+func newPlugin(ctx context.Context, obj runtime.Object, h fwk.Handle, election *LeaderElection) (fwk.Plugin, error) {
 	args, err := v1alpha1.DecodeHopelessPodsArgs(obj)
 	if err != nil {
 		return nil, err
@@ -361,7 +377,7 @@ func New(ctx context.Context, obj runtime.Object, h fwk.Handle) (fwk.Plugin, err
 		pl.view.hasSynced = append(pl.view.hasSynced, synced)
 	}
 	pl.status.current = pl.view.currentPod
-	pl.status.leading = newLeaderCheck(legacyregistry.DefaultGatherer, pl.clock, pl.view.synced).leading
+	pl.status.leading = newLeaderCheck(legacyregistry.DefaultGatherer, election).leading
 	go pl.status.run(ctx)
 	go pl.runRechecks(ctx)
 	return pl, nil

@@ -103,7 +103,7 @@ func newStatusWriter(client kubernetes.Interface, recorder events.EventRecorderL
 		limiter:  flowcontrol.NewTokenBucketRateLimiter(float32(qps), burst),
 		queue:    workqueue.NewTyped[types.UID](),
 		clock:    clock.RealClock{},
-		leading:  newLeaderCheck(legacyregistry.DefaultGatherer, clock.RealClock{}, func() bool { return true }).leading,
+		leading:  newLeaderCheck(legacyregistry.DefaultGatherer, nil).leading,
 		reported: map[types.UID]string{},
 		pending:  map[types.UID]statusItem{},
 	}

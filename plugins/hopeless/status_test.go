@@ -267,35 +267,59 @@ func TestPluginReleaseCancelsWrite(t *testing.T) {
 }
 
 func TestLeaderCheck(t *testing.T) {
-	gauge := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: leaderMetric}, []string{"name"})
-	clk := testingclock.NewFakeClock(time.Now())
-	synced := false
-
-	// Leader election off: no gauge; leader once synced and the grace passed.
-	none := newLeaderCheck(prometheus.NewRegistry(), clk, func() bool { return synced })
-	if none.leading() {
-		t.Error("leading before the informers synced")
-	}
-	synced = true
-	if none.leading() {
-		t.Error("leading before the elector could have been created")
-	}
-	clk.Step(electorGrace)
-	if !none.leading() {
-		t.Error("not leading without any elector")
+	newGauge := func() (*prometheus.Registry, *prometheus.GaugeVec) {
+		reg := prometheus.NewRegistry()
+		g := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: leaderMetric}, []string{"name"})
+		reg.MustRegister(g)
+		return reg, g
 	}
 
-	// Leader election on: the elector's gauge decides, whatever the time.
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(gauge)
-	gauge.WithLabelValues("ballast-scheduler").Set(0)
-	standby := newLeaderCheck(reg, clk, func() bool { return true })
-	clk.Step(time.Hour)
+	// The binary runs with leader election (kube-scheduler's default). In
+	// v1.37.2 the elector, and with it the gauge, is created only after
+	// every informer handler synced (cmd/kube-scheduler/app/server.go), which
+	// can take minutes on a large cluster: absence is never leadership, for
+	// however long it lasts.
+	on := &LeaderElection{Enabled: true, ResourceName: "kube-scheduler"}
+	empty := prometheus.NewRegistry()
+	standby := newLeaderCheck(empty, on)
+	for range 3 {
+		if standby.leading() {
+			t.Fatal("a replica with leader election on leads before its elector exists")
+		}
+	}
+	reg, gauge := newGauge()
+	standby = newLeaderCheck(reg, on)
+	gauge.WithLabelValues("kube-scheduler").Set(0)
 	if standby.leading() {
 		t.Error("a standby counts as leader")
 	}
-	gauge.WithLabelValues("ballast-scheduler").Set(1)
+	// Another lease's elector in the same process (none in kube-scheduler,
+	// but the gauge is keyed by lease name) does not make this one lead.
+	gauge.WithLabelValues("other-lease").Set(1)
+	if standby.leading() {
+		t.Error("leads on another lease's gauge")
+	}
+	gauge.WithLabelValues("kube-scheduler").Set(1)
 	if !standby.leading() {
 		t.Error("the lease holder does not count as leader")
+	}
+
+	// Leader election off: the only scheduler of its profiles, from the start.
+	off := newLeaderCheck(empty, &LeaderElection{Enabled: false})
+	if !off.leading() {
+		t.Error("not leading with leader election off")
+	}
+
+	// Not told (the plugin built outside cmd/scheduler, e.g. by a test or
+	// another binary): the gauge decides when it exists, else it leads.
+	unknown := newLeaderCheck(empty, nil)
+	if !unknown.leading() {
+		t.Error("not leading with no elector and no configuration")
+	}
+	reg, gauge = newGauge()
+	unknown = newLeaderCheck(reg, nil)
+	gauge.WithLabelValues("kube-scheduler").Set(0)
+	if unknown.leading() {
+		t.Error("a standby of an unconfigured binary counts as leader")
 	}
 }

@@ -1,0 +1,66 @@
+package main
+
+import (
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"k8s.io/klog/v2"
+	"k8s.io/kubernetes/cmd/kube-scheduler/app"
+	"k8s.io/kubernetes/cmd/kube-scheduler/app/options"
+	"k8s.io/kubernetes/pkg/scheduler/apis/config/latest"
+
+	"github.com/ballast-k8s/ballast/plugins"
+	"github.com/ballast-k8s/ballast/plugins/hopeless"
+)
+
+// newCommand is kube-scheduler's command with Ballast's plugins. Before the
+// scheduler starts, it works out the leader election the scheduler will run
+// with and hands it to the plugins: only the leader may write pod status,
+// and in v1.37.2 a standby cannot tell it is one until its elector exists.
+func newCommand() *cobra.Command {
+	election := &hopeless.LeaderElection{}
+	var opts []app.Option
+	for name, factory := range plugins.RegistryFor(election) {
+		opts = append(opts, app.WithPlugin(name, factory))
+	}
+	cmd := app.NewSchedulerCommand(opts...)
+	run := cmd.RunE
+	cmd.RunE = func(c *cobra.Command, args []string) error {
+		le, err := leaderElection(c.Flags())
+		if err != nil {
+			// The scheduler reads the same file next and reports the error.
+			return run(c, args)
+		}
+		*election = le
+		return run(c, args)
+	}
+	return cmd
+}
+
+// leaderElection is the effective leader election of kube-scheduler v1.37.2
+// for these parsed flags, as options.ApplyTo computes it: the config file's
+// (or the defaults' without --config), overridden by every --leader-elect*
+// flag given on the command line.
+func leaderElection(fs *pflag.FlagSet) (hopeless.LeaderElection, error) {
+	cfg, err := latest.Default()
+	if err != nil {
+		return hopeless.LeaderElection{}, err
+	}
+	if f := fs.Lookup("config"); f != nil && f.Value.String() != "" {
+		if cfg, err = options.LoadConfigFromFile(klog.Background(), f.Value.String()); err != nil {
+			return hopeless.LeaderElection{}, err
+		}
+	}
+	le := hopeless.LeaderElection{
+		Enabled:      cfg.LeaderElection.LeaderElect,
+		ResourceName: cfg.LeaderElection.ResourceName,
+	}
+	if fs.Changed("leader-elect") {
+		if le.Enabled, err = fs.GetBool("leader-elect"); err != nil {
+			return hopeless.LeaderElection{}, err
+		}
+	}
+	if fs.Changed("leader-elect-resource-name") {
+		le.ResourceName = fs.Lookup("leader-elect-resource-name").Value.String()
+	}
+	return le, nil
+}
