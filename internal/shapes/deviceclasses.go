@@ -1,6 +1,7 @@
 package shapes
 
 import (
+	"cmp"
 	"sync"
 
 	v1 "k8s.io/api/core/v1"
@@ -8,23 +9,31 @@ import (
 )
 
 // DeviceClasses is the set of extended resource names that DeviceClasses map,
-// as the scheduler's extended-resource cache keeps it (DRAExtendedResource):
+// kept as the scheduler's extended-resource cache keeps it (DRAExtendedResource,
+// dynamic-resource-allocation deviceclass/extendedresourcecache, v0.37.2):
 // every class maps its implicit name deviceclass.resource.kubernetes.io/<class>
 // and, when set, its spec.extendedResourceName. NodeResourcesFit hands such a
 // resource to DynamicResources on every node that does not advertise it, so
-// its requests are no static fact there. It is safe for concurrent use; a nil
-// *DeviceClasses maps nothing.
+// its requests are no static fact there. The cache's rules on a clash are
+// followed to the letter, quirks included, because the scheduler's verdict
+// follows them: when two classes map one name, the newer class (then the
+// lower name) holds it and an older class's add or update changes nothing;
+// deleting either class, or an update that drops the name, unmaps the name
+// even though the other class still maps it. The implicit names cannot clash
+// (API validation). It is safe for concurrent use; a nil *DeviceClasses maps
+// nothing.
 type DeviceClasses struct {
 	mu sync.RWMutex
-	// byClass is what each class maps; names counts the classes per name, so
-	// that two classes mapping one name (a migration) keep it until both go.
-	byClass map[string][]v1.ResourceName
-	names   map[v1.ResourceName]int
+	// seen is the last object of each class: the informer's old object on
+	// its next update.
+	seen map[string]*resourceapi.DeviceClass
+	// byName is the cache's resourceName2class.
+	byName map[v1.ResourceName]*resourceapi.DeviceClass
 }
 
 // NewDeviceClasses returns an empty set.
 func NewDeviceClasses() *DeviceClasses {
-	return &DeviceClasses{byClass: map[string][]v1.ResourceName{}, names: map[v1.ResourceName]int{}}
+	return &DeviceClasses{seen: map[string]*resourceapi.DeviceClass{}, byName: map[v1.ResourceName]*resourceapi.DeviceClass{}}
 }
 
 // ImplicitExtendedResourceName is the name every DeviceClass maps.
@@ -32,50 +41,64 @@ func ImplicitExtendedResourceName(class string) v1.ResourceName {
 	return v1.ResourceName(resourceapi.ResourceDeviceClassPrefix + class)
 }
 
-func mappedNames(dc *resourceapi.DeviceClass) []v1.ResourceName {
-	names := []v1.ResourceName{ImplicitExtendedResourceName(dc.Name)}
-	if n := dc.Spec.ExtendedResourceName; n != nil && *n != "" {
-		names = append(names, v1.ResourceName(*n))
-	}
-	return names
-}
-
-// Upsert records what dc maps. It reports whether the mapped names changed.
+// Upsert records an added or updated class. It reports whether the set of
+// mapped names changed.
 func (d *DeviceClasses) Upsert(dc *resourceapi.DeviceClass) bool {
-	names := mappedNames(dc)
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	old, had := d.byClass[dc.Name]
-	if had && equalNames(old, names) {
-		return false
-	}
-	d.removeLocked(dc.Name)
-	d.byClass[dc.Name] = names
-	for _, n := range names {
-		d.names[n]++
-	}
-	return true
-}
-
-// Delete forgets the class name. It reports whether it was known.
-func (d *DeviceClasses) Delete(name string) bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.removeLocked(name)
-}
-
-func (d *DeviceClasses) removeLocked(class string) bool {
-	old, had := d.byClass[class]
-	if !had {
-		return false
-	}
-	delete(d.byClass, class)
-	for _, n := range old {
-		if d.names[n]--; d.names[n] <= 0 {
-			delete(d.names, n)
+	old := d.seen[dc.Name]
+	d.seen[dc.Name] = dc
+	if n := dc.Spec.ExtendedResourceName; n != nil {
+		if holder := d.byName[v1.ResourceName(*n)]; holder != nil {
+			switch cmp.Compare(dc.CreationTimestamp.UnixNano(), holder.CreationTimestamp.UnixNano()) {
+			case -1:
+				return false
+			case 0:
+				if dc.Name >= holder.Name {
+					return false
+				}
+			}
 		}
 	}
-	return true
+	changed := false
+	if old != nil {
+		changed = d.unmapLocked(old)
+	}
+	if n := dc.Spec.ExtendedResourceName; n != nil {
+		changed = d.mapLocked(v1.ResourceName(*n), dc) || changed
+	}
+	return d.mapLocked(ImplicitExtendedResourceName(dc.Name), dc) || changed
+}
+
+// Delete forgets a deleted class (its last object). It reports whether the
+// set of mapped names changed.
+func (d *DeviceClasses) Delete(dc *resourceapi.DeviceClass) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	delete(d.seen, dc.Name)
+	return d.unmapLocked(dc)
+}
+
+func (d *DeviceClasses) mapLocked(name v1.ResourceName, dc *resourceapi.DeviceClass) bool {
+	_, had := d.byName[name]
+	d.byName[name] = dc
+	return !had
+}
+
+// unmapLocked removes the names dc maps, whichever class holds them.
+func (d *DeviceClasses) unmapLocked(dc *resourceapi.DeviceClass) bool {
+	names := []v1.ResourceName{ImplicitExtendedResourceName(dc.Name)}
+	if n := dc.Spec.ExtendedResourceName; n != nil {
+		names = append(names, v1.ResourceName(*n))
+	}
+	changed := false
+	for _, n := range names {
+		if _, had := d.byName[n]; had {
+			delete(d.byName, n)
+			changed = true
+		}
+	}
+	return changed
 }
 
 // Maps reports whether some DeviceClass maps the resource name.
@@ -85,7 +108,7 @@ func (d *DeviceClasses) Maps(name v1.ResourceName) bool {
 	}
 	d.mu.RLock()
 	defer d.mu.RUnlock()
-	return d.names[name] > 0
+	return d.byName[name] != nil
 }
 
 // Len returns the number of classes.
@@ -95,17 +118,5 @@ func (d *DeviceClasses) Len() int {
 	}
 	d.mu.RLock()
 	defer d.mu.RUnlock()
-	return len(d.byClass)
-}
-
-func equalNames(a, b []v1.ResourceName) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
+	return len(d.seen)
 }

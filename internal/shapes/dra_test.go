@@ -111,13 +111,24 @@ func TestStoreDeviceClassChangesVerdict(t *testing.T) {
 	if v := s.Evaluate(req); v.Hopeless {
 		t.Fatalf("mapped: want it left to the scheduler, got %+v", v)
 	}
-	// Two classes mapping one name (a migration): the name stays until both go.
-	s.UpsertDeviceClass(class("gpu-v2.example.com", "example.com/dra-gpu"))
-	s.DeleteDeviceClass("gpu.example.com")
-	if v := s.Evaluate(req); v.Hopeless {
-		t.Fatalf("still mapped by the second class, got %+v", v)
+	// Two classes mapping one name (a migration): the scheduler's cache
+	// keeps one holder, and deleting either class unmaps the name although
+	// the other still maps it (extendedresourcecache v0.37.2). A pod asking
+	// for it then fails NodeResourcesFit on every node: hopeless, as the
+	// scheduler decides, until a class is written again.
+	v2 := class("gpu-v2.example.com", "example.com/dra-gpu")
+	s.UpsertDeviceClass(v2)
+	s.DeleteDeviceClass(class("gpu.example.com", "example.com/dra-gpu"))
+	if v := s.Evaluate(req); !v.Hopeless {
+		t.Fatalf("the scheduler's cache unmapped the name with either class: want hopeless, got %+v", v)
 	}
-	s.DeleteDeviceClass("gpu-v2.example.com")
+	if !s.UpsertDeviceClass(v2) {
+		t.Fatal("an update of the remaining class maps the name again: a change")
+	}
+	if v := s.Evaluate(req); v.Hopeless {
+		t.Fatalf("mapped again by the remaining class's update, got %+v", v)
+	}
+	s.DeleteDeviceClass(v2)
 	if v := s.Evaluate(req); !v.Hopeless {
 		t.Fatalf("no class left: want hopeless, got %+v", v)
 	}

@@ -190,11 +190,12 @@ func (s *Store) UpsertDeviceClass(dc *resourceapi.DeviceClass) bool {
 	return changed
 }
 
-// DeleteDeviceClass forgets a DeviceClass. It reports whether it was known.
-func (s *Store) DeleteDeviceClass(name string) bool {
+// DeleteDeviceClass forgets a deleted DeviceClass (its last object). It
+// reports whether the mapped names changed.
+func (s *Store) DeleteDeviceClass(dc *resourceapi.DeviceClass) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	changed := s.opts.DeviceClasses.Delete(name)
+	changed := s.opts.DeviceClasses.Delete(dc)
 	if changed {
 		s.gen++
 	}

@@ -101,7 +101,7 @@ func (pl *HopelessPods) deviceClassChanged(obj interface{}, deleted bool) {
 	}
 	var changed bool
 	if deleted {
-		changed = pl.store.DeleteDeviceClass(dc.Name)
+		changed = pl.store.DeleteDeviceClass(dc)
 	} else {
 		changed = pl.store.UpsertDeviceClass(dc)
 	}
