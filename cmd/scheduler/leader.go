@@ -39,7 +39,8 @@ func newCommand() *cobra.Command {
 // leaderElection is the effective leader election of kube-scheduler v1.37.2
 // for these parsed flags, as options.ApplyTo computes it: the config file's
 // (or the defaults' without --config), overridden by every --leader-elect*
-// flag given on the command line.
+// flag given on the command line (the elector's gauge is named
+// kube-scheduler whatever the lease is called, so the lease does not matter).
 func leaderElection(fs *pflag.FlagSet) (hopeless.LeaderElection, error) {
 	cfg, err := latest.Default()
 	if err != nil {
@@ -50,17 +51,11 @@ func leaderElection(fs *pflag.FlagSet) (hopeless.LeaderElection, error) {
 			return hopeless.LeaderElection{}, err
 		}
 	}
-	le := hopeless.LeaderElection{
-		Enabled:      cfg.LeaderElection.LeaderElect,
-		ResourceName: cfg.LeaderElection.ResourceName,
-	}
+	le := hopeless.LeaderElection{Enabled: cfg.LeaderElection.LeaderElect}
 	if fs.Changed("leader-elect") {
 		if le.Enabled, err = fs.GetBool("leader-elect"); err != nil {
 			return hopeless.LeaderElection{}, err
 		}
-	}
-	if fs.Changed("leader-elect-resource-name") {
-		le.ResourceName = fs.Lookup("leader-elect-resource-name").Value.String()
 	}
 	return le, nil
 }

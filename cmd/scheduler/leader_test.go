@@ -26,18 +26,17 @@ func TestLeaderElectionFromFlagsAndConfig(t *testing.T) {
 		args func() []string
 		want hopeless.LeaderElection
 	}{
-		{"defaults", func() []string { return nil }, hopeless.LeaderElection{Enabled: true, ResourceName: "kube-scheduler"}},
-		{"flag off", func() []string { return []string{"--leader-elect=false"} }, hopeless.LeaderElection{Enabled: false, ResourceName: "kube-scheduler"}},
-		{"flag name", func() []string { return []string{"--leader-elect-resource-name=ballast"} }, hopeless.LeaderElection{Enabled: true, ResourceName: "ballast"}},
+		{"defaults", func() []string { return nil }, hopeless.LeaderElection{Enabled: true}},
+		{"flag off", func() []string { return []string{"--leader-elect=false"} }, hopeless.LeaderElection{Enabled: false}},
 		{"file off", func() []string {
 			return []string{"--config=" + file(head+"leaderElection:\n  leaderElect: false\n  resourceName: ballast-scheduler\n")}
-		}, hopeless.LeaderElection{Enabled: false, ResourceName: "ballast-scheduler"}},
+		}, hopeless.LeaderElection{Enabled: false}},
 		{"file without leaderElection", func() []string {
 			return []string{"--config=" + file(head)}
-		}, hopeless.LeaderElection{Enabled: true, ResourceName: "kube-scheduler"}},
+		}, hopeless.LeaderElection{Enabled: true}},
 		{"flag overrides file", func() []string {
 			return []string{"--config=" + file(head+"leaderElection:\n  leaderElect: false\n  resourceName: ballast-scheduler\n"), "--leader-elect=true"}
-		}, hopeless.LeaderElection{Enabled: true, ResourceName: "ballast-scheduler"}},
+		}, hopeless.LeaderElection{Enabled: true}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cmd := newCommand()

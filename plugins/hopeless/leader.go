@@ -8,13 +8,11 @@ import (
 )
 
 // LeaderElection is what the binary knows about its own leader election:
-// kube-scheduler's effective leaderElection.leaderElect and resourceName,
-// from --config and the --leader-elect* flags. The framework hands plugins
-// no leadership signal, so cmd/scheduler reads its configuration and tells
-// the plugin (NewFactory).
+// kube-scheduler's effective leaderElection.leaderElect, from --config and
+// the --leader-elect flag. The framework hands plugins no leadership signal,
+// so cmd/scheduler reads its configuration and tells the plugin (NewFactory).
 type LeaderElection struct {
-	Enabled      bool
-	ResourceName string
+	Enabled bool
 }
 
 // How a replica knows it leads. In v1.37.2 every replica starts its
@@ -22,13 +20,18 @@ type LeaderElection struct {
 // (cmd/kube-scheduler/app/server.go: DelayCacheUntilActive is false by
 // default), so standbys run PreEnqueue too; only the leader runs
 // sched.Run, i.e. the scheduling cycle. client-go's elector publishes the
-// gauge leader_election_master_status{name=<lease>}: 0 from the moment the
+// gauge leader_election_master_status{name="kube-scheduler"} (the elector's
+// name, which v1.37.2 sets to kube-scheduler whatever the lease is called:
+// options.makeLeaderElectionConfig): 0 from the moment the
 // elector is created and 1 once it holds the lease; a scheduler that loses
 // the lease exits. The elector is created only after every informer
 // handler synced, the queue's included, which on a large cluster takes
 // minutes, so the gauge's absence says nothing about leadership: with leader
-// election on, only the gauge at 1 for the configured lease counts.
-const leaderMetric = "leader_election_master_status"
+// election on, only that gauge at 1 counts.
+const (
+	leaderMetric = "leader_election_master_status"
+	electorName  = "kube-scheduler"
+)
 
 type leaderCheck struct {
 	gatherer prometheus.Gatherer
@@ -66,7 +69,7 @@ func (c *leaderCheck) leading() bool {
 			continue
 		}
 		for _, m := range f.GetMetric() {
-			if m.GetGauge().GetValue() != 1 || !c.isOurLease(m.GetLabel()) {
+			if m.GetGauge().GetValue() != 1 || !isSchedulerElector(m.GetLabel()) {
 				continue
 			}
 			c.leader = true
@@ -79,13 +82,10 @@ func (c *leaderCheck) leading() bool {
 	return c.election == nil
 }
 
-func (c *leaderCheck) isOurLease(labels []*dto.LabelPair) bool {
-	if c.election == nil || c.election.ResourceName == "" {
-		return true
-	}
+func isSchedulerElector(labels []*dto.LabelPair) bool {
 	for _, l := range labels {
 		if l.GetName() == "name" {
-			return l.GetValue() == c.election.ResourceName
+			return l.GetValue() == electorName
 		}
 	}
 	return false

@@ -279,7 +279,7 @@ func TestLeaderCheck(t *testing.T) {
 	// every informer handler synced (cmd/kube-scheduler/app/server.go), which
 	// can take minutes on a large cluster: absence is never leadership, for
 	// however long it lasts.
-	on := &LeaderElection{Enabled: true, ResourceName: "kube-scheduler"}
+	on := &LeaderElection{Enabled: true}
 	empty := prometheus.NewRegistry()
 	standby := newLeaderCheck(empty, on)
 	for range 3 {
@@ -293,11 +293,12 @@ func TestLeaderCheck(t *testing.T) {
 	if standby.leading() {
 		t.Error("a standby counts as leader")
 	}
-	// Another lease's elector in the same process (none in kube-scheduler,
-	// but the gauge is keyed by lease name) does not make this one lead.
-	gauge.WithLabelValues("other-lease").Set(1)
+	// Another elector in the same process (none in kube-scheduler, whose
+	// elector is always named kube-scheduler, whatever its lease is called)
+	// does not make this one lead.
+	gauge.WithLabelValues("some-controller").Set(1)
 	if standby.leading() {
-		t.Error("leads on another lease's gauge")
+		t.Error("leads on another elector's gauge")
 	}
 	gauge.WithLabelValues("kube-scheduler").Set(1)
 	if !standby.leading() {

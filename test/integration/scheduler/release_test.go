@@ -8,11 +8,13 @@ import (
 	"time"
 
 	v1 "k8s.io/api/core/v1"
+	resourceapi "k8s.io/api/resource/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	testutils "k8s.io/kubernetes/test/integration/util"
+	"k8s.io/utils/ptr"
 
 	"github.com/ballast-k8s/ballast/config/nodegroups"
 	"github.com/ballast-k8s/ballast/internal/shapes"
@@ -248,6 +250,32 @@ func TestReleasePaths(t *testing.T) {
 			updateNode(t, tc.ClientSet, "ip-10-0-1-1", false, func(n *v1.Node) { n.Labels[v1.LabelHostname] = "ip-10-0-9-9" })
 		},
 		bound: true,
+	}, {
+		// An extended resource no node advertises and no DeviceClass maps is
+		// hopeless; a DeviceClass that maps it hands it to DynamicResources,
+		// so the scheduler decides again (no device here: its own verdict).
+		name: "DeviceClass maps the extended resource",
+		setup: func(t *testing.T, tc *testutils.TestContext) *v1.Pod {
+			createNodes(t, tc.ClientSet, testenv.Node("plain-1", nil, nil))
+			return podWith(tc.NS.Name, "fpga-user", func(p *v1.Pod) {
+				q := resource.MustParse("1")
+				p.Spec.Containers[0].Resources.Requests["example.com/release-fpga"] = q
+				if p.Spec.Containers[0].Resources.Limits == nil {
+					p.Spec.Containers[0].Resources.Limits = v1.ResourceList{}
+				}
+				p.Spec.Containers[0].Resources.Limits["example.com/release-fpga"] = q
+			})
+		},
+		change: func(t *testing.T, tc *testutils.TestContext, _ *v1.Pod) {
+			dc := &resourceapi.DeviceClass{ObjectMeta: metav1.ObjectMeta{Name: "fpga.release.example.com"},
+				Spec: resourceapi.DeviceClassSpec{ExtendedResourceName: ptr.To("example.com/release-fpga")}}
+			if _, err := tc.ClientSet.ResourceV1().DeviceClasses().Create(tc.Ctx, dc, metav1.CreateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() {
+				_ = tc.ClientSet.ResourceV1().DeviceClasses().Delete(context.Background(), dc.Name, metav1.DeleteOptions{})
+			})
+		},
 	}, {
 		name:   "node-group template added",
 		sample: "autoscaling-profile.yaml",
