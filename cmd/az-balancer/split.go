@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 	"time"
 
@@ -29,8 +28,7 @@ const splitPoll = 5 * time.Second
 // the group's split lock (internal/split/lock.go), so it never interleaves
 // with `run --enforce=split` or another `split`, and releases it on the way out.
 func runSplit(ctx context.Context, cloud split.Cloud, sel aws.Selector, group string, dryRun bool, out io.Writer) error {
-	host, _ := os.Hostname()
-	s := split.New(cloud, splitClock, split.Options{Selector: sel, Owner: fmt.Sprintf("az-balancer-split@%s/%d", host, os.Getpid())})
+	s := split.New(cloud, splitClock, split.Options{Selector: sel, Owner: split.NewOwner("az-balancer-split")})
 	if dryRun {
 		res, err := s.Plan(ctx, group)
 		if perr := balancer.PrintPlan(out, actions(res.Steps)); perr != nil {
