@@ -1,0 +1,71 @@
+package balancer
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/ballast-k8s/ballast/internal/awstest"
+)
+
+// TestRecordKeepsTheInstanceThatHoldsTheData is finding 9 of the review of
+// issue 11: node cass-0 of instance A is deleted while A's termination is
+// held through its volume's instance-id (nothing else names A now), and a
+// new instance B registers under the same node name (custom hostnames). The
+// volume's record must keep naming A while EC2 still has A, or A is let go
+// at the hook's timeout with the data.
+func TestRecordKeepsTheInstanceThatHoldsTheData(t *testing.T) {
+	w := newWorld(t, 2, nil)
+	a := w.ids[0]
+	w.startTermination(a)
+	if err := w.kube.CoreV1().Nodes().Delete(w.ctx, "cass-0", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	w.reconcile()
+	b := w.emu.CreateGroup(awstest.GroupSpec{Name: "other", Zones: zones[:1], MaxSize: 1, InstanceType: "i3.xlarge", Instances: map[string]int{zones[0]: 1}})[zones[0]][0]
+	if _, err := w.kube.CoreV1().Nodes().Create(w.ctx, node("cass-0", zones[0], b), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for range 5 { // 10 minutes: twice the heartbeat timeout
+		w.reconcile()
+		w.clock.Step(2 * time.Minute)
+	}
+	w.reconcile()
+	if got := w.volume("pv-0").Annotations[AnnotationInstanceID]; got != a {
+		t.Errorf("pv-0 records instance %q, want %s, which holds its data and still exists", got, a)
+	}
+	if got := w.lifecycleState(a); got != awstest.TerminatingWait {
+		t.Errorf("instance %s, on whose disk pv-0 lives, is %s, want %s", a, got, awstest.TerminatingWait)
+	}
+	if evs := w.rec.about("PersistentVolume", "pv-0", ReasonVolumeNodeReplaced, a, b); len(evs) == 0 {
+		t.Errorf("no %s event on pv-0:\n%s", ReasonVolumeNodeReplaced, w.rec.dump())
+	}
+}
+
+// TestRegionGuardNeedsNodeWitnesses is finding 9b: the balancer runs with
+// the credentials of a sibling account in the right region (a wrong role),
+// whose groups carry the same cluster tags. The orphan's zone has no live
+// node of the cluster, only such a group's instances, which that account's
+// EC2 knows; the orphan's instance, unknown to that account, must not be
+// taken for gone. Zone names are mapped per account, so only the cluster's
+// own nodes (their providerIDs) may witness a zone.
+func TestRegionGuardNeedsNodeWitnesses(t *testing.T) {
+	w := newWorld(t, 1, after("30m"))
+	// The cluster's instance, which this account's EC2 does not know.
+	patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:"i-0000000000000beef"}}}`, AnnotationInstanceID)
+	if _, err := w.kube.CoreV1().PersistentVolumes().Patch(w.ctx, "pv-0", types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.kube.CoreV1().Nodes().Delete(w.ctx, "cass-0", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	w.reconcile()
+	w.clock.Step(31 * time.Minute)
+	w.reconcile()
+	if d := w.claimDeletes(); len(d) != 0 {
+		t.Errorf("claim deleted on the word of another account's group instances: %v", d)
+	}
+}
