@@ -69,3 +69,28 @@ func TestRegionGuardNeedsNodeWitnesses(t *testing.T) {
 		t.Errorf("claim deleted on the word of another account's group instances: %v", d)
 	}
 }
+
+// TestOrphanUnknownAfterEC2ForgetsIt: TerminateInstances (API reference):
+// "Terminated instances remain visible after termination (for approximately
+// one hour)." The emulator forgets them after that hour, so an orphan whose
+// delay is longer meets the "unknown to EC2" path with its real instance: in
+// a zone a live node of the cluster witnesses, it counts as terminated.
+func TestOrphanUnknownAfterEC2ForgetsIt(t *testing.T) {
+	w := newWorld(t, 2, after("2h"))
+	w.lose(0)
+	w.reconcile()
+	w.clock.Step(awstest.DefaultForgetAfter + time.Minute)
+	insts, err := w.b.cloud.DescribeInstances(w.ctx, []string{w.ids[0]})
+	if err != nil || len(insts) != 0 {
+		t.Fatalf("EC2 still answers %v, %v for an instance terminated over an hour ago", insts, err)
+	}
+	w.reconcile()
+	if d := w.claimDeletes(); len(d) != 0 {
+		t.Fatalf("deleted %v before the delay", d)
+	}
+	w.clock.Step(time.Hour)
+	w.reconcile()
+	if d := w.claimDeletes(); len(d) != 1 || d[0] != "data-0 uid=uid-0" {
+		t.Errorf("claim deletions %v, want data-0 once its forgotten instance's delay passed", d)
+	}
+}
