@@ -116,8 +116,26 @@ func (b *Balancer) recordPlacement(ctx context.Context, inv *inventory) error {
 			regions = b.verifiedZones(state, witnesses)
 		}
 	}
+	// Volumes of instances AWS is terminating first: the cap defers the
+	// rest, and a held instance whose node goes before its volume records it
+	// would be named by nothing (its hold then ends at the hook's timeout).
+	names := sortedKeys(hostsOf)
+	terminating := func(name string) bool {
+		nodes := hostsOf[name]
+		ref, ok := inv.instances[inv.instOf[nodes[0]]]
+		return len(nodes) == 1 && ok && ref.inst.LifecycleState == aws.StateTerminatingWait
+	}
+	slices.SortStableFunc(names, func(a, b string) int {
+		switch ta, tb := terminating(a), terminating(b); {
+		case ta && !tb:
+			return -1
+		case tb && !ta:
+			return 1
+		}
+		return 0
+	})
 	writes, deferred := 0, 0
-	for _, name := range sortedKeys(hostsOf) {
+	for _, name := range names {
 		pv := inv.volumes[name]
 		patch := map[string]any{}
 		if _, ok := pv.Annotations[AnnotationOrphanedSince]; ok {

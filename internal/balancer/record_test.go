@@ -1,12 +1,15 @@
 package balancer
 
 import (
+	"context"
 	"fmt"
 	"testing"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/ballast-k8s/ballast/internal/awstest"
 )
@@ -92,5 +95,33 @@ func TestOrphanUnknownAfterEC2ForgetsIt(t *testing.T) {
 	w.reconcile()
 	if d := w.claimDeletes(); len(d) != 1 || d[0] != "data-0 uid=uid-0" {
 		t.Errorf("claim deletions %v, want data-0 once its forgotten instance's delay passed", d)
+	}
+}
+
+// TestPlacementRecordedFirstForHeldInstances is finding 4(b)'s other half:
+// the first loop over more than maxPlacementWrites volumes records the
+// volumes of instances AWS is terminating first, so that their node can be
+// deleted (a drain, kubectl delete node) without leaving the held instance
+// unnamed and let go at the hook's timeout.
+func TestPlacementRecordedFirstForHeldInstances(t *testing.T) {
+	const n = maxPlacementWrites + 5
+	f := newFixture(t)
+	ids := f.emu.CreateGroup(awstest.GroupSpec{Name: "cassandra", Zones: zones[:1], MaxSize: n, InstanceType: "i3.xlarge",
+		Tags: caTags(nil), Instances: map[string]int{zones[0]: n}})[zones[0]]
+	if err := f.b.cloud.PutLifecycleHook(context.Background(), f.b.hook("cassandra")); err != nil {
+		t.Fatal(err)
+	}
+	w := &world{fixture: f, t: t, ctx: context.Background(), ids: ids, rec: &objectRecorder{}}
+	objs := []runtime.Object{storageClass(nil)}
+	for i, id := range ids {
+		objs = append(objs, node(fmt.Sprintf("cass-%d", i), zones[0], id), boundVolume(i), boundClaim(i, types.UID(fmt.Sprintf("uid-%d", i))))
+	}
+	f.kube = fake.NewClientset(objs...)
+	f.b.kube, f.b.recorder = f.kube, w.rec
+	const last = 99 // pv-99 sorts last
+	w.startTermination(ids[last])
+	w.reconcile()
+	if got := w.volume(fmt.Sprintf("pv-%d", last)).Annotations[AnnotationInstanceID]; got != ids[last] {
+		t.Errorf("pv-%d of the held instance records %q after the first loop, want %s", last, got, ids[last])
 	}
 }
