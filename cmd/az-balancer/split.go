@@ -53,6 +53,12 @@ func runSplit(ctx context.Context, cloud split.Cloud, sel aws.Selector, group st
 			}
 			return err
 		}
+		if len(res.Steps) == 0 && len(res.Stranded) > 0 {
+			// Nothing moves until a person replaces them: say so and stop.
+			release(s, group)
+			return fmt.Errorf("split of %s stops: these instances stay in it, as AWS would not attach them to a per-zone group; replace them (drain their nodes, terminate the instances) and run split again: %s",
+				group, strings.Join(res.Stranded, "; "))
+		}
 		logger.Info("Split waits", "group", group, "for", strings.Join(res.Waiting, "; "))
 		select {
 		case <-ctx.Done():
