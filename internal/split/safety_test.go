@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ballast-k8s/ballast/internal/aws"
 	"github.com/ballast-k8s/ballast/internal/awstest"
 	"github.com/ballast-k8s/ballast/internal/split"
 )
@@ -231,5 +232,25 @@ func TestSplitOwnersNeverCollide(t *testing.T) {
 	w.clock.Step(split.DefaultLockSettle)
 	if _, err := second.Pass(ctx, "cassandra"); !errors.Is(err, split.ErrLocked) {
 		t.Errorf("the second process: %v, want ErrLocked", err)
+	}
+}
+
+// TestSplitRefusesAbandonLaunchHooks: an attached instance goes through
+// Pending (ec2-auto-scaling-lifecycle), and the per-zone groups copy the
+// group's hooks; a launch hook whose default result is ABANDON could
+// terminate an attached instance at its timeout. Such a group is not split.
+func TestSplitRefusesAbandonLaunchHooks(t *testing.T) {
+	ctx := context.Background()
+	w := newSplitWorld(t)
+	if err := w.cloud.PutLifecycleHook(ctx, aws.Hook{Group: "cassandra", Name: "bootstrap", Transition: "autoscaling:EC2_INSTANCE_LAUNCHING", HeartbeatTimeout: 300, DefaultResult: "ABANDON"}); err != nil {
+		t.Fatal(err)
+	}
+	w.emu.Reset()
+	s := w.splitter(w.cloud, "run")
+	if _, err := s.Pass(ctx, "cassandra"); err == nil || !strings.Contains(err.Error(), "ABANDON") {
+		t.Errorf("pass: %v, want a refusal naming the ABANDON launch hook", err)
+	}
+	if m := w.emu.MutatingCalls(); len(m) != 0 {
+		t.Errorf("a refused split made %d writes", len(m))
 	}
 }
