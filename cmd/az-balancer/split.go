@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 	"time"
 
@@ -29,8 +28,7 @@ const splitPoll = 5 * time.Second
 // the group's split lock (internal/split/lock.go), so it never interleaves
 // with `run --enforce=split` or another `split`, and releases it on the way out.
 func runSplit(ctx context.Context, cloud split.Cloud, sel aws.Selector, group string, dryRun bool, out io.Writer) error {
-	host, _ := os.Hostname()
-	s := split.New(cloud, splitClock, split.Options{Selector: sel, Owner: fmt.Sprintf("az-balancer-split@%s/%d", host, os.Getpid())})
+	s := split.New(cloud, splitClock, split.Options{Selector: sel, Owner: split.NewOwner("az-balancer-split")})
 	if dryRun {
 		res, err := s.Plan(ctx, group)
 		if perr := balancer.PrintPlan(out, actions(res.Steps)); perr != nil {
@@ -54,6 +52,12 @@ func runSplit(ctx context.Context, cloud split.Cloud, sel aws.Selector, group st
 				release(s, group)
 			}
 			return err
+		}
+		if len(res.Steps) == 0 && len(res.Stranded) > 0 {
+			// Nothing moves until a person replaces them: say so and stop.
+			release(s, group)
+			return fmt.Errorf("split of %s stops: these instances stay in it, as AWS would not attach them to a per-zone group; replace them (drain their nodes, terminate the instances) and run split again: %s",
+				group, strings.Join(res.Stranded, "; "))
 		}
 		logger.Info("Split waits", "group", group, "for", strings.Join(res.Waiting, "; "))
 		select {

@@ -106,3 +106,51 @@ func TestSplitCommand(t *testing.T) {
 		t.Errorf("split of a held group made %d writes", len(m))
 	}
 }
+
+// TestSplitCommandStopsOnStrandedInstances: `split` of a group whose
+// instances AWS would not attach again (their AMI was deregistered) detaches
+// nothing and, once nothing else can move, exits with an error that names
+// them, rather than polling forever.
+func TestSplitCommandStopsOnStrandedInstances(t *testing.T) {
+	clk := clocktesting.NewFakeClock(time.Now())
+	emu := awstest.NewServer(clk)
+	t.Cleanup(emu.Close)
+	defer func(c clock.WithTicker) { splitClock = c }(splitClock)
+	splitClock = clk
+	zones := []string{"us-east-1a", "us-east-1b"}
+	ids := emu.CreateGroup(awstest.GroupSpec{Name: "db", Zones: zones, MaxSize: 4, InstanceType: "m5.large", ImageID: "ami-old",
+		Tags: map[string]string{"k8s.io/cluster-autoscaler/enabled": "true", "k8s.io/cluster-autoscaler/prod": "owned"}, Instances: map[string]int{zones[0]: 1, zones[1]: 1}})
+	emu.DeregisterImage("ami-old")
+	t.Setenv("AWS_ACCESS_KEY_ID", "AKID")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "secret")
+	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
+	t.Setenv("AWS_CONFIG_FILE", t.TempDir()+"/none")
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", t.TempDir()+"/none")
+	done := make(chan error, 1)
+	go func() {
+		done <- run([]string{"split", "db", "--cluster-name=prod", "--region=us-east-1", "--aws-endpoint=" + emu.URL})
+	}()
+	var err error
+	if perr := wait.PollUntilContextTimeout(context.Background(), time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
+		select {
+		case err = <-done:
+			return true, nil
+		default:
+		}
+		if clk.HasWaiters() {
+			clk.Step(time.Minute)
+		}
+		return false, nil
+	}); perr != nil {
+		t.Fatalf("split did not stop: %v", perr)
+	}
+	if err == nil || !strings.Contains(err.Error(), ids[zones[0]][0]) || !strings.Contains(err.Error(), "no longer exists") {
+		t.Errorf("split: %v, want an error naming the instances whose AMI is gone", err)
+	}
+	if n := emu.Counts()["DetachInstances"]; n != 0 {
+		t.Errorf("%d DetachInstances calls, want none", n)
+	}
+	if g, _ := emu.Group("db"); g.Tags[split.TagLock] != "" {
+		t.Errorf("lock %q left behind", g.Tags[split.TagLock])
+	}
+}

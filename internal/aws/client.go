@@ -286,7 +286,7 @@ func (c *Client) DescribeInstances(ctx context.Context, ids []string) ([]Instanc
 			}
 			for _, r := range page.Reservations {
 				for _, i := range r.Instances {
-					inst := Instance{ID: aws.ToString(i.InstanceId), InstanceType: string(i.InstanceType)}
+					inst := Instance{ID: aws.ToString(i.InstanceId), InstanceType: string(i.InstanceType), ImageID: aws.ToString(i.ImageId)}
 					if i.Placement != nil {
 						inst.Zone = aws.ToString(i.Placement.AvailabilityZone)
 					}

@@ -2,14 +2,18 @@ package aws
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
 	astypes "github.com/aws/aws-sdk-go-v2/service/autoscaling/types"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/aws/smithy-go"
 )
 
 // The calls that split a multi-zone group into one group per zone.
@@ -24,6 +28,7 @@ type splitAutoScalingAPI interface {
 
 type splitEC2API interface {
 	DescribeSubnets(context.Context, *ec2.DescribeSubnetsInput, ...func(*ec2.Options)) (*ec2.DescribeSubnetsOutput, error)
+	DescribeImages(context.Context, *ec2.DescribeImagesInput, ...func(*ec2.Options)) (*ec2.DescribeImagesOutput, error)
 }
 
 // MaxMoveBatch is how many instances DetachInstances and AttachInstances take per call.
@@ -210,6 +215,47 @@ func (c *Client) AttachInstances(ctx context.Context, group string, ids []string
 	return nil
 }
 
+// ImagesAvailable returns, of the AMIs ids, those that still exist
+// (state available): AttachInstances refuses an instance whose AMI is gone
+// (user guide, ec2-auto-scaling-detach-attach-instances: "The AMI used to
+// launch the instance must still exist"). It filters by image-id, so an AMI
+// EC2 no longer knows is simply missing from the answer, and asks for
+// deprecated AMIs too, which still launch.
+func (c *Client) ImagesAvailable(ctx context.Context, ids []string) (map[string]bool, error) {
+	out := map[string]bool{}
+	for chunk := range slices.Chunk(ids, maxFilterValues) {
+		res, err := c.ec2.DescribeImages(ctx, &ec2.DescribeImagesInput{
+			Filters:           []ec2types.Filter{{Name: aws.String("image-id"), Values: chunk}},
+			IncludeDeprecated: aws.Bool(true),
+		})
+		if err != nil {
+			return nil, fmt.Errorf("describing images: %w", err)
+		}
+		for _, im := range res.Images {
+			if im.State == ec2types.ImageStateAvailable {
+				out[aws.ToString(im.ImageId)] = true
+			}
+		}
+	}
+	return out, nil
+}
+
+// IsValidationError reports whether err is an Auto Scaling ValidationError:
+// AWS refused the request as it stands, and a retry would fail alike.
+func IsValidationError(err error) bool {
+	var api smithy.APIError
+	return errors.As(err, &api) && api.ErrorCode() == "ValidationError"
+}
+
+// ClaimGroupTag sets one tag of a group in a single attempt, without the
+// SDK's retries, so that the write lands within the caller's deadline or not
+// at all as far as the caller knows (the split lock, internal/split/lock.go).
+func (c *Client) ClaimGroupTag(ctx context.Context, group, key, value string) error {
+	_, err := c.asg.CreateOrUpdateTags(ctx, &autoscaling.CreateOrUpdateTagsInput{Tags: tags(group, map[string]string{key: value}, nil)},
+		func(o *autoscaling.Options) { o.Retryer = retry.AddWithMaxAttempts(o.Retryer, 1) })
+	return err
+}
+
 // SetGroupTags creates or updates tags of a group, not propagated at launch.
 func (c *Client) SetGroupTags(ctx context.Context, group string, kv map[string]string) error {
 	_, err := c.asg.CreateOrUpdateTags(ctx, &autoscaling.CreateOrUpdateTagsInput{Tags: tags(group, kv, nil)})
@@ -259,6 +305,12 @@ func (a *metricsAutoScaling) CreateOrUpdateTags(ctx context.Context, in *autosca
 func (a *metricsAutoScaling) DeleteTags(ctx context.Context, in *autoscaling.DeleteTagsInput, o ...func(*autoscaling.Options)) (*autoscaling.DeleteTagsOutput, error) {
 	out, err := a.autoScalingAPI.DeleteTags(ctx, in, o...)
 	a.m.observe("autoscaling", "DeleteTags", err)
+	return out, err
+}
+
+func (e *metricsEC2) DescribeImages(ctx context.Context, in *ec2.DescribeImagesInput, o ...func(*ec2.Options)) (*ec2.DescribeImagesOutput, error) {
+	out, err := e.ec2API.DescribeImages(ctx, in, o...)
+	e.m.observe("ec2", "DescribeImages", err)
 	return out, err
 }
 

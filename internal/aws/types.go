@@ -116,6 +116,7 @@ type Hook struct {
 // Instance is an EC2 instance.
 type Instance struct {
 	ID, Zone, InstanceType string
+	ImageID                string // the AMI it was launched from
 	State                  string // pending, running, shutting-down, terminated, stopping, stopped
 }
 

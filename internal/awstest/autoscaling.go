@@ -318,6 +318,11 @@ func (s *Server) converge(g *group) {
 		for _, is := range byZone {
 			n += len(is)
 		}
+		for _, id := range g.instances { // attached, not yet InService: counted in the capacity (split.go)
+			if s.instances[id].LifecycleState == pending {
+				n++
+			}
+		}
 		switch {
 		case int32(n) < g.desired && !slices.Contains(g.suspended, "Launch"):
 			least := s.leastCrowded(g, byZone)

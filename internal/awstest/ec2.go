@@ -11,6 +11,7 @@ import (
 type xmlEC2Instance struct {
 	InstanceID   string `xml:"instanceId"`
 	InstanceType string `xml:"instanceType"`
+	ImageID      string `xml:"imageId"`
 	Placement    struct {
 		AvailabilityZone string `xml:"availabilityZone"`
 	} `xml:"placement"`
@@ -151,6 +152,9 @@ func (s *Server) describeInstances(form url.Values, out *describeInstancesRespon
 	var found []*Instance
 	for _, id := range ids {
 		i, ok := s.instances[id]
+		if ok && s.forgotten(i) {
+			ok = false
+		}
 		if !ok {
 			if !filtered {
 				return nil, &apiError{status: 400, code: "InvalidInstanceID.NotFound", msg: fmt.Sprintf("The instance ID '%s' does not exist", id), senderFault: true}
@@ -161,7 +165,9 @@ func (s *Server) describeInstances(form url.Values, out *describeInstancesRespon
 	}
 	if len(ids) == 0 && !filtered {
 		for _, i := range s.instances {
-			found = append(found, i)
+			if !s.forgotten(i) {
+				found = append(found, i)
+			}
 		}
 	}
 	slices.SortFunc(found, func(a, b *Instance) int { return a.seq - b.seq })
@@ -177,7 +183,7 @@ func (s *Server) describeInstances(form url.Values, out *describeInstancesRespon
 		return nil, err
 	}
 	for _, i := range found {
-		x := xmlEC2Instance{InstanceID: i.ID, InstanceType: i.InstanceType}
+		x := xmlEC2Instance{InstanceID: i.ID, InstanceType: i.InstanceType, ImageID: i.ImageID}
 		x.Placement.AvailabilityZone = i.Zone
 		x.InstanceState.Name, x.InstanceState.Code = i.EC2State, ec2StateCodes[i.EC2State]
 		out.Reservations = append(out.Reservations, xmlReservation{ReservationID: "r-" + i.ID[2:], Instances: []xmlEC2Instance{x}})

@@ -93,6 +93,8 @@ type Fault struct {
 	Status int
 	// Times is how many matching requests fail; 0 means once.
 	Times int
+	// Group, if set, matches only requests whose AutoScalingGroupName it is.
+	Group string
 }
 
 // Throttling fails the next n requests as AWS throttles: HTTP 400 Throttling
@@ -134,17 +136,23 @@ type GroupSpec struct {
 	// TargetGroupARNs are the load balancer target groups; a detached
 	// instance is deregistered from them first (split.go).
 	TargetGroupARNs []string
+	// ImageID is the AMI of the group's launch template (images.go);
+	// empty means "ami-<group name>".
+	ImageID string
 }
 
 // Instance is an instance as the emulator holds it.
 type Instance struct {
 	ID, Group, Zone, InstanceType string
+	ImageID                       string // the AMI it was launched from (images.go)
 	LifecycleState                string // InService, Terminating:Wait, Terminated, Detaching, Detached
 	ProtectedFromScaleIn          bool
 	EC2State                      string // running, terminated
 	seq                           int
 	actions                       map[string]*action // pending lifecycle actions by hook
 	detachedAt                    time.Time          // when a Detaching instance leaves its group (split.go)
+	terminatedAt                  time.Time          // EC2 forgets it ForgetAfter later (images.go)
+	inServiceAt                   time.Time          // when an attached, Pending instance is InService (split.go)
 }
 
 type action struct{ deadline, globalDeadline time.Time }
@@ -165,7 +173,7 @@ type group struct {
 }
 
 // LaunchTemplate is a launch template with one version.
-type LaunchTemplate struct{ ID, Name, InstanceType string }
+type LaunchTemplate struct{ ID, Name, InstanceType, ImageID string }
 
 // InstanceType is a row of the instance type catalog.
 type InstanceType struct {
@@ -212,9 +220,11 @@ type Server struct {
 	faults     []*Fault
 	subnets    map[string]string // subnet id -> zone (AddSubnet)
 	seq        int
-	short      map[string]bool // zones that refuse launches (RefuseLaunches)
-	reported   map[string]bool // group and zone whose refused launch is on record
-	detach     detachDelays    // how long instances stay Detaching (split.go)
+	short      map[string]bool   // zones that refuse launches (RefuseLaunches)
+	reported   map[string]bool   // group and zone whose refused launch is on record
+	images     map[string]*image // AMIs by id (images.go)
+	forget     time.Duration     // how long terminated instances stay visible (images.go)
+	detach     detachDelays      // how long instances stay Detaching (split.go)
 }
 
 // NewServer starts an emulator on loopback. Close it when done.
@@ -302,7 +312,7 @@ func (s *Server) CreateGroup(spec GroupSpec) map[string][]string {
 	if g.LaunchTemplateID == "" && g.InstanceType != "" {
 		// Every group gets a launch template, as groups made today do.
 		g.LaunchTemplateID = "lt-" + spec.Name
-		s.templates[g.LaunchTemplateID] = LaunchTemplate{ID: g.LaunchTemplateID, Name: spec.Name, InstanceType: g.InstanceType}
+		s.templates[g.LaunchTemplateID] = LaunchTemplate{ID: g.LaunchTemplateID, Name: spec.Name, InstanceType: g.InstanceType, ImageID: spec.ImageID}
 	}
 	s.groups[spec.Name] = g
 	out := map[string][]string{}
@@ -464,7 +474,7 @@ func (s *Server) launch(g *group, zone, cause string) *Instance {
 		t = g.OverrideTypes[0]
 	}
 	i := &Instance{
-		ID: fmt.Sprintf("i-%017x", s.seq), Group: g.Name, Zone: zone, InstanceType: t,
+		ID: fmt.Sprintf("i-%017x", s.seq), Group: g.Name, Zone: zone, InstanceType: t, ImageID: s.launchImage(g),
 		LifecycleState: InService, EC2State: "running", seq: s.seq, ProtectedFromScaleIn: g.NewInstancesProtectedFromScaleIn,
 	}
 	s.instances[i.ID] = i
@@ -492,7 +502,7 @@ func (s *Server) terminate(g *group, i *Instance, cause string) {
 }
 
 func (s *Server) finishTermination(g *group, i *Instance) {
-	i.LifecycleState, i.EC2State, i.actions = "Terminated", "terminated", nil
+	i.LifecycleState, i.EC2State, i.actions, i.terminatedAt = "Terminated", "terminated", nil, s.clock.Now()
 	g.instances = slices.DeleteFunc(g.instances, func(id string) bool { return id == i.ID })
 }
 
@@ -506,6 +516,10 @@ func (s *Server) expire() {
 			i := s.instances[id]
 			if i.LifecycleState == detaching && !now.Before(i.detachedAt) {
 				s.finishDetach(g, i)
+				continue
+			}
+			if i.LifecycleState == pending && !now.Before(i.inServiceAt) {
+				i.LifecycleState, i.inServiceAt = InService, time.Time{}
 				continue
 			}
 			if i.LifecycleState != TerminatingWait {
@@ -563,7 +577,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	defer s.mu.Unlock()
 	call := Call{Service: service, Action: action, Params: form}
 	var out any
-	if f := s.fault(service, action); f != nil {
+	if f := s.fault(service, action, form.Get("AutoScalingGroupName")); f != nil {
 		err = &apiError{status: f.Status, code: f.Code, msg: "injected fault", senderFault: f.Status < 500}
 	} else {
 		s.expire()
@@ -602,9 +616,9 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(b)
 }
 
-func (s *Server) fault(service, action string) *Fault {
+func (s *Server) fault(service, action, group string) *Fault {
 	for i, f := range s.faults {
-		if (f.Service == "" || f.Service == service) && (f.Action == "" || f.Action == action) {
+		if (f.Service == "" || f.Service == service) && (f.Action == "" || f.Action == action) && (f.Group == "" || f.Group == group) {
 			if f.Times--; f.Times <= 0 {
 				s.faults = slices.Delete(s.faults, i, i+1)
 			}

@@ -309,8 +309,8 @@ func TestEC2(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []ballastaws.Instance{
-		{ID: ids[zones[0]][0], Zone: zones[0], InstanceType: "r5.xlarge", State: "running"},
-		{ID: ids[zones[1]][0], Zone: zones[1], InstanceType: "r5.xlarge", State: "running"},
+		{ID: ids[zones[0]][0], Zone: zones[0], InstanceType: "r5.xlarge", ImageID: "ami-pool", State: "running"},
+		{ID: ids[zones[1]][0], Zone: zones[1], InstanceType: "r5.xlarge", ImageID: "ami-pool", State: "running"},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("DescribeInstances (-want, +got):\n%s", diff)

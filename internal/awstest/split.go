@@ -31,10 +31,13 @@ import (
 //   - AttachInstances takes up to 20 running instances in one of the group's
 //     zones that are not a member of an Auto Scaling group ("The instance is
 //     not a member of another Auto Scaling group", the guide's attach
-//     considerations), so an instance still Detaching is refused. The desired
-//     capacity rises by their number, and the call fails if that passes the
-//     maximum size. An attached instance takes the group's
-//     NewInstancesProtectedFromScaleIn.
+//     considerations), so an instance still Detaching is refused, and whose
+//     AMI still exists ("The AMI used to launch the instance must still
+//     exist", images.go). The desired capacity rises by their number, and
+//     the call fails if that passes the maximum size. An attached instance
+//     takes the group's NewInstancesProtectedFromScaleIn, and is Pending for
+//     attachDelay before it is InService (so SetInstanceProtection refuses
+//     it meanwhile).
 //   - CreateAutoScalingGroup takes a launch template by LaunchTemplateId or
 //     by LaunchTemplateName, not both (LaunchTemplateSpecification:
 //     "Conditional: You must specify either a LaunchTemplateId or a
@@ -47,7 +50,17 @@ import (
 const (
 	detaching = "Detaching"
 	detached  = "Detached"
+	pending   = "Pending"
 )
+
+// attachDelay is how long an attached instance stays Pending before it is
+// InService. The user guide's lifecycle diagram (ec2-auto-scaling-lifecycle)
+// takes an attached instance through Pending, like a launched one, and
+// AttachInstances registers it with the group's target groups ("If there are
+// target groups attached to your Auto Scaling group, the instances are also
+// registered with the target groups") before it is InService. How long is
+// not documented; 30 s on the emulator's clock, never at once.
+const attachDelay = 30 * time.Second
 
 // detachDelays are how long a detached instance stays Detaching in its group.
 type detachDelays struct{ withTargetGroups, without time.Duration }
@@ -313,6 +326,8 @@ func (s *Server) attachInstances(form url.Values, _ *result) error {
 			return validation("The instance %s is already part of Auto Scaling group %s.", id, i.Group)
 		case !slices.Contains(g.Zones, i.Zone):
 			return validation("The instance %s is in zone %s, which is not one of the group's zones %v.", id, i.Zone, g.Zones)
+		case s.imageGone(i.ImageID): // images.go
+			return validation("Instance %s: the AMI %s used to launch it no longer exists.", id, i.ImageID)
 		}
 	}
 	if g.desired+int32(len(ids)) > g.MaxSize {
@@ -321,7 +336,9 @@ func (s *Server) attachInstances(form url.Values, _ *result) error {
 	g.desired += int32(len(ids))
 	for _, id := range ids {
 		i := s.instances[id]
-		i.Group, i.LifecycleState, i.ProtectedFromScaleIn = g.Name, InService, g.NewInstancesProtectedFromScaleIn
+		// Pending first, as a launched instance (see attachDelay).
+		i.Group, i.LifecycleState, i.ProtectedFromScaleIn = g.Name, pending, g.NewInstancesProtectedFromScaleIn
+		i.inServiceAt = s.clock.Now().Add(attachDelay)
 		g.instances = append(g.instances, id)
 		s.activity(g, "Attaching an existing EC2 instance: "+id, "an instance was attached in response to a user request")
 	}

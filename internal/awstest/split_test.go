@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
@@ -44,7 +45,7 @@ func TestDetachInstances(t *testing.T) {
 	}
 	clk.Step(s.DetachDelay("g")) // detaching is asynchronous (detach_test.go)
 	i, _ := s.Instance(a0)
-	if diff := cmp.Diff(awstest.Instance{ID: a0, Zone: zones[0], InstanceType: "m5.large", LifecycleState: "Detached", EC2State: "running"}, i,
+	if diff := cmp.Diff(awstest.Instance{ID: a0, Zone: zones[0], InstanceType: "m5.large", ImageID: "ami-g", LifecycleState: "Detached", EC2State: "running"}, i,
 		cmp.FilterPath(func(p cmp.Path) bool { return p.Last().String() == ".seq" }, cmp.Ignore()), cmp.AllowUnexported(awstest.Instance{})); diff != "" {
 		t.Errorf("detached instance keeps running, in no group, without protection (-want, +got):\n%s", diff)
 	}
@@ -96,6 +97,7 @@ func TestAttachInstances(t *testing.T) {
 	if g.Desired != 2 {
 		t.Errorf("desired %d, want 2: attaching raises it", g.Desired)
 	}
+	clk.Step(30 * time.Second) // Pending first (images_test.go)
 	for _, i := range s.GroupInstances("dst") {
 		if !i.ProtectedFromScaleIn || i.LifecycleState != awstest.InService || i.Group != "dst" {
 			t.Errorf("attached %+v, want InService in dst and protected as the group's NewInstancesProtectedFromScaleIn says", i)

@@ -25,6 +25,7 @@ import (
 
 	"github.com/ballast-k8s/ballast/config/nodegroups"
 	"github.com/ballast-k8s/ballast/internal/aws"
+	"github.com/ballast-k8s/ballast/internal/split"
 )
 
 const (
@@ -105,6 +106,7 @@ type Balancer struct {
 	ltTypes   map[aws.LaunchTemplateRef]cached
 	hooks     map[string]time.Time // groups known to carry our hook, when last checked
 	completed map[string]bool      // instances whose lifecycle action we let go
+	splitter  *split.Splitter      // the loop's splitter (split.go), made on first use
 	warned    map[string]bool      // warnings already emitted
 
 	// Health is read without the loop's lock: a probe never waits for a loop.

@@ -15,6 +15,7 @@ type metrics struct {
 	heldTerminations prometheus.Gauge
 	malformedTags    prometheus.Counter
 	orphanReleases   *prometheus.CounterVec
+	splitStranded    *prometheus.GaugeVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -36,9 +37,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Distinct malformed node-template tags seen and skipped."}),
 		orphanReleases: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "orphan_releases_total",
 			Help: "Claims of orphaned local volumes the balancer deleted or tried to, by result (deleted, precondition_failed, skipped, error)."}, []string{"result"}),
+		splitStranded: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "split_stranded_instances",
+			Help: "Instances a split leaves in the group being split because AttachInstances would refuse them (their AMI is gone), by group."}, []string{"group"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.reconciles, m.duration, m.multiZoneGroups, m.protectedNodes, m.orphanedVolumes, m.heldTerminations, m.malformedTags, m.orphanReleases)
+		reg.MustRegister(m.reconciles, m.duration, m.multiZoneGroups, m.protectedNodes, m.orphanedVolumes, m.heldTerminations, m.malformedTags, m.orphanReleases, m.splitStranded)
 	}
 	return m
 }

@@ -90,8 +90,52 @@ func (b *Balancer) recordPlacement(ctx context.Context, inv *inventory) error {
 		}
 	}
 	var errs []error
+	// A node name that now runs another instance than the one recorded:
+	// the record is kept while the recorded instance may still exist (it
+	// holds the data, and may be held in Terminating:Wait by this record).
+	var ask, askZones []string
+	for name, nodes := range hostsOf {
+		pv := inv.volumes[name]
+		if len(nodes) != 1 {
+			continue
+		}
+		if id, was := inv.instOf[nodes[0]], pv.Annotations[AnnotationInstanceID]; id != "" && was != "" && was != id {
+			if ref, inGroup := inv.instances[was]; !inGroup || ref.inst.LifecycleState == "Terminated" {
+				ask, askZones = append(ask, was), append(askZones, pv.Annotations[AnnotationZone])
+			}
+		}
+	}
+	var state map[string]string
+	var regions map[string]bool
+	if len(ask) > 0 {
+		witnesses := b.witnesses(inv, askZones)
+		var err error
+		if state, err = b.instanceStates(ctx, withWitnesses(ask, witnesses)); err != nil {
+			errs = append(errs, fmt.Errorf("describing %d instances recorded on volumes whose node runs another instance now: %w", len(ask), err))
+		} else {
+			regions = b.verifiedZones(state, witnesses)
+		}
+	}
+	// Volumes of instances AWS is terminating first: the cap defers the
+	// rest, and a held instance whose node goes before its volume records it
+	// would be named by nothing (its hold then ends at the hook's timeout).
+	names := sortedKeys(hostsOf)
+	terminating := func(name string) bool {
+		nodes := hostsOf[name]
+		ref, ok := inv.instances[inv.instOf[nodes[0]]]
+		return len(nodes) == 1 && ok && ref.inst.LifecycleState == aws.StateTerminatingWait
+	}
+	slices.SortStableFunc(names, func(a, b string) int {
+		switch ta, tb := terminating(a), terminating(b); {
+		case ta && !tb:
+			return -1
+		case tb && !ta:
+			return 1
+		}
+		return 0
+	})
 	writes, deferred := 0, 0
-	for _, name := range sortedKeys(hostsOf) {
+	for _, name := range names {
 		pv := inv.volumes[name]
 		patch := map[string]any{}
 		if _, ok := pv.Annotations[AnnotationOrphanedSince]; ok {
@@ -101,15 +145,22 @@ func (b *Balancer) recordPlacement(ctx context.Context, inv *inventory) error {
 		if nodes := hostsOf[name]; len(nodes) == 1 {
 			if id := inv.instOf[nodes[0]]; id != "" {
 				n := inv.nodeOf[id]
-				switch was := pv.Annotations[AnnotationInstanceID]; {
-				case was == id:
-				case was != "":
+				was := pv.Annotations[AnnotationInstanceID]
+				replace := was != id
+				if replace && was != "" {
 					// The node name now belongs to another instance (private IPs
-					// are reused): the data stayed on the old one.
-					b.warnObject(pv, ReasonVolumeNodeReplaced, "Volume %s recorded instance %s, but its node %s now runs instance %s: the local data was on %s",
-						pv.Name, was, n.Name, id, was)
-					fallthrough
-				default:
+					// are reused, custom hostnames): the data stayed on the old one.
+					ref, inGroup := inv.instances[was]
+					if (inGroup && ref.inst.LifecycleState != "Terminated") || state == nil || !gone(state[was], pv.Annotations[AnnotationZone], regions) {
+						replace = false
+						b.warnObject(pv, ReasonVolumeNodeReplaced, "Volume %s records instance %s, which holds its data and may still exist, but its node %s now runs instance %s: the record is kept while %s exists",
+							pv.Name, was, n.Name, id, was)
+					} else {
+						b.warnObject(pv, ReasonVolumeNodeReplaced, "Volume %s recorded instance %s, but its node %s now runs instance %s: the local data was on %s, which is gone",
+							pv.Name, was, n.Name, id, was)
+					}
+				}
+				if replace {
 					patch[AnnotationInstanceID] = id
 					if z := nodeZone(n); z != "" && pv.Annotations[AnnotationZone] != z {
 						patch[AnnotationZone] = z
@@ -196,10 +247,13 @@ func zoneKey(id string) string { return "zone\x00" + id }
 const witnessesPerZone = 3
 
 // witnesses returns, for each zone of the configured region among zones, a
-// few instances that the cluster's nodes or the groups say live there: if
-// EC2 knows none of them, its silence about an orphan's instance in that
-// zone proves nothing (wrong region, wrong account, wrong endpoint).
-func (b *Balancer) witnesses(inv *inventory, zones []string) []string {
+// few instances that the cluster's own nodes say live there (their
+// providerIDs), with that zone: if EC2 knows none of them in that zone, its
+// silence about an orphan's instance there proves nothing (wrong region,
+// wrong account, wrong endpoint). Group listings never witness: the groups
+// of a sibling account with the same cluster tags would, and zone names are
+// mapped per account.
+func (b *Balancer) witnesses(inv *inventory, zones []string) map[string]string {
 	want := map[string]bool{}
 	for _, z := range zones {
 		if inRegion(z, b.cloud.Region()) {
@@ -217,28 +271,30 @@ func (b *Balancer) witnesses(inv *inventory, zones []string) []string {
 			add(z, id)
 		}
 	}
-	for _, g := range inv.groups {
-		for _, i := range g.Instances {
-			add(i.Zone, i.ID)
+	out := map[string]string{}
+	for z, ids := range picked {
+		for _, id := range ids {
+			out[id] = z
 		}
-	}
-	var out []string
-	for _, z := range sortedKeys(picked) {
-		out = append(out, picked[z]...)
 	}
 	return out
 }
 
 // verifiedZones returns the zones in which EC2 answered for a witness that
-// is not terminated.
-func (b *Balancer) verifiedZones(state map[string]string, witnesses []string) map[string]bool {
+// is not terminated, placing it in the zone its node's providerID names.
+func (b *Balancer) verifiedZones(state map[string]string, witnesses map[string]string) map[string]bool {
 	out := map[string]bool{}
-	for _, id := range witnesses {
-		if s, z := state[id], state[zoneKey(id)]; s != "" && s != "terminated" && inRegion(z, b.cloud.Region()) {
+	for id, want := range witnesses {
+		if s, z := state[id], state[zoneKey(id)]; s != "" && s != "terminated" && z == want && inRegion(z, b.cloud.Region()) {
 			out[z] = true
 		}
 	}
 	return out
+}
+
+// withWitnesses is ids followed by the witnesses' ids.
+func withWitnesses(ids []string, witnesses map[string]string) []string {
+	return append(slices.Clone(ids), sortedKeys(witnesses)...)
 }
 
 // inRegion reports whether zone is one of region's: us-east-1a, or a Local
@@ -314,7 +370,7 @@ func (b *Balancer) orphanedVolumes(ctx context.Context, inv *inventory) (int, er
 		return len(inv.orphans), nil
 	}
 	witnesses := b.witnesses(inv, zones)
-	state, err := b.instanceStates(ctx, append(slices.Clone(ids), witnesses...))
+	state, err := b.instanceStates(ctx, withWitnesses(ids, witnesses))
 	if err != nil {
 		return len(inv.orphans), fmt.Errorf("describing the instances of %d orphaned volumes: %w", len(ids), err)
 	}
@@ -495,7 +551,7 @@ func (b *Balancer) release(ctx context.Context, inv *inventory, due []*orphan) e
 		zones = append(zones, o.pv.Annotations[AnnotationZone])
 	}
 	witnesses := b.witnesses(inv, zones)
-	state, err := b.instanceStates(ctx, append(ids, witnesses...))
+	state, err := b.instanceStates(ctx, withWitnesses(ids, witnesses))
 	if err != nil {
 		return errors.Join(append(errs, fmt.Errorf("describing the instances of %d orphaned volumes before releasing them: %w", len(ids), err))...)
 	}

@@ -199,37 +199,55 @@ func (b *Balancer) hook(group string) aws.Hook {
 // bound local volumes (on their node, or recorded on a volume whose node is
 // gone), and lets the others go at once so that the hook does not slow down
 // cluster-autoscaler's own scale-down. An instance is let go only when a
-// quorum read agrees it holds nothing; one whose node is unknown and that no
-// volume records is left to the hook's timeout: nothing is released on a
-// guess. AWS still terminates after the global timeout (48h or 100
-// heartbeat timeouts); the TerminationHeld event says so.
+// quorum read agrees it holds nothing; one whose node is unknown even to the
+// quorum read and that no volume records is left to the hook's timeout:
+// nothing is released on a guess. The hook's default result is CONTINUE, so
+// an error never drops an instance from the held set: when the group's hooks
+// cannot be described (after a restart) or the quorum read fails, what may
+// hold is held and heartbeated. AWS still terminates after the global timeout
+// (48h or 100 heartbeat timeouts); the TerminationHeld event says so.
 func (b *Balancer) lifecycleActions(ctx context.Context, inv *inventory) error {
 	var errs []error
 	holding := map[heldInstance]bool{}
+	hold := func(g, id string) bool {
+		holding[heldInstance{group: g, instance: id}] = true
+		if err := b.cloud.RecordLifecycleActionHeartbeat(ctx, g, HookName, id); err != nil {
+			errs = append(errs, fmt.Errorf("heartbeat for %s: %w", id, err))
+			return false
+		}
+		return true
+	}
 	for gi := range inv.groups {
 		g := &inv.groups[gi]
+		checked, unsure := false, false
 		for _, i := range g.Instances {
 			if i.LifecycleState != aws.StateTerminatingWait || b.completed[i.ID] {
 				continue
 			}
-			if _, ok := b.hooks[g.Name]; !ok {
+			if _, ok := b.hooks[g.Name]; !ok && !checked {
 				// Learn whether our hook is there (after a restart), once per group.
+				checked = true
 				hooks, err := b.cloud.DescribeLifecycleHooks(ctx, g.Name)
 				if err != nil {
+					// Maybe ours: hold what holds (a heartbeat for a hook that
+					// is not there only fails), let nothing go.
 					errs = append(errs, fmt.Errorf("describing lifecycle hooks of %s: %w", g.Name, err))
+					unsure = true
+				} else if !slices.ContainsFunc(hooks, func(h aws.Hook) bool { return h.Name == HookName }) {
 					break
+				} else {
+					b.hooks[g.Name] = b.clock.Now()
 				}
-				if !slices.ContainsFunc(hooks, func(h aws.Hook) bool { return h.Name == HookName }) {
-					break
-				}
-				b.hooks[g.Name] = b.clock.Now()
 			}
 			src := inv
 			vols := holds(src, i.ID)
-			if len(vols) == 0 && inv.nodeOf[i.ID] != nil {
+			if len(vols) == 0 {
+				// Free on the loop's list, or its node unknown there: ask past
+				// the watch cache before letting it go or leaving it to the timeout.
 				fresh, err := b.confirmed(ctx, inv)
 				if err != nil {
 					errs = append(errs, err)
+					hold(g.Name, i.ID) // a failed read lets nothing go
 					continue
 				}
 				src, vols = fresh, holds(fresh, i.ID)
@@ -237,14 +255,13 @@ func (b *Balancer) lifecycleActions(ctx context.Context, inv *inventory) error {
 			n := src.nodeOf[i.ID]
 			switch {
 			case len(vols) > 0:
-				holding[heldInstance{group: g.Name, instance: i.ID}] = true
-				if err := b.cloud.RecordLifecycleActionHeartbeat(ctx, g.Name, HookName, i.ID); err != nil {
-					errs = append(errs, fmt.Errorf("heartbeat for %s: %w", i.ID, err))
-					continue
+				if hold(g.Name, i.ID) {
+					b.reportHeld(src, n, g.Name, i.ID, vols)
 				}
-				b.reportHeld(src, n, g.Name, i.ID, vols)
 			case n == nil:
 				// Unknown node, no volume records the instance: the hook's timeout decides.
+			case unsure:
+				// Whether our hook holds it is unknown; the next loop decides.
 			default:
 				if err := b.cloud.CompleteLifecycleAction(ctx, g.Name, HookName, i.ID, aws.ResultContinue); err != nil {
 					errs = append(errs, fmt.Errorf("completing lifecycle action of %s: %w", i.ID, err))

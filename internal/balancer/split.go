@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 
 	"github.com/ballast-k8s/ballast/internal/aws"
@@ -40,11 +39,9 @@ var (
 	_ SplitCloud = (*recordingCloud)(nil)
 )
 
-// loopOwner names this process in the split lock.
-var loopOwner = func() string {
-	host, _ := os.Hostname()
-	return fmt.Sprintf("az-balancer-run@%s/%d", host, os.Getpid())
-}()
+// loopOwner names this process in the split lock, with a nonce: two
+// processes never share it, even with the same host name and pid.
+var loopOwner = split.NewOwner("az-balancer-run")
 
 // splitGroup makes one pass of the split of g and reports it; the caller
 // holds b.mu. A split waiting for instances to detach, or held by another
@@ -54,19 +51,28 @@ func (b *Balancer) splitGroup(ctx context.Context, g *aws.Group, w *warnings) (c
 	if !ok {
 		return false, errors.New("the AWS client cannot split groups")
 	}
-	s := split.New(cloud, b.clock, split.Options{Selector: b.opts.Selector, Owner: loopOwner})
 	var res split.Result
 	if rc, ok := cloud.(*recordingCloud); ok { // Plan: the steps of the next pass, the lock aside
-		res, err = s.Plan(ctx, g.Name)
+		res, err = split.New(cloud, b.clock, split.Options{Selector: b.opts.Selector, Owner: loopOwner}).Plan(ctx, g.Name)
 		for _, st := range res.Steps {
 			rc.record(strings.TrimPrefix(st.Target, "asg/"), st.Verb, "%s", st.Detail)
 		}
 		res.Steps = nil
 	} else {
-		res, err = s.Pass(ctx, g.Name)
+		if b.splitter == nil { // one per process: it remembers its void lock claims
+			b.splitter = split.New(cloud, b.clock, split.Options{Selector: b.opts.Selector, Owner: loopOwner})
+		}
+		res, err = b.splitter.Pass(ctx, g.Name)
 	}
 	if len(res.Steps) > 0 {
 		w.normal(ReasonSplitGroup, "Split of Auto Scaling group %s (zones %v): %d steps made", g.Name, g.Zones, len(res.Steps))
+	}
+	if err == nil || len(res.Stranded) > 0 {
+		b.metrics.splitStranded.WithLabelValues(g.Name).Set(float64(len(res.Stranded)))
+	}
+	if len(res.Stranded) > 0 {
+		w.warn(ReasonSplitBlocked, "Split of Auto Scaling group %s leaves instances in it, which AWS would not attach to a per-zone group; replace them to let the split finish: %s",
+			g.Name, strings.Join(res.Stranded, "; "))
 	}
 	switch {
 	case errors.Is(err, split.ErrLocked):
@@ -124,6 +130,20 @@ func (r *recordingCloud) SetGroupTags(_ context.Context, group string, tags map[
 		parts = append(parts, k+"="+tags[k])
 	}
 	r.record(group, "CreateOrUpdateTags", "%s", strings.Join(parts, " "))
+	return nil
+}
+
+// ImagesAvailable reads: a plan asks AWS as the pass would.
+func (r *recordingCloud) ImagesAvailable(ctx context.Context, ids []string) (map[string]bool, error) {
+	c, ok := r.Cloud.(split.Cloud)
+	if !ok {
+		return nil, errors.New("the AWS client cannot describe images")
+	}
+	return c.ImagesAvailable(ctx, ids)
+}
+
+func (r *recordingCloud) ClaimGroupTag(_ context.Context, group, key, value string) error {
+	r.record(group, "CreateOrUpdateTags", "%s=%s", key, value)
 	return nil
 }
 

@@ -77,6 +77,7 @@ type Cloud interface {
 	DescribeGroups(ctx context.Context, sel aws.Selector) ([]aws.Group, error)
 	DescribeInstances(ctx context.Context, ids []string) ([]aws.Instance, error)
 	DescribeLifecycleHooks(ctx context.Context, group string) ([]aws.Hook, error)
+	ImagesAvailable(ctx context.Context, ids []string) (map[string]bool, error)
 
 	SuspendProcesses(ctx context.Context, group string, processes ...string) error
 	SetInstanceProtection(ctx context.Context, group string, ids []string, protected bool) error
@@ -86,6 +87,7 @@ type Cloud interface {
 	DetachInstances(ctx context.Context, group string, ids []string) error
 	AttachInstances(ctx context.Context, group string, ids []string) error
 	SetGroupTags(ctx context.Context, group string, tags map[string]string) error
+	ClaimGroupTag(ctx context.Context, group, key, value string) error
 	DeleteGroupTags(ctx context.Context, group string, keys []string) error
 }
 
@@ -112,6 +114,11 @@ type Result struct {
 	Waiting []string
 	// Done is set once the split is finished.
 	Done bool
+	// Stranded are instances the split leaves in the group and reports,
+	// because AttachInstances would refuse them (their AMI is gone, or AWS
+	// refused them once): "<id>: <why>". The split does not finish while
+	// they are there; replace them (drain the node, terminate the instance).
+	Stranded []string
 }
 
 // Options configure a Splitter.
@@ -130,9 +137,11 @@ type Splitter struct {
 	cloud Cloud
 	clock clock.PassiveClock
 	opts  Options
+	void  voidClaims
 }
 
-// New builds a Splitter.
+// New builds a Splitter. Keep it for as long as the process runs passes
+// under its owner: it remembers the lock claims it must not rely on.
 func New(cloud Cloud, clk clock.PassiveClock, opts Options) *Splitter {
 	if opts.LockDuration <= 0 {
 		opts.LockDuration = DefaultLockDuration
@@ -148,6 +157,23 @@ func New(cloud Cloud, clk clock.PassiveClock, opts Options) *Splitter {
 type step struct {
 	Step
 	do func(context.Context, Cloud) error
+	// guarded steps move instances or record a batch: the lock is read
+	// again right before them (lock.go).
+	guarded bool
+	// setsState is the state tag the step writes, if it writes one.
+	setsState *string
+}
+
+// guardKey carries a pass's re-check of its lock to the steps that make
+// more than one guarded write.
+type guardKey struct{}
+
+// recheck reads the lock again if the pass holds one (see guard).
+func recheck(ctx context.Context) error {
+	if g, ok := ctx.Value(guardKey{}).(func(context.Context) error); ok {
+		return g(ctx)
+	}
+	return nil
 }
 
 // Pass makes the steps of the split of group that are due now. Run it again
@@ -170,33 +196,75 @@ func (s *Splitter) Pass(ctx context.Context, group string) (Result, error) {
 		return Result{}, err
 	}
 	var res Result
-	var until time.Time
+	var g *guard
 	if !IsDone(&snap.old) {
 		pre, held, err := s.lock(snap)
 		if err != nil {
 			return Result{}, err
 		}
 		if !held.ok {
-			return s.run(ctx, group, pre, time.Time{}, Result{Waiting: []string{held.why}})
+			return s.run(ctx, group, pre, nil, Result{Waiting: []string{held.why}})
 		}
-		plan.steps, until = append(pre, plan.steps...), held.until
+		plan.steps = append(pre, plan.steps...)
+		g = &guard{since: held.since, until: held.until, state: snap.old.Tags[TagState]}
 	}
-	res.Waiting, res.Done = plan.waiting, plan.done
-	return s.run(ctx, group, plan.steps, until, res)
+	res.Waiting, res.Done, res.Stranded = plan.waiting, plan.done, plan.stranded
+	return s.run(ctx, group, plan.steps, g, res)
+}
+
+// guard is what a pass that holds the lock checks before its steps: the
+// lock it holds (since, until) and the state tag it expects.
+type guard struct {
+	since, until time.Time
+	state        string
+}
+
+// check reads the group's tags again and fails unless the lock is still
+// this pass's claim and the state tag is what the pass expects.
+func (s *Splitter) check(ctx context.Context, group string, g *guard) error {
+	gs, err := s.cloud.DescribeGroups(ctx, aws.Selector{Names: []string{group}})
+	if err != nil {
+		return fmt.Errorf("reading the split lock again: %w", err)
+	}
+	if len(gs) == 0 {
+		return fmt.Errorf("auto scaling group %s not found", group)
+	}
+	v := gs[0].Tags[TagLock]
+	l, err := parseLock(v)
+	if err != nil || l.owner != s.opts.Owner || !l.since.Equal(g.since) || s.void.has(v) {
+		return fmt.Errorf("%w: the split lock of %s changed during the pass (now %q); stopped", ErrLocked, group, v)
+	}
+	if st := gs[0].Tags[TagState]; st != g.state {
+		return fmt.Errorf("%w: the split state of %s changed during the pass (%q, expected %q); stopped", ErrLocked, group, st, g.state)
+	}
+	return nil
 }
 
 // run makes the steps in order and stops at the first failure, or before a
-// step when the lock held until `until` (if set) is about to run out.
-func (s *Splitter) run(ctx context.Context, group string, todo []step, until time.Time, res Result) (Result, error) {
+// step when the lock held (if g is set) is about to run out or is no longer
+// this pass's.
+func (s *Splitter) run(ctx context.Context, group string, todo []step, g *guard, res Result) (Result, error) {
 	logger := klog.FromContext(ctx)
+	if g != nil {
+		ctx = context.WithValue(ctx, guardKey{}, func(ctx context.Context) error { return s.check(ctx, group, g) })
+	}
 	for _, st := range todo {
-		if !until.IsZero() && !s.clock.Now().Before(until.Add(-s.opts.LockSettle)) {
+		if g != nil && !s.clock.Now().Before(g.until.Add(-s.opts.LockSettle)) {
 			res.Done = false
-			return res, fmt.Errorf("splitting %s: the split lock runs out at %s; stopped before %s %s", group, until.UTC().Format(time.RFC3339), st.Target, st.Verb)
+			return res, fmt.Errorf("splitting %s: the split lock runs out at %s; stopped before %s %s", group, g.until.UTC().Format(time.RFC3339), st.Target, st.Verb)
+		}
+		if g != nil && st.guarded {
+			if err := s.check(ctx, group, g); err != nil {
+				res.Done = false
+				return res, fmt.Errorf("splitting %s: before %s %s: %w", group, st.Target, st.Verb, err)
+			}
 		}
 		if err := st.do(ctx, s.cloud); err != nil {
 			res.Done = false
 			return res, fmt.Errorf("splitting %s: %s %s %s: %w", group, st.Target, st.Verb, st.Detail, err)
+		}
+		if g != nil && st.setsState != nil {
+			g.state = *st.setsState
 		}
 		logger.Info("Split step", "group", group, "target", st.Target, "action", st.Verb, "detail", st.Detail)
 		res.Steps = append(res.Steps, st.Step)
@@ -215,8 +283,8 @@ func (s *Splitter) Plan(ctx context.Context, group string) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	res := Result{Waiting: plan.waiting, Done: plan.done && len(plan.steps) == 0}
-	if l, err := parseLock(snap.old.Tags[TagLock]); err == nil && l.owner != s.opts.Owner && s.clock.Now().Before(l.until) && !plan.done {
+	res := Result{Waiting: plan.waiting, Done: plan.done && len(plan.steps) == 0, Stranded: plan.stranded}
+	if l, err := parseLock(snap.old.Tags[TagLock]); err == nil && (l.owner != s.opts.Owner || s.void.has(snap.old.Tags[TagLock])) && s.clock.Now().Before(l.until) && !plan.done {
 		res.Waiting = append(res.Waiting, lockedErr(group, l).Error())
 	}
 	for _, st := range plan.steps {
@@ -240,25 +308,37 @@ func (s *Splitter) Release(ctx context.Context, group string) error {
 
 // holding says whether a pass holds the lock: until when, or why not.
 type holding struct {
-	ok    bool
-	until time.Time
-	why   string
+	ok           bool
+	since, until time.Time
+	why          string
 }
 
 // lock returns the steps that keep or take the lock, and whether this pass
 // holds it; it fails with ErrLocked when another splitter does.
 func (s *Splitter) lock(snap *snapshot) (pre []step, h holding, err error) {
 	name, now := snap.old.Name, s.clock.Now()
+	bound := s.opts.LockSettle / 3
 	claim := func(l lock) step {
 		v := l.String()
-		return step{Step{Target: "asg/" + name, Verb: "CreateOrUpdateTags", Detail: TagLock + "=" + v}, func(ctx context.Context, c Cloud) error {
-			return c.SetGroupTags(ctx, name, map[string]string{TagLock: v})
+		return step{Step: Step{Target: "asg/" + name, Verb: "CreateOrUpdateTags", Detail: TagLock + "=" + v}, do: func(ctx context.Context, c Cloud) error {
+			cctx, cancel := context.WithTimeout(ctx, bound)
+			defer cancel()
+			err := c.ClaimGroupTag(cctx, name, TagLock, v)
+			if took := s.clock.Since(now); err != nil || took > bound {
+				// It may have landed, late: never rely on it, let it lapse.
+				s.void.add(v)
+				if err == nil {
+					err = fmt.Errorf("the write returned %s after it was decided, later than %s", took, bound)
+				}
+				return fmt.Errorf("claim of the split lock is void, it lapses by %s: %w", l.until.UTC().Format(time.RFC3339), err)
+			}
+			return nil
 		}}
 	}
 	v, ok := snap.old.Tags[TagLock]
 	cur, perr := parseLock(v)
 	switch {
-	case ok && perr == nil && cur.owner != s.opts.Owner && now.Before(cur.until):
+	case ok && perr == nil && (cur.owner != s.opts.Owner || s.void.has(v)) && now.Before(cur.until):
 		return nil, h, lockedErr(name, cur)
 	case !ok || perr != nil || !now.Before(cur.until): // free, malformed or expired: claim it
 		l := lock{owner: s.opts.Owner, since: now, until: now.Add(s.opts.LockDuration)}
@@ -271,7 +351,7 @@ func (s *Splitter) lock(snap *snapshot) (pre []step, h holding, err error) {
 		cur.until = now.Add(s.opts.LockDuration)
 		pre = []step{claim(cur)}
 	}
-	return pre, holding{ok: true, until: cur.until}, nil
+	return pre, holding{ok: true, since: cur.since, until: cur.until}, nil
 }
 
 // snapshot is what a pass reads from AWS before deciding its steps.
@@ -282,6 +362,9 @@ type snapshot struct {
 	zoneGroups map[string]*aws.Group // by zone, the per-zone groups that exist
 	zoneHooks  map[string][]aws.Hook
 	ec2State   map[string]string // instances of the batch in flight found in no group: their EC2 state, "" if unknown
+	// unmovable are InService instances of the group that AttachInstances
+	// would refuse, and why: their AMI is gone, or EC2 does not say.
+	unmovable map[string]string
 }
 
 func (s *Splitter) snapshot(ctx context.Context, group string) (*snapshot, error) {
@@ -293,7 +376,7 @@ func (s *Splitter) snapshot(ctx context.Context, group string) (*snapshot, error
 		return nil, fmt.Errorf("auto scaling group %s not found", group)
 	}
 	snap := &snapshot{old: groups[0], zones: slices.Sorted(slices.Values(groups[0].Zones)),
-		zoneGroups: map[string]*aws.Group{}, zoneHooks: map[string][]aws.Hook{}, ec2State: map[string]string{}}
+		zoneGroups: map[string]*aws.Group{}, zoneHooks: map[string][]aws.Hook{}, ec2State: map[string]string{}, unmovable: map[string]string{}}
 	if IsDone(&snap.old) {
 		return snap, nil
 	}
@@ -329,12 +412,17 @@ func (s *Splitter) snapshot(ctx context.Context, group string) (*snapshot, error
 	// Instances of the batch in flight that are in no group are detached:
 	// attach them if they still run.
 	var loose []string
+	inFlight := map[string]bool{}
 	if _, batch, ok := parseMove(snap.old.Tags[TagState]); ok {
 		for _, m := range batch {
+			inFlight[m.id] = true
 			if !member[m.id] {
 				loose = append(loose, m.id)
 			}
 		}
+	}
+	if err := s.checkImages(ctx, snap, inFlight); err != nil {
+		return nil, err
 	}
 	if len(loose) > 0 {
 		insts, err := s.cloud.DescribeInstances(ctx, loose)
@@ -351,10 +439,63 @@ func (s *Splitter) snapshot(ctx context.Context, group string) (*snapshot, error
 	return snap, nil
 }
 
+// checkImages finds the InService instances of the group, outside the
+// batch in flight, that AttachInstances would refuse once detached: the user
+// guide (ec2-auto-scaling-detach-attach-instances) says "The AMI used to
+// launch the instance must still exist." Detaching cannot be undone, so
+// this is asked before any instance is detached.
+func (s *Splitter) checkImages(ctx context.Context, snap *snapshot, inFlight map[string]bool) error {
+	var ids []string
+	for _, i := range snap.old.Instances {
+		if i.LifecycleState == aws.StateInService && !inFlight[i.ID] {
+			ids = append(ids, i.ID)
+		}
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	insts, err := s.cloud.DescribeInstances(ctx, ids)
+	if err != nil {
+		return err
+	}
+	ami := map[string]string{}
+	var images []string
+	for _, i := range insts {
+		ami[i.ID] = i.ImageID
+		if i.ImageID != "" {
+			images = append(images, i.ImageID)
+		}
+	}
+	slices.Sort(images)
+	available := map[string]bool{}
+	if images = slices.Compact(images); len(images) > 0 {
+		if available, err = s.cloud.ImagesAvailable(ctx, images); err != nil {
+			return err
+		}
+	}
+	for _, id := range ids {
+		switch im, ok := ami[id]; {
+		case !ok:
+			snap.unmovable[id] = "unknown to EC2"
+		case im == "":
+			snap.unmovable[id] = "EC2 names no AMI for it"
+		case !available[im]:
+			snap.unmovable[id] = fmt.Sprintf("its AMI %s no longer exists, and AttachInstances refuses such an instance", im)
+		}
+	}
+	return nil
+}
+
 type moved struct {
 	id        string
 	protected bool
+	// back marks an instance that AttachInstances refused for its zone's
+	// group: it goes back to the split group, and stays there.
+	back bool
 }
+
+// backMark follows an instance of the batch that goes back to the split group.
+const backMark = "!"
 
 func formatMove(zone string, batch []moved) string {
 	var sb strings.Builder
@@ -363,6 +504,9 @@ func formatMove(zone string, batch []moved) string {
 		sb.WriteString(" " + m.id)
 		if m.protected {
 			sb.WriteString(protectedMark)
+		}
+		if m.back {
+			sb.WriteString(backMark)
 		}
 	}
 	return sb.String()
@@ -374,8 +518,9 @@ func parseMove(v string) (zone string, batch []moved, ok bool) {
 		return "", nil, false
 	}
 	for _, id := range f[2:] {
-		m := moved{id: strings.TrimSuffix(id, protectedMark)}
-		m.protected = m.id != id
+		var m moved
+		id, m.back = strings.CutSuffix(id, backMark)
+		m.id, m.protected = strings.CutSuffix(id, protectedMark)
 		batch = append(batch, m)
 	}
 	return f[1], batch, true
@@ -435,18 +580,22 @@ func gone(state string) bool { return state == "terminated" || state == "shuttin
 
 // plan is the outcome of steps.
 type plan struct {
-	steps   []step
-	waiting []string
-	done    bool // the split is finished, or finishes with these steps
+	steps    []step
+	waiting  []string
+	stranded []string
+	done     bool // the split is finished, or finishes with these steps
 }
 
 // steps derives the steps of the next pass from what AWS holds.
 func steps(snap *snapshot, sel aws.Selector) (p plan, err error) {
 	old := &snap.old
 	name := old.Name
-	add := func(target, verb, detail string, do func(context.Context, Cloud) error) {
-		p.steps = append(p.steps, step{Step{Target: "asg/" + target, Verb: verb, Detail: detail}, do})
+	add := func(target, verb, detail string, do func(context.Context, Cloud) error) *step {
+		p.steps = append(p.steps, step{Step: Step{Target: "asg/" + target, Verb: verb, Detail: detail}, do: do})
+		return &p.steps[len(p.steps)-1]
 	}
+	// guarded: the step moves instances or writes the state tag (lock.go).
+	guarded := func(st *step, state *string) { st.guarded, st.setsState = true, state }
 	state := old.Tags[TagState]
 	if state == StateDone {
 		keys := discoveryKeys(old.Tags, sel)
@@ -463,6 +612,16 @@ func steps(snap *snapshot, sel aws.Selector) (p plan, err error) {
 	}
 	if len(snap.zones) < 2 && state == "" {
 		return p, fmt.Errorf("group %s spans %d zone(s); nothing to split", name, len(snap.zones))
+	}
+	// An attached instance goes through Pending (user guide,
+	// ec2-auto-scaling-lifecycle), where the per-zone group's launch hooks,
+	// copied from this group, may hold it; one whose default result is
+	// ABANDON would terminate it at its timeout if its consumer ignores
+	// attached instances. Such a group is not split.
+	for _, h := range snap.oldHooks {
+		if h.Transition == transitionLaunching && h.DefaultResult == resultAbandon {
+			return p, fmt.Errorf("group %s has launch lifecycle hook %s with default result ABANDON: an instance attached to a per-zone group could be terminated at the hook's timeout; not splitting (make its default CONTINUE, or remove it, first)", name, h.Name)
+		}
 	}
 
 	// 1. Before any other write, keep AWS from replacing, removing or
@@ -491,8 +650,11 @@ func steps(snap *snapshot, sel aws.Selector) (p plan, err error) {
 		for _, k := range sortedKeys(tags) {
 			detail = append(detail, k+"="+tags[k])
 		}
-		add(name, "CreateOrUpdateTags", strings.Join(detail, " "),
+		st := add(name, "CreateOrUpdateTags", strings.Join(detail, " "),
 			func(ctx context.Context, c Cloud) error { return c.SetGroupTags(ctx, name, tags) })
+		if v, ok := tags[TagState]; ok {
+			guarded(st, &v)
+		}
 	}
 
 	// Detaching with a decrement may not go below the minimum size.
@@ -518,7 +680,7 @@ func steps(snap *snapshot, sel aws.Selector) (p plan, err error) {
 	}
 	flightZone, flight, inFlight := parseMove(state)
 	for _, m := range flight {
-		if inOld[m.id] == nil && inZone[m.id] == nil && !gone(snap.ec2State[m.id]) {
+		if !m.back && inOld[m.id] == nil && inZone[m.id] == nil && !gone(snap.ec2State[m.id]) {
 			count[flightZone]++ // detached, on its way to its zone's group
 		}
 	}
@@ -559,40 +721,62 @@ func steps(snap *snapshot, sel aws.Selector) (p plan, err error) {
 	}
 
 	detach := func(ids []string) {
-		add(name, "DetachInstances", strings.Join(ids, ","), func(ctx context.Context, c Cloud) error { return c.DetachInstances(ctx, name, ids) })
+		guarded(add(name, "DetachInstances", strings.Join(ids, ","), func(ctx context.Context, c Cloud) error { return c.DetachInstances(ctx, name, ids) }), nil)
 	}
-	attach := func(z string, ids, protect []string) {
+	attach := func(z string, ids []string) {
 		zname := ZoneGroupName(name, z)
-		if len(ids) > 0 {
-			add(zname, "AttachInstances", strings.Join(ids, ","), func(ctx context.Context, c Cloud) error { return c.AttachInstances(ctx, zname, ids) })
-		}
-		if len(protect) > 0 {
-			add(zname, "SetInstanceProtection", "protected=true "+strings.Join(protect, ","), func(ctx context.Context, c Cloud) error {
-				return c.SetInstanceProtection(ctx, zname, protect, true)
-			})
-		}
+		guarded(add(zname, "AttachInstances", strings.Join(ids, ","), func(ctx context.Context, c Cloud) error {
+			err := c.AttachInstances(ctx, zname, ids)
+			if err == nil || !aws.IsValidationError(err) {
+				return err
+			}
+			return attachOrReturn(ctx, c, name, zname, z, flight, ids, err)
+		}), nil)
+	}
+	protect := func(z string, ids []string) {
+		zname := ZoneGroupName(name, z)
+		add(zname, "SetInstanceProtection", "protected=true "+strings.Join(ids, ","), func(ctx context.Context, c Cloud) error {
+			return c.SetInstanceProtection(ctx, zname, ids, true)
+		})
 	}
 
 	// 4. The batch on record: every instance of it must reach its zone's
 	// group before another batch is recorded over it.
 	handled := map[string]bool{}
 	if inFlight {
-		var toDetach, toAttach, protect []string
+		var toDetach, toAttach, toProtect, toReturn []string
 		for _, m := range flight {
 			handled[m.id] = true
+			if m.back { // refused by its zone's group: back to the split group, for good
+				switch {
+				case inOld[m.id] != nil:
+					p.stranded = append(p.stranded, fmt.Sprintf("%s: AWS refused to attach it to %s; it is back in %s", m.id, ZoneGroupName(name, flightZone), name))
+				case inZone[m.id] != nil, gone(snap.ec2State[m.id]): // attached after all, or terminated
+				case snap.ec2State[m.id] == "running":
+					toReturn = append(toReturn, m.id)
+				default:
+					p.waiting = append(p.waiting, fmt.Sprintf("instance %s of the batch in flight goes back to %s; it is in no group and %q in EC2", m.id, name, snap.ec2State[m.id]))
+				}
+				continue
+			}
 			switch i := inOld[m.id]; {
-			case i != nil && i.LifecycleState == "InService": // recorded, not yet detached
+			case i != nil && i.LifecycleState == aws.StateInService: // recorded, not yet detached
 				toDetach = append(toDetach, m.id)
 			case i != nil:
 				p.waiting = append(p.waiting, fmt.Sprintf("instance %s of the batch in flight is %s in %s", m.id, i.LifecycleState, name))
 			case inZone[m.id] != nil:
-				if m.protected && !inZone[m.id].ProtectedFromScaleIn {
-					protect = append(protect, m.id)
+				zi := inZone[m.id]
+				switch {
+				case !m.protected || zi.ProtectedFromScaleIn:
+				case protectable(zi.LifecycleState):
+					toProtect = append(toProtect, m.id)
+				default: // SetInstanceProtection refuses the whole call for one such instance
+					p.waiting = append(p.waiting, fmt.Sprintf("instance %s is %s in %s; it is protected from scale-in again once InService", m.id, zi.LifecycleState, ZoneGroupName(name, flightZone)))
 				}
 			case snap.ec2State[m.id] == "running":
 				toAttach = append(toAttach, m.id)
-				if m.protected {
-					protect = append(protect, m.id)
+				if m.protected { // attached instances are Pending first: protected on a later pass
+					p.waiting = append(p.waiting, fmt.Sprintf("instance %s is attached to %s; it is protected from scale-in again once InService", m.id, ZoneGroupName(name, flightZone)))
 				}
 			case gone(snap.ec2State[m.id]): // terminated by someone else while detached: nothing to move
 			case snap.ec2State[m.id] == "":
@@ -607,9 +791,23 @@ func steps(snap *snapshot, sel aws.Selector) (p plan, err error) {
 			detach(toDetach)
 			p.waiting = append(p.waiting, fmt.Sprintf("instances %s are detaching from %s", strings.Join(toDetach, ","), name))
 		}
-		attach(flightZone, toAttach, protect)
-		if len(p.waiting) > 0 {
-			return p, nil // the batch stays on record until it is attached
+		if len(toAttach) > 0 {
+			attach(flightZone, toAttach)
+		}
+		if len(toProtect) > 0 {
+			protect(flightZone, toProtect)
+		}
+		if len(toReturn) > 0 {
+			guarded(add(name, "AttachInstances", strings.Join(toReturn, ","), func(ctx context.Context, c Cloud) error {
+				return c.AttachInstances(ctx, name, toReturn)
+			}), nil)
+		}
+		if len(p.waiting) > 0 || len(p.stranded) > 0 || len(toReturn) > 0 {
+			// The batch stays on record until it is attached; one with an
+			// instance sent back stays for good, and the split waits for
+			// the operator to replace that instance.
+			p.waiting = append(p.waiting, p.stranded...)
+			return p, nil
 		}
 	}
 
@@ -622,11 +820,16 @@ func steps(snap *snapshot, sel aws.Selector) (p plan, err error) {
 			if i.Zone != z || handled[i.ID] {
 				continue
 			}
-			if i.LifecycleState != "InService" {
+			if i.LifecycleState != aws.StateInService {
 				blocked = append(blocked, fmt.Sprintf("instance %s is %s in %s", i.ID, i.LifecycleState, name))
 				continue
 			}
-			next := append(slices.Clone(batch), moved{i.ID, i.ProtectedFromScaleIn})
+			if why, ok := snap.unmovable[i.ID]; ok { // never detached: it could not be attached again
+				p.stranded = append(p.stranded, i.ID+": "+why)
+				blocked = append(blocked, fmt.Sprintf("instance %s stays in %s: %s; replace it to let the split finish", i.ID, name, why))
+				continue
+			}
+			next := append(slices.Clone(batch), moved{id: i.ID, protected: i.ProtectedFromScaleIn})
 			if len(next) > aws.MaxMoveBatch || len(formatMove(z, next)) > maxTagValue {
 				break
 			}
@@ -636,9 +839,9 @@ func steps(snap *snapshot, sel aws.Selector) (p plan, err error) {
 			continue
 		}
 		value := formatMove(z, batch)
-		add(name, "CreateOrUpdateTags", TagState+"="+value, func(ctx context.Context, c Cloud) error {
+		guarded(add(name, "CreateOrUpdateTags", TagState+"="+value, func(ctx context.Context, c Cloud) error {
 			return c.SetGroupTags(ctx, name, map[string]string{TagState: value})
-		})
+		}), &value)
 		var ids []string
 		for _, m := range batch {
 			ids = append(ids, m.id)
@@ -672,11 +875,61 @@ func steps(snap *snapshot, sel aws.Selector) (p plan, err error) {
 			return c.UpdateGroupSize(ctx, name, aws.Sizes{Min: ptr.To(int32(0)), Max: ptr.To(int32(0)), Desired: ptr.To(int32(0))})
 		})
 	}
-	add(name, "CreateOrUpdateTags", TagState+"="+StateDone, func(ctx context.Context, c Cloud) error {
+	done := StateDone
+	guarded(add(name, "CreateOrUpdateTags", TagState+"="+StateDone, func(ctx context.Context, c Cloud) error {
 		return c.SetGroupTags(ctx, name, map[string]string{TagState: StateDone})
-	})
+	}), &done)
 	keys := append(discoveryKeys(old.Tags, sel), TagSizes, TagLock)
 	add(name, "DeleteTags", strings.Join(keys, ","), func(ctx context.Context, c Cloud) error { return c.DeleteGroupTags(ctx, name, keys) })
 	p.done = true
 	return p, nil
+}
+
+const (
+	transitionLaunching = "autoscaling:EC2_INSTANCE_LAUNCHING"
+	resultAbandon       = "ABANDON"
+)
+
+// protectable reports whether SetInstanceProtection accepts an instance in
+// this lifecycle state; one in any other state fails the whole call.
+func protectable(state string) bool {
+	return state == aws.StateInService || state == aws.StateEnteringStandby || state == aws.StateStandby
+}
+
+// attachOrReturn handles an AttachInstances of the batch in flight that AWS
+// refused (a ValidationError, first): the instances are tried one by one,
+// and those refused alone are recorded as going back ("!") and attached back
+// to the split group, which still has room for them (its maximum is only
+// lowered once the split is done). They are never left in no group.
+func attachOrReturn(ctx context.Context, c Cloud, name, zname, zone string, flight []moved, ids []string, first error) error {
+	var refused, why []string
+	for _, id := range ids {
+		if err := c.AttachInstances(ctx, zname, []string{id}); err != nil {
+			if !aws.IsValidationError(err) {
+				return err
+			}
+			refused = append(refused, id)
+			why = append(why, id+": "+err.Error())
+		}
+	}
+	if len(refused) == 0 {
+		return nil
+	}
+	batch := slices.Clone(flight)
+	for i := range batch {
+		if slices.Contains(refused, batch[i].id) {
+			batch[i].back = true
+		}
+	}
+	value := formatMove(zone, batch)
+	if err := recheck(ctx); err != nil {
+		return err
+	}
+	if err := c.SetGroupTags(ctx, name, map[string]string{TagState: value}); err != nil {
+		return fmt.Errorf("AWS refused to attach %s to %s (%s); recording that they go back to %s: %w", strings.Join(refused, ","), zname, strings.Join(why, "; "), name, err)
+	}
+	if err := c.AttachInstances(ctx, name, refused); err != nil {
+		return fmt.Errorf("AWS refused to attach %s to %s (%s), and attaching them back to %s failed too: %w; they stay on record", strings.Join(refused, ","), zname, strings.Join(why, "; "), name, err)
+	}
+	return fmt.Errorf("AWS refused to attach %s to %s (%s); attached them back to %s, where they stay: %w", strings.Join(refused, ","), zname, strings.Join(why, "; "), name, first)
 }
