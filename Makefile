@@ -121,6 +121,7 @@ demo: etcd $(KUBERNETES)
 verify: $(KUBERNETES)
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	$(GO) vet -tags e2e ./test/integration/autoscaler/
 	cd hack/tools/etcd && $(GO) mod verify >/dev/null
 
 # Both images for every platform, without a container engine: static binaries
