@@ -9,12 +9,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	appsv1 "k8s.io/api/apps/v1"
 	v1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -26,6 +28,7 @@ import (
 	"k8s.io/client-go/tools/record"
 	testutils "k8s.io/kubernetes/test/integration/util"
 	"k8s.io/utils/clock"
+	"sigs.k8s.io/yaml"
 
 	"github.com/ballast-k8s/ballast/config/nodegroups"
 	ballastaws "github.com/ballast-k8s/ballast/internal/aws"
@@ -257,19 +260,44 @@ func (p *caProcess) Log() string {
 	return p.out.String()
 }
 
-// caFlags are the deploy/ manifest's flags, with the timings shortened for a test.
-func caFlags(kubeconfig, cloudConfig string, port int) []string {
-	return []string{
-		"--cloud-provider=aws", "--cloud-config=" + cloudConfig, "--kubeconfig=" + kubeconfig,
-		"--node-group-auto-discovery=asg:tag=k8s.io/cluster-autoscaler/enabled,k8s.io/cluster-autoscaler/" + cluster,
-		"--aws-use-static-instance-list=true",
-		"--balance-similar-node-groups", "--skip-nodes-with-local-storage=false", "--expander=least-waste",
+// caFlags are the flags of the shipped manifest
+// (deploy/az-balancer/cluster-autoscaler/deployment.yaml), pointed at this
+// cluster, plus what a test must add: endpoints and credentials, no leader
+// election, and timings shortened so that a scenario takes seconds.
+func caFlags(t *testing.T, kubeconfig, cloudConfig string, port int) []string {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "deploy", "az-balancer", "cluster-autoscaler", "deployment.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d appsv1.Deployment
+	if err := yaml.Unmarshal(raw, &d); err != nil {
+		t.Fatalf("the shipped cluster-autoscaler manifest: %v", err)
+	}
+	var shipped []string
+	for _, c := range d.Spec.Template.Spec.Containers {
+		if c.Name == "cluster-autoscaler" && len(c.Command) > 1 {
+			shipped = append(c.Command[1:], c.Args...)
+		}
+	}
+	if len(shipped) == 0 {
+		t.Fatal("the shipped manifest has no cluster-autoscaler command")
+	}
+	flags := []string{}
+	for _, f := range shipped {
+		flags = append(flags, strings.ReplaceAll(f, "k8s.io/cluster-autoscaler/my-cluster", "k8s.io/cluster-autoscaler/"+cluster))
+	}
+	if !slices.Contains(flags, "--node-group-auto-discovery=asg:tag=k8s.io/cluster-autoscaler/enabled,k8s.io/cluster-autoscaler/"+cluster) {
+		t.Fatalf("the shipped manifest's auto-discovery is not the one az-balancer uses: %v", shipped)
+	}
+	return append(flags,
+		"--cloud-config="+cloudConfig, "--kubeconfig="+kubeconfig, "--aws-use-static-instance-list=true",
 		"--leader-elect=false", fmt.Sprintf("--address=127.0.0.1:%d", port),
 		"--scan-interval=1s", "--scale-down-delay-after-add=0s", "--scale-down-delay-after-delete=0s",
 		"--scale-down-delay-after-failure=0s", "--scale-down-unneeded-time=5s", "--scale-down-unready-time=5s",
 		"--node-delete-delay-after-taint=0s", "--max-node-provision-time=2m", "--max-graceful-termination-sec=5",
 		"--v=4",
-	}
+	)
 }
 
 func startCA(t *testing.T, bin string, testCtx *testutils.TestContext, endpoint string) *caProcess {
@@ -285,7 +313,7 @@ func startCA(t *testing.T, bin string, testCtx *testutils.TestContext, endpoint 
 	}
 	kubeconfig := testenv.Kubeconfig(t, testCtx.KubeConfig, nil)
 	p := &caProcess{done: make(chan error, 1)}
-	p.cmd = exec.Command(bin, caFlags(kubeconfig, cloudConfig, testenv.FreePort(t))...)
+	p.cmd = exec.Command(bin, caFlags(t, kubeconfig, cloudConfig, testenv.FreePort(t))...)
 	p.cmd.Env = append(os.Environ(), "AWS_REGION="+region, "AWS_ACCESS_KEY_ID=AKIDCLUSTERAUTOSCALER", "AWS_SECRET_ACCESS_KEY=ca",
 		"AWS_EC2_METADATA_DISABLED=true")
 	p.cmd.Stdout, p.cmd.Stderr = p, p
