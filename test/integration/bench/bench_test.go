@@ -438,10 +438,10 @@ func (res results) table(size string, chosen []string, rounds int) (string, erro
 // (its own node handler releases parked pods), they cost the queue what the
 // same number of gated pods costs, and get the same bounds (they were 0.45
 // and 2.5x while every node of the churning pool walked the parked pods).
-// Measured 0.72 and 1.40x before that change, 1.01 and 0.95x, then 0.73 and
-// 1.35x after it, on a machine shared with other builds (load 10-20 on 2
-// cores), where the unchanged gated row moved between 1.10 and 0.48 from one
-// run to the next: single rounds there say little. The lost fixes are caught
+// Measured 0.72 and 1.40x, then 1.01 and 0.95x before that change; 0.73 and
+// 1.35x, then 0.90 and 1.10x after it, on a machine shared with other builds
+// (load 10-20 on 2 cores), where the unchanged gated row moved between 1.10
+// and 0.48 from one run to the next: single rounds there say little. The lost fixes are caught
 // deterministically in make test: TestQueueWalk (the queue patch) and
 // plugins/hopeless TestNodeAddReleasesWithoutNodeEvents (node events
 // registered again).
