@@ -25,7 +25,7 @@ TEST_TIMEOUT ?= 25m
 IMAGE_REPO ?= ghcr.io/ballast-k8s
 IMAGE_PLATFORMS ?= linux/amd64,linux/arm64
 
-.PHONY: all build scheduler az-balancer etcd cluster-autoscaler test unit integration e2e fuzz bench bench-quick demo verify image clean queue-test third_party/kubernetes
+.PHONY: all build scheduler az-balancer etcd cluster-autoscaler test unit integration e2e fuzz bench bench-quick bench-srcdir demo verify image clean queue-test third_party/kubernetes
 
 all: build
 
@@ -99,8 +99,15 @@ e2e: etcd cluster-autoscaler $(KUBERNETES)
 # Full run on 2 cores: about 20 minutes per round (quick and incident).
 BENCH_SIZES ?= quick,incident
 BENCH_ROUNDS ?= 3
-bench: etcd $(KUBERNETES)
-	BALLAST_BENCH_SIZES=$(BENCH_SIZES) BALLAST_BENCH_ROUNDS=$(BENCH_ROUNDS) $(GO) test -count=1 -timeout 240m -run '^$$' -bench 'BenchmarkHopeless' -benchtime=1x ./test/integration/bench/
+# Built with -trimpath (GOFLAGS=-trimpath shares the build cache between
+# checkouts), the in-process test apiserver cannot find its package directory
+# from the call stack; it then reads it from bazel's variables, which point
+# at the generated copy.
+BENCH_ENV := $(if $(findstring -trimpath,$(GOFLAGS)),TEST_SRCDIR=$(BIN)/srcdir TEST_WORKSPACE=.)
+bench-srcdir: $(KUBERNETES)
+	@mkdir -p $(BIN)/srcdir/k8s.io && ln -sfn $(CURDIR)/third_party/kubernetes '$(BIN)/srcdir/k8s.io/kubernetes@$(K8S_VERSION)'
+bench: etcd bench-srcdir $(KUBERNETES)
+	$(BENCH_ENV) BALLAST_BENCH_SIZES=$(BENCH_SIZES) BALLAST_BENCH_ROUNDS=$(BENCH_ROUNDS) $(GO) test -count=1 -timeout 240m -run '^$$' -bench 'BenchmarkHopeless' -benchtime=1x ./test/integration/bench/
 	$(GO) test -count=1 -run '^$$' -bench 'BenchmarkVerdict' ./plugins/hopeless/
 
 # The quick benchmark CI runs (about 3.5 minutes on 2 cores after the build):
@@ -110,8 +117,8 @@ bench: etcd $(KUBERNETES)
 # hopeless pods or the gated ones, drops below the bounds in
 # test/integration/bench/bench_test.go (minRatio, maxDurRatio) of the
 # baseline's average throughput and time. The table goes to results/raw/<time>/quick.md.
-bench-quick: etcd $(KUBERNETES)
-	BALLAST_BENCH_SIZES=quick BALLAST_BENCH_VARIANTS=Toleration BALLAST_BENCH_CHECK=1 \
+bench-quick: etcd bench-srcdir $(KUBERNETES)
+	$(BENCH_ENV) BALLAST_BENCH_SIZES=quick BALLAST_BENCH_VARIANTS=Toleration BALLAST_BENCH_CHECK=1 \
 	BALLAST_BENCH_CASES=Baseline,GatedVanilla,GatedBallast,TolerationVanilla,TolerationBallast \
 	$(GO) test -count=1 -timeout 20m -run '^$$' -bench 'BenchmarkHopeless' -benchtime=1x ./test/integration/bench/
 

@@ -7,8 +7,6 @@ package hopeless
 import (
 	"context"
 	"fmt"
-	"sync"
-	"time"
 
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -39,8 +37,6 @@ const (
 	Name = "HopelessPods"
 	// EventReason is the reason of the one event written per parked pod.
 	EventReason = "Hopeless"
-	// admitTTL bounds how long a hint's "let it through" stays valid.
-	admitTTL = time.Minute
 )
 
 // HopelessPods is the plugin.
@@ -53,11 +49,7 @@ type HopelessPods struct {
 	status *statusWriter
 	lot    *parkingLot
 
-	cache     *verdictCache
-	nodeHints nodeHintMemo
-	// admit holds the pods a QueueingHint let back in, with the time: the
-	// scheduler's queue may act on a node event before our view has seen it.
-	admit sync.Map // types.UID -> time.Time
+	cache *verdictCache
 	// recheck asks the re-check loop to judge every parked signature again
 	// (the store changed); it holds at most one request.
 	recheck chan struct{}
@@ -82,72 +74,30 @@ func (pl *HopelessPods) SignPod(_ context.Context, pod *v1.Pod) ([]fwk.SignFragm
 	}, nil
 }
 
-// EventsToRegister lists the events that can make a parked pod schedulable.
-// Node deletions and pod events of other pods never can: static predicates
-// do not read other pods.
+// EventsToRegister lists the events that can make a parked pod schedulable
+// and that only the queue sees. Node deletions and pod events of other pods
+// never can: static predicates do not read other pods.
+//
+// Node events are not registered: every registered event makes the queue
+// hand it to each parked pod in turn under its lock (4,000 hint calls for
+// each node of a churning pool), although one verdict answers for all the
+// pods of a signature. The plugin's own node handler (view.upsertNode) feeds
+// the store and has the re-check loop activate the signatures that now fit,
+// after the store has the node: release does not depend on the order in
+// which the informer hands the node to the queue and to the plugin.
 func (pl *HopelessPods) EventsToRegister(_ context.Context) ([]fwk.ClusterEventWithHint, error) {
 	return append([]fwk.ClusterEventWithHint{
-		{Event: fwk.ClusterEvent{Resource: fwk.Node, ActionType: fwk.Add | fwk.UpdateNodeLabel | fwk.UpdateNodeTaint | fwk.UpdateNodeAllocatable}, QueueingHintFn: pl.isSchedulableAfterNodeChange},
 		// Every update of the pod itself that changes what the static
 		// predicates read: tolerations added, requests resized down through
 		// pods/resize (allowed for pending pods), gates lifted. A resize up
 		// cannot release, but can change the reason the user reads.
 		{Event: fwk.ClusterEvent{Resource: fwk.TargetPod, ActionType: fwk.UpdatePodToleration | fwk.UpdatePodScaleDown | fwk.UpdatePodScaleUp | fwk.UpdatePodSchedulingGatesEliminated | fwk.UpdatePodGeneratedResourceClaim}, QueueingHintFn: pl.isSchedulableAfterPodChange},
 		// DeviceClass and ResourceSlice events: see draEvents in dra.go (appended below).
-		// Claims and volumes are not registered: every registered event makes
-		// the queue visit every parked pod, and a cluster creates PVs and
-		// claims by the thousand. The view indexes parked pods by claim and
+		// Claims and volumes are not registered either: a cluster creates PVs
+		// and claims by the thousand. The view indexes parked pods by claim and
 		// activates just the pods of a claim or volume that changed, as it
 		// does for node-group templates, which are no framework event at all.
 	}, pl.draEvents()...), nil
-}
-
-// isSchedulableAfterNodeChange queues the pod when the node passes all of
-// the pod's static predicates. The queue asks only about pods this plugin
-// parked, so a fitting node is news to them even if it fitted before: the
-// plugin's store may have lagged behind the queue. The queue asks once per
-// parked pod for the same event; the answer is computed once per signature.
-func (pl *HopelessPods) isSchedulableAfterNodeChange(logger klog.Logger, pod *v1.Pod, oldObj, newObj interface{}) (fwk.QueueingHint, error) {
-	oldNode, newNode, err := util.As[*v1.Node](oldObj, newObj)
-	if err != nil {
-		return fwk.Queue, err
-	}
-	req, sig := pl.view.requirementsAndSignature(pod)
-	hint := pl.nodeHints.get(oldNode, newNode, sig, func() fwk.QueueingHint {
-		if !shapes.Fits(req, newNode) {
-			return fwk.QueueSkip
-		}
-		return fwk.Queue
-	})
-	if hint == fwk.Queue {
-		logger.V(4).Info("Node can host a parked pod", "pod", klog.KObj(pod), "node", klog.KObj(newNode))
-		pl.admit.Store(pod.UID, pl.clock.Now())
-	}
-	return hint, nil
-}
-
-// nodeHintMemo holds the node hint per pod signature for the node event the
-// queue is handing to every parked pod in turn. An event is the pair of
-// objects the informer delivered; the memo keeps them referenced, so a
-// later event cannot reuse their addresses.
-type nodeHintMemo struct {
-	mu               sync.Mutex
-	oldNode, newNode *v1.Node
-	bySig            map[uint64]fwk.QueueingHint
-}
-
-func (m *nodeHintMemo) get(oldNode, newNode *v1.Node, sig uint64, compute func() fwk.QueueingHint) fwk.QueueingHint {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.bySig == nil || m.oldNode != oldNode || m.newNode != newNode {
-		m.oldNode, m.newNode, m.bySig = oldNode, newNode, map[uint64]fwk.QueueingHint{}
-	}
-	h, ok := m.bySig[sig]
-	if !ok {
-		h = compute()
-		m.bySig[sig] = h
-	}
-	return h
 }
 
 // isSchedulableAfterPodChange queues the pod when its update makes it fit
@@ -161,13 +111,14 @@ func (pl *HopelessPods) isSchedulableAfterPodChange(_ klog.Logger, pod *v1.Pod, 
 	if newPod.UID != pod.UID {
 		return fwk.QueueSkip, nil
 	}
+	judged := pl.storeGenerations()
 	v, sig, ok := pl.judge(newPod)
 	if !ok || !v.Hopeless {
 		return fwk.Queue, nil
 	}
 	if _, parked := pl.lot.get(newPod.UID); parked {
 		// A new reason gets the condition too, whoever wrote the old one.
-		pl.park(newPod, sig, v, true)
+		pl.parkJudged(newPod, sig, v, true, judged)
 	}
 	return fwk.QueueSkip, nil
 }
@@ -179,16 +130,13 @@ func (pl *HopelessPods) PreEnqueue(ctx context.Context, pod *v1.Pod) *fwk.Status
 	if !*pl.args.GateAtPreEnqueue {
 		return nil
 	}
-	if pl.admitted(pod.UID, false) {
-		pl.unpark(pod.UID)
-		return nil
-	}
+	judged := pl.storeGenerations()
 	v, sig, ok := pl.judge(pod)
 	if !ok || !v.Hopeless {
 		pl.unpark(pod.UID)
 		return nil
 	}
-	pl.park(pod, sig, v, true)
+	pl.parkJudged(pod, sig, v, true, judged)
 	return fwk.NewStatus(fwk.UnschedulableAndUnresolvable, v.Message)
 }
 
@@ -198,16 +146,13 @@ func (pl *HopelessPods) PreEnqueue(ctx context.Context, pod *v1.Pod) *fwk.Status
 // reported as "didn't satisfy plugin(s) [HopelessPods]" instead of their
 // real reasons, and those are what a user debugging a pending pod needs.
 func (pl *HopelessPods) PreFilter(_ context.Context, _ fwk.CycleState, pod *v1.Pod, _ []fwk.NodeInfo) (*fwk.PreFilterResult, *fwk.Status) {
-	if pl.admitted(pod.UID, true) {
-		pl.unpark(pod.UID)
-		return nil, nil
-	}
+	judged := pl.storeGenerations()
 	v, sig, ok := pl.judge(pod)
 	if !ok {
 		return nil, nil
 	}
 	if v.Hopeless {
-		pl.park(pod, sig, v, false)
+		pl.parkJudged(pod, sig, v, false, judged)
 		return nil, fwk.NewStatus(fwk.UnschedulableAndUnresolvable, v.Message)
 	}
 	pl.unpark(pod.UID)
@@ -219,20 +164,6 @@ func (pl *HopelessPods) PreFilter(_ context.Context, _ fwk.CycleState, pod *v1.P
 
 // PreFilterExtensions returns nil: the plugin keeps no per-cycle state.
 func (pl *HopelessPods) PreFilterExtensions() fwk.PreFilterExtensions { return nil }
-
-// admitted reports whether a hint recently let the pod through; consume
-// removes the mark (PreFilter is the last place it is needed).
-func (pl *HopelessPods) admitted(uid types.UID, consume bool) bool {
-	t, ok := pl.admit.Load(uid)
-	if !ok {
-		return false
-	}
-	age := pl.clock.Since(t.(time.Time))
-	if consume || age > admitTTL {
-		pl.admit.Delete(uid)
-	}
-	return age <= admitTTL
-}
 
 // verdict returns the pod's verdict; ok is false while the view is not
 // synced, in which case the plugin parks nothing.
@@ -265,6 +196,24 @@ func (pl *HopelessPods) park(pod *v1.Pod, sig uint64, v shapes.Verdict, gated bo
 		}
 	}
 	pl.status.report(pod, v.Message, gated)
+}
+
+// storeGenerations is the store's state, to compare before and after a judge.
+type storeGenerations struct{ gen, memberGen uint64 }
+
+func (pl *HopelessPods) storeGenerations() storeGenerations {
+	gen, memberGen := pl.store.Generations()
+	return storeGenerations{gen, memberGen}
+}
+
+// parkJudged parks a pod judged against the store at generations judged.
+// If the store moved on meanwhile, the node handler's re-check may have run
+// before the pod was in the lot and missed it: ask for another.
+func (pl *HopelessPods) parkJudged(pod *v1.Pod, sig uint64, v shapes.Verdict, gated bool, judged storeGenerations) {
+	pl.park(pod, sig, v, gated)
+	if pl.storeGenerations() != judged {
+		pl.requestRecheck()
+	}
 }
 
 // unpark forgets a pod that is no longer parked, and drops the write still

@@ -3,6 +3,7 @@ package hopeless
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -91,80 +92,58 @@ func newTestPlugin(t testing.TB, args string, objs ...runtime.Object) (*Hopeless
 	return pl, client
 }
 
-func TestNodeHint(t *testing.T) {
+// A node change releases the parked pods of exactly the signatures it makes
+// fit, through the plugin's node handler (no node event is registered).
+func TestNodeChangeReleases(t *testing.T) {
 	pool := map[string]string{"pool": "batch"}
 	fitting := v1.Taint{Key: "dedicated", Value: "batchjobs", Effect: v1.TaintEffectNoSchedule}
 	tests := []struct {
 		name     string
 		old, new *v1.Node
-		want     fwk.QueueingHint
+		want     bool
 	}{
-		{"new node of the pool, wrong taint", nil, testNode("b2", pool, batchTaint), fwk.QueueSkip},
-		{"new node of another pool", nil, testNode("w2", map[string]string{"pool": "web"}), fwk.QueueSkip},
-		{"new node the pod tolerates", nil, testNode("b3", pool, fitting), fwk.Queue},
-		{"taint changed to a tolerated one", testNode("b1", pool, batchTaint), testNode("b1", pool, fitting), fwk.Queue},
-		{"label added that the pod selects", testNode("x", nil), testNode("x", pool), fwk.Queue},
-		// The pod is parked, so the plugin's store lagged when it was:
-		// the node is news to it.
-		{"already fitting node updated", testNode("b3", pool, fitting), testNode("b3", map[string]string{"pool": "batch", "x": "y"}, fitting), fwk.Queue},
+		{"new node of the pool, wrong taint", nil, testNode("b2", pool, batchTaint), false},
+		{"new node of another pool", nil, testNode("w2", map[string]string{"pool": "web"}), false},
+		{"new node the pod tolerates", nil, testNode("b3", pool, fitting), true},
+		{"taint changed to a tolerated one", testNode("b1", pool, batchTaint), testNode("b1", pool, fitting), true},
+		{"label added that the pod selects", testNode("x", nil, fitting), testNode("x", pool, fitting), true},
 		{"allocatable shrunk below the request", nil, func() *v1.Node {
-			n := testNode("tiny", pool)
+			n := testNode("tiny", pool, fitting)
 			n.Status.Allocatable[v1.ResourceCPU] = resource.MustParse("50m")
 			return n
-		}(), fwk.QueueSkip},
+		}(), false},
 	}
-	pl, _ := newTestPlugin(t, "")
-	logger, _ := ktesting.NewTestContext(t)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			objs := []runtime.Object{testNode("w1", map[string]string{"pool": "web"})}
+			if tt.old != nil {
+				objs = append(objs, tt.old)
+			}
+			pl, client := newTestPlugin(t, "", objs...)
+			activator := &recordingActivator{}
+			pl.handle.(interface{ SetPodActivator(fwk.PodActivator) }).SetPodActivator(activator)
+			report, other := cronPod("report-1"), cronPod("other")
+			other.Spec.Tolerations = nil
+			parkViaPreEnqueue(t, pl, client, report)
+			parkViaPreEnqueue(t, pl, client, other)
+			logger, _ := ktesting.NewTestContext(t)
 			var old interface{}
 			if tt.old != nil {
 				old = tt.old
 			}
-			got, err := pl.isSchedulableAfterNodeChange(logger, cronPod("p-"+tt.name), old, tt.new)
-			if err != nil {
-				t.Fatal(err)
+			// What the node informer hands the plugin's handler.
+			pl.view.upsertNode(old, tt.new)
+			pl.recheckParked(logger)
+			if tt.want {
+				waitActivated(t, activator, "default/report-1", releaseWithin)
+			} else if _, parked := pl.lot.get(report.UID); !parked {
+				t.Errorf("the node released the pod: activated %v", activator.activated())
 			}
-			if diff := cmp.Diff(tt.want, got); diff != "" {
-				t.Errorf("hint (-want, +got):\n%s", diff)
+			// The other signature fits no node here.
+			if _, parked := pl.lot.get(other.UID); !parked || slices.Contains(activator.activated(), "default/other") {
+				t.Errorf("a pod of another signature was released: activated %v", activator.activated())
 			}
 		})
-	}
-}
-
-// The queue hands one node event to every parked pod in turn; the answer is
-// computed once per signature, and never carried over to another event or
-// to a pod with other predicates.
-func TestNodeHintPerEventAndSignature(t *testing.T) {
-	pool := map[string]string{"pool": "batch"}
-	tolerated := testNode("b3", pool, v1.Taint{Key: "dedicated", Value: "batchjobs", Effect: v1.TaintEffectNoSchedule})
-	wrong := testNode("b4", pool, batchTaint)
-	other := cronPod("other")
-	other.Spec.Tolerations = nil
-	pl, _ := newTestPlugin(t, "")
-	logger, _ := ktesting.NewTestContext(t)
-	for _, step := range []struct {
-		pod  *v1.Pod
-		node *v1.Node
-		want fwk.QueueingHint
-	}{
-		{cronPod("a"), tolerated, fwk.Queue},
-		{cronPod("b"), tolerated, fwk.Queue}, // same signature, same event
-		{other, tolerated, fwk.QueueSkip},    // same event, other signature
-		{cronPod("c"), wrong, fwk.QueueSkip}, // next event
-		{cronPod("d"), tolerated, fwk.Queue}, // the first node again: a new event
-	} {
-		got, err := pl.isSchedulableAfterNodeChange(logger, step.pod, nil, step.node)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got != step.want {
-			t.Errorf("pod %s, node %s: hint %v, want %v", step.pod.Name, step.node.Name, got, step.want)
-		}
-		_, admitted := pl.admit.Load(step.pod.UID)
-		if admitted != (step.want == fwk.Queue) {
-			t.Errorf("pod %s admitted: %v, want %v", step.pod.Name, admitted, step.want == fwk.Queue)
-		}
 	}
 }
 
@@ -319,24 +298,17 @@ func TestPreEnqueueAndPreFilter(t *testing.T) {
 		t.Errorf("narrowed nodes (-want, +got):\n%s", diff)
 	}
 
-	// A hint that queues lets the pod through once, even if the view lags.
-	logger, _ := ktesting.NewTestContext(t)
-	newNode := testNode("b9", map[string]string{"pool": "batch"}, v1.Taint{Key: "dedicated", Value: "batchjobs", Effect: v1.TaintEffectNoSchedule})
-	if h, _ := pl.isSchedulableAfterNodeChange(logger, hopeless, nil, newNode); h != fwk.Queue {
-		t.Fatalf("hint: %v", h)
-	}
+	// Once the store has a node that fits, the pod passes both and is no
+	// longer counted as parked.
+	pl.store.UpsertNode(testNode("b9", map[string]string{"pool": "batch"}, v1.Taint{Key: "dedicated", Value: "batchjobs", Effect: v1.TaintEffectNoSchedule}))
 	if s := pl.PreEnqueue(ctx, hopeless); !s.IsSuccess() {
-		t.Fatalf("PreEnqueue after a queueing hint: %v", s)
+		t.Fatalf("PreEnqueue with a fitting node: %v", s)
 	}
 	if _, s := pl.PreFilter(ctx, state, hopeless, nil); !s.IsSuccess() {
-		t.Fatalf("PreFilter after a queueing hint: %v", s)
+		t.Fatalf("PreFilter with a fitting node: %v", s)
 	}
 	if pl.lot.len() != 0 {
 		t.Fatalf("a pod let through must not count as parked")
-	}
-	// The pass is used up: the lagging view still says hopeless.
-	if s := pl.PreEnqueue(ctx, hopeless); s.IsSuccess() {
-		t.Fatal("the hint's pass must be used only once")
 	}
 }
 

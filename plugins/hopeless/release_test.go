@@ -4,6 +4,7 @@ import (
 	"context"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/klog/v2"
 	"k8s.io/klog/v2/ktesting"
 	fwk "k8s.io/kube-scheduler/framework"
 	st "k8s.io/kubernetes/pkg/scheduler/testing"
@@ -130,25 +132,6 @@ func TestStoreLagReleases(t *testing.T) {
 	waitActivated(t, activator, "default/report-1", releaseWithin)
 }
 
-// After store lag, later updates of the node that already fitted must still
-// bring the parked pod back: the pod is parked, so the node is news to it.
-func TestNodeHintAfterStoreLag(t *testing.T) {
-	pl, client := newTestPlugin(t, "", testNode("w1", map[string]string{"pool": "web"}))
-	logger, _ := ktesting.NewTestContext(t)
-	pod := cronPod("report-1")
-	parkViaPreEnqueue(t, pl, client, pod)
-	fitting := testNode("b1", map[string]string{"pool": "batch"}, v1.Taint{Key: "dedicated", Value: "batchjobs", Effect: v1.TaintEffectNoSchedule})
-	updated := fitting.DeepCopy()
-	updated.Labels["extra"] = "x"
-	got, err := pl.isSchedulableAfterNodeChange(logger, pod, fitting, updated)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got != fwk.Queue {
-		t.Errorf("hint for an update of a node the parked pod fits: %v, want Queue", got)
-	}
-}
-
 // Stale reason: a pod asking for 64 CPUs is parked while every node still
 // has the not-ready taint; when the taint goes, the pod stays parked, and
 // its condition says the current reason within seconds.
@@ -198,4 +181,100 @@ func TestParkedReasonFollowsTheCluster(t *testing.T) {
 		}
 	}
 	waitMessage("requests cpu=64")
+}
+
+// preEnqueueActivator does what the v1.37.2 queue does on Activate: it runs
+// PreEnqueue on the activated pod (moveToActiveQ), and records whether the
+// pod passed. An activation against a store that still lacks the node would
+// park the pod again.
+type preEnqueueActivator struct {
+	pl     *HopelessPods
+	mu     sync.Mutex
+	passed []string
+}
+
+func (a *preEnqueueActivator) Activate(_ klog.Logger, pods map[string]*v1.Pod) {
+	for key, pod := range pods {
+		if a.pl.PreEnqueue(context.Background(), pod).IsSuccess() {
+			a.mu.Lock()
+			a.passed = append(a.passed, key)
+			a.mu.Unlock()
+		}
+	}
+}
+
+func (a *preEnqueueActivator) released(key string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return slices.Contains(a.passed, key)
+}
+
+// The plugin registers no node event: every registered node event made the
+// queue hand the event to each parked pod in turn (4,000 hint calls per node
+// of a churning pool). A node that fits brings the pod back through the
+// plugin's own node handler, which runs after its store has the node, so
+// the pod passes PreEnqueue when the queue re-runs it.
+func TestNodeAddReleasesWithoutNodeEvents(t *testing.T) {
+	pl, client := newTestPlugin(t, "", testNode("w1", map[string]string{"pool": "web"}))
+	evs, err := pl.EventsToRegister(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range evs {
+		if e.Event.Resource == fwk.Node || e.Event.Resource == fwk.WildCard {
+			t.Errorf("registered %v: the queue walks every parked pod for each node event; release is the node handler's", e.Event)
+		}
+	}
+	activator := &preEnqueueActivator{pl: pl}
+	pl.handle.(interface{ SetPodActivator(fwk.PodActivator) }).SetPodActivator(activator)
+	_, ctx := ktesting.NewTestContext(t)
+	pod := cronPod("report-1")
+	parkViaPreEnqueue(t, pl, client, pod)
+
+	fitting := testNode("b1", map[string]string{"pool": "batch"}, v1.Taint{Key: "dedicated", Value: "batchjobs", Effect: v1.TaintEffectNoSchedule})
+	if _, err := client.CoreV1().Nodes().Create(ctx, fitting, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := wait.PollUntilContextTimeout(ctx, 5*time.Millisecond, releaseWithin, true, func(context.Context) (bool, error) {
+		return activator.released("default/report-1"), nil
+	}); err != nil {
+		t.Fatalf("the parked pod did not pass PreEnqueue after an activation within %v of the node add", releaseWithin)
+	}
+}
+
+// Store lag in the other direction: PreEnqueue judged the pod against a
+// store without the node, the node reached the store (and its re-check ran,
+// finding nothing to release) before the pod was in the parking lot. The
+// plugin notices that the store moved while it judged, and checks again.
+func TestParkAfterStoreMovedRechecks(t *testing.T) {
+	pl, client := newTestPlugin(t, "", testNode("w1", map[string]string{"pool": "web"}))
+	activator := &preEnqueueActivator{pl: pl}
+	pl.handle.(interface{ SetPodActivator(fwk.PodActivator) }).SetPodActivator(activator)
+	_, ctx := ktesting.NewTestContext(t)
+	pod := cronPod("report-1")
+	if _, err := client.CoreV1().Pods(pod.Namespace).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := wait.PollUntilContextTimeout(ctx, 10*time.Millisecond, 5*time.Second, true, func(context.Context) (bool, error) {
+		_, err := pl.view.podLister.Pods(pod.Namespace).Get(pod.Name)
+		return err == nil, nil
+	}); err != nil {
+		t.Fatal("the pod never reached the plugin's informer")
+	}
+	// PreEnqueue, step by step: the store as it was when judging ...
+	judged := pl.storeGenerations()
+	v, sig, ok := pl.judge(pod)
+	if !ok || !v.Hopeless {
+		t.Fatalf("verdict %+v ok=%v, want hopeless", v, ok)
+	}
+	// ... the node handler updates the store (its re-check finds no parked pod) ...
+	fitting := testNode("b1", map[string]string{"pool": "batch"}, v1.Taint{Key: "dedicated", Value: "batchjobs", Effect: v1.TaintEffectNoSchedule})
+	pl.store.UpsertNode(fitting)
+	// ... and only then is the pod parked.
+	pl.parkJudged(pod, sig, v, true, judged)
+	if err := wait.PollUntilContextTimeout(ctx, 5*time.Millisecond, releaseWithin, true, func(context.Context) (bool, error) {
+		return activator.released("default/report-1"), nil
+	}); err != nil {
+		t.Fatalf("a pod parked against a store that moved on stayed parked for %v", releaseWithin)
+	}
 }

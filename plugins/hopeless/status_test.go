@@ -244,14 +244,19 @@ func TestReleaseCancelsQueuedWrite(t *testing.T) {
 func TestPluginReleaseCancelsWrite(t *testing.T) {
 	pl, client := newTestPlugin(t, "", testNode("w1", map[string]string{"pool": "web"}))
 	pod, later := cronPod("report-1"), cronPod("later")
+	later.Spec.NodeSelector = map[string]string{"pool": "gpu"} // stays hopeless
+	pl.handle.(interface{ SetPodActivator(fwk.PodActivator) }).SetPodActivator(&recordingActivator{})
 	parkViaPreEnqueue(t, pl, client, pod)
-	logger, ctx := ktesting.NewTestContext(t)
+	_, ctx := ktesting.NewTestContext(t)
 	fitting := testNode("b1", map[string]string{"pool": "batch"}, v1.Taint{Key: "dedicated", Value: "batchjobs", Effect: v1.TaintEffectNoSchedule})
-	if h, _ := pl.isSchedulableAfterNodeChange(logger, pod, nil, fitting); h != fwk.Queue {
-		t.Fatalf("hint %v", h)
+	if _, err := client.CoreV1().Nodes().Create(ctx, fitting, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
 	}
-	if s := pl.PreEnqueue(ctx, pod); !s.IsSuccess() {
-		t.Fatalf("PreEnqueue after the hint: %v", s)
+	if err := wait.PollUntilContextTimeout(ctx, 5*time.Millisecond, releaseWithin, true, func(context.Context) (bool, error) {
+		_, parked := pl.lot.get(pod.UID)
+		return !parked, nil
+	}); err != nil {
+		t.Fatal("the node that fits did not release the pod")
 	}
 	parkViaPreEnqueue(t, pl, client, later)
 	if err := wait.PollUntilContextTimeout(ctx, 10*time.Millisecond, 10*time.Second, true, func(ctx context.Context) (bool, error) {

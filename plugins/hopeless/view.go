@@ -186,7 +186,6 @@ func (v *view) currentPod(_ context.Context, namespace, name string) (*v1.Pod, e
 
 func (v *view) forgetPod(uid types.UID) {
 	v.reqs.Delete(uid)
-	v.pl.admit.Delete(uid)
 	v.pl.unpark(uid)
 	// Only now may a new park of this pod be reported again.
 	v.pl.status.forget(uid)
