@@ -348,6 +348,7 @@ func New(ctx context.Context, obj runtime.Object, h fwk.Handle) (fwk.Plugin, err
 		recheck: make(chan struct{}, 1),
 	}
 	pl.status = newStatusWriter(h.ClientSet(), h.EventRecorder(), float64(*args.StatusWritesPerSecond))
+	pl.status.owners = newOwnerReport(h.ClientSet(), h.SharedInformerFactory(), clock.RealClock{}) // owners.go: one event per owner
 	pl.view, err = newView(ctx, pl, h)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", Name, err)
