@@ -376,6 +376,16 @@ func (r *ownerReport) round(ctx context.Context, leading bool) {
 	r.resolvePending(ctx)
 	if leading {
 		r.flush(ctx)
+		return
+	}
+	// A standby writes nothing; it forgets the owners whose pods all left,
+	// as flush does on the leader.
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for key, g := range r.groups {
+		if g.count <= 0 && g.written < 0 {
+			delete(r.groups, key)
+		}
 	}
 }
 

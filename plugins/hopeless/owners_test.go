@@ -209,9 +209,19 @@ func TestOwnerEventAggregates(t *testing.T) {
 	for _, p := range pods[:3] {
 		f.park(p, taintMessage)
 	}
+	// A standby counts, writes nothing, and forgets what left.
+	other := podOwnedBy("other-1", controllerRef("apps/v1", "StatefulSet", "db"))
+	f.park(other, taintMessage)
+	f.remove(other.UID)
 	f.round(f.ctx, false)
 	if c, p := f.writes(); c+p != 0 {
 		t.Fatalf("a standby wrote %d events", c+p)
+	}
+	f.mu.Lock()
+	kept := len(f.groups)
+	f.mu.Unlock()
+	if kept != 1 {
+		t.Errorf("a standby keeps %d owners, want 1 (the StatefulSet's pod left)", kept)
 	}
 	f.round(f.ctx, true)
 	evs := f.events(t)
