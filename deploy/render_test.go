@@ -141,7 +141,9 @@ func TestRenderEveryKustomization(t *testing.T) {
 func TestSchedulerSecondary(t *testing.T) {
 	objs := render(t, "scheduler-secondary")
 	want := []string{
+		"ClusterRole/ballast-scheduler:owner-reader",
 		"ClusterRoleBinding/ballast-scheduler:kube-scheduler",
+		"ClusterRoleBinding/ballast-scheduler:owner-reader",
 		"ClusterRoleBinding/ballast-scheduler:volume-scheduler",
 		"ConfigMap/ballast-scheduler-config",
 		"Deployment/ballast-scheduler",

@@ -49,13 +49,49 @@ var (
 		Help:           "Malformed node-group ConfigMaps seen.",
 		StabilityLevel: metrics.ALPHA,
 	})
+	// The owner metrics, exported by ownerMetrics (owners.go) at scrape
+	// time: parked pods by the kind and namespace of their owning
+	// controller (a Job resolved to its CronJob, a ReplicaSet to its
+	// Deployment). Cardinality is bounded:
+	// owner_kind is one of metricOwnerKinds, "other" (custom controllers)
+	// or "none" (pods without a controller); namespace is one of the
+	// maxOwnerNamespaces (20) namespaces with the most parked pods, or
+	// "_other" for the sum of the rest. No owner names: the owner's event
+	// names it.
+	descOwnerParked = metrics.NewDesc(metrics.BuildFQName("", subsystem, "owner_parked_pods"),
+		"Parked pods by the kind and namespace of their owning controller (Job resolved to CronJob, ReplicaSet to Deployment; none: no controller). The 20 namespaces with the most parked pods are named, the rest summed as _other.",
+		[]string{"owner_kind", "namespace"}, nil, metrics.ALPHA, "")
+	descOwnerMaxParked = metrics.NewDesc(metrics.BuildFQName("", subsystem, "owner_max_parked_pods"),
+		"The most parked pods of any one owning controller of that kind in that namespace: a pile-up from one owner. Its event (reason HopelessPods) names it.",
+		[]string{"owner_kind", "namespace"}, nil, metrics.ALPHA, "")
+	metricOwnerEventWrites = metrics.NewCounterVec(&metrics.CounterOpts{
+		Subsystem:      subsystem,
+		Name:           "owner_event_writes_total",
+		Help:           "Writes of the one event per owning controller and reason (created, updated, error).",
+		StabilityLevel: metrics.ALPHA,
+	}, []string{"result"})
+	metricOwnerLookups = metrics.NewCounterVec(&metrics.CounterOpts{
+		Subsystem:      subsystem,
+		Name:           "owner_lookups_total",
+		Help:           "GETs of Jobs to find their CronJob, by result (ok, not-found, forbidden, error).",
+		StabilityLevel: metrics.ALPHA,
+	}, []string{"result"})
 	registerOnce sync.Once
 )
 
 func registerMetrics() {
 	registerOnce.Do(func() {
-		legacyregistry.MustRegister(metricParked, metricVerdicts, metricVerdictLatency, metricStatusWrites, metricTemplateState, metricTemplateErrors)
+		legacyregistry.MustRegister(metricParked, metricVerdicts, metricVerdictLatency, metricStatusWrites, metricTemplateState, metricTemplateErrors,
+			metricOwnerEventWrites, metricOwnerLookups)
+		legacyregistry.CustomMustRegister(ownerMetrics)
 		metricTemplateState.Set(-1)
+		// Every result from the start, so that rates and alerts see zeros.
+		for _, r := range []string{"created", "updated", "error"} {
+			metricOwnerEventWrites.WithLabelValues(r)
+		}
+		for _, r := range []string{"ok", "not-found", "forbidden", "error"} {
+			metricOwnerLookups.WithLabelValues(r)
+		}
 	})
 }
 

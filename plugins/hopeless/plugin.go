@@ -313,6 +313,7 @@ func newPlugin(ctx context.Context, obj runtime.Object, h fwk.Handle, election *
 		recheck: make(chan struct{}, 1),
 	}
 	pl.status = newStatusWriter(h.ClientSet(), h.EventRecorder(), float64(*args.StatusWritesPerSecond))
+	pl.status.owners = newOwnerReport(h.ClientSet(), h.SharedInformerFactory(), clock.RealClock{}) // owners.go: one event per owner
 	pl.view, err = newView(ctx, pl, h)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", Name, err)

@@ -20,9 +20,12 @@ import (
 	"k8s.io/utils/clock"
 )
 
-// statusWriter tells the user why a pod is parked: one event per pod and
-// reason, and for pods parked at PreEnqueue (which the scheduler writes
-// nothing for) the PodScheduled condition. Writes are rate limited, off the
+// statusWriter tells the user why a pod is parked: for pods parked at
+// PreEnqueue (which the scheduler writes nothing for) the PodScheduled
+// condition, per pod; and an event, per pod only for pods without a
+// controller. The pods of a controller are reported together on the
+// controller, one event per message, by owners (owners.go): with thousands
+// of parked pods, one event each would itself be apiserver load. Writes are rate limited, off the
 // scheduling path, and wait for a lull in binding, so that they compete with
 // binds as little as possible. Only the leader writes, a write never lands
 // on a bound pod, and a write still queued when the pod is released is
@@ -41,6 +44,9 @@ type statusWriter struct {
 	current func(ctx context.Context, namespace, name string) (*v1.Pod, error)
 	// leading reports whether this replica schedules; standbys write nothing.
 	leading func() bool
+	// owners reports the pods of a controller on the controller; nil: every
+	// pod gets its own event.
+	owners *ownerReport
 
 	mu       sync.Mutex
 	reported map[types.UID]string
@@ -50,7 +56,8 @@ type statusWriter struct {
 type statusItem struct {
 	pod     *v1.Pod
 	message string
-	gated   bool
+	gated   bool // write the condition
+	event   bool // write the pod's own event
 }
 
 const (
@@ -114,15 +121,24 @@ func newStatusWriter(client kubernetes.Interface, recorder events.EventRecorderL
 }
 
 // report schedules the event (and condition) for pod, unless this message
-// was already reported for it.
+// was already reported for it. The pod of a controller gets no event of its
+// own: it is counted in its owner's.
 func (w *statusWriter) report(pod *v1.Pod, message string, gated bool) {
+	event := true
+	if w.owners != nil && w.owners.park(pod, message) {
+		event = false
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.reported[pod.UID] == message {
 		return
 	}
 	w.reported[pod.UID] = message
-	w.pending[pod.UID] = statusItem{pod: pod, message: message, gated: gated}
+	if !gated && !event {
+		// Rejected at PreFilter: the scheduler writes the condition.
+		return
+	}
+	w.pending[pod.UID] = statusItem{pod: pod, message: message, gated: gated, event: event}
 	w.queue.Add(pod.UID)
 }
 
@@ -130,6 +146,9 @@ func (w *statusWriter) report(pod *v1.Pod, message string, gated bool) {
 // written stays reported, so that parking the pod again for the same reason
 // writes no second event.
 func (w *statusWriter) cancel(uid types.UID) {
+	if w.owners != nil {
+		w.owners.remove(uid)
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if _, queued := w.pending[uid]; queued {
@@ -140,6 +159,9 @@ func (w *statusWriter) cancel(uid types.UID) {
 
 // forget drops what was reported for a pod that is bound or gone.
 func (w *statusWriter) forget(uid types.UID) {
+	if w.owners != nil {
+		w.owners.remove(uid)
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	delete(w.reported, uid)
@@ -147,6 +169,14 @@ func (w *statusWriter) forget(uid types.UID) {
 }
 
 func (w *statusWriter) run(ctx context.Context) {
+	if w.owners != nil {
+		go w.owners.run(ctx, w.leading)
+	}
+	w.runWrites(ctx)
+}
+
+// runWrites writes the queued conditions and pod events until ctx ends.
+func (w *statusWriter) runWrites(ctx context.Context) {
 	go func() {
 		<-ctx.Done()
 		w.queue.ShutDown()
@@ -219,7 +249,9 @@ func (w *statusWriter) write(ctx context.Context, item statusItem) {
 			return
 		}
 	}
-	w.recorder.Eventf(pod, nil, v1.EventTypeWarning, EventReason, "Scheduling", item.message)
+	if item.event {
+		w.recorder.Eventf(pod, nil, v1.EventTypeWarning, EventReason, "Scheduling", item.message)
+	}
 }
 
 // patchCondition sets PodScheduled=False with message on pod, on condition

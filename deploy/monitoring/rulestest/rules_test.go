@@ -129,6 +129,29 @@ var scenarios = map[string][]scenario{
 			`ballast_hopeless_parked_pods{job="sched",reason="taint"} 0x300`,
 			map[time.Duration]bool{5 * time.Hour: false}},
 	},
+	"BallastOwnerPileUp": {
+		{"incident 8: one CronJob adds a hopeless pod every 10 minutes",
+			`ballast_hopeless_owner_max_parked_pods{job="sched",owner_kind="CronJob",namespace="reports"} 0+0.1x600
+			 ballast_hopeless_owner_parked_pods{job="sched",owner_kind="CronJob",namespace="reports"} 0+0.1x600`,
+			map[time.Duration]bool{3 * time.Hour: false, 4 * time.Hour: false, 5 * time.Hour: true}},
+		{"a large Deployment stuck at once, not growing",
+			`ballast_hopeless_owner_max_parked_pods{job="sched",owner_kind="Deployment",namespace="web"} 500x600`,
+			map[time.Duration]bool{10 * time.Hour: false}},
+		{"the total grows, spread over many small owners",
+			`ballast_hopeless_owner_parked_pods{job="sched",owner_kind="Job",namespace="ci"} 0+1x600
+			 ballast_hopeless_owner_max_parked_pods{job="sched",owner_kind="Job",namespace="ci"} 3x600`,
+			map[time.Duration]bool{10 * time.Hour: false}},
+		{"bare pods piling up have no owner",
+			`ballast_hopeless_owner_max_parked_pods{job="sched",owner_kind="none",namespace="default"} 1x600
+			 ballast_hopeless_owner_parked_pods{job="sched",owner_kind="none",namespace="default"} 0+1x600`,
+			map[time.Duration]bool{10 * time.Hour: false}},
+		{"grew to 60 in an hour, then the CronJob was fixed: fires while it grows, not after",
+			`ballast_hopeless_owner_max_parked_pods{job="sched",owner_kind="CronJob",namespace="reports"} 0+1x60 60x540`,
+			map[time.Duration]bool{1*time.Hour + 30*time.Minute: true, 3 * time.Hour: false, 9 * time.Hour: false}},
+		{"namespaces beyond the cap, summed as _other",
+			`ballast_hopeless_owner_max_parked_pods{job="sched",owner_kind="CronJob",namespace="_other"} 0+0.5x300`,
+			map[time.Duration]bool{30 * time.Minute: false, 2 * time.Hour: true}},
+	},
 	"BallastTemplatesUntrusted": {
 		{"templates stale for an hour",
 			`ballast_hopeless_templates_trusted{job="sched",instance="a"} 1x10 0x50`,
