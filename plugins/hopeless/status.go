@@ -51,6 +51,10 @@ type statusWriter struct {
 	mu       sync.Mutex
 	reported map[types.UID]string
 	pending  map[types.UID]statusItem
+	// writing is the item being written per pod; cancel removes it, and
+	// the write checks it is still there right before each API call, so
+	// that a pod released while its write waits gets none.
+	writing map[types.UID]*statusItem
 }
 
 type statusItem struct {
@@ -113,6 +117,7 @@ func newStatusWriter(client kubernetes.Interface, recorder events.EventRecorderL
 		leading:  newLeaderCheck(legacyregistry.DefaultGatherer, nil).leading,
 		reported: map[types.UID]string{},
 		pending:  map[types.UID]statusItem{},
+		writing:  map[types.UID]*statusItem{},
 	}
 	w.current = func(ctx context.Context, namespace, name string) (*v1.Pod, error) {
 		return client.CoreV1().Pods(namespace).Get(ctx, name, metav1.GetOptions{})
@@ -151,8 +156,11 @@ func (w *statusWriter) cancel(uid types.UID) {
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if _, queued := w.pending[uid]; queued {
+	_, queued := w.pending[uid]
+	_, inFlight := w.writing[uid]
+	if queued || inFlight {
 		delete(w.pending, uid)
+		delete(w.writing, uid)
 		delete(w.reported, uid)
 	}
 }
@@ -166,6 +174,7 @@ func (w *statusWriter) forget(uid types.UID) {
 	defer w.mu.Unlock()
 	delete(w.reported, uid)
 	delete(w.pending, uid)
+	delete(w.writing, uid)
 }
 
 func (w *statusWriter) run(ctx context.Context) {
@@ -205,13 +214,29 @@ func (w *statusWriter) process(ctx context.Context, uid types.UID) {
 	w.mu.Lock()
 	item, ok := w.pending[uid]
 	delete(w.pending, uid)
+	if ok {
+		w.writing[uid] = &item
+	}
 	w.mu.Unlock()
 	if ok {
-		w.write(ctx, item)
+		w.write(ctx, &item)
+		w.mu.Lock()
+		if w.writing[uid] == &item {
+			delete(w.writing, uid)
+		}
+		w.mu.Unlock()
 	}
 }
 
-func (w *statusWriter) write(ctx context.Context, item statusItem) {
+// wanted reports whether item is still to be written: its pod was not
+// released (or reported anew) since the writer took it.
+func (w *statusWriter) wanted(item *statusItem) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.writing[item.pod.UID] == item
+}
+
+func (w *statusWriter) write(ctx context.Context, item *statusItem) {
 	logger := klog.FromContext(ctx)
 	pod, err := w.current(ctx, item.pod.Namespace, item.pod.Name)
 	if err != nil || pod.UID != item.pod.UID || pod.Spec.NodeName != "" {
@@ -219,7 +244,16 @@ func (w *statusWriter) write(ctx context.Context, item statusItem) {
 		metricStatusWrites.WithLabelValues("gone").Inc()
 		return
 	}
-	if item.gated && !hasCondition(pod, item.message) {
+	if !w.wanted(item) {
+		// Released while the write waited.
+		return
+	}
+	if item.gated && hasCondition(pod, item.message) {
+		// Said already, with its event: by this replica before a restart,
+		// or by the previous leader before a failover. One event per pod.
+		return
+	}
+	if item.gated {
 		err = w.patchCondition(ctx, pod, item.message)
 		if apierrors.IsConflict(err) {
 			// The pod changed since the copy we judged (bound, perhaps):
@@ -249,7 +283,7 @@ func (w *statusWriter) write(ctx context.Context, item statusItem) {
 			return
 		}
 	}
-	if item.event {
+	if item.event && w.wanted(item) {
 		w.recorder.Eventf(pod, nil, v1.EventTypeWarning, EventReason, "Scheduling", item.message)
 	}
 }

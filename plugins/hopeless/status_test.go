@@ -201,6 +201,44 @@ func TestStandbyWritesNothing(t *testing.T) {
 	}
 }
 
+// A pod released while its write is in flight (the writer took the item
+// and is reading the pod) gets neither the condition nor the event: the
+// scheduler is about to try it, and "hopeless" would be a stale reason.
+func TestReleaseDuringWriteWritesNothing(t *testing.T) {
+	_, ctx := ktesting.NewTestContext(t)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	pod := cronPod("released-in-flight")
+	h := newHeldWriter(t, pod)
+	h.leader.Store(true)
+	reading, proceed := make(chan struct{}), make(chan struct{})
+	get := h.statusWriter.current
+	h.statusWriter.current = func(ctx context.Context, namespace, name string) (*v1.Pod, error) {
+		close(reading)
+		<-proceed
+		return get(ctx, namespace, name)
+	}
+	h.report(pod, "hopeless: reason A", true)
+	go h.run(ctx)
+	select {
+	case <-reading:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the writer never read the pod")
+	}
+	h.cancel(pod.UID) // released by the plugin now
+	close(proceed)
+	if err := wait.PollUntilContextTimeout(ctx, 5*time.Millisecond, 5*time.Second, true, func(context.Context) (bool, error) {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return len(h.writing) == 0 && h.queue.Len() == 0, nil
+	}); err != nil {
+		t.Fatal("the write never finished")
+	}
+	if n := h.statusPatches(); n != 0 || len(h.recorder.Events) != 0 {
+		t.Errorf("a pod released during its write got %d condition patches and %d events", n, len(h.recorder.Events))
+	}
+}
+
 // A write still queued when the pod is released is dropped.
 func TestReleaseCancelsQueuedWrite(t *testing.T) {
 	_, ctx := ktesting.NewTestContext(t)
@@ -246,6 +284,11 @@ func TestPluginReleaseCancelsWrite(t *testing.T) {
 	pod, later := cronPod("report-1"), cronPod("later")
 	later.Spec.NodeSelector = map[string]string{"pool": "gpu"} // stays hopeless
 	pl.handle.(interface{ SetPodActivator(fwk.PodActivator) }).SetPodActivator(&recordingActivator{})
+	// The writer holds its writes (a standby) until the pod is released:
+	// what is tested is that the release drops the queued write.
+	// (The writer reads leading only once an item is queued, after this.)
+	var leader atomic.Bool
+	pl.status.leading = leader.Load
 	parkViaPreEnqueue(t, pl, client, pod)
 	_, ctx := ktesting.NewTestContext(t)
 	fitting := testNode("b1", map[string]string{"pool": "batch"}, v1.Taint{Key: "dedicated", Value: "batchjobs", Effect: v1.TaintEffectNoSchedule})
@@ -258,6 +301,7 @@ func TestPluginReleaseCancelsWrite(t *testing.T) {
 	}); err != nil {
 		t.Fatal("the node that fits did not release the pod")
 	}
+	leader.Store(true)
 	parkViaPreEnqueue(t, pl, client, later)
 	if err := wait.PollUntilContextTimeout(ctx, 10*time.Millisecond, 10*time.Second, true, func(ctx context.Context) (bool, error) {
 		got, err := client.CoreV1().Pods("default").Get(ctx, later.Name, metav1.GetOptions{})
