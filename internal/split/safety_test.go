@@ -254,3 +254,51 @@ func TestSplitRefusesAbandonLaunchHooks(t *testing.T) {
 		t.Errorf("a refused split made %d writes", len(m))
 	}
 }
+
+// TestSplitChecksTheAMIOfARecordedBatchBeforeDetaching (review 11): the AMI
+// check (checkImages) leaves out the instances of the batch in flight, so a
+// batch recorded by a pass whose DetachInstances failed (or that crashed
+// right after recording it) is detached by a later pass without asking
+// DescribeImages again. If the AMI was deregistered in between, every
+// instance of the batch is detached although no group will ever take it:
+// the user guide, "Detach or attach instances from your Auto Scaling group"
+// (ec2-auto-scaling-detach-attach-instances), considerations for attaching:
+// "The AMI used to launch the instance must still exist." That holds for the
+// split group too, so the "attach back" fallback cannot help: the instances
+// run in no group.
+func TestSplitChecksTheAMIOfARecordedBatchBeforeDetaching(t *testing.T) {
+	ctx := context.Background()
+	w := newSplitWorld(t)
+	// The first DetachInstances fails (a crash between recording the batch
+	// and detaching it has the same outcome).
+	w.emu.Inject(awstest.Fault{Service: "autoscaling", Action: "DetachInstances", Code: "ValidationError", Status: http.StatusBadRequest, Times: 1})
+	s := w.splitter(w.cloud, "run")
+	recorded := false
+	for pass := range 10 {
+		_, err := s.Pass(ctx, "cassandra")
+		t.Logf("pass %d: %v", pass, err)
+		if g, _ := w.emu.Group("cassandra"); strings.HasPrefix(g.Tags[split.TagState], "move ") {
+			recorded = true
+			break
+		}
+		w.clock.Step(split.DefaultLockSettle)
+	}
+	if !recorded {
+		t.Fatal("no batch recorded")
+	}
+	if c := w.emu.Counts(); c["DetachInstances"] != 1 {
+		t.Fatalf("%d DetachInstances calls, want the one that failed", c["DetachInstances"])
+	}
+	// The operator rolls the AMI and deregisters the old one now.
+	w.emu.DeregisterImage("ami-cassandra")
+	for pass := range 30 {
+		if _, err := s.Pass(ctx, "cassandra"); err != nil {
+			t.Logf("pass %d: %v", pass, err)
+		}
+		w.checkNoneLoose(t, fmt.Sprintf("after pass %d with the AMI gone", pass))
+		if t.Failed() {
+			t.FailNow()
+		}
+		w.clock.Step(30 * time.Second)
+	}
+}
