@@ -302,3 +302,42 @@ func TestSplitChecksTheAMIOfARecordedBatchBeforeDetaching(t *testing.T) {
 		w.clock.Step(30 * time.Second)
 	}
 }
+
+// TestSplitReprotectsInstancesSentBack (review 11): an instance of the batch
+// that AttachInstances refused for its zone's group is attached back to the
+// split group ("!" in the state tag) and stays there, stranded. If it was
+// protected from scale-in ("*"), the split never sets the protection again:
+// DetachInstances dropped it, and a later pass only reports the instance.
+// API_AttachInstances: the attached instance takes the group's
+// NewInstancesProtectedFromScaleIn (false here), and the split group keeps
+// its discovery tags while the split waits, so cluster-autoscaler may
+// scale the operator's protected instance in. The package doc promises
+// "sets the scale-in protection again where an instance had it".
+func TestSplitReprotectsInstancesSentBack(t *testing.T) {
+	ctx := context.Background()
+	w := newSplitWorld(t)
+	zone := split.ZoneGroupName("cassandra", zones[0])
+	protected := w.ids[zones[0]][1]
+	if i, _ := w.emu.Instance(protected); !i.ProtectedFromScaleIn {
+		t.Fatalf("instance %s not protected before the split", protected)
+	}
+	w.emu.Inject(awstest.Fault{Service: "autoscaling", Action: "AttachInstances", Group: zone, Code: "ValidationError", Status: http.StatusBadRequest, Times: 1000})
+	s := w.splitter(w.cloud, "run")
+	for pass := range 40 {
+		if _, err := s.Pass(ctx, "cassandra"); err != nil {
+			t.Logf("pass %d: %v", pass, err)
+		}
+		w.checkNoneLoose(t, "after a pass")
+		if t.Failed() {
+			t.Fatalf("after pass %d", pass)
+		}
+		w.clock.Step(30 * time.Second)
+	}
+	i, _ := w.emu.Instance(protected)
+	if i.Group != "cassandra" || i.LifecycleState != "InService" {
+		t.Fatalf("instance %s is %s in %q, want InService back in cassandra", protected, i.LifecycleState, i.Group)
+	}
+	if !i.ProtectedFromScaleIn {
+		t.Errorf("instance %s, protected from scale-in before the split, is back in cassandra without its protection", protected)
+	}
+}
