@@ -341,3 +341,66 @@ func TestSplitReprotectsInstancesSentBack(t *testing.T) {
 		t.Errorf("instance %s, protected from scale-in before the split, is back in cassandra without its protection", protected)
 	}
 }
+
+// TestSplitLateRecordNeverOverwritesAnotherBatch (review 11): the holder
+// re-reads the lock before a guarded write, but the write itself is not
+// bounded: SetGroupTags goes through the SDK retryer (5 attempts, up to 20 s
+// of backoff each, aws/client.go) with no deadline, the HTTP client has no
+// response timeout, and the process can be paused (a laptop running
+// `az-balancer split` suspended, a frozen pod) between the re-read and the
+// request. Auto Scaling's CreateOrUpdateTags has no condition: "If the
+// specified tag already exists, it is updated" (API_CreateOrUpdateTags). So
+// a record that lands after the lock lapsed and another splitter recorded
+// and detached its own batch overwrites that batch's record: the other
+// batch's instances, detached, are on no record and are never attached.
+func TestSplitLateRecordNeverOverwritesAnotherBatch(t *testing.T) {
+	ctx := context.Background()
+	w := newSplitWorld(t)
+	lt := &lockTripper{}
+	a := w.splitter(w.client(t, &http.Client{Transport: lt}), "a")
+	b := w.splitter(w.cloud, "b")
+	moving := w.ids[zones[1]][0]
+	var once sync.Once
+	lt.before = func(action string, form url.Values) {
+		if action != "CreateOrUpdateTags" || form.Get("Tags.member.1.Key") != split.TagState || !strings.HasPrefix(form.Get("Tags.member.1.Value"), "move ") {
+			return
+		}
+		once.Do(func() {
+			// A's record of its first batch is held up past its lock; B
+			// takes the group over and gets as far as detaching zone b's batch.
+			w.clock.Step(split.DefaultLockDuration + time.Second)
+			for pass := range 80 {
+				_, err := b.Pass(ctx, "cassandra")
+				t.Logf("B pass %d while A's write is held up: %v", pass, err)
+				if i, _ := w.emu.Instance(moving); i.LifecycleState == "Detaching" || i.Group == "" {
+					return
+				}
+				w.clock.Step(split.DefaultLockSettle)
+			}
+			t.Error("B never detached zone b's batch")
+		})
+	}
+	for pass := range 5 {
+		_, err := a.Pass(ctx, "cassandra")
+		t.Logf("A pass %d: %v", pass, err)
+		if err != nil {
+			break
+		}
+		w.clock.Step(split.DefaultLockSettle)
+	}
+	lt.mu.Lock()
+	lt.before = nil
+	lt.mu.Unlock()
+	for pass := range 80 {
+		res, err := b.Pass(ctx, "cassandra")
+		if err != nil {
+			t.Logf("B pass %d: %v", pass, err)
+		}
+		if res.Done {
+			break
+		}
+		w.clock.Step(split.DefaultLockSettle)
+	}
+	w.checkNoneLoose(t, "after the split")
+	w.checkNothingLost(t)
+}
