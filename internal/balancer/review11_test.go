@@ -1,11 +1,15 @@
 package balancer
 
 import (
+	"fmt"
 	"testing"
+	"time"
 
 	awssdk "github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
 	astypes "github.com/aws/aws-sdk-go-v2/service/autoscaling/types"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/ballast-k8s/ballast/internal/aws"
 	"github.com/ballast-k8s/ballast/internal/awstest"
@@ -41,5 +45,39 @@ func TestHeldWhenTheGroupLeavesDiscovery(t *testing.T) {
 	if got := w.lifecycleState(w.ids[0]); got != awstest.TerminatingWait {
 		t.Errorf("instance %s, whose node holds a bound local volume, is %s once its group's enabled tag read \"True\", want %s",
 			w.ids[0], got, awstest.TerminatingWait)
+	}
+}
+
+// TestOrphanMalformedInstanceIDNeverReleases (review 11): an orphan's
+// instance-id annotation is bad input once it is not an instance ID at all
+// (edited by hand, mangled by a tool). The client asks DescribeInstances
+// with an instance-id filter, which matches nothing rather than failing
+// (API_DescribeInstances: "If you specify filters, the output includes
+// information for only those instances that meet the filter criteria"; only
+// InstanceIds fail: "If you specify an instance ID that is not valid, an
+// error is returned"), so "i-bogus" is "unknown to EC2". In a zone another
+// node witnesses, unknown counts as terminated, and the claim is deleted
+// although the volume's real instance still runs (its node was deleted with
+// `kubectl delete node`). The same page also says unknown is not proof of
+// termination: "If you specify an instance that you do not own, it is not
+// included in the output." A malformed record must be reported and release
+// nothing.
+func TestOrphanMalformedInstanceIDNeverReleases(t *testing.T) {
+	w := newWorld(t, 2, after("30m"))
+	if err := w.kube.CoreV1().Nodes().Delete(w.ctx, "cass-0", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:"i-bogus"}}}`, AnnotationInstanceID)
+	if _, err := w.kube.CoreV1().PersistentVolumes().Patch(w.ctx, "pv-0", types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	_ = w.b.Reconcile(w.ctx)
+	w.clock.Step(31 * time.Minute)
+	_ = w.b.Reconcile(w.ctx)
+	if i, _ := w.emu.Instance(w.ids[0]); i.EC2State != "running" {
+		t.Fatalf("instance %s is %s, want running", w.ids[0], i.EC2State)
+	}
+	if d := w.claimDeletes(); len(d) != 0 {
+		t.Errorf("claims %v deleted on a malformed instance-id annotation, while the volume's instance %s runs", d, w.ids[0])
 	}
 }
