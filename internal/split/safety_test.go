@@ -404,3 +404,61 @@ func TestSplitLateRecordNeverOverwritesAnotherBatch(t *testing.T) {
 	w.checkNoneLoose(t, "after the split")
 	w.checkNothingLost(t)
 }
+
+// TestSplitDoesNotStrandOnAFullZoneGroup (review 11): AttachInstances fails
+// with a ValidationError when the zone group is full (API_AttachInstances:
+// "If the number of instances being attached plus the desired capacity of
+// the group exceeds the maximum size of the group, the operation fails"), a
+// condition that passes. The per-zone groups carry cluster-autoscaler's
+// discovery tags from their creation, so cluster-autoscaler may raise one's
+// desired capacity to its maximum while a batch is detaching (pods pending
+// in that zone). attachOrReturn takes every ValidationError for a refusal
+// for good: the batch is marked "!", attached back to the split group and
+// left there, "stranded", and the operator is told to terminate instances
+// that hold local data for the split to finish. A full group is waited for
+// (or its maximum raised), never a reason to strand an instance.
+func TestSplitDoesNotStrandOnAFullZoneGroup(t *testing.T) {
+	ctx := context.Background()
+	w := newSplitWorld(t)
+	zone := split.ZoneGroupName("cassandra", zones[0])
+	lt := &lockTripper{}
+	s := w.splitter(w.client(t, &http.Client{Transport: lt}), "run")
+	var once sync.Once
+	lt.before = func(action string, form url.Values) {
+		if action != "AttachInstances" || form.Get("AutoScalingGroupName") != zone {
+			return
+		}
+		once.Do(func() {
+			g, _ := w.emu.Group(zone)
+			// cluster-autoscaler scales the zone group up to its maximum.
+			if err := w.cloud.UpdateGroupSize(ctx, zone, aws.Sizes{Desired: &g.MaxSize}); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	var last split.Result
+	for pass := range 60 {
+		res, err := s.Pass(ctx, "cassandra")
+		if err != nil {
+			t.Logf("pass %d: %v", pass, err)
+		} else {
+			last = res
+		}
+		w.checkNoneLoose(t, fmt.Sprintf("after pass %d", pass))
+		if t.Failed() {
+			t.FailNow()
+		}
+		if res.Done {
+			break
+		}
+		w.clock.Step(30 * time.Second)
+	}
+	if len(last.Stranded) > 0 {
+		t.Errorf("stranded after cluster-autoscaler filled %s for a moment: %q", zone, last.Stranded)
+	}
+	for _, id := range w.ids[zones[0]] {
+		if i, _ := w.emu.Instance(id); i.Group != zone {
+			t.Errorf("instance %s is in %q, want %s", id, i.Group, zone)
+		}
+	}
+}
