@@ -462,3 +462,31 @@ func TestSplitDoesNotStrandOnAFullZoneGroup(t *testing.T) {
 		}
 	}
 }
+
+// TestSplitBackMarksFitTheStateTag (review 11): a batch is cut so that its
+// record fits the state tag (256 characters), counting the "*" marks but
+// not the "!" marks attachOrReturn adds when AWS refuses instances. A full
+// batch whose instances are refused no longer fits: CreateOrUpdateTags
+// refuses the value (Auto Scaling Tag, Value: "Length Constraints: Maximum
+// length of 256"), attachOrReturn stops before attaching them back, and
+// every later pass does the same: the batch runs in no group for good.
+func TestSplitBackMarksFitTheStateTag(t *testing.T) {
+	ctx := context.Background()
+	w := newSplitWorld(t, func(g *awstest.GroupSpec) {
+		g.MaxSize = 20
+		g.Instances = map[string]int{zones[0]: 12, zones[1]: 1, zones[2]: 1}
+	})
+	zone := split.ZoneGroupName("cassandra", zones[0])
+	w.emu.Inject(awstest.Fault{Service: "autoscaling", Action: "AttachInstances", Group: zone, Code: "ValidationError", Status: http.StatusBadRequest, Times: 1000})
+	s := w.splitter(w.cloud, "run")
+	for pass := range 30 {
+		if _, err := s.Pass(ctx, "cassandra"); err != nil {
+			t.Logf("pass %d: %.300s", pass, err)
+		}
+		if g, _ := w.emu.Group("cassandra"); pass == 1 {
+			t.Logf("state tag (%d characters): %s", len(g.Tags[split.TagState]), g.Tags[split.TagState])
+		}
+		w.clock.Step(30 * time.Second)
+	}
+	w.checkNoneLoose(t, "after 30 passes")
+}
