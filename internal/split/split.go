@@ -830,7 +830,9 @@ func steps(snap *snapshot, sel aws.Selector) (p plan, err error) {
 				continue
 			}
 			next := append(slices.Clone(batch), moved{id: i.ID, protected: i.ProtectedFromScaleIn})
-			if len(next) > aws.MaxMoveBatch || len(formatMove(z, next)) > maxTagValue {
+			// Room for a back mark ("!") per instance, which attachOrReturn
+			// may add to this record later.
+			if len(next) > aws.MaxMoveBatch || len(formatMove(z, next))+len(next)*len(backMark) > maxTagValue {
 				break
 			}
 			batch = next
