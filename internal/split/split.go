@@ -744,14 +744,31 @@ func steps(snap *snapshot, sel aws.Selector) (p plan, err error) {
 	// group before another batch is recorded over it.
 	handled := map[string]bool{}
 	if inFlight {
-		var toDetach, toAttach, toProtect, toReturn []string
+		var toDetach, toAttach, toProtect, toReturn, toProtectBack []string
 		for _, m := range flight {
 			handled[m.id] = true
 			if m.back { // refused by its zone's group: back to the split group, for good
 				switch {
 				case inOld[m.id] != nil:
 					p.stranded = append(p.stranded, fmt.Sprintf("%s: AWS refused to attach it to %s; it is back in %s", m.id, ZoneGroupName(name, flightZone), name))
-				case inZone[m.id] != nil, gone(snap.ec2State[m.id]): // attached after all, or terminated
+					// Protected again where it is, once InService: it lost
+					// its protection on detach.
+					if oi := inOld[m.id]; m.protected && !oi.ProtectedFromScaleIn {
+						if protectable(oi.LifecycleState) {
+							toProtectBack = append(toProtectBack, m.id)
+						} else {
+							p.waiting = append(p.waiting, fmt.Sprintf("instance %s is %s in %s; it is protected from scale-in again once InService", m.id, oi.LifecycleState, name))
+						}
+					}
+				case inZone[m.id] != nil: // attached after all
+					if zi := inZone[m.id]; m.protected && !zi.ProtectedFromScaleIn {
+						if protectable(zi.LifecycleState) {
+							toProtect = append(toProtect, m.id)
+						} else {
+							p.waiting = append(p.waiting, fmt.Sprintf("instance %s is %s in %s; it is protected from scale-in again once InService", m.id, zi.LifecycleState, ZoneGroupName(name, flightZone)))
+						}
+					}
+				case gone(snap.ec2State[m.id]): // terminated
 				case snap.ec2State[m.id] == "running":
 					toReturn = append(toReturn, m.id)
 				default:
@@ -796,6 +813,11 @@ func steps(snap *snapshot, sel aws.Selector) (p plan, err error) {
 		}
 		if len(toProtect) > 0 {
 			protect(flightZone, toProtect)
+		}
+		if len(toProtectBack) > 0 {
+			add(name, "SetInstanceProtection", "protected=true "+strings.Join(toProtectBack, ","), func(ctx context.Context, c Cloud) error {
+				return c.SetInstanceProtection(ctx, name, toProtectBack, true)
+			})
 		}
 		if len(toReturn) > 0 {
 			guarded(add(name, "AttachInstances", strings.Join(toReturn, ","), func(ctx context.Context, c Cloud) error {
@@ -903,9 +925,45 @@ func protectable(state string) bool {
 // and those refused alone are recorded as going back ("!") and attached back
 // to the split group, which still has room for them (its maximum is only
 // lowered once the split is done). They are never left in no group.
+//
+// Two refusals are not for good, and the group is described first to tell
+// them: an instance already a member of the zone's group was attached by an
+// earlier call whose reply was lost (the SDK retried it; AWS refuses to
+// attach a member of a group, user guide ec2-auto-scaling-detach-attach-
+// instances), which is success; and a zone group too full for the batch
+// (API_AttachInstances: "If the number of instances being attached plus the
+// desired capacity of the group exceeds the maximum size of the group, the
+// operation fails"; cluster-autoscaler may have scaled it up) gets its
+// maximum raised, the split owning it, and the batch is attached again at
+// once.
 func attachOrReturn(ctx context.Context, c Cloud, name, zname, zone string, flight []moved, ids []string, first error) error {
-	var refused, why []string
+	gs, err := c.DescribeGroups(ctx, aws.Selector{Names: []string{zname}})
+	if err != nil {
+		return fmt.Errorf("AWS refused to attach %s to %s (%w); describing the group: %w", strings.Join(ids, ","), zname, first, err)
+	}
+	if len(gs) == 0 {
+		return fmt.Errorf("AWS refused to attach %s to %s: %w; the group is not found", strings.Join(ids, ","), zname, first)
+	}
+	zg := &gs[0]
+	var rest []string
 	for _, id := range ids {
+		if !slices.ContainsFunc(zg.Instances, func(i aws.GroupInstance) bool { return i.ID == id }) {
+			rest = append(rest, id)
+		}
+	}
+	if len(rest) == 0 {
+		return nil // attached by a call whose reply was lost
+	}
+	if need := zg.DesiredCapacity + int32(len(rest)); need > zg.MaxSize {
+		if err := c.UpdateGroupSize(ctx, zname, aws.Sizes{Max: ptr.To(need)}); err != nil {
+			return fmt.Errorf("%s is full (desired %d, max %d) and raising its maximum failed: %w; AttachInstances said: %w", zname, zg.DesiredCapacity, zg.MaxSize, err, first)
+		}
+		if err := c.AttachInstances(ctx, zname, rest); err == nil || !aws.IsValidationError(err) {
+			return err
+		}
+	}
+	var refused, why []string
+	for _, id := range rest {
 		if err := c.AttachInstances(ctx, zname, []string{id}); err != nil {
 			if !aws.IsValidationError(err) {
 				return err
