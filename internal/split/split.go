@@ -439,22 +439,29 @@ func (s *Splitter) snapshot(ctx context.Context, group string) (*snapshot, error
 	return snap, nil
 }
 
-// checkImages finds the InService instances of the group, outside the
-// batch in flight, that AttachInstances would refuse once detached: the user
-// guide (ec2-auto-scaling-detach-attach-instances) says "The AMI used to
-// launch the instance must still exist." Detaching cannot be undone, so
-// this is asked before any instance is detached.
-func (s *Splitter) checkImages(ctx context.Context, snap *snapshot, inFlight map[string]bool) error {
+// checkImages finds the InService instances of the group, those of a batch
+// on record but not yet detached included, that AttachInstances would
+// refuse once detached: the user guide (ec2-auto-scaling-detach-attach-
+// instances) says "The AMI used to launch the instance must still exist."
+// Detaching cannot be undone, so this is asked before any instance is
+// detached (and again right before DetachInstances, see imagesGone).
+func (s *Splitter) checkImages(ctx context.Context, snap *snapshot, _ map[string]bool) error {
 	var ids []string
 	for _, i := range snap.old.Instances {
-		if i.LifecycleState == aws.StateInService && !inFlight[i.ID] {
+		if i.LifecycleState == aws.StateInService {
 			ids = append(ids, i.ID)
 		}
 	}
 	if len(ids) == 0 {
 		return nil
 	}
-	insts, err := s.cloud.DescribeInstances(ctx, ids)
+	return unmovable(ctx, s.cloud, ids, snap.unmovable)
+}
+
+// unmovable records in out, of the instances ids, those AttachInstances
+// would refuse, and why.
+func unmovable(ctx context.Context, c Cloud, ids []string, out map[string]string) error {
+	insts, err := c.DescribeInstances(ctx, ids)
 	if err != nil {
 		return err
 	}
@@ -469,18 +476,18 @@ func (s *Splitter) checkImages(ctx context.Context, snap *snapshot, inFlight map
 	slices.Sort(images)
 	available := map[string]bool{}
 	if images = slices.Compact(images); len(images) > 0 {
-		if available, err = s.cloud.ImagesAvailable(ctx, images); err != nil {
+		if available, err = c.ImagesAvailable(ctx, images); err != nil {
 			return err
 		}
 	}
 	for _, id := range ids {
 		switch im, ok := ami[id]; {
 		case !ok:
-			snap.unmovable[id] = "unknown to EC2"
+			out[id] = "unknown to EC2"
 		case im == "":
-			snap.unmovable[id] = "EC2 names no AMI for it"
+			out[id] = "EC2 names no AMI for it"
 		case !available[im]:
-			snap.unmovable[id] = fmt.Sprintf("its AMI %s no longer exists, and AttachInstances refuses such an instance", im)
+			out[id] = fmt.Sprintf("its AMI %s no longer exists, and AttachInstances refuses such an instance", im)
 		}
 	}
 	return nil
@@ -721,7 +728,22 @@ func steps(snap *snapshot, sel aws.Selector) (p plan, err error) {
 	}
 
 	detach := func(ids []string) {
-		guarded(add(name, "DetachInstances", strings.Join(ids, ","), func(ctx context.Context, c Cloud) error { return c.DetachInstances(ctx, name, ids) }), nil)
+		guarded(add(name, "DetachInstances", strings.Join(ids, ","), func(ctx context.Context, c Cloud) error {
+			// The AMIs again, right before: one deregistered since the
+			// snapshot would leave the instance in no group.
+			no := map[string]string{}
+			if err := unmovable(ctx, c, ids, no); err != nil {
+				return fmt.Errorf("checking the AMIs again before detaching: %w", err)
+			}
+			if len(no) > 0 {
+				var why []string
+				for _, id := range sortedKeys(no) {
+					why = append(why, id+": "+no[id])
+				}
+				return fmt.Errorf("not detaching, AttachInstances would refuse %s; the next pass takes them off the record", strings.Join(why, "; "))
+			}
+			return c.DetachInstances(ctx, name, ids)
+		}), nil)
 	}
 	attach := func(z string, ids []string) {
 		zname := ZoneGroupName(name, z)
@@ -744,7 +766,7 @@ func steps(snap *snapshot, sel aws.Selector) (p plan, err error) {
 	// group before another batch is recorded over it.
 	handled := map[string]bool{}
 	if inFlight {
-		var toDetach, toAttach, toProtect, toReturn, toProtectBack []string
+		var toDetach, toAttach, toProtect, toReturn, toProtectBack, unrecord []string
 		for _, m := range flight {
 			handled[m.id] = true
 			if m.back { // refused by its zone's group: back to the split group, for good
@@ -777,6 +799,12 @@ func steps(snap *snapshot, sel aws.Selector) (p plan, err error) {
 				continue
 			}
 			switch i := inOld[m.id]; {
+			case i != nil && i.LifecycleState == aws.StateInService && snap.unmovable[m.id] != "":
+				// Recorded, not yet detached, and no group would take it
+				// once detached: it stays, and leaves the record.
+				why := snap.unmovable[m.id]
+				p.stranded = append(p.stranded, m.id+": "+why)
+				unrecord = append(unrecord, m.id)
 			case i != nil && i.LifecycleState == aws.StateInService: // recorded, not yet detached
 				toDetach = append(toDetach, m.id)
 			case i != nil:
@@ -803,6 +831,23 @@ func steps(snap *snapshot, sel aws.Selector) (p plan, err error) {
 			default:
 				p.waiting = append(p.waiting, fmt.Sprintf("instance %s of the batch in flight is in no group and %s; it is attached once running", m.id, snap.ec2State[m.id]))
 			}
+		}
+		if len(unrecord) > 0 {
+			// The record without them, before any detach: a later pass
+			// must not detach them either.
+			var keep []moved
+			for _, m := range flight {
+				if !slices.Contains(unrecord, m.id) {
+					keep = append(keep, m)
+				}
+			}
+			value := stateStarted
+			if len(keep) > 0 {
+				value = formatMove(flightZone, keep)
+			}
+			guarded(add(name, "CreateOrUpdateTags", TagState+"="+value, func(ctx context.Context, c Cloud) error {
+				return c.SetGroupTags(ctx, name, map[string]string{TagState: value})
+			}), &value)
 		}
 		if len(toDetach) > 0 {
 			detach(toDetach)
