@@ -56,6 +56,16 @@ const (
 	TagSizes = "ballast.k8s.io/split-sizes"
 	// TagFrom names, on a per-zone group, the group it was split from.
 	TagFrom = "ballast.k8s.io/split-from"
+	// TagRecordPrefix + <instance> records, on the split group, an instance
+	// of a batch and its zone ("<zone>[*]"), written in the same
+	// CreateOrUpdateTags call as the batch's TagState. CreateOrUpdateTags
+	// has no condition, so a record that lands late (after the lock lapsed
+	// and another splitter recorded and detached its own batch) overwrites
+	// TagState; these keys are not overwritten by another batch, and a pass
+	// takes a recorded instance that is detaching or detached, but on no
+	// TagState, back on record. They are deleted once the instance is in a
+	// per-zone group or terminated.
+	TagRecordPrefix = TagState + "/"
 
 	// StateDone is TagState of a finished split.
 	StateDone = "done"
@@ -63,6 +73,7 @@ const (
 	stateStarted  = "started"
 	stateMove     = "move"
 	maxTagValue   = 256 // Auto Scaling tag values
+	maxGroupTags  = 50  // Auto Scaling tags per group (service quota)
 	caTagPrefix   = "k8s.io/cluster-autoscaler/"
 	protectedMark = "*"
 )
@@ -421,6 +432,11 @@ func (s *Splitter) snapshot(ctx context.Context, group string) (*snapshot, error
 			}
 		}
 	}
+	for _, id := range sortedKeys(records(snap.old.Tags)) {
+		if !member[id] && !inFlight[id] {
+			loose = append(loose, id)
+		}
+	}
 	if err := s.checkImages(ctx, snap, inFlight); err != nil {
 		return nil, err
 	}
@@ -499,6 +515,28 @@ type moved struct {
 	// back marks an instance that AttachInstances refused for its zone's
 	// group: it goes back to the split group, and stays there.
 	back bool
+}
+
+// records returns the per-instance records (TagRecordPrefix) among tags, by instance.
+func records(tags map[string]string) map[string]string {
+	out := map[string]string{}
+	for k, v := range tags {
+		if id, ok := strings.CutPrefix(k, TagRecordPrefix); ok {
+			out[id] = v
+		}
+	}
+	return out
+}
+
+// recordKeys returns the keys of the per-instance records among tags.
+func recordKeys(tags map[string]string) []string {
+	var out []string
+	for _, k := range sortedKeys(tags) {
+		if strings.HasPrefix(k, TagRecordPrefix) {
+			out = append(out, k)
+		}
+	}
+	return out
 }
 
 // backMark follows an instance of the batch that goes back to the split group.
@@ -611,6 +649,7 @@ func steps(snap *snapshot, sel aws.Selector) (p plan, err error) {
 				keys = append(keys, k)
 			}
 		}
+		keys = append(keys, recordKeys(old.Tags)...)
 		if len(keys) > 0 {
 			add(name, "DeleteTags", strings.Join(keys, ","), func(ctx context.Context, c Cloud) error { return c.DeleteGroupTags(ctx, name, keys) })
 		}
@@ -699,7 +738,7 @@ func steps(snap *snapshot, sel aws.Selector) (p plan, err error) {
 	// 3. One group per zone, hooked from the start; room for every instance.
 	tags := map[string]string{TagFrom: name}
 	for k, v := range old.Tags {
-		if k != TagState && k != TagSizes && k != TagLock && !strings.HasPrefix(k, "aws:") {
+		if k != TagState && k != TagSizes && k != TagLock && !strings.HasPrefix(k, TagRecordPrefix) && !strings.HasPrefix(k, "aws:") {
 			tags[k] = v
 		}
 	}
@@ -878,9 +917,50 @@ func steps(snap *snapshot, sel aws.Selector) (p plan, err error) {
 		}
 	}
 
+	// 4b. Per-instance records: those of instances now in a per-zone group
+	// or terminated are done with; one of an instance detaching or detached
+	// but on no TagState (overwritten by a record that landed late) is
+	// taken back on record, and handled as the batch in flight next pass.
+	recs := records(old.Tags)
+	var doneRecs []string
+	stray := map[string][]moved{}
+	for _, id := range sortedKeys(recs) {
+		zone, protected := strings.CutSuffix(recs[id], protectedMark)
+		switch i := inOld[id]; {
+		case inZone[id] != nil, i == nil && gone(snap.ec2State[id]):
+			doneRecs = append(doneRecs, TagRecordPrefix+id)
+		case handled[id]:
+		case i != nil && i.LifecycleState != lifecycleDetaching:
+			// Still in the group, not detaching: nothing moves it.
+		case slices.Contains(snap.zones, zone):
+			stray[zone] = append(stray[zone], moved{id: id, protected: protected})
+		default:
+			p.waiting = append(p.waiting, fmt.Sprintf("instance %s is recorded for zone %q, which is not one of %s's", id, zone, name))
+		}
+	}
+	if len(doneRecs) > 0 {
+		add(name, "DeleteTags", strings.Join(doneRecs, ","), func(ctx context.Context, c Cloud) error { return c.DeleteGroupTags(ctx, name, doneRecs) })
+	}
+	for _, z := range sortedKeys(stray) {
+		value := formatMove(z, stray[z])
+		guarded(add(name, "CreateOrUpdateTags", TagState+"="+value, func(ctx context.Context, c Cloud) error {
+			return c.SetGroupTags(ctx, name, map[string]string{TagState: value})
+		}), &value)
+		p.waiting = append(p.waiting, fmt.Sprintf("instances of zone %s were detached on a record another write overwrote; they are on record again", z))
+		return p, nil
+	}
+	if len(p.waiting) > 0 {
+		return p, nil
+	}
+
 	// 5. The next batch, cut to fit in the state tag and one call: record
 	// it, then detach it; it is attached by a later pass, once detached.
 	var blocked []string
+	// Each instance of a batch takes a tag of its own (TagRecordPrefix).
+	room := maxGroupTags - len(old.Tags) - 1
+	if _, ok := old.Tags[TagState]; !ok {
+		room++
+	}
 	for _, z := range snap.zones {
 		var batch []moved
 		for _, i := range old.Instances {
@@ -899,7 +979,7 @@ func steps(snap *snapshot, sel aws.Selector) (p plan, err error) {
 			next := append(slices.Clone(batch), moved{id: i.ID, protected: i.ProtectedFromScaleIn})
 			// Room for a back mark ("!") per instance, which attachOrReturn
 			// may add to this record later.
-			if len(next) > aws.MaxMoveBatch || len(formatMove(z, next))+len(next)*len(backMark) > maxTagValue {
+			if len(next) > aws.MaxMoveBatch || len(next) > room || len(formatMove(z, next))+len(next)*len(backMark) > maxTagValue {
 				break
 			}
 			batch = next
@@ -908,8 +988,15 @@ func steps(snap *snapshot, sel aws.Selector) (p plan, err error) {
 			continue
 		}
 		value := formatMove(z, batch)
+		tags := map[string]string{TagState: value}
+		for _, m := range batch {
+			tags[TagRecordPrefix+m.id] = z
+			if m.protected {
+				tags[TagRecordPrefix+m.id] += protectedMark
+			}
+		}
 		guarded(add(name, "CreateOrUpdateTags", TagState+"="+value, func(ctx context.Context, c Cloud) error {
-			return c.SetGroupTags(ctx, name, map[string]string{TagState: value})
+			return c.SetGroupTags(ctx, name, tags)
 		}), &value)
 		var ids []string
 		for _, m := range batch {
@@ -948,13 +1035,14 @@ func steps(snap *snapshot, sel aws.Selector) (p plan, err error) {
 	guarded(add(name, "CreateOrUpdateTags", TagState+"="+StateDone, func(ctx context.Context, c Cloud) error {
 		return c.SetGroupTags(ctx, name, map[string]string{TagState: StateDone})
 	}), &done)
-	keys := append(discoveryKeys(old.Tags, sel), TagSizes, TagLock)
+	keys := append(append(discoveryKeys(old.Tags, sel), TagSizes, TagLock), recordKeys(old.Tags)...)
 	add(name, "DeleteTags", strings.Join(keys, ","), func(ctx context.Context, c Cloud) error { return c.DeleteGroupTags(ctx, name, keys) })
 	p.done = true
 	return p, nil
 }
 
 const (
+	lifecycleDetaching  = "Detaching"
 	transitionLaunching = "autoscaling:EC2_INSTANCE_LAUNCHING"
 	resultAbandon       = "ABANDON"
 )
