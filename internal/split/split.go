@@ -270,7 +270,7 @@ func (s *Splitter) run(ctx context.Context, group string, todo []step, g *guard,
 				return res, fmt.Errorf("splitting %s: before %s %s: %w", group, st.Target, st.Verb, err)
 			}
 		}
-		if err := st.do(ctx, s.cloud); err != nil {
+		if err := s.do(ctx, st, g); err != nil {
 			res.Done = false
 			return res, fmt.Errorf("splitting %s: %s %s %s: %w", group, st.Target, st.Verb, st.Detail, err)
 		}
@@ -281,6 +281,18 @@ func (s *Splitter) run(ctx context.Context, group string, todo []step, g *guard,
 		res.Steps = append(res.Steps, st.Step)
 	}
 	return res, nil
+}
+
+// do makes one step. A guarded step's writes are sent once each, without
+// the SDK's retries, and by a deadline before the lock the pass holds stops
+// being relied on (until - Settle): none is sent after it.
+func (s *Splitter) do(ctx context.Context, st step, g *guard) error {
+	if g == nil || !st.guarded {
+		return st.do(ctx, s.cloud)
+	}
+	cctx, cancel := context.WithTimeout(aws.SingleAttempt(ctx), g.until.Add(-s.opts.LockSettle).Sub(s.clock.Now()))
+	defer cancel()
+	return st.do(cctx, s.cloud)
 }
 
 // Plan returns the steps the next pass would make, as if it held the lock,
