@@ -969,9 +969,9 @@ func steps(snap *snapshot, sel aws.Selector) (p plan, err error) {
 	// it, then detach it; it is attached by a later pass, once detached.
 	var blocked []string
 	// Each instance of a batch takes a tag of its own (TagRecordPrefix).
-	room := maxGroupTags - len(old.Tags) - 1
+	room := maxGroupTags - len(old.Tags)
 	if _, ok := old.Tags[TagState]; !ok {
-		room++
+		room--
 	}
 	for _, z := range snap.zones {
 		var batch []moved
@@ -991,6 +991,10 @@ func steps(snap *snapshot, sel aws.Selector) (p plan, err error) {
 			next := append(slices.Clone(batch), moved{id: i.ID, protected: i.ProtectedFromScaleIn})
 			// Room for a back mark ("!") per instance, which attachOrReturn
 			// may add to this record later.
+			if len(next) > room && len(batch) == 0 {
+				blocked = append(blocked, fmt.Sprintf("instance %s waits for room for its record tag (%s has %d tags, at most %d)", i.ID, name, len(old.Tags), maxGroupTags))
+				break
+			}
 			if len(next) > aws.MaxMoveBatch || len(next) > room || len(formatMove(z, next))+len(next)*len(backMark) > maxTagValue {
 				break
 			}
