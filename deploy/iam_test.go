@@ -202,7 +202,10 @@ func readPolicy(t *testing.T, file string) iamPolicy {
 //     the aws:ResourceTag/${TagKey} condition key: each is limited to the
 //     groups that carry this cluster's tag key (CLUSTER_NAME, replaced by the
 //     operator) and k8s.io/cluster-autoscaler/enabled=true, which is what
-//     the balancer's discovery manages (aws.AutoDiscovery).
+//     the balancer's discovery manages (aws.AutoDiscovery). The heartbeat
+//     and completion of a held termination need the cluster's tag only: a
+//     termination held before its group left discovery (enabled changed)
+//     is still heartbeated, or the hook's CONTINUE terminates the instance.
 //   - CreateAutoScalingGroup has no existing resource to carry a tag: it is
 //     limited by aws:RequestTag to groups created with those tags.
 //   - ec2:RunInstances, checked on the launch template when a group is
@@ -233,6 +236,16 @@ func TestIAMPoliciesLeastPrivilege(t *testing.T) {
 				switch {
 				case svc == "autoscaling" && op == "CreateAutoScalingGroup":
 					checkTagCondition(t, where, s.Condition, "aws:RequestTag/", clusterKey)
+					if !slices.Equal(resources, []string{groupARN}) {
+						t.Errorf("%s: %s on %v, want %s", where, a, resources, groupARN)
+					}
+				case svc == "autoscaling" && (op == "RecordLifecycleActionHeartbeat" || op == "CompleteLifecycleAction"):
+					if s.Condition["Null"]["aws:ResourceTag/"+clusterKey] != "false" {
+						t.Errorf("%s: no condition that aws:ResourceTag/%s is present (Null: false): %v", where, clusterKey, s.Condition)
+					}
+					if _, ok := s.Condition["StringEquals"]["aws:ResourceTag/k8s.io/cluster-autoscaler/enabled"]; ok {
+						t.Errorf("%s: %s is conditioned on the enabled tag: a termination held before its group left discovery could no longer be heartbeated", where, a)
+					}
 					if !slices.Equal(resources, []string{groupARN}) {
 						t.Errorf("%s: %s on %v, want %s", where, a, resources, groupARN)
 					}

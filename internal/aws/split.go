@@ -196,7 +196,7 @@ func (c *Client) DetachInstances(ctx context.Context, group string, ids []string
 	for chunk := range slices.Chunk(ids, MaxMoveBatch) {
 		if _, err := c.asg.DetachInstances(ctx, &autoscaling.DetachInstancesInput{
 			AutoScalingGroupName: aws.String(group), InstanceIds: chunk, ShouldDecrementDesiredCapacity: aws.Bool(true),
-		}); err != nil {
+		}, attempts(ctx)...); err != nil {
 			return err
 		}
 	}
@@ -208,7 +208,7 @@ func (c *Client) DetachInstances(ctx context.Context, group string, ids []string
 // The instances take the group's NewInstancesProtectedFromScaleIn.
 func (c *Client) AttachInstances(ctx context.Context, group string, ids []string) error {
 	for chunk := range slices.Chunk(ids, MaxMoveBatch) {
-		if _, err := c.asg.AttachInstances(ctx, &autoscaling.AttachInstancesInput{AutoScalingGroupName: aws.String(group), InstanceIds: chunk}); err != nil {
+		if _, err := c.asg.AttachInstances(ctx, &autoscaling.AttachInstancesInput{AutoScalingGroupName: aws.String(group), InstanceIds: chunk}, attempts(ctx)...); err != nil {
 			return err
 		}
 	}
@@ -258,8 +258,25 @@ func (c *Client) ClaimGroupTag(ctx context.Context, group, key, value string) er
 
 // SetGroupTags creates or updates tags of a group, not propagated at launch.
 func (c *Client) SetGroupTags(ctx context.Context, group string, kv map[string]string) error {
-	_, err := c.asg.CreateOrUpdateTags(ctx, &autoscaling.CreateOrUpdateTagsInput{Tags: tags(group, kv, nil)})
+	_, err := c.asg.CreateOrUpdateTags(ctx, &autoscaling.CreateOrUpdateTagsInput{Tags: tags(group, kv, nil)}, attempts(ctx)...)
 	return err
+}
+
+type singleAttemptKey struct{}
+
+// SingleAttempt returns a context under which SetGroupTags, DetachInstances
+// and AttachInstances are sent once, without the SDK's retries: a caller
+// that bounds its writes by a deadline (the split's guarded writes) must not
+// have one land later through a retry it no longer waits for.
+func SingleAttempt(ctx context.Context) context.Context {
+	return context.WithValue(ctx, singleAttemptKey{}, true)
+}
+
+func attempts(ctx context.Context) []func(*autoscaling.Options) {
+	if once, _ := ctx.Value(singleAttemptKey{}).(bool); once {
+		return []func(*autoscaling.Options){func(o *autoscaling.Options) { o.Retryer = retry.AddWithMaxAttempts(o.Retryer, 1) }}
+	}
+	return nil
 }
 
 // DeleteGroupTags removes tags of a group; missing keys are ignored.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -31,6 +32,13 @@ const (
 	// node gone and its instance terminated (RFC 3339). The release delay
 	// runs from it, across restarts.
 	AnnotationOrphanedSince = "ballast.k8s.io/orphaned-since"
+	// AnnotationSeenTerminated is the instance, recorded on an orphaned
+	// volume, that EC2 said was terminated in an earlier loop. EC2 keeps a
+	// terminated instance visible for about an hour, then forgets it; only
+	// an instance seen terminated first counts as gone once EC2 no longer
+	// knows it (an ID EC2 never knew proves nothing: DescribeInstances
+	// leaves out instances "that you do not own").
+	AnnotationSeenTerminated = "ballast.k8s.io/seen-terminated"
 	// AnnotationReleaseOrphansAfter, on a StorageClass, opts its orphaned
 	// volumes into release: a Go duration ("30m", "2h") after which the
 	// balancer deletes the claim of a volume whose node is gone and whose
@@ -317,6 +325,21 @@ type orphan struct {
 	instance string
 	since    time.Time
 	delay    time.Duration
+	// seen is set once this loop recorded EC2 saying the instance is terminated.
+	seen bool
+}
+
+// instanceIDPattern is what an EC2 instance ID looks like (8 or 17 hex digits).
+var instanceIDPattern = regexp.MustCompile(`^i-[0-9a-f]{8}([0-9a-f]{9})?$`)
+
+// gone reports whether the orphan's instance, in EC2 state s, has ended for
+// good: terminated, or no longer known to EC2 (in a verified zone, see
+// gone) after a loop saw it terminated (AnnotationSeenTerminated).
+func (o *orphan) gone(s string, regions map[string]bool) bool {
+	if s == "" && !o.seen && o.pv.Annotations[AnnotationSeenTerminated] != o.instance {
+		return false
+	}
+	return gone(s, o.pv.Annotations[AnnotationZone], regions)
 }
 
 func (o *orphan) claim() string {
@@ -357,6 +380,11 @@ func (b *Balancer) orphanedVolumes(ctx context.Context, inv *inventory) (int, er
 		case o.instance == "":
 			b.report(pv, ReasonOrphanedVolume, "Volume %s, bound to claim %s, is pinned to nodes %v that no longer exist; no instance was recorded for them while they did, so the volume is never released",
 				pv.Name, o.claim(), o.hosts)
+		case !instanceIDPattern.MatchString(o.instance):
+			// EC2 answers nothing for a filter on such a value: never
+			// taken for a terminated instance.
+			b.report(pv, ReasonOrphanedVolume, "Volume %s, bound to claim %s, is pinned to nodes %v that no longer exist; its annotation %s=%q is not an instance ID, so the volume is never released",
+				pv.Name, o.claim(), o.hosts, AnnotationInstanceID, o.instance)
 		case n != nil:
 			b.report(pv, ReasonOrphanedVolume, "Volume %s, bound to claim %s, is pinned to nodes %v that no longer exist, but its instance %s is node %s: not released",
 				pv.Name, o.claim(), o.hosts, o.instance, n.Name)
@@ -382,9 +410,20 @@ func (b *Balancer) orphanedVolumes(ctx context.Context, inv *inventory) (int, er
 	for _, o := range cands {
 		pv := o.pv
 		s := state[o.instance]
-		if !gone(s, pv.Annotations[AnnotationZone], regions) {
+		if s == "terminated" && pv.Annotations[AnnotationSeenTerminated] != o.instance {
+			if err := b.patchVolume(ctx, pv.Name, map[string]any{AnnotationSeenTerminated: o.instance}); err != nil {
+				errs = append(errs, err)
+			} else {
+				o.seen = true
+			}
+		}
+		if !o.gone(s, regions) {
+			what := orUnknown(s)
+			if s == "" {
+				what = "unknown to EC2, which never said it was terminated"
+			}
 			b.report(pv, ReasonOrphanedVolume, "Volume %s, bound to claim %s, is pinned to nodes %v that no longer exist, but instance %s is %s: not released while it may come back",
-				pv.Name, o.claim(), o.hosts, o.instance, orUnknown(s))
+				pv.Name, o.claim(), o.hosts, o.instance, what)
 			if _, ok := pv.Annotations[AnnotationOrphanedSince]; ok {
 				errs = append(errs, b.patchVolume(ctx, pv.Name, map[string]any{AnnotationOrphanedSince: nil}))
 			}
@@ -603,7 +642,7 @@ func (b *Balancer) recheck(ctx context.Context, o *orphan, state map[string]stri
 			return fmt.Sprintf("node %s has hostname %s", nodes.Items[0].Name, h)
 		}
 	}
-	if s := state[o.instance]; !gone(s, o.pv.Annotations[AnnotationZone], regions) {
+	if s := state[o.instance]; !o.gone(s, regions) {
 		return fmt.Sprintf("instance %s is %s", o.instance, orUnknown(s))
 	}
 	pv, err := b.kube.CoreV1().PersistentVolumes().Get(ctx, o.pv.Name, metav1.GetOptions{})

@@ -677,8 +677,11 @@ func TestOrphanReleaseRateLimited(t *testing.T) {
 	}
 }
 
-// TestOrphanInstanceForgotten: EC2 forgets terminated instances after a while;
-// one it no longer knows, in the region of the cluster, is gone.
+// TestOrphanInstanceForgotten: EC2 forgets terminated instances after a while,
+// but silence alone is no proof: DescribeInstances leaves out instances "that
+// you do not own" (API_DescribeInstances). An instance no loop ever saw
+// terminated is not taken for gone when EC2 does not know it (review 11);
+// TestOrphanUnknownAfterEC2ForgetsIt covers one seen terminated first.
 func TestOrphanInstanceForgotten(t *testing.T) {
 	w := newWorld(t, 2, after("30m"))
 	w.lose(0)
@@ -689,8 +692,8 @@ func TestOrphanInstanceForgotten(t *testing.T) {
 	w.reconcile()
 	w.clock.Step(time.Hour)
 	w.reconcile()
-	if diff := cmp.Diff([]string{"data-0 uid=uid-0"}, w.claimDeletes()); diff != "" {
-		t.Errorf("claim deletions (-want, +got):\n%s", diff)
+	if d := w.claimDeletes(); len(d) != 0 {
+		t.Errorf("claims %v deleted for an instance EC2 never said was terminated", d)
 	}
 }
 

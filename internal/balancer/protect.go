@@ -272,8 +272,69 @@ func (b *Balancer) lifecycleActions(ctx context.Context, inv *inventory) error {
 			}
 		}
 	}
+	if err := b.heldUndiscovered(ctx, inv, hold); err != nil {
+		errs = append(errs, err)
+	}
 	b.held.replace(holding)
 	b.metrics.heldTerminations.Set(float64(len(holding)))
+	return errors.Join(errs...)
+}
+
+// heldUndiscovered keeps holding the terminations held before whose group is
+// no longer discovered (its enabled tag changed or mistyped): the balancer's
+// hook is still on that group, and its DefaultResult CONTINUE at the timeout
+// would terminate the instance with its volume. The groups are described by
+// name; an instance still in Terminating:Wait is heartbeated while a bound
+// local volume holds it. A failed describe or quorum read holds it too.
+func (b *Balancer) heldUndiscovered(ctx context.Context, inv *inventory, hold func(g, id string) bool) error {
+	discovered := map[string]bool{}
+	for gi := range inv.groups {
+		discovered[inv.groups[gi].Name] = true
+	}
+	var left []heldInstance
+	names := map[string]bool{}
+	for _, h := range b.held.list() {
+		if !discovered[h.group] {
+			left = append(left, h)
+			names[h.group] = true
+		}
+	}
+	if len(left) == 0 {
+		return nil
+	}
+	slices.SortFunc(left, func(a, c heldInstance) int { return strings.Compare(a.group+"/"+a.instance, c.group+"/"+c.instance) })
+	gs, err := b.cloud.DescribeGroups(ctx, aws.Selector{Names: sortedKeys(names)})
+	if err != nil {
+		for _, h := range left {
+			hold(h.group, h.instance)
+		}
+		return fmt.Errorf("describing groups %v, no longer discovered, of held terminations: %w", sortedKeys(names), err)
+	}
+	lifecycle := map[heldInstance]string{}
+	for gi := range gs {
+		for _, i := range gs[gi].Instances {
+			lifecycle[heldInstance{group: gs[gi].Name, instance: i.ID}] = i.LifecycleState
+		}
+	}
+	var errs []error
+	for _, h := range left {
+		if lifecycle[h] != aws.StateTerminatingWait || b.completed[h.instance] {
+			continue // no longer waiting on the hook: nothing to hold
+		}
+		src, vols := inv, holds(inv, h.instance)
+		if len(vols) == 0 {
+			fresh, err := b.confirmed(ctx, inv)
+			if err != nil {
+				errs = append(errs, err)
+				hold(h.group, h.instance)
+				continue
+			}
+			src, vols = fresh, holds(fresh, h.instance)
+		}
+		if len(vols) > 0 && hold(h.group, h.instance) {
+			b.reportHeld(src, src.nodeOf[h.instance], h.group, h.instance, vols)
+		}
+	}
 	return errors.Join(errs...)
 }
 

@@ -254,3 +254,300 @@ func TestSplitRefusesAbandonLaunchHooks(t *testing.T) {
 		t.Errorf("a refused split made %d writes", len(m))
 	}
 }
+
+// TestSplitChecksTheAMIOfARecordedBatchBeforeDetaching (review 11): the AMI
+// check (checkImages) leaves out the instances of the batch in flight, so a
+// batch recorded by a pass whose DetachInstances failed (or that crashed
+// right after recording it) is detached by a later pass without asking
+// DescribeImages again. If the AMI was deregistered in between, every
+// instance of the batch is detached although no group will ever take it:
+// the user guide, "Detach or attach instances from your Auto Scaling group"
+// (ec2-auto-scaling-detach-attach-instances), considerations for attaching:
+// "The AMI used to launch the instance must still exist." That holds for the
+// split group too, so the "attach back" fallback cannot help: the instances
+// run in no group.
+func TestSplitChecksTheAMIOfARecordedBatchBeforeDetaching(t *testing.T) {
+	ctx := context.Background()
+	w := newSplitWorld(t)
+	// The first DetachInstances fails (a crash between recording the batch
+	// and detaching it has the same outcome).
+	w.emu.Inject(awstest.Fault{Service: "autoscaling", Action: "DetachInstances", Code: "ValidationError", Status: http.StatusBadRequest, Times: 1})
+	s := w.splitter(w.cloud, "run")
+	recorded := false
+	for pass := range 10 {
+		_, err := s.Pass(ctx, "cassandra")
+		t.Logf("pass %d: %v", pass, err)
+		if g, _ := w.emu.Group("cassandra"); strings.HasPrefix(g.Tags[split.TagState], "move ") {
+			recorded = true
+			break
+		}
+		w.clock.Step(split.DefaultLockSettle)
+	}
+	if !recorded {
+		t.Fatal("no batch recorded")
+	}
+	if c := w.emu.Counts(); c["DetachInstances"] != 1 {
+		t.Fatalf("%d DetachInstances calls, want the one that failed", c["DetachInstances"])
+	}
+	// The operator rolls the AMI and deregisters the old one now.
+	w.emu.DeregisterImage("ami-cassandra")
+	for pass := range 30 {
+		if _, err := s.Pass(ctx, "cassandra"); err != nil {
+			t.Logf("pass %d: %v", pass, err)
+		}
+		w.checkNoneLoose(t, fmt.Sprintf("after pass %d with the AMI gone", pass))
+		if t.Failed() {
+			t.FailNow()
+		}
+		w.clock.Step(30 * time.Second)
+	}
+}
+
+// TestSplitReprotectsInstancesSentBack (review 11): an instance of the batch
+// that AttachInstances refused for its zone's group is attached back to the
+// split group ("!" in the state tag) and stays there, stranded. If it was
+// protected from scale-in ("*"), the split never sets the protection again:
+// DetachInstances dropped it, and a later pass only reports the instance.
+// API_AttachInstances: the attached instance takes the group's
+// NewInstancesProtectedFromScaleIn (false here), and the split group keeps
+// its discovery tags while the split waits, so cluster-autoscaler may
+// scale the operator's protected instance in. The package doc promises
+// "sets the scale-in protection again where an instance had it".
+func TestSplitReprotectsInstancesSentBack(t *testing.T) {
+	ctx := context.Background()
+	w := newSplitWorld(t)
+	zone := split.ZoneGroupName("cassandra", zones[0])
+	protected := w.ids[zones[0]][1]
+	if i, _ := w.emu.Instance(protected); !i.ProtectedFromScaleIn {
+		t.Fatalf("instance %s not protected before the split", protected)
+	}
+	w.emu.Inject(awstest.Fault{Service: "autoscaling", Action: "AttachInstances", Group: zone, Code: "ValidationError", Status: http.StatusBadRequest, Times: 1000})
+	s := w.splitter(w.cloud, "run")
+	for pass := range 40 {
+		if _, err := s.Pass(ctx, "cassandra"); err != nil {
+			t.Logf("pass %d: %v", pass, err)
+		}
+		w.checkNoneLoose(t, "after a pass")
+		if t.Failed() {
+			t.Fatalf("after pass %d", pass)
+		}
+		w.clock.Step(30 * time.Second)
+	}
+	i, _ := w.emu.Instance(protected)
+	if i.Group != "cassandra" || i.LifecycleState != "InService" {
+		t.Fatalf("instance %s is %s in %q, want InService back in cassandra", protected, i.LifecycleState, i.Group)
+	}
+	if !i.ProtectedFromScaleIn {
+		t.Errorf("instance %s, protected from scale-in before the split, is back in cassandra without its protection", protected)
+	}
+}
+
+// TestSplitLateRecordNeverOverwritesAnotherBatch (review 11): the holder
+// re-reads the lock before a guarded write, but the write itself is not
+// bounded: SetGroupTags goes through the SDK retryer (5 attempts, up to 20 s
+// of backoff each, aws/client.go) with no deadline, the HTTP client has no
+// response timeout, and the process can be paused (a laptop running
+// `az-balancer split` suspended, a frozen pod) between the re-read and the
+// request. Auto Scaling's CreateOrUpdateTags has no condition: "If the
+// specified tag already exists, it is updated" (API_CreateOrUpdateTags). So
+// a record that lands after the lock lapsed and another splitter recorded
+// and detached its own batch overwrites that batch's record: the other
+// batch's instances, detached, are on no record and are never attached.
+func TestSplitLateRecordNeverOverwritesAnotherBatch(t *testing.T) {
+	ctx := context.Background()
+	w := newSplitWorld(t)
+	lt := &lockTripper{}
+	a := w.splitter(w.client(t, &http.Client{Transport: lt}), "a")
+	b := w.splitter(w.cloud, "b")
+	moving := w.ids[zones[1]][0]
+	var once sync.Once
+	lt.before = func(action string, form url.Values) {
+		if action != "CreateOrUpdateTags" || form.Get("Tags.member.1.Key") != split.TagState || !strings.HasPrefix(form.Get("Tags.member.1.Value"), "move ") {
+			return
+		}
+		once.Do(func() {
+			// A's record of its first batch is held up past its lock; B
+			// takes the group over and gets as far as detaching zone b's batch.
+			w.clock.Step(split.DefaultLockDuration + time.Second)
+			for pass := range 80 {
+				_, err := b.Pass(ctx, "cassandra")
+				t.Logf("B pass %d while A's write is held up: %v", pass, err)
+				if i, _ := w.emu.Instance(moving); i.LifecycleState == "Detaching" || i.Group == "" {
+					return
+				}
+				w.clock.Step(split.DefaultLockSettle)
+			}
+			t.Error("B never detached zone b's batch")
+		})
+	}
+	for pass := range 5 {
+		_, err := a.Pass(ctx, "cassandra")
+		t.Logf("A pass %d: %v", pass, err)
+		if err != nil {
+			break
+		}
+		w.clock.Step(split.DefaultLockSettle)
+	}
+	lt.mu.Lock()
+	lt.before = nil
+	lt.mu.Unlock()
+	for pass := range 80 {
+		res, err := b.Pass(ctx, "cassandra")
+		if err != nil {
+			t.Logf("B pass %d: %v", pass, err)
+		}
+		if res.Done {
+			break
+		}
+		w.clock.Step(split.DefaultLockSettle)
+	}
+	w.checkNoneLoose(t, "after the split")
+	w.checkNothingLost(t)
+}
+
+// TestSplitDoesNotStrandOnAFullZoneGroup (review 11): AttachInstances fails
+// with a ValidationError when the zone group is full (API_AttachInstances:
+// "If the number of instances being attached plus the desired capacity of
+// the group exceeds the maximum size of the group, the operation fails"), a
+// condition that passes. The per-zone groups carry cluster-autoscaler's
+// discovery tags from their creation, so cluster-autoscaler may raise one's
+// desired capacity to its maximum while a batch is detaching (pods pending
+// in that zone). attachOrReturn takes every ValidationError for a refusal
+// for good: the batch is marked "!", attached back to the split group and
+// left there, "stranded", and the operator is told to terminate instances
+// that hold local data for the split to finish. A full group is waited for
+// (or its maximum raised), never a reason to strand an instance.
+func TestSplitDoesNotStrandOnAFullZoneGroup(t *testing.T) {
+	ctx := context.Background()
+	w := newSplitWorld(t)
+	zone := split.ZoneGroupName("cassandra", zones[0])
+	lt := &lockTripper{}
+	s := w.splitter(w.client(t, &http.Client{Transport: lt}), "run")
+	var once sync.Once
+	lt.before = func(action string, form url.Values) {
+		if action != "AttachInstances" || form.Get("AutoScalingGroupName") != zone {
+			return
+		}
+		once.Do(func() {
+			g, _ := w.emu.Group(zone)
+			// cluster-autoscaler scales the zone group up to its maximum.
+			if err := w.cloud.UpdateGroupSize(ctx, zone, aws.Sizes{Desired: &g.MaxSize}); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	var last split.Result
+	for pass := range 60 {
+		res, err := s.Pass(ctx, "cassandra")
+		if err != nil {
+			t.Logf("pass %d: %v", pass, err)
+		} else {
+			last = res
+		}
+		w.checkNoneLoose(t, fmt.Sprintf("after pass %d", pass))
+		if t.Failed() {
+			t.FailNow()
+		}
+		if res.Done {
+			break
+		}
+		w.clock.Step(30 * time.Second)
+	}
+	if len(last.Stranded) > 0 {
+		t.Errorf("stranded after cluster-autoscaler filled %s for a moment: %q", zone, last.Stranded)
+	}
+	for _, id := range w.ids[zones[0]] {
+		if i, _ := w.emu.Instance(id); i.Group != zone {
+			t.Errorf("instance %s is in %q, want %s", id, i.Group, zone)
+		}
+	}
+}
+
+// TestSplitBackMarksFitTheStateTag (review 11): a batch is cut so that its
+// record fits the state tag (256 characters), counting the "*" marks but
+// not the "!" marks attachOrReturn adds when AWS refuses instances. A full
+// batch whose instances are refused no longer fits: CreateOrUpdateTags
+// refuses the value (Auto Scaling Tag, Value: "Length Constraints: Maximum
+// length of 256"), attachOrReturn stops before attaching them back, and
+// every later pass does the same: the batch runs in no group for good.
+func TestSplitBackMarksFitTheStateTag(t *testing.T) {
+	ctx := context.Background()
+	w := newSplitWorld(t, func(g *awstest.GroupSpec) {
+		g.MaxSize = 20
+		g.Instances = map[string]int{zones[0]: 12, zones[1]: 1, zones[2]: 1}
+	})
+	zone := split.ZoneGroupName("cassandra", zones[0])
+	w.emu.Inject(awstest.Fault{Service: "autoscaling", Action: "AttachInstances", Group: zone, Code: "ValidationError", Status: http.StatusBadRequest, Times: 1000})
+	s := w.splitter(w.cloud, "run")
+	for pass := range 30 {
+		if _, err := s.Pass(ctx, "cassandra"); err != nil {
+			t.Logf("pass %d: %.300s", pass, err)
+		}
+		if g, _ := w.emu.Group("cassandra"); pass == 1 {
+			t.Logf("state tag (%d characters): %s", len(g.Tags[split.TagState]), g.Tags[split.TagState])
+		}
+		w.clock.Step(30 * time.Second)
+	}
+	w.checkNoneLoose(t, "after 30 passes")
+}
+
+// lostReply forwards every request, and for the first AttachInstances to
+// group it drops AWS's answer, as a connection reset after the request
+// landed does; the SDK retries it.
+type lostReply struct {
+	group string
+	once  sync.Once
+}
+
+func (l *lostReply) RoundTrip(r *http.Request) (*http.Response, error) {
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		return nil, err
+	}
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	form, _ := url.ParseQuery(string(body))
+	resp, err := http.DefaultTransport.RoundTrip(r)
+	if err == nil && form.Get("Action") == "AttachInstances" && form.Get("AutoScalingGroupName") == l.group {
+		lost := false
+		l.once.Do(func() { lost = true })
+		if lost {
+			resp.Body.Close()
+			return nil, errors.New("read: connection reset by peer")
+		}
+	}
+	return resp, err
+}
+
+// TestSplitAttachWhoseReplyWasLost (review 11): AttachInstances lands, its
+// reply is lost, and the SDK retries it (a connection error is retryable).
+// The retry answers ValidationError, "already part of" the zone group: AWS
+// refuses to attach an instance that is a member of a group (user guide,
+// ec2-auto-scaling-detach-attach-instances: the instance "can't be a member
+// of another Auto Scaling group"). attachOrReturn takes that for a refusal,
+// marks the whole batch "!" and tries to attach it back to the split group,
+// which fails alike. The next pass finds the instances in their zone group
+// ("attached after all") and goes on, but a "!" instance is never protected
+// from scale-in again: the instance protected before the split ends
+// unprotected in its zone group.
+func TestSplitAttachWhoseReplyWasLost(t *testing.T) {
+	ctx := context.Background()
+	w := newSplitWorld(t)
+	zone := split.ZoneGroupName("cassandra", zones[0])
+	protected := w.ids[zones[0]][1]
+	s := w.splitter(w.client(t, &http.Client{Transport: &lostReply{group: zone}}), "run")
+	for pass := range 60 {
+		res, err := s.Pass(ctx, "cassandra")
+		if err != nil {
+			t.Logf("pass %d: %.400s", pass, err)
+		}
+		w.checkNoneLoose(t, fmt.Sprintf("after pass %d", pass))
+		if res.Done || t.Failed() {
+			break
+		}
+		w.clock.Step(30 * time.Second)
+	}
+	i, _ := w.emu.Instance(protected)
+	if i.Group != zone || !i.ProtectedFromScaleIn {
+		t.Errorf("instance %s, protected before the split, is %s in %q, protected=%v; want protected in %s", protected, i.LifecycleState, i.Group, i.ProtectedFromScaleIn, zone)
+	}
+}

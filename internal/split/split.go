@@ -56,6 +56,16 @@ const (
 	TagSizes = "ballast.k8s.io/split-sizes"
 	// TagFrom names, on a per-zone group, the group it was split from.
 	TagFrom = "ballast.k8s.io/split-from"
+	// TagRecordPrefix + <instance> records, on the split group, an instance
+	// of a batch and its zone ("<zone>[*]"), written in the same
+	// CreateOrUpdateTags call as the batch's TagState. CreateOrUpdateTags
+	// has no condition, so a record that lands late (after the lock lapsed
+	// and another splitter recorded and detached its own batch) overwrites
+	// TagState; these keys are not overwritten by another batch, and a pass
+	// takes a recorded instance that is detaching or detached, but on no
+	// TagState, back on record. They are deleted once the instance is in a
+	// per-zone group or terminated.
+	TagRecordPrefix = TagState + "/"
 
 	// StateDone is TagState of a finished split.
 	StateDone = "done"
@@ -63,6 +73,7 @@ const (
 	stateStarted  = "started"
 	stateMove     = "move"
 	maxTagValue   = 256 // Auto Scaling tag values
+	maxGroupTags  = 50  // Auto Scaling tags per group (service quota)
 	caTagPrefix   = "k8s.io/cluster-autoscaler/"
 	protectedMark = "*"
 )
@@ -259,7 +270,7 @@ func (s *Splitter) run(ctx context.Context, group string, todo []step, g *guard,
 				return res, fmt.Errorf("splitting %s: before %s %s: %w", group, st.Target, st.Verb, err)
 			}
 		}
-		if err := st.do(ctx, s.cloud); err != nil {
+		if err := s.do(ctx, st, g); err != nil {
 			res.Done = false
 			return res, fmt.Errorf("splitting %s: %s %s %s: %w", group, st.Target, st.Verb, st.Detail, err)
 		}
@@ -270,6 +281,18 @@ func (s *Splitter) run(ctx context.Context, group string, todo []step, g *guard,
 		res.Steps = append(res.Steps, st.Step)
 	}
 	return res, nil
+}
+
+// do makes one step. A guarded step's writes are sent once each, without
+// the SDK's retries, and by a deadline before the lock the pass holds stops
+// being relied on (until - Settle): none is sent after it.
+func (s *Splitter) do(ctx context.Context, st step, g *guard) error {
+	if g == nil || !st.guarded {
+		return st.do(ctx, s.cloud)
+	}
+	cctx, cancel := context.WithTimeout(aws.SingleAttempt(ctx), g.until.Add(-s.opts.LockSettle).Sub(s.clock.Now()))
+	defer cancel()
+	return st.do(cctx, s.cloud)
 }
 
 // Plan returns the steps the next pass would make, as if it held the lock,
@@ -421,6 +444,11 @@ func (s *Splitter) snapshot(ctx context.Context, group string) (*snapshot, error
 			}
 		}
 	}
+	for _, id := range sortedKeys(records(snap.old.Tags)) {
+		if !member[id] && !inFlight[id] {
+			loose = append(loose, id)
+		}
+	}
 	if err := s.checkImages(ctx, snap, inFlight); err != nil {
 		return nil, err
 	}
@@ -439,22 +467,29 @@ func (s *Splitter) snapshot(ctx context.Context, group string) (*snapshot, error
 	return snap, nil
 }
 
-// checkImages finds the InService instances of the group, outside the
-// batch in flight, that AttachInstances would refuse once detached: the user
-// guide (ec2-auto-scaling-detach-attach-instances) says "The AMI used to
-// launch the instance must still exist." Detaching cannot be undone, so
-// this is asked before any instance is detached.
-func (s *Splitter) checkImages(ctx context.Context, snap *snapshot, inFlight map[string]bool) error {
+// checkImages finds the InService instances of the group, those of a batch
+// on record but not yet detached included, that AttachInstances would
+// refuse once detached: the user guide (ec2-auto-scaling-detach-attach-
+// instances) says "The AMI used to launch the instance must still exist."
+// Detaching cannot be undone, so this is asked before any instance is
+// detached (and again right before DetachInstances, see imagesGone).
+func (s *Splitter) checkImages(ctx context.Context, snap *snapshot, _ map[string]bool) error {
 	var ids []string
 	for _, i := range snap.old.Instances {
-		if i.LifecycleState == aws.StateInService && !inFlight[i.ID] {
+		if i.LifecycleState == aws.StateInService {
 			ids = append(ids, i.ID)
 		}
 	}
 	if len(ids) == 0 {
 		return nil
 	}
-	insts, err := s.cloud.DescribeInstances(ctx, ids)
+	return unmovable(ctx, s.cloud, ids, snap.unmovable)
+}
+
+// unmovable records in out, of the instances ids, those AttachInstances
+// would refuse, and why.
+func unmovable(ctx context.Context, c Cloud, ids []string, out map[string]string) error {
+	insts, err := c.DescribeInstances(ctx, ids)
 	if err != nil {
 		return err
 	}
@@ -469,18 +504,18 @@ func (s *Splitter) checkImages(ctx context.Context, snap *snapshot, inFlight map
 	slices.Sort(images)
 	available := map[string]bool{}
 	if images = slices.Compact(images); len(images) > 0 {
-		if available, err = s.cloud.ImagesAvailable(ctx, images); err != nil {
+		if available, err = c.ImagesAvailable(ctx, images); err != nil {
 			return err
 		}
 	}
 	for _, id := range ids {
 		switch im, ok := ami[id]; {
 		case !ok:
-			snap.unmovable[id] = "unknown to EC2"
+			out[id] = "unknown to EC2"
 		case im == "":
-			snap.unmovable[id] = "EC2 names no AMI for it"
+			out[id] = "EC2 names no AMI for it"
 		case !available[im]:
-			snap.unmovable[id] = fmt.Sprintf("its AMI %s no longer exists, and AttachInstances refuses such an instance", im)
+			out[id] = fmt.Sprintf("its AMI %s no longer exists, and AttachInstances refuses such an instance", im)
 		}
 	}
 	return nil
@@ -492,6 +527,28 @@ type moved struct {
 	// back marks an instance that AttachInstances refused for its zone's
 	// group: it goes back to the split group, and stays there.
 	back bool
+}
+
+// records returns the per-instance records (TagRecordPrefix) among tags, by instance.
+func records(tags map[string]string) map[string]string {
+	out := map[string]string{}
+	for k, v := range tags {
+		if id, ok := strings.CutPrefix(k, TagRecordPrefix); ok {
+			out[id] = v
+		}
+	}
+	return out
+}
+
+// recordKeys returns the keys of the per-instance records among tags.
+func recordKeys(tags map[string]string) []string {
+	var out []string
+	for _, k := range sortedKeys(tags) {
+		if strings.HasPrefix(k, TagRecordPrefix) {
+			out = append(out, k)
+		}
+	}
+	return out
 }
 
 // backMark follows an instance of the batch that goes back to the split group.
@@ -604,6 +661,7 @@ func steps(snap *snapshot, sel aws.Selector) (p plan, err error) {
 				keys = append(keys, k)
 			}
 		}
+		keys = append(keys, recordKeys(old.Tags)...)
 		if len(keys) > 0 {
 			add(name, "DeleteTags", strings.Join(keys, ","), func(ctx context.Context, c Cloud) error { return c.DeleteGroupTags(ctx, name, keys) })
 		}
@@ -692,7 +750,7 @@ func steps(snap *snapshot, sel aws.Selector) (p plan, err error) {
 	// 3. One group per zone, hooked from the start; room for every instance.
 	tags := map[string]string{TagFrom: name}
 	for k, v := range old.Tags {
-		if k != TagState && k != TagSizes && k != TagLock && !strings.HasPrefix(k, "aws:") {
+		if k != TagState && k != TagSizes && k != TagLock && !strings.HasPrefix(k, TagRecordPrefix) && !strings.HasPrefix(k, "aws:") {
 			tags[k] = v
 		}
 	}
@@ -721,7 +779,22 @@ func steps(snap *snapshot, sel aws.Selector) (p plan, err error) {
 	}
 
 	detach := func(ids []string) {
-		guarded(add(name, "DetachInstances", strings.Join(ids, ","), func(ctx context.Context, c Cloud) error { return c.DetachInstances(ctx, name, ids) }), nil)
+		guarded(add(name, "DetachInstances", strings.Join(ids, ","), func(ctx context.Context, c Cloud) error {
+			// The AMIs again, right before: one deregistered since the
+			// snapshot would leave the instance in no group.
+			no := map[string]string{}
+			if err := unmovable(ctx, c, ids, no); err != nil {
+				return fmt.Errorf("checking the AMIs again before detaching: %w", err)
+			}
+			if len(no) > 0 {
+				var why []string
+				for _, id := range sortedKeys(no) {
+					why = append(why, id+": "+no[id])
+				}
+				return fmt.Errorf("not detaching, AttachInstances would refuse %s; the next pass takes them off the record", strings.Join(why, "; "))
+			}
+			return c.DetachInstances(ctx, name, ids)
+		}), nil)
 	}
 	attach := func(z string, ids []string) {
 		zname := ZoneGroupName(name, z)
@@ -744,14 +817,31 @@ func steps(snap *snapshot, sel aws.Selector) (p plan, err error) {
 	// group before another batch is recorded over it.
 	handled := map[string]bool{}
 	if inFlight {
-		var toDetach, toAttach, toProtect, toReturn []string
+		var toDetach, toAttach, toProtect, toReturn, toProtectBack, unrecord []string
 		for _, m := range flight {
 			handled[m.id] = true
 			if m.back { // refused by its zone's group: back to the split group, for good
 				switch {
 				case inOld[m.id] != nil:
 					p.stranded = append(p.stranded, fmt.Sprintf("%s: AWS refused to attach it to %s; it is back in %s", m.id, ZoneGroupName(name, flightZone), name))
-				case inZone[m.id] != nil, gone(snap.ec2State[m.id]): // attached after all, or terminated
+					// Protected again where it is, once InService: it lost
+					// its protection on detach.
+					if oi := inOld[m.id]; m.protected && !oi.ProtectedFromScaleIn {
+						if protectable(oi.LifecycleState) {
+							toProtectBack = append(toProtectBack, m.id)
+						} else {
+							p.waiting = append(p.waiting, fmt.Sprintf("instance %s is %s in %s; it is protected from scale-in again once InService", m.id, oi.LifecycleState, name))
+						}
+					}
+				case inZone[m.id] != nil: // attached after all
+					if zi := inZone[m.id]; m.protected && !zi.ProtectedFromScaleIn {
+						if protectable(zi.LifecycleState) {
+							toProtect = append(toProtect, m.id)
+						} else {
+							p.waiting = append(p.waiting, fmt.Sprintf("instance %s is %s in %s; it is protected from scale-in again once InService", m.id, zi.LifecycleState, ZoneGroupName(name, flightZone)))
+						}
+					}
+				case gone(snap.ec2State[m.id]): // terminated
 				case snap.ec2State[m.id] == "running":
 					toReturn = append(toReturn, m.id)
 				default:
@@ -760,6 +850,12 @@ func steps(snap *snapshot, sel aws.Selector) (p plan, err error) {
 				continue
 			}
 			switch i := inOld[m.id]; {
+			case i != nil && i.LifecycleState == aws.StateInService && snap.unmovable[m.id] != "":
+				// Recorded, not yet detached, and no group would take it
+				// once detached: it stays, and leaves the record.
+				why := snap.unmovable[m.id]
+				p.stranded = append(p.stranded, m.id+": "+why)
+				unrecord = append(unrecord, m.id)
 			case i != nil && i.LifecycleState == aws.StateInService: // recorded, not yet detached
 				toDetach = append(toDetach, m.id)
 			case i != nil:
@@ -787,6 +883,23 @@ func steps(snap *snapshot, sel aws.Selector) (p plan, err error) {
 				p.waiting = append(p.waiting, fmt.Sprintf("instance %s of the batch in flight is in no group and %s; it is attached once running", m.id, snap.ec2State[m.id]))
 			}
 		}
+		if len(unrecord) > 0 {
+			// The record without them, before any detach: a later pass
+			// must not detach them either.
+			var keep []moved
+			for _, m := range flight {
+				if !slices.Contains(unrecord, m.id) {
+					keep = append(keep, m)
+				}
+			}
+			value := stateStarted
+			if len(keep) > 0 {
+				value = formatMove(flightZone, keep)
+			}
+			guarded(add(name, "CreateOrUpdateTags", TagState+"="+value, func(ctx context.Context, c Cloud) error {
+				return c.SetGroupTags(ctx, name, map[string]string{TagState: value})
+			}), &value)
+		}
 		if len(toDetach) > 0 {
 			detach(toDetach)
 			p.waiting = append(p.waiting, fmt.Sprintf("instances %s are detaching from %s", strings.Join(toDetach, ","), name))
@@ -796,6 +909,11 @@ func steps(snap *snapshot, sel aws.Selector) (p plan, err error) {
 		}
 		if len(toProtect) > 0 {
 			protect(flightZone, toProtect)
+		}
+		if len(toProtectBack) > 0 {
+			add(name, "SetInstanceProtection", "protected=true "+strings.Join(toProtectBack, ","), func(ctx context.Context, c Cloud) error {
+				return c.SetInstanceProtection(ctx, name, toProtectBack, true)
+			})
 		}
 		if len(toReturn) > 0 {
 			guarded(add(name, "AttachInstances", strings.Join(toReturn, ","), func(ctx context.Context, c Cloud) error {
@@ -811,9 +929,50 @@ func steps(snap *snapshot, sel aws.Selector) (p plan, err error) {
 		}
 	}
 
+	// 4b. Per-instance records: those of instances now in a per-zone group
+	// or terminated are done with; one of an instance detaching or detached
+	// but on no TagState (overwritten by a record that landed late) is
+	// taken back on record, and handled as the batch in flight next pass.
+	recs := records(old.Tags)
+	var doneRecs []string
+	stray := map[string][]moved{}
+	for _, id := range sortedKeys(recs) {
+		zone, protected := strings.CutSuffix(recs[id], protectedMark)
+		switch i := inOld[id]; {
+		case inZone[id] != nil, i == nil && gone(snap.ec2State[id]):
+			doneRecs = append(doneRecs, TagRecordPrefix+id)
+		case handled[id]:
+		case i != nil && i.LifecycleState != lifecycleDetaching:
+			// Still in the group, not detaching: nothing moves it.
+		case slices.Contains(snap.zones, zone):
+			stray[zone] = append(stray[zone], moved{id: id, protected: protected})
+		default:
+			p.waiting = append(p.waiting, fmt.Sprintf("instance %s is recorded for zone %q, which is not one of %s's", id, zone, name))
+		}
+	}
+	if len(doneRecs) > 0 {
+		add(name, "DeleteTags", strings.Join(doneRecs, ","), func(ctx context.Context, c Cloud) error { return c.DeleteGroupTags(ctx, name, doneRecs) })
+	}
+	for _, z := range sortedKeys(stray) {
+		value := formatMove(z, stray[z])
+		guarded(add(name, "CreateOrUpdateTags", TagState+"="+value, func(ctx context.Context, c Cloud) error {
+			return c.SetGroupTags(ctx, name, map[string]string{TagState: value})
+		}), &value)
+		p.waiting = append(p.waiting, fmt.Sprintf("instances of zone %s were detached on a record another write overwrote; they are on record again", z))
+		return p, nil
+	}
+	if len(p.waiting) > 0 {
+		return p, nil
+	}
+
 	// 5. The next batch, cut to fit in the state tag and one call: record
 	// it, then detach it; it is attached by a later pass, once detached.
 	var blocked []string
+	// Each instance of a batch takes a tag of its own (TagRecordPrefix).
+	room := maxGroupTags - len(old.Tags)
+	if _, ok := old.Tags[TagState]; !ok {
+		room--
+	}
 	for _, z := range snap.zones {
 		var batch []moved
 		for _, i := range old.Instances {
@@ -830,7 +989,13 @@ func steps(snap *snapshot, sel aws.Selector) (p plan, err error) {
 				continue
 			}
 			next := append(slices.Clone(batch), moved{id: i.ID, protected: i.ProtectedFromScaleIn})
-			if len(next) > aws.MaxMoveBatch || len(formatMove(z, next)) > maxTagValue {
+			// Room for a back mark ("!") per instance, which attachOrReturn
+			// may add to this record later.
+			if len(next) > room && len(batch) == 0 {
+				blocked = append(blocked, fmt.Sprintf("instance %s waits for room for its record tag (%s has %d tags, at most %d)", i.ID, name, len(old.Tags), maxGroupTags))
+				break
+			}
+			if len(next) > aws.MaxMoveBatch || len(next) > room || len(formatMove(z, next))+len(next)*len(backMark) > maxTagValue {
 				break
 			}
 			batch = next
@@ -839,8 +1004,15 @@ func steps(snap *snapshot, sel aws.Selector) (p plan, err error) {
 			continue
 		}
 		value := formatMove(z, batch)
+		tags := map[string]string{TagState: value}
+		for _, m := range batch {
+			tags[TagRecordPrefix+m.id] = z
+			if m.protected {
+				tags[TagRecordPrefix+m.id] += protectedMark
+			}
+		}
 		guarded(add(name, "CreateOrUpdateTags", TagState+"="+value, func(ctx context.Context, c Cloud) error {
-			return c.SetGroupTags(ctx, name, map[string]string{TagState: value})
+			return c.SetGroupTags(ctx, name, tags)
 		}), &value)
 		var ids []string
 		for _, m := range batch {
@@ -879,13 +1051,14 @@ func steps(snap *snapshot, sel aws.Selector) (p plan, err error) {
 	guarded(add(name, "CreateOrUpdateTags", TagState+"="+StateDone, func(ctx context.Context, c Cloud) error {
 		return c.SetGroupTags(ctx, name, map[string]string{TagState: StateDone})
 	}), &done)
-	keys := append(discoveryKeys(old.Tags, sel), TagSizes, TagLock)
+	keys := append(append(discoveryKeys(old.Tags, sel), TagSizes, TagLock), recordKeys(old.Tags)...)
 	add(name, "DeleteTags", strings.Join(keys, ","), func(ctx context.Context, c Cloud) error { return c.DeleteGroupTags(ctx, name, keys) })
 	p.done = true
 	return p, nil
 }
 
 const (
+	lifecycleDetaching  = "Detaching"
 	transitionLaunching = "autoscaling:EC2_INSTANCE_LAUNCHING"
 	resultAbandon       = "ABANDON"
 )
@@ -901,9 +1074,45 @@ func protectable(state string) bool {
 // and those refused alone are recorded as going back ("!") and attached back
 // to the split group, which still has room for them (its maximum is only
 // lowered once the split is done). They are never left in no group.
+//
+// Two refusals are not for good, and the group is described first to tell
+// them: an instance already a member of the zone's group was attached by an
+// earlier call whose reply was lost (the SDK retried it; AWS refuses to
+// attach a member of a group, user guide ec2-auto-scaling-detach-attach-
+// instances), which is success; and a zone group too full for the batch
+// (API_AttachInstances: "If the number of instances being attached plus the
+// desired capacity of the group exceeds the maximum size of the group, the
+// operation fails"; cluster-autoscaler may have scaled it up) gets its
+// maximum raised, the split owning it, and the batch is attached again at
+// once.
 func attachOrReturn(ctx context.Context, c Cloud, name, zname, zone string, flight []moved, ids []string, first error) error {
-	var refused, why []string
+	gs, err := c.DescribeGroups(ctx, aws.Selector{Names: []string{zname}})
+	if err != nil {
+		return fmt.Errorf("AWS refused to attach %s to %s (%w); describing the group: %w", strings.Join(ids, ","), zname, first, err)
+	}
+	if len(gs) == 0 {
+		return fmt.Errorf("AWS refused to attach %s to %s: %w; the group is not found", strings.Join(ids, ","), zname, first)
+	}
+	zg := &gs[0]
+	var rest []string
 	for _, id := range ids {
+		if !slices.ContainsFunc(zg.Instances, func(i aws.GroupInstance) bool { return i.ID == id }) {
+			rest = append(rest, id)
+		}
+	}
+	if len(rest) == 0 {
+		return nil // attached by a call whose reply was lost
+	}
+	if need := zg.DesiredCapacity + int32(len(rest)); need > zg.MaxSize {
+		if err := c.UpdateGroupSize(ctx, zname, aws.Sizes{Max: ptr.To(need)}); err != nil {
+			return fmt.Errorf("%s is full (desired %d, max %d) and raising its maximum failed: %w; AttachInstances said: %w", zname, zg.DesiredCapacity, zg.MaxSize, err, first)
+		}
+		if err := c.AttachInstances(ctx, zname, rest); err == nil || !aws.IsValidationError(err) {
+			return err
+		}
+	}
+	var refused, why []string
+	for _, id := range rest {
 		if err := c.AttachInstances(ctx, zname, []string{id}); err != nil {
 			if !aws.IsValidationError(err) {
 				return err
