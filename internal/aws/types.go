@@ -134,11 +134,10 @@ type InstanceType struct {
 // CPU: the kube-reserved formula of the EKS-optimized AMIs (and GKE): 6% of
 // the first core, 1% of the second, 0.5% of the next two, 0.25% of the rest.
 // Memory: 255Mi kube-reserved + 100Mi hard eviction threshold, which is the
-// lower bound of the EKS AMI formula (255Mi + 11Mi per max pod). The estimate
-// leans towards too much allocatable on purpose: the scheduler plugin parks a
-// pod that fits no template, and a pod parked wrongly is worse than a pod
-// left waiting, so underestimating must not happen. Node-template resource
-// tags override the estimate where a cluster reserves something else.
+// lower bound of the EKS AMI formula (255Mi + 11Mi per max pod). This is
+// what a launched node offers (the e2e harness registers its nodes with it);
+// templates use TemplateAllocatable, cluster-autoscaler's larger view, so
+// that Ballast never parks a pod CA would add a node for.
 func (t *InstanceType) Allocatable() v1.ResourceList {
 	milli := int64(t.VCPU) * 1000
 	// In millicores; the 0.25% share is summed before rounding down, so the
@@ -163,6 +162,28 @@ func (t *InstanceType) Allocatable() v1.ResourceList {
 	}
 	return out
 }
+
+// TemplateAllocatable is what cluster-autoscaler's template node of a group
+// of this instance type offers pods, which is what CA scales up for: CA
+// 1.36.1's AWS provider sets allocatable to capacity (vCPUs, the memory of
+// the instance type, GPUs) and places a kube-proxy pod requesting 100m CPU
+// on the template. A launched node offers less (kubelet's reservations: see
+// Allocatable), so a pod in between makes CA add a node that cannot host it;
+// it is still not Ballast's to park: CA could add a node for it.
+func (t *InstanceType) TemplateAllocatable() v1.ResourceList {
+	out := v1.ResourceList{
+		v1.ResourceCPU:    *resource.NewMilliQuantity(max(int64(t.VCPU)*1000-kubeProxyMilliCPU, 0), resource.DecimalSI),
+		v1.ResourceMemory: *resource.NewQuantity(t.MemoryMiB*1024*1024, resource.BinarySI),
+	}
+	if t.NvidiaGPUs > 0 {
+		out["nvidia.com/gpu"] = *resource.NewQuantity(int64(t.NvidiaGPUs), resource.DecimalSI)
+	}
+	return out
+}
+
+// kubeProxyMilliCPU is the request of the kube-proxy pod cluster-autoscaler
+// puts on every AWS template node.
+const kubeProxyMilliCPU = 100
 
 // KubeArch maps EC2 architecture names to kubernetes.io/arch values.
 func (t *InstanceType) KubeArch() string {

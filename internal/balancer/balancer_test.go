@@ -354,8 +354,9 @@ func TestMalformedTags(t *testing.T) {
 			"beta.kubernetes.io/os": "linux", "beta.kubernetes.io/arch": "amd64", v1.LabelInstanceType: "p3.2xlarge",
 			v1.LabelFailureDomainBetaZone: zones[0], v1.LabelFailureDomainBetaRegion: "us-east-1", "topology.ebs.csi.aws.com/zone": zones[0]},
 		Taints: []v1.Taint{{Key: "nvidia.com/gpu", Value: "present", Effect: v1.TaintEffectNoSchedule}},
+		// cluster-autoscaler's template: capacity, less its kube-proxy pod's 100m CPU.
 		Allocatable: v1.ResourceList{
-			v1.ResourceCPU: resource.MustParse("7910m"), v1.ResourceMemory: resource.MustParse("62109Mi"),
+			v1.ResourceCPU: resource.MustParse("7900m"), v1.ResourceMemory: resource.MustParse("62464Mi"),
 			"nvidia.com/gpu": resource.MustParse("1"), v1.ResourceEphemeralStorage: resource.MustParse("100Gi"),
 		},
 		InstanceTypes: []string{"p3.2xlarge"},

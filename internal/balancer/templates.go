@@ -25,6 +25,13 @@ const (
 	tagResourcePrefix = "k8s.io/cluster-autoscaler/node-template/resources/"
 )
 
+// An EKS managed node group's ASG carries eks:cluster-name and
+// eks:nodegroup-name; its nodes the label eks.amazonaws.com/nodegroup.
+const (
+	eksTagMarker      = "eks:"
+	labelEKSNodegroup = "eks.amazonaws.com/nodegroup"
+)
+
 // Labels the node a group launches carries besides the well-known stable
 // ones: kubelet sets the beta os/arch labels (pkg/kubelet, initialNode), the
 // cloud node controller the beta zone, region and instance-type labels
@@ -241,7 +248,9 @@ func template(g *aws.Group, it *aws.InstanceType, ids map[string]string, w *warn
 		ng.Labels[v1.LabelInstanceType] = it.Name
 		ng.Labels[v1.LabelArchStable] = it.KubeArch()
 		ng.Labels[labelBetaArc] = it.KubeArch()
-		ng.Allocatable = it.Allocatable()
+		// What CA's own template offers: a pod CA would add a node for is
+		// never Ballast's to park.
+		ng.Allocatable = it.TemplateAllocatable()
 	}
 	for _, k := range sortedKeys(g.Tags) {
 		v := g.Tags[k]
@@ -277,6 +286,28 @@ func template(g *aws.Group, it *aws.InstanceType, ids map[string]string, w *warn
 				continue
 			}
 			ng.Allocatable[v1.ResourceName(name)] = q
+		case strings.Contains(k, eksTagMarker):
+			// CA 1.36.1 labels its template with every "eks:" tag, named by
+			// what follows the marker (eks:nodegroup-name=ng gives
+			// nodegroup-name=ng); the nodes do not carry these, so they only
+			// widen what the template admits, as CA's does.
+			key := strings.SplitN(k, eksTagMarker, 3)[1]
+			if key == "" {
+				continue
+			}
+			if msgs := append(validation.IsQualifiedName(key), validation.IsValidLabelValue(v)...); len(msgs) > 0 {
+				w.warn(ReasonMalformedTag, "Group %s: skipped tag %s=%q: %s", g.Name, k, v, strings.Join(msgs, "; "))
+				continue
+			}
+			ng.Labels[key] = v
+		}
+	}
+	// An EKS managed node group: its nodes carry eks.amazonaws.com/nodegroup
+	// (and so does CA's template, from EKS DescribeNodegroup), unless a
+	// node-template tag says otherwise.
+	if name, cluster := g.Tags["eks:nodegroup-name"], g.Tags["eks:cluster-name"]; name != "" && cluster != "" {
+		if _, set := ng.Labels[labelEKSNodegroup]; !set && len(validation.IsValidLabelValue(name)) == 0 {
+			ng.Labels[labelEKSNodegroup] = name
 		}
 	}
 	if len(ng.Taints) == 0 {
