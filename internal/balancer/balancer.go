@@ -92,6 +92,14 @@ type Options struct {
 // none is given (the --lifecycle-heartbeat-timeout default).
 const DefaultHeartbeatTimeout = 5 * time.Minute
 
+// DefaultTemplateRefresh is the longest the node-group ConfigMap goes
+// without a write when none is given (the --template-refresh default).
+const DefaultTemplateRefresh = time.Minute
+
+// DefaultHookResync is how often an ensured termination hook is looked at
+// again when none is given.
+const DefaultHookResync = 30 * time.Minute
+
 // Balancer runs the loop.
 type Balancer struct {
 	kube     kubernetes.Interface
@@ -131,10 +139,10 @@ func New(kube kubernetes.Interface, cloud Cloud, recorder record.EventRecorder, 
 		opts.HeartbeatInterval = opts.HeartbeatTimeout / 3
 	}
 	if opts.TemplateRefresh == 0 {
-		opts.TemplateRefresh = time.Minute
+		opts.TemplateRefresh = DefaultTemplateRefresh
 	}
 	if opts.HookResync == 0 {
-		opts.HookResync = 30 * time.Minute
+		opts.HookResync = DefaultHookResync
 	}
 	if opts.ConfigMapNamespace == "" {
 		opts.ConfigMapNamespace = nodegroups.DefaultNamespace
