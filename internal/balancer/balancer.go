@@ -46,8 +46,10 @@ const (
 	HookName = "ballast-local-volumes"
 )
 
-// Cloud is what the balancer needs of AWS; *aws.Client implements it.
+// Cloud is what the balancer needs of AWS, splitting (split.Cloud)
+// included; *aws.Client implements it.
 type Cloud interface {
+	split.Cloud
 	// Region is the region the clients ask; an instance EC2 does not know
 	// is taken for gone only in a zone of this region.
 	Region() string
@@ -115,6 +117,7 @@ type Balancer struct {
 	hooks     map[string]time.Time // groups known to carry our hook, when last checked
 	completed map[string]bool      // instances whose lifecycle action we let go
 	splitter  *split.Splitter      // the loop's splitter (split.go), made on first use
+	splitPass splitPass            // loopSplitPass, or Plan's planSplitPass
 	warned    map[string]bool      // warnings already emitted
 
 	// Health is read without the loop's lock: a probe never waits for a loop.
@@ -154,6 +157,7 @@ func New(kube kubernetes.Interface, cloud Cloud, recorder record.EventRecorder, 
 		kube: kube, cloud: cloud, recorder: recorder, clock: clk, opts: opts, metrics: newMetrics(reg),
 		types: map[string]aws.InstanceType{}, ltTypes: map[aws.LaunchTemplateRef]cached{},
 		hooks: map[string]time.Time{}, completed: map[string]bool{}, warned: map[string]bool{},
+		splitPass: loopSplitPass,
 	}
 }
 
@@ -209,7 +213,16 @@ func (b *Balancer) Healthy(maxAge time.Duration) error {
 }
 
 // Reconcile runs the loop once: every step runs even when another failed, and
-// the errors are joined.
+// the errors are joined. The steps, in order, and where they live:
+//
+//   - discovered (balancer.go): the managed groups, the others reported;
+//   - lifecycleActions (protect.go): held terminations, heartbeaten or let go;
+//   - zonePolicy (balancer.go, split.go): AZRebalance suspended, or a split pass;
+//   - protect (protect.go): annotations and scale-in protection of held nodes;
+//   - ensureHooks (protect.go): the termination hook on groups that hold volumes;
+//   - orphans (orphans.go): placement records, orphaned nodes and volumes, releases;
+//   - publish (templates.go): the node-group ConfigMap;
+//   - emit (events.go): the loop's group-level events.
 func (b *Balancer) Reconcile(ctx context.Context) (err error) {
 	start := b.clock.Now()
 	defer func() { b.metrics.observe(b.clock.Since(start), err) }()
@@ -245,6 +258,7 @@ func (b *Balancer) Reconcile(ctx context.Context) (err error) {
 	errs = append(errs,
 		zoneErr,
 		b.protect(ctx, inv),
+		b.ensureHooks(ctx, inv),
 		b.orphans(ctx, inv),
 		b.publish(ctx, inv, &w),
 	)
@@ -395,7 +409,7 @@ func (b *Balancer) zonePolicy(ctx context.Context, inv *inventory, w *warnings) 
 			continue
 		}
 		multi++
-		w.warn(ReasonMultiZoneGroup, "Auto Scaling group %s spans zones %v; local volumes need one group per zone", g.Name, g.Zones)
+		w.warn(ReasonMultiZoneGroup, "%s", msgMultiZoneGroup(g))
 		if !g.Suspended(aws.ProcessAZRebalance) {
 			if err := b.cloud.SuspendProcesses(ctx, g.Name, aws.ProcessAZRebalance); err != nil {
 				errs = append(errs, fmt.Errorf("suspending AZRebalance on %s: %w", g.Name, err))

@@ -3,6 +3,7 @@ package balancer
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -31,7 +32,42 @@ const (
 	ReasonTerminationReleased    = "TerminationReleased"
 	ReasonPublishedNodeTemplates = "PublishedNodeGroups"
 	ReasonGroupNotManaged        = "GroupNotManaged"
+	// ReasonSplitGroup: with --enforce=split, a split pass made steps, waits
+	// for instances to detach, or finished (split.go).
+	ReasonSplitGroup = "SplitGroup"
+	// ReasonSplitBlocked: a split cannot go on: it failed, another splitter
+	// holds its lock, or instances are stranded in it.
+	ReasonSplitBlocked = "SplitBlocked"
 )
+
+func msgMultiZoneGroup(g *aws.Group) string {
+	return fmt.Sprintf("Auto Scaling group %s spans zones %v; local volumes need one group per zone", g.Name, g.Zones)
+}
+
+func msgSplitSteps(g *aws.Group, steps int) string {
+	return fmt.Sprintf("Split of Auto Scaling group %s (zones %v): %d steps made", g.Name, g.Zones, steps)
+}
+
+func msgSplitStranded(g *aws.Group, stranded []string) string {
+	return fmt.Sprintf("Split of Auto Scaling group %s leaves instances in it, which AWS would not attach to a per-zone group; replace them to let the split finish: %s",
+		g.Name, strings.Join(stranded, "; "))
+}
+
+func msgSplitLocked(g *aws.Group, err error) string {
+	return fmt.Sprintf("Split of Auto Scaling group %s waits: %v", g.Name, err)
+}
+
+func msgSplitFailed(g *aws.Group, err error) string {
+	return fmt.Sprintf("Split of Auto Scaling group %s did not finish: %v", g.Name, err)
+}
+
+func msgSplitDone(g *aws.Group) string {
+	return fmt.Sprintf("Split of Auto Scaling group %s is done", g.Name)
+}
+
+func msgSplitWaiting(g *aws.Group, waiting []string) string {
+	return fmt.Sprintf("Split of Auto Scaling group %s in progress: %s", g.Name, strings.Join(waiting, "; "))
+}
 
 func msgSuspendedAZRebalance(g *aws.Group) string {
 	return fmt.Sprintf("Suspended AZRebalance on Auto Scaling group %s (zones %v); it was found resumed", g.Name, g.Zones)

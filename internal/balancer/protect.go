@@ -122,9 +122,14 @@ func (b *Balancer) protect(ctx context.Context, inv *inventory) error {
 			}
 		}
 	}
+	return errors.Join(errs...)
+}
 
-	// A termination hook on every group that holds a volume, so that whatever
-	// AWS terminates there (rebalancing, health replacement, a human) waits.
+// ensureHooks puts a termination hook on every group that holds a volume, so
+// that whatever AWS terminates there (rebalancing, health replacement, a
+// human) waits.
+func (b *Balancer) ensureHooks(ctx context.Context, inv *inventory) error {
+	var errs []error
 	for _, g := range inv.groups {
 		if heldIn(inv, &g) {
 			errs = append(errs, b.ensureHook(ctx, g.Name))
