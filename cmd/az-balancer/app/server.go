@@ -139,14 +139,7 @@ Exit code: 0 on shutdown (SIGTERM), 1 on an error or a lost leader lease.`,
 		Args: noArgs,
 	}
 	o, complete := addOptions(cmd)
-	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		if err := complete(); err != nil {
-			return err
-		}
-		ctx, cancel := signalContext()
-		defer cancel()
-		return runLoop(ctx, o)
-	}
+	cmd.RunE = runE(complete, func(ctx context.Context, _ []string) error { return runLoop(ctx, o) })
 	return cmd
 }
 
@@ -159,12 +152,7 @@ take; it changes nothing, in Kubernetes or in AWS.`,
 		Args: noArgs,
 	}
 	o, complete := addOptions(cmd)
-	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		if err := complete(); err != nil {
-			return err
-		}
-		ctx, cancel := signalContext()
-		defer cancel()
+	cmd.RunE = runE(complete, func(ctx context.Context, _ []string) error {
 		kube, err := kubeClient(o)
 		if err != nil {
 			return err
@@ -179,7 +167,7 @@ take; it changes nothing, in Kubernetes or in AWS.`,
 			return perr
 		}
 		return err
-	}
+	})
 	return cmd
 }
 
@@ -198,23 +186,27 @@ group (split lock). With --dry-run it prints the steps of the next pass and chan
 		},
 	}
 	o, complete := addOptions(cmd)
-	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		if err := complete(); err != nil {
-			return err
-		}
-		ctx, cancel := signalContext()
-		defer cancel()
+	cmd.RunE = runE(complete, func(ctx context.Context, args []string) error {
 		cloud, err := newCloud(ctx, o, prometheus.NewRegistry())
 		if err != nil {
 			return err
 		}
 		return runSplit(ctx, cloud, selector(o), args[0], o.DryRun, cmd.OutOrStdout())
-	}
+	})
 	return cmd
 }
 
-func signalContext() (context.Context, context.CancelFunc) {
-	return signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+// runE completes the options, then runs f with a context that ends on
+// SIGINT or SIGTERM (a shutdown).
+func runE(complete func() error, f func(ctx context.Context, args []string) error) func(*cobra.Command, []string) error {
+	return func(_ *cobra.Command, args []string) error {
+		if err := complete(); err != nil {
+			return err
+		}
+		ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+		defer cancel()
+		return f(ctx, args)
+	}
 }
 
 func kubeClient(o *options.Options) (kubernetes.Interface, error) {
