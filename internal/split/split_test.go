@@ -49,38 +49,13 @@ type splitWorld struct {
 
 func newSplitWorld(t testing.TB, edit ...func(*awstest.GroupSpec)) *splitWorld {
 	t.Helper()
-	ctx := context.Background()
-	w := &splitWorld{clock: clocktesting.NewFakeClock(time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC))}
-	w.emu = awstest.NewServer(w.clock)
-	t.Cleanup(w.emu.Close)
-	spec := awstest.GroupSpec{Name: "cassandra", Zones: zones, MinSize: 3, MaxSize: 10, InstanceType: "i3.xlarge",
-		Tags: caTags(map[string]string{nodeTemplateTag: "cassandra", "team": "db"}), Instances: map[string]int{zones[0]: 4, zones[1]: 1, zones[2]: 1}}
-	for _, e := range edit {
-		e(&spec)
-	}
-	w.ids = w.emu.CreateGroup(spec)
-	w.cloud = w.client(t, nil)
-	w.prot = []string{w.ids[zones[0]][1], w.ids[zones[1]][0]}
-	slices.Sort(w.prot)
-	if err := w.cloud.SetInstanceProtection(ctx, "cassandra", w.prot, true); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.cloud.PutLifecycleHook(ctx, aws.Hook{Group: "cassandra", Name: hookName, Transition: aws.TransitionTerminating, HeartbeatTimeout: 300, DefaultResult: aws.ResultContinue}); err != nil {
-		t.Fatal(err)
-	}
-	w.emu.Reset()
-	return w
+	f := awstest.NewSplitWorld(t, zones, hookName, caTags(map[string]string{nodeTemplateTag: "cassandra", "team": "db"}), edit...)
+	return &splitWorld{emu: f.Emu, clock: f.Clock, cloud: f.Cloud, ids: f.IDs, prot: f.Protected}
 }
 
 func (w *splitWorld) client(t testing.TB, hc *http.Client) *aws.Client {
 	t.Helper()
-	o := w.emu.ClientOptions()
-	o.HTTPClient = hc
-	c, err := aws.New(context.Background(), o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
+	return w.emu.NewClient(t, hc)
 }
 
 func (w *splitWorld) splitter(cloud split.Cloud, owner string) *split.Splitter {
