@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -59,14 +58,14 @@ func (b *Balancer) protect(ctx context.Context, inv *inventory) error {
 					errs = append(errs, err)
 					continue // without recorded ownership, do not touch the instance
 				}
-				b.recorder.Eventf(n, v1.EventTypeNormal, ReasonProtected, "Protected from scale-down: holds bound local volumes %s", strings.Join(vols, ", "))
+				b.recorder.Eventf(n, v1.EventTypeNormal, ReasonProtected, "%s", msgProtected(vols))
 			}
 			switch {
 			case needsProtection:
 				protect[ref.group.Name] = append(protect[ref.group.Name], id)
 			case id == "":
 				if err := inv.badIDs[n.Name]; err != nil {
-					b.warnNode(n, ReasonUnmappedNode, "Holds bound local volumes but cannot be mapped to an instance: %v", err)
+					b.warnNode(n, ReasonUnmappedNode, "%s", msgUnmappedNode(err))
 				}
 			}
 			continue
@@ -86,7 +85,7 @@ func (b *Balancer) protect(ctx context.Context, inv *inventory) error {
 			if err := b.patchAnnotations(ctx, n.Name, patch); err != nil {
 				errs = append(errs, err)
 			} else {
-				b.recorder.Event(n, v1.EventTypeNormal, ReasonUnprotected, "Local volumes released: scale-down allowed again")
+				b.recorder.Event(n, v1.EventTypeNormal, ReasonUnprotected, msgUnprotected)
 			}
 		}
 		if ownsScaleIn {
@@ -273,7 +272,7 @@ func (b *Balancer) lifecycleActions(ctx context.Context, inv *inventory) error {
 					continue
 				}
 				b.completed[i.ID] = true
-				b.recorder.Eventf(n, v1.EventTypeNormal, ReasonTerminationReleased, "Holds no bound local volume: let the termination of %s proceed", i.ID)
+				b.recorder.Eventf(n, v1.EventTypeNormal, ReasonTerminationReleased, "%s", msgTerminationReleased(i.ID))
 			}
 		}
 	}
@@ -299,14 +298,12 @@ func holds(inv *inventory, id string) []string {
 func (b *Balancer) reportHeld(inv *inventory, n *v1.Node, group, id string, vols []string) {
 	limit := globalTimeout(b.opts.HeartbeatTimeout.Seconds())
 	if n != nil {
-		b.warnNode(n, ReasonTerminationHeld, "AWS is terminating instance %s of group %s; held while local volumes %s are bound (at most %s)",
-			id, group, strings.Join(vols, ", "), limit)
+		b.warnNode(n, ReasonTerminationHeld, "%s", msgTerminationHeld(id, group, vols, limit))
 		return
 	}
 	for _, name := range vols {
 		if pv := inv.volumes[name]; pv != nil {
-			b.report(pv, ReasonTerminationHeld, "AWS is terminating instance %s of group %s, whose node is gone; held while volume %s, which records it, is bound (at most %s)",
-				id, group, name, limit)
+			b.report(pv, ReasonTerminationHeld, "%s", msgTerminationHeldNodeGone(id, group, name, limit))
 		}
 	}
 }

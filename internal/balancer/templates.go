@@ -103,7 +103,7 @@ func (b *Balancer) publish(ctx context.Context, inv *inventory, w *warnings) err
 		g := &inv.groups[i]
 		t, err := b.instanceType(ctx, g)
 		if err != nil {
-			w.warn(ReasonTemplateIncomplete, "Cannot tell the instance type of group %s: %v", g.Name, err)
+			w.warn(ReasonTemplateIncomplete, "%s", msgInstanceTypeUnknown(g.Name, err))
 		}
 		if t != "" {
 			typeOf[g.Name] = t
@@ -118,7 +118,7 @@ func (b *Balancer) publish(ctx context.Context, inv *inventory, w *warnings) err
 	if len(want) > 0 {
 		got, err := b.cloud.DescribeInstanceTypes(ctx, want)
 		if err != nil {
-			w.warn(ReasonTemplateIncomplete, "Cannot describe instance types %v: %v", want, err)
+			w.warn(ReasonTemplateIncomplete, "%s", msgInstanceTypesNotDescribed(want, err))
 		}
 		var ue *aws.UnknownInstanceTypesError
 		if errors.As(err, &ue) {
@@ -144,22 +144,22 @@ func (b *Balancer) publish(ctx context.Context, inv *inventory, w *warnings) err
 		_, cpu := ng.Allocatable[v1.ResourceCPU]
 		_, mem := ng.Allocatable[v1.ResourceMemory]
 		if t := typeOf[g.Name]; unknown[t] && (!cpu || !mem) {
-			w.warn(ReasonTemplateIncomplete, "No template for group %s: EC2 does not know its instance type %s", g.Name, t)
+			w.warn(ReasonTemplateIncomplete, "%s", msgNoTemplate(g.Name, "EC2 does not know its instance type "+t))
 			continue
 		}
 		if _, cpu := ng.Allocatable[v1.ResourceCPU]; !cpu {
-			w.warn(ReasonTemplateIncomplete, "No template for group %s: its instance type is unknown and no node-template tags give cpu", g.Name)
+			w.warn(ReasonTemplateIncomplete, "%s", msgNoTemplate(g.Name, "its instance type is unknown and no node-template tags give cpu"))
 			complete = false
 			continue
 		}
 		if _, mem := ng.Allocatable[v1.ResourceMemory]; !mem {
-			w.warn(ReasonTemplateIncomplete, "No template for group %s: its instance type is unknown and no node-template tags give memory", g.Name)
+			w.warn(ReasonTemplateIncomplete, "%s", msgNoTemplate(g.Name, "its instance type is unknown and no node-template tags give memory"))
 			complete = false
 			continue
 		}
 		one := &nodegroups.NodeGroupList{APIVersion: nodegroups.APIVersion, Kind: nodegroups.Kind, NodeGroups: []nodegroups.NodeGroup{ng}}
 		if errs := nodegroups.Validate(one); len(errs) > 0 {
-			w.warn(ReasonTemplateIncomplete, "No template for group %s: %v", g.Name, errs.ToAggregate())
+			w.warn(ReasonTemplateIncomplete, "%s", msgNoTemplate(g.Name, errs.ToAggregate().Error()))
 			complete = false
 			continue
 		}
@@ -249,14 +249,14 @@ func template(g *aws.Group, it *aws.InstanceType, ids map[string]string, w *warn
 		case strings.HasPrefix(k, tagLabelPrefix):
 			key := strings.TrimPrefix(k, tagLabelPrefix)
 			if msgs := append(validation.IsQualifiedName(key), validation.IsValidLabelValue(v)...); len(msgs) > 0 {
-				w.warn(ReasonMalformedTag, "Group %s: skipped tag %s=%q: %s", g.Name, k, v, strings.Join(msgs, "; "))
+				w.warn(ReasonMalformedTag, "%s", msgMalformedTag(g.Name, k, v, strings.Join(msgs, "; ")))
 				continue
 			}
 			ng.Labels[key] = v
 		case strings.HasPrefix(k, tagTaintPrefix):
 			t, err := parseTaint(strings.TrimPrefix(k, tagTaintPrefix), v)
 			if err != nil {
-				w.warn(ReasonMalformedTag, "Group %s: skipped tag %s=%q: %v", g.Name, k, v, err)
+				w.warn(ReasonMalformedTag, "%s", msgMalformedTag(g.Name, k, v, err.Error()))
 				continue
 			}
 			if strippedTaint(t.Key) {
@@ -273,7 +273,7 @@ func template(g *aws.Group, it *aws.InstanceType, ids map[string]string, w *warn
 				err = errors.New(strings.Join(msgs, "; "))
 			}
 			if err != nil {
-				w.warn(ReasonMalformedTag, "Group %s: skipped tag %s=%q: %v", g.Name, k, v, err)
+				w.warn(ReasonMalformedTag, "%s", msgMalformedTag(g.Name, k, v, err.Error()))
 				continue
 			}
 			ng.Allocatable[v1.ResourceName(name)] = q
@@ -323,7 +323,7 @@ func (b *Balancer) writeConfigMap(ctx context.Context, list *nodegroups.NodeGrou
 		if _, err := cms.Create(ctx, cm, metav1.CreateOptions{FieldManager: Source}); err != nil {
 			return fmt.Errorf("creating ConfigMap %s/%s: %w", cm.Namespace, cm.Name, err)
 		}
-		b.recorder.Eventf(cm, v1.EventTypeNormal, ReasonPublishedNodeTemplates, "Published %d node groups", len(list.NodeGroups))
+		b.recorder.Eventf(cm, v1.EventTypeNormal, ReasonPublishedNodeTemplates, "%s", msgPublished(len(list.NodeGroups)))
 		return nil
 	}
 	if err != nil {
