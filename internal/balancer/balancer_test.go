@@ -45,6 +45,20 @@ func caTags(extra map[string]string) map[string]string {
 	return tags
 }
 
+// published returns the node-group list the balancer wrote in its ConfigMap.
+func (f *fixture) published(t testing.TB) *nodegroups.NodeGroupList {
+	t.Helper()
+	cm, err := f.kube.CoreV1().ConfigMaps(nodegroups.DefaultNamespace).Get(context.Background(), nodegroups.DefaultName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	list, err := nodegroups.Decode(cm.Data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return list
+}
+
 func newFixture(t testing.TB, objs ...runtime.Object) *fixture {
 	t.Helper()
 	clk := clocktesting.NewFakeClock(time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC))
@@ -190,14 +204,7 @@ func TestOneLoopProtectsLocalVolumes(t *testing.T) {
 		t.Errorf("%d CompleteLifecycleAction calls, want 1", n)
 	}
 
-	cm, err := f.kube.CoreV1().ConfigMaps(nodegroups.DefaultNamespace).Get(ctx, nodegroups.DefaultName, metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	list, err := nodegroups.Decode(cm.Data)
-	if err != nil {
-		t.Fatal(err)
-	}
+	list := f.published(t)
 	if list.Source != Source || len(list.NodeGroups) != 1 || list.NodeGroups[0].Labels[v1.LabelInstanceTypeStable] != "i3.xlarge" {
 		t.Errorf("published %+v", list)
 	}
@@ -338,14 +345,7 @@ func TestMalformedTags(t *testing.T) {
 	if err := f.b.Reconcile(ctx); err != nil {
 		t.Fatal(err)
 	}
-	cm, err := f.kube.CoreV1().ConfigMaps(nodegroups.DefaultNamespace).Get(ctx, nodegroups.DefaultName, metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	list, err := nodegroups.Decode(cm.Data)
-	if err != nil {
-		t.Fatal(err)
-	}
+	list := f.published(t)
 	want := nodegroups.NodeGroup{
 		Name: "gpu-a", Zone: zones[0], MaxSize: 4,
 		Labels: map[string]string{"pool": "gpu", v1.LabelOSStable: "linux", v1.LabelArchStable: "amd64", v1.LabelInstanceTypeStable: "p3.2xlarge",

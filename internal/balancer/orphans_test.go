@@ -167,6 +167,20 @@ func enforcePreconditions(kube *fake.Clientset) {
 	})
 }
 
+// lists returns the nodes and volumes as the apiserver has them now.
+func (w *world) lists() (*v1.NodeList, *v1.PersistentVolumeList) {
+	w.t.Helper()
+	nodes, err := w.kube.CoreV1().Nodes().List(w.ctx, metav1.ListOptions{})
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	pvs, err := w.kube.CoreV1().PersistentVolumes().List(w.ctx, metav1.ListOptions{})
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	return nodes, pvs
+}
+
 func (w *world) reconcile() {
 	w.t.Helper()
 	if err := w.b.Reconcile(w.ctx); err != nil {
