@@ -111,14 +111,12 @@ type Balancer struct {
 	opts     Options
 	metrics  *metrics
 
+	// mu is held by a loop; each step owns its part of the state below.
 	mu        sync.Mutex
-	types     map[string]aws.InstanceType // instance types never change
-	ltTypes   map[aws.LaunchTemplateRef]cached
-	hooks     map[string]time.Time // groups known to carry our hook, when last checked
-	completed map[string]bool      // instances whose lifecycle action we let go
-	splitter  *split.Splitter      // the loop's splitter (split.go), made on first use
-	splitPass splitPass            // loopSplitPass, or Plan's planSplitPass
-	warned    map[string]bool      // warnings already emitted
+	templates templateState   // templates.go
+	lifecycle lifecycleState  // protect.go: hooks and held terminations
+	splits    splitState      // split.go
+	warned    map[string]bool // events.go: warnings already emitted
 
 	// Health is read without the loop's lock: a probe never waits for a loop.
 	lastSuccess atomic.Int64 // unix nanoseconds of the last successful loop, 0 before
@@ -126,11 +124,6 @@ type Balancer struct {
 
 	// held is what the heartbeat timer keeps alive between loops.
 	held heldSet
-}
-
-type cached struct {
-	value string
-	at    time.Time
 }
 
 // New builds a balancer. reg may be nil.
@@ -155,9 +148,10 @@ func New(kube kubernetes.Interface, cloud Cloud, recorder record.EventRecorder, 
 	}
 	return &Balancer{
 		kube: kube, cloud: cloud, recorder: recorder, clock: clk, opts: opts, metrics: newMetrics(reg),
-		types: map[string]aws.InstanceType{}, ltTypes: map[aws.LaunchTemplateRef]cached{},
-		hooks: map[string]time.Time{}, completed: map[string]bool{}, warned: map[string]bool{},
-		splitPass: loopSplitPass,
+		templates: templateState{types: map[string]aws.InstanceType{}, launchTemplates: map[aws.LaunchTemplateRef]cached{}},
+		lifecycle: lifecycleState{hooks: map[string]time.Time{}, completed: map[string]bool{}},
+		splits:    splitState{pass: loopSplitPass},
+		warned:    map[string]bool{},
 	}
 }
 

@@ -64,7 +64,7 @@ func (b *Balancer) Plan(ctx context.Context) ([]Action, error) {
 	// FakeRecorder blocks when full: room for an event per node and volume, twice, and the group findings.
 	events := record.NewFakeRecorder(2*len(objs) + 10000)
 	p := New(sandbox, cloud, events, b.clock, b.opts, nil)
-	p.splitPass = planSplitPass(cloud)
+	p.splits.pass = planSplitPass(cloud)
 	err = p.Reconcile(ctx)
 
 	actions := append(kubeWrites(sandbox.Actions()), cloud.actions...)

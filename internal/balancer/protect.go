@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -15,6 +16,12 @@ import (
 
 	"github.com/ballast-k8s/ballast/internal/aws"
 )
+
+// lifecycleState is what the hook and lifecycle steps keep between loops.
+type lifecycleState struct {
+	hooks     map[string]time.Time // groups known to carry our hook, when last checked
+	completed map[string]bool      // instances whose lifecycle action we let go
+}
 
 // protect makes every node that holds a bound local volume safe from
 // cluster-autoscaler (annotation) and from the group's scale-in (instance
@@ -173,7 +180,7 @@ func heldIn(inv *inventory, g *aws.Group) bool {
 // ensureHook puts the balancer's termination hook on a group unless it was
 // seen there within HookResync.
 func (b *Balancer) ensureHook(ctx context.Context, group string) error {
-	if at, ok := b.hooks[group]; ok && b.clock.Since(at) < b.opts.HookResync {
+	if at, ok := b.lifecycle.hooks[group]; ok && b.clock.Since(at) < b.opts.HookResync {
 		return nil
 	}
 	hooks, err := b.cloud.DescribeLifecycleHooks(ctx, group)
@@ -188,7 +195,7 @@ func (b *Balancer) ensureHook(ctx context.Context, group string) error {
 		}
 		klog.FromContext(ctx).Info("Put termination lifecycle hook", "group", group, "hook", HookName, "heartbeatTimeout", b.opts.HeartbeatTimeout)
 	}
-	b.hooks[group] = b.clock.Now()
+	b.lifecycle.hooks[group] = b.clock.Now()
 	return nil
 }
 
@@ -225,10 +232,10 @@ func (b *Balancer) lifecycleActions(ctx context.Context, inv *inventory) error {
 		g := &inv.groups[gi]
 		checked, unsure := false, false
 		for _, i := range g.Instances {
-			if i.LifecycleState != aws.StateTerminatingWait || b.completed[i.ID] {
+			if i.LifecycleState != aws.StateTerminatingWait || b.lifecycle.completed[i.ID] {
 				continue
 			}
-			if _, ok := b.hooks[g.Name]; !ok && !checked {
+			if _, ok := b.lifecycle.hooks[g.Name]; !ok && !checked {
 				// Learn whether our hook is there (after a restart), once per group.
 				checked = true
 				hooks, err := b.cloud.DescribeLifecycleHooks(ctx, g.Name)
@@ -240,7 +247,7 @@ func (b *Balancer) lifecycleActions(ctx context.Context, inv *inventory) error {
 				} else if !slices.ContainsFunc(hooks, func(h aws.Hook) bool { return h.Name == HookName }) {
 					break
 				} else {
-					b.hooks[g.Name] = b.clock.Now()
+					b.lifecycle.hooks[g.Name] = b.clock.Now()
 				}
 			}
 			src := inv
@@ -271,7 +278,7 @@ func (b *Balancer) lifecycleActions(ctx context.Context, inv *inventory) error {
 					errs = append(errs, fmt.Errorf("completing lifecycle action of %s: %w", i.ID, err))
 					continue
 				}
-				b.completed[i.ID] = true
+				b.lifecycle.completed[i.ID] = true
 				b.recorder.Eventf(n, v1.EventTypeNormal, ReasonTerminationReleased, "%s", msgTerminationReleased(i.ID))
 			}
 		}

@@ -29,6 +29,12 @@ var _ Cloud = (*recordingCloud)(nil)
 // processes never share it, even with the same host name and pid.
 var loopOwner = split.NewOwner("az-balancer-run")
 
+// splitState is what the split step keeps between loops.
+type splitState struct {
+	splitter *split.Splitter // the loop's splitter, made on first use
+	pass     splitPass       // loopSplitPass, or Plan's planSplitPass
+}
+
 // splitPass makes one pass of the split of a group: the loop's
 // (loopSplitPass) or Plan's (planSplitPass).
 type splitPass func(ctx context.Context, b *Balancer, group string) (split.Result, error)
@@ -36,10 +42,10 @@ type splitPass func(ctx context.Context, b *Balancer, group string) (split.Resul
 // loopSplitPass makes the pass under the group's split lock, with one
 // splitter per process: it remembers its void lock claims.
 func loopSplitPass(ctx context.Context, b *Balancer, group string) (split.Result, error) {
-	if b.splitter == nil {
-		b.splitter = split.New(b.cloud, b.clock, split.Options{Selector: b.opts.Selector, Owner: loopOwner})
+	if b.splits.splitter == nil {
+		b.splits.splitter = split.New(b.cloud, b.clock, split.Options{Selector: b.opts.Selector, Owner: loopOwner})
 	}
-	return b.splitter.Pass(ctx, group)
+	return b.splits.splitter.Pass(ctx, group)
 }
 
 // planSplitPass records the steps of the next pass on rc, the lock aside,
@@ -59,7 +65,7 @@ func planSplitPass(rc *recordingCloud) splitPass {
 // holds b.mu. A split waiting for instances to detach, or held by another
 // splitter, is reported and is no failure of the loop: a later loop goes on.
 func (b *Balancer) splitGroup(ctx context.Context, g *aws.Group, w *warnings) (changed bool, err error) {
-	res, err := b.splitPass(ctx, b, g.Name)
+	res, err := b.splits.pass(ctx, b, g.Name)
 	if len(res.Steps) > 0 {
 		w.normal(ReasonSplitGroup, "%s", msgSplitSteps(g, len(res.Steps)))
 	}

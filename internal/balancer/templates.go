@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"reflect"
 	"strings"
+	"time"
 
 	v1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -68,6 +69,17 @@ var (
 
 // strippedTaint reports whether cluster-autoscaler leaves the taint out of
 // its templates.
+// templateState is what the template step keeps between loops.
+type templateState struct {
+	types           map[string]aws.InstanceType // instance types never change
+	launchTemplates map[aws.LaunchTemplateRef]cached
+}
+
+type cached struct {
+	value string
+	at    time.Time
+}
+
 func strippedTaint(key string) bool {
 	if strippedTaintKeys[key] {
 		return true
@@ -107,7 +119,7 @@ func (b *Balancer) publish(ctx context.Context, inv *inventory, w *warnings) err
 		}
 		if t != "" {
 			typeOf[g.Name] = t
-			if _, ok := b.types[t]; !ok && !contains(want, t) {
+			if _, ok := b.templates.types[t]; !ok && !contains(want, t) {
 				want = append(want, t)
 			}
 		}
@@ -127,7 +139,7 @@ func (b *Balancer) publish(ctx context.Context, inv *inventory, w *warnings) err
 			}
 		}
 		for _, t := range got {
-			b.types[t.Name] = t
+			b.templates.types[t.Name] = t
 		}
 	}
 
@@ -137,7 +149,7 @@ func (b *Balancer) publish(ctx context.Context, inv *inventory, w *warnings) err
 	for i := range inv.groups {
 		g := &inv.groups[i]
 		var it *aws.InstanceType
-		if t, ok := b.types[typeOf[g.Name]]; ok {
+		if t, ok := b.templates.types[typeOf[g.Name]]; ok {
 			it = &t
 		}
 		ng := template(g, it, ids, w)
@@ -196,14 +208,14 @@ func (b *Balancer) instanceType(ctx context.Context, g *aws.Group) (string, erro
 	if g.LaunchTemplate == (aws.LaunchTemplateRef{}) {
 		return "", errors.New("no instances, no mixed instances policy and no launch template")
 	}
-	if c, ok := b.ltTypes[g.LaunchTemplate]; ok && b.clock.Since(c.at) < b.opts.TemplateRefresh*10 {
+	if c, ok := b.templates.launchTemplates[g.LaunchTemplate]; ok && b.clock.Since(c.at) < b.opts.TemplateRefresh*10 {
 		return c.value, nil
 	}
 	t, err := b.cloud.LaunchTemplateInstanceType(ctx, g.LaunchTemplate)
 	if err != nil {
 		return "", err
 	}
-	b.ltTypes[g.LaunchTemplate] = cached{value: t, at: b.clock.Now()}
+	b.templates.launchTemplates[g.LaunchTemplate] = cached{value: t, at: b.clock.Now()}
 	if t == "" {
 		return "", fmt.Errorf("launch template %+v names no instance type", g.LaunchTemplate)
 	}
