@@ -9,16 +9,16 @@ import (
 
 	clocktesting "k8s.io/utils/clock/testing"
 
-	ballastaws "github.com/ballast-k8s/ballast/internal/aws"
+	"github.com/ballast-k8s/ballast/internal/asg"
 )
 
-// NewClient returns an internal/aws client of the emulator; hc, when not
+// NewClient returns an internal/asg client of the emulator; hc, when not
 // nil, carries its requests (a test's fault injection).
-func (s *Server) NewClient(t testing.TB, hc *http.Client) *ballastaws.Client {
+func (s *Server) NewClient(t testing.TB, hc *http.Client) *asg.Client {
 	t.Helper()
 	o := s.ClientOptions()
 	o.HTTPClient = hc
-	c, err := ballastaws.New(context.Background(), o)
+	c, err := asg.New(context.Background(), o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -32,7 +32,7 @@ func (s *Server) NewClient(t testing.TB, hc *http.Client) *ballastaws.Client {
 type SplitWorld struct {
 	Emu   *Server
 	Clock *clocktesting.FakeClock
-	Cloud *ballastaws.Client
+	Cloud *asg.Client
 	IDs   map[string][]string // by zone
 	// Protected are the instances protected from scale-in before the split, sorted.
 	Protected []string
@@ -58,8 +58,8 @@ func NewSplitWorld(t testing.TB, zones []string, hook string, tags map[string]st
 	if err := w.Cloud.SetInstanceProtection(ctx, "cassandra", w.Protected, true); err != nil {
 		t.Fatal(err)
 	}
-	if err := w.Cloud.PutLifecycleHook(ctx, ballastaws.Hook{Group: "cassandra", Name: hook, Transition: ballastaws.TransitionTerminating,
-		HeartbeatTimeout: 300, DefaultResult: ballastaws.ResultContinue}); err != nil {
+	if err := w.Cloud.PutLifecycleHook(ctx, asg.Hook{Group: "cassandra", Name: hook, Transition: asg.TransitionTerminating,
+		HeartbeatTimeout: 300, DefaultResult: asg.ResultContinue}); err != nil {
 		t.Fatal(err)
 	}
 	w.Emu.Reset()

@@ -24,7 +24,7 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/ballast-k8s/ballast/config/nodegroups"
-	"github.com/ballast-k8s/ballast/internal/aws"
+	"github.com/ballast-k8s/ballast/internal/asg"
 	"github.com/ballast-k8s/ballast/internal/split"
 )
 
@@ -47,30 +47,30 @@ const (
 )
 
 // Cloud is what the balancer needs of AWS, splitting (split.Cloud)
-// included; *aws.Client implements it.
+// included; *asg.Client implements it.
 type Cloud interface {
 	split.Cloud
 	// Region is the region the clients ask; an instance EC2 does not know
 	// is taken for gone only in a zone of this region.
 	Region() string
-	DescribeGroups(ctx context.Context, sel aws.Selector) ([]aws.Group, error)
-	DescribeInstances(ctx context.Context, ids []string) ([]aws.Instance, error)
-	DescribeInstanceTypes(ctx context.Context, names []string) ([]aws.InstanceType, error)
-	LaunchTemplateInstanceType(ctx context.Context, lt aws.LaunchTemplateRef) (string, error)
-	DescribeLifecycleHooks(ctx context.Context, group string) ([]aws.Hook, error)
+	DescribeGroups(ctx context.Context, sel asg.Selector) ([]asg.Group, error)
+	DescribeInstances(ctx context.Context, ids []string) ([]asg.Instance, error)
+	DescribeInstanceTypes(ctx context.Context, names []string) ([]asg.InstanceType, error)
+	LaunchTemplateInstanceType(ctx context.Context, lt asg.LaunchTemplateRef) (string, error)
+	DescribeLifecycleHooks(ctx context.Context, group string) ([]asg.Hook, error)
 
 	SuspendProcesses(ctx context.Context, group string, processes ...string) error
 	SetInstanceProtection(ctx context.Context, group string, ids []string, protected bool) error
-	PutLifecycleHook(ctx context.Context, h aws.Hook) error
+	PutLifecycleHook(ctx context.Context, h asg.Hook) error
 	RecordLifecycleActionHeartbeat(ctx context.Context, group, hook, instance string) error
 	CompleteLifecycleAction(ctx context.Context, group, hook, instance, result string) error
 }
 
-var _ Cloud = (*aws.Client)(nil)
+var _ Cloud = (*asg.Client)(nil)
 
 // Options configure the loop.
 type Options struct {
-	Selector           aws.Selector
+	Selector           asg.Selector
 	ConfigMapNamespace string
 	ConfigMapName      string
 	// HeartbeatTimeout of the termination hook; the loop must run well within it.
@@ -148,7 +148,7 @@ func New(kube kubernetes.Interface, cloud Cloud, recorder record.EventRecorder, 
 	}
 	return &Balancer{
 		kube: kube, cloud: cloud, recorder: recorder, clock: clk, opts: opts, metrics: newMetrics(reg),
-		templates: templateState{types: map[string]aws.InstanceType{}, launchTemplates: map[aws.LaunchTemplateRef]cached{}},
+		templates: templateState{types: map[string]asg.InstanceType{}, launchTemplates: map[asg.LaunchTemplateRef]cached{}},
 		lifecycle: lifecycleState{hooks: map[string]time.Time{}, completed: map[string]bool{}},
 		splits:    splitState{pass: loopSplitPass},
 		warned:    map[string]bool{},
@@ -285,7 +285,7 @@ func (b *Balancer) confirmed(ctx context.Context, inv *inventory) (*inventory, e
 
 // inventory indexes one snapshot of groups, nodes and volumes.
 type inventory struct {
-	groups    []aws.Group
+	groups    []asg.Group
 	instances map[string]instanceRef          // by instance id
 	nodes     []*v1.Node                      // sorted by name
 	nodeOf    map[string]*v1.Node             // by instance id
@@ -300,11 +300,11 @@ type inventory struct {
 }
 
 type instanceRef struct {
-	group *aws.Group
-	inst  *aws.GroupInstance
+	group *asg.Group
+	inst  *asg.GroupInstance
 }
 
-func newInventory(groups []aws.Group, nodes []v1.Node, pvs []v1.PersistentVolume) *inventory {
+func newInventory(groups []asg.Group, nodes []v1.Node, pvs []v1.PersistentVolume) *inventory {
 	inv := &inventory{
 		groups: groups, instances: map[string]instanceRef{}, nodeOf: map[string]*v1.Node{}, instOf: map[string]string{},
 		held: map[string][]string{}, badIDs: map[string]error{}, volumes: map[string]*v1.PersistentVolume{},
@@ -327,7 +327,7 @@ func newInventory(groups []aws.Group, nodes []v1.Node, pvs []v1.PersistentVolume
 		if n.Spec.ProviderID == "" {
 			continue
 		}
-		if _, id, err := aws.ParseProviderID(n.Spec.ProviderID); err != nil {
+		if _, id, err := asg.ParseProviderID(n.Spec.ProviderID); err != nil {
 			inv.badIDs[n.Name] = err
 		} else {
 			inv.nodeOf[id], inv.instOf[n.Name] = n, id
@@ -404,8 +404,8 @@ func (b *Balancer) zonePolicy(ctx context.Context, inv *inventory, w *warnings) 
 		}
 		multi++
 		w.warn(ReasonMultiZoneGroup, "%s", msgMultiZoneGroup(g))
-		if !g.Suspended(aws.ProcessAZRebalance) {
-			if err := b.cloud.SuspendProcesses(ctx, g.Name, aws.ProcessAZRebalance); err != nil {
+		if !g.Suspended(asg.ProcessAZRebalance) {
+			if err := b.cloud.SuspendProcesses(ctx, g.Name, asg.ProcessAZRebalance); err != nil {
 				errs = append(errs, fmt.Errorf("suspending AZRebalance on %s: %w", g.Name, err))
 				continue
 			}
@@ -426,7 +426,7 @@ func (b *Balancer) zonePolicy(ctx context.Context, inv *inventory, w *warnings) 
 // discovered returns the groups the balancer manages among those described:
 // with auto-discovery, those whose tags also have the selector's values (what
 // the IAM policy's conditions allow); the others are reported when w is not nil.
-func (b *Balancer) discovered(groups []aws.Group, w *warnings) []aws.Group {
+func (b *Balancer) discovered(groups []asg.Group, w *warnings) []asg.Group {
 	if len(b.opts.Selector.TagValues) == 0 {
 		return groups
 	}

@@ -11,7 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/klog/v2"
 
-	"github.com/ballast-k8s/ballast/internal/aws"
+	"github.com/ballast-k8s/ballast/internal/asg"
 )
 
 // Event reasons.
@@ -42,36 +42,36 @@ const (
 	ReasonSplitBlocked = "SplitBlocked"
 )
 
-func msgMultiZoneGroup(g *aws.Group) string {
+func msgMultiZoneGroup(g *asg.Group) string {
 	return fmt.Sprintf("Auto Scaling group %s spans zones %v; local volumes need one group per zone", g.Name, g.Zones)
 }
 
-func msgSplitSteps(g *aws.Group, steps int) string {
+func msgSplitSteps(g *asg.Group, steps int) string {
 	return fmt.Sprintf("Split of Auto Scaling group %s (zones %v): %d steps made", g.Name, g.Zones, steps)
 }
 
-func msgSplitStranded(g *aws.Group, stranded []string) string {
+func msgSplitStranded(g *asg.Group, stranded []string) string {
 	return fmt.Sprintf("Split of Auto Scaling group %s leaves instances in it, which AWS would not attach to a per-zone group; replace them to let the split finish: %s",
 		g.Name, strings.Join(stranded, "; "))
 }
 
-func msgSplitLocked(g *aws.Group, err error) string {
+func msgSplitLocked(g *asg.Group, err error) string {
 	return fmt.Sprintf("Split of Auto Scaling group %s waits: %v", g.Name, err)
 }
 
-func msgSplitFailed(g *aws.Group, err error) string {
+func msgSplitFailed(g *asg.Group, err error) string {
 	return fmt.Sprintf("Split of Auto Scaling group %s did not finish: %v", g.Name, err)
 }
 
-func msgSplitDone(g *aws.Group) string {
+func msgSplitDone(g *asg.Group) string {
 	return fmt.Sprintf("Split of Auto Scaling group %s is done", g.Name)
 }
 
-func msgSplitWaiting(g *aws.Group, waiting []string) string {
+func msgSplitWaiting(g *asg.Group, waiting []string) string {
 	return fmt.Sprintf("Split of Auto Scaling group %s in progress: %s", g.Name, strings.Join(waiting, "; "))
 }
 
-func msgSuspendedAZRebalance(g *aws.Group) string {
+func msgSuspendedAZRebalance(g *asg.Group) string {
 	return fmt.Sprintf("Suspended AZRebalance on Auto Scaling group %s (zones %v); it was found resumed", g.Name, g.Zones)
 }
 
@@ -80,7 +80,7 @@ func msgProtectionDeferred(id, group, state string) string {
 		id, group, state)
 }
 
-func msgGroupNotManaged(g *aws.Group, key, got, want string) string {
+func msgGroupNotManaged(g *asg.Group, key, got, want string) string {
 	return fmt.Sprintf("Auto Scaling group %s carries the auto-discovery tag %s=%q, not %q: cluster-autoscaler may scale it (it matches tag keys only), but the balancer does not manage it, since its IAM policy allows changes only where the value is %q",
 		g.Name, key, got, want, want)
 }

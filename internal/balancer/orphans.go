@@ -16,7 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/klog/v2"
 
-	"github.com/ballast-k8s/ballast/internal/aws"
+	"github.com/ballast-k8s/ballast/internal/asg"
 )
 
 const (
@@ -123,7 +123,7 @@ func (b *Balancer) recordPlacement(ctx context.Context, inv *inventory) error {
 	terminating := func(name string) bool {
 		nodes := hostsOf[name]
 		ref, ok := inv.instances[inv.instOf[nodes[0]]]
-		return len(nodes) == 1 && ok && ref.inst.LifecycleState == aws.StateTerminatingWait
+		return len(nodes) == 1 && ok && ref.inst.LifecycleState == asg.StateTerminatingWait
 	}
 	slices.SortStableFunc(names, func(a, b string) int {
 		switch ta, tb := terminating(a), terminating(b); {
@@ -183,7 +183,7 @@ func (b *Balancer) recordPlacement(ctx context.Context, inv *inventory) error {
 
 // nodeZone is the zone of a node's providerID, or of its zone label.
 func nodeZone(n *v1.Node) string {
-	if z, _, err := aws.ParseProviderID(n.Spec.ProviderID); err == nil && z != "" {
+	if z, _, err := asg.ParseProviderID(n.Spec.ProviderID); err == nil && z != "" {
 		return z
 	}
 	return n.Labels[v1.LabelTopologyZone]
@@ -265,7 +265,7 @@ func (b *Balancer) witnesses(inv *inventory, zones []string) map[string]string {
 		}
 	}
 	for _, n := range inv.nodes {
-		if z, id, err := aws.ParseProviderID(n.Spec.ProviderID); err == nil {
+		if z, id, err := asg.ParseProviderID(n.Spec.ProviderID); err == nil {
 			add(z, id)
 		}
 	}

@@ -25,7 +25,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 
-	"github.com/ballast-k8s/ballast/internal/aws"
+	"github.com/ballast-k8s/ballast/internal/asg"
 	"github.com/ballast-k8s/ballast/internal/awstest"
 )
 
@@ -202,13 +202,13 @@ func (w *world) lose(i int) {
 // console (or the hook's global timeout) does.
 func (w *world) terminate(id string) {
 	w.t.Helper()
-	asg := autoscaling.New(autoscaling.Options{Region: "us-east-1", BaseEndpoint: awssdk.String(w.emu.URL), Credentials: credentials.NewStaticCredentialsProvider("a", "b", "")})
-	if _, err := asg.TerminateInstanceInAutoScalingGroup(w.ctx, &autoscaling.TerminateInstanceInAutoScalingGroupInput{
+	asc := autoscaling.New(autoscaling.Options{Region: "us-east-1", BaseEndpoint: awssdk.String(w.emu.URL), Credentials: credentials.NewStaticCredentialsProvider("a", "b", "")})
+	if _, err := asc.TerminateInstanceInAutoScalingGroup(w.ctx, &autoscaling.TerminateInstanceInAutoScalingGroupInput{
 		InstanceId: awssdk.String(id), ShouldDecrementDesiredCapacity: awssdk.Bool(true)}); err != nil {
 		w.t.Fatal(err)
 	}
 	if i, _ := w.emu.Instance(id); i.LifecycleState == awstest.TerminatingWait {
-		if _, err := asg.CompleteLifecycleAction(w.ctx, &autoscaling.CompleteLifecycleActionInput{AutoScalingGroupName: awssdk.String("cassandra"),
+		if _, err := asc.CompleteLifecycleAction(w.ctx, &autoscaling.CompleteLifecycleActionInput{AutoScalingGroupName: awssdk.String("cassandra"),
 			LifecycleHookName: awssdk.String(HookName), InstanceId: awssdk.String(id), LifecycleActionResult: awssdk.String("CONTINUE")}); err != nil {
 			w.t.Fatal(err)
 		}
@@ -499,7 +499,7 @@ func TestOrphanNotReleased(t *testing.T) {
 				w.forget("pv-0")
 				opts := w.emu.ClientOptions()
 				opts.Region = "us-west-2"
-				cloud, err := aws.New(w.ctx, opts)
+				cloud, err := asg.New(w.ctx, opts)
 				if err != nil {
 					w.t.Fatal(err)
 				}

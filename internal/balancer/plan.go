@@ -16,7 +16,7 @@ import (
 	k8stesting "k8s.io/client-go/testing"
 	"k8s.io/client-go/tools/record"
 
-	"github.com/ballast-k8s/ballast/internal/aws"
+	"github.com/ballast-k8s/ballast/internal/asg"
 )
 
 // Action is one write the loop would make.
@@ -142,7 +142,7 @@ func (r *recordingCloud) SetInstanceProtection(_ context.Context, group string, 
 	return nil
 }
 
-func (r *recordingCloud) PutLifecycleHook(_ context.Context, h aws.Hook) error {
+func (r *recordingCloud) PutLifecycleHook(_ context.Context, h asg.Hook) error {
 	r.record(h.Group, "PutLifecycleHook", "%s %s heartbeat=%ds default=%s", h.Name, h.Transition, h.HeartbeatTimeout, h.DefaultResult)
 	return nil
 }

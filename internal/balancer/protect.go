@@ -14,7 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/klog/v2"
 
-	"github.com/ballast-k8s/ballast/internal/aws"
+	"github.com/ballast-k8s/ballast/internal/asg"
 )
 
 // lifecycleState is what the hook and lifecycle steps keep between loops.
@@ -148,7 +148,7 @@ func (b *Balancer) ensureHooks(ctx context.Context, inv *inventory) error {
 // instance in this lifecycle state; one in any other state fails the whole call.
 func protectable(state string) bool {
 	switch state {
-	case aws.StateInService, aws.StateEnteringStandby, aws.StateStandby:
+	case asg.StateInService, asg.StateEnteringStandby, asg.StateStandby:
 		return true
 	}
 	return false
@@ -168,7 +168,7 @@ func (b *Balancer) stillHeld(ctx context.Context, inv *inventory, node string) (
 	return false, nil
 }
 
-func heldIn(inv *inventory, g *aws.Group) bool {
+func heldIn(inv *inventory, g *asg.Group) bool {
 	for _, i := range g.Instances {
 		if n := inv.nodeOf[i.ID]; n != nil && len(inv.held[n.Name]) > 0 {
 			return true
@@ -188,7 +188,7 @@ func (b *Balancer) ensureHook(ctx context.Context, group string) error {
 		return fmt.Errorf("describing lifecycle hooks of %s: %w", group, err)
 	}
 	want := b.hook(group)
-	if i := slices.IndexFunc(hooks, func(h aws.Hook) bool { return h.Name == HookName }); i < 0 ||
+	if i := slices.IndexFunc(hooks, func(h asg.Hook) bool { return h.Name == HookName }); i < 0 ||
 		hooks[i].HeartbeatTimeout != want.HeartbeatTimeout || hooks[i].Transition != want.Transition {
 		if err := b.cloud.PutLifecycleHook(ctx, want); err != nil {
 			return fmt.Errorf("putting lifecycle hook on %s: %w", group, err)
@@ -199,10 +199,10 @@ func (b *Balancer) ensureHook(ctx context.Context, group string) error {
 	return nil
 }
 
-func (b *Balancer) hook(group string) aws.Hook {
-	return aws.Hook{
-		Group: group, Name: HookName, Transition: aws.TransitionTerminating,
-		HeartbeatTimeout: int32(b.opts.HeartbeatTimeout.Seconds()), DefaultResult: aws.ResultContinue,
+func (b *Balancer) hook(group string) asg.Hook {
+	return asg.Hook{
+		Group: group, Name: HookName, Transition: asg.TransitionTerminating,
+		HeartbeatTimeout: int32(b.opts.HeartbeatTimeout.Seconds()), DefaultResult: asg.ResultContinue,
 	}
 }
 
@@ -232,7 +232,7 @@ func (b *Balancer) lifecycleActions(ctx context.Context, inv *inventory) error {
 		g := &inv.groups[gi]
 		checked, unsure := false, false
 		for _, i := range g.Instances {
-			if i.LifecycleState != aws.StateTerminatingWait || b.lifecycle.completed[i.ID] {
+			if i.LifecycleState != asg.StateTerminatingWait || b.lifecycle.completed[i.ID] {
 				continue
 			}
 			if _, ok := b.lifecycle.hooks[g.Name]; !ok && !checked {
@@ -244,7 +244,7 @@ func (b *Balancer) lifecycleActions(ctx context.Context, inv *inventory) error {
 					// is not there only fails), let nothing go.
 					errs = append(errs, fmt.Errorf("describing lifecycle hooks of %s: %w", g.Name, err))
 					unsure = true
-				} else if !slices.ContainsFunc(hooks, func(h aws.Hook) bool { return h.Name == HookName }) {
+				} else if !slices.ContainsFunc(hooks, func(h asg.Hook) bool { return h.Name == HookName }) {
 					break
 				} else {
 					b.lifecycle.hooks[g.Name] = b.clock.Now()
@@ -274,7 +274,7 @@ func (b *Balancer) lifecycleActions(ctx context.Context, inv *inventory) error {
 			case unsure:
 				// Whether our hook holds it is unknown; the next loop decides.
 			default:
-				if err := b.cloud.CompleteLifecycleAction(ctx, g.Name, HookName, i.ID, aws.ResultContinue); err != nil {
+				if err := b.cloud.CompleteLifecycleAction(ctx, g.Name, HookName, i.ID, asg.ResultContinue); err != nil {
 					errs = append(errs, fmt.Errorf("completing lifecycle action of %s: %w", i.ID, err))
 					continue
 				}

@@ -17,7 +17,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 
-	"github.com/ballast-k8s/ballast/internal/aws"
+	"github.com/ballast-k8s/ballast/internal/asg"
 	"github.com/ballast-k8s/ballast/internal/awstest"
 )
 
@@ -234,7 +234,7 @@ type blockingCloud struct {
 	gate
 }
 
-func (c *blockingCloud) DescribeGroups(ctx context.Context, sel aws.Selector) ([]aws.Group, error) {
+func (c *blockingCloud) DescribeGroups(ctx context.Context, sel asg.Selector) ([]asg.Group, error) {
 	c.hold()
 	return c.Cloud.DescribeGroups(ctx, sel)
 }
@@ -305,7 +305,7 @@ func TestAZRebalanceResumeReportedEachTime(t *testing.T) {
 		if err := f.b.Reconcile(ctx); err != nil {
 			t.Fatal(err)
 		}
-		if diff := cmp.Diff([]string{aws.ProcessAZRebalance}, f.emu.Suspended("cassandra")); diff != "" {
+		if diff := cmp.Diff([]string{asg.ProcessAZRebalance}, f.emu.Suspended("cassandra")); diff != "" {
 			t.Fatalf("loop %d: suspended (-want, +got):\n%s", i, diff)
 		}
 		for len(f.events.Events) > 0 {
@@ -314,7 +314,7 @@ func TestAZRebalanceResumeReportedEachTime(t *testing.T) {
 			}
 		}
 		if _, err := rawASG(f.emu).ResumeProcesses(ctx, &autoscaling.ResumeProcessesInput{AutoScalingGroupName: awssdk.String("cassandra"),
-			ScalingProcesses: []string{aws.ProcessAZRebalance}}); err != nil {
+			ScalingProcesses: []string{asg.ProcessAZRebalance}}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -329,7 +329,7 @@ type slowCloud struct {
 	gate
 }
 
-func (c *slowCloud) DescribeInstances(ctx context.Context, ids []string) ([]aws.Instance, error) {
+func (c *slowCloud) DescribeInstances(ctx context.Context, ids []string) ([]asg.Instance, error) {
 	c.hold()
 	return c.Cloud.DescribeInstances(ctx, ids)
 }

@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/ballast-k8s/ballast/internal/aws"
+	"github.com/ballast-k8s/ballast/internal/asg"
 	"github.com/ballast-k8s/ballast/internal/split"
 )
 
@@ -64,7 +64,7 @@ func planSplitPass(rc *recordingCloud) splitPass {
 // splitGroup makes one pass of the split of g and reports it; the caller
 // holds b.mu. A split waiting for instances to detach, or held by another
 // splitter, is reported and is no failure of the loop: a later loop goes on.
-func (b *Balancer) splitGroup(ctx context.Context, g *aws.Group, w *warnings) (changed bool, err error) {
+func (b *Balancer) splitGroup(ctx context.Context, g *asg.Group, w *warnings) (changed bool, err error) {
 	res, err := b.splits.pass(ctx, b, g.Name)
 	if len(res.Steps) > 0 {
 		w.normal(ReasonSplitGroup, "%s", msgSplitSteps(g, len(res.Steps)))
@@ -91,17 +91,17 @@ func (b *Balancer) splitGroup(ctx context.Context, g *aws.Group, w *warnings) (c
 }
 
 // splitDoneGroup reports whether g is the empty remainder of a finished split.
-func splitDoneGroup(g *aws.Group) bool { return split.IsDone(g) }
+func splitDoneGroup(g *asg.Group) bool { return split.IsDone(g) }
 
 // ZoneGroupName is the name of the group of zone split from group.
 func ZoneGroupName(group, zone string) string { return split.ZoneGroupName(group, zone) }
 
-func (r *recordingCloud) CreateZoneGroup(_ context.Context, zg aws.ZoneGroup) error {
+func (r *recordingCloud) CreateZoneGroup(_ context.Context, zg asg.ZoneGroup) error {
 	r.record(zg.Name, "CreateAutoScalingGroup", "from %s zone=%s min=%d max=%d", zg.Source, zg.Zone, zg.MinSize, zg.MaxSize)
 	return nil
 }
 
-func (r *recordingCloud) UpdateGroupSize(_ context.Context, group string, s aws.Sizes) error {
+func (r *recordingCloud) UpdateGroupSize(_ context.Context, group string, s asg.Sizes) error {
 	var parts []string
 	for _, p := range []struct {
 		k string

@@ -15,7 +15,7 @@ import (
 	"k8s.io/client-go/tools/record"
 	clocktesting "k8s.io/utils/clock/testing"
 
-	"github.com/ballast-k8s/ballast/internal/aws"
+	"github.com/ballast-k8s/ballast/internal/asg"
 	"github.com/ballast-k8s/ballast/internal/awstest"
 	"github.com/ballast-k8s/ballast/internal/split"
 )
@@ -27,7 +27,7 @@ const nodeTemplateTag = "k8s.io/cluster-autoscaler/node-template/label/workload"
 type splitWorld struct {
 	emu   *awstest.Server
 	clock *clocktesting.FakeClock
-	cloud *aws.Client
+	cloud *asg.Client
 	ids   map[string][]string // by zone
 	prot  []string            // protected before the split
 }
@@ -38,7 +38,7 @@ func newSplitWorld(t testing.TB, edit ...func(*awstest.GroupSpec)) *splitWorld {
 	return &splitWorld{emu: f.Emu, clock: f.Clock, cloud: f.Cloud, ids: f.IDs, prot: f.Protected}
 }
 
-func (w *splitWorld) client(t testing.TB, hc *http.Client) *aws.Client {
+func (w *splitWorld) client(t testing.TB, hc *http.Client) *asg.Client {
 	t.Helper()
 	return w.emu.NewClient(t, hc)
 }
@@ -79,7 +79,7 @@ func TestReconcileEnforcesSplit(t *testing.T) {
 	a0 := w.ids[zones[0]][0]
 	objs := []runtime.Object{node("cass-a-0", zones[0], a0), localPV("pv-a0", "cass-a-0", v1.VolumeBound)}
 	kube := fake.NewClientset(objs...)
-	b := New(kube, w.cloud, record.NewFakeRecorder(1000), w.clock, Options{Selector: aws.AutoDiscovery(cluster), HeartbeatTimeout: 5 * time.Minute, Enforce: EnforceSplit}, nil)
+	b := New(kube, w.cloud, record.NewFakeRecorder(1000), w.clock, Options{Selector: asg.AutoDiscovery(cluster), HeartbeatTimeout: 5 * time.Minute, Enforce: EnforceSplit}, nil)
 
 	actions, err := b.Plan(ctx)
 	if err != nil {
@@ -128,12 +128,12 @@ func TestReconcileEnforcesSplit(t *testing.T) {
 func TestReconcileWaitsForSplitCommand(t *testing.T) {
 	ctx := context.Background()
 	w := newSplitWorld(t)
-	cli := split.New(w.cloud, w.clock, split.Options{Selector: aws.AutoDiscovery(cluster), Owner: "az-balancer-split@laptop/1"})
+	cli := split.New(w.cloud, w.clock, split.Options{Selector: asg.AutoDiscovery(cluster), Owner: "az-balancer-split@laptop/1"})
 	if _, err := cli.Pass(ctx, "cassandra"); err != nil {
 		t.Fatal(err)
 	}
 	events := record.NewFakeRecorder(100)
-	b := New(fake.NewClientset(), w.cloud, events, w.clock, Options{Selector: aws.AutoDiscovery(cluster), HeartbeatTimeout: 5 * time.Minute, Enforce: EnforceSplit}, nil)
+	b := New(fake.NewClientset(), w.cloud, events, w.clock, Options{Selector: asg.AutoDiscovery(cluster), HeartbeatTimeout: 5 * time.Minute, Enforce: EnforceSplit}, nil)
 	w.emu.Reset()
 	if err := b.Reconcile(ctx); err != nil {
 		t.Fatalf("the loop failed while the split command holds the group: %v", err)

@@ -16,7 +16,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/ballast-k8s/ballast/config/nodegroups"
-	"github.com/ballast-k8s/ballast/internal/aws"
+	"github.com/ballast-k8s/ballast/internal/asg"
 )
 
 // cluster-autoscaler's node-template tags (cloudprovider/aws/README.md).
@@ -71,8 +71,8 @@ var (
 // its templates.
 // templateState is what the template step keeps between loops.
 type templateState struct {
-	types           map[string]aws.InstanceType // instance types never change
-	launchTemplates map[aws.LaunchTemplateRef]cached
+	types           map[string]asg.InstanceType // instance types never change
+	launchTemplates map[asg.LaunchTemplateRef]cached
 }
 
 type cached struct {
@@ -132,7 +132,7 @@ func (b *Balancer) publish(ctx context.Context, inv *inventory, w *warnings) err
 		if err != nil {
 			w.warn(ReasonTemplateIncomplete, "%s", msgInstanceTypesNotDescribed(want, err))
 		}
-		var ue *aws.UnknownInstanceTypesError
+		var ue *asg.UnknownInstanceTypesError
 		if errors.As(err, &ue) {
 			for _, n := range ue.Names {
 				unknown[n] = true
@@ -148,7 +148,7 @@ func (b *Balancer) publish(ctx context.Context, inv *inventory, w *warnings) err
 	ids := zoneIDs(inv.nodes)
 	for i := range inv.groups {
 		g := &inv.groups[i]
-		var it *aws.InstanceType
+		var it *asg.InstanceType
 		if t, ok := b.templates.types[typeOf[g.Name]]; ok {
 			it = &t
 		}
@@ -196,7 +196,7 @@ func contains(s []string, v string) bool {
 // cluster-autoscaler does: the first override of a mixed instances policy,
 // else the launch template's. A running instance's type stands in for the
 // launch template to save a call per group.
-func (b *Balancer) instanceType(ctx context.Context, g *aws.Group) (string, error) {
+func (b *Balancer) instanceType(ctx context.Context, g *asg.Group) (string, error) {
 	if len(g.OverrideTypes) > 0 {
 		return g.OverrideTypes[0], nil
 	}
@@ -205,7 +205,7 @@ func (b *Balancer) instanceType(ctx context.Context, g *aws.Group) (string, erro
 			return i.InstanceType, nil
 		}
 	}
-	if g.LaunchTemplate == (aws.LaunchTemplateRef{}) {
+	if g.LaunchTemplate == (asg.LaunchTemplateRef{}) {
 		return "", errors.New("no instances, no mixed instances policy and no launch template")
 	}
 	if c, ok := b.templates.launchTemplates[g.LaunchTemplate]; ok && b.clock.Since(c.at) < b.opts.TemplateRefresh*10 {
@@ -226,7 +226,7 @@ func (b *Balancer) instanceType(ctx context.Context, g *aws.Group) (string, erro
 // node-template tags: the node the group launches, as far as the static
 // predicates can tell, and what cluster-autoscaler's template holds. ids maps
 // zones to zone ids (zoneIDs). A malformed tag is reported and skipped.
-func template(g *aws.Group, it *aws.InstanceType, ids map[string]string, w *warnings) nodegroups.NodeGroup {
+func template(g *asg.Group, it *asg.InstanceType, ids map[string]string, w *warnings) nodegroups.NodeGroup {
 	ng := nodegroups.NodeGroup{
 		Name: g.Name, MinSize: g.MinSize, MaxSize: g.MaxSize, CurrentSize: g.DesiredCapacity,
 		Labels: map[string]string{v1.LabelOSStable: "linux", labelBetaOS: "linux"}, Allocatable: v1.ResourceList{},

@@ -34,7 +34,7 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/ballast-k8s/ballast/cmd/az-balancer/app/options"
-	"github.com/ballast-k8s/ballast/internal/aws"
+	"github.com/ballast-k8s/ballast/internal/asg"
 	"github.com/ballast-k8s/ballast/internal/balancer"
 	"github.com/ballast-k8s/ballast/internal/version"
 
@@ -218,16 +218,16 @@ func kubeClient(o *options.Options) (kubernetes.Interface, error) {
 }
 
 // newCloud builds the AWS client of the options.
-func newCloud(ctx context.Context, o *options.Options, reg prometheus.Registerer) (*aws.Client, error) {
-	return aws.New(ctx, aws.Options{Region: o.Region, Endpoint: o.AWSEndpoint, Registerer: reg})
+func newCloud(ctx context.Context, o *options.Options, reg prometheus.Registerer) (*asg.Client, error) {
+	return asg.New(ctx, asg.Options{Region: o.Region, Endpoint: o.AWSEndpoint, Registerer: reg})
 }
 
 // selector: the groups named by --asg-names, or discovered by --cluster-name.
-func selector(o *options.Options) aws.Selector {
+func selector(o *options.Options) asg.Selector {
 	if o.ClusterName != "" {
-		return aws.AutoDiscovery(o.ClusterName)
+		return asg.AutoDiscovery(o.ClusterName)
 	}
-	return aws.Selector{Names: o.ASGNames}
+	return asg.Selector{Names: o.ASGNames}
 }
 
 func balancerOptions(o *options.Options) balancer.Options {

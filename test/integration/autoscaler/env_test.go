@@ -28,7 +28,7 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/ballast-k8s/ballast/config/nodegroups"
-	ballastaws "github.com/ballast-k8s/ballast/internal/aws"
+	ballastaws "github.com/ballast-k8s/ballast/internal/asg"
 	"github.com/ballast-k8s/ballast/internal/awstest"
 	"github.com/ballast-k8s/ballast/internal/balancer"
 	"github.com/ballast-k8s/ballast/test/integration/testenv"
