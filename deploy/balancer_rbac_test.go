@@ -29,7 +29,7 @@ import (
 	"k8s.io/utils/clock"
 	"k8s.io/utils/ptr"
 
-	"github.com/ballast-k8s/ballast/internal/aws"
+	"github.com/ballast-k8s/ballast/internal/asg"
 	"github.com/ballast-k8s/ballast/internal/awstest"
 	"github.com/ballast-k8s/ballast/internal/balancer"
 )
@@ -153,11 +153,11 @@ func balancerRunsOnDeployedRBAC(ctx context.Context, t *testing.T, cs kubernetes
 	t.Cleanup(emu.Close)
 	zones := []string{"us-east-1a", "us-east-1b"}
 	ids := emu.CreateGroup(awstest.GroupSpec{Name: "db", Zones: zones, MaxSize: 5, InstanceType: "i3.xlarge",
-		Tags:      map[string]string{aws.TagAutoDiscoveryEnabled: "true", aws.TagClusterPrefix + "prod": "owned"},
+		Tags:      map[string]string{asg.TagAutoDiscoveryEnabled: "true", asg.TagClusterPrefix + "prod": "owned"},
 		Instances: map[string]int{zones[0]: 2}})[zones[0]]
-	asg := autoscaling.New(autoscaling.Options{Region: "us-east-1", BaseEndpoint: awssdk.String(emu.URL), Credentials: credentials.NewStaticCredentialsProvider("a", "b", "")})
+	asc := autoscaling.New(autoscaling.Options{Region: "us-east-1", BaseEndpoint: awssdk.String(emu.URL), Credentials: credentials.NewStaticCredentialsProvider("a", "b", "")})
 	// The orphan's instance is gone.
-	if _, err := asg.TerminateInstanceInAutoScalingGroup(ctx, &autoscaling.TerminateInstanceInAutoScalingGroupInput{
+	if _, err := asc.TerminateInstanceInAutoScalingGroup(ctx, &autoscaling.TerminateInstanceInAutoScalingGroupInput{
 		InstanceId: awssdk.String(ids[1]), ShouldDecrementDesiredCapacity: awssdk.Bool(true)}); err != nil {
 		t.Fatal(err)
 	}
@@ -226,7 +226,7 @@ func balancerRunsOnDeployedRBAC(ctx context.Context, t *testing.T, cs kubernetes
 	if err != nil {
 		t.Fatal(err)
 	}
-	cloud, err := aws.New(ctx, emu.ClientOptions())
+	cloud, err := asg.New(ctx, emu.ClientOptions())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -235,7 +235,7 @@ func balancerRunsOnDeployedRBAC(ctx context.Context, t *testing.T, cs kubernetes
 	defer broadcaster.Shutdown()
 	recorder := broadcaster.NewRecorder(scheme.Scheme, v1.EventSource{Component: "az-balancer"})
 	b := balancer.New(kube, cloud, recorder, clock.RealClock{}, balancer.Options{
-		Selector: aws.AutoDiscovery("prod"), ConfigMapNamespace: "kube-system", ConfigMapName: "ballast-node-groups",
+		Selector: asg.AutoDiscovery("prod"), ConfigMapNamespace: "kube-system", ConfigMapName: "ballast-node-groups",
 		TemplateRefresh: time.Nanosecond,
 	}, nil)
 
@@ -256,13 +256,13 @@ func balancerRunsOnDeployedRBAC(ctx context.Context, t *testing.T, cs kubernetes
 			OnStartedLeading: func(ctx context.Context) {
 				defer cancel()
 				loopErrs = append(loopErrs, b.Reconcile(ctx))
-				if _, err := asg.ResumeProcesses(ctx, &autoscaling.ResumeProcessesInput{AutoScalingGroupName: awssdk.String("db"),
-					ScalingProcesses: []string{aws.ProcessAZRebalance}}); err != nil {
+				if _, err := asc.ResumeProcesses(ctx, &autoscaling.ResumeProcessesInput{AutoScalingGroupName: awssdk.String("db"),
+					ScalingProcesses: []string{asg.ProcessAZRebalance}}); err != nil {
 					loopErrs = append(loopErrs, err)
 				}
 				// A new node-template label changes the published templates: the
 				// second loop updates the ConfigMap.
-				if _, err := asg.CreateOrUpdateTags(ctx, &autoscaling.CreateOrUpdateTagsInput{Tags: []autoscalingtypes.Tag{{
+				if _, err := asc.CreateOrUpdateTags(ctx, &autoscaling.CreateOrUpdateTagsInput{Tags: []autoscalingtypes.Tag{{
 					ResourceId: awssdk.String("db"), ResourceType: awssdk.String("auto-scaling-group"),
 					Key:   awssdk.String("k8s.io/cluster-autoscaler/node-template/label/rbac-test"),
 					Value: awssdk.String("changed"), PropagateAtLaunch: awssdk.Bool(false)}}}); err != nil {

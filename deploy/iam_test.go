@@ -17,10 +17,10 @@ import (
 	"github.com/google/go-cmp/cmp"
 )
 
-const awsPackageDir = "../internal/aws"
+const awsPackageDir = "../internal/asg"
 
 // awsInterfaceActions returns "service:Operation" for every method of the
-// interfaces in internal/aws that take an SDK operation input
+// interfaces in internal/asg that take an SDK operation input
 // (*autoscaling.XInput, *ec2.XInput), and for every embedded SDK paginator
 // client interface (autoscaling.XAPIClient): the calls the balancer can make.
 func awsInterfaceActions(t *testing.T) []string {
@@ -80,7 +80,7 @@ func awsActionsByInterface(t *testing.T, keep func(iface string) bool) map[strin
 // whose calls only `split` and `run --enforce=split` make, from the others.
 func isSplit(iface string) bool { return strings.HasPrefix(iface, "split") }
 
-// awsCalledActions finds the calls internal/aws makes on its SDK clients:
+// awsCalledActions finds the calls internal/asg makes on its SDK clients:
 // c.asg.Op(ctx, ...), c.ec2.Op(ctx, ...), and paginators svc.NewOpPaginator(c.asg, ...).
 func awsCalledActions(t *testing.T) []string {
 	t.Helper()
@@ -202,7 +202,7 @@ func readPolicy(t *testing.T, file string) iamPolicy {
 //     the aws:ResourceTag/${TagKey} condition key: each is limited to the
 //     groups that carry this cluster's tag key (CLUSTER_NAME, replaced by the
 //     operator) and k8s.io/cluster-autoscaler/enabled=true, which is what
-//     the balancer's discovery manages (aws.AutoDiscovery). The heartbeat
+//     the balancer's discovery manages (asg.AutoDiscovery). The heartbeat
 //     and completion of a held termination need the cluster's tag only: a
 //     termination held before its group left discovery (enabled changed)
 //     is still heartbeated, or the hook's CONTINUE terminates the instance.

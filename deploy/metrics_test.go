@@ -11,7 +11,7 @@ import (
 	"k8s.io/client-go/tools/record"
 	clocktesting "k8s.io/utils/clock/testing"
 
-	"github.com/ballast-k8s/ballast/internal/aws"
+	"github.com/ballast-k8s/ballast/internal/asg"
 	"github.com/ballast-k8s/ballast/internal/balancer"
 )
 
@@ -45,7 +45,7 @@ func collectorNames(t *testing.T) []string {
 	t.Helper()
 	reg := &describingRegisterer{}
 	balancer.New(fake.NewClientset(), nil, record.NewFakeRecorder(1), clocktesting.NewFakeClock(testStart), balancer.Options{}, reg)
-	if _, err := aws.New(context.Background(), aws.Options{Region: "us-east-1", AccessKeyID: "id", SecretAccessKey: "secret", Registerer: reg}); err != nil {
+	if _, err := asg.New(context.Background(), asg.Options{Region: "us-east-1", AccessKeyID: "id", SecretAccessKey: "secret", Registerer: reg}); err != nil {
 		t.Fatal(err)
 	}
 	if len(reg.names) < 5 {

@@ -4,12 +4,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/spf13/pflag"
 	appsv1 "k8s.io/api/apps/v1"
 	v1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -19,6 +19,8 @@ import (
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 	"sigs.k8s.io/yaml"
+
+	"github.com/ballast-k8s/ballast/cmd/az-balancer/app"
 )
 
 // kustomizations are the directories `kubectl apply -k` takes. sidecar is a
@@ -325,20 +327,20 @@ func TestAzBalancerSidecar(t *testing.T) {
 	}
 }
 
-// balancerFlags reads the flag names of cmd/az-balancer/options.go.
+// balancerFlags returns the flag names of az-balancer run: its options and
+// klog's, which every subcommand inherits.
 func balancerFlags(t *testing.T) map[string]bool {
 	t.Helper()
-	src, err := os.ReadFile("../cmd/az-balancer/options.go")
-	if err != nil {
-		t.Fatal(err)
+	run, _, err := app.NewCommand().Find([]string{"run"})
+	if err != nil || run.Name() != "run" {
+		t.Fatalf("az-balancer has no run command: %v", err)
 	}
 	out := map[string]bool{}
-	for _, m := range regexp.MustCompile(`fs\.\w+Var\(&o\.\w+, "([a-z0-9-]+)"`).FindAllStringSubmatch(string(src), -1) {
-		out[m[1]] = true
-	}
-	for _, f := range []string{"cluster-name", "leader-elect", "configmap-name"} {
+	run.Flags().VisitAll(func(f *pflag.Flag) { out[f.Name] = true }) // cmd/az-balancer/app/options
+	run.InheritedFlags().VisitAll(func(f *pflag.Flag) { out[f.Name] = true })
+	for _, f := range []string{"cluster-name", "leader-elect", "configmap-name", "v"} {
 		if !out[f] {
-			t.Fatalf("found flags %v in options.go, not %s: the pattern is out of date", keys(out), f)
+			t.Fatalf("found flags %v in az-balancer run, not %s", keys(out), f)
 		}
 	}
 	return out

@@ -15,7 +15,7 @@ import (
 	"github.com/aws/smithy-go"
 	"github.com/google/go-cmp/cmp"
 
-	ballastaws "github.com/ballast-k8s/ballast/internal/aws"
+	"github.com/ballast-k8s/ballast/internal/asg"
 	"github.com/ballast-k8s/ballast/internal/awstest"
 )
 
@@ -155,7 +155,7 @@ func TestSetDesiredCapacityScaleInWaitsForHook(t *testing.T) {
 	ctx := context.Background()
 	s, _, c := newEmulator(t)
 	s.CreateGroup(awstest.GroupSpec{Name: "g", Zones: zones[:1], MaxSize: 10, InstanceType: "m5.large", Instances: map[string]int{zones[0]: 2}})
-	if err := c.PutLifecycleHook(ctx, ballastaws.Hook{Group: "g", Name: "hold", Transition: ballastaws.TransitionTerminating, HeartbeatTimeout: 60, DefaultResult: "CONTINUE"}); err != nil {
+	if err := c.PutLifecycleHook(ctx, asg.Hook{Group: "g", Name: "hold", Transition: asg.TransitionTerminating, HeartbeatTimeout: 60, DefaultResult: "CONTINUE"}); err != nil {
 		t.Fatal(err)
 	}
 	if err := setDesired(ctx, s, "g", 1); err != nil {

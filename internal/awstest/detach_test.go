@@ -15,7 +15,7 @@ import (
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"github.com/aws/smithy-go"
 
-	ballastaws "github.com/ballast-k8s/ballast/internal/aws"
+	"github.com/ballast-k8s/ballast/internal/asg"
 	"github.com/ballast-k8s/ballast/internal/awstest"
 )
 
@@ -43,7 +43,7 @@ func TestDetachIsAsynchronous(t *testing.T) {
 	if err := c.DetachInstances(ctx, "src", []string{a}); err != nil {
 		t.Fatal(err)
 	}
-	gs, err := c.DescribeGroups(ctx, ballastaws.Selector{Names: []string{"src"}})
+	gs, err := c.DescribeGroups(ctx, asg.Selector{Names: []string{"src"}})
 	if err != nil {
 		t.Fatal(err)
 	}

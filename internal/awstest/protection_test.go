@@ -8,7 +8,7 @@ import (
 
 	"github.com/aws/smithy-go"
 
-	ballastaws "github.com/ballast-k8s/ballast/internal/aws"
+	"github.com/ballast-k8s/ballast/internal/asg"
 	"github.com/ballast-k8s/ballast/internal/awstest"
 )
 
@@ -29,7 +29,7 @@ func TestSetInstanceProtectionRejectsWholeCall(t *testing.T) {
 	s, _, c := newEmulator(t)
 	s.CreateGroup(awstest.GroupSpec{Name: "g", Zones: zones[:2], MaxSize: 10, InstanceType: "m5.large",
 		Instances: map[string]int{zones[0]: 3, zones[1]: 1}})
-	if err := c.PutLifecycleHook(ctx, ballastaws.Hook{Group: "g", Name: "hold", Transition: ballastaws.TransitionTerminating, HeartbeatTimeout: 60, DefaultResult: "CONTINUE"}); err != nil {
+	if err := c.PutLifecycleHook(ctx, asg.Hook{Group: "g", Name: "hold", Transition: asg.TransitionTerminating, HeartbeatTimeout: 60, DefaultResult: "CONTINUE"}); err != nil {
 		t.Fatal(err)
 	}
 	held := s.AZRebalance()

@@ -51,7 +51,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	"k8s.io/utils/clock"
 
-	ballastaws "github.com/ballast-k8s/ballast/internal/aws"
+	"github.com/ballast-k8s/ballast/internal/asg"
 )
 
 const (
@@ -693,10 +693,10 @@ func page[T any](items []T, token string, max int) ([]T, string, error) {
 	return items[start:end], next, nil
 }
 
-// ClientOptions points internal/aws clients at the emulator, with static
+// ClientOptions points internal/asg clients at the emulator, with static
 // credentials and retries that do not sleep.
-func (s *Server) ClientOptions() ballastaws.Options {
-	return ballastaws.Options{
+func (s *Server) ClientOptions() asg.Options {
+	return asg.Options{
 		Region: "us-east-1", Endpoint: s.URL, AccessKeyID: "AKIDEMULATOR", SecretAccessKey: "emulator",
 		MaxAttempts: 4, Backoff: retry.BackoffDelayerFunc(func(int, error) (time.Duration, error) { return 0, nil }),
 	}

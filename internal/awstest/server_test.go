@@ -15,18 +15,18 @@ import (
 	"github.com/google/go-cmp/cmp"
 	clocktesting "k8s.io/utils/clock/testing"
 
-	ballastaws "github.com/ballast-k8s/ballast/internal/aws"
+	"github.com/ballast-k8s/ballast/internal/asg"
 	"github.com/ballast-k8s/ballast/internal/awstest"
 )
 
 var zones = []string{"us-east-1a", "us-east-1b", "us-east-1c"}
 
-func newEmulator(t *testing.T) (*awstest.Server, *clocktesting.FakeClock, *ballastaws.Client) {
+func newEmulator(t *testing.T) (*awstest.Server, *clocktesting.FakeClock, *asg.Client) {
 	t.Helper()
 	clk := clocktesting.NewFakeClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	s := awstest.NewServer(clk)
 	t.Cleanup(s.Close)
-	c, err := ballastaws.New(context.Background(), s.ClientOptions())
+	c, err := asg.New(context.Background(), s.ClientOptions())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,9 +42,9 @@ func rawClient(s *awstest.Server) *autoscaling.Client {
 }
 
 // zoneCounts counts the InService instances of a group per zone, through the SDK.
-func zoneCounts(t *testing.T, c *ballastaws.Client, group string) map[string]int {
+func zoneCounts(t *testing.T, c *asg.Client, group string) map[string]int {
 	t.Helper()
-	gs, err := c.DescribeGroups(context.Background(), ballastaws.Selector{Names: []string{group}})
+	gs, err := c.DescribeGroups(context.Background(), asg.Selector{Names: []string{group}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,14 +114,14 @@ func TestTerminationHookHoldsInstance(t *testing.T) {
 	ctx := context.Background()
 	s, clk, c := newEmulator(t)
 	s.CreateGroup(awstest.GroupSpec{Name: "g", Zones: zones[:2], MaxSize: 10, InstanceType: "m5.large", Instances: map[string]int{zones[0]: 3}})
-	if err := c.PutLifecycleHook(ctx, ballastaws.Hook{Group: "g", Name: "hold", Transition: ballastaws.TransitionTerminating, HeartbeatTimeout: 60, DefaultResult: "CONTINUE"}); err != nil {
+	if err := c.PutLifecycleHook(ctx, asg.Hook{Group: "g", Name: "hold", Transition: asg.TransitionTerminating, HeartbeatTimeout: 60, DefaultResult: "CONTINUE"}); err != nil {
 		t.Fatal(err)
 	}
 	hooks, err := c.DescribeLifecycleHooks(ctx, "g")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if diff := cmp.Diff([]ballastaws.Hook{{Group: "g", Name: "hold", Transition: ballastaws.TransitionTerminating, HeartbeatTimeout: 60, GlobalTimeout: 6000, DefaultResult: "CONTINUE"}}, hooks); diff != "" {
+	if diff := cmp.Diff([]asg.Hook{{Group: "g", Name: "hold", Transition: asg.TransitionTerminating, HeartbeatTimeout: 60, GlobalTimeout: 6000, DefaultResult: "CONTINUE"}}, hooks); diff != "" {
 		t.Errorf("hooks (-want, +got):\n%s", diff)
 	}
 	victims := s.AZRebalance()
@@ -162,7 +162,7 @@ func TestTerminationHookHoldsInstance(t *testing.T) {
 	if got := state(id); got != awstest.TerminatingWait {
 		t.Fatalf("TerminateInstanceInAutoScalingGroup: state %s, want %s", got, awstest.TerminatingWait)
 	}
-	if err := c.CompleteLifecycleAction(ctx, "g", "hold", id, ballastaws.ResultContinue); err != nil {
+	if err := c.CompleteLifecycleAction(ctx, "g", "hold", id, asg.ResultContinue); err != nil {
 		t.Fatal(err)
 	}
 	if got := state(id); got != "Terminated" {
@@ -174,7 +174,7 @@ func TestGlobalTimeoutEndsHold(t *testing.T) {
 	ctx := context.Background()
 	s, clk, c := newEmulator(t)
 	s.CreateGroup(awstest.GroupSpec{Name: "g", Zones: zones[:2], MaxSize: 10, InstanceType: "m5.large", Instances: map[string]int{zones[0]: 3}})
-	if err := c.PutLifecycleHook(ctx, ballastaws.Hook{Group: "g", Name: "hold", Transition: ballastaws.TransitionTerminating, HeartbeatTimeout: 30, DefaultResult: "ABANDON"}); err != nil {
+	if err := c.PutLifecycleHook(ctx, asg.Hook{Group: "g", Name: "hold", Transition: asg.TransitionTerminating, HeartbeatTimeout: 30, DefaultResult: "ABANDON"}); err != nil {
 		t.Fatal(err)
 	}
 	held := s.AZRebalance()[0]
@@ -206,7 +206,7 @@ func TestFaults(t *testing.T) {
 			s, _, c := newEmulator(t)
 			s.CreateGroup(awstest.GroupSpec{Name: "g", Zones: zones, MaxSize: 3, InstanceType: "m5.large"})
 			s.Inject(tc.faults...)
-			_, err := c.DescribeGroups(context.Background(), ballastaws.Selector{Names: []string{"g"}})
+			_, err := c.DescribeGroups(context.Background(), asg.Selector{Names: []string{"g"}})
 			if got := code(err); got != tc.wantCode {
 				t.Errorf("error code %q, want %q (%v)", got, tc.wantCode, err)
 			}
@@ -229,7 +229,7 @@ func code(err error) string {
 	if err == nil {
 		return ""
 	}
-	return ballastaws.ErrorCode(err)
+	return asg.ErrorCode(err)
 }
 
 func TestDiscoveryPagesAndFilters(t *testing.T) {
@@ -244,7 +244,7 @@ func TestDiscoveryPagesAndFilters(t *testing.T) {
 		s.CreateGroup(awstest.GroupSpec{Name: fmt.Sprintf("g%03d", i), Zones: zones[:1], MaxSize: 3, Tags: tags, InstanceType: "m5.large"})
 	}
 	s.CreateGroup(awstest.GroupSpec{Name: "other", Zones: zones[:1], MaxSize: 3, Tags: map[string]string{"k8s.io/cluster-autoscaler/prod": "owned"}})
-	gs, err := c.DescribeGroups(context.Background(), ballastaws.AutoDiscovery("prod"))
+	gs, err := c.DescribeGroups(context.Background(), asg.AutoDiscovery("prod"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -264,7 +264,7 @@ func TestDiscoveryPagesAndFilters(t *testing.T) {
 	for i := range 230 {
 		names = append(names, fmt.Sprintf("g%03d", i))
 	}
-	if gs, err = c.DescribeGroups(context.Background(), ballastaws.Selector{Names: names}); err != nil || len(gs) != 230 {
+	if gs, err = c.DescribeGroups(context.Background(), asg.Selector{Names: names}); err != nil || len(gs) != 230 {
 		t.Fatalf("by names: %d groups, %v", len(gs), err)
 	}
 	if n := s.Counts()["DescribeAutoScalingGroups"]; n != 3 {
@@ -308,7 +308,7 @@ func TestEC2(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []ballastaws.Instance{
+	want := []asg.Instance{
 		{ID: ids[zones[0]][0], Zone: zones[0], InstanceType: "r5.xlarge", ImageID: "ami-pool", State: "running"},
 		{ID: ids[zones[1]][0], Zone: zones[1], InstanceType: "r5.xlarge", ImageID: "ami-pool", State: "running"},
 	}
@@ -319,7 +319,7 @@ func TestEC2(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantTypes := []ballastaws.InstanceType{
+	wantTypes := []asg.InstanceType{
 		{Name: "m6g.large", VCPU: 2, MemoryMiB: 8192, Architectures: []string{"arm64"}},
 		{Name: "p3.2xlarge", VCPU: 8, MemoryMiB: 62464, Architectures: []string{"x86_64"}, NvidiaGPUs: 1},
 	}
@@ -328,11 +328,11 @@ func TestEC2(t *testing.T) {
 	}
 	// The whole call fails on an unknown type (TestDescribeInstanceTypesFailsWhole);
 	// the client then says which types are unknown.
-	var unknown *ballastaws.UnknownInstanceTypesError
+	var unknown *asg.UnknownInstanceTypesError
 	if _, err := c.DescribeInstanceTypes(ctx, []string{"x9.huge"}); !errors.As(err, &unknown) {
 		t.Errorf("unknown type: got %v, want an UnknownInstanceTypesError", err)
 	}
-	lt, err := c.LaunchTemplateInstanceType(ctx, ballastaws.LaunchTemplateRef{ID: "lt-1", Version: "$Default"})
+	lt, err := c.LaunchTemplateInstanceType(ctx, asg.LaunchTemplateRef{ID: "lt-1", Version: "$Default"})
 	if err != nil || lt != "r5.xlarge" {
 		t.Errorf("launch template type %q, %v; want r5.xlarge", lt, err)
 	}

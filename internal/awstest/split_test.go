@@ -14,7 +14,7 @@ import (
 	"github.com/aws/smithy-go"
 	"github.com/google/go-cmp/cmp"
 
-	ballastaws "github.com/ballast-k8s/ballast/internal/aws"
+	"github.com/ballast-k8s/ballast/internal/asg"
 	"github.com/ballast-k8s/ballast/internal/awstest"
 )
 
@@ -66,7 +66,7 @@ func TestDetachInstances(t *testing.T) {
 
 	// A held instance is not InService and cannot be detached.
 	raw := rawClient(s)
-	if err := c.PutLifecycleHook(ctx, ballastaws.Hook{Group: "g", Name: "h", Transition: ballastaws.TransitionTerminating, HeartbeatTimeout: 300, DefaultResult: "CONTINUE"}); err != nil {
+	if err := c.PutLifecycleHook(ctx, asg.Hook{Group: "g", Name: "h", Transition: asg.TransitionTerminating, HeartbeatTimeout: 300, DefaultResult: "CONTINUE"}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := raw.TerminateInstanceInAutoScalingGroup(ctx, &autoscaling.TerminateInstanceInAutoScalingGroupInput{InstanceId: aws.String(a1), ShouldDecrementDesiredCapacity: aws.Bool(false)}); err != nil {
@@ -116,11 +116,11 @@ func TestCreateGroupFromTemplateAndSubnets(t *testing.T) {
 	s.AddSubnet("subnet-b1", zones[1])
 	s.CreateGroup(awstest.GroupSpec{Name: "src", Zones: zones[:2], Subnets: []string{"subnet-a1", "subnet-b1", "subnet-a2"}, MaxSize: 4,
 		InstanceType: "m5.large", OverrideTypes: []string{"m5.large", "m5.xlarge"}, Tags: map[string]string{"team": "db"}})
-	if err := c.PutLifecycleHook(ctx, ballastaws.Hook{Group: "src", Name: "h", Transition: ballastaws.TransitionTerminating, HeartbeatTimeout: 600, DefaultResult: "CONTINUE"}); err != nil {
+	if err := c.PutLifecycleHook(ctx, asg.Hook{Group: "src", Name: "h", Transition: asg.TransitionTerminating, HeartbeatTimeout: 600, DefaultResult: "CONTINUE"}); err != nil {
 		t.Fatal(err)
 	}
-	err := c.CreateZoneGroup(ctx, ballastaws.ZoneGroup{Source: "src", Name: "src-a", Zone: zones[0], MinSize: 1, MaxSize: 3,
-		Tags: map[string]string{"team": "db", "new": "x"}, Hooks: []ballastaws.Hook{{Name: "h", Transition: ballastaws.TransitionTerminating, HeartbeatTimeout: 600, DefaultResult: "CONTINUE"}}})
+	err := c.CreateZoneGroup(ctx, asg.ZoneGroup{Source: "src", Name: "src-a", Zone: zones[0], MinSize: 1, MaxSize: 3,
+		Tags: map[string]string{"team": "db", "new": "x"}, Hooks: []asg.Hook{{Name: "h", Transition: asg.TransitionTerminating, HeartbeatTimeout: 600, DefaultResult: "CONTINUE"}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,7 +130,7 @@ func TestCreateGroupFromTemplateAndSubnets(t *testing.T) {
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("zone group (-want, +got):\n%s", diff)
 	}
-	if diff := cmp.Diff([]awstest.Hook{{Name: "h", Transition: ballastaws.TransitionTerminating, DefaultResult: "CONTINUE", HeartbeatTimeout: 600, GlobalTimeout: 60000}}, s.Hooks("src-a")); diff != "" {
+	if diff := cmp.Diff([]awstest.Hook{{Name: "h", Transition: asg.TransitionTerminating, DefaultResult: "CONTINUE", HeartbeatTimeout: 600, GlobalTimeout: 60000}}, s.Hooks("src-a")); diff != "" {
 		t.Errorf("hooks (-want, +got):\n%s", diff)
 	}
 	if n := len(s.GroupInstances("src-a")); n != 1 {
@@ -138,7 +138,7 @@ func TestCreateGroupFromTemplateAndSubnets(t *testing.T) {
 	}
 
 	// A zone without a subnet of the source cannot have a copy.
-	err = c.CreateZoneGroup(ctx, ballastaws.ZoneGroup{Source: "src", Name: "src-c", Zone: zones[2], MaxSize: 3})
+	err = c.CreateZoneGroup(ctx, asg.ZoneGroup{Source: "src", Name: "src-c", Zone: zones[2], MaxSize: 3})
 	if err == nil || !strings.Contains(err.Error(), "no subnet in zone") {
 		t.Errorf("error %v, want no subnet in zone", err)
 	}

@@ -24,7 +24,7 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/ballast-k8s/ballast/config/nodegroups"
-	"github.com/ballast-k8s/ballast/internal/aws"
+	"github.com/ballast-k8s/ballast/internal/asg"
 	"github.com/ballast-k8s/ballast/internal/split"
 )
 
@@ -46,29 +46,31 @@ const (
 	HookName = "ballast-local-volumes"
 )
 
-// Cloud is what the balancer needs of AWS; *aws.Client implements it.
+// Cloud is what the balancer needs of AWS, splitting (split.Cloud)
+// included; *asg.Client implements it.
 type Cloud interface {
+	split.Cloud
 	// Region is the region the clients ask; an instance EC2 does not know
 	// is taken for gone only in a zone of this region.
 	Region() string
-	DescribeGroups(ctx context.Context, sel aws.Selector) ([]aws.Group, error)
-	DescribeInstances(ctx context.Context, ids []string) ([]aws.Instance, error)
-	DescribeInstanceTypes(ctx context.Context, names []string) ([]aws.InstanceType, error)
-	LaunchTemplateInstanceType(ctx context.Context, lt aws.LaunchTemplateRef) (string, error)
-	DescribeLifecycleHooks(ctx context.Context, group string) ([]aws.Hook, error)
+	DescribeGroups(ctx context.Context, sel asg.Selector) ([]asg.Group, error)
+	DescribeInstances(ctx context.Context, ids []string) ([]asg.Instance, error)
+	DescribeInstanceTypes(ctx context.Context, names []string) ([]asg.InstanceType, error)
+	LaunchTemplateInstanceType(ctx context.Context, lt asg.LaunchTemplateRef) (string, error)
+	DescribeLifecycleHooks(ctx context.Context, group string) ([]asg.Hook, error)
 
 	SuspendProcesses(ctx context.Context, group string, processes ...string) error
 	SetInstanceProtection(ctx context.Context, group string, ids []string, protected bool) error
-	PutLifecycleHook(ctx context.Context, h aws.Hook) error
+	PutLifecycleHook(ctx context.Context, h asg.Hook) error
 	RecordLifecycleActionHeartbeat(ctx context.Context, group, hook, instance string) error
 	CompleteLifecycleAction(ctx context.Context, group, hook, instance, result string) error
 }
 
-var _ Cloud = (*aws.Client)(nil)
+var _ Cloud = (*asg.Client)(nil)
 
 // Options configure the loop.
 type Options struct {
-	Selector           aws.Selector
+	Selector           asg.Selector
 	ConfigMapNamespace string
 	ConfigMapName      string
 	// HeartbeatTimeout of the termination hook; the loop must run well within it.
@@ -92,6 +94,14 @@ type Options struct {
 // none is given (the --lifecycle-heartbeat-timeout default).
 const DefaultHeartbeatTimeout = 5 * time.Minute
 
+// DefaultTemplateRefresh is the longest the node-group ConfigMap goes
+// without a write when none is given (the --template-refresh default).
+const DefaultTemplateRefresh = time.Minute
+
+// DefaultHookResync is how often an ensured termination hook is looked at
+// again when none is given.
+const DefaultHookResync = 30 * time.Minute
+
 // Balancer runs the loop.
 type Balancer struct {
 	kube     kubernetes.Interface
@@ -101,13 +111,12 @@ type Balancer struct {
 	opts     Options
 	metrics  *metrics
 
+	// mu is held by a loop; each step owns its part of the state below.
 	mu        sync.Mutex
-	types     map[string]aws.InstanceType // instance types never change
-	ltTypes   map[aws.LaunchTemplateRef]cached
-	hooks     map[string]time.Time // groups known to carry our hook, when last checked
-	completed map[string]bool      // instances whose lifecycle action we let go
-	splitter  *split.Splitter      // the loop's splitter (split.go), made on first use
-	warned    map[string]bool      // warnings already emitted
+	templates templateState   // templates.go
+	lifecycle lifecycleState  // protect.go: hooks and held terminations
+	splits    splitState      // split.go
+	warned    map[string]bool // events.go: warnings already emitted
 
 	// Health is read without the loop's lock: a probe never waits for a loop.
 	lastSuccess atomic.Int64 // unix nanoseconds of the last successful loop, 0 before
@@ -115,11 +124,6 @@ type Balancer struct {
 
 	// held is what the heartbeat timer keeps alive between loops.
 	held heldSet
-}
-
-type cached struct {
-	value string
-	at    time.Time
 }
 
 // New builds a balancer. reg may be nil.
@@ -131,10 +135,10 @@ func New(kube kubernetes.Interface, cloud Cloud, recorder record.EventRecorder, 
 		opts.HeartbeatInterval = opts.HeartbeatTimeout / 3
 	}
 	if opts.TemplateRefresh == 0 {
-		opts.TemplateRefresh = time.Minute
+		opts.TemplateRefresh = DefaultTemplateRefresh
 	}
 	if opts.HookResync == 0 {
-		opts.HookResync = 30 * time.Minute
+		opts.HookResync = DefaultHookResync
 	}
 	if opts.ConfigMapNamespace == "" {
 		opts.ConfigMapNamespace = nodegroups.DefaultNamespace
@@ -144,8 +148,10 @@ func New(kube kubernetes.Interface, cloud Cloud, recorder record.EventRecorder, 
 	}
 	return &Balancer{
 		kube: kube, cloud: cloud, recorder: recorder, clock: clk, opts: opts, metrics: newMetrics(reg),
-		types: map[string]aws.InstanceType{}, ltTypes: map[aws.LaunchTemplateRef]cached{},
-		hooks: map[string]time.Time{}, completed: map[string]bool{}, warned: map[string]bool{},
+		templates: templateState{types: map[string]asg.InstanceType{}, launchTemplates: map[asg.LaunchTemplateRef]cached{}},
+		lifecycle: lifecycleState{hooks: map[string]time.Time{}, completed: map[string]bool{}},
+		splits:    splitState{pass: loopSplitPass},
+		warned:    map[string]bool{},
 	}
 }
 
@@ -201,7 +207,16 @@ func (b *Balancer) Healthy(maxAge time.Duration) error {
 }
 
 // Reconcile runs the loop once: every step runs even when another failed, and
-// the errors are joined.
+// the errors are joined. The steps, in order, and where they live:
+//
+//   - discovered (balancer.go): the managed groups, the others reported;
+//   - lifecycleActions (protect.go): held terminations, heartbeaten or let go;
+//   - zonePolicy (balancer.go, split.go): AZRebalance suspended, or a split pass;
+//   - protect (protect.go): annotations and scale-in protection of held nodes;
+//   - ensureHooks (protect.go): the termination hook on groups that hold volumes;
+//   - orphans (orphans.go): placement records, orphaned nodes and volumes, releases;
+//   - publish (templates.go): the node-group ConfigMap;
+//   - emit (events.go): the loop's group-level events.
 func (b *Balancer) Reconcile(ctx context.Context) (err error) {
 	start := b.clock.Now()
 	defer func() { b.metrics.observe(b.clock.Since(start), err) }()
@@ -237,6 +252,7 @@ func (b *Balancer) Reconcile(ctx context.Context) (err error) {
 	errs = append(errs,
 		zoneErr,
 		b.protect(ctx, inv),
+		b.ensureHooks(ctx, inv),
 		b.orphans(ctx, inv),
 		b.publish(ctx, inv, &w),
 	)
@@ -269,7 +285,7 @@ func (b *Balancer) confirmed(ctx context.Context, inv *inventory) (*inventory, e
 
 // inventory indexes one snapshot of groups, nodes and volumes.
 type inventory struct {
-	groups    []aws.Group
+	groups    []asg.Group
 	instances map[string]instanceRef          // by instance id
 	nodes     []*v1.Node                      // sorted by name
 	nodeOf    map[string]*v1.Node             // by instance id
@@ -284,11 +300,11 @@ type inventory struct {
 }
 
 type instanceRef struct {
-	group *aws.Group
-	inst  *aws.GroupInstance
+	group *asg.Group
+	inst  *asg.GroupInstance
 }
 
-func newInventory(groups []aws.Group, nodes []v1.Node, pvs []v1.PersistentVolume) *inventory {
+func newInventory(groups []asg.Group, nodes []v1.Node, pvs []v1.PersistentVolume) *inventory {
 	inv := &inventory{
 		groups: groups, instances: map[string]instanceRef{}, nodeOf: map[string]*v1.Node{}, instOf: map[string]string{},
 		held: map[string][]string{}, badIDs: map[string]error{}, volumes: map[string]*v1.PersistentVolume{},
@@ -311,7 +327,7 @@ func newInventory(groups []aws.Group, nodes []v1.Node, pvs []v1.PersistentVolume
 		if n.Spec.ProviderID == "" {
 			continue
 		}
-		if _, id, err := aws.ParseProviderID(n.Spec.ProviderID); err != nil {
+		if _, id, err := asg.ParseProviderID(n.Spec.ProviderID); err != nil {
 			inv.badIDs[n.Name] = err
 		} else {
 			inv.nodeOf[id], inv.instOf[n.Name] = n, id
@@ -387,9 +403,9 @@ func (b *Balancer) zonePolicy(ctx context.Context, inv *inventory, w *warnings) 
 			continue
 		}
 		multi++
-		w.warn(ReasonMultiZoneGroup, "Auto Scaling group %s spans zones %v; local volumes need one group per zone", g.Name, g.Zones)
-		if !g.Suspended(aws.ProcessAZRebalance) {
-			if err := b.cloud.SuspendProcesses(ctx, g.Name, aws.ProcessAZRebalance); err != nil {
+		w.warn(ReasonMultiZoneGroup, "%s", msgMultiZoneGroup(g))
+		if !g.Suspended(asg.ProcessAZRebalance) {
+			if err := b.cloud.SuspendProcesses(ctx, g.Name, asg.ProcessAZRebalance); err != nil {
 				errs = append(errs, fmt.Errorf("suspending AZRebalance on %s: %w", g.Name, err))
 				continue
 			}
@@ -410,7 +426,7 @@ func (b *Balancer) zonePolicy(ctx context.Context, inv *inventory, w *warnings) 
 // discovered returns the groups the balancer manages among those described:
 // with auto-discovery, those whose tags also have the selector's values (what
 // the IAM policy's conditions allow); the others are reported when w is not nil.
-func (b *Balancer) discovered(groups []aws.Group, w *warnings) []aws.Group {
+func (b *Balancer) discovered(groups []asg.Group, w *warnings) []asg.Group {
 	if len(b.opts.Selector.TagValues) == 0 {
 		return groups
 	}

@@ -21,7 +21,7 @@ import (
 	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/ballast-k8s/ballast/config/nodegroups"
-	"github.com/ballast-k8s/ballast/internal/aws"
+	"github.com/ballast-k8s/ballast/internal/asg"
 	"github.com/ballast-k8s/ballast/internal/awstest"
 )
 
@@ -45,17 +45,31 @@ func caTags(extra map[string]string) map[string]string {
 	return tags
 }
 
+// published returns the node-group list the balancer wrote in its ConfigMap.
+func (f *fixture) published(t testing.TB) *nodegroups.NodeGroupList {
+	t.Helper()
+	cm, err := f.kube.CoreV1().ConfigMaps(nodegroups.DefaultNamespace).Get(context.Background(), nodegroups.DefaultName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	list, err := nodegroups.Decode(cm.Data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return list
+}
+
 func newFixture(t testing.TB, objs ...runtime.Object) *fixture {
 	t.Helper()
 	clk := clocktesting.NewFakeClock(time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC))
 	emu := awstest.NewServer(clk)
 	t.Cleanup(emu.Close)
-	cloud, err := aws.New(context.Background(), emu.ClientOptions())
+	cloud, err := asg.New(context.Background(), emu.ClientOptions())
 	if err != nil {
 		t.Fatal(err)
 	}
 	f := &fixture{emu: emu, clock: clk, kube: fake.NewClientset(objs...), events: record.NewFakeRecorder(100000)}
-	f.b = New(f.kube, cloud, f.events, clk, Options{Selector: aws.AutoDiscovery(cluster), HeartbeatTimeout: 5 * time.Minute}, nil)
+	f.b = New(f.kube, cloud, f.events, clk, Options{Selector: asg.AutoDiscovery(cluster), HeartbeatTimeout: 5 * time.Minute}, nil)
 	return f
 }
 
@@ -158,7 +172,7 @@ func TestOneLoopProtectsLocalVolumes(t *testing.T) {
 			t.Errorf("%s: unexpected annotations %v", n, a)
 		}
 	}
-	if diff := cmp.Diff([]awstest.Hook{{Name: HookName, Transition: aws.TransitionTerminating, DefaultResult: "CONTINUE", HeartbeatTimeout: 300, GlobalTimeout: 30000}}, f.emu.Hooks("cassandra")); diff != "" {
+	if diff := cmp.Diff([]awstest.Hook{{Name: HookName, Transition: asg.TransitionTerminating, DefaultResult: "CONTINUE", HeartbeatTimeout: 300, GlobalTimeout: 30000}}, f.emu.Hooks("cassandra")); diff != "" {
 		t.Errorf("hooks (-want, +got):\n%s", diff)
 	}
 	// The zone recovers: nothing is rebalanced.
@@ -168,9 +182,9 @@ func TestOneLoopProtectsLocalVolumes(t *testing.T) {
 
 	// A termination AWS starts anyway (here by hand) is held while the volume
 	// is bound, and one of a node without volumes is let go at once.
-	asg := autoscaling.New(autoscaling.Options{Region: "us-east-1", BaseEndpoint: awssdk.String(f.emu.URL), Credentials: credentials.NewStaticCredentialsProvider("a", "b", "")})
+	asc := autoscaling.New(autoscaling.Options{Region: "us-east-1", BaseEndpoint: awssdk.String(f.emu.URL), Credentials: credentials.NewStaticCredentialsProvider("a", "b", "")})
 	for _, n := range []string{"cass-a-0", "cass-a-2"} {
-		if _, err := asg.TerminateInstanceInAutoScalingGroup(ctx, &autoscaling.TerminateInstanceInAutoScalingGroupInput{InstanceId: awssdk.String(byName[n]), ShouldDecrementDesiredCapacity: awssdk.Bool(true)}); err != nil {
+		if _, err := asc.TerminateInstanceInAutoScalingGroup(ctx, &autoscaling.TerminateInstanceInAutoScalingGroupInput{InstanceId: awssdk.String(byName[n]), ShouldDecrementDesiredCapacity: awssdk.Bool(true)}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -190,14 +204,7 @@ func TestOneLoopProtectsLocalVolumes(t *testing.T) {
 		t.Errorf("%d CompleteLifecycleAction calls, want 1", n)
 	}
 
-	cm, err := f.kube.CoreV1().ConfigMaps(nodegroups.DefaultNamespace).Get(ctx, nodegroups.DefaultName, metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	list, err := nodegroups.Decode(cm.Data)
-	if err != nil {
-		t.Fatal(err)
-	}
+	list := f.published(t)
 	if list.Source != Source || len(list.NodeGroups) != 1 || list.NodeGroups[0].Labels[v1.LabelInstanceTypeStable] != "i3.xlarge" {
 		t.Errorf("published %+v", list)
 	}
@@ -228,7 +235,7 @@ func TestReleaseRemovesOnlyOwnProtection(t *testing.T) {
 			n0, n1 := node("n0", zones[0], ids[zones[0]][0]), node("n1", zones[0], ids[zones[0]][1])
 			// n1 was protected by someone else: annotation and instance protection.
 			n1.Annotations = map[string]string{AnnotationScaleDownDisabled: "true"}
-			cloud, _ := aws.New(ctx, f.emu.ClientOptions())
+			cloud, _ := asg.New(ctx, f.emu.ClientOptions())
 			if err := cloud.SetInstanceProtection(ctx, "db-a", ids[zones[0]][1:], true); err != nil {
 				t.Fatal(err)
 			}
@@ -338,14 +345,7 @@ func TestMalformedTags(t *testing.T) {
 	if err := f.b.Reconcile(ctx); err != nil {
 		t.Fatal(err)
 	}
-	cm, err := f.kube.CoreV1().ConfigMaps(nodegroups.DefaultNamespace).Get(ctx, nodegroups.DefaultName, metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	list, err := nodegroups.Decode(cm.Data)
-	if err != nil {
-		t.Fatal(err)
-	}
+	list := f.published(t)
 	want := nodegroups.NodeGroup{
 		Name: "gpu-a", Zone: zones[0], MaxSize: 4,
 		Labels: map[string]string{"pool": "gpu", v1.LabelOSStable: "linux", v1.LabelArchStable: "amd64", v1.LabelInstanceTypeStable: "p3.2xlarge",
@@ -445,7 +445,7 @@ func TestDiscoveryMatchesEnabledTrue(t *testing.T) {
 	ctx := context.Background()
 	f := newFixture(t)
 	ids := f.emu.CreateGroup(awstest.GroupSpec{Name: "off", Zones: zones[:2], MaxSize: 5, InstanceType: "i3.xlarge",
-		Tags: caTags(map[string]string{aws.TagAutoDiscoveryEnabled: "false"}), Instances: map[string]int{zones[0]: 1}})
+		Tags: caTags(map[string]string{asg.TagAutoDiscoveryEnabled: "false"}), Instances: map[string]int{zones[0]: 1}})
 	f.kube = fake.NewClientset(node("n0", zones[0], ids[zones[0]][0]), localPV("pv", "n0", v1.VolumeBound))
 	f.b.kube = f.kube
 	if err := f.b.Reconcile(ctx); err != nil {

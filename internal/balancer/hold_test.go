@@ -7,7 +7,6 @@ import (
 	"time"
 
 	v1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	k8stesting "k8s.io/client-go/testing"
 
@@ -60,14 +59,7 @@ func TestHeldWhileQuorumReadFails(t *testing.T) {
 	w := newWorld(t, 2, nil)
 	w.startTermination(w.ids[0])
 	w.reconcile()
-	nodes, err := w.kube.CoreV1().Nodes().List(w.ctx, metav1.ListOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	pvs, err := w.kube.CoreV1().PersistentVolumes().List(w.ctx, metav1.ListOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	nodes, pvs := w.lists()
 	for i := range pvs.Items { // a lagging cache: the volumes look unbound
 		pvs.Items[i].Spec.ClaimRef, pvs.Items[i].Status.Phase = nil, v1.VolumeAvailable
 	}
@@ -85,14 +77,7 @@ func TestHeldWhileQuorumReadFails(t *testing.T) {
 func TestHeldWhenTheListMissesTheNode(t *testing.T) {
 	w := newWorld(t, 2, nil)
 	w.startTermination(w.ids[0])
-	nodes, err := w.kube.CoreV1().Nodes().List(w.ctx, metav1.ListOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	pvs, err := w.kube.CoreV1().PersistentVolumes().List(w.ctx, metav1.ListOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	nodes, pvs := w.lists()
 	var kept []v1.Node
 	for _, n := range nodes.Items {
 		if n.Name != "cass-0" {

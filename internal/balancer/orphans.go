@@ -17,7 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/klog/v2"
 
-	"github.com/ballast-k8s/ballast/internal/aws"
+	"github.com/ballast-k8s/ballast/internal/asg"
 )
 
 const (
@@ -131,7 +131,7 @@ func (b *Balancer) recordPlacement(ctx context.Context, inv *inventory) error {
 	terminating := func(name string) bool {
 		nodes := hostsOf[name]
 		ref, ok := inv.instances[inv.instOf[nodes[0]]]
-		return len(nodes) == 1 && ok && ref.inst.LifecycleState == aws.StateTerminatingWait
+		return len(nodes) == 1 && ok && ref.inst.LifecycleState == asg.StateTerminatingWait
 	}
 	slices.SortStableFunc(names, func(a, b string) int {
 		switch ta, tb := terminating(a), terminating(b); {
@@ -161,11 +161,9 @@ func (b *Balancer) recordPlacement(ctx context.Context, inv *inventory) error {
 					ref, inGroup := inv.instances[was]
 					if (inGroup && ref.inst.LifecycleState != "Terminated") || state == nil || !gone(state[was], pv.Annotations[AnnotationZone], regions) {
 						replace = false
-						b.warnObject(pv, ReasonVolumeNodeReplaced, "Volume %s records instance %s, which holds its data and may still exist, but its node %s now runs instance %s: the record is kept while %s exists",
-							pv.Name, was, n.Name, id, was)
+						b.warnObject(pv, ReasonVolumeNodeReplaced, "%s", msgVolumeNodeReplacedKept(pv.Name, was, n.Name, id))
 					} else {
-						b.warnObject(pv, ReasonVolumeNodeReplaced, "Volume %s recorded instance %s, but its node %s now runs instance %s: the local data was on %s, which is gone",
-							pv.Name, was, n.Name, id, was)
+						b.warnObject(pv, ReasonVolumeNodeReplaced, "%s", msgVolumeNodeReplaced(pv.Name, was, n.Name, id))
 					}
 				}
 				if replace {
@@ -193,7 +191,7 @@ func (b *Balancer) recordPlacement(ctx context.Context, inv *inventory) error {
 
 // nodeZone is the zone of a node's providerID, or of its zone label.
 func nodeZone(n *v1.Node) string {
-	if z, _, err := aws.ParseProviderID(n.Spec.ProviderID); err == nil && z != "" {
+	if z, _, err := asg.ParseProviderID(n.Spec.ProviderID); err == nil && z != "" {
 		return z
 	}
 	return n.Labels[v1.LabelTopologyZone]
@@ -216,9 +214,9 @@ func (b *Balancer) orphanedNodes(ctx context.Context, inv *inventory, notInGroup
 		switch s := state[id]; s {
 		case "", "shutting-down", "terminated":
 			count += len(inv.held[n.Name])
-			b.warnNode(n, ReasonOrphanedVolume, "Holds bound local volumes %s but instance %s is %s", strings.Join(inv.held[n.Name], ", "), id, orGone(s))
+			b.warnNode(n, ReasonOrphanedVolume, "%s", msgOrphanedNode(inv.held[n.Name], id, orGone(s)))
 		default:
-			b.warnNode(n, ReasonInstanceNotInGroup, "Holds bound local volumes but instance %s (%s) is in no Auto Scaling group the balancer manages; only the annotation protects it", id, s)
+			b.warnNode(n, ReasonInstanceNotInGroup, "%s", msgInstanceNotInGroup(id, s))
 		}
 	}
 	return count, nil
@@ -275,7 +273,7 @@ func (b *Balancer) witnesses(inv *inventory, zones []string) map[string]string {
 		}
 	}
 	for _, n := range inv.nodes {
-		if z, id, err := aws.ParseProviderID(n.Spec.ProviderID); err == nil {
+		if z, id, err := asg.ParseProviderID(n.Spec.ProviderID); err == nil {
 			add(z, id)
 		}
 	}
@@ -378,16 +376,13 @@ func (b *Balancer) orphanedVolumes(ctx context.Context, inv *inventory) (int, er
 		o := &orphan{pv: pv, hosts: boundLocalHosts(pv), instance: pv.Annotations[AnnotationInstanceID]}
 		switch n := inv.nodeOf[o.instance]; {
 		case o.instance == "":
-			b.report(pv, ReasonOrphanedVolume, "Volume %s, bound to claim %s, is pinned to nodes %v that no longer exist; no instance was recorded for them while they did, so the volume is never released",
-				pv.Name, o.claim(), o.hosts)
+			b.report(pv, ReasonOrphanedVolume, "%s", msgOrphanUnrecorded(o))
 		case !instanceIDPattern.MatchString(o.instance):
 			// EC2 answers nothing for a filter on such a value: never
 			// taken for a terminated instance.
-			b.report(pv, ReasonOrphanedVolume, "Volume %s, bound to claim %s, is pinned to nodes %v that no longer exist; its annotation %s=%q is not an instance ID, so the volume is never released",
-				pv.Name, o.claim(), o.hosts, AnnotationInstanceID, o.instance)
+			b.report(pv, ReasonOrphanedVolume, "%s", msgOrphanNotInstanceID(o))
 		case n != nil:
-			b.report(pv, ReasonOrphanedVolume, "Volume %s, bound to claim %s, is pinned to nodes %v that no longer exist, but its instance %s is node %s: not released",
-				pv.Name, o.claim(), o.hosts, o.instance, n.Name)
+			b.report(pv, ReasonOrphanedVolume, "%s", msgOrphanInstanceIsNode(o, n.Name))
 		default:
 			ids = append(ids, o.instance)
 			cands = append(cands, o)
@@ -422,8 +417,7 @@ func (b *Balancer) orphanedVolumes(ctx context.Context, inv *inventory) (int, er
 			if s == "" {
 				what = "unknown to EC2, which never said it was terminated"
 			}
-			b.report(pv, ReasonOrphanedVolume, "Volume %s, bound to claim %s, is pinned to nodes %v that no longer exist, but instance %s is %s: not released while it may come back",
-				pv.Name, o.claim(), o.hosts, o.instance, what)
+			b.report(pv, ReasonOrphanedVolume, "%s", msgOrphanMayComeBack(o, what))
 			if _, ok := pv.Annotations[AnnotationOrphanedSince]; ok {
 				errs = append(errs, b.patchVolume(ctx, pv.Name, map[string]any{AnnotationOrphanedSince: nil}))
 			}
@@ -438,18 +432,17 @@ func (b *Balancer) orphanedVolumes(ctx context.Context, inv *inventory) (int, er
 			}
 		}
 		o.since = since
-		what := fmt.Sprintf("Volume %s, bound to claim %s, is orphaned: its nodes %v no longer exist and instance %s is %s", pv.Name, o.claim(), o.hosts, o.instance, orGone(s))
+		what := msgOrphaned(o, orGone(s))
 		policy, err := b.classPolicy(ctx, pv.Spec.StorageClassName, classes)
 		switch {
 		case err != nil:
 			errs = append(errs, err)
 		case !policy.optIn:
-			b.report(pv, ReasonOrphanedVolume, "%s; not released: StorageClass %q has no %s annotation", what, pv.Spec.StorageClassName, AnnotationReleaseOrphansAfter)
+			b.report(pv, ReasonOrphanedVolume, "%s", msgOrphanNotOptedIn(what, pv.Spec.StorageClassName))
 		case policy.invalid != "":
-			b.report(pv, ReasonOrphanedVolume, "%s; not released: StorageClass %q has an invalid %s: %s", what, pv.Spec.StorageClassName, AnnotationReleaseOrphansAfter, policy.invalid)
+			b.report(pv, ReasonOrphanedVolume, "%s", msgOrphanInvalidPolicy(what, pv.Spec.StorageClassName, policy.invalid))
 		case now.Before(since.Add(policy.delay)):
-			b.report(pv, ReasonOrphanedVolume, "%s; its claim will be deleted after %s (StorageClass %q releases orphans after %s)",
-				what, since.Add(policy.delay).Format(time.RFC3339), pv.Spec.StorageClassName, policy.delay)
+			b.report(pv, ReasonOrphanedVolume, "%s", msgOrphanReleaseDue(what, since.Add(policy.delay), pv.Spec.StorageClassName, policy.delay))
 		default:
 			o.delay = policy.delay
 			due = append(due, o)
@@ -523,7 +516,7 @@ func (b *Balancer) classPolicy(ctx context.Context, name string, cache map[strin
 			p.delay = d
 		}
 		if p.invalid != "" {
-			b.warnObject(sc, ReasonInvalidReleaseDelay, "Annotation %s: %s; orphaned volumes of this class are reported, never released", AnnotationReleaseOrphansAfter, p.invalid)
+			b.warnObject(sc, ReasonInvalidReleaseDelay, "%s", msgInvalidReleaseDelay(p.invalid))
 		}
 	}
 	cache[name] = p
@@ -560,7 +553,7 @@ func (b *Balancer) release(ctx context.Context, inv *inventory, due []*orphan) e
 		}
 		ref := o.pv.Spec.ClaimRef
 		if ref.UID == "" {
-			b.report(o.pv, ReasonOrphanNotReleased, "Volume %s: its claim reference %s carries no UID, so the claim cannot be deleted safely", o.pv.Name, o.claim())
+			b.report(o.pv, ReasonOrphanNotReleased, "%s", msgClaimWithoutUID(o.pv.Name, o.claim()))
 			continue
 		}
 		pvc, err := b.kube.CoreV1().PersistentVolumeClaims(ref.Namespace).Get(ctx, ref.Name, metav1.GetOptions{})
@@ -572,7 +565,7 @@ func (b *Balancer) release(ctx context.Context, inv *inventory, due []*orphan) e
 			continue
 		case pvc.UID != ref.UID:
 			b.metrics.orphanReleases.WithLabelValues(releaseSkipped).Inc()
-			b.report(o.pv, ReasonOrphanNotReleased, "Volume %s: claim %s was recreated (uid %s, the volume is bound to uid %s); not deleted", o.pv.Name, o.claim(), pvc.UID, ref.UID)
+			b.report(o.pv, ReasonOrphanNotReleased, "%s", msgClaimRecreated(o.pv.Name, o.claim(), pvc.UID, ref.UID))
 			continue
 		case pvc.DeletionTimestamp != nil:
 			continue
@@ -598,7 +591,7 @@ func (b *Balancer) release(ctx context.Context, inv *inventory, due []*orphan) e
 	for _, o := range picked {
 		if reason := b.recheck(ctx, o, state, regions); reason != "" {
 			b.metrics.orphanReleases.WithLabelValues(releaseSkipped).Inc()
-			b.report(o.pv, ReasonOrphanNotReleased, "Volume %s: claim %s not deleted: %s", o.pv.Name, o.claim(), reason)
+			b.report(o.pv, ReasonOrphanNotReleased, "%s", msgClaimNotDeleted(o.pv.Name, o.claim(), reason))
 			continue
 		}
 		uid := o.pv.Spec.ClaimRef.UID
@@ -607,7 +600,7 @@ func (b *Balancer) release(ctx context.Context, inv *inventory, due []*orphan) e
 		switch {
 		case apierrors.IsConflict(err):
 			b.metrics.orphanReleases.WithLabelValues(releaseConflict).Inc()
-			b.report(o.pv, ReasonOrphanNotReleased, "Volume %s: claim %s changed before it could be deleted (the volume is bound to uid %s); not deleted", o.pv.Name, o.claim(), uid)
+			b.report(o.pv, ReasonOrphanNotReleased, "%s", msgClaimChanged(o.pv.Name, o.claim(), uid))
 		case apierrors.IsNotFound(err):
 		case err != nil:
 			b.metrics.orphanReleases.WithLabelValues(releaseError).Inc()
@@ -615,8 +608,7 @@ func (b *Balancer) release(ctx context.Context, inv *inventory, due []*orphan) e
 		default:
 			b.metrics.orphanReleases.WithLabelValues(releaseDeleted).Inc()
 			logger.Info("Released orphaned local volume", "volume", o.pv.Name, "claim", o.claim(), "uid", string(uid), "instance", o.instance, "orphanedSince", o.since)
-			b.report(o.pv, ReasonOrphanReleased, "Deleted claim %s (uid %s) of volume %s: its nodes %v and instance %s are gone since %s, over the %s its StorageClass allows; its StatefulSet recreates the claim on a live node",
-				o.claim(), uid, o.pv.Name, o.hosts, o.instance, o.since.Format(time.RFC3339), o.delay)
+			b.report(o.pv, ReasonOrphanReleased, "%s", msgOrphanReleased(o, uid))
 		}
 	}
 	return errors.Join(errs...)

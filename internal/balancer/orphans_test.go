@@ -25,7 +25,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 
-	"github.com/ballast-k8s/ballast/internal/aws"
+	"github.com/ballast-k8s/ballast/internal/asg"
 	"github.com/ballast-k8s/ballast/internal/awstest"
 )
 
@@ -167,6 +167,20 @@ func enforcePreconditions(kube *fake.Clientset) {
 	})
 }
 
+// lists returns the nodes and volumes as the apiserver has them now.
+func (w *world) lists() (*v1.NodeList, *v1.PersistentVolumeList) {
+	w.t.Helper()
+	nodes, err := w.kube.CoreV1().Nodes().List(w.ctx, metav1.ListOptions{})
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	pvs, err := w.kube.CoreV1().PersistentVolumes().List(w.ctx, metav1.ListOptions{})
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	return nodes, pvs
+}
+
 func (w *world) reconcile() {
 	w.t.Helper()
 	if err := w.b.Reconcile(w.ctx); err != nil {
@@ -188,13 +202,13 @@ func (w *world) lose(i int) {
 // console (or the hook's global timeout) does.
 func (w *world) terminate(id string) {
 	w.t.Helper()
-	asg := autoscaling.New(autoscaling.Options{Region: "us-east-1", BaseEndpoint: awssdk.String(w.emu.URL), Credentials: credentials.NewStaticCredentialsProvider("a", "b", "")})
-	if _, err := asg.TerminateInstanceInAutoScalingGroup(w.ctx, &autoscaling.TerminateInstanceInAutoScalingGroupInput{
+	asc := autoscaling.New(autoscaling.Options{Region: "us-east-1", BaseEndpoint: awssdk.String(w.emu.URL), Credentials: credentials.NewStaticCredentialsProvider("a", "b", "")})
+	if _, err := asc.TerminateInstanceInAutoScalingGroup(w.ctx, &autoscaling.TerminateInstanceInAutoScalingGroupInput{
 		InstanceId: awssdk.String(id), ShouldDecrementDesiredCapacity: awssdk.Bool(true)}); err != nil {
 		w.t.Fatal(err)
 	}
 	if i, _ := w.emu.Instance(id); i.LifecycleState == awstest.TerminatingWait {
-		if _, err := asg.CompleteLifecycleAction(w.ctx, &autoscaling.CompleteLifecycleActionInput{AutoScalingGroupName: awssdk.String("cassandra"),
+		if _, err := asc.CompleteLifecycleAction(w.ctx, &autoscaling.CompleteLifecycleActionInput{AutoScalingGroupName: awssdk.String("cassandra"),
 			LifecycleHookName: awssdk.String(HookName), InstanceId: awssdk.String(id), LifecycleActionResult: awssdk.String("CONTINUE")}); err != nil {
 			w.t.Fatal(err)
 		}
@@ -485,7 +499,7 @@ func TestOrphanNotReleased(t *testing.T) {
 				w.forget("pv-0")
 				opts := w.emu.ClientOptions()
 				opts.Region = "us-west-2"
-				cloud, err := aws.New(w.ctx, opts)
+				cloud, err := asg.New(w.ctx, opts)
 				if err != nil {
 					w.t.Fatal(err)
 				}

@@ -16,7 +16,7 @@ import (
 	k8stesting "k8s.io/client-go/testing"
 	"k8s.io/client-go/tools/record"
 
-	"github.com/ballast-k8s/ballast/internal/aws"
+	"github.com/ballast-k8s/ballast/internal/asg"
 )
 
 // Action is one write the loop would make.
@@ -64,6 +64,7 @@ func (b *Balancer) Plan(ctx context.Context) ([]Action, error) {
 	// FakeRecorder blocks when full: room for an event per node and volume, twice, and the group findings.
 	events := record.NewFakeRecorder(2*len(objs) + 10000)
 	p := New(sandbox, cloud, events, b.clock, b.opts, nil)
+	p.splits.pass = planSplitPass(cloud)
 	err = p.Reconcile(ctx)
 
 	actions := append(kubeWrites(sandbox.Actions()), cloud.actions...)
@@ -141,7 +142,7 @@ func (r *recordingCloud) SetInstanceProtection(_ context.Context, group string, 
 	return nil
 }
 
-func (r *recordingCloud) PutLifecycleHook(_ context.Context, h aws.Hook) error {
+func (r *recordingCloud) PutLifecycleHook(_ context.Context, h asg.Hook) error {
 	r.record(h.Group, "PutLifecycleHook", "%s %s heartbeat=%ds default=%s", h.Name, h.Transition, h.HeartbeatTimeout, h.DefaultResult)
 	return nil
 }

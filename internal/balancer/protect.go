@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -14,8 +15,14 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/klog/v2"
 
-	"github.com/ballast-k8s/ballast/internal/aws"
+	"github.com/ballast-k8s/ballast/internal/asg"
 )
+
+// lifecycleState is what the hook and lifecycle steps keep between loops.
+type lifecycleState struct {
+	hooks     map[string]time.Time // groups known to carry our hook, when last checked
+	completed map[string]bool      // instances whose lifecycle action we let go
+}
 
 // protect makes every node that holds a bound local volume safe from
 // cluster-autoscaler (annotation) and from the group's scale-in (instance
@@ -59,14 +66,14 @@ func (b *Balancer) protect(ctx context.Context, inv *inventory) error {
 					errs = append(errs, err)
 					continue // without recorded ownership, do not touch the instance
 				}
-				b.recorder.Eventf(n, v1.EventTypeNormal, ReasonProtected, "Protected from scale-down: holds bound local volumes %s", strings.Join(vols, ", "))
+				b.recorder.Eventf(n, v1.EventTypeNormal, ReasonProtected, "%s", msgProtected(vols))
 			}
 			switch {
 			case needsProtection:
 				protect[ref.group.Name] = append(protect[ref.group.Name], id)
 			case id == "":
 				if err := inv.badIDs[n.Name]; err != nil {
-					b.warnNode(n, ReasonUnmappedNode, "Holds bound local volumes but cannot be mapped to an instance: %v", err)
+					b.warnNode(n, ReasonUnmappedNode, "%s", msgUnmappedNode(err))
 				}
 			}
 			continue
@@ -86,7 +93,7 @@ func (b *Balancer) protect(ctx context.Context, inv *inventory) error {
 			if err := b.patchAnnotations(ctx, n.Name, patch); err != nil {
 				errs = append(errs, err)
 			} else {
-				b.recorder.Event(n, v1.EventTypeNormal, ReasonUnprotected, "Local volumes released: scale-down allowed again")
+				b.recorder.Event(n, v1.EventTypeNormal, ReasonUnprotected, msgUnprotected)
 			}
 		}
 		if ownsScaleIn {
@@ -122,9 +129,14 @@ func (b *Balancer) protect(ctx context.Context, inv *inventory) error {
 			}
 		}
 	}
+	return errors.Join(errs...)
+}
 
-	// A termination hook on every group that holds a volume, so that whatever
-	// AWS terminates there (rebalancing, health replacement, a human) waits.
+// ensureHooks puts a termination hook on every group that holds a volume, so
+// that whatever AWS terminates there (rebalancing, health replacement, a
+// human) waits.
+func (b *Balancer) ensureHooks(ctx context.Context, inv *inventory) error {
+	var errs []error
 	for _, g := range inv.groups {
 		if heldIn(inv, &g) {
 			errs = append(errs, b.ensureHook(ctx, g.Name))
@@ -137,7 +149,7 @@ func (b *Balancer) protect(ctx context.Context, inv *inventory) error {
 // instance in this lifecycle state; one in any other state fails the whole call.
 func protectable(state string) bool {
 	switch state {
-	case aws.StateInService, aws.StateEnteringStandby, aws.StateStandby:
+	case asg.StateInService, asg.StateEnteringStandby, asg.StateStandby:
 		return true
 	}
 	return false
@@ -157,7 +169,7 @@ func (b *Balancer) stillHeld(ctx context.Context, inv *inventory, node string) (
 	return false, nil
 }
 
-func heldIn(inv *inventory, g *aws.Group) bool {
+func heldIn(inv *inventory, g *asg.Group) bool {
 	for _, i := range g.Instances {
 		if n := inv.nodeOf[i.ID]; n != nil && len(inv.held[n.Name]) > 0 {
 			return true
@@ -169,7 +181,7 @@ func heldIn(inv *inventory, g *aws.Group) bool {
 // ensureHook puts the balancer's termination hook on a group unless it was
 // seen there within HookResync.
 func (b *Balancer) ensureHook(ctx context.Context, group string) error {
-	if at, ok := b.hooks[group]; ok && b.clock.Since(at) < b.opts.HookResync {
+	if at, ok := b.lifecycle.hooks[group]; ok && b.clock.Since(at) < b.opts.HookResync {
 		return nil
 	}
 	hooks, err := b.cloud.DescribeLifecycleHooks(ctx, group)
@@ -177,21 +189,21 @@ func (b *Balancer) ensureHook(ctx context.Context, group string) error {
 		return fmt.Errorf("describing lifecycle hooks of %s: %w", group, err)
 	}
 	want := b.hook(group)
-	if i := slices.IndexFunc(hooks, func(h aws.Hook) bool { return h.Name == HookName }); i < 0 ||
+	if i := slices.IndexFunc(hooks, func(h asg.Hook) bool { return h.Name == HookName }); i < 0 ||
 		hooks[i].HeartbeatTimeout != want.HeartbeatTimeout || hooks[i].Transition != want.Transition {
 		if err := b.cloud.PutLifecycleHook(ctx, want); err != nil {
 			return fmt.Errorf("putting lifecycle hook on %s: %w", group, err)
 		}
 		klog.FromContext(ctx).Info("Put termination lifecycle hook", "group", group, "hook", HookName, "heartbeatTimeout", b.opts.HeartbeatTimeout)
 	}
-	b.hooks[group] = b.clock.Now()
+	b.lifecycle.hooks[group] = b.clock.Now()
 	return nil
 }
 
-func (b *Balancer) hook(group string) aws.Hook {
-	return aws.Hook{
-		Group: group, Name: HookName, Transition: aws.TransitionTerminating,
-		HeartbeatTimeout: int32(b.opts.HeartbeatTimeout.Seconds()), DefaultResult: aws.ResultContinue,
+func (b *Balancer) hook(group string) asg.Hook {
+	return asg.Hook{
+		Group: group, Name: HookName, Transition: asg.TransitionTerminating,
+		HeartbeatTimeout: int32(b.opts.HeartbeatTimeout.Seconds()), DefaultResult: asg.ResultContinue,
 	}
 }
 
@@ -221,10 +233,10 @@ func (b *Balancer) lifecycleActions(ctx context.Context, inv *inventory) error {
 		g := &inv.groups[gi]
 		checked, unsure := false, false
 		for _, i := range g.Instances {
-			if i.LifecycleState != aws.StateTerminatingWait || b.completed[i.ID] {
+			if i.LifecycleState != asg.StateTerminatingWait || b.lifecycle.completed[i.ID] {
 				continue
 			}
-			if _, ok := b.hooks[g.Name]; !ok && !checked {
+			if _, ok := b.lifecycle.hooks[g.Name]; !ok && !checked {
 				// Learn whether our hook is there (after a restart), once per group.
 				checked = true
 				hooks, err := b.cloud.DescribeLifecycleHooks(ctx, g.Name)
@@ -233,10 +245,10 @@ func (b *Balancer) lifecycleActions(ctx context.Context, inv *inventory) error {
 					// is not there only fails), let nothing go.
 					errs = append(errs, fmt.Errorf("describing lifecycle hooks of %s: %w", g.Name, err))
 					unsure = true
-				} else if !slices.ContainsFunc(hooks, func(h aws.Hook) bool { return h.Name == HookName }) {
+				} else if !slices.ContainsFunc(hooks, func(h asg.Hook) bool { return h.Name == HookName }) {
 					break
 				} else {
-					b.hooks[g.Name] = b.clock.Now()
+					b.lifecycle.hooks[g.Name] = b.clock.Now()
 				}
 			}
 			src := inv
@@ -263,12 +275,12 @@ func (b *Balancer) lifecycleActions(ctx context.Context, inv *inventory) error {
 			case unsure:
 				// Whether our hook holds it is unknown; the next loop decides.
 			default:
-				if err := b.cloud.CompleteLifecycleAction(ctx, g.Name, HookName, i.ID, aws.ResultContinue); err != nil {
+				if err := b.cloud.CompleteLifecycleAction(ctx, g.Name, HookName, i.ID, asg.ResultContinue); err != nil {
 					errs = append(errs, fmt.Errorf("completing lifecycle action of %s: %w", i.ID, err))
 					continue
 				}
-				b.completed[i.ID] = true
-				b.recorder.Eventf(n, v1.EventTypeNormal, ReasonTerminationReleased, "Holds no bound local volume: let the termination of %s proceed", i.ID)
+				b.lifecycle.completed[i.ID] = true
+				b.recorder.Eventf(n, v1.EventTypeNormal, ReasonTerminationReleased, "%s", msgTerminationReleased(i.ID))
 			}
 		}
 	}
@@ -303,7 +315,7 @@ func (b *Balancer) heldUndiscovered(ctx context.Context, inv *inventory, hold fu
 		return nil
 	}
 	slices.SortFunc(left, func(a, c heldInstance) int { return strings.Compare(a.group+"/"+a.instance, c.group+"/"+c.instance) })
-	gs, err := b.cloud.DescribeGroups(ctx, aws.Selector{Names: sortedKeys(names)})
+	gs, err := b.cloud.DescribeGroups(ctx, asg.Selector{Names: sortedKeys(names)})
 	if err != nil {
 		for _, h := range left {
 			hold(h.group, h.instance)
@@ -318,7 +330,7 @@ func (b *Balancer) heldUndiscovered(ctx context.Context, inv *inventory, hold fu
 	}
 	var errs []error
 	for _, h := range left {
-		if lifecycle[h] != aws.StateTerminatingWait || b.completed[h.instance] {
+		if lifecycle[h] != asg.StateTerminatingWait || b.lifecycle.completed[h.instance] {
 			continue // no longer waiting on the hook: nothing to hold
 		}
 		src, vols := inv, holds(inv, h.instance)
@@ -355,14 +367,12 @@ func holds(inv *inventory, id string) []string {
 func (b *Balancer) reportHeld(inv *inventory, n *v1.Node, group, id string, vols []string) {
 	limit := globalTimeout(b.opts.HeartbeatTimeout.Seconds())
 	if n != nil {
-		b.warnNode(n, ReasonTerminationHeld, "AWS is terminating instance %s of group %s; held while local volumes %s are bound (at most %s)",
-			id, group, strings.Join(vols, ", "), limit)
+		b.warnNode(n, ReasonTerminationHeld, "%s", msgTerminationHeld(id, group, vols, limit))
 		return
 	}
 	for _, name := range vols {
 		if pv := inv.volumes[name]; pv != nil {
-			b.report(pv, ReasonTerminationHeld, "AWS is terminating instance %s of group %s, whose node is gone; held while volume %s, which records it, is bound (at most %s)",
-				id, group, name, limit)
+			b.report(pv, ReasonTerminationHeld, "%s", msgTerminationHeldNodeGone(id, group, name, limit))
 		}
 	}
 }

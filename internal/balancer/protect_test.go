@@ -17,7 +17,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 
-	"github.com/ballast-k8s/ballast/internal/aws"
+	"github.com/ballast-k8s/ballast/internal/asg"
 	"github.com/ballast-k8s/ballast/internal/awstest"
 )
 
@@ -161,14 +161,7 @@ func (p stalePVs) List(ctx context.Context, opts metav1.ListOptions) (*v1.Persis
 // a held termination proceed nor remove a node's annotation or protection.
 func TestStaleListLetsNothingGo(t *testing.T) {
 	w := newWorld(t, 2, nil)
-	nodes, err := w.kube.CoreV1().Nodes().List(w.ctx, metav1.ListOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	pvs, err := w.kube.CoreV1().PersistentVolumes().List(w.ctx, metav1.ListOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	nodes, pvs := w.lists()
 	for i := range pvs.Items { // as the cache saw them before they were bound
 		pvs.Items[i].Spec.ClaimRef, pvs.Items[i].Status.Phase = nil, v1.VolumeAvailable
 	}
@@ -218,19 +211,31 @@ func protectedOf(f *fixture, group string, ids ...string) []string {
 	return out
 }
 
-// blockingCloud holds DescribeGroups until release is closed.
-type blockingCloud struct {
-	Cloud
+// gate holds a call: it says the call entered, then waits until release
+// is closed.
+type gate struct {
 	entered chan struct{}
 	release chan struct{}
 }
 
-func (c *blockingCloud) DescribeGroups(ctx context.Context, sel aws.Selector) ([]aws.Group, error) {
+func newGate() gate { return gate{entered: make(chan struct{}, 1), release: make(chan struct{})} }
+
+func (g gate) hold() {
 	select {
-	case c.entered <- struct{}{}:
+	case g.entered <- struct{}{}:
 	default:
 	}
-	<-c.release
+	<-g.release
+}
+
+// blockingCloud holds DescribeGroups until release is closed.
+type blockingCloud struct {
+	Cloud
+	gate
+}
+
+func (c *blockingCloud) DescribeGroups(ctx context.Context, sel asg.Selector) ([]asg.Group, error) {
+	c.hold()
 	return c.Cloud.DescribeGroups(ctx, sel)
 }
 
@@ -239,7 +244,7 @@ func (c *blockingCloud) DescribeGroups(ctx context.Context, sel aws.Selector) ([
 func TestHealthAnsweredDuringLoop(t *testing.T) {
 	ctx := context.Background()
 	f := newFixture(t)
-	cloud := &blockingCloud{Cloud: f.b.cloud, entered: make(chan struct{}, 1), release: make(chan struct{})}
+	cloud := &blockingCloud{Cloud: f.b.cloud, gate: newGate()}
 	f.b.cloud = cloud
 	done := make(chan error, 1)
 	go func() { done <- f.b.Reconcile(ctx) }()
@@ -300,7 +305,7 @@ func TestAZRebalanceResumeReportedEachTime(t *testing.T) {
 		if err := f.b.Reconcile(ctx); err != nil {
 			t.Fatal(err)
 		}
-		if diff := cmp.Diff([]string{aws.ProcessAZRebalance}, f.emu.Suspended("cassandra")); diff != "" {
+		if diff := cmp.Diff([]string{asg.ProcessAZRebalance}, f.emu.Suspended("cassandra")); diff != "" {
 			t.Fatalf("loop %d: suspended (-want, +got):\n%s", i, diff)
 		}
 		for len(f.events.Events) > 0 {
@@ -309,7 +314,7 @@ func TestAZRebalanceResumeReportedEachTime(t *testing.T) {
 			}
 		}
 		if _, err := rawASG(f.emu).ResumeProcesses(ctx, &autoscaling.ResumeProcessesInput{AutoScalingGroupName: awssdk.String("cassandra"),
-			ScalingProcesses: []string{aws.ProcessAZRebalance}}); err != nil {
+			ScalingProcesses: []string{asg.ProcessAZRebalance}}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -321,16 +326,11 @@ func TestAZRebalanceResumeReportedEachTime(t *testing.T) {
 // slowCloud holds DescribeInstances (the orphan step) until release is closed.
 type slowCloud struct {
 	Cloud
-	entered chan struct{}
-	release chan struct{}
+	gate
 }
 
-func (c *slowCloud) DescribeInstances(ctx context.Context, ids []string) ([]aws.Instance, error) {
-	select {
-	case c.entered <- struct{}{}:
-	default:
-	}
-	<-c.release
+func (c *slowCloud) DescribeInstances(ctx context.Context, ids []string) ([]asg.Instance, error) {
+	c.hold()
 	return c.Cloud.DescribeInstances(ctx, ids)
 }
 
@@ -341,7 +341,7 @@ func TestHeartbeatsDoNotWaitForSlowLoop(t *testing.T) {
 	w := newWorld(t, 2, nil)
 	w.startTermination(w.ids[0])
 	w.lose(1) // an orphan: the loop asks EC2 about its instance
-	slow := &slowCloud{Cloud: w.b.cloud, entered: make(chan struct{}, 1), release: make(chan struct{})}
+	slow := &slowCloud{Cloud: w.b.cloud, gate: newGate()}
 	w.b.cloud = slow
 	ctx, cancel := context.WithCancel(w.ctx)
 	stopped := make(chan struct{})

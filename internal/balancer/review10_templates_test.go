@@ -7,7 +7,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/sets"
 
-	"github.com/ballast-k8s/ballast/internal/aws"
+	"github.com/ballast-k8s/ballast/internal/asg"
 	"github.com/ballast-k8s/ballast/internal/shapes"
 )
 
@@ -25,8 +25,8 @@ import (
 // nodeSelector eks.amazonaws.com/nodegroup is one CA adds a node for; Ballast
 // must not park it.
 func TestTemplateOfEKSManagedNodeGroup(t *testing.T) {
-	it := &aws.InstanceType{Name: "g5.xlarge", VCPU: 4, MemoryMiB: 16384, Architectures: []string{"x86_64"}, NvidiaGPUs: 1}
-	g := &aws.Group{Name: "eks-gpu-ng-1ac6b2a0", Zones: []string{"us-east-1a"}, MaxSize: 4, Tags: map[string]string{
+	it := &asg.InstanceType{Name: "g5.xlarge", VCPU: 4, MemoryMiB: 16384, Architectures: []string{"x86_64"}, NvidiaGPUs: 1}
+	g := &asg.Group{Name: "eks-gpu-ng-1ac6b2a0", Zones: []string{"us-east-1a"}, MaxSize: 4, Tags: map[string]string{
 		"eks:cluster-name":                  "prod",
 		"eks:nodegroup-name":                "gpu-ng",
 		"k8s.io/cluster-autoscaler/enabled": "true",
@@ -64,8 +64,8 @@ func TestTemplateOfEKSManagedNodeGroup(t *testing.T) {
 // The e2e fidelity matrix has no row between a template's allocatable and
 // its capacity, so it cannot see this.
 func TestTemplateResourcesAgainstCATemplate(t *testing.T) {
-	it := &aws.InstanceType{Name: "m5.large", VCPU: 2, MemoryMiB: 8192, Architectures: []string{"x86_64"}}
-	g := &aws.Group{Name: "web-a", Zones: []string{"us-east-1a"}, MaxSize: 3}
+	it := &asg.InstanceType{Name: "m5.large", VCPU: 2, MemoryMiB: 8192, Architectures: []string{"x86_64"}}
+	g := &asg.Group{Name: "web-a", Zones: []string{"us-east-1a"}, MaxSize: 3}
 	tmpl := (func() *v1.Node { ng := template(g, it, nil, &warnings{}); return ng.TemplateNode() })()
 	opts := &shapes.Options{IdentityLabels: sets.New(v1.LabelHostname)}
 	for _, tc := range []struct {

@@ -11,7 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
-	"github.com/ballast-k8s/ballast/internal/aws"
+	"github.com/ballast-k8s/ballast/internal/asg"
 	"github.com/ballast-k8s/ballast/internal/awstest"
 )
 
@@ -37,7 +37,7 @@ func TestHeldWhenTheGroupLeavesDiscovery(t *testing.T) {
 	}
 	if _, err := rawASG(w.emu).CreateOrUpdateTags(w.ctx, &autoscaling.CreateOrUpdateTagsInput{Tags: []astypes.Tag{{
 		ResourceId: awssdk.String("cassandra"), ResourceType: awssdk.String("auto-scaling-group"),
-		Key: awssdk.String(aws.TagAutoDiscoveryEnabled), Value: awssdk.String("True"), PropagateAtLaunch: awssdk.Bool(false),
+		Key: awssdk.String(asg.TagAutoDiscoveryEnabled), Value: awssdk.String("True"), PropagateAtLaunch: awssdk.Bool(false),
 	}}}); err != nil {
 		t.Fatal(err)
 	}

@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/ballast-k8s/ballast/internal/aws"
+	"github.com/ballast-k8s/ballast/internal/asg"
 	"github.com/ballast-k8s/ballast/internal/split"
 )
 
@@ -18,89 +18,90 @@ const (
 	EnforceSuspend = "suspend"
 	// EnforceSplit also splits them into one group per zone.
 	EnforceSplit = "split"
-
-	// ReasonSplitGroup: a group was split, or a split step was made.
-	ReasonSplitGroup = "SplitGroup"
-	// ReasonSplitBlocked: a split cannot go on: it failed, or another splitter holds it.
-	ReasonSplitBlocked = "SplitBlocked"
 )
 
 // EnforceValues are the valid zone policies.
 var EnforceValues = []string{EnforceSuspend, EnforceSplit}
 
-// SplitCloud is what splitting needs beyond Cloud; *aws.Client implements it.
-type SplitCloud interface {
-	Cloud
-	split.Cloud
-}
-
-var (
-	_ SplitCloud = (*aws.Client)(nil)
-	_ SplitCloud = (*recordingCloud)(nil)
-)
+var _ Cloud = (*recordingCloud)(nil)
 
 // loopOwner names this process in the split lock, with a nonce: two
 // processes never share it, even with the same host name and pid.
 var loopOwner = split.NewOwner("az-balancer-run")
 
-// splitGroup makes one pass of the split of g and reports it; the caller
-// holds b.mu. A split waiting for instances to detach, or held by another
-// splitter, is reported and is no failure of the loop: a later loop goes on.
-func (b *Balancer) splitGroup(ctx context.Context, g *aws.Group, w *warnings) (changed bool, err error) {
-	cloud, ok := b.cloud.(SplitCloud)
-	if !ok {
-		return false, errors.New("the AWS client cannot split groups")
+// splitState is what the split step keeps between loops.
+type splitState struct {
+	splitter *split.Splitter // the loop's splitter, made on first use
+	pass     splitPass       // loopSplitPass, or Plan's planSplitPass
+}
+
+// splitPass makes one pass of the split of a group: the loop's
+// (loopSplitPass) or Plan's (planSplitPass).
+type splitPass func(ctx context.Context, b *Balancer, group string) (split.Result, error)
+
+// loopSplitPass makes the pass under the group's split lock, with one
+// splitter per process: it remembers its void lock claims.
+func loopSplitPass(ctx context.Context, b *Balancer, group string) (split.Result, error) {
+	if b.splits.splitter == nil {
+		b.splits.splitter = split.New(b.cloud, b.clock, split.Options{Selector: b.opts.Selector, Owner: loopOwner})
 	}
-	var res split.Result
-	if rc, ok := cloud.(*recordingCloud); ok { // Plan: the steps of the next pass, the lock aside
-		res, err = split.New(cloud, b.clock, split.Options{Selector: b.opts.Selector, Owner: loopOwner}).Plan(ctx, g.Name)
+	return b.splits.splitter.Pass(ctx, group)
+}
+
+// planSplitPass records the steps of the next pass on rc, the lock aside,
+// and makes none.
+func planSplitPass(rc *recordingCloud) splitPass {
+	return func(ctx context.Context, b *Balancer, group string) (split.Result, error) {
+		res, err := split.New(rc, b.clock, split.Options{Selector: b.opts.Selector, Owner: loopOwner}).Plan(ctx, group)
 		for _, st := range res.Steps {
 			rc.record(strings.TrimPrefix(st.Target, "asg/"), st.Verb, "%s", st.Detail)
 		}
 		res.Steps = nil
-	} else {
-		if b.splitter == nil { // one per process: it remembers its void lock claims
-			b.splitter = split.New(cloud, b.clock, split.Options{Selector: b.opts.Selector, Owner: loopOwner})
-		}
-		res, err = b.splitter.Pass(ctx, g.Name)
+		return res, err
 	}
+}
+
+// splitGroup makes one pass of the split of g and reports it; the caller
+// holds b.mu. A split waiting for instances to detach, or held by another
+// splitter, is reported and is no failure of the loop: a later loop goes on.
+func (b *Balancer) splitGroup(ctx context.Context, g *asg.Group, w *warnings) (changed bool, err error) {
+	res, err := b.splits.pass(ctx, b, g.Name)
 	if len(res.Steps) > 0 {
-		w.normal(ReasonSplitGroup, "Split of Auto Scaling group %s (zones %v): %d steps made", g.Name, g.Zones, len(res.Steps))
+		w.normal(ReasonSplitGroup, "%s", msgSplitSteps(g, len(res.Steps)))
 	}
 	if err == nil || len(res.Stranded) > 0 {
 		b.metrics.splitStranded.WithLabelValues(g.Name).Set(float64(len(res.Stranded)))
 	}
 	if len(res.Stranded) > 0 {
-		w.warn(ReasonSplitBlocked, "Split of Auto Scaling group %s leaves instances in it, which AWS would not attach to a per-zone group; replace them to let the split finish: %s",
-			g.Name, strings.Join(res.Stranded, "; "))
+		w.warn(ReasonSplitBlocked, "%s", msgSplitStranded(g, res.Stranded))
 	}
 	switch {
 	case errors.Is(err, split.ErrLocked):
-		w.warn(ReasonSplitBlocked, "Split of Auto Scaling group %s waits: %v", g.Name, err)
+		w.warn(ReasonSplitBlocked, "%s", msgSplitLocked(g, err))
 		return false, nil
 	case err != nil:
-		w.warn(ReasonSplitBlocked, "Split of Auto Scaling group %s did not finish: %v", g.Name, err)
+		w.warn(ReasonSplitBlocked, "%s", msgSplitFailed(g, err))
 		return len(res.Steps) > 0, err
 	case res.Done:
-		w.normal(ReasonSplitGroup, "Split of Auto Scaling group %s is done", g.Name)
+		w.normal(ReasonSplitGroup, "%s", msgSplitDone(g))
 	case len(res.Waiting) > 0:
-		w.normal(ReasonSplitGroup, "Split of Auto Scaling group %s in progress: %s", g.Name, strings.Join(res.Waiting, "; "))
+		w.normal(ReasonSplitGroup, "%s", msgSplitWaiting(g, res.Waiting))
 	}
 	return len(res.Steps) > 0, nil
 }
 
 // splitDoneGroup reports whether g is the empty remainder of a finished split.
-func splitDoneGroup(g *aws.Group) bool { return split.IsDone(g) }
+func splitDoneGroup(g *asg.Group) bool { return split.IsDone(g) }
 
 // ZoneGroupName is the name of the group of zone split from group.
 func ZoneGroupName(group, zone string) string { return split.ZoneGroupName(group, zone) }
 
-func (r *recordingCloud) CreateZoneGroup(_ context.Context, zg aws.ZoneGroup) error {
+func (r *recordingCloud) CreateZoneGroup(_ context.Context, zg asg.ZoneGroup) error {
 	r.record(zg.Name, "CreateAutoScalingGroup", "from %s zone=%s min=%d max=%d", zg.Source, zg.Zone, zg.MinSize, zg.MaxSize)
 	return nil
 }
 
-func (r *recordingCloud) UpdateGroupSize(_ context.Context, group string, s aws.Sizes) error {
+func (r *recordingCloud) UpdateGroupSize(_ context.Context, group string, s asg.Sizes) error {
 	var parts []string
 	for _, p := range []struct {
 		k string

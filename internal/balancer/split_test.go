@@ -15,7 +15,7 @@ import (
 	"k8s.io/client-go/tools/record"
 	clocktesting "k8s.io/utils/clock/testing"
 
-	"github.com/ballast-k8s/ballast/internal/aws"
+	"github.com/ballast-k8s/ballast/internal/asg"
 	"github.com/ballast-k8s/ballast/internal/awstest"
 	"github.com/ballast-k8s/ballast/internal/split"
 )
@@ -27,45 +27,20 @@ const nodeTemplateTag = "k8s.io/cluster-autoscaler/node-template/label/workload"
 type splitWorld struct {
 	emu   *awstest.Server
 	clock *clocktesting.FakeClock
-	cloud *aws.Client
+	cloud *asg.Client
 	ids   map[string][]string // by zone
 	prot  []string            // protected before the split
 }
 
 func newSplitWorld(t testing.TB, edit ...func(*awstest.GroupSpec)) *splitWorld {
 	t.Helper()
-	ctx := context.Background()
-	w := &splitWorld{clock: clocktesting.NewFakeClock(time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC))}
-	w.emu = awstest.NewServer(w.clock)
-	t.Cleanup(w.emu.Close)
-	spec := awstest.GroupSpec{Name: "cassandra", Zones: zones, MinSize: 3, MaxSize: 10, InstanceType: "i3.xlarge",
-		Tags: caTags(map[string]string{nodeTemplateTag: "cassandra", "team": "db"}), Instances: map[string]int{zones[0]: 4, zones[1]: 1, zones[2]: 1}}
-	for _, e := range edit {
-		e(&spec)
-	}
-	w.ids = w.emu.CreateGroup(spec)
-	w.cloud = w.client(t, nil)
-	w.prot = []string{w.ids[zones[0]][1], w.ids[zones[1]][0]}
-	slices.Sort(w.prot)
-	if err := w.cloud.SetInstanceProtection(ctx, "cassandra", w.prot, true); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.cloud.PutLifecycleHook(ctx, aws.Hook{Group: "cassandra", Name: HookName, Transition: aws.TransitionTerminating, HeartbeatTimeout: 300, DefaultResult: aws.ResultContinue}); err != nil {
-		t.Fatal(err)
-	}
-	w.emu.Reset()
-	return w
+	f := awstest.NewSplitWorld(t, zones, HookName, caTags(map[string]string{nodeTemplateTag: "cassandra", "team": "db"}), edit...)
+	return &splitWorld{emu: f.Emu, clock: f.Clock, cloud: f.Cloud, ids: f.IDs, prot: f.Protected}
 }
 
-func (w *splitWorld) client(t testing.TB, hc *http.Client) *aws.Client {
+func (w *splitWorld) client(t testing.TB, hc *http.Client) *asg.Client {
 	t.Helper()
-	o := w.emu.ClientOptions()
-	o.HTTPClient = hc
-	c, err := aws.New(context.Background(), o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
+	return w.emu.NewClient(t, hc)
 }
 
 func (w *splitWorld) all() []string {
@@ -104,7 +79,7 @@ func TestReconcileEnforcesSplit(t *testing.T) {
 	a0 := w.ids[zones[0]][0]
 	objs := []runtime.Object{node("cass-a-0", zones[0], a0), localPV("pv-a0", "cass-a-0", v1.VolumeBound)}
 	kube := fake.NewClientset(objs...)
-	b := New(kube, w.cloud, record.NewFakeRecorder(1000), w.clock, Options{Selector: aws.AutoDiscovery(cluster), HeartbeatTimeout: 5 * time.Minute, Enforce: EnforceSplit}, nil)
+	b := New(kube, w.cloud, record.NewFakeRecorder(1000), w.clock, Options{Selector: asg.AutoDiscovery(cluster), HeartbeatTimeout: 5 * time.Minute, Enforce: EnforceSplit}, nil)
 
 	actions, err := b.Plan(ctx)
 	if err != nil {
@@ -153,12 +128,12 @@ func TestReconcileEnforcesSplit(t *testing.T) {
 func TestReconcileWaitsForSplitCommand(t *testing.T) {
 	ctx := context.Background()
 	w := newSplitWorld(t)
-	cli := split.New(w.cloud, w.clock, split.Options{Selector: aws.AutoDiscovery(cluster), Owner: "az-balancer-split@laptop/1"})
+	cli := split.New(w.cloud, w.clock, split.Options{Selector: asg.AutoDiscovery(cluster), Owner: "az-balancer-split@laptop/1"})
 	if _, err := cli.Pass(ctx, "cassandra"); err != nil {
 		t.Fatal(err)
 	}
 	events := record.NewFakeRecorder(100)
-	b := New(fake.NewClientset(), w.cloud, events, w.clock, Options{Selector: aws.AutoDiscovery(cluster), HeartbeatTimeout: 5 * time.Minute, Enforce: EnforceSplit}, nil)
+	b := New(fake.NewClientset(), w.cloud, events, w.clock, Options{Selector: asg.AutoDiscovery(cluster), HeartbeatTimeout: 5 * time.Minute, Enforce: EnforceSplit}, nil)
 	w.emu.Reset()
 	if err := b.Reconcile(ctx); err != nil {
 		t.Fatalf("the loop failed while the split command holds the group: %v", err)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"reflect"
 	"strings"
+	"time"
 
 	v1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -15,7 +16,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/ballast-k8s/ballast/config/nodegroups"
-	"github.com/ballast-k8s/ballast/internal/aws"
+	"github.com/ballast-k8s/ballast/internal/asg"
 )
 
 // cluster-autoscaler's node-template tags (cloudprovider/aws/README.md).
@@ -75,6 +76,17 @@ var (
 
 // strippedTaint reports whether cluster-autoscaler leaves the taint out of
 // its templates.
+// templateState is what the template step keeps between loops.
+type templateState struct {
+	types           map[string]asg.InstanceType // instance types never change
+	launchTemplates map[asg.LaunchTemplateRef]cached
+}
+
+type cached struct {
+	value string
+	at    time.Time
+}
+
 func strippedTaint(key string) bool {
 	if strippedTaintKeys[key] {
 		return true
@@ -110,11 +122,11 @@ func (b *Balancer) publish(ctx context.Context, inv *inventory, w *warnings) err
 		g := &inv.groups[i]
 		t, err := b.instanceType(ctx, g)
 		if err != nil {
-			w.warn(ReasonTemplateIncomplete, "Cannot tell the instance type of group %s: %v", g.Name, err)
+			w.warn(ReasonTemplateIncomplete, "%s", msgInstanceTypeUnknown(g.Name, err))
 		}
 		if t != "" {
 			typeOf[g.Name] = t
-			if _, ok := b.types[t]; !ok && !contains(want, t) {
+			if _, ok := b.templates.types[t]; !ok && !contains(want, t) {
 				want = append(want, t)
 			}
 		}
@@ -125,16 +137,16 @@ func (b *Balancer) publish(ctx context.Context, inv *inventory, w *warnings) err
 	if len(want) > 0 {
 		got, err := b.cloud.DescribeInstanceTypes(ctx, want)
 		if err != nil {
-			w.warn(ReasonTemplateIncomplete, "Cannot describe instance types %v: %v", want, err)
+			w.warn(ReasonTemplateIncomplete, "%s", msgInstanceTypesNotDescribed(want, err))
 		}
-		var ue *aws.UnknownInstanceTypesError
+		var ue *asg.UnknownInstanceTypesError
 		if errors.As(err, &ue) {
 			for _, n := range ue.Names {
 				unknown[n] = true
 			}
 		}
 		for _, t := range got {
-			b.types[t.Name] = t
+			b.templates.types[t.Name] = t
 		}
 	}
 
@@ -143,30 +155,30 @@ func (b *Balancer) publish(ctx context.Context, inv *inventory, w *warnings) err
 	ids := zoneIDs(inv.nodes)
 	for i := range inv.groups {
 		g := &inv.groups[i]
-		var it *aws.InstanceType
-		if t, ok := b.types[typeOf[g.Name]]; ok {
+		var it *asg.InstanceType
+		if t, ok := b.templates.types[typeOf[g.Name]]; ok {
 			it = &t
 		}
 		ng := template(g, it, ids, w)
 		_, cpu := ng.Allocatable[v1.ResourceCPU]
 		_, mem := ng.Allocatable[v1.ResourceMemory]
 		if t := typeOf[g.Name]; unknown[t] && (!cpu || !mem) {
-			w.warn(ReasonTemplateIncomplete, "No template for group %s: EC2 does not know its instance type %s", g.Name, t)
+			w.warn(ReasonTemplateIncomplete, "%s", msgNoTemplate(g.Name, "EC2 does not know its instance type "+t))
 			continue
 		}
 		if _, cpu := ng.Allocatable[v1.ResourceCPU]; !cpu {
-			w.warn(ReasonTemplateIncomplete, "No template for group %s: its instance type is unknown and no node-template tags give cpu", g.Name)
+			w.warn(ReasonTemplateIncomplete, "%s", msgNoTemplate(g.Name, "its instance type is unknown and no node-template tags give cpu"))
 			complete = false
 			continue
 		}
 		if _, mem := ng.Allocatable[v1.ResourceMemory]; !mem {
-			w.warn(ReasonTemplateIncomplete, "No template for group %s: its instance type is unknown and no node-template tags give memory", g.Name)
+			w.warn(ReasonTemplateIncomplete, "%s", msgNoTemplate(g.Name, "its instance type is unknown and no node-template tags give memory"))
 			complete = false
 			continue
 		}
 		one := &nodegroups.NodeGroupList{APIVersion: nodegroups.APIVersion, Kind: nodegroups.Kind, NodeGroups: []nodegroups.NodeGroup{ng}}
 		if errs := nodegroups.Validate(one); len(errs) > 0 {
-			w.warn(ReasonTemplateIncomplete, "No template for group %s: %v", g.Name, errs.ToAggregate())
+			w.warn(ReasonTemplateIncomplete, "%s", msgNoTemplate(g.Name, errs.ToAggregate().Error()))
 			complete = false
 			continue
 		}
@@ -191,7 +203,7 @@ func contains(s []string, v string) bool {
 // cluster-autoscaler does: the first override of a mixed instances policy,
 // else the launch template's. A running instance's type stands in for the
 // launch template to save a call per group.
-func (b *Balancer) instanceType(ctx context.Context, g *aws.Group) (string, error) {
+func (b *Balancer) instanceType(ctx context.Context, g *asg.Group) (string, error) {
 	if len(g.OverrideTypes) > 0 {
 		return g.OverrideTypes[0], nil
 	}
@@ -200,17 +212,17 @@ func (b *Balancer) instanceType(ctx context.Context, g *aws.Group) (string, erro
 			return i.InstanceType, nil
 		}
 	}
-	if g.LaunchTemplate == (aws.LaunchTemplateRef{}) {
+	if g.LaunchTemplate == (asg.LaunchTemplateRef{}) {
 		return "", errors.New("no instances, no mixed instances policy and no launch template")
 	}
-	if c, ok := b.ltTypes[g.LaunchTemplate]; ok && b.clock.Since(c.at) < b.opts.TemplateRefresh*10 {
+	if c, ok := b.templates.launchTemplates[g.LaunchTemplate]; ok && b.clock.Since(c.at) < b.opts.TemplateRefresh*10 {
 		return c.value, nil
 	}
 	t, err := b.cloud.LaunchTemplateInstanceType(ctx, g.LaunchTemplate)
 	if err != nil {
 		return "", err
 	}
-	b.ltTypes[g.LaunchTemplate] = cached{value: t, at: b.clock.Now()}
+	b.templates.launchTemplates[g.LaunchTemplate] = cached{value: t, at: b.clock.Now()}
 	if t == "" {
 		return "", fmt.Errorf("launch template %+v names no instance type", g.LaunchTemplate)
 	}
@@ -221,7 +233,7 @@ func (b *Balancer) instanceType(ctx context.Context, g *aws.Group) (string, erro
 // node-template tags: the node the group launches, as far as the static
 // predicates can tell, and what cluster-autoscaler's template holds. ids maps
 // zones to zone ids (zoneIDs). A malformed tag is reported and skipped.
-func template(g *aws.Group, it *aws.InstanceType, ids map[string]string, w *warnings) nodegroups.NodeGroup {
+func template(g *asg.Group, it *asg.InstanceType, ids map[string]string, w *warnings) nodegroups.NodeGroup {
 	ng := nodegroups.NodeGroup{
 		Name: g.Name, MinSize: g.MinSize, MaxSize: g.MaxSize, CurrentSize: g.DesiredCapacity,
 		Labels: map[string]string{v1.LabelOSStable: "linux", labelBetaOS: "linux"}, Allocatable: v1.ResourceList{},
@@ -258,14 +270,14 @@ func template(g *aws.Group, it *aws.InstanceType, ids map[string]string, w *warn
 		case strings.HasPrefix(k, tagLabelPrefix):
 			key := strings.TrimPrefix(k, tagLabelPrefix)
 			if msgs := append(validation.IsQualifiedName(key), validation.IsValidLabelValue(v)...); len(msgs) > 0 {
-				w.warn(ReasonMalformedTag, "Group %s: skipped tag %s=%q: %s", g.Name, k, v, strings.Join(msgs, "; "))
+				w.warn(ReasonMalformedTag, "%s", msgMalformedTag(g.Name, k, v, strings.Join(msgs, "; ")))
 				continue
 			}
 			ng.Labels[key] = v
 		case strings.HasPrefix(k, tagTaintPrefix):
 			t, err := parseTaint(strings.TrimPrefix(k, tagTaintPrefix), v)
 			if err != nil {
-				w.warn(ReasonMalformedTag, "Group %s: skipped tag %s=%q: %v", g.Name, k, v, err)
+				w.warn(ReasonMalformedTag, "%s", msgMalformedTag(g.Name, k, v, err.Error()))
 				continue
 			}
 			if strippedTaint(t.Key) {
@@ -282,7 +294,7 @@ func template(g *aws.Group, it *aws.InstanceType, ids map[string]string, w *warn
 				err = errors.New(strings.Join(msgs, "; "))
 			}
 			if err != nil {
-				w.warn(ReasonMalformedTag, "Group %s: skipped tag %s=%q: %v", g.Name, k, v, err)
+				w.warn(ReasonMalformedTag, "%s", msgMalformedTag(g.Name, k, v, err.Error()))
 				continue
 			}
 			ng.Allocatable[v1.ResourceName(name)] = q
@@ -354,7 +366,7 @@ func (b *Balancer) writeConfigMap(ctx context.Context, list *nodegroups.NodeGrou
 		if _, err := cms.Create(ctx, cm, metav1.CreateOptions{FieldManager: Source}); err != nil {
 			return fmt.Errorf("creating ConfigMap %s/%s: %w", cm.Namespace, cm.Name, err)
 		}
-		b.recorder.Eventf(cm, v1.EventTypeNormal, ReasonPublishedNodeTemplates, "Published %d node groups", len(list.NodeGroups))
+		b.recorder.Eventf(cm, v1.EventTypeNormal, ReasonPublishedNodeTemplates, "%s", msgPublished(len(list.NodeGroups)))
 		return nil
 	}
 	if err != nil {

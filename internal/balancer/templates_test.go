@@ -9,7 +9,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/sets"
 
-	"github.com/ballast-k8s/ballast/internal/aws"
+	"github.com/ballast-k8s/ballast/internal/asg"
 	"github.com/ballast-k8s/ballast/internal/shapes"
 )
 
@@ -24,7 +24,7 @@ import (
 //     their beta twins; cloud-provider-aws adds topology.k8s.aws/zone-id;
 //   - the EBS CSI node plugin: its topology key topology.ebs.csi.aws.com/zone,
 //     which kubelet copies onto the node when the driver registers.
-func launchedNode(name, zone, zoneID string, it *aws.InstanceType, nodeLabels map[string]string, taints []v1.Taint) *v1.Node {
+func launchedNode(name, zone, zoneID string, it *asg.InstanceType, nodeLabels map[string]string, taints []v1.Taint) *v1.Node {
 	region := zone[:len(zone)-1]
 	l := map[string]string{
 		v1.LabelHostname: name, v1.LabelOSStable: "linux", v1.LabelArchStable: it.KubeArch(),
@@ -57,9 +57,9 @@ var caTemplateLabels = []string{
 // with status/startup/ignore taints?"); a static predicate cannot tell the two
 // apart.
 func TestTemplateIsTheLaunchedNode(t *testing.T) {
-	it := &aws.InstanceType{Name: "r6g.xlarge", VCPU: 4, MemoryMiB: 32768, Architectures: []string{"arm64"}}
+	it := &asg.InstanceType{Name: "r6g.xlarge", VCPU: 4, MemoryMiB: 32768, Architectures: []string{"arm64"}}
 	dedicated := v1.Taint{Key: "dedicated", Value: "db", Effect: v1.TaintEffectNoSchedule}
-	g := &aws.Group{Name: "db-b", Zones: []string{"us-east-1b"}, MaxSize: 5, Tags: map[string]string{
+	g := &asg.Group{Name: "db-b", Zones: []string{"us-east-1b"}, MaxSize: 5, Tags: map[string]string{
 		tagLabelPrefix + "pool":      "db",
 		tagTaintPrefix + "dedicated": "db:NoSchedule",
 		tagTaintPrefix + "startup-taint.cluster-autoscaler.kubernetes.io/cni-not-ready": "true:NoSchedule",
@@ -149,7 +149,7 @@ func TestTemplateTaintsCARules(t *testing.T) {
 		"example.com/startup-taint.cluster-autoscaler.kubernetes.io": false,
 	}
 	for key, stripped := range cases {
-		g := &aws.Group{Name: "g", Zones: []string{"us-east-1a"}, MaxSize: 1, Tags: map[string]string{tagTaintPrefix + key: "v:NoSchedule"}}
+		g := &asg.Group{Name: "g", Zones: []string{"us-east-1a"}, MaxSize: 1, Tags: map[string]string{tagTaintPrefix + key: "v:NoSchedule"}}
 		ng := template(g, nil, nil, &warnings{})
 		if got := len(ng.Taints) == 0; got != stripped {
 			t.Errorf("taint %s: stripped %v, want %v (taints %v)", key, got, stripped, ng.Taints)

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ballast-k8s/ballast/internal/aws"
+	"github.com/ballast-k8s/ballast/internal/asg"
 	"github.com/ballast-k8s/ballast/internal/awstest"
 	"github.com/ballast-k8s/ballast/internal/split"
 )
@@ -242,7 +242,7 @@ func TestSplitOwnersNeverCollide(t *testing.T) {
 func TestSplitRefusesAbandonLaunchHooks(t *testing.T) {
 	ctx := context.Background()
 	w := newSplitWorld(t)
-	if err := w.cloud.PutLifecycleHook(ctx, aws.Hook{Group: "cassandra", Name: "bootstrap", Transition: "autoscaling:EC2_INSTANCE_LAUNCHING", HeartbeatTimeout: 300, DefaultResult: "ABANDON"}); err != nil {
+	if err := w.cloud.PutLifecycleHook(ctx, asg.Hook{Group: "cassandra", Name: "bootstrap", Transition: "autoscaling:EC2_INSTANCE_LAUNCHING", HeartbeatTimeout: 300, DefaultResult: "ABANDON"}); err != nil {
 		t.Fatal(err)
 	}
 	w.emu.Reset()
@@ -431,7 +431,7 @@ func TestSplitDoesNotStrandOnAFullZoneGroup(t *testing.T) {
 		once.Do(func() {
 			g, _ := w.emu.Group(zone)
 			// cluster-autoscaler scales the zone group up to its maximum.
-			if err := w.cloud.UpdateGroupSize(ctx, zone, aws.Sizes{Desired: &g.MaxSize}); err != nil {
+			if err := w.cloud.UpdateGroupSize(ctx, zone, asg.Sizes{Desired: &g.MaxSize}); err != nil {
 				t.Error(err)
 			}
 		})

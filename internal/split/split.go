@@ -46,7 +46,7 @@ import (
 	"k8s.io/utils/clock"
 	"k8s.io/utils/ptr"
 
-	"github.com/ballast-k8s/ballast/internal/aws"
+	"github.com/ballast-k8s/ballast/internal/asg"
 )
 
 const (
@@ -81,20 +81,20 @@ const (
 // suspended keep AWS from replacing or removing capacity of the group being
 // emptied: no launch to replace a detached instance, no termination, no
 // rebalancing towards the zones already moved.
-var suspended = []string{aws.ProcessAZRebalance, "Launch", "Terminate"}
+var suspended = []string{asg.ProcessAZRebalance, "Launch", "Terminate"}
 
-// Cloud is what splitting needs of AWS; *aws.Client implements it.
+// Cloud is what splitting needs of AWS; *asg.Client implements it.
 type Cloud interface {
-	DescribeGroups(ctx context.Context, sel aws.Selector) ([]aws.Group, error)
-	DescribeInstances(ctx context.Context, ids []string) ([]aws.Instance, error)
-	DescribeLifecycleHooks(ctx context.Context, group string) ([]aws.Hook, error)
+	DescribeGroups(ctx context.Context, sel asg.Selector) ([]asg.Group, error)
+	DescribeInstances(ctx context.Context, ids []string) ([]asg.Instance, error)
+	DescribeLifecycleHooks(ctx context.Context, group string) ([]asg.Hook, error)
 	ImagesAvailable(ctx context.Context, ids []string) (map[string]bool, error)
 
 	SuspendProcesses(ctx context.Context, group string, processes ...string) error
 	SetInstanceProtection(ctx context.Context, group string, ids []string, protected bool) error
-	PutLifecycleHook(ctx context.Context, h aws.Hook) error
-	CreateZoneGroup(ctx context.Context, zg aws.ZoneGroup) error
-	UpdateGroupSize(ctx context.Context, group string, s aws.Sizes) error
+	PutLifecycleHook(ctx context.Context, h asg.Hook) error
+	CreateZoneGroup(ctx context.Context, zg asg.ZoneGroup) error
+	UpdateGroupSize(ctx context.Context, group string, s asg.Sizes) error
 	DetachInstances(ctx context.Context, group string, ids []string) error
 	AttachInstances(ctx context.Context, group string, ids []string) error
 	SetGroupTags(ctx context.Context, group string, tags map[string]string) error
@@ -102,13 +102,13 @@ type Cloud interface {
 	DeleteGroupTags(ctx context.Context, group string, keys []string) error
 }
 
-var _ Cloud = (*aws.Client)(nil)
+var _ Cloud = (*asg.Client)(nil)
 
 // ZoneGroupName is the name of the group of zone split from group.
 func ZoneGroupName(group, zone string) string { return group + "-" + zone }
 
 // IsDone reports whether g is the empty remainder of a finished split.
-func IsDone(g *aws.Group) bool { return g.Tags[TagState] == StateDone }
+func IsDone(g *asg.Group) bool { return g.Tags[TagState] == StateDone }
 
 // Step is one AWS write of a split.
 type Step struct {
@@ -136,7 +136,7 @@ type Result struct {
 type Options struct {
 	// Selector is how the group is discovered; its tag keys are removed
 	// from the emptied group along with cluster-autoscaler's.
-	Selector aws.Selector
+	Selector asg.Selector
 	// Owner names this splitter in the lock; unique per process.
 	Owner string
 	// LockDuration and LockSettle default to DefaultLockDuration and DefaultLockSettle.
@@ -233,7 +233,7 @@ type guard struct {
 // check reads the group's tags again and fails unless the lock is still
 // this pass's claim and the state tag is what the pass expects.
 func (s *Splitter) check(ctx context.Context, group string, g *guard) error {
-	gs, err := s.cloud.DescribeGroups(ctx, aws.Selector{Names: []string{group}})
+	gs, err := s.cloud.DescribeGroups(ctx, asg.Selector{Names: []string{group}})
 	if err != nil {
 		return fmt.Errorf("reading the split lock again: %w", err)
 	}
@@ -290,7 +290,7 @@ func (s *Splitter) do(ctx context.Context, st step, g *guard) error {
 	if g == nil || !st.guarded {
 		return st.do(ctx, s.cloud)
 	}
-	cctx, cancel := context.WithTimeout(aws.SingleAttempt(ctx), g.until.Add(-s.opts.LockSettle).Sub(s.clock.Now()))
+	cctx, cancel := context.WithTimeout(asg.SingleAttempt(ctx), g.until.Add(-s.opts.LockSettle).Sub(s.clock.Now()))
 	defer cancel()
 	return st.do(cctx, s.cloud)
 }
@@ -319,7 +319,7 @@ func (s *Splitter) Plan(ctx context.Context, group string) (Result, error) {
 // Release removes the lock of group if this splitter holds it, so that
 // another can carry on at once.
 func (s *Splitter) Release(ctx context.Context, group string) error {
-	gs, err := s.cloud.DescribeGroups(ctx, aws.Selector{Names: []string{group}})
+	gs, err := s.cloud.DescribeGroups(ctx, asg.Selector{Names: []string{group}})
 	if err != nil || len(gs) == 0 {
 		return err
 	}
@@ -379,11 +379,11 @@ func (s *Splitter) lock(snap *snapshot) (pre []step, h holding, err error) {
 
 // snapshot is what a pass reads from AWS before deciding its steps.
 type snapshot struct {
-	old        aws.Group
-	oldHooks   []aws.Hook
+	old        asg.Group
+	oldHooks   []asg.Hook
 	zones      []string
-	zoneGroups map[string]*aws.Group // by zone, the per-zone groups that exist
-	zoneHooks  map[string][]aws.Hook
+	zoneGroups map[string]*asg.Group // by zone, the per-zone groups that exist
+	zoneHooks  map[string][]asg.Hook
 	ec2State   map[string]string // instances of the batch in flight found in no group: their EC2 state, "" if unknown
 	// unmovable are InService instances of the group that AttachInstances
 	// would refuse, and why: their AMI is gone, or EC2 does not say.
@@ -391,7 +391,7 @@ type snapshot struct {
 }
 
 func (s *Splitter) snapshot(ctx context.Context, group string) (*snapshot, error) {
-	groups, err := s.cloud.DescribeGroups(ctx, aws.Selector{Names: []string{group}})
+	groups, err := s.cloud.DescribeGroups(ctx, asg.Selector{Names: []string{group}})
 	if err != nil {
 		return nil, err
 	}
@@ -399,7 +399,7 @@ func (s *Splitter) snapshot(ctx context.Context, group string) (*snapshot, error
 		return nil, fmt.Errorf("auto scaling group %s not found", group)
 	}
 	snap := &snapshot{old: groups[0], zones: slices.Sorted(slices.Values(groups[0].Zones)),
-		zoneGroups: map[string]*aws.Group{}, zoneHooks: map[string][]aws.Hook{}, ec2State: map[string]string{}, unmovable: map[string]string{}}
+		zoneGroups: map[string]*asg.Group{}, zoneHooks: map[string][]asg.Hook{}, ec2State: map[string]string{}, unmovable: map[string]string{}}
 	if IsDone(&snap.old) {
 		return snap, nil
 	}
@@ -410,7 +410,7 @@ func (s *Splitter) snapshot(ctx context.Context, group string) (*snapshot, error
 	for _, z := range snap.zones {
 		names = append(names, ZoneGroupName(group, z))
 	}
-	zgs, err := s.cloud.DescribeGroups(ctx, aws.Selector{Names: names})
+	zgs, err := s.cloud.DescribeGroups(ctx, asg.Selector{Names: names})
 	if err != nil {
 		return nil, err
 	}
@@ -476,7 +476,7 @@ func (s *Splitter) snapshot(ctx context.Context, group string) (*snapshot, error
 func (s *Splitter) checkImages(ctx context.Context, snap *snapshot, _ map[string]bool) error {
 	var ids []string
 	for _, i := range snap.old.Instances {
-		if i.LifecycleState == aws.StateInService {
+		if i.LifecycleState == asg.StateInService {
 			ids = append(ids, i.ID)
 		}
 	}
@@ -610,7 +610,7 @@ func parseSizes(v string) (sizes, error) {
 // discoveryKeys are the tags by which cluster-autoscaler finds the group:
 // the selector's keys, and k8s.io/cluster-autoscaler/<word> (enabled, the
 // cluster name); node-template tags have a further slash and stay.
-func discoveryKeys(tags map[string]string, sel aws.Selector) []string {
+func discoveryKeys(tags map[string]string, sel asg.Selector) []string {
 	var out []string
 	for _, k := range sortedKeys(tags) {
 		rest, ca := strings.CutPrefix(k, caTagPrefix)
@@ -644,7 +644,7 @@ type plan struct {
 }
 
 // steps derives the steps of the next pass from what AWS holds.
-func steps(snap *snapshot, sel aws.Selector) (p plan, err error) {
+func steps(snap *snapshot, sel asg.Selector) (p plan, err error) {
 	old := &snap.old
 	name := old.Name
 	add := func(target, verb, detail string, do func(context.Context, Cloud) error) *step {
@@ -718,18 +718,18 @@ func steps(snap *snapshot, sel aws.Selector) (p plan, err error) {
 	// Detaching with a decrement may not go below the minimum size.
 	if old.MinSize > 0 {
 		add(name, "UpdateAutoScalingGroup", "min=0", func(ctx context.Context, c Cloud) error {
-			return c.UpdateGroupSize(ctx, name, aws.Sizes{Min: ptr.To(int32(0))})
+			return c.UpdateGroupSize(ctx, name, asg.Sizes{Min: ptr.To(int32(0))})
 		})
 	}
 
 	// Where every instance is: the group, its zone's group, or in flight.
-	inOld := map[string]*aws.GroupInstance{}
+	inOld := map[string]*asg.GroupInstance{}
 	count := map[string]int32{}
 	for i := range old.Instances {
 		inOld[old.Instances[i].ID] = &old.Instances[i]
 		count[old.Instances[i].Zone]++
 	}
-	inZone := map[string]*aws.GroupInstance{}
+	inZone := map[string]*asg.GroupInstance{}
 	for z, zg := range snap.zoneGroups {
 		for i := range zg.Instances {
 			inZone[zg.Instances[i].ID] = &zg.Instances[i]
@@ -758,13 +758,13 @@ func steps(snap *snapshot, sel aws.Selector) (p plan, err error) {
 		zname := ZoneGroupName(name, z)
 		zg := snap.zoneGroups[z]
 		if zg == nil {
-			spec := aws.ZoneGroup{Source: name, Name: zname, Zone: z, MaxSize: maxZ(z), Tags: tags, Hooks: snap.oldHooks}
+			spec := asg.ZoneGroup{Source: name, Name: zname, Zone: z, MaxSize: maxZ(z), Tags: tags, Hooks: snap.oldHooks}
 			add(zname, "CreateAutoScalingGroup", fmt.Sprintf("zone=%s min=0 max=%d hooks=%d tags=%d", z, spec.MaxSize, len(spec.Hooks), len(tags)),
 				func(ctx context.Context, c Cloud) error { return c.CreateZoneGroup(ctx, spec) })
 			continue
 		}
 		for _, h := range snap.oldHooks {
-			if !slices.ContainsFunc(snap.zoneHooks[z], func(x aws.Hook) bool {
+			if !slices.ContainsFunc(snap.zoneHooks[z], func(x asg.Hook) bool {
 				return x.Name == h.Name && x.Transition == h.Transition && x.HeartbeatTimeout == h.HeartbeatTimeout && x.DefaultResult == h.DefaultResult
 			}) {
 				h.Group = zname
@@ -773,7 +773,7 @@ func steps(snap *snapshot, sel aws.Selector) (p plan, err error) {
 		}
 		if m := maxZ(z); zg.MaxSize < m {
 			add(zname, "UpdateAutoScalingGroup", fmt.Sprintf("max=%d", m), func(ctx context.Context, c Cloud) error {
-				return c.UpdateGroupSize(ctx, zname, aws.Sizes{Max: ptr.To(m)})
+				return c.UpdateGroupSize(ctx, zname, asg.Sizes{Max: ptr.To(m)})
 			})
 		}
 	}
@@ -800,7 +800,7 @@ func steps(snap *snapshot, sel aws.Selector) (p plan, err error) {
 		zname := ZoneGroupName(name, z)
 		guarded(add(zname, "AttachInstances", strings.Join(ids, ","), func(ctx context.Context, c Cloud) error {
 			err := c.AttachInstances(ctx, zname, ids)
-			if err == nil || !aws.IsValidationError(err) {
+			if err == nil || !asg.IsValidationError(err) {
 				return err
 			}
 			return attachOrReturn(ctx, c, name, zname, z, flight, ids, err)
@@ -850,13 +850,13 @@ func steps(snap *snapshot, sel aws.Selector) (p plan, err error) {
 				continue
 			}
 			switch i := inOld[m.id]; {
-			case i != nil && i.LifecycleState == aws.StateInService && snap.unmovable[m.id] != "":
+			case i != nil && i.LifecycleState == asg.StateInService && snap.unmovable[m.id] != "":
 				// Recorded, not yet detached, and no group would take it
 				// once detached: it stays, and leaves the record.
 				why := snap.unmovable[m.id]
 				p.stranded = append(p.stranded, m.id+": "+why)
 				unrecord = append(unrecord, m.id)
-			case i != nil && i.LifecycleState == aws.StateInService: // recorded, not yet detached
+			case i != nil && i.LifecycleState == asg.StateInService: // recorded, not yet detached
 				toDetach = append(toDetach, m.id)
 			case i != nil:
 				p.waiting = append(p.waiting, fmt.Sprintf("instance %s of the batch in flight is %s in %s", m.id, i.LifecycleState, name))
@@ -979,7 +979,7 @@ func steps(snap *snapshot, sel aws.Selector) (p plan, err error) {
 			if i.Zone != z || handled[i.ID] {
 				continue
 			}
-			if i.LifecycleState != aws.StateInService {
+			if i.LifecycleState != asg.StateInService {
 				blocked = append(blocked, fmt.Sprintf("instance %s is %s in %s", i.ID, i.LifecycleState, name))
 				continue
 			}
@@ -995,7 +995,7 @@ func steps(snap *snapshot, sel aws.Selector) (p plan, err error) {
 				blocked = append(blocked, fmt.Sprintf("instance %s waits for room for its record tag (%s has %d tags, at most %d)", i.ID, name, len(old.Tags), maxGroupTags))
 				break
 			}
-			if len(next) > aws.MaxMoveBatch || len(next) > room || len(formatMove(z, next))+len(next)*len(backMark) > maxTagValue {
+			if len(next) > asg.MaxMoveBatch || len(next) > room || len(formatMove(z, next))+len(next)*len(backMark) > maxTagValue {
 				break
 			}
 			batch = next
@@ -1036,7 +1036,7 @@ func steps(snap *snapshot, sel aws.Selector) (p plan, err error) {
 		}
 		if m := minZ(z); m != have {
 			add(zname, "UpdateAutoScalingGroup", fmt.Sprintf("min=%d", m), func(ctx context.Context, c Cloud) error {
-				return c.UpdateGroupSize(ctx, zname, aws.Sizes{Min: ptr.To(m)})
+				return c.UpdateGroupSize(ctx, zname, asg.Sizes{Min: ptr.To(m)})
 			})
 		}
 	}
@@ -1044,7 +1044,7 @@ func steps(snap *snapshot, sel aws.Selector) (p plan, err error) {
 	// 7. Empty the old group for good and let cluster-autoscaler forget it.
 	if old.MinSize != 0 || old.MaxSize != 0 || old.DesiredCapacity != 0 {
 		add(name, "UpdateAutoScalingGroup", "min=0 max=0 desired=0", func(ctx context.Context, c Cloud) error {
-			return c.UpdateGroupSize(ctx, name, aws.Sizes{Min: ptr.To(int32(0)), Max: ptr.To(int32(0)), Desired: ptr.To(int32(0))})
+			return c.UpdateGroupSize(ctx, name, asg.Sizes{Min: ptr.To(int32(0)), Max: ptr.To(int32(0)), Desired: ptr.To(int32(0))})
 		})
 	}
 	done := StateDone
@@ -1066,7 +1066,7 @@ const (
 // protectable reports whether SetInstanceProtection accepts an instance in
 // this lifecycle state; one in any other state fails the whole call.
 func protectable(state string) bool {
-	return state == aws.StateInService || state == aws.StateEnteringStandby || state == aws.StateStandby
+	return state == asg.StateInService || state == asg.StateEnteringStandby || state == asg.StateStandby
 }
 
 // attachOrReturn handles an AttachInstances of the batch in flight that AWS
@@ -1086,7 +1086,7 @@ func protectable(state string) bool {
 // maximum raised, the split owning it, and the batch is attached again at
 // once.
 func attachOrReturn(ctx context.Context, c Cloud, name, zname, zone string, flight []moved, ids []string, first error) error {
-	gs, err := c.DescribeGroups(ctx, aws.Selector{Names: []string{zname}})
+	gs, err := c.DescribeGroups(ctx, asg.Selector{Names: []string{zname}})
 	if err != nil {
 		return fmt.Errorf("AWS refused to attach %s to %s (%w); describing the group: %w", strings.Join(ids, ","), zname, first, err)
 	}
@@ -1096,7 +1096,7 @@ func attachOrReturn(ctx context.Context, c Cloud, name, zname, zone string, flig
 	zg := &gs[0]
 	var rest []string
 	for _, id := range ids {
-		if !slices.ContainsFunc(zg.Instances, func(i aws.GroupInstance) bool { return i.ID == id }) {
+		if !slices.ContainsFunc(zg.Instances, func(i asg.GroupInstance) bool { return i.ID == id }) {
 			rest = append(rest, id)
 		}
 	}
@@ -1104,17 +1104,17 @@ func attachOrReturn(ctx context.Context, c Cloud, name, zname, zone string, flig
 		return nil // attached by a call whose reply was lost
 	}
 	if need := zg.DesiredCapacity + int32(len(rest)); need > zg.MaxSize {
-		if err := c.UpdateGroupSize(ctx, zname, aws.Sizes{Max: ptr.To(need)}); err != nil {
+		if err := c.UpdateGroupSize(ctx, zname, asg.Sizes{Max: ptr.To(need)}); err != nil {
 			return fmt.Errorf("%s is full (desired %d, max %d) and raising its maximum failed: %w; AttachInstances said: %w", zname, zg.DesiredCapacity, zg.MaxSize, err, first)
 		}
-		if err := c.AttachInstances(ctx, zname, rest); err == nil || !aws.IsValidationError(err) {
+		if err := c.AttachInstances(ctx, zname, rest); err == nil || !asg.IsValidationError(err) {
 			return err
 		}
 	}
 	var refused, why []string
 	for _, id := range rest {
 		if err := c.AttachInstances(ctx, zname, []string{id}); err != nil {
-			if !aws.IsValidationError(err) {
+			if !asg.IsValidationError(err) {
 				return err
 			}
 			refused = append(refused, id)

@@ -15,7 +15,7 @@ import (
 	clocktesting "k8s.io/utils/clock/testing"
 	"k8s.io/utils/ptr"
 
-	"github.com/ballast-k8s/ballast/internal/aws"
+	"github.com/ballast-k8s/ballast/internal/asg"
 	"github.com/ballast-k8s/ballast/internal/awstest"
 	"github.com/ballast-k8s/ballast/internal/split"
 )
@@ -42,49 +42,24 @@ const nodeTemplateTag = "k8s.io/cluster-autoscaler/node-template/label/workload"
 type splitWorld struct {
 	emu   *awstest.Server
 	clock *clocktesting.FakeClock
-	cloud *aws.Client
+	cloud *asg.Client
 	ids   map[string][]string // by zone
 	prot  []string            // protected before the split
 }
 
 func newSplitWorld(t testing.TB, edit ...func(*awstest.GroupSpec)) *splitWorld {
 	t.Helper()
-	ctx := context.Background()
-	w := &splitWorld{clock: clocktesting.NewFakeClock(time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC))}
-	w.emu = awstest.NewServer(w.clock)
-	t.Cleanup(w.emu.Close)
-	spec := awstest.GroupSpec{Name: "cassandra", Zones: zones, MinSize: 3, MaxSize: 10, InstanceType: "i3.xlarge",
-		Tags: caTags(map[string]string{nodeTemplateTag: "cassandra", "team": "db"}), Instances: map[string]int{zones[0]: 4, zones[1]: 1, zones[2]: 1}}
-	for _, e := range edit {
-		e(&spec)
-	}
-	w.ids = w.emu.CreateGroup(spec)
-	w.cloud = w.client(t, nil)
-	w.prot = []string{w.ids[zones[0]][1], w.ids[zones[1]][0]}
-	slices.Sort(w.prot)
-	if err := w.cloud.SetInstanceProtection(ctx, "cassandra", w.prot, true); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.cloud.PutLifecycleHook(ctx, aws.Hook{Group: "cassandra", Name: hookName, Transition: aws.TransitionTerminating, HeartbeatTimeout: 300, DefaultResult: aws.ResultContinue}); err != nil {
-		t.Fatal(err)
-	}
-	w.emu.Reset()
-	return w
+	f := awstest.NewSplitWorld(t, zones, hookName, caTags(map[string]string{nodeTemplateTag: "cassandra", "team": "db"}), edit...)
+	return &splitWorld{emu: f.Emu, clock: f.Clock, cloud: f.Cloud, ids: f.IDs, prot: f.Protected}
 }
 
-func (w *splitWorld) client(t testing.TB, hc *http.Client) *aws.Client {
+func (w *splitWorld) client(t testing.TB, hc *http.Client) *asg.Client {
 	t.Helper()
-	o := w.emu.ClientOptions()
-	o.HTTPClient = hc
-	c, err := aws.New(context.Background(), o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
+	return w.emu.NewClient(t, hc)
 }
 
 func (w *splitWorld) splitter(cloud split.Cloud, owner string) *split.Splitter {
-	return split.New(cloud, w.clock, split.Options{Selector: aws.AutoDiscovery(cluster), Owner: owner})
+	return split.New(cloud, w.clock, split.Options{Selector: asg.AutoDiscovery(cluster), Owner: owner})
 }
 
 // finish runs passes of the split of group, the clock moving on between
@@ -181,7 +156,7 @@ func TestSplit(t *testing.T) {
 		t.Fatal(err)
 	}
 	w.clock.Step(time.Minute) // the last attached instances leave Pending
-	hook := []awstest.Hook{{Name: hookName, Transition: aws.TransitionTerminating, DefaultResult: aws.ResultContinue, HeartbeatTimeout: 300, GlobalTimeout: 30000}}
+	hook := []awstest.Hook{{Name: hookName, Transition: asg.TransitionTerminating, DefaultResult: asg.ResultContinue, HeartbeatTimeout: 300, GlobalTimeout: 30000}}
 	zoneTags := caTags(map[string]string{nodeTemplateTag: "cassandra", "team": "db", split.TagFrom: "cassandra"})
 	zoneGroup := func(z string, min, max int32) groupEnd {
 		return groupEnd{
@@ -220,7 +195,7 @@ func TestSplit(t *testing.T) {
 	if m := w.emu.MutatingCalls(); len(m) != 0 {
 		t.Errorf("second split made %d writes", len(m))
 	}
-	groups, err := w.cloud.DescribeGroups(ctx, aws.AutoDiscovery(cluster))
+	groups, err := w.cloud.DescribeGroups(ctx, asg.AutoDiscovery(cluster))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -420,7 +395,7 @@ func TestSplitWaitsForHeldInstance(t *testing.T) {
 		t.Errorf("old group emptied for good (%+v) while an instance is still in it", g)
 	}
 	for _, id := range held {
-		if err := w.cloud.CompleteLifecycleAction(ctx, "cassandra", hookName, id, aws.ResultContinue); err != nil {
+		if err := w.cloud.CompleteLifecycleAction(ctx, "cassandra", hookName, id, asg.ResultContinue); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -450,11 +425,11 @@ func TestSplitBatchesFitTheStateTag(t *testing.T) {
 	long := []string{"us-west-2-lax-1a", "us-west-2-lax-1b"}
 	emu.CreateGroup(awstest.GroupSpec{Name: "big", Zones: long, MaxSize: 60, InstanceType: "m5.large", Tags: caTags(nil),
 		Instances: map[string]int{long[0]: 25, long[1]: 3}})
-	cloud, err := aws.New(ctx, emu.ClientOptions())
+	cloud, err := asg.New(ctx, emu.ClientOptions())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := finish(ctx, clk, split.New(cloud, clk, split.Options{Selector: aws.AutoDiscovery(cluster), Owner: "cli"}), "big"); err != nil {
+	if _, err := finish(ctx, clk, split.New(cloud, clk, split.Options{Selector: asg.AutoDiscovery(cluster), Owner: "cli"}), "big"); err != nil {
 		t.Fatal(err)
 	}
 	batches := 0
@@ -465,7 +440,7 @@ func TestSplitBatchesFitTheStateTag(t *testing.T) {
 				batches++
 			}
 		case "DetachInstances", "AttachInstances":
-			if n := len(strings.Split(strings.Join(paramsWithPrefix(c.Params, "InstanceIds.member."), ","), ",")); n > aws.MaxMoveBatch {
+			if n := len(strings.Split(strings.Join(paramsWithPrefix(c.Params, "InstanceIds.member."), ","), ",")); n > asg.MaxMoveBatch {
 				t.Errorf("%s with %d instances", c.Action, n)
 			}
 		}
@@ -512,7 +487,7 @@ func TestSplitSurvivesCapacityShortage(t *testing.T) {
 		w.emu.RefuseLaunches(zones[1], true)
 		for _, g := range groups { // cluster-autoscaler asks every group for 2 more
 			v, _ := w.emu.Group(g)
-			if err := w.cloud.UpdateGroupSize(ctx, g, aws.Sizes{Max: ptr.To(v.MaxSize + 2), Desired: ptr.To(v.Desired + 2)}); err != nil {
+			if err := w.cloud.UpdateGroupSize(ctx, g, asg.Sizes{Max: ptr.To(v.MaxSize + 2), Desired: ptr.To(v.Desired + 2)}); err != nil {
 				t.Fatal(err)
 			}
 		}

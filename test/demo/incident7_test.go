@@ -15,7 +15,7 @@ import (
 	testutils "k8s.io/kubernetes/test/integration/util"
 	clocktesting "k8s.io/utils/clock/testing"
 
-	"github.com/ballast-k8s/ballast/internal/aws"
+	"github.com/ballast-k8s/ballast/internal/asg"
 	"github.com/ballast-k8s/ballast/internal/awstest"
 	"github.com/ballast-k8s/ballast/internal/balancer"
 	"github.com/ballast-k8s/ballast/internal/shapes"
@@ -103,12 +103,12 @@ func replaySide(t *testing.T, server *testutils.TestContext, name string, withBa
 	}()
 
 	if withBalancer {
-		cloud, err := aws.New(ctx, emu.ClientOptions())
+		cloud, err := asg.New(ctx, emu.ClientOptions())
 		if err != nil {
 			t.Fatal(err)
 		}
 		b := balancer.New(cs, cloud, record.NewFakeRecorder(1000), clk, balancer.Options{
-			Selector: aws.AutoDiscovery(group), ConfigMapNamespace: ns, ConfigMapName: "ballast-node-groups", HeartbeatTimeout: 5 * time.Minute}, nil)
+			Selector: asg.AutoDiscovery(group), ConfigMapNamespace: ns, ConfigMapName: "ballast-node-groups", HeartbeatTimeout: 5 * time.Minute}, nil)
 		if err := b.Reconcile(ctx); err != nil {
 			t.Fatalf("az-balancer loop: %v", err)
 		}

@@ -13,7 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	ballastaws "github.com/ballast-k8s/ballast/internal/aws"
+	ballastaws "github.com/ballast-k8s/ballast/internal/asg"
 	"github.com/ballast-k8s/ballast/internal/awstest"
 	"github.com/ballast-k8s/ballast/internal/balancer"
 	"github.com/ballast-k8s/ballast/test/integration/testenv"

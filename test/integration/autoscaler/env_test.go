@@ -31,7 +31,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/ballast-k8s/ballast/config/nodegroups"
-	ballastaws "github.com/ballast-k8s/ballast/internal/aws"
+	ballastaws "github.com/ballast-k8s/ballast/internal/asg"
 	"github.com/ballast-k8s/ballast/internal/awstest"
 	"github.com/ballast-k8s/ballast/internal/balancer"
 	"github.com/ballast-k8s/ballast/test/integration/testenv"

@@ -18,7 +18,7 @@ import (
 	testutils "k8s.io/kubernetes/test/integration/util"
 	"k8s.io/utils/clock"
 
-	"github.com/ballast-k8s/ballast/internal/aws"
+	"github.com/ballast-k8s/ballast/internal/asg"
 	"github.com/ballast-k8s/ballast/internal/awstest"
 	"github.com/ballast-k8s/ballast/internal/balancer"
 )
@@ -58,7 +58,7 @@ func testOneLoop(t *testing.T, server *testutils.TestContext) {
 
 	e.mustReconcile()
 
-	if diff := cmp.Diff([]string{aws.ProcessAZRebalance}, e.emu.Suspended("cassandra")); diff != "" {
+	if diff := cmp.Diff([]string{asg.ProcessAZRebalance}, e.emu.Suspended("cassandra")); diff != "" {
 		t.Errorf("suspended processes (-want, +got):\n%s", diff)
 	}
 	if diff := cmp.Diff(idsOf(ids, held...), e.protected("cassandra")); diff != "" {
@@ -76,7 +76,7 @@ func testOneLoop(t *testing.T, server *testutils.TestContext) {
 			}
 		}
 	}
-	wantHook := awstest.Hook{Name: balancer.HookName, Transition: aws.TransitionTerminating, DefaultResult: aws.ResultContinue, HeartbeatTimeout: 300, GlobalTimeout: 30000}
+	wantHook := awstest.Hook{Name: balancer.HookName, Transition: asg.TransitionTerminating, DefaultResult: asg.ResultContinue, HeartbeatTimeout: 300, GlobalTimeout: 30000}
 	if diff := cmp.Diff([]awstest.Hook{wantHook}, e.emu.Hooks("cassandra")); diff != "" {
 		t.Errorf("lifecycle hooks (-want, +got):\n%s", diff)
 	}
@@ -98,7 +98,7 @@ func testOneLoop(t *testing.T, server *testutils.TestContext) {
 	// before the next loop. The hook holds the instances of bound volumes
 	// while the loop heartbeats, and lets the others go at once.
 	if _, err := e.rawASG().ResumeProcesses(e.ctx, &autoscaling.ResumeProcessesInput{
-		AutoScalingGroupName: awssdk.String("cassandra"), ScalingProcesses: []string{aws.ProcessAZRebalance}}); err != nil {
+		AutoScalingGroupName: awssdk.String("cassandra"), ScalingProcesses: []string{asg.ProcessAZRebalance}}); err != nil {
 		t.Fatal(err)
 	}
 	victims := e.emu.AZRebalance()
@@ -120,7 +120,7 @@ func testOneLoop(t *testing.T, server *testutils.TestContext) {
 	if i, _ := e.emu.Instance(ids["cass-a-3"]); i.LifecycleState != "Terminated" {
 		t.Errorf("instance of cass-a-3 (no volume) is %s, want Terminated at once", i.LifecycleState)
 	}
-	if diff := cmp.Diff([]string{aws.ProcessAZRebalance}, e.emu.Suspended("cassandra")); diff != "" {
+	if diff := cmp.Diff([]string{asg.ProcessAZRebalance}, e.emu.Suspended("cassandra")); diff != "" {
 		t.Errorf("the next loop did not suspend AZRebalance again (-want, +got):\n%s", diff)
 	}
 	e.waitEvents(metav1.NamespaceDefault, "cass-a-0", balancer.ReasonTerminationHeld, 1, ids["cass-a-0"])
@@ -363,7 +363,7 @@ func testFaults(t *testing.T, server *testutils.TestContext) {
 	if throttled != 4 {
 		t.Errorf("%d throttled calls, want 4 (2 per service)", throttled)
 	}
-	if diff := cmp.Diff([]string{aws.ProcessAZRebalance}, e.emu.Suspended("cassandra")); diff != "" {
+	if diff := cmp.Diff([]string{asg.ProcessAZRebalance}, e.emu.Suspended("cassandra")); diff != "" {
 		t.Errorf("suspended despite throttling (-want, +got):\n%s", diff)
 	}
 	if diff := cmp.Diff(ownAnnotations, e.annotations("flt-a-0")); diff != "" {

@@ -26,7 +26,7 @@ import (
 	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/ballast-k8s/ballast/config/nodegroups"
-	"github.com/ballast-k8s/ballast/internal/aws"
+	"github.com/ballast-k8s/ballast/internal/asg"
 	"github.com/ballast-k8s/ballast/internal/awstest"
 	"github.com/ballast-k8s/ballast/internal/balancer"
 )
@@ -54,7 +54,7 @@ type env struct {
 	ns      string
 	clock   *clocktesting.FakeClock
 	emu     *awstest.Server
-	cloud   *aws.Client
+	cloud   *asg.Client
 	opts    balancer.Options
 	reg     *prometheus.Registry
 	b       *balancer.Balancer
@@ -70,13 +70,13 @@ func newEnv(t *testing.T, server *testutils.TestContext, prefix string) *env {
 	e.clock = clocktesting.NewFakeClock(time.Now())
 	e.emu = awstest.NewServer(e.clock)
 	t.Cleanup(e.emu.Close)
-	cloud, err := aws.New(e.ctx, e.emu.ClientOptions())
+	cloud, err := asg.New(e.ctx, e.emu.ClientOptions())
 	if err != nil {
 		t.Fatal(err)
 	}
 	e.cloud = cloud
 	e.opts = balancer.Options{
-		Selector:           aws.AutoDiscovery(cluster),
+		Selector:           asg.AutoDiscovery(cluster),
 		ConfigMapNamespace: e.ns, ConfigMapName: nodegroups.DefaultName,
 		HeartbeatTimeout: 5 * time.Minute,
 	}

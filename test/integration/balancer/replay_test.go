@@ -28,7 +28,7 @@ import (
 	"k8s.io/client-go/tools/record"
 	testutils "k8s.io/kubernetes/test/integration/util"
 
-	"github.com/ballast-k8s/ballast/internal/aws"
+	"github.com/ballast-k8s/ballast/internal/asg"
 	"github.com/ballast-k8s/ballast/internal/awstest"
 	"github.com/ballast-k8s/ballast/internal/balancer"
 )
@@ -159,7 +159,7 @@ func testReplayWithout(t *testing.T, server *testutils.TestContext) {
 	// each bound volume, the instance of its node; toward AWS it is as if no
 	// balancer ran: it changes nothing.
 	observer := balancer.New(e.cs, e.cloud, e.recorder(), e.clock,
-		balancer.Options{Selector: aws.AutoDiscovery("another-cluster"), ConfigMapNamespace: e.ns, HeartbeatTimeout: 5 * time.Minute}, nil)
+		balancer.Options{Selector: asg.AutoDiscovery("another-cluster"), ConfigMapNamespace: e.ns, HeartbeatTimeout: 5 * time.Minute}, nil)
 	e.emu.Reset()
 	e.settle()
 	if err := observer.Reconcile(e.ctx); err != nil {
@@ -493,7 +493,7 @@ func testReplayWith(t *testing.T, server *testutils.TestContext) {
 
 	// One loop before the zone recovers.
 	e.mustReconcile()
-	if diff := cmp.Diff([]string{aws.ProcessAZRebalance}, e.emu.Suspended(replayGroup)); diff != "" {
+	if diff := cmp.Diff([]string{asg.ProcessAZRebalance}, e.emu.Suspended(replayGroup)); diff != "" {
 		t.Errorf("suspended processes (-want, +got):\n%s", diff)
 	}
 	if got := len(e.protected(replayGroup)); got != replicas {

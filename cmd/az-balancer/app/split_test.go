@@ -1,4 +1,4 @@
-package main
+package app
 
 import (
 	"context"
@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/utils/clock"
 	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/ballast-k8s/ballast/internal/awstest"
@@ -27,7 +26,7 @@ func TestSplitAndEnforceFlags(t *testing.T) {
 		{[]string{"run", "extra", "--cluster-name=x"}, "run takes no arguments"},
 		{[]string{"run", "--cluster-name=x", "--dry-run"}, "--dry-run is for split"},
 	} {
-		err := run(tc.args)
+		err := execute(tc.args...)
 		if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 			t.Errorf("run(%q): %v, want an error containing %q", tc.args, err, tc.wantErr)
 		}
@@ -39,47 +38,24 @@ func TestSplitAndEnforceFlags(t *testing.T) {
 // detach, and leaves one group per zone; while the loop holds the group's
 // split lock, the command refuses to go on.
 func TestSplitCommand(t *testing.T) {
-	clk := clocktesting.NewFakeClock(time.Now())
-	emu := awstest.NewServer(clk)
-	t.Cleanup(emu.Close)
-	defer func(c clock.WithTicker) { splitClock = c }(splitClock)
-	splitClock = clk
+	clk, emu := splitWorld(t)
 	zones := []string{"us-east-1a", "us-east-1b"}
 	emu.CreateGroup(awstest.GroupSpec{Name: "db", Zones: zones, MaxSize: 4, InstanceType: "m5.large",
 		Tags: map[string]string{"k8s.io/cluster-autoscaler/enabled": "true", "k8s.io/cluster-autoscaler/prod": "owned"}, Instances: map[string]int{zones[0]: 2, zones[1]: 1}})
 	emu.CreateGroup(awstest.GroupSpec{Name: "held", Zones: zones, MaxSize: 4, InstanceType: "m5.large",
 		Tags:      map[string]string{split.TagLock: "az-balancer-run@pod/1 " + clk.Now().UTC().Format(time.RFC3339) + " " + clk.Now().Add(time.Hour).UTC().Format(time.RFC3339)},
 		Instances: map[string]int{zones[0]: 1, zones[1]: 1}})
-	t.Setenv("AWS_ACCESS_KEY_ID", "AKID")
-	t.Setenv("AWS_SECRET_ACCESS_KEY", "secret")
-	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
-	t.Setenv("AWS_CONFIG_FILE", t.TempDir()+"/none")
-	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", t.TempDir()+"/none")
 	args := []string{"split", "db", "--cluster-name=prod", "--region=us-east-1", "--aws-endpoint=" + emu.URL}
 
-	if err := run(append(args, "--dry-run")); err != nil {
+	if err := execute(append(args, "--dry-run")...); err != nil {
 		t.Fatal(err)
 	}
 	if m := emu.MutatingCalls(); len(m) != 0 {
 		t.Fatalf("split --dry-run made %d writes", len(m))
 	}
 	done := make(chan error, 1)
-	go func() { done <- run(args) }()
-	var err error
-	// Move the clock on whenever the command waits for its next pass.
-	if perr := wait.PollUntilContextTimeout(context.Background(), time.Millisecond, time.Minute, true, func(context.Context) (bool, error) {
-		select {
-		case err = <-done:
-			return true, nil
-		default:
-		}
-		if clk.HasWaiters() {
-			clk.Step(time.Minute)
-		}
-		return false, nil
-	}); perr != nil {
-		t.Fatalf("split did not finish: %v", perr)
-	}
+	go func() { done <- execute(args...) }()
+	err := stepUntilDone(t, clk, done)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,7 +74,7 @@ func TestSplitCommand(t *testing.T) {
 	}
 
 	emu.Reset()
-	err = run([]string{"split", "held", "--cluster-name=prod", "--region=us-east-1", "--aws-endpoint=" + emu.URL})
+	err = execute([]string{"split", "held", "--cluster-name=prod", "--region=us-east-1", "--aws-endpoint=" + emu.URL}...)
 	if !errors.Is(err, split.ErrLocked) || !strings.Contains(err.Error(), "held by az-balancer-run@pod/1") {
 		t.Errorf("split of a group the loop holds: %v, want ErrLocked naming the loop", err)
 	}
@@ -112,26 +88,51 @@ func TestSplitCommand(t *testing.T) {
 // nothing and, once nothing else can move, exits with an error that names
 // them, rather than polling forever.
 func TestSplitCommandStopsOnStrandedInstances(t *testing.T) {
-	clk := clocktesting.NewFakeClock(time.Now())
-	emu := awstest.NewServer(clk)
-	t.Cleanup(emu.Close)
-	defer func(c clock.WithTicker) { splitClock = c }(splitClock)
-	splitClock = clk
+	clk, emu := splitWorld(t)
 	zones := []string{"us-east-1a", "us-east-1b"}
 	ids := emu.CreateGroup(awstest.GroupSpec{Name: "db", Zones: zones, MaxSize: 4, InstanceType: "m5.large", ImageID: "ami-old",
 		Tags: map[string]string{"k8s.io/cluster-autoscaler/enabled": "true", "k8s.io/cluster-autoscaler/prod": "owned"}, Instances: map[string]int{zones[0]: 1, zones[1]: 1}})
 	emu.DeregisterImage("ami-old")
+	done := make(chan error, 1)
+	go func() {
+		done <- execute("split", "db", "--cluster-name=prod", "--region=us-east-1", "--aws-endpoint="+emu.URL)
+	}()
+	err := stepUntilDone(t, clk, done)
+	if err == nil || !strings.Contains(err.Error(), ids[zones[0]][0]) || !strings.Contains(err.Error(), "no longer exists") {
+		t.Errorf("split: %v, want an error naming the instances whose AMI is gone", err)
+	}
+	if n := emu.Counts()["DetachInstances"]; n != 0 {
+		t.Errorf("%d DetachInstances calls, want none", n)
+	}
+	if g, _ := emu.Group("db"); g.Tags[split.TagLock] != "" {
+		t.Errorf("lock %q left behind", g.Tags[split.TagLock])
+	}
+}
+
+// splitWorld: an emulator on a fake clock that also paces `split`, and an
+// SDK default chain fed from the environment only.
+func splitWorld(t *testing.T) (*clocktesting.FakeClock, *awstest.Server) {
+	t.Helper()
+	clk := clocktesting.NewFakeClock(time.Now())
+	emu := awstest.NewServer(clk)
+	t.Cleanup(emu.Close)
+	old := splitClock
+	t.Cleanup(func() { splitClock = old })
+	splitClock = clk
 	t.Setenv("AWS_ACCESS_KEY_ID", "AKID")
 	t.Setenv("AWS_SECRET_ACCESS_KEY", "secret")
 	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
 	t.Setenv("AWS_CONFIG_FILE", t.TempDir()+"/none")
 	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", t.TempDir()+"/none")
-	done := make(chan error, 1)
-	go func() {
-		done <- run([]string{"split", "db", "--cluster-name=prod", "--region=us-east-1", "--aws-endpoint=" + emu.URL})
-	}()
+	return clk, emu
+}
+
+// stepUntilDone moves clk on whenever the command waits for its next pass,
+// until the command returns on done; it returns the command's error.
+func stepUntilDone(t *testing.T, clk *clocktesting.FakeClock, done <-chan error) error {
+	t.Helper()
 	var err error
-	if perr := wait.PollUntilContextTimeout(context.Background(), time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
+	if perr := wait.PollUntilContextTimeout(context.Background(), time.Millisecond, time.Minute, true, func(context.Context) (bool, error) {
 		select {
 		case err = <-done:
 			return true, nil
@@ -142,15 +143,7 @@ func TestSplitCommandStopsOnStrandedInstances(t *testing.T) {
 		}
 		return false, nil
 	}); perr != nil {
-		t.Fatalf("split did not stop: %v", perr)
+		t.Fatalf("the command did not return: %v", perr)
 	}
-	if err == nil || !strings.Contains(err.Error(), ids[zones[0]][0]) || !strings.Contains(err.Error(), "no longer exists") {
-		t.Errorf("split: %v, want an error naming the instances whose AMI is gone", err)
-	}
-	if n := emu.Counts()["DetachInstances"]; n != 0 {
-		t.Errorf("%d DetachInstances calls, want none", n)
-	}
-	if g, _ := emu.Group("db"); g.Tags[split.TagLock] != "" {
-		t.Errorf("lock %q left behind", g.Tags[split.TagLock])
-	}
+	return err
 }

@@ -1,4 +1,4 @@
-package main
+package app
 
 import (
 	"context"
@@ -11,7 +11,7 @@ import (
 	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
 
-	"github.com/ballast-k8s/ballast/internal/aws"
+	"github.com/ballast-k8s/ballast/internal/asg"
 	"github.com/ballast-k8s/ballast/internal/balancer"
 	"github.com/ballast-k8s/ballast/internal/split"
 )
@@ -27,7 +27,7 @@ const splitPoll = 5 * time.Second
 // each pass's steps; with dryRun, the steps of the next pass only. It holds
 // the group's split lock (internal/split/lock.go), so it never interleaves
 // with `run --enforce=split` or another `split`, and releases it on the way out.
-func runSplit(ctx context.Context, cloud split.Cloud, sel aws.Selector, group string, dryRun bool, out io.Writer) error {
+func runSplit(ctx context.Context, cloud split.Cloud, sel asg.Selector, group string, dryRun bool, out io.Writer) error {
 	s := split.New(cloud, splitClock, split.Options{Selector: sel, Owner: split.NewOwner("az-balancer-split")})
 	if dryRun {
 		res, err := s.Plan(ctx, group)

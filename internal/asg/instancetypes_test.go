@@ -1,4 +1,4 @@
-package aws_test
+package asg_test
 
 import (
 	"context"
@@ -9,7 +9,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	clocktesting "k8s.io/utils/clock/testing"
 
-	"github.com/ballast-k8s/ballast/internal/aws"
+	"github.com/ballast-k8s/ballast/internal/asg"
 	"github.com/ballast-k8s/ballast/internal/awstest"
 )
 
@@ -21,12 +21,12 @@ func TestDescribeInstanceTypesDescribesTheKnown(t *testing.T) {
 	ctx := context.Background()
 	emu := awstest.NewServer(clocktesting.NewFakeClock(time.Now()))
 	t.Cleanup(emu.Close)
-	c, err := aws.New(ctx, emu.ClientOptions())
+	c, err := asg.New(ctx, emu.ClientOptions())
 	if err != nil {
 		t.Fatal(err)
 	}
 	got, err := c.DescribeInstanceTypes(ctx, []string{"m5.large", "m9.mythical", "r5.xlarge", "x9.huge"})
-	var unknown *aws.UnknownInstanceTypesError
+	var unknown *asg.UnknownInstanceTypesError
 	if !errors.As(err, &unknown) || !cmp.Equal(unknown.Names, []string{"m9.mythical", "x9.huge"}) {
 		t.Fatalf("error %v, want an UnknownInstanceTypesError naming m9.mythical and x9.huge", err)
 	}

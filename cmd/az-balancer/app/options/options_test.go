@@ -1,4 +1,4 @@
-package main
+package options
 
 import (
 	"strings"
@@ -14,18 +14,18 @@ func TestOptions(t *testing.T) {
 		name    string
 		args    []string
 		env     map[string]string
-		want    func(*options)
+		want    func(*Options)
 		wantErr string
 	}{
-		{name: "cluster name", args: []string{"--cluster-name=prod"}, want: func(o *options) { o.ClusterName = "prod" }},
+		{name: "cluster name", args: []string{"--cluster-name=prod"}, want: func(o *Options) { o.ClusterName = "prod" }},
 		{name: "names from env", env: map[string]string{"AZ_BALANCER_ASG_NAMES": "a,b", "AZ_BALANCER_INTERVAL": "1m"},
-			want: func(o *options) { o.ASGNames, o.Interval = []string{"a", "b"}, time.Minute }},
-		{name: "flag beats env", args: []string{"--cluster-name=flag"}, env: map[string]string{"AZ_BALANCER_CLUSTER_NAME": "env"}, want: func(o *options) { o.ClusterName = "flag" }},
+			want: func(o *Options) { o.ASGNames, o.Interval = []string{"a", "b"}, time.Minute }},
+		{name: "flag beats env", args: []string{"--cluster-name=flag"}, env: map[string]string{"AZ_BALANCER_CLUSTER_NAME": "env"}, want: func(o *Options) { o.ClusterName = "flag" }},
 		{name: "neither cluster nor names", wantErr: "exactly one of --cluster-name and --asg-names"},
 		{name: "both", args: []string{"--cluster-name=x", "--asg-names=a"}, wantErr: "exactly one"},
 		{name: "heartbeat shorter than two loops", args: []string{"--cluster-name=x", "--interval=4m"}, wantErr: "at least twice --interval"},
 		{name: "heartbeat out of range", args: []string{"--cluster-name=x", "--lifecycle-heartbeat-timeout=3h"}, wantErr: "between 30s and 2h"},
-		{name: "unhealthy-after", args: []string{"--cluster-name=x", "--unhealthy-after=20m"}, want: func(o *options) { o.ClusterName, o.UnhealthyAfter = "x", 20*time.Minute }},
+		{name: "unhealthy-after", args: []string{"--cluster-name=x", "--unhealthy-after=20m"}, want: func(o *Options) { o.ClusterName, o.UnhealthyAfter = "x", 20*time.Minute }},
 		{name: "unhealthy-after shorter than two loops", args: []string{"--cluster-name=x", "--interval=2m", "--lifecycle-heartbeat-timeout=10m", "--unhealthy-after=3m"}, wantErr: "--unhealthy-after (3m0s) must be at least twice --interval"},
 		{name: "bad env value", env: map[string]string{"AZ_BALANCER_INTERVAL": "soon"}, wantErr: "AZ_BALANCER_INTERVAL"},
 		{name: "unknown flag", args: []string{"--clustername=x"}, wantErr: "unknown flag"},
@@ -37,11 +37,11 @@ func TestOptions(t *testing.T) {
 			}
 			fs := pflag.NewFlagSet("test", pflag.ContinueOnError)
 			fs.SetOutput(&strings.Builder{})
-			o := &options{}
+			o := &Options{}
 			o.AddFlags(fs)
 			err := fs.Parse(tc.args)
 			if err == nil {
-				err = applyEnv(fs)
+				err = ApplyEnv(fs)
 			}
 			if err == nil {
 				err = o.Validate()
@@ -55,20 +55,12 @@ func TestOptions(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			def := &options{}
+			def := &Options{}
 			def.AddFlags(pflag.NewFlagSet("defaults", pflag.ContinueOnError))
 			tc.want(def)
 			if diff := cmp.Diff(def, o); diff != "" {
 				t.Errorf("options (-want, +got):\n%s", diff)
 			}
 		})
-	}
-}
-
-func TestRunRejectsBadInput(t *testing.T) {
-	for _, args := range [][]string{nil, {"destroy"}, {"run"}, {"plan", "--interval=-1s", "--cluster-name=x"}} {
-		if err := run(args); err == nil {
-			t.Errorf("run(%q) succeeded, want an error", args)
-		}
 	}
 }

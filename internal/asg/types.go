@@ -1,6 +1,6 @@
-// Package aws is the narrow view of Amazon EC2 Auto Scaling and EC2 that
+// Package asg is the narrow view of Amazon EC2 Auto Scaling and EC2 that
 // az-balancer needs, over the aws-sdk-go-v2 clients. It holds no policy.
-package aws
+package asg
 
 import (
 	"fmt"

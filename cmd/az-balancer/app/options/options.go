@@ -1,4 +1,7 @@
-package main
+// Package options holds az-balancer's command-line options: their flags, the
+// AZ_BALANCER_* environment fallbacks and their validation. Tests (deploy/)
+// import it to check the manifests' arguments against the real flags.
+package options
 
 import (
 	"errors"
@@ -16,12 +19,16 @@ import (
 
 // DefaultUnhealthyAfter is the --unhealthy-after default: twice the default
 // heartbeat timeout, so that a loop slowed down by throttling is not killed.
-const DefaultUnhealthyAfter = 10 * time.Minute
+const DefaultUnhealthyAfter = 2 * balancer.DefaultHeartbeatTimeout
 
-// envPrefix: every flag falls back to AZ_BALANCER_<FLAG>, e.g. AZ_BALANCER_CLUSTER_NAME.
-const envPrefix = "AZ_BALANCER_"
+// DefaultInterval is the --interval default: the time between two loops.
+const DefaultInterval = 30 * time.Second
 
-type options struct {
+// EnvPrefix: every flag falls back to AZ_BALANCER_<FLAG>, e.g. AZ_BALANCER_CLUSTER_NAME.
+const EnvPrefix = "AZ_BALANCER_"
+
+// Options are the flags of az-balancer run, plan and split.
+type Options struct {
 	Kubeconfig              string
 	ClusterName             string
 	ASGNames                []string
@@ -43,14 +50,15 @@ type options struct {
 	DryRun                  bool
 }
 
-func (o *options) AddFlags(fs *pflag.FlagSet) {
+// AddFlags registers every flag on fs.
+func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.Kubeconfig, "kubeconfig", "", "Path to a kubeconfig; in-cluster configuration when empty.")
 	fs.StringVar(&o.ClusterName, "cluster-name", "", "Discover the groups tagged for cluster-autoscaler's auto-discovery of this cluster (k8s.io/cluster-autoscaler/enabled and k8s.io/cluster-autoscaler/<cluster-name>).")
 	fs.StringSliceVar(&o.ASGNames, "asg-names", nil, "Manage these Auto Scaling groups instead of discovering them.")
-	fs.DurationVar(&o.Interval, "interval", 30*time.Second, "Time between two loops.")
+	fs.DurationVar(&o.Interval, "interval", DefaultInterval, "Time between two loops.")
 	fs.DurationVar(&o.HeartbeatTimeout, "lifecycle-heartbeat-timeout", balancer.DefaultHeartbeatTimeout, "Heartbeat timeout of the termination hook (30s to 2h); at least twice --interval. Held terminations are heartbeaten every third of it, whatever the loop is doing.")
 	fs.DurationVar(&o.UnhealthyAfter, "unhealthy-after", DefaultUnhealthyAfter, "/healthz fails once the leader has gone this long without a successful loop (counted from its start until a first loop succeeds); at least twice --interval. A standby replica is healthy.")
-	fs.DurationVar(&o.TemplateRefresh, "template-refresh", time.Minute, "Longest time between two writes of the node-group ConfigMap.")
+	fs.DurationVar(&o.TemplateRefresh, "template-refresh", balancer.DefaultTemplateRefresh, "Longest time between two writes of the node-group ConfigMap.")
 	fs.IntVar(&o.MaxOrphanReleases, "max-orphan-releases-per-loop", balancer.DefaultMaxOrphanReleases, "Most claims of orphaned local volumes deleted in one loop (only for StorageClasses annotated "+balancer.AnnotationReleaseOrphansAfter+"); 0 releases none, orphans are then only reported.")
 	fs.StringVar(&o.ConfigMapNamespace, "configmap-namespace", nodegroups.DefaultNamespace, "Namespace of the node-group ConfigMap.")
 	fs.StringVar(&o.ConfigMapName, "configmap-name", nodegroups.DefaultName, "Name of the node-group ConfigMap.")
@@ -66,14 +74,14 @@ func (o *options) AddFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&o.DryRun, "dry-run", false, "With split: print the steps without making them.")
 }
 
-// applyEnv sets every flag not given on the command line from its environment variable.
-func applyEnv(fs *pflag.FlagSet) error {
+// ApplyEnv sets every flag not given on the command line from its environment variable.
+func ApplyEnv(fs *pflag.FlagSet) error {
 	var errs []error
 	fs.VisitAll(func(f *pflag.Flag) {
 		if f.Changed {
 			return
 		}
-		env := envPrefix + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		env := EnvPrefix + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
 		if v, ok := os.LookupEnv(env); ok {
 			if err := fs.Set(f.Name, v); err != nil {
 				errs = append(errs, fmt.Errorf("%s: %w", env, err))
@@ -83,7 +91,8 @@ func applyEnv(fs *pflag.FlagSet) error {
 	return errors.Join(errs...)
 }
 
-func (o *options) Validate() error {
+// Validate reports every bad value at once.
+func (o *Options) Validate() error {
 	var errs []error
 	if (o.ClusterName == "") == (len(o.ASGNames) == 0) {
 		errs = append(errs, errors.New("set exactly one of --cluster-name and --asg-names"))
@@ -119,11 +128,12 @@ func (o *options) Validate() error {
 	return errors.Join(errs...)
 }
 
-// releases maps --max-orphan-releases-per-loop to balancer.Options, where 0
-// means the default and a negative value none.
-func releases(flag int) int {
-	if flag <= 0 {
+// OrphanReleases maps --max-orphan-releases-per-loop to
+// balancer.Options.MaxOrphanReleases, where 0 means the default and a negative
+// value none.
+func (o *Options) OrphanReleases() int {
+	if o.MaxOrphanReleases <= 0 {
 		return -1
 	}
-	return flag
+	return o.MaxOrphanReleases
 }
