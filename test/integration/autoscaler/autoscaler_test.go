@@ -45,6 +45,9 @@ var groups = []awstest.GroupSpec{
 		Tags: map[string]string{tagLabel + "team": "fid-arm"}},
 	{Name: "fid-gpu-c", Zones: zones[2:], MaxSize: 3, InstanceType: "p3.2xlarge",
 		Tags: map[string]string{tagLabel + "team": "fid-gpu"}},
+	// review10: a pod between the template's allocatable and its capacity.
+	{Name: "fid-mem-b", Zones: zones[1:2], MaxSize: 3, InstanceType: "m5.large",
+		Tags: map[string]string{tagLabel + "team": "fid-mem"}},
 }
 
 // TestAutoscaler runs the scenarios in order against one cluster-autoscaler.
@@ -78,6 +81,34 @@ func TestAutoscaler(t *testing.T) {
 	step("protection of a node holding a bound local volume", func(t *testing.T) { testProtection(t, w, storeHeld, storeFree) })
 	step("template fidelity", func(t *testing.T) { testTemplateFidelity(t, w) })
 	step("incident 7 with CA running", func(t *testing.T) { testIncident7(t, w) })
+	step("review10: requests between the template's allocatable and CA's", func(t *testing.T) { testBetweenAllocatableAndCapacity(t, w) })
+}
+
+// testBetweenAllocatableAndCapacity (review10): CA 1.36.1's AWS template
+// sets allocatable to capacity (cloudprovider/aws/aws_manager.go:297) and
+// adds a kube-proxy pod requesting 100m CPU only, so for an m5.large group
+// at size zero CA scales up for a pod requesting 8000Mi of memory. The
+// template az-balancer publishes says 7837Mi, and Ballast parks the pod: a
+// pod CA adds a node for is parked. The fidelity matrix has no such row.
+func testBetweenAllocatableAndCapacity(t *testing.T, w *world) {
+	p := w.pod(t, "fid-mem-8000mi", map[string]string{"team": "fid-mem"}, request(v1.ResourceMemory, "8000Mi"))
+	var parked, scaled bool
+	w.waitFor("a verdict from Ballast and a decision from CA", 90*time.Second, func() (bool, error) {
+		got, err := w.cs.CoreV1().Pods(w.ns).Get(w.ctx, p.Name, metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		parked = parked || testenv.ParkedWith(hopelessPrefix)(got)
+		evs := w.caEvents(p.Name)
+		scaled = scaled || evs["TriggeredScaleUp"] != ""
+		return scaled || evs["NotTriggerScaleUp"] != "", nil
+	})
+	if parked && scaled {
+		t.Errorf("Ballast parked %s but CA scaled up for it (events %v)", p.Name, w.caEvents(p.Name))
+	}
+	if !scaled {
+		t.Errorf("CA did not scale up for %s (events %v); its template has 8Gi", p.Name, w.caEvents(p.Name))
+	}
 }
 
 // groupNodes waits for the Nodes of a group's running instances and returns
