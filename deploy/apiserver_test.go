@@ -29,12 +29,10 @@ import (
 
 const fieldManager = "ballast-deploy-test"
 
-// One kube-apiserver v1.37.2 (RBAC on) for every manifest: each rendered
-// object is applied server-side in dry-run, which runs defaulting, validation
-// and admission but stores nothing; then the RBAC is applied for real and
-// exercised as the service accounts it binds.
-func TestAPIServer(t *testing.T) {
-	server := testutils.InitTestAPIServer(t, "deploy", nil)
+// dynamicClient returns a dynamic client of the test apiserver and a REST
+// mapper from its discovery, once the apiserver has made kube-system.
+func dynamicClient(t *testing.T, server *testutils.TestContext) (dynamic.Interface, meta.RESTMapper) {
+	t.Helper()
 	ctx, cs := server.Ctx, server.ClientSet
 	dyn, err := dynamic.NewForConfig(server.KubeConfig)
 	if err != nil {
@@ -48,7 +46,28 @@ func TestAPIServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mapper := restmapper.NewDiscoveryRESTMapper(groups)
+	return dyn, restmapper.NewDiscoveryRESTMapper(groups)
+}
+
+// applyRBAC applies, for real, the RBAC objects (and service accounts) among objs.
+func applyRBAC(ctx context.Context, t *testing.T, dyn dynamic.Interface, mapper meta.RESTMapper, objs []*unstructured.Unstructured) {
+	t.Helper()
+	for _, o := range objs {
+		switch o.GetKind() {
+		case "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding":
+			apply(ctx, t, dyn, mapper, o, false)
+		}
+	}
+}
+
+// One kube-apiserver v1.37.2 (RBAC on) for every manifest: each rendered
+// object is applied server-side in dry-run, which runs defaulting, validation
+// and admission but stores nothing; then the RBAC is applied for real and
+// exercised as the service accounts it binds.
+func TestAPIServer(t *testing.T) {
+	server := testutils.InitTestAPIServer(t, "deploy", nil)
+	ctx, cs := server.Ctx, server.ClientSet
+	dyn, mapper := dynamicClient(t, server)
 
 	rendered := map[string][]*unstructured.Unstructured{}
 	for _, dir := range kustomizations {

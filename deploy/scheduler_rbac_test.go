@@ -8,8 +8,6 @@ import (
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/restmapper"
 	testutils "k8s.io/kubernetes/test/integration/util"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/yaml"
@@ -23,26 +21,9 @@ import (
 func TestSchedulerOwnerRBAC(t *testing.T) {
 	server := testutils.InitTestAPIServer(t, "owner-rbac", nil)
 	ctx, cs := server.Ctx, server.ClientSet
-	dyn, err := dynamic.NewForConfig(server.KubeConfig)
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitFor(ctx, t, "namespace kube-system", func() (bool, error) {
-		_, err := cs.CoreV1().Namespaces().Get(ctx, "kube-system", metav1.GetOptions{})
-		return err == nil, nil
-	})
-	groups, err := restmapper.GetAPIGroupResources(cs.Discovery())
-	if err != nil {
-		t.Fatal(err)
-	}
-	mapper := restmapper.NewDiscoveryRESTMapper(groups)
+	dyn, mapper := dynamicClient(t, server)
 	objs := render(t, "scheduler-secondary")
-	for _, o := range objs {
-		switch o.GetKind() {
-		case "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding":
-			apply(ctx, t, dyn, mapper, o, false)
-		}
-	}
+	applyRBAC(ctx, t, dyn, mapper, objs)
 	cm := convert[v1.ConfigMap](t, find(t, objs, "ConfigMap", ""))
 	var doc struct {
 		Profiles []struct{ SchedulerName string }
