@@ -56,3 +56,45 @@ func TestSplitReturnsToAFullSplitGroup(t *testing.T) {
 	}
 	w.checkNoneLoose(t, fmt.Sprintf("after %d passes", 40))
 }
+
+// TestSplitRecordsStayWithinTheTagLimit (review 11b, e23bff4): a batch
+// leaves room in the split group's 50 tags for its per-instance records,
+// counting TagState when it is missing, but not TagSizes, which the same
+// pass writes first when the split starts (step 2: split-sizes and
+// split-state=started, then the first batch with its records). Auto Scaling
+// allows 50 tags per group (user guide, "Quotas for Amazon EC2 Auto
+// Scaling": "Tags per Auto Scaling group: 50"; Tagging Auto Scaling groups:
+// "You can add up to 50 tags to each Auto Scaling group"), and
+// CreateOrUpdateTags over it fails: the emulator does not enforce the limit,
+// so this test counts the tags after every pass. A group with 44 tags of its
+// own (4 instances in its first zone) gets 45 with the lock, then
+// split-sizes, split-state and 4 records: 51.
+func TestSplitRecordsStayWithinTheTagLimit(t *testing.T) {
+	ctx := context.Background()
+	w := newSplitWorld(t, func(g *awstest.GroupSpec) {
+		tags := map[string]string{}
+		for k, v := range g.Tags {
+			tags[k] = v
+		}
+		for n := len(tags); n < 44; n++ {
+			tags[fmt.Sprintf("cost-center/%02d", n)] = "x"
+		}
+		g.Tags = tags
+	})
+	s := w.splitter(w.cloud, "run")
+	for pass := range 40 {
+		res, err := s.Pass(ctx, "cassandra")
+		if err != nil {
+			t.Logf("pass %d: %v", pass, err)
+		}
+		for _, name := range w.emu.GroupNames() {
+			if g, _ := w.emu.Group(name); len(g.Tags) > 50 {
+				t.Fatalf("after pass %d, group %s has %d tags; AWS allows 50 per group and refuses the write that makes more", pass, name, len(g.Tags))
+			}
+		}
+		if res.Done {
+			break
+		}
+		w.clock.Step(split.DefaultLockSettle)
+	}
+}
