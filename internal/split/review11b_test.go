@@ -98,3 +98,77 @@ func TestSplitRecordsStayWithinTheTagLimit(t *testing.T) {
 		w.clock.Step(split.DefaultLockSettle)
 	}
 }
+
+// TestSplitIgnoresARecordOfAnotherGroupsInstance (review 11b, 766218e): a
+// per-instance record (split-state/<id>) names an instance that is in no
+// batch and belongs to another Auto Scaling group (a tag copied with the
+// group's others by an operator's script, or an instance attached elsewhere
+// by hand after a split detached it). Step 4b takes every recorded instance
+// that is in neither the split group nor a per-zone group, and not
+// terminated, for one "detached on a record another write overwrote", and
+// writes it as the batch in flight. AttachInstances refuses a member of
+// another group (user guide, ec2-auto-scaling-detach-attach-instances:
+// "The instance can't be a member of another Auto Scaling group"), so it is
+// marked "!" and attached back to the split group, refused again, on every
+// pass: the split never finishes, on a tag, and each pass fails. Bad input
+// gets a logged skip, never a stalled split.
+func TestSplitIgnoresARecordOfAnotherGroupsInstance(t *testing.T) {
+	ctx := context.Background()
+	w := newSplitWorld(t)
+	other := w.emu.CreateGroup(awstest.GroupSpec{Name: "batch-jobs", Zones: zones[:1], MinSize: 1, MaxSize: 1, InstanceType: "m5.large",
+		Instances: map[string]int{zones[0]: 1}})
+	stranger := other[zones[0]][0]
+	if err := w.cloud.SetGroupTags(ctx, "cassandra", map[string]string{split.TagRecordPrefix + stranger: zones[0]}); err != nil {
+		t.Fatal(err)
+	}
+	s := w.splitter(w.cloud, "run")
+	var res split.Result
+	var err error
+	for pass := range 80 {
+		res, err = s.Pass(ctx, "cassandra")
+		if err != nil {
+			t.Logf("pass %d: %v", pass, err)
+		}
+		if res.Done {
+			break
+		}
+		w.clock.Step(split.DefaultLockSettle)
+	}
+	if i, _ := w.emu.Instance(stranger); i.Group != "batch-jobs" {
+		t.Errorf("instance %s of batch-jobs is now in %q", stranger, i.Group)
+	}
+	if !res.Done {
+		t.Errorf("the split never finished because of a record of %s, which is in batch-jobs: last error %v, waiting %q, stranded %q", stranger, err, res.Waiting, res.Stranded)
+	}
+}
+
+// TestSplitSurvivesAnEmptyRecordKey (review 11b, 766218e): a malformed
+// per-instance record, the key ballast.k8s.io/split-state/ with no instance
+// ID (CreateOrUpdateTags accepts any key up to 128 characters). records()
+// yields the ID "", which EC2 does not know; step 4b takes it for a
+// detached instance and records "move <zone> " (a batch of no instance) on
+// every pass, so the split never finishes.
+func TestSplitSurvivesAnEmptyRecordKey(t *testing.T) {
+	ctx := context.Background()
+	w := newSplitWorld(t)
+	if err := w.cloud.SetGroupTags(ctx, "cassandra", map[string]string{split.TagRecordPrefix: zones[0]}); err != nil {
+		t.Fatal(err)
+	}
+	s := w.splitter(w.cloud, "run")
+	var res split.Result
+	var err error
+	for pass := range 80 {
+		res, err = s.Pass(ctx, "cassandra")
+		if err != nil {
+			t.Logf("pass %d: %v", pass, err)
+		}
+		if res.Done {
+			break
+		}
+		w.clock.Step(split.DefaultLockSettle)
+	}
+	if !res.Done {
+		t.Errorf("the split never finished because of a malformed record key: last error %v, waiting %q", err, res.Waiting)
+	}
+	w.checkNothingLost(t)
+}
