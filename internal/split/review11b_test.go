@@ -61,11 +61,11 @@ func TestSplitReturnsToAFullSplitGroup(t *testing.T) {
 // leaves room in the split group's 50 tags for its per-instance records,
 // counting TagState when it is missing, but not TagSizes, which the same
 // pass writes first when the split starts (step 2: split-sizes and
-// split-state=started, then the first batch with its records). Auto Scaling
-// allows 50 tags per group (user guide, "Quotas for Amazon EC2 Auto
-// Scaling": "Tags per Auto Scaling group: 50"; Tagging Auto Scaling groups:
-// "You can add up to 50 tags to each Auto Scaling group"), and
-// CreateOrUpdateTags over it fails: the emulator does not enforce the limit,
+// split-state=started, then the first batch with its records). User guide,
+// "Tag Auto Scaling groups and instances" (ec2-auto-scaling-tagging), tag
+// restrictions: "The maximum number of tags per resource is 50."; the
+// CreateOrUpdateTags call over it fails (API_CreateOrUpdateTags, error
+// LimitExceeded). The emulator does not enforce the limit,
 // so this test counts the tags after every pass. A group with 44 tags of its
 // own (4 instances in its first zone) gets 45 with the lock, then
 // split-sizes, split-state and 4 records: 51.
