@@ -172,3 +172,39 @@ func TestSplitSurvivesAnEmptyRecordKey(t *testing.T) {
 	}
 	w.checkNothingLost(t)
 }
+
+// TestSplitAMIDeregisteredWhileDetaching (review 11b, cd4eaf0): the AMIs of
+// a batch are checked again right before DetachInstances, but the batch is
+// attached only once it has left the group, after the deregistration delay
+// of the group's target groups (300 s by default; the package doc). An AMI
+// deregistered in that window (an image pipeline's cleanup) leaves each
+// instance attachable nowhere: AttachInstances refuses it for its zone's
+// group and for the split group alike (user guide,
+// ec2-auto-scaling-detach-attach-instances: "The AMI used to launch the
+// instance must still exist."). attachOrReturn's way back fails, every later
+// pass retries it: the instances run in no group for good. Checking cannot
+// close the window; EC2 can (API_EnableImageDeregistrationProtection:
+// "Enables deregistration protection for an AMI. When deregistration
+// protection is enabled, the AMI can't be deregistered."), set on the
+// batch's own AMIs before DetachInstances and lifted once it is attached.
+func TestSplitAMIDeregisteredWhileDetaching(t *testing.T) {
+	ctx := context.Background()
+	w := newSplitWorld(t)
+	zone := split.ZoneGroupName("cassandra", zones[0])
+	lt := &lockTripper{}
+	s := w.splitter(w.client(t, &http.Client{Transport: lt}), "run")
+	var once sync.Once
+	lt.before = func(action string, form url.Values) {
+		if action == "AttachInstances" && form.Get("AutoScalingGroupName") == zone {
+			// The batch has left the group; the image pipeline cleans up.
+			once.Do(func() { w.emu.DeregisterImage("ami-cassandra") })
+		}
+	}
+	for pass := range 40 {
+		if _, err := s.Pass(ctx, "cassandra"); err != nil {
+			t.Logf("pass %d: %v", pass, err)
+		}
+		w.clock.Step(30 * time.Second)
+	}
+	w.checkNoneLoose(t, "after 40 passes")
+}
