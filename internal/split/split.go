@@ -917,7 +917,7 @@ func steps(snap *snapshot, sel asg.Selector) (p plan, err error) {
 		}
 		if len(toReturn) > 0 {
 			guarded(add(name, "AttachInstances", strings.Join(toReturn, ","), func(ctx context.Context, c Cloud) error {
-				return c.AttachInstances(ctx, name, toReturn)
+				return attachWithRoom(ctx, c, name, toReturn)
 			}), nil)
 		}
 		if len(p.waiting) > 0 || len(p.stranded) > 0 || len(toReturn) > 0 {
@@ -1137,8 +1137,50 @@ func attachOrReturn(ctx context.Context, c Cloud, name, zname, zone string, flig
 	if err := c.SetGroupTags(ctx, name, map[string]string{TagState: value}); err != nil {
 		return fmt.Errorf("AWS refused to attach %s to %s (%s); recording that they go back to %s: %w", strings.Join(refused, ","), zname, strings.Join(why, "; "), name, err)
 	}
-	if err := c.AttachInstances(ctx, name, refused); err != nil {
+	if err := attachWithRoom(ctx, c, name, refused); err != nil {
 		return fmt.Errorf("AWS refused to attach %s to %s (%s), and attaching them back to %s failed too: %w; they stay on record", strings.Join(refused, ","), zname, strings.Join(why, "; "), name, err)
 	}
 	return fmt.Errorf("AWS refused to attach %s to %s (%s); attached them back to %s, where they stay: %w", strings.Join(refused, ","), zname, strings.Join(why, "; "), name, first)
+}
+
+// attachWithRoom attaches instances back to the split group. The group keeps
+// cluster-autoscaler's discovery tags until the split is done, so
+// cluster-autoscaler may have raised its desired capacity to its maximum
+// (Launch is suspended: no instance comes of it), and AttachInstances then
+// fails (API_AttachInstances: "If the number of instances being attached
+// plus the desired capacity of the group exceeds the maximum size of the
+// group, the operation fails"). On such a refusal the group is described:
+// instances already its members were attached by a call whose reply was
+// lost, and a group too full for the others gets its maximum raised (step 7
+// sets it to 0 once the split is done) before they are attached again.
+func attachWithRoom(ctx context.Context, c Cloud, group string, ids []string) error {
+	first := c.AttachInstances(ctx, group, ids)
+	if first == nil || !asg.IsValidationError(first) {
+		return first
+	}
+	gs, err := c.DescribeGroups(ctx, asg.Selector{Names: []string{group}})
+	if err != nil {
+		return fmt.Errorf("attaching %s to %s: %w; describing the group: %w", strings.Join(ids, ","), group, first, err)
+	}
+	if len(gs) == 0 {
+		return fmt.Errorf("attaching %s to %s: %w; the group is not found", strings.Join(ids, ","), group, first)
+	}
+	g := &gs[0]
+	var rest []string
+	for _, id := range ids {
+		if !slices.ContainsFunc(g.Instances, func(i asg.GroupInstance) bool { return i.ID == id }) {
+			rest = append(rest, id)
+		}
+	}
+	if len(rest) == 0 {
+		return nil
+	}
+	need := g.DesiredCapacity + int32(len(rest))
+	if need <= g.MaxSize {
+		return fmt.Errorf("attaching %s to %s: %w", strings.Join(rest, ","), group, first)
+	}
+	if err := c.UpdateGroupSize(ctx, group, asg.Sizes{Max: ptr.To(need)}); err != nil {
+		return fmt.Errorf("%s is full (desired %d, max %d) and raising its maximum failed: %w; AttachInstances said: %w", group, g.DesiredCapacity, g.MaxSize, err, first)
+	}
+	return c.AttachInstances(ctx, group, rest)
 }
