@@ -37,6 +37,7 @@ package split
 import (
 	"context"
 	"fmt"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -87,6 +88,7 @@ var suspended = []string{asg.ProcessAZRebalance, "Launch", "Terminate"}
 type Cloud interface {
 	DescribeGroups(ctx context.Context, sel asg.Selector) ([]asg.Group, error)
 	DescribeInstances(ctx context.Context, ids []string) ([]asg.Instance, error)
+	DescribeAutoScalingInstances(ctx context.Context, ids []string) ([]asg.GroupMember, error)
 	DescribeLifecycleHooks(ctx context.Context, group string) ([]asg.Hook, error)
 	ImagesAvailable(ctx context.Context, ids []string) (map[string]bool, error)
 
@@ -201,6 +203,12 @@ func (s *Splitter) Pass(ctx context.Context, group string) (Result, error) {
 		if gone(snap.ec2State[id]) {
 			logger.Info("Warning: an instance of the split's batch in flight was terminated; nothing to move", "group", group, "instance", id)
 		}
+	}
+	for _, k := range sortedKeys(snap.badRecords) {
+		logger.Info("Warning: ignoring and deleting a malformed per-instance split record", "group", group, "tag", k, "reason", snap.badRecords[k])
+	}
+	for _, id := range sortedKeys(snap.elsewhere) {
+		logger.Info("Warning: ignoring and deleting a per-instance split record of an instance of another group", "group", group, "instance", id, "memberOf", snap.elsewhere[id])
 	}
 	plan, err := steps(snap, s.opts.Selector)
 	if err != nil {
@@ -388,7 +396,16 @@ type snapshot struct {
 	// unmovable are InService instances of the group that AttachInstances
 	// would refuse, and why: their AMI is gone, or EC2 does not say.
 	unmovable map[string]string
+	// elsewhere are the instances of per-instance records that are members
+	// of a group other than the split's: not the split's to move.
+	elsewhere map[string]string
+	// badRecords are the keys of per-instance records that name no instance
+	// ID, and why: they are reported and deleted, never put on the state tag.
+	badRecords map[string]string
 }
+
+// instanceIDPattern is the form of an EC2 instance ID.
+var instanceIDPattern = regexp.MustCompile(`^i-[0-9a-f]{8}([0-9a-f]{9})?$`)
 
 func (s *Splitter) snapshot(ctx context.Context, group string) (*snapshot, error) {
 	groups, err := s.cloud.DescribeGroups(ctx, asg.Selector{Names: []string{group}})
@@ -399,7 +416,8 @@ func (s *Splitter) snapshot(ctx context.Context, group string) (*snapshot, error
 		return nil, fmt.Errorf("auto scaling group %s not found", group)
 	}
 	snap := &snapshot{old: groups[0], zones: slices.Sorted(slices.Values(groups[0].Zones)),
-		zoneGroups: map[string]*asg.Group{}, zoneHooks: map[string][]asg.Hook{}, ec2State: map[string]string{}, unmovable: map[string]string{}}
+		zoneGroups: map[string]*asg.Group{}, zoneHooks: map[string][]asg.Hook{}, ec2State: map[string]string{}, unmovable: map[string]string{},
+		elsewhere: map[string]string{}, badRecords: map[string]string{}}
 	if IsDone(&snap.old) {
 		return snap, nil
 	}
@@ -444,13 +462,32 @@ func (s *Splitter) snapshot(ctx context.Context, group string) (*snapshot, error
 			}
 		}
 	}
+	var recorded []string
 	for _, id := range sortedKeys(records(snap.old.Tags)) {
+		if !instanceIDPattern.MatchString(id) {
+			snap.badRecords[TagRecordPrefix+id] = fmt.Sprintf("%q is not an EC2 instance ID", id)
+			continue
+		}
 		if !member[id] && !inFlight[id] {
 			loose = append(loose, id)
+			recorded = append(recorded, id)
 		}
 	}
 	if err := s.checkImages(ctx, snap, inFlight); err != nil {
 		return nil, err
+	}
+	if len(recorded) > 0 {
+		// A recorded instance in no group of the split may be in another
+		// (DescribeAutoScalingInstances answers for any group).
+		ms, err := s.cloud.DescribeAutoScalingInstances(ctx, recorded)
+		if err != nil {
+			return nil, err
+		}
+		for _, m := range ms {
+			if slices.Contains(recorded, m.ID) && m.Group != group && !strings.HasPrefix(m.Group, group+"-") {
+				snap.elsewhere[m.ID] = m.Group
+			}
+		}
 	}
 	if len(loose) > 0 {
 		insts, err := s.cloud.DescribeInstances(ctx, loose)
@@ -933,25 +970,40 @@ func steps(snap *snapshot, sel asg.Selector) (p plan, err error) {
 	// or terminated are done with; one of an instance detaching or detached
 	// but on no TagState (overwritten by a record that landed late) is
 	// taken back on record, and handled as the batch in flight next pass.
+	// Only an instance Detaching from the split group, or one EC2 says runs
+	// in no group, is taken back on record; a record naming no instance ID
+	// or an instance of another group is reported (Pass logs it) and
+	// deleted, one of an instance unknown to EC2 is ignored.
 	recs := records(old.Tags)
-	var doneRecs []string
+	var doneRecs, badRecs []string
 	stray := map[string][]moved{}
 	for _, id := range sortedKeys(recs) {
 		zone, protected := strings.CutSuffix(recs[id], protectedMark)
 		switch i := inOld[id]; {
+		case snap.badRecords[TagRecordPrefix+id] != "":
+			badRecs = append(badRecs, TagRecordPrefix+id)
 		case inZone[id] != nil, i == nil && gone(snap.ec2State[id]):
 			doneRecs = append(doneRecs, TagRecordPrefix+id)
 		case handled[id]:
 		case i != nil && i.LifecycleState != lifecycleDetaching:
 			// Still in the group, not detaching: nothing moves it.
-		case slices.Contains(snap.zones, zone):
+		case i == nil && snap.elsewhere[id] != "":
+			badRecs = append(badRecs, TagRecordPrefix+id)
+		case i == nil && snap.ec2State[id] == "":
+			// Unknown to EC2 and in no group: nothing to attach.
+		case !slices.Contains(snap.zones, zone):
+			p.waiting = append(p.waiting, fmt.Sprintf("instance %s is recorded for zone %q, which is not one of %s's", id, zone, name))
+		case i != nil, snap.ec2State[id] == "running":
 			stray[zone] = append(stray[zone], moved{id: id, protected: protected})
 		default:
-			p.waiting = append(p.waiting, fmt.Sprintf("instance %s is recorded for zone %q, which is not one of %s's", id, zone, name))
+			p.waiting = append(p.waiting, fmt.Sprintf("instance %s is recorded for zone %s, in no group and %s in EC2; it is taken back on record once running", id, zone, snap.ec2State[id]))
 		}
 	}
 	if len(doneRecs) > 0 {
 		add(name, "DeleteTags", strings.Join(doneRecs, ","), func(ctx context.Context, c Cloud) error { return c.DeleteGroupTags(ctx, name, doneRecs) })
+	}
+	if len(badRecs) > 0 {
+		add(name, "DeleteTags", strings.Join(badRecs, ",")+" (ignored records)", func(ctx context.Context, c Cloud) error { return c.DeleteGroupTags(ctx, name, badRecs) })
 	}
 	for _, z := range sortedKeys(stray) {
 		value := formatMove(z, stray[z])
