@@ -281,13 +281,24 @@ func attempts(ctx context.Context) []func(*autoscaling.Options) {
 
 // DeleteGroupTags removes tags of a group; missing keys are ignored.
 func (c *Client) DeleteGroupTags(ctx context.Context, group string, keys []string) error {
-	in := &autoscaling.DeleteTagsInput{}
-	for _, k := range keys {
-		in.Tags = append(in.Tags, astypes.Tag{ResourceId: aws.String(group), ResourceType: aws.String("auto-scaling-group"), Key: aws.String(k)})
+	// At most 25 tags per call (user guide ec2-auto-scaling-tagging: "The
+	// maximum number of tags that you can add or remove using a single call
+	// is 25.").
+	for chunk := range slices.Chunk(keys, MaxTagsPerCall) {
+		in := &autoscaling.DeleteTagsInput{}
+		for _, k := range chunk {
+			in.Tags = append(in.Tags, astypes.Tag{ResourceId: aws.String(group), ResourceType: aws.String("auto-scaling-group"), Key: aws.String(k)})
+		}
+		if _, err := c.asg.DeleteTags(ctx, in); err != nil {
+			return err
+		}
 	}
-	_, err := c.asg.DeleteTags(ctx, in)
-	return err
+	return nil
 }
+
+// MaxTagsPerCall is how many tags one CreateOrUpdateTags or DeleteTags call
+// may add or remove (user guide ec2-auto-scaling-tagging).
+const MaxTagsPerCall = 25
 
 func (a *metricsAutoScaling) CreateAutoScalingGroup(ctx context.Context, in *autoscaling.CreateAutoScalingGroupInput, o ...func(*autoscaling.Options)) (*autoscaling.CreateAutoScalingGroupOutput, error) {
 	out, err := a.autoScalingAPI.CreateAutoScalingGroup(ctx, in, o...)

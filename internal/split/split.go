@@ -1025,6 +1025,9 @@ func steps(snap *snapshot, sel asg.Selector) (p plan, err error) {
 	if _, ok := old.Tags[TagState]; !ok {
 		room--
 	}
+	if _, ok := old.Tags[TagSizes]; !ok { // written by step 2 of this same pass
+		room--
+	}
 	for _, z := range snap.zones {
 		var batch []moved
 		for _, i := range old.Instances {
