@@ -36,6 +36,7 @@ package split
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"regexp"
 	"slices"
@@ -43,6 +44,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/aws/smithy-go"
 	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
 	"k8s.io/utils/ptr"
@@ -67,6 +69,11 @@ const (
 	// TagState, back on record. They are deleted once the instance is in a
 	// per-zone group or terminated.
 	TagRecordPrefix = TagState + "/"
+	// TagImages lists the AMIs whose deregistration protection the split
+	// enabled for the batch in flight; it disables it once the batch is
+	// attached. An AMI deregistered while its instance is detached would
+	// leave the instance attachable to no group.
+	TagImages = "ballast.k8s.io/split-images"
 
 	// StateDone is TagState of a finished split.
 	StateDone = "done"
@@ -91,6 +98,8 @@ type Cloud interface {
 	DescribeAutoScalingInstances(ctx context.Context, ids []string) ([]asg.GroupMember, error)
 	DescribeLifecycleHooks(ctx context.Context, group string) ([]asg.Hook, error)
 	ImagesAvailable(ctx context.Context, ids []string) (map[string]bool, error)
+	OwnedImages(ctx context.Context, ids []string) (map[string]bool, error)
+	SetImageProtection(ctx context.Context, id string, on bool) error
 
 	SuspendProcesses(ctx context.Context, group string, processes ...string) error
 	SetInstanceProtection(ctx context.Context, group string, ids []string, protected bool) error
@@ -787,7 +796,7 @@ func steps(snap *snapshot, sel asg.Selector) (p plan, err error) {
 	// 3. One group per zone, hooked from the start; room for every instance.
 	tags := map[string]string{TagFrom: name}
 	for k, v := range old.Tags {
-		if k != TagState && k != TagSizes && k != TagLock && !strings.HasPrefix(k, TagRecordPrefix) && !strings.HasPrefix(k, "aws:") {
+		if k != TagState && k != TagSizes && k != TagLock && k != TagImages && !strings.HasPrefix(k, TagRecordPrefix) && !strings.HasPrefix(k, "aws:") {
 			tags[k] = v
 		}
 	}
@@ -815,7 +824,22 @@ func steps(snap *snapshot, sel asg.Selector) (p plan, err error) {
 		}
 	}
 
+	imagesTag := old.Tags[TagImages]
 	detach := func(ids []string) {
+		// The batch's AMIs are protected from deregistration first, and
+		// recorded, so that the protection is lifted once it is attached.
+		protected, record := imagesTag, imagesTag
+		add("", "EnableImageDeregistrationProtection", "AMIs of "+strings.Join(ids, ","), func(ctx context.Context, c Cloud) error {
+			var err error
+			record, err = protectImages(ctx, c, name, ids, protected)
+			return err
+		})
+		guarded(add(name, "CreateOrUpdateTags", TagImages+" (the AMIs protected)", func(ctx context.Context, c Cloud) error {
+			if record == protected {
+				return nil
+			}
+			return c.SetGroupTags(ctx, name, map[string]string{TagImages: record})
+		}), nil)
 		guarded(add(name, "DetachInstances", strings.Join(ids, ","), func(ctx context.Context, c Cloud) error {
 			// The AMIs again, right before: one deregistered since the
 			// snapshot would leave the instance in no group.
@@ -1017,6 +1041,21 @@ func steps(snap *snapshot, sel asg.Selector) (p plan, err error) {
 		return p, nil
 	}
 
+	// The batch before is attached: lift the deregistration protection the
+	// split set for it (the next batch sets it again for its own AMIs).
+	if amis := strings.Fields(imagesTag); len(amis) > 0 {
+		add("", "DisableImageDeregistrationProtection", strings.Join(amis, ","), func(ctx context.Context, c Cloud) error {
+			for _, ami := range amis {
+				if err := c.SetImageProtection(ctx, ami, false); err != nil && !isImageNotFound(err) {
+					return err
+				}
+			}
+			return nil
+		})
+		add(name, "DeleteTags", TagImages, func(ctx context.Context, c Cloud) error { return c.DeleteGroupTags(ctx, name, []string{TagImages}) })
+		imagesTag = ""
+	}
+
 	// 5. The next batch, cut to fit in the state tag and one call: record
 	// it, then detach it; it is attached by a later pass, once detached.
 	var blocked []string
@@ -1026,6 +1065,9 @@ func steps(snap *snapshot, sel asg.Selector) (p plan, err error) {
 		room--
 	}
 	if _, ok := old.Tags[TagSizes]; !ok { // written by step 2 of this same pass
+		room--
+	}
+	if _, ok := old.Tags[TagImages]; !ok { // written by the batch's detach step
 		room--
 	}
 	for _, z := range snap.zones {
@@ -1106,7 +1148,7 @@ func steps(snap *snapshot, sel asg.Selector) (p plan, err error) {
 	guarded(add(name, "CreateOrUpdateTags", TagState+"="+StateDone, func(ctx context.Context, c Cloud) error {
 		return c.SetGroupTags(ctx, name, map[string]string{TagState: StateDone})
 	}), &done)
-	keys := append(append(discoveryKeys(old.Tags, sel), TagSizes, TagLock), recordKeys(old.Tags)...)
+	keys := append(append(discoveryKeys(old.Tags, sel), TagSizes, TagLock, TagImages), recordKeys(old.Tags)...)
 	add(name, "DeleteTags", strings.Join(keys, ","), func(ctx context.Context, c Cloud) error { return c.DeleteGroupTags(ctx, name, keys) })
 	p.done = true
 	return p, nil
@@ -1238,4 +1280,63 @@ func attachWithRoom(ctx context.Context, c Cloud, group string, ids []string) er
 		return fmt.Errorf("%s is full (desired %d, max %d) and raising its maximum failed: %w; AttachInstances said: %w", group, g.DesiredCapacity, g.MaxSize, err, first)
 	}
 	return c.AttachInstances(ctx, group, rest)
+}
+
+// protectImages enables the deregistration protection of the AMIs of the
+// instances ids that the account owns, before they are detached
+// (API_EnableImageDeregistrationProtection: "When deregistration protection
+// is enabled, the AMI can't be deregistered."): AttachInstances refuses an
+// instance whose AMI is gone, and a detached instance would then run in no
+// group. The AMIs it enables are recorded in TagImages (with those of
+// protected, the tag's value so far) so that the protection is lifted once
+// the batch is attached; an AMI protected by someone else is left alone. An
+// AMI the account does not own, or that cannot be protected, is logged as a
+// risk and the batch still moves. It returns TagImages' new value.
+func protectImages(ctx context.Context, c Cloud, group string, ids []string, protected string) (string, error) {
+	logger := klog.FromContext(ctx)
+	insts, err := c.DescribeInstances(ctx, ids)
+	if err != nil {
+		return protected, fmt.Errorf("describing the batch's instances to protect their AMIs: %w", err)
+	}
+	var amis []string
+	for _, i := range insts {
+		if i.ImageID != "" {
+			amis = append(amis, i.ImageID)
+		}
+	}
+	slices.Sort(amis)
+	amis = slices.Compact(amis)
+	if len(amis) == 0 {
+		return protected, nil
+	}
+	owned, err := c.OwnedImages(ctx, amis)
+	if err != nil {
+		return protected, fmt.Errorf("describing the batch's AMIs to protect them: %w", err)
+	}
+	mine := strings.Fields(protected)
+	for _, ami := range amis {
+		already, ok := owned[ami]
+		switch {
+		case slices.Contains(mine, ami):
+		case !ok:
+			logger.Info("Warning: cannot protect an AMI of the batch from deregistration (not the account's); if it is deregistered while the batch is detached, its instances run in no group", "group", group, "ami", ami)
+		case already:
+			// Protected by someone else: theirs to lift.
+		case len(strings.Join(append(slices.Clone(mine), ami), " ")) > maxTagValue:
+			logger.Info("Warning: no room to record one more protected AMI; it is not protected from deregistration while the batch is detached", "group", group, "ami", ami)
+		default:
+			if err := c.SetImageProtection(ctx, ami, true); err != nil {
+				logger.Info("Warning: cannot protect an AMI of the batch from deregistration; if it is deregistered while the batch is detached, its instances run in no group", "group", group, "ami", ami, "err", err)
+				continue
+			}
+			mine = append(mine, ami)
+		}
+	}
+	return strings.Join(mine, " "), nil
+}
+
+// isImageNotFound reports whether EC2 no longer knows an AMI.
+func isImageNotFound(err error) bool {
+	var api smithy.APIError
+	return errors.As(err, &api) && strings.HasPrefix(api.ErrorCode(), "InvalidAMIID.")
 }
