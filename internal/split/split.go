@@ -45,6 +45,7 @@ import (
 	"time"
 
 	"github.com/aws/smithy-go"
+
 	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
 	"k8s.io/utils/ptr"
