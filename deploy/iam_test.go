@@ -208,6 +208,8 @@ func readPolicy(t *testing.T, file string) iamPolicy {
 //     is still heartbeated, or the hook's CONTINUE terminates the instance.
 //   - CreateAutoScalingGroup has no existing resource to carry a tag: it is
 //     limited by aws:RequestTag to groups created with those tags.
+//   - ec2:EnableImageDeregistrationProtection and its Disable are limited
+//     to image resources (arn:aws:ec2:*::image/*).
 //   - ec2:RunInstances, checked on the launch template when a group is
 //     created from one, is limited to launch-template resources;
 //     ec2:CreateTags to tagging at launch (ec2:CreateAction); iam:PassRole
@@ -257,6 +259,13 @@ func TestIAMPoliciesLeastPrivilege(t *testing.T) {
 				case a == "ec2:RunInstances":
 					if !slices.Equal(resources, []string{"arn:aws:ec2:*:*:launch-template/*"}) {
 						t.Errorf("%s: %s on %v, want launch templates only", where, a, resources)
+					}
+				case a == "ec2:EnableImageDeregistrationProtection" || a == "ec2:DisableImageDeregistrationProtection":
+					// Images carry no cluster tag to condition on; the
+					// split protects the AMIs of its batch only while it
+					// is detached, and only those the account owns.
+					if !slices.Equal(resources, []string{"arn:aws:ec2:*::image/*"}) {
+						t.Errorf("%s: %s on %v, want images only", where, a, resources)
 					}
 				case a == "ec2:CreateTags":
 					if s.Condition["StringEquals"]["ec2:CreateAction"] != "RunInstances" {

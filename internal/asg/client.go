@@ -23,6 +23,7 @@ import (
 // autoScalingAPI is the part of *autoscaling.Client the balancer uses.
 type autoScalingAPI interface {
 	autoscaling.DescribeAutoScalingGroupsAPIClient
+	autoscaling.DescribeAutoScalingInstancesAPIClient
 	SuspendProcesses(context.Context, *autoscaling.SuspendProcessesInput, ...func(*autoscaling.Options)) (*autoscaling.SuspendProcessesOutput, error)
 	SetInstanceProtection(context.Context, *autoscaling.SetInstanceProtectionInput, ...func(*autoscaling.Options)) (*autoscaling.SetInstanceProtectionOutput, error)
 	PutLifecycleHook(context.Context, *autoscaling.PutLifecycleHookInput, ...func(*autoscaling.Options)) (*autoscaling.PutLifecycleHookOutput, error)
@@ -156,6 +157,38 @@ func (c *Client) DescribeGroups(ctx context.Context, sel Selector) ([]Group, err
 			}
 			for i := range page.AutoScalingGroups {
 				out = append(out, groupFrom(&page.AutoScalingGroups[i]))
+			}
+		}
+	}
+	return out, nil
+}
+
+// maxInstanceIDsPerCall is the API's limit on InstanceIds of
+// DescribeAutoScalingInstances ("Array Members: Maximum number of 50 items").
+const maxInstanceIDsPerCall = 50
+
+// GroupMember is an instance in an Auto Scaling group, as
+// DescribeAutoScalingInstances reports it.
+type GroupMember struct {
+	ID, Group, Zone, LifecycleState string
+}
+
+// DescribeAutoScalingInstances returns the instances among ids that are in an
+// Auto Scaling group, whichever group; the others are left out (the API
+// ignores an ID it does not know).
+func (c *Client) DescribeAutoScalingInstances(ctx context.Context, ids []string) ([]GroupMember, error) {
+	var out []GroupMember
+	for chunk := range slices.Chunk(ids, maxInstanceIDsPerCall) {
+		p := autoscaling.NewDescribeAutoScalingInstancesPaginator(c.asg, &autoscaling.DescribeAutoScalingInstancesInput{
+			InstanceIds: chunk, MaxRecords: aws.Int32(maxInstanceIDsPerCall)})
+		for p.HasMorePages() {
+			page, err := p.NextPage(ctx)
+			if err != nil {
+				return nil, fmt.Errorf("describing auto scaling instances: %w", err)
+			}
+			for _, i := range page.AutoScalingInstances {
+				out = append(out, GroupMember{ID: aws.ToString(i.InstanceId), Group: aws.ToString(i.AutoScalingGroupName),
+					Zone: aws.ToString(i.AvailabilityZone), LifecycleState: aws.ToString(i.LifecycleState)})
 			}
 		}
 	}

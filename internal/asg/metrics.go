@@ -85,6 +85,12 @@ func (a *metricsAutoScaling) RecordLifecycleActionHeartbeat(ctx context.Context,
 	return out, err
 }
 
+func (a *metricsAutoScaling) DescribeAutoScalingInstances(ctx context.Context, in *autoscaling.DescribeAutoScalingInstancesInput, o ...func(*autoscaling.Options)) (*autoscaling.DescribeAutoScalingInstancesOutput, error) {
+	out, err := a.autoScalingAPI.DescribeAutoScalingInstances(ctx, in, o...)
+	a.m.observe("autoscaling", "DescribeAutoScalingInstances", err)
+	return out, err
+}
+
 func (a *metricsAutoScaling) CompleteLifecycleAction(ctx context.Context, in *autoscaling.CompleteLifecycleActionInput, o ...func(*autoscaling.Options)) (*autoscaling.CompleteLifecycleActionOutput, error) {
 	out, err := a.autoScalingAPI.CompleteLifecycleAction(ctx, in, o...)
 	a.m.observe("autoscaling", "CompleteLifecycleAction", err)

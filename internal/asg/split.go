@@ -29,6 +29,8 @@ type splitAutoScalingAPI interface {
 type splitEC2API interface {
 	DescribeSubnets(context.Context, *ec2.DescribeSubnetsInput, ...func(*ec2.Options)) (*ec2.DescribeSubnetsOutput, error)
 	DescribeImages(context.Context, *ec2.DescribeImagesInput, ...func(*ec2.Options)) (*ec2.DescribeImagesOutput, error)
+	EnableImageDeregistrationProtection(context.Context, *ec2.EnableImageDeregistrationProtectionInput, ...func(*ec2.Options)) (*ec2.EnableImageDeregistrationProtectionOutput, error)
+	DisableImageDeregistrationProtection(context.Context, *ec2.DisableImageDeregistrationProtectionInput, ...func(*ec2.Options)) (*ec2.DisableImageDeregistrationProtectionOutput, error)
 }
 
 // MaxMoveBatch is how many instances DetachInstances and AttachInstances take per call.
@@ -240,6 +242,43 @@ func (c *Client) ImagesAvailable(ctx context.Context, ids []string) (map[string]
 	return out, nil
 }
 
+// OwnedImages returns, of the AMIs ids, those the account owns (DescribeImages
+// with Owners=self), and whether each has deregistration protection already.
+func (c *Client) OwnedImages(ctx context.Context, ids []string) (map[string]bool, error) {
+	out := map[string]bool{}
+	for chunk := range slices.Chunk(ids, maxFilterValues) {
+		res, err := c.ec2.DescribeImages(ctx, &ec2.DescribeImagesInput{
+			Filters:           []ec2types.Filter{{Name: aws.String("image-id"), Values: chunk}},
+			Owners:            []string{"self"},
+			IncludeDeprecated: aws.Bool(true),
+		})
+		if err != nil {
+			return nil, fmt.Errorf("describing images: %w", err)
+		}
+		for _, im := range res.Images {
+			out[aws.ToString(im.ImageId)] = strings.HasPrefix(aws.ToString(im.DeregistrationProtection), "enabled")
+		}
+	}
+	return out, nil
+}
+
+// SetImageProtection enables or disables the deregistration protection of
+// an AMI (API_EnableImageDeregistrationProtection: "When deregistration
+// protection is enabled, the AMI can't be deregistered."), without the
+// cooldown that would keep it for 24 hours after it is disabled.
+func (c *Client) SetImageProtection(ctx context.Context, id string, on bool) error {
+	var err error
+	if on {
+		_, err = c.ec2.EnableImageDeregistrationProtection(ctx, &ec2.EnableImageDeregistrationProtectionInput{ImageId: aws.String(id), WithCooldown: aws.Bool(false)})
+	} else {
+		_, err = c.ec2.DisableImageDeregistrationProtection(ctx, &ec2.DisableImageDeregistrationProtectionInput{ImageId: aws.String(id)})
+	}
+	if err != nil {
+		return fmt.Errorf("setting deregistration protection of %s to %t: %w", id, on, err)
+	}
+	return nil
+}
+
 // IsValidationError reports whether err is an Auto Scaling ValidationError:
 // AWS refused the request as it stands, and a retry would fail alike.
 func IsValidationError(err error) bool {
@@ -281,13 +320,24 @@ func attempts(ctx context.Context) []func(*autoscaling.Options) {
 
 // DeleteGroupTags removes tags of a group; missing keys are ignored.
 func (c *Client) DeleteGroupTags(ctx context.Context, group string, keys []string) error {
-	in := &autoscaling.DeleteTagsInput{}
-	for _, k := range keys {
-		in.Tags = append(in.Tags, astypes.Tag{ResourceId: aws.String(group), ResourceType: aws.String("auto-scaling-group"), Key: aws.String(k)})
+	// At most 25 tags per call (user guide ec2-auto-scaling-tagging: "The
+	// maximum number of tags that you can add or remove using a single call
+	// is 25.").
+	for chunk := range slices.Chunk(keys, MaxTagsPerCall) {
+		in := &autoscaling.DeleteTagsInput{}
+		for _, k := range chunk {
+			in.Tags = append(in.Tags, astypes.Tag{ResourceId: aws.String(group), ResourceType: aws.String("auto-scaling-group"), Key: aws.String(k)})
+		}
+		if _, err := c.asg.DeleteTags(ctx, in); err != nil {
+			return err
+		}
 	}
-	_, err := c.asg.DeleteTags(ctx, in)
-	return err
+	return nil
 }
+
+// MaxTagsPerCall is how many tags one CreateOrUpdateTags or DeleteTags call
+// may add or remove (user guide ec2-auto-scaling-tagging).
+const MaxTagsPerCall = 25
 
 func (a *metricsAutoScaling) CreateAutoScalingGroup(ctx context.Context, in *autoscaling.CreateAutoScalingGroupInput, o ...func(*autoscaling.Options)) (*autoscaling.CreateAutoScalingGroupOutput, error) {
 	out, err := a.autoScalingAPI.CreateAutoScalingGroup(ctx, in, o...)

@@ -87,7 +87,9 @@ type result struct {
 	LifecycleHooks    *[]xmlHook     `xml:"LifecycleHooks>member,omitempty"`
 	Activities        *[]xmlActivity `xml:"Activities>member,omitempty"`
 	Activity          *xmlActivity   `xml:",omitempty"` // TerminateInstanceInAutoScalingGroup (desired.go)
-	NextToken         string         `xml:",omitempty"`
+	// AutoScalingInstances answers DescribeAutoScalingInstances (instances.go).
+	AutoScalingInstances *[]xmlAutoScalingInstance `xml:"AutoScalingInstances>member,omitempty"`
+	NextToken            string                    `xml:",omitempty"`
 }
 
 func (s *Server) autoScaling(action string, form url.Values) (any, error) {

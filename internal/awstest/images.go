@@ -26,6 +26,7 @@ import (
 type image struct {
 	state          string // available, deregistered
 	deregisteredAt time.Time
+	protected      bool // deregistration protection (protection.go)
 }
 
 const (
@@ -58,13 +59,21 @@ func (s *Server) launchImage(g *group) string {
 	return id
 }
 
-// DeregisterImage deregisters an AMI; the instances launched from it keep running.
-func (s *Server) DeregisterImage(id string) {
+// DeregisterImage deregisters an AMI; the instances launched from it keep
+// running. An AMI with deregistration protection is not deregistered
+// (API_EnableImageDeregistrationProtection: "When deregistration protection
+// is enabled, the AMI can't be deregistered."): the error says so.
+func (s *Server) DeregisterImage(id string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if im := s.images[id]; im != nil && im.state == imageAvailable {
+	im := s.images[id]
+	if im != nil && im.protected {
+		return &apiError{status: 400, code: "InvalidParameterValue", msg: "the AMI " + id + " has deregistration protection enabled", senderFault: true}
+	}
+	if im != nil && im.state == imageAvailable {
 		im.state, im.deregisteredAt = imageDeregistered, s.clock.Now()
 	}
+	return nil
 }
 
 // imageGone reports whether the AMI id no longer exists.
@@ -75,12 +84,9 @@ func (s *Server) imageGone(id string) bool {
 
 type describeImagesResponse struct {
 	XMLName   xml.Name
-	Xmlns     string `xml:"xmlns,attr"`
-	RequestID string `xml:"requestId"`
-	Images    []struct {
-		ImageID string `xml:"imageId"`
-		State   string `xml:"imageState"`
-	} `xml:"imagesSet>item"`
+	Xmlns     string     `xml:"xmlns,attr"`
+	RequestID string     `xml:"requestId"`
+	Images    []xmlImage `xml:"imagesSet>item"`
 }
 
 // describeImages answers ImageId.N or Filter.N.Name=image-id. An id given
@@ -105,6 +111,9 @@ func (s *Server) describeImages(form url.Values, root xml.Name, reqID string) (a
 			return nil, &apiError{status: 400, code: "InvalidAMIID.NotFound", msg: "The image id '[" + id + "]' does not exist", senderFault: true}
 		}
 	}
+	if !ownersMatch(form) {
+		ids = nil
+	}
 	slices.Sort(ids)
 	now := s.clock.Now()
 	for _, id := range slices.Compact(ids) {
@@ -112,10 +121,11 @@ func (s *Server) describeImages(form url.Values, root xml.Name, reqID string) (a
 		if im == nil || (im.state == imageDeregistered && !now.Before(im.deregisteredAt.Add(s.forgetAfter()))) {
 			continue
 		}
-		out.Images = append(out.Images, struct {
-			ImageID string `xml:"imageId"`
-			State   string `xml:"imageState"`
-		}{id, im.state})
+		prot := "disabled"
+		if im.protected {
+			prot = "enabled-without-cooldown"
+		}
+		out.Images = append(out.Images, xmlImage{ImageID: id, State: im.state, OwnerID: Account, DeregistrationProtection: prot})
 	}
 	return out, nil
 }

@@ -2,6 +2,7 @@ package awstest
 
 import (
 	"encoding/xml"
+	"fmt"
 	"net/url"
 	"slices"
 	"strconv"
@@ -374,13 +375,41 @@ func (s *Server) tagGroups(form url.Values) ([]*group, []xmlTag, error) {
 	if len(gs) == 0 {
 		return nil, nil, validation("Tags is required")
 	}
+	if len(gs) > maxTagsPerCall {
+		return nil, nil, validation("%d tags in one call; at most %d tags can be added or removed using a single call", len(gs), maxTagsPerCall)
+	}
 	return gs, ts, nil
 }
+
+// Tag limits, user guide "Tag Auto Scaling groups and instances"
+// (ec2-auto-scaling-tagging), tag naming and usage restrictions: "The
+// maximum number of tags per resource is 50." and "The maximum number of
+// tags that you can add or remove using a single call is 25." A write over
+// the first fails whole with LimitExceeded (API_CreateOrUpdateTags: "You
+// have already reached a limit for your Amazon EC2 Auto Scaling resources").
+const (
+	maxTagsPerGroup = 50
+	maxTagsPerCall  = 25
+)
 
 func (s *Server) createOrUpdateTags(form url.Values, _ *result) error {
 	gs, ts, err := s.tagGroups(form)
 	if err != nil {
 		return err
+	}
+	added := map[*group]map[string]bool{}
+	for i, g := range gs {
+		if _, ok := g.Tags[ts[i].Key]; !ok {
+			if added[g] == nil {
+				added[g] = map[string]bool{}
+			}
+			added[g][ts[i].Key] = true
+		}
+	}
+	for g, keys := range added {
+		if n := len(g.Tags) + len(keys); n > maxTagsPerGroup {
+			return &apiError{status: 400, code: "LimitExceeded", msg: fmt.Sprintf("the group %s would have %d tags; the maximum number of tags per resource is %d", g.Name, n, maxTagsPerGroup), senderFault: true}
+		}
 	}
 	for i, g := range gs {
 		g.Tags[ts[i].Key] = ts[i].Value

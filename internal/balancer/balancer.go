@@ -58,6 +58,7 @@ type Cloud interface {
 	DescribeInstanceTypes(ctx context.Context, names []string) ([]asg.InstanceType, error)
 	LaunchTemplateInstanceType(ctx context.Context, lt asg.LaunchTemplateRef) (string, error)
 	DescribeLifecycleHooks(ctx context.Context, group string) ([]asg.Hook, error)
+	DescribeAutoScalingInstances(ctx context.Context, ids []string) ([]asg.GroupMember, error)
 
 	SuspendProcesses(ctx context.Context, group string, processes ...string) error
 	SetInstanceProtection(ctx context.Context, group string, ids []string, protected bool) error

@@ -292,12 +292,17 @@ func (b *Balancer) lifecycleActions(ctx context.Context, inv *inventory) error {
 	return errors.Join(errs...)
 }
 
-// heldUndiscovered keeps holding the terminations held before whose group is
-// no longer discovered (its enabled tag changed or mistyped): the balancer's
-// hook is still on that group, and its DefaultResult CONTINUE at the timeout
-// would terminate the instance with its volume. The groups are described by
-// name; an instance still in Terminating:Wait is heartbeated while a bound
-// local volume holds it. A failed describe or quorum read holds it too.
+// heldUndiscovered keeps holding the terminations of instances with bound
+// local volumes whose group is no longer discovered (its enabled tag changed
+// or mistyped): the balancer's hook is still on that group, and its
+// DefaultResult CONTINUE at the timeout would terminate the instance with its
+// volume. It finds them in the terminations held before (described by group
+// name) and, since that set is lost on a restart, among the instances of
+// bound local volumes (their nodes, and the volumes' recorded instance) that
+// no discovered group holds, asked of DescribeAutoScalingInstances, which
+// answers for any group. An instance still in Terminating:Wait under the
+// balancer's hook is heartbeated while a bound local volume holds it. A
+// failed describe or quorum read holds it too.
 func (b *Balancer) heldUndiscovered(ctx context.Context, inv *inventory, hold func(g, id string) bool) error {
 	discovered := map[string]bool{}
 	for gi := range inv.groups {
@@ -305,30 +310,39 @@ func (b *Balancer) heldUndiscovered(ctx context.Context, inv *inventory, hold fu
 	}
 	var left []heldInstance
 	names := map[string]bool{}
+	known := map[string]bool{}
 	for _, h := range b.held.list() {
 		if !discovered[h.group] {
 			left = append(left, h)
 			names[h.group] = true
-		}
-	}
-	if len(left) == 0 {
-		return nil
-	}
-	slices.SortFunc(left, func(a, c heldInstance) int { return strings.Compare(a.group+"/"+a.instance, c.group+"/"+c.instance) })
-	gs, err := b.cloud.DescribeGroups(ctx, asg.Selector{Names: sortedKeys(names)})
-	if err != nil {
-		for _, h := range left {
-			hold(h.group, h.instance)
-		}
-		return fmt.Errorf("describing groups %v, no longer discovered, of held terminations: %w", sortedKeys(names), err)
-	}
-	lifecycle := map[heldInstance]string{}
-	for gi := range gs {
-		for _, i := range gs[gi].Instances {
-			lifecycle[heldInstance{group: gs[gi].Name, instance: i.ID}] = i.LifecycleState
+			known[h.instance] = true
 		}
 	}
 	var errs []error
+	lifecycle := map[heldInstance]string{}
+	if len(left) > 0 {
+		gs, err := b.cloud.DescribeGroups(ctx, asg.Selector{Names: sortedKeys(names)})
+		if err != nil {
+			for _, h := range left {
+				hold(h.group, h.instance)
+			}
+			errs = append(errs, fmt.Errorf("describing groups %v, no longer discovered, of held terminations: %w", sortedKeys(names), err))
+			left = nil
+		}
+		for gi := range gs {
+			for _, i := range gs[gi].Instances {
+				lifecycle[heldInstance{group: gs[gi].Name, instance: i.ID}] = i.LifecycleState
+			}
+		}
+	}
+	found, err := b.undiscoveredHolders(ctx, inv, known)
+	errs = append(errs, err)
+	for _, m := range found {
+		h := heldInstance{group: m.Group, instance: m.ID}
+		left = append(left, h)
+		lifecycle[h] = m.LifecycleState
+	}
+	slices.SortFunc(left, func(a, c heldInstance) int { return strings.Compare(a.group+"/"+a.instance, c.group+"/"+c.instance) })
 	for _, h := range left {
 		if lifecycle[h] != asg.StateTerminatingWait || b.lifecycle.completed[h.instance] {
 			continue // no longer waiting on the hook: nothing to hold
@@ -348,6 +362,58 @@ func (b *Balancer) heldUndiscovered(ctx context.Context, inv *inventory, hold fu
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// undiscoveredHolders returns the instances of bound local volumes (their
+// node's, or the one a volume recorded) that no discovered group holds and
+// that wait in Terminating:Wait, in a group that carries the balancer's hook
+// (or whose hooks cannot be described: a heartbeat for a hook that is not
+// there only fails). Instances in known are already handled.
+func (b *Balancer) undiscoveredHolders(ctx context.Context, inv *inventory, known map[string]bool) ([]asg.GroupMember, error) {
+	ids := map[string]bool{}
+	for _, n := range inv.nodes {
+		if id := inv.instOf[n.Name]; id != "" && len(inv.held[n.Name]) > 0 {
+			ids[id] = true
+		}
+	}
+	for id := range inv.named {
+		ids[id] = true
+	}
+	var ask []string
+	for _, id := range sortedKeys(ids) {
+		if _, in := inv.instances[id]; !in && !known[id] && instanceIDPattern.MatchString(id) {
+			ask = append(ask, id)
+		}
+	}
+	if len(ask) == 0 {
+		return nil, nil
+	}
+	members, err := b.cloud.DescribeAutoScalingInstances(ctx, ask)
+	if err != nil {
+		return nil, fmt.Errorf("describing the instances %v of bound local volumes that no discovered group holds: %w", ask, err)
+	}
+	var out []asg.GroupMember
+	var errs []error
+	ours := map[string]bool{}
+	for _, m := range members {
+		if m.LifecycleState != asg.StateTerminatingWait || !slices.Contains(ask, m.ID) {
+			continue
+		}
+		hooked, seen := ours[m.Group]
+		if !seen {
+			hooked = true
+			if hooks, err := b.cloud.DescribeLifecycleHooks(ctx, m.Group); err != nil {
+				errs = append(errs, fmt.Errorf("describing lifecycle hooks of %s: %w", m.Group, err))
+			} else {
+				hooked = slices.ContainsFunc(hooks, func(h asg.Hook) bool { return h.Name == HookName })
+			}
+			ours[m.Group] = hooked
+		}
+		if hooked {
+			out = append(out, m)
+		}
+	}
+	return out, errors.Join(errs...)
 }
 
 // holds returns the bound local volumes that keep an instance: those on its

@@ -143,6 +143,17 @@ func (r *recordingCloud) ImagesAvailable(ctx context.Context, ids []string) (map
 	return c.ImagesAvailable(ctx, ids)
 }
 
+func (r *recordingCloud) SetImageProtection(_ context.Context, id string, on bool) error {
+	verb := "DisableImageDeregistrationProtection"
+	if on {
+		verb = "EnableImageDeregistrationProtection"
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.actions = append(r.actions, Action{Target: "ec2/image/" + id, Verb: verb})
+	return nil
+}
+
 func (r *recordingCloud) ClaimGroupTag(_ context.Context, group, key, value string) error {
 	r.record(group, "CreateOrUpdateTags", "%s=%s", key, value)
 	return nil

@@ -36,11 +36,15 @@ package split
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/aws/smithy-go"
 
 	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
@@ -66,6 +70,11 @@ const (
 	// TagState, back on record. They are deleted once the instance is in a
 	// per-zone group or terminated.
 	TagRecordPrefix = TagState + "/"
+	// TagImages lists the AMIs whose deregistration protection the split
+	// enabled for the batch in flight; it disables it once the batch is
+	// attached. An AMI deregistered while its instance is detached would
+	// leave the instance attachable to no group.
+	TagImages = "ballast.k8s.io/split-images"
 
 	// StateDone is TagState of a finished split.
 	StateDone = "done"
@@ -87,8 +96,11 @@ var suspended = []string{asg.ProcessAZRebalance, "Launch", "Terminate"}
 type Cloud interface {
 	DescribeGroups(ctx context.Context, sel asg.Selector) ([]asg.Group, error)
 	DescribeInstances(ctx context.Context, ids []string) ([]asg.Instance, error)
+	DescribeAutoScalingInstances(ctx context.Context, ids []string) ([]asg.GroupMember, error)
 	DescribeLifecycleHooks(ctx context.Context, group string) ([]asg.Hook, error)
 	ImagesAvailable(ctx context.Context, ids []string) (map[string]bool, error)
+	OwnedImages(ctx context.Context, ids []string) (map[string]bool, error)
+	SetImageProtection(ctx context.Context, id string, on bool) error
 
 	SuspendProcesses(ctx context.Context, group string, processes ...string) error
 	SetInstanceProtection(ctx context.Context, group string, ids []string, protected bool) error
@@ -201,6 +213,12 @@ func (s *Splitter) Pass(ctx context.Context, group string) (Result, error) {
 		if gone(snap.ec2State[id]) {
 			logger.Info("Warning: an instance of the split's batch in flight was terminated; nothing to move", "group", group, "instance", id)
 		}
+	}
+	for _, k := range sortedKeys(snap.badRecords) {
+		logger.Info("Warning: ignoring and deleting a malformed per-instance split record", "group", group, "tag", k, "reason", snap.badRecords[k])
+	}
+	for _, id := range sortedKeys(snap.elsewhere) {
+		logger.Info("Warning: ignoring and deleting a per-instance split record of an instance of another group", "group", group, "instance", id, "memberOf", snap.elsewhere[id])
 	}
 	plan, err := steps(snap, s.opts.Selector)
 	if err != nil {
@@ -388,7 +406,16 @@ type snapshot struct {
 	// unmovable are InService instances of the group that AttachInstances
 	// would refuse, and why: their AMI is gone, or EC2 does not say.
 	unmovable map[string]string
+	// elsewhere are the instances of per-instance records that are members
+	// of a group other than the split's: not the split's to move.
+	elsewhere map[string]string
+	// badRecords are the keys of per-instance records that name no instance
+	// ID, and why: they are reported and deleted, never put on the state tag.
+	badRecords map[string]string
 }
+
+// instanceIDPattern is the form of an EC2 instance ID.
+var instanceIDPattern = regexp.MustCompile(`^i-[0-9a-f]{8}([0-9a-f]{9})?$`)
 
 func (s *Splitter) snapshot(ctx context.Context, group string) (*snapshot, error) {
 	groups, err := s.cloud.DescribeGroups(ctx, asg.Selector{Names: []string{group}})
@@ -399,7 +426,8 @@ func (s *Splitter) snapshot(ctx context.Context, group string) (*snapshot, error
 		return nil, fmt.Errorf("auto scaling group %s not found", group)
 	}
 	snap := &snapshot{old: groups[0], zones: slices.Sorted(slices.Values(groups[0].Zones)),
-		zoneGroups: map[string]*asg.Group{}, zoneHooks: map[string][]asg.Hook{}, ec2State: map[string]string{}, unmovable: map[string]string{}}
+		zoneGroups: map[string]*asg.Group{}, zoneHooks: map[string][]asg.Hook{}, ec2State: map[string]string{}, unmovable: map[string]string{},
+		elsewhere: map[string]string{}, badRecords: map[string]string{}}
 	if IsDone(&snap.old) {
 		return snap, nil
 	}
@@ -444,13 +472,32 @@ func (s *Splitter) snapshot(ctx context.Context, group string) (*snapshot, error
 			}
 		}
 	}
+	var recorded []string
 	for _, id := range sortedKeys(records(snap.old.Tags)) {
+		if !instanceIDPattern.MatchString(id) {
+			snap.badRecords[TagRecordPrefix+id] = fmt.Sprintf("%q is not an EC2 instance ID", id)
+			continue
+		}
 		if !member[id] && !inFlight[id] {
 			loose = append(loose, id)
+			recorded = append(recorded, id)
 		}
 	}
 	if err := s.checkImages(ctx, snap, inFlight); err != nil {
 		return nil, err
+	}
+	if len(recorded) > 0 {
+		// A recorded instance in no group of the split may be in another
+		// (DescribeAutoScalingInstances answers for any group).
+		ms, err := s.cloud.DescribeAutoScalingInstances(ctx, recorded)
+		if err != nil {
+			return nil, err
+		}
+		for _, m := range ms {
+			if slices.Contains(recorded, m.ID) && m.Group != group && !strings.HasPrefix(m.Group, group+"-") {
+				snap.elsewhere[m.ID] = m.Group
+			}
+		}
 	}
 	if len(loose) > 0 {
 		insts, err := s.cloud.DescribeInstances(ctx, loose)
@@ -750,7 +797,7 @@ func steps(snap *snapshot, sel asg.Selector) (p plan, err error) {
 	// 3. One group per zone, hooked from the start; room for every instance.
 	tags := map[string]string{TagFrom: name}
 	for k, v := range old.Tags {
-		if k != TagState && k != TagSizes && k != TagLock && !strings.HasPrefix(k, TagRecordPrefix) && !strings.HasPrefix(k, "aws:") {
+		if k != TagState && k != TagSizes && k != TagLock && k != TagImages && !strings.HasPrefix(k, TagRecordPrefix) && !strings.HasPrefix(k, "aws:") {
 			tags[k] = v
 		}
 	}
@@ -778,7 +825,22 @@ func steps(snap *snapshot, sel asg.Selector) (p plan, err error) {
 		}
 	}
 
+	imagesTag := old.Tags[TagImages]
 	detach := func(ids []string) {
+		// The batch's AMIs are protected from deregistration first, and
+		// recorded, so that the protection is lifted once it is attached.
+		protected, record := imagesTag, imagesTag
+		add("", "EnableImageDeregistrationProtection", "AMIs of "+strings.Join(ids, ","), func(ctx context.Context, c Cloud) error {
+			var err error
+			record, err = protectImages(ctx, c, name, ids, protected)
+			return err
+		})
+		guarded(add(name, "CreateOrUpdateTags", TagImages+" (the AMIs protected)", func(ctx context.Context, c Cloud) error {
+			if record == protected {
+				return nil
+			}
+			return c.SetGroupTags(ctx, name, map[string]string{TagImages: record})
+		}), nil)
 		guarded(add(name, "DetachInstances", strings.Join(ids, ","), func(ctx context.Context, c Cloud) error {
 			// The AMIs again, right before: one deregistered since the
 			// snapshot would leave the instance in no group.
@@ -917,7 +979,7 @@ func steps(snap *snapshot, sel asg.Selector) (p plan, err error) {
 		}
 		if len(toReturn) > 0 {
 			guarded(add(name, "AttachInstances", strings.Join(toReturn, ","), func(ctx context.Context, c Cloud) error {
-				return c.AttachInstances(ctx, name, toReturn)
+				return attachWithRoom(ctx, c, name, toReturn)
 			}), nil)
 		}
 		if len(p.waiting) > 0 || len(p.stranded) > 0 || len(toReturn) > 0 {
@@ -933,25 +995,40 @@ func steps(snap *snapshot, sel asg.Selector) (p plan, err error) {
 	// or terminated are done with; one of an instance detaching or detached
 	// but on no TagState (overwritten by a record that landed late) is
 	// taken back on record, and handled as the batch in flight next pass.
+	// Only an instance Detaching from the split group, or one EC2 says runs
+	// in no group, is taken back on record; a record naming no instance ID
+	// or an instance of another group is reported (Pass logs it) and
+	// deleted, one of an instance unknown to EC2 is ignored.
 	recs := records(old.Tags)
-	var doneRecs []string
+	var doneRecs, badRecs []string
 	stray := map[string][]moved{}
 	for _, id := range sortedKeys(recs) {
 		zone, protected := strings.CutSuffix(recs[id], protectedMark)
 		switch i := inOld[id]; {
+		case snap.badRecords[TagRecordPrefix+id] != "":
+			badRecs = append(badRecs, TagRecordPrefix+id)
 		case inZone[id] != nil, i == nil && gone(snap.ec2State[id]):
 			doneRecs = append(doneRecs, TagRecordPrefix+id)
 		case handled[id]:
 		case i != nil && i.LifecycleState != lifecycleDetaching:
 			// Still in the group, not detaching: nothing moves it.
-		case slices.Contains(snap.zones, zone):
+		case i == nil && snap.elsewhere[id] != "":
+			badRecs = append(badRecs, TagRecordPrefix+id)
+		case i == nil && snap.ec2State[id] == "":
+			// Unknown to EC2 and in no group: nothing to attach.
+		case !slices.Contains(snap.zones, zone):
+			p.waiting = append(p.waiting, fmt.Sprintf("instance %s is recorded for zone %q, which is not one of %s's", id, zone, name))
+		case i != nil, snap.ec2State[id] == "running":
 			stray[zone] = append(stray[zone], moved{id: id, protected: protected})
 		default:
-			p.waiting = append(p.waiting, fmt.Sprintf("instance %s is recorded for zone %q, which is not one of %s's", id, zone, name))
+			p.waiting = append(p.waiting, fmt.Sprintf("instance %s is recorded for zone %s, in no group and %s in EC2; it is taken back on record once running", id, zone, snap.ec2State[id]))
 		}
 	}
 	if len(doneRecs) > 0 {
 		add(name, "DeleteTags", strings.Join(doneRecs, ","), func(ctx context.Context, c Cloud) error { return c.DeleteGroupTags(ctx, name, doneRecs) })
+	}
+	if len(badRecs) > 0 {
+		add(name, "DeleteTags", strings.Join(badRecs, ",")+" (ignored records)", func(ctx context.Context, c Cloud) error { return c.DeleteGroupTags(ctx, name, badRecs) })
 	}
 	for _, z := range sortedKeys(stray) {
 		value := formatMove(z, stray[z])
@@ -965,12 +1042,33 @@ func steps(snap *snapshot, sel asg.Selector) (p plan, err error) {
 		return p, nil
 	}
 
+	// The batch before is attached: lift the deregistration protection the
+	// split set for it (the next batch sets it again for its own AMIs).
+	if amis := strings.Fields(imagesTag); len(amis) > 0 {
+		add("", "DisableImageDeregistrationProtection", strings.Join(amis, ","), func(ctx context.Context, c Cloud) error {
+			for _, ami := range amis {
+				if err := c.SetImageProtection(ctx, ami, false); err != nil && !isImageNotFound(err) {
+					return err
+				}
+			}
+			return nil
+		})
+		add(name, "DeleteTags", TagImages, func(ctx context.Context, c Cloud) error { return c.DeleteGroupTags(ctx, name, []string{TagImages}) })
+		imagesTag = ""
+	}
+
 	// 5. The next batch, cut to fit in the state tag and one call: record
 	// it, then detach it; it is attached by a later pass, once detached.
 	var blocked []string
 	// Each instance of a batch takes a tag of its own (TagRecordPrefix).
 	room := maxGroupTags - len(old.Tags)
 	if _, ok := old.Tags[TagState]; !ok {
+		room--
+	}
+	if _, ok := old.Tags[TagSizes]; !ok { // written by step 2 of this same pass
+		room--
+	}
+	if _, ok := old.Tags[TagImages]; !ok { // written by the batch's detach step
 		room--
 	}
 	for _, z := range snap.zones {
@@ -1051,7 +1149,7 @@ func steps(snap *snapshot, sel asg.Selector) (p plan, err error) {
 	guarded(add(name, "CreateOrUpdateTags", TagState+"="+StateDone, func(ctx context.Context, c Cloud) error {
 		return c.SetGroupTags(ctx, name, map[string]string{TagState: StateDone})
 	}), &done)
-	keys := append(append(discoveryKeys(old.Tags, sel), TagSizes, TagLock), recordKeys(old.Tags)...)
+	keys := append(append(discoveryKeys(old.Tags, sel), TagSizes, TagLock, TagImages), recordKeys(old.Tags)...)
 	add(name, "DeleteTags", strings.Join(keys, ","), func(ctx context.Context, c Cloud) error { return c.DeleteGroupTags(ctx, name, keys) })
 	p.done = true
 	return p, nil
@@ -1137,8 +1235,109 @@ func attachOrReturn(ctx context.Context, c Cloud, name, zname, zone string, flig
 	if err := c.SetGroupTags(ctx, name, map[string]string{TagState: value}); err != nil {
 		return fmt.Errorf("AWS refused to attach %s to %s (%s); recording that they go back to %s: %w", strings.Join(refused, ","), zname, strings.Join(why, "; "), name, err)
 	}
-	if err := c.AttachInstances(ctx, name, refused); err != nil {
+	if err := attachWithRoom(ctx, c, name, refused); err != nil {
 		return fmt.Errorf("AWS refused to attach %s to %s (%s), and attaching them back to %s failed too: %w; they stay on record", strings.Join(refused, ","), zname, strings.Join(why, "; "), name, err)
 	}
 	return fmt.Errorf("AWS refused to attach %s to %s (%s); attached them back to %s, where they stay: %w", strings.Join(refused, ","), zname, strings.Join(why, "; "), name, first)
+}
+
+// attachWithRoom attaches instances back to the split group. The group keeps
+// cluster-autoscaler's discovery tags until the split is done, so
+// cluster-autoscaler may have raised its desired capacity to its maximum
+// (Launch is suspended: no instance comes of it), and AttachInstances then
+// fails (API_AttachInstances: "If the number of instances being attached
+// plus the desired capacity of the group exceeds the maximum size of the
+// group, the operation fails"). On such a refusal the group is described:
+// instances already its members were attached by a call whose reply was
+// lost, and a group too full for the others gets its maximum raised (step 7
+// sets it to 0 once the split is done) before they are attached again.
+func attachWithRoom(ctx context.Context, c Cloud, group string, ids []string) error {
+	first := c.AttachInstances(ctx, group, ids)
+	if first == nil || !asg.IsValidationError(first) {
+		return first
+	}
+	gs, err := c.DescribeGroups(ctx, asg.Selector{Names: []string{group}})
+	if err != nil {
+		return fmt.Errorf("attaching %s to %s: %w; describing the group: %w", strings.Join(ids, ","), group, first, err)
+	}
+	if len(gs) == 0 {
+		return fmt.Errorf("attaching %s to %s: %w; the group is not found", strings.Join(ids, ","), group, first)
+	}
+	g := &gs[0]
+	var rest []string
+	for _, id := range ids {
+		if !slices.ContainsFunc(g.Instances, func(i asg.GroupInstance) bool { return i.ID == id }) {
+			rest = append(rest, id)
+		}
+	}
+	if len(rest) == 0 {
+		return nil
+	}
+	need := g.DesiredCapacity + int32(len(rest))
+	if need <= g.MaxSize {
+		return fmt.Errorf("attaching %s to %s: %w", strings.Join(rest, ","), group, first)
+	}
+	if err := c.UpdateGroupSize(ctx, group, asg.Sizes{Max: ptr.To(need)}); err != nil {
+		return fmt.Errorf("%s is full (desired %d, max %d) and raising its maximum failed: %w; AttachInstances said: %w", group, g.DesiredCapacity, g.MaxSize, err, first)
+	}
+	return c.AttachInstances(ctx, group, rest)
+}
+
+// protectImages enables the deregistration protection of the AMIs of the
+// instances ids that the account owns, before they are detached
+// (API_EnableImageDeregistrationProtection: "When deregistration protection
+// is enabled, the AMI can't be deregistered."): AttachInstances refuses an
+// instance whose AMI is gone, and a detached instance would then run in no
+// group. The AMIs it enables are recorded in TagImages (with those of
+// protected, the tag's value so far) so that the protection is lifted once
+// the batch is attached; an AMI protected by someone else is left alone. An
+// AMI the account does not own, or that cannot be protected, is logged as a
+// risk and the batch still moves. It returns TagImages' new value.
+func protectImages(ctx context.Context, c Cloud, group string, ids []string, protected string) (string, error) {
+	logger := klog.FromContext(ctx)
+	insts, err := c.DescribeInstances(ctx, ids)
+	if err != nil {
+		return protected, fmt.Errorf("describing the batch's instances to protect their AMIs: %w", err)
+	}
+	var amis []string
+	for _, i := range insts {
+		if i.ImageID != "" {
+			amis = append(amis, i.ImageID)
+		}
+	}
+	slices.Sort(amis)
+	amis = slices.Compact(amis)
+	if len(amis) == 0 {
+		return protected, nil
+	}
+	owned, err := c.OwnedImages(ctx, amis)
+	if err != nil {
+		return protected, fmt.Errorf("describing the batch's AMIs to protect them: %w", err)
+	}
+	mine := strings.Fields(protected)
+	for _, ami := range amis {
+		already, ok := owned[ami]
+		switch {
+		case slices.Contains(mine, ami):
+		case !ok:
+			logger.Info("Warning: cannot protect an AMI of the batch from deregistration (not the account's); if it is deregistered while the batch is detached, its instances run in no group", "group", group, "ami", ami)
+		case already:
+			// Protected by someone else: theirs to lift.
+		case len(strings.Join(append(slices.Clone(mine), ami), " ")) > maxTagValue:
+			logger.Info("Warning: no room to record one more protected AMI; it is not protected from deregistration while the batch is detached", "group", group, "ami", ami)
+		default:
+			if err := c.SetImageProtection(ctx, ami, true); err != nil {
+				logger.Info("Warning: cannot protect an AMI of the batch from deregistration; if it is deregistered while the batch is detached, its instances run in no group", "group", group, "ami", ami, "err", err)
+				continue
+			}
+			mine = append(mine, ami)
+		}
+	}
+	return strings.Join(mine, " "), nil
+}
+
+// isImageNotFound reports whether EC2 no longer knows an AMI.
+func isImageNotFound(err error) bool {
+	var api smithy.APIError
+	return errors.As(err, &api) && strings.HasPrefix(api.ErrorCode(), "InvalidAMIID.")
 }
