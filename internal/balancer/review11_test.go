@@ -28,23 +28,36 @@ import (
 // let an instance with a bound local volume be terminated. (The shipped IAM
 // policy also denies the heartbeat there: its condition requires
 // enabled=true on RecordLifecycleActionHeartbeat.)
+//
+// Across a restart (leader failover, upgrade, OOM kill) the in-memory held
+// set is empty: the volumes record their instance
+// (ballast.k8s.io/instance-id), and DescribeAutoScalingInstances answers for
+// an instance in any group ("Gets information about the Auto Scaling
+// instances in the account and Region"), so the balancer finds it again.
 func TestHeldWhenTheGroupLeavesDiscovery(t *testing.T) {
-	w := newWorld(t, 2, nil)
-	w.startTermination(w.ids[0])
-	w.reconcile()
-	if got := w.lifecycleState(w.ids[0]); got != awstest.TerminatingWait {
-		t.Fatalf("instance %s is %s after a loop, want held", w.ids[0], got)
-	}
-	if _, err := rawASG(w.emu).CreateOrUpdateTags(w.ctx, &autoscaling.CreateOrUpdateTagsInput{Tags: []astypes.Tag{{
-		ResourceId: awssdk.String("cassandra"), ResourceType: awssdk.String("auto-scaling-group"),
-		Key: awssdk.String(asg.TagAutoDiscoveryEnabled), Value: awssdk.String("True"), PropagateAtLaunch: awssdk.Bool(false),
-	}}}); err != nil {
-		t.Fatal(err)
-	}
-	w.loopPastTimeout()
-	if got := w.lifecycleState(w.ids[0]); got != awstest.TerminatingWait {
-		t.Errorf("instance %s, whose node holds a bound local volume, is %s once its group's enabled tag read \"True\", want %s",
-			w.ids[0], got, awstest.TerminatingWait)
+	for _, restart := range []bool{false, true} {
+		t.Run(map[bool]string{false: "same process", true: "across a restart"}[restart], func(t *testing.T) {
+			w := newWorld(t, 2, nil)
+			w.startTermination(w.ids[0])
+			w.reconcile()
+			if got := w.lifecycleState(w.ids[0]); got != awstest.TerminatingWait {
+				t.Fatalf("instance %s is %s after a loop, want held", w.ids[0], got)
+			}
+			if _, err := rawASG(w.emu).CreateOrUpdateTags(w.ctx, &autoscaling.CreateOrUpdateTagsInput{Tags: []astypes.Tag{{
+				ResourceId: awssdk.String("cassandra"), ResourceType: awssdk.String("auto-scaling-group"),
+				Key: awssdk.String(asg.TagAutoDiscoveryEnabled), Value: awssdk.String("True"), PropagateAtLaunch: awssdk.Bool(false),
+			}}}); err != nil {
+				t.Fatal(err)
+			}
+			if restart {
+				w.restart()
+			}
+			w.loopPastTimeout()
+			if got := w.lifecycleState(w.ids[0]); got != awstest.TerminatingWait {
+				t.Errorf("instance %s, whose node holds a bound local volume, is %s once its group's enabled tag read \"True\" (restart: %v), want %s",
+					w.ids[0], got, restart, awstest.TerminatingWait)
+			}
+		})
 	}
 }
 
