@@ -122,18 +122,7 @@ func TestSplitIgnoresARecordOfAnotherGroupsInstance(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := w.splitter(w.cloud, "run")
-	var res split.Result
-	var err error
-	for pass := range 80 {
-		res, err = s.Pass(ctx, "cassandra")
-		if err != nil {
-			t.Logf("pass %d: %v", pass, err)
-		}
-		if res.Done {
-			break
-		}
-		w.clock.Step(split.DefaultLockSettle)
-	}
+	res, err := w.passUntilDone(ctx, t, s, "cassandra", 80)
 	if i, _ := w.emu.Instance(stranger); i.Group != "batch-jobs" {
 		t.Errorf("instance %s of batch-jobs is now in %q", stranger, i.Group)
 	}
@@ -155,18 +144,7 @@ func TestSplitSurvivesAnEmptyRecordKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := w.splitter(w.cloud, "run")
-	var res split.Result
-	var err error
-	for pass := range 80 {
-		res, err = s.Pass(ctx, "cassandra")
-		if err != nil {
-			t.Logf("pass %d: %v", pass, err)
-		}
-		if res.Done {
-			break
-		}
-		w.clock.Step(split.DefaultLockSettle)
-	}
+	res, err := w.passUntilDone(ctx, t, s, "cassandra", 80)
 	if !res.Done {
 		t.Errorf("the split never finished because of a malformed record key: last error %v, waiting %q", err, res.Waiting)
 	}

@@ -82,6 +82,26 @@ func finish(ctx context.Context, clk *clocktesting.FakeClock, s *split.Splitter,
 	return all, fmt.Errorf("the split of %s did not finish in 200 passes", group)
 }
 
+// passUntilDone runs passes of s over group, a lock settle apart, until the
+// split is done or max passes ran; it logs each pass's error and returns the
+// last result and error.
+func (w *splitWorld) passUntilDone(ctx context.Context, t *testing.T, s *split.Splitter, group string, max int) (split.Result, error) {
+	t.Helper()
+	var res split.Result
+	var err error
+	for pass := range max {
+		res, err = s.Pass(ctx, group)
+		if err != nil {
+			t.Logf("pass %d: %v", pass, err)
+		}
+		if res.Done {
+			break
+		}
+		w.clock.Step(split.DefaultLockSettle)
+	}
+	return res, err
+}
+
 func (w *splitWorld) all() []string {
 	var out []string
 	for _, z := range zones {
