@@ -25,12 +25,10 @@ func newCommand() *cobra.Command {
 	cmd := app.NewSchedulerCommand(opts...)
 	run := cmd.RunE
 	cmd.RunE = func(c *cobra.Command, args []string) error {
-		le, err := leaderElection(c.Flags())
-		if err != nil {
-			// The scheduler reads the same file next and reports the error.
-			return run(c, args)
+		// On error the scheduler reads the same file next and reports it.
+		if le, err := leaderElection(c.Flags()); err == nil {
+			*election = le
 		}
-		*election = le
 		return run(c, args)
 	}
 	return cmd
