@@ -82,3 +82,34 @@ func TestTemplateResourcesAgainstCATemplate(t *testing.T) {
 		}
 	}
 }
+
+// A malformed eks: tag (not a label key or value once the marker is cut) is
+// bad input: it is skipped with a warning, and the template is still built.
+func TestTemplateSkipsMalformedEKSTags(t *testing.T) {
+	it := &asg.InstanceType{Name: "m5.large", VCPU: 2, MemoryMiB: 8192, Architectures: []string{"x86_64"}}
+	g := &asg.Group{Name: "eks-ng", Zones: []string{"us-east-1a"}, MaxSize: 2, Tags: map[string]string{
+		"eks:not a key!":     "x",
+		"eks:nodegroup-name": "bad value with spaces",
+		"eks:cluster-name":   "prod",
+		"eks:":               "empty key",
+	}}
+	w := &warnings{}
+	ng := template(g, it, nil, w)
+	for k := range ng.Labels {
+		if k == "not a key!" || k == "" || k == "nodegroup-name" || k == labelEKSNodegroup {
+			t.Errorf("malformed eks tag became label %q=%q", k, ng.Labels[k])
+		}
+	}
+	if ng.Labels["cluster-name"] != "prod" {
+		t.Errorf("the well-formed eks:cluster-name tag is missing: %v", ng.Labels)
+	}
+	skipped := 0
+	for _, f := range w.items {
+		if f.reason == ReasonMalformedTag {
+			skipped++
+		}
+	}
+	if skipped != 2 {
+		t.Errorf("%d malformed-tag warnings, want 2 (the bad key and the bad value): %+v", skipped, w.items)
+	}
+}
