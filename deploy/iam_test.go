@@ -84,8 +84,8 @@ func isSplit(iface string) bool { return strings.HasPrefix(iface, "split") }
 // c.asg.Op(ctx, ...), c.ec2.Op(ctx, ...), and paginators svc.NewOpPaginator(c.asg, ...).
 func awsCalledActions(t *testing.T) []string {
 	t.Helper()
-	fields := map[string]string{"asg": "autoscaling", "ec2": "ec2"}
-	direct := regexp.MustCompile(`\bc\.(asg|ec2)\.(\w+)\(ctx\b`)
+	fields := map[string]string{"asg": "autoscaling", "ec2": "ec2", "eks": "eks"}
+	direct := regexp.MustCompile(`\bc\.(asg|ec2|eks)\.(\w+)\(ctx\b`)
 	paged := regexp.MustCompile(`\b(autoscaling|ec2)\.New(\w+)Paginator\(c\.(asg|ec2)\b`)
 	set := map[string]bool{}
 	for _, f := range goFiles(t) {
@@ -120,7 +120,7 @@ type iamPolicy struct {
 func TestIAMPolicyMatchesAWSCalls(t *testing.T) {
 	declared := awsInterfaceActions(t)
 	called := awsCalledActions(t)
-	for _, svc := range []string{"autoscaling:", "ec2:"} {
+	for _, svc := range []string{"autoscaling:", "ec2:", "eks:"} {
 		if !slices.ContainsFunc(declared, func(a string) bool { return strings.HasPrefix(a, svc) }) {
 			t.Fatalf("found no %s operations in %s (found %v): the parser is out of date", svc, awsPackageDir, declared)
 		}
@@ -197,7 +197,10 @@ func readPolicy(t *testing.T, file string) iamPolicy {
 // Least privilege, as the Service Authorization Reference ("Actions defined
 // by Amazon EC2 Auto Scaling", "... Amazon EC2", "... IAM") allows it:
 //   - Describe* and ec2:DescribeSubnets support no resource-level
-//     permissions: they alone may be on "*".
+//     permissions: they alone may be on "*". eks:DescribeNodegroup is the
+//     exception: it takes the nodegroup resource ("Actions defined by
+//     Amazon Elastic Kubernetes Service"), limited to the node groups of
+//     one EKS cluster (EKS_CLUSTER_NAME).
 //   - The Auto Scaling write actions take the autoScalingGroup resource and
 //     the aws:ResourceTag/${TagKey} condition key: each is limited to the
 //     groups that carry this cluster's tag key (CLUSTER_NAME, replaced by the
@@ -215,6 +218,7 @@ func readPolicy(t *testing.T, file string) iamPolicy {
 //     ec2:CreateTags to tagging at launch (ec2:CreateAction); iam:PassRole
 //     to the node role (NODE_ROLE_NAME), passed to EC2.
 func TestIAMPoliciesLeastPrivilege(t *testing.T) {
+	const eksNodegroupARN = "arn:aws:eks:*:*:nodegroup/EKS_CLUSTER_NAME/*/*"
 	const groupARN = "arn:aws:autoscaling:*:*:autoScalingGroup:*:autoScalingGroupName/*"
 	const clusterKey = "k8s.io/cluster-autoscaler/CLUSTER_NAME"
 	for _, file := range []string{"az-balancer/iam-policy.json", "az-balancer/iam-policy-split.json"} {
@@ -227,8 +231,16 @@ func TestIAMPoliciesLeastPrivilege(t *testing.T) {
 				_, op, _ := strings.Cut(a, ":")
 				describe = describe && strings.HasPrefix(op, "Describe")
 			}
+			for _, a := range s.Action {
+				// eks:DescribeNodegroup takes the nodegroup resource
+				// (arn:${Partition}:eks:${Region}:${Account}:nodegroup/${ClusterName}/${NodegroupName}/${UUID}):
+				// it is limited to this cluster's node groups.
+				if a == "eks:DescribeNodegroup" && !slices.Equal(resources, []string{eksNodegroupARN}) {
+					t.Errorf("%s: %s on %v, want %s", where, a, resources, eksNodegroupARN)
+				}
+			}
 			if describe {
-				continue // no resource-level permissions exist for these
+				continue // no resource-level permissions exist for the others
 			}
 			if slices.Contains(resources, "*") {
 				t.Errorf("%s: %v on Resource \"*\"", where, s.Action)

@@ -51,8 +51,13 @@ type Options struct {
 	// Region of the groups. Empty means the SDK's default chain (AWS_REGION, profile, IMDS).
 	Region string
 	// Endpoint overrides the service endpoints (BaseEndpoint), e.g. an emulator.
-	// Both services are then served from the same URL.
+	// Auto Scaling, EC2 and, unless EKSEndpoint is set, EKS are then served
+	// from the same URL.
 	Endpoint string
+	// EKSEndpoint overrides the EKS endpoint alone.
+	EKSEndpoint string
+	// DisableEKS builds no EKS client: DescribeNodegroup returns ErrEKSDisabled.
+	DisableEKS bool
 	// AccessKeyID and SecretAccessKey give static credentials, for emulators.
 	AccessKeyID, SecretAccessKey string
 	// MaxAttempts per call, including the first (default 5). Throttling and
@@ -67,10 +72,11 @@ type Options struct {
 	Registerer prometheus.Registerer
 }
 
-// Client talks to Auto Scaling and EC2.
+// Client talks to Auto Scaling, EC2 and EKS.
 type Client struct {
 	asg    autoScalingAPI
 	ec2    ec2API
+	eks    eksAPI // nil when Options.DisableEKS (eks.go)
 	region string
 }
 
@@ -123,6 +129,13 @@ func New(ctx context.Context, o Options) (*Client, error) {
 		&metricsEC2{ec2API: ec2.NewFromConfig(cfg), m: m},
 	)
 	c.region = cfg.Region
+	if !o.DisableEKS {
+		endpoint := o.EKSEndpoint
+		if endpoint == "" {
+			endpoint = o.Endpoint
+		}
+		c.eks = newEKS(cfg, endpoint, m)
+	}
 	return c, nil
 }
 

@@ -225,6 +225,8 @@ type Server struct {
 	images     map[string]*image // AMIs by id (images.go)
 	forget     time.Duration     // how long terminated instances stay visible (images.go)
 	detach     detachDelays      // how long instances stay Detaching (split.go)
+
+	nodegroups map[string]Nodegroup // EKS managed node groups by cluster/name (eks.go)
 }
 
 // NewServer starts an emulator on loopback. Close it when done.
@@ -558,6 +560,10 @@ func validation(format string, args ...any) *apiError {
 }
 
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
+	if isEKS(r) {
+		s.serveEKS(w, r) // eks.go
+		return
+	}
 	body, _ := io.ReadAll(r.Body)
 	// Answer no faster than AWS would: net/http may still be finishing the
 	// request (its final read of the body) after the server has all of it, and
