@@ -89,6 +89,8 @@ type Options struct {
 	// their own timer, whatever the loop is doing; 0 means a third of
 	// HeartbeatTimeout.
 	HeartbeatInterval time.Duration
+	// Templates are cluster-autoscaler's template rules given by its flags (templates_eks.go).
+	Templates TemplateOptions
 }
 
 // DefaultHeartbeatTimeout is the termination hook's heartbeat timeout when
