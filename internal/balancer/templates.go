@@ -71,6 +71,7 @@ var (
 		"node.cloudprovider.kubernetes.io/uninitialized": true,
 		"node.cloudprovider.kubernetes.io/shutdown":      true,
 		"NodeWithImpairedVolumes":                        true,
+		"cloud.google.com/impending-node-termination":    true,
 	}
 )
 
@@ -80,6 +81,7 @@ var (
 type templateState struct {
 	types           map[string]asg.InstanceType // instance types never change
 	launchTemplates map[asg.LaunchTemplateRef]cached
+	eks             map[string]eksEntry // DescribeNodegroup by cluster/nodegroup (templates_eks.go)
 }
 
 type cached struct {
@@ -160,6 +162,12 @@ func (b *Balancer) publish(ctx context.Context, inv *inventory, w *warnings) err
 			it = &t
 		}
 		ng := template(g, it, ids, w)
+		if err := b.eksTemplate(ctx, &ng, w); err != nil {
+			w.warn(ReasonTemplateIncomplete, "%s", msgNoTemplate(g.Name, msgEKSFailed(err)))
+			complete = false
+			continue
+		}
+		ng.Taints = b.opts.Templates.sanitize(ng.Taints)
 		_, cpu := ng.Allocatable[v1.ResourceCPU]
 		_, mem := ng.Allocatable[v1.ResourceMemory]
 		if t := typeOf[g.Name]; unknown[t] && (!cpu || !mem) {
