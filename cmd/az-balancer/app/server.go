@@ -219,7 +219,7 @@ func kubeClient(o *options.Options) (kubernetes.Interface, error) {
 
 // newCloud builds the AWS client of the options.
 func newCloud(ctx context.Context, o *options.Options, reg prometheus.Registerer) (*asg.Client, error) {
-	return asg.New(ctx, asg.Options{Region: o.Region, Endpoint: o.AWSEndpoint, Registerer: reg})
+	return asg.New(ctx, asg.Options{Region: o.Region, Endpoint: o.AWSEndpoint, EKSEndpoint: o.EKSEndpoint, DisableEKS: !o.EKSDescribeNodegroups, Registerer: reg})
 }
 
 // selector: the groups named by --asg-names, or discovered by --cluster-name.
@@ -234,7 +234,7 @@ func balancerOptions(o *options.Options) balancer.Options {
 	return balancer.Options{
 		Selector: selector(o), ConfigMapNamespace: o.ConfigMapNamespace, ConfigMapName: o.ConfigMapName,
 		HeartbeatTimeout: o.HeartbeatTimeout, TemplateRefresh: o.TemplateRefresh, Enforce: o.Enforce,
-		MaxOrphanReleases: o.OrphanReleases(),
+		MaxOrphanReleases: o.OrphanReleases(), Templates: o.TemplateOptions(),
 	}
 }
 

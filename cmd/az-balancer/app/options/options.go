@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/ballast-k8s/ballast/config/nodegroups"
 	"github.com/ballast-k8s/ballast/internal/balancer"
@@ -48,6 +49,13 @@ type Options struct {
 	LeaderElectionName      string
 	Enforce                 string
 	DryRun                  bool
+	// EKS managed node groups and cluster-autoscaler's template flags.
+	EKSDescribeNodegroups bool
+	EKSEndpoint           string
+	StartupTaints         []string
+	IgnoreTaints          []string
+	StatusTaints          []string
+	StartupTaintPrefixes  []string
 }
 
 // AddFlags registers every flag on fs.
@@ -62,7 +70,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&o.MaxOrphanReleases, "max-orphan-releases-per-loop", balancer.DefaultMaxOrphanReleases, "Most claims of orphaned local volumes deleted in one loop (only for StorageClasses annotated "+balancer.AnnotationReleaseOrphansAfter+"); 0 releases none, orphans are then only reported.")
 	fs.StringVar(&o.ConfigMapNamespace, "configmap-namespace", nodegroups.DefaultNamespace, "Namespace of the node-group ConfigMap.")
 	fs.StringVar(&o.ConfigMapName, "configmap-name", nodegroups.DefaultName, "Name of the node-group ConfigMap.")
-	fs.StringVar(&o.AWSEndpoint, "aws-endpoint", "", "Override the Auto Scaling and EC2 endpoint URL (an emulator, a VPC endpoint).")
+	fs.StringVar(&o.AWSEndpoint, "aws-endpoint", "", "Override the Auto Scaling, EC2 and (unless --eks-endpoint) EKS endpoint URL (an emulator, a VPC endpoint).")
 	fs.StringVar(&o.Region, "region", "", "AWS region; the SDK's default chain when empty.")
 	fs.StringVar(&o.MetricsBindAddress, "metrics-bind-address", ":8080", "Address of /metrics; 0 disables it.")
 	fs.StringVar(&o.HealthProbeBindAddress, "health-probe-bind-address", ":8081", "Address of /healthz and /readyz; 0 disables it.")
@@ -72,6 +80,22 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.Enforce, "enforce", balancer.EnforceSuspend, "Zone policy for groups that span zones: "+
 		"suspend (report them and suspend AZRebalance) or split (also split them into one group per zone, moving the instances).")
 	fs.BoolVar(&o.DryRun, "dry-run", false, "With split: print the steps without making them.")
+	fs.BoolVar(&o.EKSDescribeNodegroups, "eks-describe-nodegroups", true, "Ask EKS DescribeNodegroup for the labels and taints of EKS managed node groups, as cluster-autoscaler does. "+
+		"With false their templates cannot be built, and no node-group list is published while a managed node group is discovered (the scheduler plugin fails open).")
+	fs.StringVar(&o.EKSEndpoint, "eks-endpoint", "", "Override the EKS endpoint URL; --aws-endpoint when empty, else the SDK's.")
+	fs.StringArrayVar(&o.StartupTaints, "startup-taint", nil, "A taint key left out of templates, as cluster-autoscaler's --startup-taint; repeat it. Give both containers the same values.")
+	fs.StringArrayVar(&o.IgnoreTaints, "ignore-taint", nil, "As cluster-autoscaler's deprecated --ignore-taint (the same as --startup-taint); repeat it.")
+	fs.StringArrayVar(&o.StatusTaints, "status-taint", nil, "A taint key left out of templates, as cluster-autoscaler's --status-taint; repeat it.")
+	fs.StringArrayVar(&o.StartupTaintPrefixes, "startup-taint-prefix", nil, "Taints whose key starts with it are left out of templates, as cluster-autoscaler's --startup-taint-prefix; repeat it.")
+}
+
+// TemplateOptions are the cluster-autoscaler template flags for balancer.Options.
+func (o *Options) TemplateOptions() balancer.TemplateOptions {
+	return balancer.TemplateOptions{
+		StartupTaints:        append(slices.Clone(o.IgnoreTaints), o.StartupTaints...),
+		StatusTaints:         slices.Clone(o.StatusTaints),
+		StartupTaintPrefixes: slices.Clone(o.StartupTaintPrefixes),
+	}
 }
 
 // ApplyEnv sets every flag not given on the command line from its environment variable.
@@ -121,6 +145,22 @@ func (o *Options) Validate() error {
 	}
 	if !slices.Contains(balancer.EnforceValues, o.Enforce) {
 		errs = append(errs, fmt.Errorf("--enforce must be one of %s, got %q", strings.Join(balancer.EnforceValues, ", "), o.Enforce))
+	}
+	for _, f := range []struct {
+		flag string
+		keys []string
+	}{{"--startup-taint", o.StartupTaints}, {"--ignore-taint", o.IgnoreTaints}, {"--status-taint", o.StatusTaints}} {
+		flag := f.flag
+		for _, k := range f.keys {
+			if msgs := validation.IsQualifiedName(k); len(msgs) > 0 {
+				errs = append(errs, fmt.Errorf("%s %q is not a taint key (cluster-autoscaler's flag takes a key, not key=value:Effect): %s", flag, k, strings.Join(msgs, "; ")))
+			}
+		}
+	}
+	for _, p := range o.StartupTaintPrefixes {
+		if strings.TrimSpace(p) == "" {
+			errs = append(errs, errors.New("--startup-taint-prefix must not be empty: it would leave every taint out of the templates"))
+		}
 	}
 	if o.LeaderElect && (o.LeaderElectionNamespace == "" || o.LeaderElectionName == "") {
 		errs = append(errs, errors.New("--leader-election-namespace and --leader-election-name must not be empty"))

@@ -29,6 +29,20 @@ func TestOptions(t *testing.T) {
 		{name: "unhealthy-after shorter than two loops", args: []string{"--cluster-name=x", "--interval=2m", "--lifecycle-heartbeat-timeout=10m", "--unhealthy-after=3m"}, wantErr: "--unhealthy-after (3m0s) must be at least twice --interval"},
 		{name: "bad env value", env: map[string]string{"AZ_BALANCER_INTERVAL": "soon"}, wantErr: "AZ_BALANCER_INTERVAL"},
 		{name: "unknown flag", args: []string{"--clustername=x"}, wantErr: "unknown flag"},
+		{name: "CA taint flags", args: []string{"--cluster-name=x", "--startup-taint=node.cilium.io/agent-not-ready", "--startup-taint=b", "--ignore-taint=old",
+			"--status-taint=example.com/degraded", "--startup-taint-prefix=boot.example.com/"},
+			want: func(o *Options) {
+				o.ClusterName, o.StartupTaints, o.IgnoreTaints = "x", []string{"node.cilium.io/agent-not-ready", "b"}, []string{"old"}
+				o.StatusTaints, o.StartupTaintPrefixes = []string{"example.com/degraded"}, []string{"boot.example.com/"}
+			}},
+		{name: "taint flag from env", args: []string{"--cluster-name=x"}, env: map[string]string{"AZ_BALANCER_STATUS_TAINT": "s"},
+			want: func(o *Options) { o.ClusterName, o.StatusTaints = "x", []string{"s"} }},
+		{name: "taint flag with a value", args: []string{"--cluster-name=x", "--startup-taint=k=v:NoSchedule"}, wantErr: "is not a taint key"},
+		{name: "empty taint prefix", args: []string{"--cluster-name=x", "--startup-taint-prefix="}, wantErr: "--startup-taint-prefix must not be empty"},
+		{name: "EKS off", args: []string{"--cluster-name=x", "--eks-describe-nodegroups=false", "--eks-endpoint=http://127.0.0.1:1"},
+			want: func(o *Options) {
+				o.ClusterName, o.EKSDescribeNodegroups, o.EKSEndpoint = "x", false, "http://127.0.0.1:1"
+			}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -60,6 +74,12 @@ func TestOptions(t *testing.T) {
 			tc.want(def)
 			if diff := cmp.Diff(def, o); diff != "" {
 				t.Errorf("options (-want, +got):\n%s", diff)
+			}
+			if tc.name == "CA taint flags" {
+				got := o.TemplateOptions()
+				if want := []string{"old", "node.cilium.io/agent-not-ready", "b"}; !cmp.Equal(got.StartupTaints, want) {
+					t.Errorf("TemplateOptions().StartupTaints = %v, want %v (--ignore-taint is a startup taint, as in CA)", got.StartupTaints, want)
+				}
 			}
 		})
 	}
