@@ -305,7 +305,7 @@ func startCA(t *testing.T, bin string, testCtx *testutils.TestContext, endpoint 
 	dir := t.TempDir()
 	cloudConfig := filepath.Join(dir, "cloud-config")
 	cfg := "[Global]\n"
-	for n, svc := range []string{"autoscaling", "ec2"} {
+	for n, svc := range []string{"autoscaling", "ec2", "eks"} { // eks: DescribeNodegroup of managed node groups (eks_test.go)
 		cfg += fmt.Sprintf("\n[ServiceOverride %q]\nService = %s\nRegion = %s\nURL = %s\nSigningRegion = %s\n", fmt.Sprint(n+1), svc, region, endpoint, region)
 	}
 	if err := os.WriteFile(cloudConfig, []byte(cfg), 0o600); err != nil {
