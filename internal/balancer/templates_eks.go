@@ -127,8 +127,8 @@ func (b *Balancer) describeNodegroup(ctx context.Context, cluster, name string) 
 		return nil, asg.ErrEKSDisabled
 	}
 	ng, err := ec.DescribeNodegroup(ctx, cluster, name)
-	if ctx.Err() != nil {
-		return nil, err // not the node group's fault: nothing cached
+	if cerr := ctx.Err(); cerr != nil {
+		return nil, errors.Join(cerr, err) // not the node group's fault: nothing cached
 	}
 	if b.templates.eks == nil {
 		b.templates.eks = map[string]eksEntry{}

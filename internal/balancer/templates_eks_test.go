@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/sets"
 
 	"github.com/ballast-k8s/ballast/config/nodegroups"
+	"github.com/ballast-k8s/ballast/internal/asg"
 	"github.com/ballast-k8s/ballast/internal/awstest"
 	"github.com/ballast-k8s/ballast/internal/shapes"
 )
@@ -159,6 +160,15 @@ func TestManagedNodeGroupEKSFailureFailsOpen(t *testing.T) {
 		"not found": func(f *fixture) { f.emu.DeleteNodegroup(cluster, "ml") },
 		"server error": func(f *fixture) {
 			f.emu.Inject(awstest.EKSFault("", "ServerException", http.StatusInternalServerError, 100))
+		},
+		"turned off (--eks-describe-nodegroups=false)": func(f *fixture) {
+			o := f.emu.ClientOptions()
+			o.DisableEKS = true
+			cloud, err := asg.New(context.Background(), o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f.b = New(f.kube, cloud, f.events, f.clock, f.b.opts, nil)
 		},
 	} {
 		t.Run(name, func(t *testing.T) {
