@@ -257,3 +257,19 @@ func msgMalformedTag(group, key, value, why string) string {
 func msgPublished(groups int) string {
 	return fmt.Sprintf("Published %d node groups", groups)
 }
+
+// EKS managed node groups (templates_eks.go).
+const (
+	// ReasonMalformedEKSNodegroup: DescribeNodegroup returned a label, taint
+	// or resource tag that is not valid in Kubernetes; it is skipped.
+	ReasonMalformedEKSNodegroup = "MalformedEKSNodegroup"
+)
+
+func msgMalformedEKS(group, what, why string) string {
+	return fmt.Sprintf("Group %s: skipped the EKS node group's %s: %s", group, what, why)
+}
+
+func msgEKSFailed(err error) string {
+	return fmt.Sprintf("it is an EKS managed node group and EKS DescribeNodegroup failed (%v); its labels and taints are unknown, "+
+		"so no node-group list is published until it succeeds (the scheduler plugin fails open meanwhile)", err)
+}

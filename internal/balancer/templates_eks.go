@@ -89,10 +89,6 @@ const (
 	eksErrorRetry = time.Minute
 )
 
-// ReasonMalformedEKSNodegroup: DescribeNodegroup returned a label or taint
-// that is not valid in Kubernetes; it is skipped.
-const ReasonMalformedEKSNodegroup = "MalformedEKSNodegroup"
-
 // eksCloud is the EKS part of the cloud; *asg.Client has it.
 type eksCloud interface {
 	DescribeNodegroup(ctx context.Context, cluster, nodegroup string) (*asg.Nodegroup, error)
@@ -227,15 +223,6 @@ func mergeNodegroup(tmpl *nodegroups.NodeGroup, ng *asg.Nodegroup, w *warnings) 
 		}
 		tmpl.Allocatable[v1.ResourceName(name)] = q
 	}
-}
-
-func msgMalformedEKS(group, what, why string) string {
-	return fmt.Sprintf("Group %s: skipped the EKS node group's %s: %s", group, what, why)
-}
-
-func msgEKSFailed(err error) string {
-	return fmt.Sprintf("it is an EKS managed node group and EKS DescribeNodegroup failed (%v); its labels and taints are unknown, "+
-		"so no node-group list is published until it succeeds (the scheduler plugin fails open meanwhile)", err)
 }
 
 // eksTemplate completes the template of a managed node group with

@@ -276,64 +276,17 @@ func TestSelfManagedGroupNeedsNoEKS(t *testing.T) {
 }
 
 // hasEvent reports whether an event recorded so far has the reason and
-// substr; the events read stay available to the next call.
-// TestTemplateStripsCATaintFlags: cluster-autoscaler leaves out of its
-// templates the taints named by its --startup-taint, --ignore-taint (the
-// same) and --status-taint flags and the keys starting with a
-// --startup-taint-prefix (utils/taints: SanitizeTaints with the TaintConfig
-// of those flags), from node-template tags and from DescribeNodegroup alike.
-// az-balancer, given the same flags, does the same; without them the
-// template keeps a taint the launched node sheds and parks pods CA scales up
-// for.
-func TestTemplateStripsCATaintFlags(t *testing.T) {
-	f := newFixture(t)
-	f.b = New(f.kube, f.b.cloud, f.events, f.clock, Options{Selector: f.b.opts.Selector, HeartbeatTimeout: 5 * time.Minute,
-		Templates: TemplateOptions{
-			StartupTaints:        []string{"node.cilium.io/agent-not-ready"},
-			StatusTaints:         []string{"example.com/degraded"},
-			StartupTaintPrefixes: []string{"boot.example.com/"},
-		}}, nil)
-	f.emu.CreateGroup(awstest.GroupSpec{Name: "web-a", Zones: []string{"us-east-1a"}, MaxSize: 3, InstanceType: "m5.large", Tags: caTags(map[string]string{
-		tagTaintPrefix + "node.cilium.io/agent-not-ready": "true:NoExecute",
-		tagTaintPrefix + "example.com/degraded":           "true:NoSchedule",
-		tagTaintPrefix + "boot.example.com/disk":          "true:NoSchedule",
-		tagTaintPrefix + "dedicated":                      "web:NoSchedule",
-	})})
-	managedGroup(f, 0)
-	f.emu.AddNodegroup(awstest.Nodegroup{Cluster: cluster, Name: "ml", ASG: mngASG, Taints: []awstest.NodegroupTaint{
-		{Key: "dedicated", Value: strp("ml"), Effect: "NO_SCHEDULE"},
-		{Key: "node.cilium.io/agent-not-ready", Value: strp("true"), Effect: "NO_EXECUTE"},
-		{Key: "boot.example.com/gpu-driver", Value: strp("true"), Effect: "NO_SCHEDULE"},
-	}})
-	if err := f.b.Reconcile(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	for name, want := range map[string]v1.Taint{
-		"web-a": {Key: "dedicated", Value: "web", Effect: v1.TaintEffectNoSchedule},
-		mngASG:  {Key: "dedicated", Value: "ml", Effect: v1.TaintEffectNoSchedule},
-	} {
-		if ng := templateOf(t, f, name); len(ng.Taints) != 1 || ng.Taints[0] != want {
-			t.Errorf("%s: template taints %v, want only %v (the others are CA's startup/status taints)", name, ng.Taints, want)
-		}
-	}
-}
-
+// substr; the events read are put back for the next call.
 func hasEvent(f *fixture, reason, substr string) bool {
-	for {
-		select {
-		case e := <-f.events.Events:
-			seenEvents[f] = append(seenEvents[f], e)
-			continue
-		default:
-		}
-		break
+	var seen []string
+	found := false
+	for len(f.events.Events) > 0 {
+		e := <-f.events.Events
+		seen = append(seen, e)
+		found = found || (strings.Contains(e, reason) && strings.Contains(e, substr))
 	}
-	for _, e := range seenEvents[f] {
-		if strings.Contains(e, reason) && strings.Contains(e, substr) {
-			return true
-		}
+	for _, e := range seen {
+		f.events.Events <- e
 	}
-	return false
+	return found
 }
-
-var seenEvents = map[*fixture][]string{}
