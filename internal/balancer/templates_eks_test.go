@@ -290,3 +290,43 @@ func hasEvent(f *fixture, reason, substr string) bool {
 	}
 	return found
 }
+
+// TestManagedNodeGroupEKSPrecedence: as in cluster-autoscaler 1.36.1
+// (aws_manager.go joinNodeLabelsChoosingUserValuesOverAPIValues: "this will
+// overwrite the ASG Tag specified values with the EKS DescribeNodegroup API
+// values"), a label EKS gives wins over the same label from the ASG's
+// node-template tag, and a resource from the node group's resource tags
+// wins over the ASG's ("ManagedNodeGroup resource-indicating tags override
+// conflicting tags on the ASG"); the ASG's taints stay, the node group's are
+// added.
+func TestManagedNodeGroupEKSPrecedence(t *testing.T) {
+	f := newFixture(t)
+	f.emu.CreateGroup(awstest.GroupSpec{Name: mngASG, Zones: []string{"us-east-1a"}, MaxSize: 4, InstanceType: "m5.xlarge",
+		Tags: caTags(map[string]string{"eks:cluster-name": cluster, "eks:nodegroup-name": "ml",
+			tagLabelPrefix + "team":                     "web",
+			tagLabelPrefix + "disk":                     "ssd",
+			tagResourcePrefix + "example.com/dongle":    "1",
+			tagTaintPrefix + "example.com/from-asg-tag": "x:NoSchedule",
+		})})
+	f.emu.AddNodegroup(awstest.Nodegroup{Cluster: cluster, Name: "ml", ASG: mngASG,
+		Labels: map[string]string{"team": "ml"},
+		Taints: []awstest.NodegroupTaint{{Key: "dedicated", Value: strp("ml"), Effect: "NO_EXECUTE"}},
+		Tags:   map[string]string{tagResourcePrefix + "example.com/dongle": "4", tagLabelPrefix + "ignored": "x"}})
+	if err := f.b.Reconcile(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	ng := templateOf(t, f, mngASG)
+	if ng.Labels["team"] != "ml" || ng.Labels["disk"] != "ssd" {
+		t.Errorf("labels team=%q disk=%q, want team=ml (EKS over the ASG tag) and disk=ssd (ASG tag)", ng.Labels["team"], ng.Labels["disk"])
+	}
+	if _, ok := ng.Labels["ignored"]; ok {
+		t.Errorf("a node-template label tag of the EKS node group became a label; CA takes only resources from those tags")
+	}
+	if q := ng.Allocatable["example.com/dongle"]; q.Value() != 4 {
+		t.Errorf("allocatable example.com/dongle = %s, want 4 (the node group's tag over the ASG's)", q.String())
+	}
+	want := []v1.Taint{{Key: "example.com/from-asg-tag", Value: "x", Effect: v1.TaintEffectNoSchedule}, {Key: "dedicated", Value: "ml", Effect: v1.TaintEffectNoExecute}}
+	if len(ng.Taints) != 2 || ng.Taints[0] != want[0] || ng.Taints[1] != want[1] {
+		t.Errorf("taints %v, want %v", ng.Taints, want)
+	}
+}
