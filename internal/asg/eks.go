@@ -7,6 +7,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/eks"
+	ekstypes "github.com/aws/aws-sdk-go-v2/service/eks/types"
 )
 
 // eksAPI is the part of *eks.Client the balancer uses: the labels, taints
@@ -21,6 +22,10 @@ var _ eksAPI = (*eks.Client)(nil)
 // ErrEKSDisabled is what DescribeNodegroup returns when the client was built
 // without EKS (Options.DisableEKS).
 var ErrEKSDisabled = errors.New("EKS DescribeNodegroup is turned off (--eks-describe-nodegroups=false)")
+
+// ErrNodegroupNotFound is wrapped in DescribeNodegroup's error when EKS
+// answers ResourceNotFoundException: the cluster has no such node group.
+var ErrNodegroupNotFound = errors.New("EKS has no such node group")
 
 // Nodegroup is what DescribeNodegroup says of a managed node group, as the
 // API returns it: the balancer validates and translates it.
@@ -49,6 +54,9 @@ func (c *Client) DescribeNodegroup(ctx context.Context, cluster, nodegroup strin
 		return nil, ErrEKSDisabled
 	}
 	out, err := c.eks.DescribeNodegroup(ctx, &eks.DescribeNodegroupInput{ClusterName: aws.String(cluster), NodegroupName: aws.String(nodegroup)})
+	if nf := (*ekstypes.ResourceNotFoundException)(nil); errors.As(err, &nf) {
+		return nil, fmt.Errorf("describing EKS node group %s of cluster %s: %w: %w", nodegroup, cluster, ErrNodegroupNotFound, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("describing EKS node group %s of cluster %s: %w", nodegroup, cluster, err)
 	}

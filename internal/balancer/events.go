@@ -269,6 +269,11 @@ func msgMalformedEKS(group, what, why string) string {
 	return fmt.Sprintf("Group %s: skipped the EKS node group's %s: %s", group, what, why)
 }
 
+func msgEKSNodegroupNotFound(group, cluster, nodegroup string) string {
+	return fmt.Sprintf("Group %s: its eks: tags name node group %s of cluster %s, which EKS does not know; its template has no EKS labels or taints, "+
+		"as cluster-autoscaler's (check the tags if it is a managed node group)", group, nodegroup, cluster)
+}
+
 func msgEKSFailed(err error) string {
 	return fmt.Sprintf("it is an EKS managed node group and EKS DescribeNodegroup failed (%v); its labels and taints are unknown, "+
 		"so no node-group list is published until it succeeds (the scheduler plugin fails open meanwhile)", err)

@@ -100,6 +100,9 @@ type eksEntry struct {
 	ng    *asg.Nodegroup
 	err   error
 	until time.Time
+	// notFound: EKS has no such node group (a self-managed group with eks:
+	// tags); its template is the ASG's alone.
+	notFound bool
 }
 
 // managedNodegroup returns the EKS node group the template's group is, as
@@ -116,6 +119,9 @@ func (b *Balancer) describeNodegroup(ctx context.Context, cluster, name string) 
 	key := cluster + "/" + name
 	now := b.clock.Now()
 	if e, ok := b.templates.eks[key]; ok && now.Before(e.until) {
+		if e.notFound {
+			return nil, fmt.Errorf("EKS node group %s of cluster %s: %w", name, cluster, asg.ErrNodegroupNotFound)
+		}
 		return e.ng, e.err
 	}
 	ec, ok := b.cloud.(eksCloud)
@@ -128,6 +134,14 @@ func (b *Balancer) describeNodegroup(ctx context.Context, cluster, name string) 
 	}
 	if b.templates.eks == nil {
 		b.templates.eks = map[string]eksEntry{}
+	}
+	if errors.Is(err, asg.ErrNodegroupNotFound) {
+		// No managed node group: its nodes carry no EKS labels, and
+		// cluster-autoscaler builds its template without them, caching the
+		// empty answer as long as a reply. So does the balancer.
+		jitter := eksJitterMin + rand.N(eksJitterMax-eksJitterMin)
+		b.templates.eks[key] = eksEntry{notFound: true, until: now.Add(eksCacheTTL - jitter)}
+		return nil, err
 	}
 	if err != nil {
 		b.templates.eks[key] = eksEntry{err: err, until: now.Add(eksErrorRetry)}
@@ -227,13 +241,18 @@ func mergeNodegroup(tmpl *nodegroups.NodeGroup, ng *asg.Nodegroup, w *warnings) 
 
 // eksTemplate completes the template of a managed node group with
 // DescribeNodegroup's labels, taints and resources; other groups are left
-// as they are. It fails when EKS does not answer.
+// as they are. It fails when EKS does not answer; a node group EKS does not
+// know leaves the template as the ASG's tags make it, as cluster-autoscaler's.
 func (b *Balancer) eksTemplate(ctx context.Context, tmpl *nodegroups.NodeGroup, w *warnings) error {
 	cluster, name, ok := managedNodegroup(tmpl)
 	if !ok {
 		return nil
 	}
 	ng, err := b.describeNodegroup(ctx, cluster, name)
+	if errors.Is(err, asg.ErrNodegroupNotFound) {
+		w.warn(ReasonTemplateIncomplete, "%s", msgEKSNodegroupNotFound(tmpl.Name, cluster, name))
+		return nil
+	}
 	if err != nil {
 		return err
 	}

@@ -144,7 +144,7 @@ func TestManagedNodeGroupEKSCache(t *testing.T) {
 
 // TestManagedNodeGroupEKSFailureFailsOpen: when DescribeNodegroup fails
 // (AccessDeniedException without the IAM grant, throttling beyond the SDK's
-// retries, ResourceNotFoundException, EKS turned off), the group's labels
+// retries, a server error, EKS turned off), the group's labels
 // and taints are unknown: a template without them would be stricter than the
 // node the group launches and park pods CA scales up for. No list is
 // published (the plugin fails open when the list is missing or ages past
@@ -157,7 +157,6 @@ func TestManagedNodeGroupEKSFailureFailsOpen(t *testing.T) {
 		"throttled": func(f *fixture) {
 			f.emu.Inject(awstest.EKSFault("ml", "ThrottlingException", http.StatusBadRequest, 100))
 		},
-		"not found": func(f *fixture) { f.emu.DeleteNodegroup(cluster, "ml") },
 		"server error": func(f *fixture) {
 			f.emu.Inject(awstest.EKSFault("", "ServerException", http.StatusInternalServerError, 100))
 		},
@@ -187,6 +186,50 @@ func TestManagedNodeGroupEKSFailureFailsOpen(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestManagedNodeGroupNotFoundIsCATemplate: a group whose eks: tags name a
+// node group EKS does not know (ResourceNotFoundException, HTTP 404: "The
+// specified resource could not be found", EKS API Reference,
+// DescribeNodegroup) is no managed node group: its nodes get no EKS labels,
+// and cluster-autoscaler 1.36.1 builds its template without them (it caches
+// the empty answer). The list is published with that template, as CA's,
+// and a warning says why; withholding the whole list would stop every
+// verdict over one stale tag.
+func TestManagedNodeGroupNotFoundIsCATemplate(t *testing.T) {
+	f := newFixture(t)
+	managedGroup(f, 0)
+	f.emu.DeleteNodegroup(cluster, "ml")
+	if err := f.b.Reconcile(context.Background()); err != nil {
+		t.Fatalf("a node group EKS does not know fails the loop: %v", err)
+	}
+	ng := templateOf(t, f, mngASG)
+	if _, ok := ng.Labels["eks.amazonaws.com/capacityType"]; ok || ng.Labels["team"] != "" || len(ng.Taints) != 0 {
+		t.Errorf("template of a node group EKS does not know: labels %v taints %v, want no EKS labels or taints", ng.Labels, ng.Taints)
+	}
+	if ng.Labels["nodegroup-name"] != "ml" {
+		t.Errorf("template lost the labels of its eks: tags: %v", ng.Labels)
+	}
+	if !hasEvent(f, ReasonTemplateIncomplete, mngASG) {
+		t.Errorf("no %s warning naming %s", ReasonTemplateIncomplete, mngASG)
+	}
+	calls := describeNodegroupCalls(f)
+	if err := f.b.Reconcile(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if again := describeNodegroupCalls(f); again != calls {
+		t.Errorf("EKS asked again within the cache's time (%d calls, then %d)", calls, again)
+	}
+}
+
+func describeNodegroupCalls(f *fixture) int {
+	n := 0
+	for _, c := range f.emu.Calls() {
+		if c.Action == awstest.ActionDescribeNodegroup {
+			n++
+		}
+	}
+	return n
 }
 
 // TestManagedNodeGroupEKSFailureKeepsOldList: a list published while EKS
