@@ -1,9 +1,10 @@
 package hopeless
 
 import (
+	"context"
+
 	v1 "k8s.io/api/core/v1"
 	resourceapi "k8s.io/api/resource/v1"
-	"k8s.io/client-go/tools/cache"
 	resourcehelper "k8s.io/component-helpers/resource"
 	"k8s.io/klog/v2"
 	fwk "k8s.io/kube-scheduler/framework"
@@ -11,22 +12,65 @@ import (
 	"k8s.io/utils/ptr"
 )
 
-// DRA: an extended resource that a DeviceClass maps (its
-// spec.extendedResourceName or the implicit
-// deviceclass.resource.kubernetes.io/<class>) is left to the scheduler on
-// every node that does not advertise it, as NodeResourcesFit hands it to
-// DynamicResources there. One that no node advertises, no template offers and
-// no DeviceClass maps is hopeless; a DeviceClass appearing releases it.
-
-// draEvents are the DRA events that can release a parked pod.
-func (pl *HopelessPods) draEvents() []fwk.ClusterEventWithHint {
+// EventsToRegister lists the events that can make a parked pod schedulable
+// and that only the queue sees. Node deletions and pod events of other pods
+// never can: static predicates do not read other pods.
+//
+// Node events are not registered: every registered event makes the queue
+// hand it to each parked pod in turn under its lock (4,000 hint calls for
+// each node of a churning pool), although one verdict answers for all the
+// pods of a verdict key. The release path (release.go) feeds the store and
+// has the re-check loop activate the verdicts that now fit, after the store
+// has the node: release does not depend on the order in which the informer
+// hands the node to the queue and to the plugin.
+func (pl *HopelessPods) EventsToRegister(_ context.Context) ([]fwk.ClusterEventWithHint, error) {
 	return []fwk.ClusterEventWithHint{
+		// Every update of the pod itself that changes what the static
+		// predicates read: tolerations added, requests resized down through
+		// pods/resize (allowed for pending pods), gates lifted. A resize up
+		// cannot release, but can change the reason the user reads.
+		{Event: fwk.ClusterEvent{Resource: fwk.TargetPod, ActionType: fwk.UpdatePodToleration | fwk.UpdatePodScaleDown | fwk.UpdatePodScaleUp | fwk.UpdatePodSchedulingGatesEliminated | fwk.UpdatePodGeneratedResourceClaim}, QueueingHintFn: pl.isSchedulableAfterPodChange},
+		// DRA: an extended resource that a DeviceClass maps (its
+		// spec.extendedResourceName or the implicit
+		// deviceclass.resource.kubernetes.io/<class>) is left to the scheduler
+		// on every node that does not advertise it, as NodeResourcesFit hands
+		// it to DynamicResources there. One that no node advertises, no
+		// template offers and no DeviceClass maps is hopeless; a DeviceClass
+		// appearing releases it.
 		{Event: fwk.ClusterEvent{Resource: fwk.DeviceClass, ActionType: fwk.Add | fwk.Update}, QueueingHintFn: pl.isSchedulableAfterDeviceClassChange},
 		// A ResourceSlice maps no resource name in v1.37.2, so it cannot change
 		// a verdict; the hint re-checks pods that request DRA-able names, so a
 		// pod parked against a store that lags the DeviceClass comes back.
 		{Event: fwk.ClusterEvent{Resource: fwk.ResourceSlice, ActionType: fwk.Add | fwk.Update}, QueueingHintFn: pl.isSchedulableAfterResourceSliceChange},
+		// Claims and volumes are not registered either: a cluster creates PVs
+		// and claims by the thousand. The parking lot indexes parked pods by
+		// claim and the release path activates just the pods of a claim or
+		// volume that changed, as it does for node-group templates, which are
+		// no framework event at all.
+	}, nil
+}
+
+// isSchedulableAfterPodChange queues the pod when its update makes it fit
+// somewhere; when it does not, the parked pod is judged again so that its
+// condition says the current reason.
+func (pl *HopelessPods) isSchedulableAfterPodChange(_ klog.Logger, pod *v1.Pod, oldObj, newObj interface{}) (fwk.QueueingHint, error) {
+	_, newPod, err := schedutil.As[*v1.Pod](oldObj, newObj)
+	if err != nil {
+		return fwk.Queue, err
 	}
+	if newPod.UID != pod.UID {
+		return fwk.QueueSkip, nil
+	}
+	judged := pl.verdicts.generations()
+	v, key, ok := pl.verdicts.judge(newPod)
+	if !ok || !v.Hopeless {
+		return fwk.Queue, nil
+	}
+	if _, parked := pl.parking.lot.get(newPod.UID); parked {
+		// A new reason gets the condition too, whoever wrote the old one.
+		pl.parkJudged(newPod, key, v, true, judged)
+	}
+	return fwk.QueueSkip, nil
 }
 
 // isSchedulableAfterDeviceClassChange queues the pod when the class now maps
@@ -68,46 +112,8 @@ func (pl *HopelessPods) isSchedulableAfterResourceSliceChange(_ klog.Logger, pod
 	if !requestsDRAable {
 		return fwk.QueueSkip, nil
 	}
-	if v, ok := pl.verdict(pod); ok && v.Hopeless {
+	if v, _, ok := pl.verdicts.judge(pod); ok && v.Hopeless {
 		return fwk.QueueSkip, nil
 	}
 	return fwk.Queue, nil
-}
-
-// watchDeviceClasses feeds the store from the DeviceClass informer and, when
-// the mapped names change, activates the parked pods that it makes
-// schedulable (the store-side release path, independent of the queue's
-// listener order).
-func (pl *HopelessPods) watchDeviceClasses(h fwk.Handle) (cache.InformerSynced, error) {
-	inf := h.SharedInformerFactory().Resource().V1().DeviceClasses().Informer()
-	reg, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(obj interface{}) { pl.deviceClassChanged(obj, false) },
-		UpdateFunc: func(_, obj interface{}) { pl.deviceClassChanged(obj, false) },
-		DeleteFunc: func(obj interface{}) { pl.deviceClassChanged(obj, true) },
-	})
-	if err != nil {
-		return nil, err
-	}
-	return reg.HasSynced, nil
-}
-
-func (pl *HopelessPods) deviceClassChanged(obj interface{}, deleted bool) {
-	if tomb, ok := obj.(cache.DeletedFinalStateUnknown); ok {
-		obj = tomb.Obj
-	}
-	dc, ok := obj.(*resourceapi.DeviceClass)
-	if !ok {
-		return
-	}
-	var changed bool
-	if deleted {
-		changed = pl.store.DeleteDeviceClass(dc)
-	} else {
-		changed = pl.store.UpsertDeviceClass(dc)
-	}
-	if changed {
-		// The re-check loop releases the signatures that now fit and
-		// re-reports those whose reason changed (a class deleted).
-		pl.requestRecheck()
-	}
 }

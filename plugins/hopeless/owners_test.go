@@ -26,19 +26,15 @@ import (
 	"k8s.io/klog/v2/ktesting"
 	testingclock "k8s.io/utils/clock/testing"
 	"k8s.io/utils/ptr"
+
+	"github.com/ballast-k8s/ballast/internal/shapes"
 )
 
-const taintMessage = "hopeless: no node or node group tolerates taint dedicated=batch:NoSchedule (pod tolerates dedicated=batchjobs:NoSchedule)"
+const taintMessage = shapes.MessagePrefix + "no node or node group tolerates taint dedicated=batch:NoSchedule (pod tolerates dedicated=batchjobs:NoSchedule)"
 
 // controllerRef is a controller reference whose UID derives from kind and name.
 func controllerRef(apiVersion, kind, name string) metav1.OwnerReference {
 	return metav1.OwnerReference{APIVersion: apiVersion, Kind: kind, Name: name, UID: types.UID(kind + "-" + name), Controller: ptr.To(true)}
-}
-
-func podOwnedBy(name string, refs ...metav1.OwnerReference) *v1.Pod {
-	p := cronPod(name)
-	p.OwnerReferences = refs
-	return p
 }
 
 // cronJobChain returns n Jobs of CronJob cron and one pod of each, as the
@@ -418,11 +414,11 @@ func TestOwnerNote(t *testing.T) {
 		{1234567, "1,234,567 pods of this CronJob are parked: no node"},
 		{0, "No pods of this CronJob are parked any more (they were: no node"},
 	} {
-		if got := ownerNote("CronJob", tt.count, "hopeless: no node"); !strings.HasPrefix(got, tt.want) {
+		if got := ownerNote("CronJob", tt.count, shapes.MessagePrefix+"no node"); !strings.HasPrefix(got, tt.want) {
 			t.Errorf("ownerNote(%d) = %q, want %q...", tt.count, got, tt.want)
 		}
 	}
-	long := ownerNote("CronJob", 2, "hopeless: "+strings.Repeat("x", 2000))
+	long := ownerNote("CronJob", 2, shapes.MessagePrefix+strings.Repeat("x", 2000))
 	if len(long) > maxNoteLength {
 		t.Errorf("note of %d bytes", len(long))
 	}
@@ -482,7 +478,7 @@ func TestEventsAtScale(t *testing.T) {
 		return true, byName[pa.GetName()], nil
 	})
 	recorder := events.NewFakeRecorder(total)
-	w := newStatusWriter(f.client, recorder, 1e6)
+	w := newStatusWriter(f.client, recorder, 1e6, f.clock)
 	w.current = func(_ context.Context, _, name string) (*v1.Pod, error) { return byName[name], nil }
 	w.leading = func() bool { return true }
 	w.owners = f.ownerReport
