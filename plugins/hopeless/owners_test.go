@@ -101,6 +101,17 @@ func (f *ownerFixture) writes() (creates, patches int) {
 	return creates, patches
 }
 
+// gets counts the GETs of Jobs sent so far (the report reads nothing else).
+func (f *ownerFixture) gets() int {
+	n := 0
+	for _, a := range f.client.Actions() {
+		if a.GetVerb() == "get" && a.GetResource().Resource == "jobs" {
+			n++
+		}
+	}
+	return n
+}
+
 func (f *ownerFixture) ownerOfPod(uid types.UID) *owner {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -158,13 +169,7 @@ func TestOwnerResolution(t *testing.T) {
 	// Each Job is read once, however many of its pods park.
 	f.park(podOwnedBy("once-2", controllerRef("batch/v1", "Job", "once")), taintMessage)
 	f.round(f.ctx, false)
-	gets := 0
-	for _, a := range f.client.Actions() {
-		if a.GetVerb() == "get" && a.GetResource().Resource == "jobs" {
-			gets++
-		}
-	}
-	if gets != 3 {
+	if gets := f.gets(); gets != 3 {
 		t.Errorf("%d GETs of Jobs for 3 Jobs, want 3", gets)
 	}
 }
@@ -186,13 +191,7 @@ func TestOwnerLookupForbidden(t *testing.T) {
 			t.Errorf("pod %s reported on %+v, want its Job", p.Name, o)
 		}
 	}
-	gets := 0
-	for _, a := range f.client.Actions() {
-		if a.GetVerb() == "get" {
-			gets++
-		}
-	}
-	if gets != 1 {
+	if gets := f.gets(); gets != 1 {
 		t.Errorf("%d GETs after a 403, want 1 (then back off)", gets)
 	}
 }
@@ -531,12 +530,7 @@ func TestEventsAtScale(t *testing.T) {
 		t.Fatalf("%d condition writes and %d pod events for %d gated pods, %d of them bare", statusPatches(), len(recorder.Events), total, barePods)
 	}
 	creates, patches := f.writes()
-	jobGets := 0
-	for _, a := range f.client.Actions() {
-		if a.GetVerb() == "get" && a.GetResource().Resource == "jobs" {
-			jobGets++
-		}
-	}
+	jobGets := f.gets()
 	t.Logf("%d parked pods in %v: %d condition writes, %d pod events, %d owner event creates + %d patches over %v of owner rounds, %d Job GETs",
 		total, time.Since(start).Round(time.Millisecond), statusPatches(), len(recorder.Events), creates, patches, elapsed, jobGets)
 

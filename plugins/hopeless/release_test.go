@@ -91,56 +91,56 @@ func TestStaticFieldsChanged(t *testing.T) {
 	}
 }
 
-// TestClaimIndexActivates: a StatefulSet recreates the claim of a pod parked
-// for a local PV on a gone node; the release path activates that pod, and
-// only it.
-func TestClaimIndexActivates(t *testing.T) {
-	f := newTestPlugin(t, "", makeNode("n1").Obj())
-	activator := &recordingActivator{}
-	f.setActivator(activator)
-	a, b := podWithClaim("cassandra-0", "data-cassandra-0"), podWithClaim("cassandra-1", "data-cassandra-1")
-	for _, p := range []*v1.Pod{a, b} {
-		f.createPod(t, p)
-		f.plugin.parking.park(p, 0, hopelessVerdict(shapes.ReasonVolumeNodeAffinity, "test"), true)
+// A claim or volume change activates the parked pods of that claim that
+// now fit, and only them: a StatefulSet recreates the claim of a pod parked
+// for a local PV on a gone node, or the PV bound to the claim is fixed (a
+// PV bound to no claim activates nobody).
+func TestClaimOrVolumeChangeActivates(t *testing.T) {
+	tests := []struct {
+		name   string
+		change func(f *testPlugin) error
+	}{
+		{"claim recreated", func(f *testPlugin) error {
+			claim := &v1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "data-db-0"}}
+			_, err := f.client.CoreV1().PersistentVolumeClaims("default").Create(f.ctx, claim, metav1.CreateOptions{})
+			return err
+		}},
+		{"volume of the claim changed", func(f *testPlugin) error {
+			unbound := &v1.PersistentVolume{ObjectMeta: metav1.ObjectMeta{Name: "pv-free"}}
+			pv := &v1.PersistentVolume{ObjectMeta: metav1.ObjectMeta{Name: "pv-0"},
+				Spec: v1.PersistentVolumeSpec{ClaimRef: &v1.ObjectReference{Namespace: "default", Name: "data-db-0"}}}
+			for _, v := range []*v1.PersistentVolume{unbound, pv} {
+				if _, err := f.client.CoreV1().PersistentVolumes().Create(f.ctx, v, metav1.CreateOptions{}); err != nil {
+					return err
+				}
+			}
+			return nil
+		}},
 	}
-	claim := &v1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "data-cassandra-0"}}
-	if _, err := f.client.CoreV1().PersistentVolumeClaims("default").Create(f.ctx, claim, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, 5*time.Second, "the pod of the recreated claim activated", func() bool { return len(activator.activated()) > 0 })
-	if diff := cmp.Diff([]string{"default/cassandra-0"}, activator.activated()); diff != "" {
-		t.Errorf("activated (-want, +got):\n%s", diff)
-	}
-	if got := f.plugin.parking.lot.ofClaim("default/data-cassandra-0"); len(got) != 0 {
-		t.Errorf("claim index keeps an activated pod: %v", got)
-	}
-	if !f.parked(b) {
-		t.Error("the pod of the other claim was unparked")
-	}
-}
-
-// A PV bound to the claim of a parked pod changes (its node affinity was
-// fixed): the pod of that claim is activated, the others are not.
-func TestVolumeChangeActivatesItsClaim(t *testing.T) {
-	f := newTestPlugin(t, "", makeNode("n1").Obj())
-	activator := &recordingActivator{}
-	f.setActivator(activator)
-	a, b := podWithClaim("db-0", "data-db-0"), podWithClaim("db-1", "data-db-1")
-	for _, p := range []*v1.Pod{a, b} {
-		f.createPod(t, p)
-		f.plugin.parking.park(p, 0, hopelessVerdict(shapes.ReasonVolumeNodeAffinity, "test"), true)
-	}
-	unbound := &v1.PersistentVolume{ObjectMeta: metav1.ObjectMeta{Name: "pv-free"}}
-	pv := &v1.PersistentVolume{ObjectMeta: metav1.ObjectMeta{Name: "pv-0"},
-		Spec: v1.PersistentVolumeSpec{ClaimRef: &v1.ObjectReference{Namespace: "default", Name: "data-db-0"}}}
-	for _, v := range []*v1.PersistentVolume{unbound, pv} {
-		if _, err := f.client.CoreV1().PersistentVolumes().Create(f.ctx, v, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	waitFor(t, 5*time.Second, "the pod of the volume's claim activated", func() bool { return activator.has("default/db-0") })
-	if diff := cmp.Diff([]string{"default/db-0"}, activator.activated()); diff != "" {
-		t.Errorf("activated (-want, +got):\n%s", diff)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newTestPlugin(t, "", makeNode("n1").Obj())
+			activator := &recordingActivator{}
+			f.setActivator(activator)
+			a, b := podWithClaim("db-0", "data-db-0"), podWithClaim("db-1", "data-db-1")
+			for _, p := range []*v1.Pod{a, b} {
+				f.createPod(t, p)
+				f.plugin.parking.park(p, 0, hopelessVerdict(shapes.ReasonVolumeNodeAffinity, "test"), true)
+			}
+			if err := tt.change(f); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, 5*time.Second, "the pod of the claim activated", func() bool { return len(activator.activated()) > 0 })
+			if diff := cmp.Diff([]string{"default/db-0"}, activator.activated()); diff != "" {
+				t.Errorf("activated (-want, +got):\n%s", diff)
+			}
+			if got := f.plugin.parking.lot.ofClaim("default/data-db-0"); len(got) != 0 {
+				t.Errorf("claim index keeps an activated pod: %v", got)
+			}
+			if !f.parked(b) {
+				t.Error("the pod of the other claim was unparked")
+			}
+		})
 	}
 }
 

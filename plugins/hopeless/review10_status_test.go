@@ -1,12 +1,10 @@
 package hopeless
 
 import (
-	"context"
 	"testing"
 
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/klog/v2/ktesting"
 )
 
 // TestFailoverWritesNoSecondEvent (review10): issue 10 asks for one event per
@@ -20,16 +18,13 @@ import (
 // event. The condition written by the previous leader is the record that the
 // event was sent.
 func TestFailoverWritesNoSecondEvent(t *testing.T) {
-	_, ctx := ktesting.NewTestContext(t)
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	const msg = reasonA
 	pod := cronPod("failover-1")
 	// What the old leader wrote: the condition (and its event).
 	pod.Status.Conditions = []v1.PodCondition{{Type: v1.PodScheduled, Status: v1.ConditionFalse, Reason: v1.PodReasonUnschedulable, Message: msg}}
 	h := newHeldWriter(t, pod)
 	h.report(pod, msg, true) // the standby's PreEnqueue parked it too
-	go h.run(ctx)
+	h.start()
 	h.waitBlocked(t)
 	h.lead() // the standby takes over
 	// Wait until the writer handled the item: nothing pending, nothing
@@ -39,7 +34,7 @@ func TestFailoverWritesNoSecondEvent(t *testing.T) {
 		t.Errorf("the new leader recorded %d event(s) for a pod whose condition already says %q: a second identical event after failover: %q",
 			n, msg, <-h.recorder.Events)
 	}
-	if got, err := h.client.CoreV1().Pods("default").Get(ctx, pod.Name, metav1.GetOptions{}); err != nil || !hasCondition(got, msg) {
+	if got, err := h.client.CoreV1().Pods("default").Get(h.ctx, pod.Name, metav1.GetOptions{}); err != nil || !hasCondition(got, msg) {
 		t.Errorf("condition lost: %v", err)
 	}
 }

@@ -19,14 +19,11 @@ import (
 )
 
 func TestStatusWriterOncePerPod(t *testing.T) {
-	_, ctx := ktesting.NewTestContext(t)
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	pod, other := cronPod("report-1"), cronPod("report-2")
 	w := newHeldWriter(t, pod, other)
 	w.leader.Store(true)
 	client, recorder := w.client, w.recorder
-	go w.run(ctx)
+	w.start()
 
 	for i := 0; i < 5; i++ {
 		w.report(pod, reasonA, true)
@@ -43,7 +40,7 @@ func TestStatusWriterOncePerPod(t *testing.T) {
 	// PreFilter does not (the scheduler writes it), but still gets the event.
 	w.report(other, reasonA, false)
 	waitFor(t, 5*time.Second, "the second pod's event", func() bool { return len(recorder.Events) == 2 })
-	if got, _ := client.CoreV1().Pods("default").Get(ctx, other.Name, metav1.GetOptions{}); got != nil && podScheduledFalse(got) != nil {
+	if got, _ := client.CoreV1().Pods("default").Get(w.ctx, other.Name, metav1.GetOptions{}); got != nil && podScheduledFalse(got) != nil {
 		t.Errorf("a pod rejected at PreFilter got Ballast's condition; the scheduler writes it")
 	}
 }
@@ -51,9 +48,6 @@ func TestStatusWriterOncePerPod(t *testing.T) {
 // A pod released and bound while its write waited must never end up bound
 // with PodScheduled=False.
 func TestStatusNeverLandsOnABoundPod(t *testing.T) {
-	_, ctx := ktesting.NewTestContext(t)
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	pod, later := cronPod("bound-1"), cronPod("later")
 	w := newHeldWriter(t, pod, later)
 	w.leader.Store(true)
@@ -64,14 +58,14 @@ func TestStatusNeverLandsOnABoundPod(t *testing.T) {
 	// The scheduler binds the pod before the writer gets to it.
 	bound := pod.DeepCopy()
 	bound.Spec.NodeName = "n1"
-	if _, err := client.CoreV1().Pods("default").Update(ctx, bound, metav1.UpdateOptions{}); err != nil {
+	if _, err := client.CoreV1().Pods("default").Update(w.ctx, bound, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	go w.run(ctx)
+	w.start()
 	// The writer works in order: once the later pod has its condition and
 	// event, the bound pod's turn has passed.
 	w.waitWritten(t, later.Name, true)
-	got, err := client.CoreV1().Pods("default").Get(ctx, pod.Name, metav1.GetOptions{})
+	got, err := client.CoreV1().Pods("default").Get(w.ctx, pod.Name, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,6 +81,7 @@ func TestStatusNeverLandsOnABoundPod(t *testing.T) {
 // the test says so.
 type heldWriter struct {
 	*statusWriter
+	ctx      context.Context
 	client   *fake.Clientset
 	recorder *events.FakeRecorder
 	clock    *testingclock.FakeClock
@@ -96,12 +91,18 @@ type heldWriter struct {
 func newHeldWriter(t *testing.T, objs ...runtime.Object) *heldWriter {
 	t.Helper()
 	registerMetrics()
-	h := &heldWriter{client: fake.NewClientset(objs...), recorder: events.NewFakeRecorder(100),
+	_, ctx := ktesting.NewTestContext(t)
+	ctx, cancel := context.WithCancel(ctx)
+	t.Cleanup(cancel)
+	h := &heldWriter{ctx: ctx, client: fake.NewClientset(objs...), recorder: events.NewFakeRecorder(100),
 		clock: testingclock.NewFakeClock(time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC))}
 	h.statusWriter = newStatusWriter(h.client, h.recorder, 1000, h.clock)
 	h.statusWriter.leading = h.leader.Load
 	return h
 }
+
+// start runs the writer until the test ends.
+func (h *heldWriter) start() { go h.run(h.ctx) }
 
 // reasonA is the message the writer tests report.
 const reasonA = shapes.MessagePrefix + "reason A"
@@ -160,13 +161,10 @@ func (h *heldWriter) statusPatches() int {
 // Standby replicas run PreEnqueue too (their informers feed their queue);
 // only the leader may write. Two replicas must make one event per pod.
 func TestStandbyWritesNothing(t *testing.T) {
-	_, ctx := ktesting.NewTestContext(t)
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	pod := cronPod("standby-1")
 	h := newHeldWriter(t, pod)
 	h.report(pod, reasonA, true)
-	go h.run(ctx)
+	h.start()
 	h.waitBlocked(t)
 	if n := h.statusPatches(); n != 0 || len(h.recorder.Events) != 0 {
 		t.Fatalf("a standby wrote %d conditions and %d events", n, len(h.recorder.Events))
@@ -179,9 +177,6 @@ func TestStandbyWritesNothing(t *testing.T) {
 // and is reading the pod) gets neither the condition nor the event: the
 // scheduler is about to try it, and "hopeless" would be a stale reason.
 func TestReleaseDuringWriteWritesNothing(t *testing.T) {
-	_, ctx := ktesting.NewTestContext(t)
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	pod := cronPod("released-in-flight")
 	h := newHeldWriter(t, pod)
 	h.leader.Store(true)
@@ -193,7 +188,7 @@ func TestReleaseDuringWriteWritesNothing(t *testing.T) {
 		return get(ctx, namespace, name)
 	}
 	h.report(pod, reasonA, true)
-	go h.run(ctx)
+	h.start()
 	select {
 	case <-reading:
 	case <-time.After(10 * time.Second):
@@ -209,13 +204,10 @@ func TestReleaseDuringWriteWritesNothing(t *testing.T) {
 
 // A write still queued when the pod is released is dropped.
 func TestReleaseCancelsQueuedWrite(t *testing.T) {
-	_, ctx := ktesting.NewTestContext(t)
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	released, later := cronPod("released"), cronPod("later")
 	h := newHeldWriter(t, released, later)
 	h.report(released, reasonA, true)
-	go h.run(ctx)
+	h.start()
 	h.waitBlocked(t)
 	h.cancel(released.UID)
 	h.report(later, reasonA, true)
