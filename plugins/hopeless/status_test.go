@@ -2,15 +2,18 @@ package hopeless
 
 import (
 	"context"
+	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	v1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
+	clienttesting "k8s.io/client-go/testing"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/klog/v2/ktesting"
 	testingclock "k8s.io/utils/clock/testing"
@@ -306,5 +309,69 @@ func TestLeaderCheck(t *testing.T) {
 	gauge.WithLabelValues("kube-scheduler").Set(0)
 	if unknown.leading() {
 		t.Error("a standby of an unconfigured binary counts as leader")
+	}
+}
+
+// What the writer does when the condition patch does not simply succeed.
+func TestStatusWriteOutcomes(t *testing.T) {
+	conflict := apierrors.NewConflict(v1.Resource("pods"), "report-1", fmt.Errorf("changed"))
+	tests := []struct {
+		name string
+		// react answers the n-th status patch (from 1); handled false passes
+		// it on to the tracker.
+		react         func(h *heldWriter, n int) (handled bool, err error)
+		wantCondition bool
+		wantEvents    int
+		// wantReportedAgain: a later report of the same message is written.
+		wantReportedAgain bool
+	}{
+		{name: "written", react: func(*heldWriter, int) (bool, error) { return false, nil },
+			wantCondition: true, wantEvents: 1},
+		{name: "conflict: the latest version is patched", react: func(_ *heldWriter, n int) (bool, error) { return n == 1, conflict },
+			wantCondition: true, wantEvents: 1},
+		{name: "conflict: bound meanwhile, nothing is written", react: func(h *heldWriter, n int) (bool, error) {
+			bound := cronPod("report-1")
+			bound.Spec.NodeName = "n1"
+			if err := h.client.Tracker().Update(v1.SchemeGroupVersion.WithResource("pods"), bound, "default"); err != nil {
+				return true, err
+			}
+			return true, conflict
+		}},
+		{name: "API error: reported again later", react: func(h *heldWriter, n int) (bool, error) {
+			return n == 1, apierrors.NewInternalError(fmt.Errorf("etcd"))
+		}, wantReportedAgain: true},
+		{name: "pod gone", react: func(h *heldWriter, n int) (bool, error) {
+			return true, apierrors.NewNotFound(v1.Resource("pods"), "report-1")
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			pod := cronPod("report-1")
+			h := newHeldWriter(t, pod)
+			h.leader.Store(true)
+			var patches atomic.Int32
+			h.client.PrependReactor("patch", "pods", func(a clienttesting.Action) (bool, runtime.Object, error) {
+				if a.GetSubresource() != "status" {
+					return false, nil, nil
+				}
+				handled, err := tt.react(h, int(patches.Add(1)))
+				return handled, nil, err
+			})
+			h.report(pod, reasonA, true)
+			h.start()
+			h.waitIdle(t)
+			if got := h.podCondition(pod.Name) != nil; got != tt.wantCondition {
+				t.Errorf("condition written %v, want %v", got, tt.wantCondition)
+			}
+			if n := len(h.recorder.Events); n != tt.wantEvents {
+				t.Errorf("%d events, want %d", n, tt.wantEvents)
+			}
+			h.mu.Lock()
+			_, reported := h.reported[pod.UID]
+			h.mu.Unlock()
+			if reported == tt.wantReportedAgain {
+				t.Errorf("still recorded as reported: %v; want a later report written again: %v", reported, tt.wantReportedAgain)
+			}
+		})
 	}
 }
