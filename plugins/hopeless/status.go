@@ -112,6 +112,8 @@ func newStatusWriter(client kubernetes.Interface, recorder events.EventRecorderL
 	w := &statusWriter{
 		client:   client,
 		recorder: recorder,
+		// Not on clk: client-go's token bucket waits on the real clock
+		// (rate.Limiter.Wait) whatever clock it is given.
 		limiter:  flowcontrol.NewTokenBucketRateLimiter(float32(qps), burst),
 		queue:    workqueue.NewTyped[types.UID](),
 		clock:    clk,
