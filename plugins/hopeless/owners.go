@@ -147,14 +147,9 @@ type ownerReport struct {
 	forbidden time.Time // no Job lookups until then
 }
 
-// ownerClock is what the report needs of a clock: timers for its rounds
-// and Sleep for its rate limiters.
-type ownerClock interface {
-	clock.WithTicker
-	Sleep(time.Duration)
-}
-
-func newOwnerReport(client kubernetes.Interface, factory informers.SharedInformerFactory, clk ownerClock) *ownerReport {
+// newOwnerReport returns the report; clk times its rounds and its rate
+// limiters.
+func newOwnerReport(client kubernetes.Interface, factory informers.SharedInformerFactory, clk clock.WithTicker) *ownerReport {
 	rs := factory.Apps().V1().ReplicaSets()
 	host, _ := os.Hostname()
 	if host == "" {

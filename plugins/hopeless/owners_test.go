@@ -26,19 +26,15 @@ import (
 	"k8s.io/klog/v2/ktesting"
 	testingclock "k8s.io/utils/clock/testing"
 	"k8s.io/utils/ptr"
+
+	"github.com/ballast-k8s/ballast/internal/shapes"
 )
 
-const taintMessage = "hopeless: no node or node group tolerates taint dedicated=batch:NoSchedule (pod tolerates dedicated=batchjobs:NoSchedule)"
+const taintMessage = shapes.MessagePrefix + "no node or node group tolerates taint dedicated=batch:NoSchedule (pod tolerates dedicated=batchjobs:NoSchedule)"
 
 // controllerRef is a controller reference whose UID derives from kind and name.
 func controllerRef(apiVersion, kind, name string) metav1.OwnerReference {
 	return metav1.OwnerReference{APIVersion: apiVersion, Kind: kind, Name: name, UID: types.UID(kind + "-" + name), Controller: ptr.To(true)}
-}
-
-func podOwnedBy(name string, refs ...metav1.OwnerReference) *v1.Pod {
-	p := cronPod(name)
-	p.OwnerReferences = refs
-	return p
 }
 
 // cronJobChain returns n Jobs of CronJob cron and one pod of each, as the
@@ -105,6 +101,17 @@ func (f *ownerFixture) writes() (creates, patches int) {
 	return creates, patches
 }
 
+// gets counts the GETs of Jobs sent so far (the report reads nothing else).
+func (f *ownerFixture) gets() int {
+	n := 0
+	for _, a := range f.client.Actions() {
+		if a.GetVerb() == "get" && a.GetResource().Resource == "jobs" {
+			n++
+		}
+	}
+	return n
+}
+
 func (f *ownerFixture) ownerOfPod(uid types.UID) *owner {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -162,13 +169,7 @@ func TestOwnerResolution(t *testing.T) {
 	// Each Job is read once, however many of its pods park.
 	f.park(podOwnedBy("once-2", controllerRef("batch/v1", "Job", "once")), taintMessage)
 	f.round(f.ctx, false)
-	gets := 0
-	for _, a := range f.client.Actions() {
-		if a.GetVerb() == "get" && a.GetResource().Resource == "jobs" {
-			gets++
-		}
-	}
-	if gets != 3 {
+	if gets := f.gets(); gets != 3 {
 		t.Errorf("%d GETs of Jobs for 3 Jobs, want 3", gets)
 	}
 }
@@ -190,13 +191,7 @@ func TestOwnerLookupForbidden(t *testing.T) {
 			t.Errorf("pod %s reported on %+v, want its Job", p.Name, o)
 		}
 	}
-	gets := 0
-	for _, a := range f.client.Actions() {
-		if a.GetVerb() == "get" {
-			gets++
-		}
-	}
-	if gets != 1 {
+	if gets := f.gets(); gets != 1 {
 		t.Errorf("%d GETs after a 403, want 1 (then back off)", gets)
 	}
 }
@@ -418,11 +413,11 @@ func TestOwnerNote(t *testing.T) {
 		{1234567, "1,234,567 pods of this CronJob are parked: no node"},
 		{0, "No pods of this CronJob are parked any more (they were: no node"},
 	} {
-		if got := ownerNote("CronJob", tt.count, "hopeless: no node"); !strings.HasPrefix(got, tt.want) {
+		if got := ownerNote("CronJob", tt.count, shapes.MessagePrefix+"no node"); !strings.HasPrefix(got, tt.want) {
 			t.Errorf("ownerNote(%d) = %q, want %q...", tt.count, got, tt.want)
 		}
 	}
-	long := ownerNote("CronJob", 2, "hopeless: "+strings.Repeat("x", 2000))
+	long := ownerNote("CronJob", 2, shapes.MessagePrefix+strings.Repeat("x", 2000))
 	if len(long) > maxNoteLength {
 		t.Errorf("note of %d bytes", len(long))
 	}
@@ -482,7 +477,7 @@ func TestEventsAtScale(t *testing.T) {
 		return true, byName[pa.GetName()], nil
 	})
 	recorder := events.NewFakeRecorder(total)
-	w := newStatusWriter(f.client, recorder, 1e6)
+	w := newStatusWriter(f.client, recorder, 1e6, f.clock)
 	w.current = func(_ context.Context, _, name string) (*v1.Pod, error) { return byName[name], nil }
 	w.leading = func() bool { return true }
 	w.owners = f.ownerReport
@@ -535,12 +530,7 @@ func TestEventsAtScale(t *testing.T) {
 		t.Fatalf("%d condition writes and %d pod events for %d gated pods, %d of them bare", statusPatches(), len(recorder.Events), total, barePods)
 	}
 	creates, patches := f.writes()
-	jobGets := 0
-	for _, a := range f.client.Actions() {
-		if a.GetVerb() == "get" && a.GetResource().Resource == "jobs" {
-			jobGets++
-		}
-	}
+	jobGets := f.gets()
 	t.Logf("%d parked pods in %v: %d condition writes, %d pod events, %d owner event creates + %d patches over %v of owner rounds, %d Job GETs",
 		total, time.Since(start).Round(time.Millisecond), statusPatches(), len(recorder.Events), creates, patches, elapsed, jobGets)
 

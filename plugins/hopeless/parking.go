@@ -10,51 +10,52 @@ import (
 	"github.com/ballast-k8s/ballast/internal/shapes"
 )
 
-// parkingLot is who is parked, why, by claim and by verdict signature, with
-// its own lock, as upstream's queue keeps its unschedulableEntities. It
-// knows nothing of the store, the queue or the API.
+// parkingLot is who is parked, why, by claim and by verdict key, with its
+// own lock, as upstream's queue keeps its unschedulableEntities. It knows
+// nothing of the store, the queue or the API.
 type parkingLot struct {
-	mu      sync.Mutex
-	pods    map[types.UID]parkedPod
-	byClaim map[string]sets.Set[types.UID]
-	bySig   map[uint64]sets.Set[types.UID]
+	mu        sync.Mutex
+	pods      map[types.UID]parkedPod
+	byClaim   map[string]sets.Set[types.UID]
+	byVerdict map[verdictKey]sets.Set[types.UID]
 }
 
-// parkedPod is one parked pod: the object last judged, the signature of its
+// parkedPod is one parked pod: the object last judged, the key of its
 // verdict and the reason it was parked for.
 type parkedPod struct {
 	pod     *v1.Pod
-	sig     uint64
+	key     verdictKey
 	reason  shapes.Reason
 	message string
 	claims  []string // namespace/name of the pod's claims, for the claim index
 }
 
-func (p parkedPod) key() string { return p.pod.Namespace + "/" + p.pod.Name }
+// name is the pod's namespace/name, as the queue's Activate takes it.
+func (p parkedPod) name() string { return p.pod.Namespace + "/" + p.pod.Name }
 
 func newParkingLot() *parkingLot {
 	return &parkingLot{
-		pods:    map[types.UID]parkedPod{},
-		byClaim: map[string]sets.Set[types.UID]{},
-		bySig:   map[uint64]sets.Set[types.UID]{},
+		pods:      map[types.UID]parkedPod{},
+		byClaim:   map[string]sets.Set[types.UID]{},
+		byVerdict: map[verdictKey]sets.Set[types.UID]{},
 	}
 }
 
-// park records pod as parked under signature sig for the verdict v; it
+// park records pod as parked for the verdict v, cached under key; it
 // returns the entry it replaced, if any.
-func (l *parkingLot) park(pod *v1.Pod, sig uint64, v shapes.Verdict) (old parkedPod, had bool) {
+func (l *parkingLot) park(pod *v1.Pod, key verdictKey, v shapes.Verdict) (old parkedPod, had bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	old, had = l.pods[pod.UID]
 	if had {
 		l.removeLocked(pod.UID, old)
 	}
-	p := parkedPod{pod: pod, sig: sig, reason: v.Reason, message: v.Message, claims: claimKeys(pod)}
+	p := parkedPod{pod: pod, key: key, reason: v.Reason, message: v.Message, claims: claimKeys(pod)}
 	l.pods[pod.UID] = p
 	for _, c := range p.claims {
 		insert(l.byClaim, c, pod.UID)
 	}
-	insert(l.bySig, sig, pod.UID)
+	insert(l.byVerdict, key, pod.UID)
 	return old, had
 }
 
@@ -79,10 +80,10 @@ func (l *parkingLot) removeLocked(uid types.UID, p parkedPod) {
 			}
 		}
 	}
-	if set := l.bySig[p.sig]; set != nil {
+	if set := l.byVerdict[p.key]; set != nil {
 		set.Delete(uid)
 		if set.Len() == 0 {
-			delete(l.bySig, p.sig)
+			delete(l.byVerdict, p.key)
 		}
 	}
 }
@@ -106,25 +107,14 @@ func (l *parkingLot) ofClaim(claim string) []parkedPod {
 	return out
 }
 
-// all returns every parked pod.
-func (l *parkingLot) all() []parkedPod {
+// onePerVerdict returns one parked pod per verdict key: one verdict
+// answers for all the pods of a key, so a re-check costs O(verdicts), not
+// O(parked pods).
+func (l *parkingLot) onePerVerdict() []parkedPod {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	out := make([]parkedPod, 0, len(l.pods))
-	for _, p := range l.pods {
-		out = append(out, p)
-	}
-	return out
-}
-
-// signatures returns one parked pod per verdict signature: one verdict
-// answers for all the pods of a signature, so a re-check costs
-// O(signatures), not O(parked pods).
-func (l *parkingLot) signatures() []parkedPod {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	out := make([]parkedPod, 0, len(l.bySig))
-	for _, uids := range l.bySig {
+	out := make([]parkedPod, 0, len(l.byVerdict))
+	for _, uids := range l.byVerdict {
 		for uid := range uids {
 			out = append(out, l.pods[uid])
 			break
@@ -133,22 +123,15 @@ func (l *parkingLot) signatures() []parkedPod {
 	return out
 }
 
-// withSignature returns the parked pods of signature sig.
-func (l *parkingLot) withSignature(sig uint64) []parkedPod {
+// withVerdict returns the parked pods of verdict key.
+func (l *parkingLot) withVerdict(key verdictKey) []parkedPod {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	out := make([]parkedPod, 0, l.bySig[sig].Len())
-	for uid := range l.bySig[sig] {
+	out := make([]parkedPod, 0, l.byVerdict[key].Len())
+	for uid := range l.byVerdict[key] {
 		out = append(out, l.pods[uid])
 	}
 	return out
-}
-
-// len returns the number of parked pods.
-func (l *parkingLot) len() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return len(l.pods)
 }
 
 func insert[K comparable](m map[K]sets.Set[types.UID], k K, uid types.UID) {
@@ -166,4 +149,52 @@ func claimKeys(pod *v1.Pod) []string {
 		}
 	}
 	return keys
+}
+
+// reporter tells the user why a pod is parked (statusWriter, status.go).
+type reporter interface {
+	// report says why pod is parked; gated: parked before any scheduling
+	// attempt, so the scheduler writes no condition for it.
+	report(pod *v1.Pod, message string, gated bool)
+	// cancel drops what is still to be said of a released pod.
+	cancel(uid types.UID)
+	// forget drops what was said of a pod that is bound or gone.
+	forget(uid types.UID)
+}
+
+// parker parks and unparks pods: the lot, the parked-pods metric and the
+// report to the user, kept in step.
+type parker struct {
+	lot      *parkingLot
+	reporter reporter
+}
+
+// park records the pod as parked and tells the user why (again, if the
+// reason changed).
+func (p *parker) park(pod *v1.Pod, key verdictKey, v shapes.Verdict, gated bool) {
+	old, had := p.lot.park(pod, key, v)
+	if !had || old.reason != v.Reason {
+		metricParked.WithLabelValues(string(v.Reason)).Inc()
+		if had {
+			metricParked.WithLabelValues(string(old.reason)).Dec()
+		}
+	}
+	p.reporter.report(pod, v.Message, gated)
+}
+
+// unpark forgets a pod that is no longer parked, and drops the write still
+// queued for it: a released pod may be bound any moment.
+func (p *parker) unpark(uid types.UID) {
+	old, had := p.lot.unpark(uid)
+	if had {
+		metricParked.WithLabelValues(string(old.reason)).Dec()
+		p.reporter.cancel(uid)
+	}
+}
+
+// forget unparks a pod that is bound or gone; only now may a new park of
+// it be reported again.
+func (p *parker) forget(uid types.UID) {
+	p.unpark(uid)
+	p.reporter.forget(uid)
 }

@@ -1,116 +1,147 @@
 package hopeless
 
 import (
-	"context"
-	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 	v1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
+	resourceapi "k8s.io/api/resource/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/client-go/kubernetes/fake"
-	"k8s.io/klog/v2"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/klog/v2/ktesting"
 	fwk "k8s.io/kube-scheduler/framework"
 	st "k8s.io/kubernetes/pkg/scheduler/testing"
+	"k8s.io/utils/ptr"
+
+	"github.com/ballast-k8s/ballast/internal/shapes"
 )
 
-// releaseWithin is how soon a change that makes a parked pod placeable must
-// bring it back (the queue's own flush would take five minutes).
-const releaseWithin = time.Second
-
-// registeredHint returns the hint the plugin registers for action on resource.
-func registeredHint(t *testing.T, pl *HopelessPods, resource fwk.EventResource, action fwk.ActionType) fwk.QueueingHintFn {
-	t.Helper()
-	evs, err := pl.EventsToRegister(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range evs {
-		if e.Event.Resource == resource && e.Event.ActionType&action != 0 {
-			return e.QueueingHintFn
-		}
-	}
-	t.Fatalf("%s %s is not registered: a parked pod waits for the 5-minute flush", resource, action)
-	return nil
-}
-
-// bigPod requests cpu (a node of testNode has 4) and carries the two
-// NoExecute tolerations the DefaultTolerationSeconds admission adds.
-func bigPod(name, cpu string) *v1.Pod {
-	secs := int64(300)
-	return st.MakePod().Namespace("default").Name(name).UID(name).Req(map[v1.ResourceName]string{v1.ResourceCPU: cpu}).
-		Tolerations([]v1.Toleration{
-			{Key: v1.TaintNodeNotReady, Operator: v1.TolerationOpExists, Effect: v1.TaintEffectNoExecute, TolerationSeconds: &secs},
-			{Key: v1.TaintNodeUnreachable, Operator: v1.TolerationOpExists, Effect: v1.TaintEffectNoExecute, TolerationSeconds: &secs},
-		}).Obj()
-}
-
-func resized(pod *v1.Pod, cpu string) *v1.Pod {
-	p := pod.DeepCopy()
-	p.Spec.Containers[0].Resources.Requests[v1.ResourceCPU] = resource.MustParse(cpu)
-	return p
-}
-
-// A pending pod resized down through pods/resize: the v1.37.2 queue emits
-// UpdatePodScaleDown for it (framework.PodSchedulingPropertiesChange).
-func TestPodResizeDownReleases(t *testing.T) {
-	pl, _ := newTestPlugin(t, "", testNode("n1", nil))
-	logger, _ := ktesting.NewTestContext(t)
-	hint := registeredHint(t, pl, fwk.TargetPod, fwk.UpdatePodScaleDown)
-	big := bigPod("big", "64")
-	for name, tt := range map[string]struct {
-		newPod *v1.Pod
-		want   fwk.QueueingHint
+// A node change releases the parked pods of exactly the verdicts it makes
+// fit, through the release path's node handler (no node event is
+// registered).
+func TestNodeChangeReleases(t *testing.T) {
+	tests := []struct {
+		name     string
+		old, new *v1.Node
+		want     bool
 	}{
-		"resized to fit":         {resized(big, "1"), fwk.Queue},
-		"resized, still too big": {resized(big, "8"), fwk.QueueSkip},
-	} {
-		t.Run(name, func(t *testing.T) {
-			got, err := hint(logger, big, big, tt.newPod)
-			if err != nil {
-				t.Fatal(err)
+		{"new node of the pool, wrong taint", nil, poolNode("b2", "batch", batchTaint), false},
+		{"new node of another pool", nil, poolNode("w2", "web"), false},
+		{"new node the pod tolerates", nil, poolNode("b3", "batch", batchjobsTaint), true},
+		{"taint changed to a tolerated one", poolNode("b1", "batch", batchTaint), poolNode("b1", "batch", batchjobsTaint), true},
+		{"label added that the pod selects", makeNode("x").Taints([]v1.Taint{batchjobsTaint}).Obj(), poolNode("x", "batch", batchjobsTaint), true},
+		{"allocatable shrunk below the request", nil, makeNode("tiny").Label("pool", "batch").Taints([]v1.Taint{batchjobsTaint}).
+			Capacity(map[v1.ResourceName]string{v1.ResourceCPU: "50m", v1.ResourcePods: "110"}).Obj(), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			objs := []runtime.Object{poolNode("w1", "web")}
+			if tt.old != nil {
+				objs = append(objs, tt.old)
 			}
-			if diff := cmp.Diff(tt.want, got); diff != "" {
-				t.Errorf("hint (-want, +got):\n%s", diff)
+			f := newTestPlugin(t, "", objs...)
+			activator := &recordingActivator{}
+			f.setActivator(activator)
+			report, other := cronPod("report-1"), cronPod("other")
+			other.Spec.Tolerations = nil
+			f.parkViaPreEnqueue(t, report)
+			f.parkViaPreEnqueue(t, other)
+			logger, _ := ktesting.NewTestContext(t)
+			// What the node informer hands the release path.
+			f.release.nodeChanged(tt.old, tt.new)
+			f.release.recheckParked(logger)
+			if tt.want {
+				waitFor(t, releaseWithin, "default/report-1 activated", func() bool { return activator.has("default/report-1") })
+			} else if !f.parked(report) {
+				t.Errorf("the node released the pod: activated %v", activator.activated())
+			}
+			// The other verdict fits no node here.
+			if !f.parked(other) || activator.has("default/other") {
+				t.Errorf("a pod of another verdict was released: activated %v", activator.activated())
 			}
 		})
 	}
 }
 
-// parkViaPreEnqueue creates pod and parks it, as the queue does on Add.
-func parkViaPreEnqueue(t *testing.T, pl *HopelessPods, client *fake.Clientset, pod *v1.Pod) {
-	t.Helper()
-	_, ctx := ktesting.NewTestContext(t)
-	if _, err := client.CoreV1().Pods(pod.Namespace).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
+func TestStaticFieldsChanged(t *testing.T) {
+	base := poolNode("n", "batch", batchTaint)
+	tests := []struct {
+		name   string
+		change func(*v1.Node)
+		want   bool
+	}{
+		{"nothing", func(*v1.Node) {}, false},
+		{"annotation", func(n *v1.Node) { n.Annotations = map[string]string{"a": "b"} }, false},
+		{"condition", func(n *v1.Node) { n.Status.Conditions = []v1.NodeCondition{{Type: v1.NodeReady}} }, false},
+		{"label", func(n *v1.Node) { n.Labels["pool"] = "web" }, true},
+		{"taint", func(n *v1.Node) { n.Spec.Taints = nil }, true},
+		{"unschedulable", func(n *v1.Node) { n.Spec.Unschedulable = true }, true},
+		{"allocatable", func(n *v1.Node) { n.Status.Allocatable[v1.ResourceCPU] = *n.Status.Allocatable.Memory() }, true},
 	}
-	if err := wait.PollUntilContextTimeout(ctx, 10*time.Millisecond, 5*time.Second, true, func(context.Context) (bool, error) {
-		_, err := pl.view.podLister.Pods(pod.Namespace).Get(pod.Name)
-		return err == nil, nil
-	}); err != nil {
-		t.Fatalf("pod %s never reached the plugin's informer", pod.Name)
-	}
-	if s := pl.PreEnqueue(ctx, pod); s.Code() != fwk.UnschedulableAndUnresolvable {
-		t.Fatalf("PreEnqueue of %s: %v, want it parked", pod.Name, s)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			n := base.DeepCopy()
+			tt.change(n)
+			if got := staticFieldsChanged(base, n); got != tt.want {
+				t.Errorf("staticFieldsChanged = %v, want %v", got, tt.want)
+			}
+		})
 	}
 }
 
-func waitActivated(t *testing.T, activator *recordingActivator, key string, within time.Duration) {
-	t.Helper()
-	_, ctx := ktesting.NewTestContext(t)
-	start := time.Now()
-	if err := wait.PollUntilContextTimeout(ctx, 5*time.Millisecond, within, true, func(context.Context) (bool, error) {
-		return slices.Contains(activator.activated(), key), nil
-	}); err != nil {
-		t.Fatalf("%s not activated within %v (activated: %v)", key, within, activator.activated())
+// A claim or volume change activates the parked pods of that claim that
+// now fit, and only them: a StatefulSet recreates the claim of a pod parked
+// for a local PV on a gone node, or the PV bound to the claim is fixed (a
+// PV bound to no claim activates nobody).
+func TestClaimOrVolumeChangeActivates(t *testing.T) {
+	tests := []struct {
+		name   string
+		change func(f *testPlugin) error
+	}{
+		{"claim recreated", func(f *testPlugin) error {
+			claim := &v1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "data-db-0"}}
+			_, err := f.client.CoreV1().PersistentVolumeClaims("default").Create(f.ctx, claim, metav1.CreateOptions{})
+			return err
+		}},
+		{"volume of the claim changed", func(f *testPlugin) error {
+			unbound := &v1.PersistentVolume{ObjectMeta: metav1.ObjectMeta{Name: "pv-free"}}
+			pv := &v1.PersistentVolume{ObjectMeta: metav1.ObjectMeta{Name: "pv-0"},
+				Spec: v1.PersistentVolumeSpec{ClaimRef: &v1.ObjectReference{Namespace: "default", Name: "data-db-0"}}}
+			for _, v := range []*v1.PersistentVolume{unbound, pv} {
+				if _, err := f.client.CoreV1().PersistentVolumes().Create(f.ctx, v, metav1.CreateOptions{}); err != nil {
+					return err
+				}
+			}
+			return nil
+		}},
 	}
-	t.Logf("%s activated after %v", key, time.Since(start))
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newTestPlugin(t, "", makeNode("n1").Obj())
+			activator := &recordingActivator{}
+			f.setActivator(activator)
+			a, b := podWithClaim("db-0", "data-db-0"), podWithClaim("db-1", "data-db-1")
+			for _, p := range []*v1.Pod{a, b} {
+				f.createPod(t, p)
+				f.plugin.parking.park(p, 0, hopelessVerdict(shapes.ReasonVolumeNodeAffinity, "test"), true)
+			}
+			if err := tt.change(f); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, 5*time.Second, "the pod of the claim activated", func() bool { return len(activator.activated()) > 0 })
+			if diff := cmp.Diff([]string{"default/db-0"}, activator.activated()); diff != "" {
+				t.Errorf("activated (-want, +got):\n%s", diff)
+			}
+			if got := f.plugin.parking.lot.ofClaim("default/data-db-0"); len(got) != 0 {
+				t.Errorf("claim index keeps an activated pod: %v", got)
+			}
+			if !f.parked(b) {
+				t.Error("the pod of the other claim was unparked")
+			}
+		})
+	}
 }
 
 // Store lag: the queue's listener of the node informer ran before the
@@ -118,18 +149,14 @@ func waitActivated(t *testing.T, activator *recordingActivator, key string, with
 // parked against a store without the node. When the plugin's store catches
 // up, the plugin itself brings the pod back.
 func TestStoreLagReleases(t *testing.T) {
-	pl, client := newTestPlugin(t, "", testNode("w1", map[string]string{"pool": "web"}))
+	f := newTestPlugin(t, "", poolNode("w1", "web"))
 	activator := &recordingActivator{}
-	pl.handle.(interface{ SetPodActivator(fwk.PodActivator) }).SetPodActivator(activator)
-	_, ctx := ktesting.NewTestContext(t)
-	pod := cronPod("report-1")
-	parkViaPreEnqueue(t, pl, client, pod)
-
-	fitting := testNode("b1", map[string]string{"pool": "batch"}, v1.Taint{Key: "dedicated", Value: "batchjobs", Effect: v1.TaintEffectNoSchedule})
-	if _, err := client.CoreV1().Nodes().Create(ctx, fitting, metav1.CreateOptions{}); err != nil {
+	f.setActivator(activator)
+	f.parkViaPreEnqueue(t, cronPod("report-1"))
+	if _, err := f.client.CoreV1().Nodes().Create(f.ctx, poolNode("b1", "batch", batchjobsTaint), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	waitActivated(t, activator, "default/report-1", releaseWithin)
+	waitFor(t, releaseWithin, "default/report-1 activated", func() bool { return activator.has("default/report-1") })
 }
 
 // Stale reason: a pod asking for 64 CPUs is parked while every node still
@@ -137,109 +164,50 @@ func TestStoreLagReleases(t *testing.T) {
 // its condition says the current reason within seconds.
 func TestParkedReasonFollowsTheCluster(t *testing.T) {
 	notReady := v1.Taint{Key: v1.TaintNodeNotReady, Effect: v1.TaintEffectNoSchedule}
-	pl, client := newTestPlugin(t, "", testNode("n1", nil, notReady), testNode("n2", nil, notReady))
-	_, ctx := ktesting.NewTestContext(t)
-	pod := bigPod("big", "64")
-	parkViaPreEnqueue(t, pl, client, pod)
-
-	message := func() string {
-		p, err := client.CoreV1().Pods("default").Get(ctx, "big", metav1.GetOptions{})
-		if err != nil {
-			return ""
-		}
-		for _, c := range p.Status.Conditions {
-			if c.Type == v1.PodScheduled && c.Status == v1.ConditionFalse {
-				return c.Message
-			}
-		}
-		return ""
-	}
+	f := newTestPlugin(t, "", makeNode("n1").Taints([]v1.Taint{notReady}).Obj(), makeNode("n2").Taints([]v1.Taint{notReady}).Obj())
+	f.parkViaPreEnqueue(t, bigPod("big", "64"))
 	waitMessage := func(substr string) string {
 		t.Helper()
 		var got string
-		if err := wait.PollUntilContextTimeout(ctx, 10*time.Millisecond, 5*time.Second, true, func(context.Context) (bool, error) {
-			got = message()
-			return strings.Contains(got, substr), nil
-		}); err != nil {
-			t.Fatalf("condition does not say %q: %q", substr, got)
-		}
+		waitFor(t, 5*time.Second, "condition says "+substr, func() bool {
+			if c := f.podCondition("big"); c != nil {
+				got = c.Message
+			}
+			return strings.Contains(got, substr)
+		})
 		return got
 	}
 	got := waitMessage("node.kubernetes.io/not-ready:NoSchedule")
-	if strings.Contains(got, "no tolerations") || !strings.Contains(got, "node.kubernetes.io/not-ready:NoExecute") {
+	if !strings.HasPrefix(got, shapes.MessagePrefix) || strings.Contains(got, "no tolerations") || !strings.Contains(got, "node.kubernetes.io/not-ready:NoExecute") {
 		t.Errorf("the message misstates the pod's tolerations: %q", got)
 	}
-
 	for _, name := range []string{"n1", "n2"} {
-		n, err := client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+		n, err := f.client.CoreV1().Nodes().Get(f.ctx, name, metav1.GetOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
 		n.Spec.Taints = nil
-		if _, err := client.CoreV1().Nodes().Update(ctx, n, metav1.UpdateOptions{}); err != nil {
+		if _, err := f.client.CoreV1().Nodes().Update(f.ctx, n, metav1.UpdateOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	waitMessage("requests cpu=64")
 }
 
-// preEnqueueActivator does what the v1.37.2 queue does on Activate: it runs
-// PreEnqueue on the activated pod (moveToActiveQ), and records whether the
-// pod passed. An activation against a store that still lacks the node would
-// park the pod again.
-type preEnqueueActivator struct {
-	pl     *HopelessPods
-	mu     sync.Mutex
-	passed []string
-}
-
-func (a *preEnqueueActivator) Activate(_ klog.Logger, pods map[string]*v1.Pod) {
-	for key, pod := range pods {
-		if a.pl.PreEnqueue(context.Background(), pod).IsSuccess() {
-			a.mu.Lock()
-			a.passed = append(a.passed, key)
-			a.mu.Unlock()
-		}
-	}
-}
-
-func (a *preEnqueueActivator) released(key string) bool {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return slices.Contains(a.passed, key)
-}
-
 // The plugin registers no node event: every registered node event made the
 // queue hand the event to each parked pod in turn (4,000 hint calls per node
 // of a churning pool). A node that fits brings the pod back through the
-// plugin's own node handler, which runs after its store has the node, so
-// the pod passes PreEnqueue when the queue re-runs it.
+// release path, which runs after its store has the node, so the pod passes
+// PreEnqueue when the queue re-runs it.
 func TestNodeAddReleasesWithoutNodeEvents(t *testing.T) {
-	pl, client := newTestPlugin(t, "", testNode("w1", map[string]string{"pool": "web"}))
-	evs, err := pl.EventsToRegister(context.Background())
-	if err != nil {
+	f := newTestPlugin(t, "", poolNode("w1", "web"))
+	activator := &preEnqueueActivator{pl: f.plugin}
+	f.setActivator(activator)
+	f.parkViaPreEnqueue(t, cronPod("report-1"))
+	if _, err := f.client.CoreV1().Nodes().Create(f.ctx, poolNode("b1", "batch", batchjobsTaint), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	for _, e := range evs {
-		if e.Event.Resource == fwk.Node || e.Event.Resource == fwk.WildCard {
-			t.Errorf("registered %v: the queue walks every parked pod for each node event; release is the node handler's", e.Event)
-		}
-	}
-	activator := &preEnqueueActivator{pl: pl}
-	pl.handle.(interface{ SetPodActivator(fwk.PodActivator) }).SetPodActivator(activator)
-	_, ctx := ktesting.NewTestContext(t)
-	pod := cronPod("report-1")
-	parkViaPreEnqueue(t, pl, client, pod)
-
-	fitting := testNode("b1", map[string]string{"pool": "batch"}, v1.Taint{Key: "dedicated", Value: "batchjobs", Effect: v1.TaintEffectNoSchedule})
-	if _, err := client.CoreV1().Nodes().Create(ctx, fitting, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	if err := wait.PollUntilContextTimeout(ctx, 5*time.Millisecond, releaseWithin, true, func(context.Context) (bool, error) {
-		return activator.released("default/report-1"), nil
-	}); err != nil {
-		t.Fatalf("the parked pod did not pass PreEnqueue after an activation within %v of the node add", releaseWithin)
-	}
+	waitFor(t, releaseWithin, "the parked pod passed PreEnqueue after an activation", func() bool { return activator.released("default/report-1") })
 }
 
 // Store lag in the other direction: PreEnqueue judged the pod against a
@@ -247,34 +215,129 @@ func TestNodeAddReleasesWithoutNodeEvents(t *testing.T) {
 // finding nothing to release) before the pod was in the parking lot. The
 // plugin notices that the store moved while it judged, and checks again.
 func TestParkAfterStoreMovedRechecks(t *testing.T) {
-	pl, client := newTestPlugin(t, "", testNode("w1", map[string]string{"pool": "web"}))
-	activator := &preEnqueueActivator{pl: pl}
-	pl.handle.(interface{ SetPodActivator(fwk.PodActivator) }).SetPodActivator(activator)
-	_, ctx := ktesting.NewTestContext(t)
+	f := newTestPlugin(t, "", poolNode("w1", "web"))
+	activator := &preEnqueueActivator{pl: f.plugin}
+	f.setActivator(activator)
 	pod := cronPod("report-1")
-	if _, err := client.CoreV1().Pods(pod.Namespace).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	if err := wait.PollUntilContextTimeout(ctx, 10*time.Millisecond, 5*time.Second, true, func(context.Context) (bool, error) {
-		_, err := pl.view.podLister.Pods(pod.Namespace).Get(pod.Name)
-		return err == nil, nil
-	}); err != nil {
-		t.Fatal("the pod never reached the plugin's informer")
-	}
+	f.createPod(t, pod)
 	// PreEnqueue, step by step: the store as it was when judging ...
-	judged := pl.storeGenerations()
-	v, sig, ok := pl.judge(pod)
+	judged := f.plugin.verdicts.generations()
+	v, key, ok := f.plugin.verdicts.judge(pod)
 	if !ok || !v.Hopeless {
 		t.Fatalf("verdict %+v ok=%v, want hopeless", v, ok)
 	}
 	// ... the node handler updates the store (its re-check finds no parked pod) ...
-	fitting := testNode("b1", map[string]string{"pool": "batch"}, v1.Taint{Key: "dedicated", Value: "batchjobs", Effect: v1.TaintEffectNoSchedule})
-	pl.store.UpsertNode(fitting)
+	f.store.UpsertNode(poolNode("b1", "batch", batchjobsTaint))
 	// ... and only then is the pod parked.
-	pl.parkJudged(pod, sig, v, true, judged)
-	if err := wait.PollUntilContextTimeout(ctx, 5*time.Millisecond, releaseWithin, true, func(context.Context) (bool, error) {
-		return activator.released("default/report-1"), nil
-	}); err != nil {
-		t.Fatalf("a pod parked against a store that moved on stayed parked for %v", releaseWithin)
+	f.plugin.parkJudged(pod, key, v, true, judged)
+	waitFor(t, releaseWithin, "a pod parked against a store that moved on released", func() bool { return activator.released("default/report-1") })
+}
+
+// A node deleted releases nobody but re-reports the reason: the pod's
+// condition follows.
+func TestNodeDeleteRereports(t *testing.T) {
+	f := newTestPlugin(t, "", poolNode("b1", "batch", batchTaint), poolNode("w1", "web"))
+	f.parkViaPreEnqueue(t, cronPod("report-1"))
+	waitFor(t, 5*time.Second, "the condition names the taint", func() bool {
+		c := f.podCondition("report-1")
+		return c != nil && strings.Contains(c.Message, "dedicated=batch:NoSchedule")
+	})
+	if err := f.client.CoreV1().Nodes().Delete(f.ctx, "b1", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "the condition no longer names the deleted node's taint", func() bool {
+		c := f.podCondition("report-1")
+		return c != nil && !strings.Contains(c.Message, "dedicated=batch:NoSchedule")
+	})
+	if !f.parked(cronPod("report-1")) {
+		t.Error("a node deletion released the pod")
 	}
 }
+
+func deviceClass(name, extended string) *resourceapi.DeviceClass {
+	dc := &resourceapi.DeviceClass{ObjectMeta: metav1.ObjectMeta{Name: name}}
+	if extended != "" {
+		dc.Spec.ExtendedResourceName = ptr.To(extended)
+	}
+	return dc
+}
+
+// TestDeviceClassDecidesVerdict: an extended resource no node advertises is
+// hopeless until a DeviceClass maps it, and hopeless again once it goes.
+func TestDeviceClassDecidesVerdict(t *testing.T) {
+	for _, name := range []v1.ResourceName{"example.com/dra-gpu", "deviceclass.resource.kubernetes.io/gpu.example.com"} {
+		t.Run(string(name), func(t *testing.T) {
+			p := newPlainPlugin(st.MakeNode().Name("n1").Capacity(map[v1.ResourceName]string{v1.ResourceCPU: "4", v1.ResourcePods: "110"}).Obj())
+			r := &releaser{store: p.store, recheck: make(chan struct{}, 1)}
+			req := shapes.NewRequirements(st.MakePod().Req(map[v1.ResourceName]string{name: "1"}).Obj(), nil, p.store.Options())
+			if v := p.store.Evaluate(req); !v.Hopeless {
+				t.Fatalf("no node advertises %s and no class maps it: want hopeless, got %+v", name, v)
+			}
+			r.deviceClassChanged(deviceClass("gpu.example.com", "example.com/dra-gpu"), false)
+			if v := p.store.Evaluate(req); v.Hopeless {
+				t.Fatalf("a DeviceClass maps %s: want it left to the scheduler, got %+v", name, v)
+			}
+			if len(r.recheck) != 1 {
+				t.Error("a class that maps a new name asked for no re-check")
+			}
+			<-r.recheck
+			r.deviceClassChanged(deviceClass("gpu.example.com", "example.com/dra-gpu"), true)
+			if v := p.store.Evaluate(req); !v.Hopeless {
+				t.Fatalf("the class is gone: want hopeless again, got %+v", v)
+			}
+			if len(r.recheck) != 1 {
+				t.Error("a class deleted asked for no re-check")
+			}
+		})
+	}
+}
+
+// A DeviceClass created through the API releases a parked pod that
+// requests the name it maps.
+func TestDeviceClassReleases(t *testing.T) {
+	f := newTestPlugin(t, "", makeNode("n1").Obj())
+	activator := &recordingActivator{}
+	f.setActivator(activator)
+	pod := makePod("trainer").Req(map[v1.ResourceName]string{"example.com/dra-gpu": "1"}).Obj()
+	f.parkViaPreEnqueue(t, pod)
+	if _, err := f.client.ResourceV1().DeviceClasses().Create(f.ctx, deviceClass("gpu.example.com", "example.com/dra-gpu"), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, releaseWithin, "default/trainer activated", func() bool { return activator.has("default/trainer") })
+}
+
+// recheck asks for at most one pending re-check, however many changes
+// come in: the loop judges once for all of them.
+func TestRecheckRequestsCoalesce(t *testing.T) {
+	r := &releaser{recheck: make(chan struct{}, 1)}
+	for range 5 {
+		r.requestRecheck()
+	}
+	if n := len(r.recheck); n != 1 {
+		t.Errorf("%d pending re-checks after 5 requests, want 1", n)
+	}
+}
+
+// The release path judges nothing until the informers synced.
+func TestRecheckWaitsForSync(t *testing.T) {
+	p := newPlainPlugin(poolNode("b1", "batch", batchjobsTaint))
+	pod := cronPod("report-1")
+	p.parking.park(pod, 0, hopelessVerdict(shapes.ReasonTaint, "test"), true)
+	activator := &recordingActivator{}
+	r := newReleaser(p.store, p.verdicts, p.parking, activator, nil, func() bool { return p.synced }, ktesting.NewLogger(t, ktesting.DefaultConfig))
+	p.synced = false
+	r.recheckParked(r.logger)
+	if len(activator.activated()) != 0 || !p.parked(pod) {
+		t.Fatalf("released %v before the informers synced", activator.activated())
+	}
+	p.synced = true
+	r.recheckParked(r.logger)
+	if diff := cmp.Diff([]string{"default/report-1"}, activator.activated()); diff != "" {
+		t.Errorf("activated once synced (-want, +got):\n%s", diff)
+	}
+	if p.parked(pod) {
+		t.Error("a released pod stays in the lot")
+	}
+}
+
+var _ fwk.PodActivator = &recordingActivator{}

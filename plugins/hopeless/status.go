@@ -3,6 +3,7 @@ package hopeless
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -103,7 +104,7 @@ func (w *statusWriter) waitForLeadership(ctx context.Context) bool {
 	return true
 }
 
-func newStatusWriter(client kubernetes.Interface, recorder events.EventRecorderLogger, qps float64) *statusWriter {
+func newStatusWriter(client kubernetes.Interface, recorder events.EventRecorderLogger, qps float64, clk clock.Clock) *statusWriter {
 	burst := int(qps)
 	if burst < 1 {
 		burst = 1
@@ -111,9 +112,11 @@ func newStatusWriter(client kubernetes.Interface, recorder events.EventRecorderL
 	w := &statusWriter{
 		client:   client,
 		recorder: recorder,
+		// Not on clk: client-go's token bucket waits on the real clock
+		// (rate.Limiter.Wait) whatever clock it is given.
 		limiter:  flowcontrol.NewTokenBucketRateLimiter(float32(qps), burst),
 		queue:    workqueue.NewTyped[types.UID](),
-		clock:    clock.RealClock{},
+		clock:    clk,
 		leading:  newLeaderCheck(legacyregistry.DefaultGatherer, nil).leading,
 		reported: map[types.UID]string{},
 		pending:  map[types.UID]statusItem{},
@@ -311,10 +314,7 @@ func (w *statusWriter) patchCondition(ctx context.Context, pod *v1.Pod, message 
 }
 
 func hasCondition(pod *v1.Pod, message string) bool {
-	for _, c := range pod.Status.Conditions {
-		if c.Type == v1.PodScheduled && c.Status == v1.ConditionFalse && c.Message == message {
-			return true
-		}
-	}
-	return false
+	return slices.ContainsFunc(pod.Status.Conditions, func(c v1.PodCondition) bool {
+		return c.Type == v1.PodScheduled && c.Status == v1.ConditionFalse && c.Message == message
+	})
 }

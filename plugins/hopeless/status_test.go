@@ -2,51 +2,38 @@ package hopeless
 
 import (
 	"context"
+	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	v1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes/fake"
+	clienttesting "k8s.io/client-go/testing"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/klog/v2/ktesting"
-	fwk "k8s.io/kube-scheduler/framework"
 	testingclock "k8s.io/utils/clock/testing"
+
+	"github.com/ballast-k8s/ballast/internal/shapes"
 )
 
 func TestStatusWriterOncePerPod(t *testing.T) {
-	registerMetrics()
-	_, ctx := ktesting.NewTestContext(t)
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	pod, other := cronPod("report-1"), cronPod("report-2")
-	client := fake.NewClientset(pod, other)
-	recorder := events.NewFakeRecorder(100)
-	w := newStatusWriter(client, recorder, 1000)
-	go w.run(ctx)
+	w := newHeldWriter(t, pod, other)
+	w.leader.Store(true)
+	client, recorder := w.client, w.recorder
+	w.start()
 
 	for i := 0; i < 5; i++ {
-		w.report(pod, "hopeless: reason A", true)
+		w.report(pod, reasonA, true)
 	}
-	var got *v1.Pod
-	if err := wait.PollUntilContextTimeout(ctx, 10*time.Millisecond, 5*time.Second, true, func(ctx context.Context) (bool, error) {
-		got, _ = client.CoreV1().Pods("default").Get(ctx, pod.Name, metav1.GetOptions{})
-		// The event follows the condition: wait for both.
-		return got != nil && hasCondition(got, "hopeless: reason A") && len(recorder.Events) > 0, nil
-	}); err != nil {
-		t.Fatalf("condition and event not written: %v", got.Status.Conditions)
-	}
-	patches := 0
-	for _, a := range client.Actions() {
-		if a.GetVerb() == "patch" && a.GetSubresource() == "status" {
-			patches++
-		}
-	}
-	if patches != 1 {
+	// The event follows the condition: wait for both.
+	w.waitWritten(t, pod.Name, true)
+	if patches := w.statusPatches(); patches != 1 {
 		t.Errorf("%d status patches for one parked pod reported 5 times, want 1", patches)
 	}
 	if n := len(recorder.Events); n != 1 {
@@ -54,74 +41,34 @@ func TestStatusWriterOncePerPod(t *testing.T) {
 	}
 	// A pod parked before any attempt gets its condition; one rejected at
 	// PreFilter does not (the scheduler writes it), but still gets the event.
-	w.report(other, "hopeless: reason A", false)
-	if err := wait.PollUntilContextTimeout(ctx, 10*time.Millisecond, 5*time.Second, true, func(context.Context) (bool, error) {
-		return len(recorder.Events) == 2, nil
-	}); err != nil {
-		t.Errorf("%d events, want 2", len(recorder.Events))
-	}
-	if got, _ := client.CoreV1().Pods("default").Get(ctx, other.Name, metav1.GetOptions{}); got != nil && podScheduledFalse(got) != nil {
+	w.report(other, reasonA, false)
+	waitFor(t, 5*time.Second, "the second pod's event", func() bool { return len(recorder.Events) == 2 })
+	if got, _ := client.CoreV1().Pods("default").Get(w.ctx, other.Name, metav1.GetOptions{}); got != nil && podScheduledFalse(got) != nil {
 		t.Errorf("a pod rejected at PreFilter got Ballast's condition; the scheduler writes it")
 	}
-}
-
-func TestSignPod(t *testing.T) {
-	pl, _ := newTestPlugin(t, "")
-	frags, status := pl.SignPod(context.Background(), cronPod("p"))
-	if !status.IsSuccess() {
-		t.Fatalf("SignPod refused to sign, which turns off upstream batching: %v", status)
-	}
-	keys := map[string]bool{}
-	for _, f := range frags {
-		keys[f.Key] = true
-	}
-	for _, k := range []string{fwk.NodeSelectorSignerName, fwk.NodeAffinitySignerName, fwk.TolerationsSignerName, fwk.VolumesSignerName} {
-		if !keys[k] {
-			t.Errorf("SignPod lacks fragment %s", k)
-		}
-	}
-}
-
-func podScheduledFalse(p *v1.Pod) *v1.PodCondition {
-	for i := range p.Status.Conditions {
-		if c := &p.Status.Conditions[i]; c.Type == v1.PodScheduled && c.Status == v1.ConditionFalse {
-			return c
-		}
-	}
-	return nil
 }
 
 // A pod released and bound while its write waited must never end up bound
 // with PodScheduled=False.
 func TestStatusNeverLandsOnABoundPod(t *testing.T) {
-	registerMetrics()
-	_, ctx := ktesting.NewTestContext(t)
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	pod, later := cronPod("bound-1"), cronPod("later")
-	client := fake.NewClientset(pod, later)
-	recorder := events.NewFakeRecorder(100)
-	w := newStatusWriter(client, recorder, 1000)
-	w.report(pod, "hopeless: reason A", true)
-	w.report(later, "hopeless: reason A", true)
+	w := newHeldWriter(t, pod, later)
+	w.leader.Store(true)
+	client, recorder := w.client, w.recorder
+	w.report(pod, reasonA, true)
+	w.report(later, reasonA, true)
 
 	// The scheduler binds the pod before the writer gets to it.
 	bound := pod.DeepCopy()
 	bound.Spec.NodeName = "n1"
-	if _, err := client.CoreV1().Pods("default").Update(ctx, bound, metav1.UpdateOptions{}); err != nil {
+	if _, err := client.CoreV1().Pods("default").Update(w.ctx, bound, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	go w.run(ctx)
-	// The writer works in order: once the later pod has its condition, the
-	// bound pod's turn has passed.
-	if err := wait.PollUntilContextTimeout(ctx, 10*time.Millisecond, 5*time.Second, true, func(ctx context.Context) (bool, error) {
-		got, err := client.CoreV1().Pods("default").Get(ctx, later.Name, metav1.GetOptions{})
-		// The event is recorded after the condition lands: wait for both.
-		return err == nil && podScheduledFalse(got) != nil && len(recorder.Events) > 0, nil
-	}); err != nil {
-		t.Fatal("the later pod's condition and event were not written")
-	}
-	got, err := client.CoreV1().Pods("default").Get(ctx, pod.Name, metav1.GetOptions{})
+	w.start()
+	// The writer works in order: once the later pod has its condition and
+	// event, the bound pod's turn has passed.
+	w.waitWritten(t, later.Name, true)
+	got, err := client.CoreV1().Pods("default").Get(w.ctx, pod.Name, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -137,6 +84,7 @@ func TestStatusNeverLandsOnABoundPod(t *testing.T) {
 // the test says so.
 type heldWriter struct {
 	*statusWriter
+	ctx      context.Context
 	client   *fake.Clientset
 	recorder *events.FakeRecorder
 	clock    *testingclock.FakeClock
@@ -146,21 +94,56 @@ type heldWriter struct {
 func newHeldWriter(t *testing.T, objs ...runtime.Object) *heldWriter {
 	t.Helper()
 	registerMetrics()
-	h := &heldWriter{client: fake.NewClientset(objs...), recorder: events.NewFakeRecorder(100), clock: testingclock.NewFakeClock(time.Now())}
-	h.statusWriter = newStatusWriter(h.client, h.recorder, 1000)
-	h.statusWriter.clock = h.clock
+	_, ctx := ktesting.NewTestContext(t)
+	ctx, cancel := context.WithCancel(ctx)
+	t.Cleanup(cancel)
+	h := &heldWriter{ctx: ctx, client: fake.NewClientset(objs...), recorder: events.NewFakeRecorder(100),
+		clock: testingclock.NewFakeClock(time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC))}
+	h.statusWriter = newStatusWriter(h.client, h.recorder, 1000, h.clock)
 	h.statusWriter.leading = h.leader.Load
 	return h
 }
 
+// start runs the writer until the test ends.
+func (h *heldWriter) start() { go h.run(h.ctx) }
+
+// reasonA is the message the writer tests report.
+const reasonA = shapes.MessagePrefix + "reason A"
+
 // waitBlocked waits until the writer waits for leadership on its clock.
-func (h *heldWriter) waitBlocked(ctx context.Context, t *testing.T) {
+func (h *heldWriter) waitBlocked(t *testing.T) {
 	t.Helper()
-	if err := wait.PollUntilContextTimeout(ctx, 5*time.Millisecond, 5*time.Second, true, func(context.Context) (bool, error) {
-		return h.clock.HasWaiters(), nil
-	}); err != nil {
-		t.Fatal("the writer does not wait for leadership")
+	waitFor(t, 5*time.Second, "the writer waits for leadership", h.clock.HasWaiters)
+}
+
+// podCondition returns the pod's PodScheduled=False condition, nil if it
+// has none.
+func (h *heldWriter) podCondition(name string) *v1.PodCondition {
+	p, err := h.client.CoreV1().Pods("default").Get(context.Background(), name, metav1.GetOptions{})
+	if err != nil {
+		return nil
 	}
+	return podScheduledFalse(p)
+}
+
+// waitWritten waits until the pod has its condition and, with event, an
+// event was recorded (the event follows the condition).
+func (h *heldWriter) waitWritten(t *testing.T, name string, event bool) {
+	t.Helper()
+	waitFor(t, 5*time.Second, "the condition of "+name+" written", func() bool {
+		return h.podCondition(name) != nil && (!event || len(h.recorder.Events) > 0)
+	})
+}
+
+// waitIdle waits until the writer has handled everything queued: nothing
+// pending, nothing being written.
+func (h *heldWriter) waitIdle(t *testing.T) {
+	t.Helper()
+	waitFor(t, 5*time.Second, "the writer handled its queue", func() bool {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return len(h.pending) == 0 && len(h.writing) == 0 && h.queue.Len() == 0
+	})
 }
 
 func (h *heldWriter) lead() {
@@ -181,33 +164,22 @@ func (h *heldWriter) statusPatches() int {
 // Standby replicas run PreEnqueue too (their informers feed their queue);
 // only the leader may write. Two replicas must make one event per pod.
 func TestStandbyWritesNothing(t *testing.T) {
-	_, ctx := ktesting.NewTestContext(t)
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	pod := cronPod("standby-1")
 	h := newHeldWriter(t, pod)
-	h.report(pod, "hopeless: reason A", true)
-	go h.run(ctx)
-	h.waitBlocked(ctx, t)
+	h.report(pod, reasonA, true)
+	h.start()
+	h.waitBlocked(t)
 	if n := h.statusPatches(); n != 0 || len(h.recorder.Events) != 0 {
 		t.Fatalf("a standby wrote %d conditions and %d events", n, len(h.recorder.Events))
 	}
 	h.lead()
-	if err := wait.PollUntilContextTimeout(ctx, 5*time.Millisecond, 5*time.Second, true, func(ctx context.Context) (bool, error) {
-		got, err := h.client.CoreV1().Pods("default").Get(ctx, pod.Name, metav1.GetOptions{})
-		return err == nil && podScheduledFalse(got) != nil, nil
-	}); err != nil {
-		t.Fatal("the new leader did not write the queued condition")
-	}
+	h.waitWritten(t, pod.Name, false)
 }
 
 // A pod released while its write is in flight (the writer took the item
 // and is reading the pod) gets neither the condition nor the event: the
 // scheduler is about to try it, and "hopeless" would be a stale reason.
 func TestReleaseDuringWriteWritesNothing(t *testing.T) {
-	_, ctx := ktesting.NewTestContext(t)
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	pod := cronPod("released-in-flight")
 	h := newHeldWriter(t, pod)
 	h.leader.Store(true)
@@ -218,8 +190,8 @@ func TestReleaseDuringWriteWritesNothing(t *testing.T) {
 		<-proceed
 		return get(ctx, namespace, name)
 	}
-	h.report(pod, "hopeless: reason A", true)
-	go h.run(ctx)
+	h.report(pod, reasonA, true)
+	h.start()
 	select {
 	case <-reading:
 	case <-time.After(10 * time.Second):
@@ -227,13 +199,7 @@ func TestReleaseDuringWriteWritesNothing(t *testing.T) {
 	}
 	h.cancel(pod.UID) // released by the plugin now
 	close(proceed)
-	if err := wait.PollUntilContextTimeout(ctx, 5*time.Millisecond, 5*time.Second, true, func(context.Context) (bool, error) {
-		h.mu.Lock()
-		defer h.mu.Unlock()
-		return len(h.writing) == 0 && h.queue.Len() == 0, nil
-	}); err != nil {
-		t.Fatal("the write never finished")
-	}
+	h.waitIdle(t)
 	if n := h.statusPatches(); n != 0 || len(h.recorder.Events) != 0 {
 		t.Errorf("a pod released during its write got %d condition patches and %d events", n, len(h.recorder.Events))
 	}
@@ -241,76 +207,48 @@ func TestReleaseDuringWriteWritesNothing(t *testing.T) {
 
 // A write still queued when the pod is released is dropped.
 func TestReleaseCancelsQueuedWrite(t *testing.T) {
-	_, ctx := ktesting.NewTestContext(t)
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	released, later := cronPod("released"), cronPod("later")
 	h := newHeldWriter(t, released, later)
-	h.report(released, "hopeless: reason A", true)
-	go h.run(ctx)
-	h.waitBlocked(ctx, t)
+	h.report(released, reasonA, true)
+	h.start()
+	h.waitBlocked(t)
 	h.cancel(released.UID)
-	h.report(later, "hopeless: reason A", true)
+	h.report(later, reasonA, true)
 	h.lead()
-	if err := wait.PollUntilContextTimeout(ctx, 5*time.Millisecond, 5*time.Second, true, func(ctx context.Context) (bool, error) {
-		got, err := h.client.CoreV1().Pods("default").Get(ctx, later.Name, metav1.GetOptions{})
-		// The event follows the condition: wait for both.
-		return err == nil && podScheduledFalse(got) != nil && len(h.recorder.Events) > 0, nil
-	}); err != nil {
-		t.Fatal("the later pod's condition and event were not written")
-	}
-	got, _ := h.client.CoreV1().Pods("default").Get(ctx, released.Name, metav1.GetOptions{})
-	if c := podScheduledFalse(got); c != nil {
+	h.waitWritten(t, later.Name, true)
+	if c := h.podCondition(released.Name); c != nil {
 		t.Errorf("released pod got PodScheduled=False %q", c.Message)
 	}
 	if n := len(h.recorder.Events); n != 1 {
 		t.Errorf("%d events, want 1 (none for the released pod)", n)
 	}
 	// Parked again for the same reason, it is reported: nothing was written.
-	h.report(released, "hopeless: reason A", true)
-	if err := wait.PollUntilContextTimeout(ctx, 5*time.Millisecond, 5*time.Second, true, func(ctx context.Context) (bool, error) {
-		got, err := h.client.CoreV1().Pods("default").Get(ctx, released.Name, metav1.GetOptions{})
-		return err == nil && podScheduledFalse(got) != nil, nil
-	}); err != nil {
-		t.Fatal("the pod parked again was not reported")
-	}
+	h.report(released, reasonA, true)
+	h.waitWritten(t, released.Name, false)
 }
 
 // The plugin cancels the queued write of a pod it releases. (Its writer
 // waits until the informers synced and no elector appeared: time enough
 // for the release.)
 func TestPluginReleaseCancelsWrite(t *testing.T) {
-	pl, client := newTestPlugin(t, "", testNode("w1", map[string]string{"pool": "web"}))
+	f := newTestPlugin(t, "", poolNode("w1", "web"))
 	pod, later := cronPod("report-1"), cronPod("later")
 	later.Spec.NodeSelector = map[string]string{"pool": "gpu"} // stays hopeless
-	pl.handle.(interface{ SetPodActivator(fwk.PodActivator) }).SetPodActivator(&recordingActivator{})
+	f.setActivator(&recordingActivator{})
 	// The writer holds its writes (a standby) until the pod is released:
 	// what is tested is that the release drops the queued write.
 	// (The writer reads leading only once an item is queued, after this.)
 	var leader atomic.Bool
-	pl.status.leading = leader.Load
-	parkViaPreEnqueue(t, pl, client, pod)
-	_, ctx := ktesting.NewTestContext(t)
-	fitting := testNode("b1", map[string]string{"pool": "batch"}, v1.Taint{Key: "dedicated", Value: "batchjobs", Effect: v1.TaintEffectNoSchedule})
-	if _, err := client.CoreV1().Nodes().Create(ctx, fitting, metav1.CreateOptions{}); err != nil {
+	f.status.leading = leader.Load
+	f.parkViaPreEnqueue(t, pod)
+	if _, err := f.client.CoreV1().Nodes().Create(f.ctx, poolNode("b1", "batch", batchjobsTaint), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if err := wait.PollUntilContextTimeout(ctx, 5*time.Millisecond, releaseWithin, true, func(context.Context) (bool, error) {
-		_, parked := pl.lot.get(pod.UID)
-		return !parked, nil
-	}); err != nil {
-		t.Fatal("the node that fits did not release the pod")
-	}
+	waitFor(t, releaseWithin, "the node that fits released the pod", func() bool { return !f.parked(pod) })
 	leader.Store(true)
-	parkViaPreEnqueue(t, pl, client, later)
-	if err := wait.PollUntilContextTimeout(ctx, 10*time.Millisecond, 10*time.Second, true, func(ctx context.Context) (bool, error) {
-		got, err := client.CoreV1().Pods("default").Get(ctx, later.Name, metav1.GetOptions{})
-		return err == nil && podScheduledFalse(got) != nil, nil
-	}); err != nil {
-		t.Fatal("the later pod's condition was not written")
-	}
-	got, _ := client.CoreV1().Pods("default").Get(ctx, pod.Name, metav1.GetOptions{})
-	if c := podScheduledFalse(got); c != nil {
+	f.parkViaPreEnqueue(t, later)
+	waitFor(t, 10*time.Second, "the later pod's condition written", func() bool { return f.podCondition(later.Name) != nil })
+	if c := f.podCondition(pod.Name); c != nil {
 		t.Errorf("released pod got PodScheduled=False %q", c.Message)
 	}
 }
@@ -371,5 +309,69 @@ func TestLeaderCheck(t *testing.T) {
 	gauge.WithLabelValues("kube-scheduler").Set(0)
 	if unknown.leading() {
 		t.Error("a standby of an unconfigured binary counts as leader")
+	}
+}
+
+// What the writer does when the condition patch does not simply succeed.
+func TestStatusWriteOutcomes(t *testing.T) {
+	conflict := apierrors.NewConflict(v1.Resource("pods"), "report-1", fmt.Errorf("changed"))
+	tests := []struct {
+		name string
+		// react answers the n-th status patch (from 1); handled false passes
+		// it on to the tracker.
+		react         func(h *heldWriter, n int) (handled bool, err error)
+		wantCondition bool
+		wantEvents    int
+		// wantReportedAgain: a later report of the same message is written.
+		wantReportedAgain bool
+	}{
+		{name: "written", react: func(*heldWriter, int) (bool, error) { return false, nil },
+			wantCondition: true, wantEvents: 1},
+		{name: "conflict: the latest version is patched", react: func(_ *heldWriter, n int) (bool, error) { return n == 1, conflict },
+			wantCondition: true, wantEvents: 1},
+		{name: "conflict: bound meanwhile, nothing is written", react: func(h *heldWriter, n int) (bool, error) {
+			bound := cronPod("report-1")
+			bound.Spec.NodeName = "n1"
+			if err := h.client.Tracker().Update(v1.SchemeGroupVersion.WithResource("pods"), bound, "default"); err != nil {
+				return true, err
+			}
+			return true, conflict
+		}},
+		{name: "API error: reported again later", react: func(h *heldWriter, n int) (bool, error) {
+			return n == 1, apierrors.NewInternalError(fmt.Errorf("etcd"))
+		}, wantReportedAgain: true},
+		{name: "pod gone", react: func(h *heldWriter, n int) (bool, error) {
+			return true, apierrors.NewNotFound(v1.Resource("pods"), "report-1")
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			pod := cronPod("report-1")
+			h := newHeldWriter(t, pod)
+			h.leader.Store(true)
+			var patches atomic.Int32
+			h.client.PrependReactor("patch", "pods", func(a clienttesting.Action) (bool, runtime.Object, error) {
+				if a.GetSubresource() != "status" {
+					return false, nil, nil
+				}
+				handled, err := tt.react(h, int(patches.Add(1)))
+				return handled, nil, err
+			})
+			h.report(pod, reasonA, true)
+			h.start()
+			h.waitIdle(t)
+			if got := h.podCondition(pod.Name) != nil; got != tt.wantCondition {
+				t.Errorf("condition written %v, want %v", got, tt.wantCondition)
+			}
+			if n := len(h.recorder.Events); n != tt.wantEvents {
+				t.Errorf("%d events, want %d", n, tt.wantEvents)
+			}
+			h.mu.Lock()
+			_, reported := h.reported[pod.UID]
+			h.mu.Unlock()
+			if reported == tt.wantReportedAgain {
+				t.Errorf("still recorded as reported: %v; want a later report written again: %v", reported, tt.wantReportedAgain)
+			}
+		})
 	}
 }

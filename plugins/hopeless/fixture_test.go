@@ -1,0 +1,339 @@
+package hopeless
+
+// The package's test fixtures, in one place: node and pod builders
+// (upstream's st.Make* style), the plugin as a plain struct for the hints
+// and extension points, the plugin wired on a real framework handle over a
+// fake clientset, and a wait for a condition.
+
+import (
+	"context"
+	"slices"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/sets"
+	"k8s.io/apimachinery/pkg/util/wait"
+	utilfeature "k8s.io/apiserver/pkg/util/feature"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/client-go/tools/events"
+	"k8s.io/klog/v2"
+	"k8s.io/klog/v2/ktesting"
+	fwk "k8s.io/kube-scheduler/framework"
+	"k8s.io/kubernetes/pkg/scheduler/apis/config"
+	"k8s.io/kubernetes/pkg/scheduler/framework/plugins/defaultbinder"
+	"k8s.io/kubernetes/pkg/scheduler/framework/plugins/queuesort"
+	frameworkruntime "k8s.io/kubernetes/pkg/scheduler/framework/runtime"
+	schedmetrics "k8s.io/kubernetes/pkg/scheduler/metrics"
+	st "k8s.io/kubernetes/pkg/scheduler/testing"
+	"k8s.io/utils/clock"
+	"k8s.io/utils/ptr"
+
+	"github.com/ballast-k8s/ballast/config/v1alpha1"
+	"github.com/ballast-k8s/ballast/internal/shapes"
+)
+
+var (
+	// batchTaint is the incident's taint: no cronPod tolerates it.
+	batchTaint = v1.Taint{Key: "dedicated", Value: "batch", Effect: v1.TaintEffectNoSchedule}
+	// batchjobsTaint is the taint cronPod tolerates.
+	batchjobsTaint = v1.Taint{Key: "dedicated", Value: "batchjobs", Effect: v1.TaintEffectNoSchedule}
+)
+
+// releaseWithin is how soon a change that makes a parked pod placeable must
+// bring it back (the queue's own flush would take five minutes).
+const releaseWithin = time.Second
+
+// makeNode starts a node of 4 CPUs, 16Gi and 110 pods, labelled with its
+// hostname.
+func makeNode(name string) *st.NodeWrapper {
+	return st.MakeNode().Name(name).Label(v1.LabelHostname, name).
+		Capacity(map[v1.ResourceName]string{v1.ResourceCPU: "4", v1.ResourceMemory: "16Gi", v1.ResourcePods: "110"})
+}
+
+// poolNode is a node of makeNode labelled pool=<pool>, with taints.
+func poolNode(name, pool string, taints ...v1.Taint) *v1.Node {
+	return makeNode(name).Label("pool", pool).Taints(taints).Obj()
+}
+
+// makePod starts a pod in namespace default whose UID is its name.
+func makePod(name string) *st.PodWrapper {
+	return st.MakePod().Namespace("default").Name(name).UID(name)
+}
+
+// cronPod is the incident's pod: pool=batch, tolerates dedicated=batchjobs.
+func cronPod(name string) *v1.Pod {
+	return makePod(name).NodeSelector(map[string]string{"pool": "batch"}).
+		Tolerations([]v1.Toleration{{Key: "dedicated", Operator: v1.TolerationOpEqual, Value: "batchjobs", Effect: v1.TaintEffectNoSchedule}}).
+		Req(map[v1.ResourceName]string{v1.ResourceCPU: "100m"}).Obj()
+}
+
+// bigPod requests cpu (a node of makeNode has 4) and carries the two
+// NoExecute tolerations the DefaultTolerationSeconds admission adds.
+func bigPod(name, cpu string) *v1.Pod {
+	return makePod(name).Req(map[v1.ResourceName]string{v1.ResourceCPU: cpu}).
+		Tolerations([]v1.Toleration{
+			{Key: v1.TaintNodeNotReady, Operator: v1.TolerationOpExists, Effect: v1.TaintEffectNoExecute, TolerationSeconds: ptr.To[int64](300)},
+			{Key: v1.TaintNodeUnreachable, Operator: v1.TolerationOpExists, Effect: v1.TaintEffectNoExecute, TolerationSeconds: ptr.To[int64](300)},
+		}).Obj()
+}
+
+// podWithClaim is a pod that mounts the claim.
+func podWithClaim(name, claim string) *v1.Pod { return makePod(name).PVC(claim).Obj() }
+
+// podOwnedBy is a cronPod with the owner references refs.
+func podOwnedBy(name string, refs ...metav1.OwnerReference) *v1.Pod {
+	p := cronPod(name)
+	p.OwnerReferences = refs
+	return p
+}
+
+// hopelessVerdict is a verdict as the store writes it, message prefix included.
+func hopelessVerdict(reason shapes.Reason, why string) shapes.Verdict {
+	return shapes.Verdict{Hopeless: true, Reason: reason, Message: shapes.MessagePrefix + why}
+}
+
+// waitFor waits up to within for cond, and fails the test with what when
+// it does not hold by then.
+func waitFor(t testing.TB, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	if err := wait.PollUntilContextTimeout(context.Background(), 5*time.Millisecond, within, true, func(context.Context) (bool, error) {
+		return cond(), nil
+	}); err != nil {
+		t.Fatalf("%s: not within %v", what, within)
+	}
+}
+
+// recordingReporter records what the plugin reports, cancels and forgets.
+type recordingReporter struct {
+	mu        sync.Mutex
+	reports   []report
+	cancelled []types.UID
+	forgotten []types.UID
+}
+
+type report struct {
+	pod     string
+	message string
+	gated   bool
+}
+
+func (r *recordingReporter) report(pod *v1.Pod, message string, gated bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.reports = append(r.reports, report{pod.Name, message, gated})
+}
+
+func (r *recordingReporter) cancel(uid types.UID) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.cancelled = append(r.cancelled, uid)
+}
+
+func (r *recordingReporter) forget(uid types.UID) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.forgotten = append(r.forgotten, uid)
+}
+
+// plainPlugin is the plugin as a plain struct over a store of nodes, as
+// upstream tests its plugins on &TaintToleration{}: no framework, no API.
+type plainPlugin struct {
+	*HopelessPods
+	store    *shapes.Store
+	reporter *recordingReporter
+	synced   bool
+	rechecks int
+}
+
+func newPlainPlugin(nodes ...*v1.Node) *plainPlugin { return newPlainPluginOf(false, nodes...) }
+
+// newPlainPluginOf is newPlainPlugin for a cluster that autoscales or
+// not; one that does fails open until it has templates.
+func newPlainPluginOf(autoscaling bool, nodes ...*v1.Node) *plainPlugin {
+	opts := shapes.FeatureOptions(utilfeature.DefaultFeatureGate)
+	opts.IdentityLabels = sets.New(v1.LabelHostname)
+	p := &plainPlugin{store: shapes.NewStore(opts, autoscaling), reporter: &recordingReporter{}, synced: true}
+	for _, n := range nodes {
+		p.store.UpsertNode(n)
+	}
+	noVolumes := shapes.VolumeLookup{
+		Claim: func(string, string) (*v1.PersistentVolumeClaim, bool) { return nil, false },
+		PV:    func(string) (*v1.PersistentVolume, bool) { return nil, false },
+	}
+	p.HopelessPods = &HopelessPods{
+		gateAtPreEnqueue: true,
+		verdicts:         newVerdictCache(p.store, noVolumes, func() bool { return p.synced }, clock.RealClock{}),
+		parking:          &parker{lot: newParkingLot(), reporter: p.reporter},
+		recheck:          func() { p.rechecks++ },
+	}
+	return p
+}
+
+// len returns the number of parked pods.
+func (l *parkingLot) len() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.pods)
+}
+
+// parked reports whether the pod is in the parking lot.
+func (p *plainPlugin) parked(pod *v1.Pod) bool {
+	_, ok := p.parking.lot.get(pod.UID)
+	return ok
+}
+
+// testPlugin is the plugin wired by build on a real framework handle over
+// a fake clientset, with its loops running and its informers synced.
+type testPlugin struct {
+	*components
+	handle fwk.Handle
+	client *fake.Clientset
+	ctx    context.Context
+}
+
+func newTestPlugin(t testing.TB, rawArgs string, objs ...runtime.Object) *testPlugin {
+	t.Helper()
+	schedmetrics.Register()
+	_, ctx := ktesting.NewTestContext(t)
+	ctx, cancel := context.WithCancel(ctx)
+	t.Cleanup(cancel)
+	client := fake.NewClientset(objs...)
+	factory := informers.NewSharedInformerFactory(client, 0)
+	profile := &config.KubeSchedulerProfile{SchedulerName: "test", Plugins: &config.Plugins{
+		QueueSort: config.PluginSet{Enabled: []config.Plugin{{Name: queuesort.Name}}},
+		Bind:      config.PluginSet{Enabled: []config.Plugin{{Name: defaultbinder.Name}}},
+	}}
+	registry := frameworkruntime.Registry{queuesort.Name: queuesort.New, defaultbinder.Name: defaultbinder.New}
+	fh, err := frameworkruntime.NewFramework(ctx, registry, profile,
+		frameworkruntime.WithClientSet(client), frameworkruntime.WithInformerFactory(factory),
+		frameworkruntime.WithEventRecorder(events.NewFakeRecorder(100)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var obj runtime.Object
+	if rawArgs != "" {
+		obj = &runtime.Unknown{Raw: []byte(rawArgs), ContentType: runtime.ContentTypeJSON}
+	}
+	args, err := v1alpha1.DecodeHopelessPodsArgs(obj)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := build(ctx, args, fh, nil, clock.RealClock{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.start(ctx)
+	factory.Start(ctx.Done())
+	factory.WaitForCacheSync(ctx.Done())
+	waitFor(t, 10*time.Second, "the plugin's informers synced", c.informers.synced)
+	return &testPlugin{components: c, handle: fh, client: client, ctx: ctx}
+}
+
+// setActivator has the handle hand activations to a.
+func (f *testPlugin) setActivator(a fwk.PodActivator) {
+	f.handle.(interface{ SetPodActivator(fwk.PodActivator) }).SetPodActivator(a)
+}
+
+// createPod creates pod and waits until the plugin's informer has it.
+func (f *testPlugin) createPod(t testing.TB, pod *v1.Pod) {
+	t.Helper()
+	if _, err := f.client.CoreV1().Pods(pod.Namespace).Create(f.ctx, pod, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	lister := f.handle.SharedInformerFactory().Core().V1().Pods().Lister()
+	waitFor(t, 5*time.Second, "pod "+pod.Name+" reached the plugin's informer", func() bool {
+		_, err := lister.Pods(pod.Namespace).Get(pod.Name)
+		return err == nil
+	})
+}
+
+// parkViaPreEnqueue creates pod and parks it, as the queue does on Add.
+func (f *testPlugin) parkViaPreEnqueue(t testing.TB, pod *v1.Pod) {
+	t.Helper()
+	f.createPod(t, pod)
+	if s := f.plugin.PreEnqueue(f.ctx, pod); s.Code() != fwk.UnschedulableAndUnresolvable {
+		t.Fatalf("PreEnqueue of %s: %v, want it parked", pod.Name, s)
+	}
+}
+
+// parked reports whether the pod is in the parking lot.
+func (f *testPlugin) parked(pod *v1.Pod) bool {
+	_, ok := f.plugin.parking.lot.get(pod.UID)
+	return ok
+}
+
+// podCondition returns the pod's PodScheduled=False condition, nil if it
+// has none (or is gone).
+func (f *testPlugin) podCondition(name string) *v1.PodCondition {
+	p, err := f.client.CoreV1().Pods("default").Get(f.ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return nil
+	}
+	return podScheduledFalse(p)
+}
+
+func podScheduledFalse(p *v1.Pod) *v1.PodCondition {
+	for i := range p.Status.Conditions {
+		if c := &p.Status.Conditions[i]; c.Type == v1.PodScheduled && c.Status == v1.ConditionFalse {
+			return c
+		}
+	}
+	return nil
+}
+
+// recordingActivator records what is activated.
+type recordingActivator struct {
+	mu  sync.Mutex
+	got []string
+}
+
+func (r *recordingActivator) Activate(_ klog.Logger, pods map[string]*v1.Pod) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for k := range pods {
+		r.got = append(r.got, k)
+	}
+}
+
+func (r *recordingActivator) activated() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := append([]string(nil), r.got...)
+	sort.Strings(out)
+	return out
+}
+
+func (r *recordingActivator) has(key string) bool { return slices.Contains(r.activated(), key) }
+
+// preEnqueueActivator does what the v1.37.2 queue does on Activate: it runs
+// PreEnqueue on the activated pod (moveToActiveQ), and records whether the
+// pod passed. An activation against a store that still lacks the node would
+// park the pod again.
+type preEnqueueActivator struct {
+	pl     *HopelessPods
+	mu     sync.Mutex
+	passed []string
+}
+
+func (a *preEnqueueActivator) Activate(_ klog.Logger, pods map[string]*v1.Pod) {
+	for key, pod := range pods {
+		if a.pl.PreEnqueue(context.Background(), pod).IsSuccess() {
+			a.mu.Lock()
+			a.passed = append(a.passed, key)
+			a.mu.Unlock()
+		}
+	}
+}
+
+func (a *preEnqueueActivator) released(key string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return slices.Contains(a.passed, key)
+}

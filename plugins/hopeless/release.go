@@ -1,0 +1,177 @@
+package hopeless
+
+import (
+	"context"
+	"maps"
+
+	v1 "k8s.io/api/core/v1"
+	resourceapi "k8s.io/api/resource/v1"
+	apiequality "k8s.io/apimachinery/pkg/api/equality"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/klog/v2"
+	fwk "k8s.io/kube-scheduler/framework"
+)
+
+// releaseStore is what the release path feeds: the shape store's nodes and
+// DeviceClasses. Each call reports whether the store changed.
+type releaseStore interface {
+	UpsertNode(*v1.Node) bool
+	DeleteNode(name string) bool
+	UpsertDeviceClass(*resourceapi.DeviceClass) bool
+	DeleteDeviceClass(*resourceapi.DeviceClass) bool
+}
+
+// releaser is the release path. Node and DeviceClass changes go to the
+// store and then to a re-check of every parked verdict, which activates the
+// pods that now fit (and re-reports those whose reason changed); claim and
+// volume changes activate the parked pods of that claim that now fit.
+// Release does not depend on the order in which an informer hands an
+// object to the queue and to the plugin: the hints are a fast path, this is
+// the path that always runs, after the store has the object.
+type releaser struct {
+	store     releaseStore
+	verdicts  *verdictCache
+	parking   *parker
+	activator fwk.PodActivator
+	pods      corelisters.PodLister // to activate the current copy of a parked pod
+	synced    func() bool
+	// logger is for the informer handlers, which get no context.
+	logger klog.Logger
+
+	// recheck asks the re-check loop to judge every parked verdict again
+	// (the store changed); it holds at most one request.
+	recheck chan struct{}
+}
+
+func newReleaser(store releaseStore, verdicts *verdictCache, parking *parker, activator fwk.PodActivator, pods corelisters.PodLister, synced func() bool, logger klog.Logger) *releaser {
+	return &releaser{store: store, verdicts: verdicts, parking: parking, activator: activator, pods: pods,
+		synced: synced, logger: logger, recheck: make(chan struct{}, 1)}
+}
+
+// nodeChanged feeds the store, and has the parked pods judged again when
+// the node changed what the static predicates read. old is nil for an add.
+func (r *releaser) nodeChanged(old, n *v1.Node) {
+	r.store.UpsertNode(n)
+	if old == nil || staticFieldsChanged(old, n) {
+		r.requestRecheck()
+	}
+}
+
+// nodeDeleted releases nobody, but can change the reason.
+func (r *releaser) nodeDeleted(n *v1.Node) {
+	r.store.DeleteNode(n.Name)
+	r.requestRecheck()
+}
+
+// staticFieldsChanged reports whether an update changed what a static
+// predicate reads from a node (identity labels included).
+func staticFieldsChanged(old, n *v1.Node) bool {
+	return old.Spec.Unschedulable != n.Spec.Unschedulable ||
+		!maps.Equal(old.Labels, n.Labels) ||
+		!apiequality.Semantic.DeepEqual(old.Spec.Taints, n.Spec.Taints) ||
+		!apiequality.Semantic.DeepEqual(old.Status.Allocatable, n.Status.Allocatable)
+}
+
+// deviceClassChanged feeds the store; when the mapped names change, the
+// re-check releases the verdicts that now fit and re-reports those whose
+// reason changed (a class deleted).
+func (r *releaser) deviceClassChanged(dc *resourceapi.DeviceClass, deleted bool) {
+	var changed bool
+	if deleted {
+		changed = r.store.DeleteDeviceClass(dc)
+	} else {
+		changed = r.store.UpsertDeviceClass(dc)
+	}
+	if changed {
+		r.requestRecheck()
+	}
+}
+
+// claimChanged brings back the parked pods of a claim that was created,
+// rebound or changed (e.g. a claim of a lost local PV recreated by its
+// StatefulSet), if it makes them schedulable.
+func (r *releaser) claimChanged(pvc *v1.PersistentVolumeClaim) {
+	r.activate(r.parking.lot.ofClaim(pvc.Namespace + "/" + pvc.Name))
+}
+
+// volumeChanged does the same for a PV bound to a claim of parked pods
+// (its node affinity may have been fixed).
+func (r *releaser) volumeChanged(pv *v1.PersistentVolume) {
+	if ref := pv.Spec.ClaimRef; ref != nil {
+		r.activate(r.parking.lot.ofClaim(ref.Namespace + "/" + ref.Name))
+	}
+}
+
+// activate moves the parked pods that are no longer hopeless (or that the
+// plugin can no longer judge) back to the active queue.
+func (r *releaser) activate(parked []parkedPod) {
+	if len(parked) == 0 || !r.synced() {
+		return
+	}
+	pods := map[string]*v1.Pod{}
+	for _, p := range parked {
+		pod, err := r.pods.Pods(p.pod.Namespace).Get(p.pod.Name)
+		if err != nil || pod.UID != p.pod.UID {
+			continue
+		}
+		if v, _, ok := r.verdicts.judge(pod); !ok || !v.Hopeless {
+			pods[p.name()] = pod
+			r.parking.unpark(pod.UID)
+		}
+	}
+	if len(pods) > 0 {
+		r.logger.V(2).Info("Activating parked pods that may have become schedulable", "count", len(pods))
+		r.activator.Activate(r.logger, pods)
+	}
+}
+
+// requestRecheck asks for every parked verdict to be judged again.
+func (r *releaser) requestRecheck() {
+	select {
+	case r.recheck <- struct{}{}:
+	default:
+	}
+}
+
+// run judges the parked verdicts again whenever the store changed in a
+// way that can matter to them, until ctx ends.
+func (r *releaser) run(ctx context.Context) {
+	logger := klog.FromContext(ctx)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-r.recheck:
+			r.recheckParked(logger)
+		}
+	}
+}
+
+// recheckParked releases the parked pods of every verdict that is no
+// longer hopeless, and re-reports those whose reason changed. It judges
+// once per verdict key.
+func (r *releaser) recheckParked(logger klog.Logger) {
+	if !r.synced() {
+		return
+	}
+	release := map[string]*v1.Pod{}
+	for _, rep := range r.parking.lot.onePerVerdict() {
+		v, key, ok := r.verdicts.judge(rep.pod)
+		if ok && v.Hopeless && v.Message == rep.message {
+			continue
+		}
+		for _, p := range r.parking.lot.withVerdict(rep.key) {
+			if !ok || !v.Hopeless {
+				release[p.name()] = p.pod
+				r.parking.unpark(p.pod.UID)
+				continue
+			}
+			// A new reason gets the condition too, whoever wrote the old one.
+			r.parking.park(p.pod, key, v, true)
+		}
+	}
+	if len(release) > 0 {
+		logger.V(2).Info("Releasing parked pods that may have become schedulable", "count", len(release))
+		r.activator.Activate(logger, release)
+	}
+}
