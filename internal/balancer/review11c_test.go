@@ -1,0 +1,93 @@
+package balancer
+
+import (
+	"net/http"
+	"testing"
+
+	awssdk "github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
+	astypes "github.com/aws/aws-sdk-go-v2/service/autoscaling/types"
+
+	"github.com/ballast-k8s/ballast/internal/asg"
+	"github.com/ballast-k8s/ballast/internal/awstest"
+)
+
+// TestReview11cHeldWhileGroupsCannotBeDescribed (review 11c, the known-open
+// item "throttled DescribeAutoScalingGroups for longer than the lifecycle
+// heartbeat timeout"): Reconcile returns at once when DescribeGroups fails,
+// before lifecycleActions, so no loop heartbeats anything while
+// DescribeAutoScalingGroups keeps failing. The heartbeat timer
+// (heartbeat.go) only repeats the set the last successful loop held, and
+// that set lacks the instance in both cases here: after a restart it is
+// empty, and a termination that starts while the describes fail (a human's
+// TerminateInstanceInAutoScalingGroup, a health-check replacement: neither is
+// stopped by scale-in protection) was never seen by a loop. The hook's
+// DefaultResult is CONTINUE, so at its heartbeat timeout (5 minutes by
+// default) the instance is terminated with its bound local volume
+// (API_LifecycleHook, HeartbeatTimeout: "If the lifecycle hook times out,
+// Amazon EC2 Auto Scaling performs the action that you specified in the
+// DefaultResult property"). DescribeAutoScalingGroups is the call most
+// exposed to throttling (CLI reference, autoscaling: "The
+// DescribeAutoScalingGroups API operation might be throttled when retrieving
+// details for an Auto Scaling group that contains many instances"), and it
+// is paginated: one throttled page past the SDK's retries fails the whole
+// loop, while the single-request RecordLifecycleActionHeartbeat and
+// DescribeAutoScalingInstances still get through the account's shared
+// bucket. The balancer knows, from the apiserver alone, the instances of
+// bound local volumes; DescribeAutoScalingInstances gives their group and
+// lifecycle state without DescribeAutoScalingGroups. Fault injected on
+// DescribeAutoScalingGroups only, as TestHeldAfterRestartWhileHooksCannotBeDescribed
+// does for DescribeLifecycleHooks.
+func TestReview11cHeldWhileGroupsCannotBeDescribed(t *testing.T) {
+	for _, restart := range []bool{true, false} {
+		t.Run(map[bool]string{true: "held, then a restart", false: "termination starts while the describes fail"}[restart], func(t *testing.T) {
+			w := newWorld(t, 2, nil)
+			if restart {
+				w.startTermination(w.ids[0])
+				w.reconcile()
+				w.restart()
+			}
+			w.emu.Inject(awstest.Fault{Service: "autoscaling", Action: "DescribeAutoScalingGroups", Code: "Throttling", Status: http.StatusBadRequest, Times: 1000})
+			if !restart {
+				w.startTermination(w.ids[0])
+			}
+			w.loopPastTimeout()
+			if got := w.lifecycleState(w.ids[0]); got != awstest.TerminatingWait {
+				t.Errorf("instance %s, whose node cass-0 holds the bound local volume pv-0, is %s after DescribeAutoScalingGroups failed for 10 minutes (twice the hook's heartbeat timeout), want %s: the hook's CONTINUE terminated it with its data",
+					w.ids[0], got, awstest.TerminatingWait)
+			}
+		})
+	}
+}
+
+// TestReview11cHeldOutOfDiscoveryWhileInstancesCannotBeDescribed (review
+// 11c, fix 3685baf / 402fe8a): after a restart, a held termination whose
+// group left discovery is found again only through
+// DescribeAutoScalingInstances (undiscoveredHolders). When that call fails,
+// undiscoveredHolders returns the error and nothing: the instance is not
+// heartbeated, and the hook's CONTINUE terminates it with its bound local
+// volume at the heartbeat timeout (API_LifecycleHook, HeartbeatTimeout). The
+// doc comment of heldUndiscovered promises the opposite ("A failed describe
+// or quorum read holds it too"), which it keeps only for the in-memory set
+// that a restart empties. The balancer could keep what it needs to hold
+// across a restart (the held instance's group recorded on its node or
+// volume, as ballast.k8s.io/instance-id is), or fall back to describing the
+// groups by the names it knows.
+func TestReview11cHeldOutOfDiscoveryWhileInstancesCannotBeDescribed(t *testing.T) {
+	w := newWorld(t, 2, nil)
+	w.startTermination(w.ids[0])
+	w.reconcile()
+	if _, err := rawASG(w.emu).CreateOrUpdateTags(w.ctx, &autoscaling.CreateOrUpdateTagsInput{Tags: []astypes.Tag{{
+		ResourceId: awssdk.String("cassandra"), ResourceType: awssdk.String("auto-scaling-group"),
+		Key: awssdk.String(asg.TagAutoDiscoveryEnabled), Value: awssdk.String("True"), PropagateAtLaunch: awssdk.Bool(false),
+	}}}); err != nil {
+		t.Fatal(err)
+	}
+	w.restart()
+	w.emu.Inject(awstest.Fault{Service: "autoscaling", Action: "DescribeAutoScalingInstances", Code: "Throttling", Status: http.StatusBadRequest, Times: 1000})
+	w.loopPastTimeout()
+	if got := w.lifecycleState(w.ids[0]); got != awstest.TerminatingWait {
+		t.Errorf("instance %s, whose node holds a bound local volume, is %s after a restart while its group is out of discovery and DescribeAutoScalingInstances failed for 10 minutes, want %s",
+			w.ids[0], got, awstest.TerminatingWait)
+	}
+}
