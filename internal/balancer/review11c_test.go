@@ -3,6 +3,7 @@ package balancer
 import (
 	"net/http"
 	"testing"
+	"time"
 
 	awssdk "github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
@@ -89,5 +90,39 @@ func TestReview11cHeldOutOfDiscoveryWhileInstancesCannotBeDescribed(t *testing.T
 	if got := w.lifecycleState(w.ids[0]); got != awstest.TerminatingWait {
 		t.Errorf("instance %s, whose node holds a bound local volume, is %s after a restart while its group is out of discovery and DescribeAutoScalingInstances failed for 10 minutes, want %s",
 			w.ids[0], got, awstest.TerminatingWait)
+	}
+}
+
+// TestReview11cHeldAsLongAsAWSAllows (review 11c): AWS ends a held
+// termination at the hook's global timeout whatever the heartbeats
+// (API_LifecycleHook, GlobalTimeout: "The maximum time, in seconds, that an
+// instance can remain in a wait state. The maximum is 172800 seconds (48
+// hours) or 100 times HeartbeatTimeout, whichever is smaller."), with the DefaultResult, CONTINUE: the instance
+// is terminated with its bound local volume. The balancer's hook takes
+// --lifecycle-heartbeat-timeout, 5 minutes by default
+// (DefaultHeartbeatTimeout), so a held termination lasts 100 x 300 s = 8.3
+// hours: a night without an operator, where AWS would allow 48 hours to
+// move the data. A heartbeat timeout of at least 1728 s (28.8 minutes)
+// gets the full 48 hours; nothing in operations.md says so, only the
+// TerminationHeld event names the limit. The heartbeat timeout costs nothing
+// to the terminations the balancer does not hold (it completes them with
+// CONTINUE in its next loop). Root cause: DefaultHeartbeatTimeout
+// (internal/balancer/balancer.go) and hook().
+func TestReview11cHeldAsLongAsAWSAllows(t *testing.T) {
+	w := newWorld(t, 2, nil)
+	// The balancer as az-balancer runs it by default.
+	opts := w.b.opts
+	opts.HeartbeatTimeout, opts.HeartbeatInterval = DefaultHeartbeatTimeout, 0
+	w.b = New(w.b.kube, w.b.cloud, w.rec, w.clock, opts, nil)
+	w.reconcile()
+	w.startTermination(w.ids[0])
+	for range 9 * 30 { // nine hours of loops, two minutes apart
+		_ = w.b.Reconcile(w.ctx)
+		w.clock.Step(2 * time.Minute)
+	}
+	_ = w.b.Reconcile(w.ctx)
+	if got := w.lifecycleState(w.ids[0]); got != awstest.TerminatingWait {
+		t.Errorf("instance %s, whose node holds the bound local volume pv-0 and which every loop heartbeated, is %s after 9 hours; AWS keeps a heartbeated termination up to 48 hours, but the hook's heartbeat timeout %s limits it to %s",
+			w.ids[0], got, w.b.opts.HeartbeatTimeout, globalTimeout(w.b.opts.HeartbeatTimeout.Seconds()))
 	}
 }
