@@ -3,6 +3,7 @@ package split_test
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"regexp"
 	"testing"
 
@@ -80,4 +81,43 @@ func TestReview11cSharedAMIProtectionLiftedUnderAnotherBatch(t *testing.T) {
 		t.Errorf("%s", deregistered)
 	}
 	w.checkNoneLoose(t, "after 60 passes of each split")
+}
+
+// TestReview11cCrashNeverLeavesTheAMIProtected (review 11c): the split
+// enables the deregistration protection of a batch's AMI
+// (API_EnableImageDeregistrationProtection) and only then records it in
+// split-images, in a later step (detach() in steps). A splitter that dies
+// between the two (OOM kill, node drained, `split` interrupted: the reply
+// of EnableImageDeregistrationProtection lost) leaves the AMI protected and
+// unrecorded; the resumed split finds it protected, takes it for the
+// operator's ("Protected by someone else: theirs to lift", protectImages)
+// and never lifts it. Left on, "it keeps the operator's image pipeline from
+// ever deregistering the AMI" (TestSplitLiftsTheAMIProtectionItSets);
+// DeregisterImage fails on it for good (API_EnableImageDeregistrationProtection:
+// "When deregistration protection is enabled, the AMI can't be
+// deregistered."). TestSplitResumesAfterCrash does not see it: its end
+// state has no AMIs. Crashes after each call in turn, as that test does.
+func TestReview11cCrashNeverLeavesTheAMIProtected(t *testing.T) {
+	clean := newSplitWorld(t)
+	if _, err := clean.finish(t, clean.splitter(clean.cloud, "cli"), "cassandra"); err != nil {
+		t.Fatal(err)
+	}
+	total := len(clean.emu.Calls())
+	var protectedAfter []int
+	for n := 1; n <= total; n++ {
+		w := newSplitWorld(t)
+		ctx, cancel := context.WithCancel(context.Background())
+		crashing := w.client(t, &http.Client{Transport: &crashAfter{n: n, cancel: cancel}})
+		_, _ = finish(ctx, w.clock, w.splitter(crashing, "cli"), "cassandra")
+		cancel()
+		last := w.emu.Calls()[len(w.emu.Calls())-1].Action
+		if _, err := w.finish(t, w.splitter(w.cloud, "cli"), "cassandra"); err != nil {
+			t.Fatalf("crash after call %d (%s), resuming: %v", n, last, err)
+		}
+		if w.emu.ImageProtected("ami-cassandra") {
+			protectedAfter = append(protectedAfter, n)
+			t.Errorf("crash after call %d (%s): ami-cassandra is still protected from deregistration once the resumed split is done; no tag records it, nothing will lift it", n, last)
+		}
+	}
+	t.Logf("%d crash points, the AMI left protected after %v", total, protectedAfter)
 }
