@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"regexp"
+	"slices"
 	"testing"
 
 	"github.com/ballast-k8s/ballast/internal/awstest"
@@ -120,4 +121,49 @@ func TestReview11cCrashNeverLeavesTheAMIProtected(t *testing.T) {
 		}
 	}
 	t.Logf("%d crash points, the AMI left protected after %v", total, protectedAfter)
+}
+
+// TestReview11cSplitWithoutRoomNeverStarts (review 11c): a group with 46 or
+// more tags of its own has no room for one per-instance record once the
+// split adds its lock, split-sizes and split-state (user guide,
+// ec2-auto-scaling-tagging: "The maximum number of tags per resource is
+// 50."; API_CreateOrUpdateTags fails with LimitExceeded over it). The split
+// finds that out only at step 5, after steps 1-3 changed the group for
+// good: Launch and Terminate suspended, its minimum set to 0, and three
+// per-zone groups created. Then it waits for room on every pass, for ever
+// ("waits for room for its record tag"), and with 48 tags every pass fails
+// at step 2. Meanwhile cluster-autoscaler still discovers the group and
+// scales it up in vain (Launch suspended: no instance comes of it) and cannot
+// scale it down (Terminate suspended), and its minimum is gone. Tags are
+// bad input: a split that cannot move a single instance must say so before
+// its first write and change nothing (as it does for a launch hook with
+// DefaultResult ABANDON).
+func TestReview11cSplitWithoutRoomNeverStarts(t *testing.T) {
+	for _, own := range []int{46, 48} {
+		t.Run(fmt.Sprintf("%d tags", own), func(t *testing.T) {
+			ctx := context.Background()
+			w := newSplitWorld(t, func(g *awstest.GroupSpec) {
+				tags := map[string]string{}
+				for k, v := range g.Tags {
+					tags[k] = v
+				}
+				for n := len(tags); n < own; n++ {
+					tags[fmt.Sprintf("cost-center/%02d", n)] = "x"
+				}
+				g.Tags = tags
+			})
+			s := w.splitter(w.cloud, "run")
+			res, _ := w.passUntilDone(ctx, t, s, "cassandra", 30)
+			if res.Done {
+				return
+			}
+			g, _ := w.emu.Group("cassandra")
+			// AZRebalance suspended is what the balancer does to every multi-zone group anyway.
+			susp := slices.DeleteFunc(w.emu.Suspended("cassandra"), func(p string) bool { return p == "AZRebalance" })
+			if len(susp) > 0 || g.MinSize != 3 || len(w.emu.GroupNames()) != 1 {
+				t.Errorf("a split that never recorded an instance (waiting %q) left cassandra with processes %v suspended, min %d (was 3), and groups %v",
+					res.Waiting, susp, g.MinSize, w.emu.GroupNames())
+			}
+		})
+	}
 }
