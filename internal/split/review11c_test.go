@@ -167,3 +167,35 @@ func TestReview11cSplitWithoutRoomNeverStarts(t *testing.T) {
 		})
 	}
 }
+
+// TestReview11cRecordOfAGroupNamedLikeAZoneGroup (review 11c, fix ec828b3):
+// a per-instance record naming an instance of another group is deleted as
+// ignored only when that group's name does not start with "<group>-":
+// snapshot takes every such group for one of the split's own per-zone
+// groups, though those are exactly "<group>-<zone>" for the group's zones.
+// An unrelated group "cassandra-backup" (a common naming) is not one of
+// them. The instance then counts as detached on a record another write
+// overwrote (step 4b), is written as the batch in flight, and
+// AttachInstances refuses it for good (user guide,
+// ec2-auto-scaling-detach-attach-instances: "The instance can't be a member
+// of another Auto Scaling group"), for the zone group and for the split
+// group alike: every pass fails, and the split never finishes. Same input as
+// TestSplitIgnoresARecordOfAnotherGroupsInstance, another group name.
+func TestReview11cRecordOfAGroupNamedLikeAZoneGroup(t *testing.T) {
+	ctx := context.Background()
+	w := newSplitWorld(t)
+	other := w.emu.CreateGroup(awstest.GroupSpec{Name: "cassandra-backup", Zones: zones[:1], MinSize: 1, MaxSize: 1, InstanceType: "m5.large",
+		Instances: map[string]int{zones[0]: 1}})
+	stranger := other[zones[0]][0]
+	if err := w.cloud.SetGroupTags(ctx, "cassandra", map[string]string{split.TagRecordPrefix + stranger: zones[0]}); err != nil {
+		t.Fatal(err)
+	}
+	s := w.splitter(w.cloud, "run")
+	res, err := w.passUntilDone(ctx, t, s, "cassandra", 80)
+	if i, _ := w.emu.Instance(stranger); i.Group != "cassandra-backup" {
+		t.Errorf("instance %s of cassandra-backup is now in %q", stranger, i.Group)
+	}
+	if !res.Done {
+		t.Errorf("the split never finished because of a record of %s, which is in cassandra-backup (not one of the split's per-zone groups): last error %v, waiting %q, stranded %q", stranger, err, res.Waiting, res.Stranded)
+	}
+}
