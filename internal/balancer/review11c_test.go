@@ -1,6 +1,7 @@
 package balancer
 
 import (
+	"fmt"
 	"net/http"
 	"testing"
 	"time"
@@ -8,6 +9,8 @@ import (
 	awssdk "github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
 	astypes "github.com/aws/aws-sdk-go-v2/service/autoscaling/types"
+	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/ballast-k8s/ballast/internal/asg"
 	"github.com/ballast-k8s/ballast/internal/awstest"
@@ -124,5 +127,47 @@ func TestReview11cHeldAsLongAsAWSAllows(t *testing.T) {
 	if got := w.lifecycleState(w.ids[0]); got != awstest.TerminatingWait {
 		t.Errorf("instance %s, whose node holds the bound local volume pv-0 and which every loop heartbeated, is %s after 9 hours; AWS keeps a heartbeated termination up to 48 hours, but the hook's heartbeat timeout %s limits it to %s",
 			w.ids[0], got, w.b.opts.HeartbeatTimeout, globalTimeout(w.b.opts.HeartbeatTimeout.Seconds()))
+	}
+}
+
+// TestReview11cHeldForACSILocalVolumeOfTopologyKey (review 11c): a CSI
+// driver's node-local volume (TopoLVM, OpenEBS LVM LocalPV: the usual way to
+// carve the instance-store NVMe of i3 instances into volumes) pins its PV
+// with the driver's own topology key, whose value is the node's name
+// (TopoLVM: `topology.topolvm.io/node In [<node>]`; kubelet labels the Node
+// with it from the driver's NodeGetInfo accessible topology, CSI spec
+// "accessible_topology"). boundLocalHosts recognises a CSI volume as
+// node-local only when every term names `kubernetes.io/hostname` or
+// metadata.name, so such a volume is not "held": the node gets no
+// scale-down-disabled annotation, no scale-in protection, and its held
+// termination is let go at once with CONTINUE, terminating the instance
+// with the volume's data. A term whose In values match exactly one node,
+// by a label only that node carries, pins the volume to that node as surely
+// as the hostname does.
+func TestReview11cHeldForACSILocalVolumeOfTopologyKey(t *testing.T) {
+	const key = "topology.topolvm.io/node"
+	w := newWorld(t, 2, nil)
+	for i := range w.ids {
+		name := fmt.Sprintf("cass-%d", i)
+		n, err := w.kube.CoreV1().Nodes().Get(w.ctx, name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		n.Labels[key] = name
+		if _, err := w.kube.CoreV1().Nodes().Update(w.ctx, n, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		pv := w.volume(fmt.Sprintf("pv-%d", i))
+		pv.Spec.PersistentVolumeSource = v1.PersistentVolumeSource{CSI: &v1.CSIPersistentVolumeSource{Driver: "topolvm.io", VolumeHandle: fmt.Sprintf("lv-%d", i)}}
+		pv.Spec.NodeAffinity.Required.NodeSelectorTerms = []v1.NodeSelectorTerm{{MatchExpressions: []v1.NodeSelectorRequirement{{Key: key, Operator: v1.NodeSelectorOpIn, Values: []string{name}}}}}
+		if _, err := w.kube.CoreV1().PersistentVolumes().Update(w.ctx, pv, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w.reconcile()
+	w.startTermination(w.ids[0])
+	w.loopPastTimeout()
+	if got := w.lifecycleState(w.ids[0]); got != awstest.TerminatingWait {
+		t.Errorf("instance %s, whose node cass-0 holds the bound TopoLVM volume pv-0 (pinned by %s), is %s, want %s", w.ids[0], key, got, awstest.TerminatingWait)
 	}
 }
