@@ -494,7 +494,9 @@ func (s *Splitter) snapshot(ctx context.Context, group string) (*snapshot, error
 			return nil, err
 		}
 		for _, m := range ms {
-			if slices.Contains(recorded, m.ID) && m.Group != group && !strings.HasPrefix(m.Group, group+"-") {
+			// Only the exact per-zone groups are the split's: another
+			// group may be named "<group>-something" too.
+			if slices.Contains(recorded, m.ID) && m.Group != group && !slices.Contains(names, m.Group) {
 				snap.elsewhere[m.ID] = m.Group
 			}
 		}
