@@ -731,6 +731,18 @@ func steps(snap *snapshot, sel asg.Selector) (p plan, err error) {
 		}
 	}
 
+	// Room for one per-instance record at least, before the first write:
+	// a split that cannot record a single instance would suspend Launch
+	// and Terminate, zero the minimum and create the per-zone groups, then
+	// wait for ever (at most 50 tags per group; CreateOrUpdateTags fails
+	// with LimitExceeded over it).
+	if state == "" {
+		if room := recordRoom(old.Tags, TagLock); room < 1 {
+			return p, fmt.Errorf("group %s has %d tags, and a split needs %d more of its own (%s, %s, %s, %s) plus one per instance moved at a time, at most %d per group: not splitting; remove at least %d tag(s) of the group first",
+				name, len(old.Tags), missing(old.Tags, TagLock, TagState, TagSizes, TagImages), TagLock, TagState, TagSizes, TagImages, maxGroupTags, 1-room)
+		}
+	}
+
 	// 1. Before any other write, keep AWS from replacing, removing or
 	// rebalancing capacity of the group.
 	var suspend []string
@@ -1063,16 +1075,9 @@ func steps(snap *snapshot, sel asg.Selector) (p plan, err error) {
 	// it, then detach it; it is attached by a later pass, once detached.
 	var blocked []string
 	// Each instance of a batch takes a tag of its own (TagRecordPrefix).
-	room := maxGroupTags - len(old.Tags)
-	if _, ok := old.Tags[TagState]; !ok {
-		room--
-	}
-	if _, ok := old.Tags[TagSizes]; !ok { // written by step 2 of this same pass
-		room--
-	}
-	if _, ok := old.Tags[TagImages]; !ok { // written by the batch's detach step
-		room--
-	}
+	// TagSizes may be written by step 2 of this same pass, TagImages by
+	// the batch's detach step.
+	room := recordRoom(old.Tags)
 	for _, z := range snap.zones {
 		var batch []moved
 		for _, i := range old.Instances {
@@ -1336,6 +1341,23 @@ func protectImages(ctx context.Context, c Cloud, group string, ids []string, pro
 		}
 	}
 	return strings.Join(mine, " "), nil
+}
+
+// missing counts the keys that tags lacks.
+func missing(tags map[string]string, keys ...string) int {
+	n := 0
+	for _, k := range keys {
+		if _, ok := tags[k]; !ok {
+			n++
+		}
+	}
+	return n
+}
+
+// recordRoom is how many per-instance records fit on a group with tags once
+// the split's own tags (TagState, TagSizes, TagImages, and extra) are there.
+func recordRoom(tags map[string]string, extra ...string) int {
+	return maxGroupTags - len(tags) - missing(tags, append([]string{TagState, TagSizes, TagImages}, extra...)...)
 }
 
 // isImageNotFound reports whether EC2 no longer knows an AMI.
