@@ -92,8 +92,13 @@ type Options struct {
 }
 
 // DefaultHeartbeatTimeout is the termination hook's heartbeat timeout when
-// none is given (the --lifecycle-heartbeat-timeout default).
-const DefaultHeartbeatTimeout = 5 * time.Minute
+// none is given (the --lifecycle-heartbeat-timeout default). AWS ends a
+// held termination at the hook's global timeout, "172800 seconds (48 hours)
+// or 100 times HeartbeatTimeout, whichever is smaller" (API_LifecycleHook,
+// GlobalTimeout): 1728 s or more gets the full 48 hours. It costs nothing
+// to the terminations the balancer lets go (it completes them in its next
+// loop); a balancer that is down holds a termination this long.
+const DefaultHeartbeatTimeout = 30 * time.Minute
 
 // DefaultTemplateRefresh is the longest the node-group ConfigMap goes
 // without a write when none is given (the --template-refresh default).
