@@ -71,9 +71,11 @@ const (
 	// per-zone group or terminated.
 	TagRecordPrefix = TagState + "/"
 	// TagImages lists the AMIs whose deregistration protection the split
-	// enabled for the batch in flight; it disables it once the batch is
-	// attached. An AMI deregistered while its instance is detached would
-	// leave the instance attachable to no group.
+	// enables for the batch in flight, written before it enables it; it
+	// disables it once the batch is attached, unless another group's split
+	// records the same AMI in its own TagImages (then that split lifts it).
+	// An AMI deregistered while its instance is detached would leave the
+	// instance attachable to no group.
 	TagImages = "ballast.k8s.io/split-images"
 
 	// StateDone is TagState of a finished split.
@@ -409,6 +411,9 @@ type snapshot struct {
 	// elsewhere are the instances of per-instance records that are members
 	// of a group other than the split's: not the split's to move.
 	elsewhere map[string]string
+	// unprotected are the AMIs TagImages records that have no
+	// deregistration protection (now).
+	unprotected []string
 	// badRecords are the keys of per-instance records that name no instance
 	// ID, and why: they are reported and deleted, never put on the state tag.
 	badRecords map[string]string
@@ -485,6 +490,17 @@ func (s *Splitter) snapshot(ctx context.Context, group string) (*snapshot, error
 	}
 	if err := s.checkImages(ctx, snap, inFlight); err != nil {
 		return nil, err
+	}
+	if amis := strings.Fields(snap.old.Tags[TagImages]); len(amis) > 0 && len(inFlight) > 0 {
+		owned, err := s.cloud.OwnedImages(ctx, amis)
+		if err != nil {
+			return nil, fmt.Errorf("describing the AMIs recorded in %s: %w", TagImages, err)
+		}
+		for _, ami := range amis {
+			if on, ok := owned[ami]; ok && !on {
+				snap.unprotected = append(snap.unprotected, ami)
+			}
+		}
 	}
 	if len(recorded) > 0 {
 		// A recorded instance in no group of the split may be in another
@@ -841,20 +857,20 @@ func steps(snap *snapshot, sel asg.Selector) (p plan, err error) {
 
 	imagesTag := old.Tags[TagImages]
 	detach := func(ids []string) {
-		// The batch's AMIs are protected from deregistration first, and
-		// recorded, so that the protection is lifted once it is attached.
-		protected, record := imagesTag, imagesTag
-		add("", "EnableImageDeregistrationProtection", "AMIs of "+strings.Join(ids, ","), func(ctx context.Context, c Cloud) error {
+		// The batch's AMIs are recorded first, then protected from
+		// deregistration, so that a crash in between leaves nothing
+		// protected that no tag names: the protection is lifted once the
+		// batch is attached (or re-enabled by the next pass).
+		var enable []string
+		guarded(add(name, "CreateOrUpdateTags", TagImages+" (the AMIs to protect)", func(ctx context.Context, c Cloud) error {
 			var err error
-			record, err = protectImages(ctx, c, name, ids, protected)
+			enable, err = recordImages(ctx, c, sel, name, ids, imagesTag)
 			return err
-		})
-		guarded(add(name, "CreateOrUpdateTags", TagImages+" (the AMIs protected)", func(ctx context.Context, c Cloud) error {
-			if record == protected {
-				return nil
-			}
-			return c.SetGroupTags(ctx, name, map[string]string{TagImages: record})
 		}), nil)
+		add("", "EnableImageDeregistrationProtection", "AMIs of "+strings.Join(ids, ","), func(ctx context.Context, c Cloud) error {
+			enableImages(ctx, c, name, enable)
+			return nil
+		})
 		guarded(add(name, "DetachInstances", strings.Join(ids, ","), func(ctx context.Context, c Cloud) error {
 			// The AMIs again, right before: one deregistered since the
 			// snapshot would leave the instance in no group.
@@ -894,8 +910,12 @@ func steps(snap *snapshot, sel asg.Selector) (p plan, err error) {
 	handled := map[string]bool{}
 	if inFlight {
 		var toDetach, toAttach, toProtect, toReturn, toProtectBack, unrecord []string
+		onWay := false // an instance of the batch is detaching or in no group
 		for _, m := range flight {
 			handled[m.id] = true
+			if oi := inOld[m.id]; inZone[m.id] == nil && !gone(snap.ec2State[m.id]) && (oi == nil || oi.LifecycleState == lifecycleDetaching) {
+				onWay = true
+			}
 			if m.back { // refused by its zone's group: back to the split group, for good
 				switch {
 				case inOld[m.id] != nil:
@@ -958,6 +978,16 @@ func steps(snap *snapshot, sel asg.Selector) (p plan, err error) {
 			default:
 				p.waiting = append(p.waiting, fmt.Sprintf("instance %s of the batch in flight is in no group and %s; it is attached once running", m.id, snap.ec2State[m.id]))
 			}
+		}
+		if onWay && len(toDetach) == 0 && len(snap.unprotected) > 0 {
+			// An AMI on record for the batch lost its protection (a crash
+			// between recording and enabling it, or someone lifted it):
+			// protected again while an instance is on its way.
+			amis := snap.unprotected
+			add("", "EnableImageDeregistrationProtection", strings.Join(amis, ",")+" (recorded in "+TagImages+", not protected)", func(ctx context.Context, c Cloud) error {
+				enableImages(ctx, c, name, amis)
+				return nil
+			})
 		}
 		if len(unrecord) > 0 {
 			// The record without them, before any detach: a later pass
@@ -1060,7 +1090,18 @@ func steps(snap *snapshot, sel asg.Selector) (p plan, err error) {
 	// split set for it (the next batch sets it again for its own AMIs).
 	if amis := strings.Fields(imagesTag); len(amis) > 0 {
 		add("", "DisableImageDeregistrationProtection", strings.Join(amis, ","), func(ctx context.Context, c Cloud) error {
+			// Another group's split may need the same AMI for its own
+			// batch (one AMI for several node groups is common): the last
+			// split that records it lifts it.
+			others, err := imagesOfOtherSplits(ctx, c, sel, name)
+			if err != nil {
+				return err
+			}
 			for _, ami := range amis {
+				if g := others[ami]; len(g) > 0 {
+					klog.FromContext(ctx).Info("Keeping the deregistration protection of an AMI another split still records", "group", name, "ami", ami, "recordedBy", g)
+					continue
+				}
 				if err := c.SetImageProtection(ctx, ami, false); err != nil && !isImageNotFound(err) {
 					return err
 				}
@@ -1290,23 +1331,32 @@ func attachWithRoom(ctx context.Context, c Cloud, group string, ids []string) er
 	return c.AttachInstances(ctx, group, rest)
 }
 
-// protectImages enables the deregistration protection of the AMIs of the
+// recordImages finds the AMIs to protect from deregistration of the
 // instances ids that the account owns, before they are detached
 // (API_EnableImageDeregistrationProtection: "When deregistration protection
 // is enabled, the AMI can't be deregistered."): AttachInstances refuses an
 // instance whose AMI is gone, and a detached instance would then run in no
-// group. The AMIs it enables are recorded in TagImages (with those of
-// protected, the tag's value so far) so that the protection is lifted once
-// the batch is attached; an AMI protected by someone else is left alone. An
+// group.
+//
+// The AMIs are recorded in TagImages (recorded is its value so far) before
+// their protection is enabled, so that no crash leaves one protected with
+// no tag to say it is to be lifted; a recorded AMI found unprotected is
+// enabled again. An AMI already protected is the split's own when another
+// group's split records it (the same AMI for several groups): it is recorded
+// here too and enabled again (a no-op, unless that split lifted it in
+// between), so that neither lifts it under the other's batch. An AMI
+// protected and recorded by no split is someone else's: theirs to lift. An
 // AMI the account does not own, or that cannot be protected, is logged as a
-// risk and the batch still moves. It returns TagImages' new value.
-func protectImages(ctx context.Context, c Cloud, group string, ids []string, protected string) (string, error) {
+// risk and the batch still moves. It records them and returns those to
+// enable (enableImages).
+func recordImages(ctx context.Context, c Cloud, sel asg.Selector, group string, ids []string, recorded string) ([]string, error) {
 	logger := klog.FromContext(ctx)
 	insts, err := c.DescribeInstances(ctx, ids)
 	if err != nil {
-		return protected, fmt.Errorf("describing the batch's instances to protect their AMIs: %w", err)
+		return nil, fmt.Errorf("describing the batch's instances to protect their AMIs: %w", err)
 	}
-	var amis []string
+	mine := strings.Fields(recorded)
+	amis := slices.Clone(mine)
 	for _, i := range insts {
 		if i.ImageID != "" {
 			amis = append(amis, i.ImageID)
@@ -1315,32 +1365,73 @@ func protectImages(ctx context.Context, c Cloud, group string, ids []string, pro
 	slices.Sort(amis)
 	amis = slices.Compact(amis)
 	if len(amis) == 0 {
-		return protected, nil
+		return nil, nil
 	}
 	owned, err := c.OwnedImages(ctx, amis)
 	if err != nil {
-		return protected, fmt.Errorf("describing the batch's AMIs to protect them: %w", err)
+		return nil, fmt.Errorf("describing the batch's AMIs to protect them: %w", err)
 	}
-	mine := strings.Fields(protected)
+	var others map[string][]string
+	var enable []string
 	for _, ami := range amis {
 		already, ok := owned[ami]
+		if slices.Contains(mine, ami) {
+			if ok && !already {
+				enable = append(enable, ami)
+			}
+			continue
+		}
+		if already && others == nil {
+			if others, err = imagesOfOtherSplits(ctx, c, sel, group); err != nil {
+				return nil, fmt.Errorf("reading which splits protect the batch's AMIs: %w", err)
+			}
+		}
 		switch {
-		case slices.Contains(mine, ami):
 		case !ok:
 			logger.Info("Warning: cannot protect an AMI of the batch from deregistration (not the account's); if it is deregistered while the batch is detached, its instances run in no group", "group", group, "ami", ami)
-		case already:
+		case already && len(others[ami]) == 0:
 			// Protected by someone else: theirs to lift.
 		case len(strings.Join(append(slices.Clone(mine), ami), " ")) > maxTagValue:
 			logger.Info("Warning: no room to record one more protected AMI; it is not protected from deregistration while the batch is detached", "group", group, "ami", ami)
 		default:
-			if err := c.SetImageProtection(ctx, ami, true); err != nil {
-				logger.Info("Warning: cannot protect an AMI of the batch from deregistration; if it is deregistered while the batch is detached, its instances run in no group", "group", group, "ami", ami, "err", err)
-				continue
-			}
-			mine = append(mine, ami)
+			mine, enable = append(mine, ami), append(enable, ami)
 		}
 	}
-	return strings.Join(mine, " "), nil
+	if v := strings.Join(mine, " "); v != recorded {
+		if err := c.SetGroupTags(ctx, group, map[string]string{TagImages: v}); err != nil {
+			return nil, fmt.Errorf("recording the AMIs to protect: %w", err)
+		}
+	}
+	return enable, nil
+}
+
+// enableImages enables the deregistration protection of amis; a failure is
+// logged as a risk, and the batch still moves.
+func enableImages(ctx context.Context, c Cloud, group string, amis []string) {
+	for _, ami := range amis {
+		if err := c.SetImageProtection(ctx, ami, true); err != nil {
+			klog.FromContext(ctx).Info("Warning: cannot protect an AMI of the batch from deregistration; if it is deregistered while the batch is detached, its instances run in no group", "group", group, "ami", ami, "err", err)
+		}
+	}
+}
+
+// imagesOfOtherSplits returns, by AMI, the groups other than group (among
+// those sel discovers) whose split records it in TagImages.
+func imagesOfOtherSplits(ctx context.Context, c Cloud, sel asg.Selector, group string) (map[string][]string, error) {
+	gs, err := c.DescribeGroups(ctx, asg.Selector{TagKeys: sel.TagKeys})
+	if err != nil {
+		return nil, err
+	}
+	out := map[string][]string{}
+	for _, g := range gs {
+		if g.Name == group {
+			continue
+		}
+		for _, ami := range strings.Fields(g.Tags[TagImages]) {
+			out[ami] = append(out[ami], g.Name)
+		}
+	}
+	return out, nil
 }
 
 // missing counts the keys that tags lacks.
