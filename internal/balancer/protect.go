@@ -342,7 +342,7 @@ func (b *Balancer) heldUndiscovered(ctx context.Context, inv *inventory, hold fu
 	}
 	found, asked, err := b.undiscoveredHolders(ctx, inv, known)
 	errs = append(errs, err)
-	if err != nil && len(found) == 0 {
+	if len(asked) > 0 {
 		// DescribeAutoScalingInstances failed: after a restart nothing else
 		// names their group. Heartbeat those a bound local volume records
 		// with its group (a heartbeat for an instance that is not waiting
@@ -388,8 +388,8 @@ func (b *Balancer) heldUndiscovered(ctx context.Context, inv *inventory, hold fu
 // node's, or the one a volume recorded) that no discovered group holds and
 // that wait in Terminating:Wait, in a group that carries the balancer's hook
 // (or whose hooks cannot be described: a heartbeat for a hook that is not
-// there only fails), and the instances it asked about. Instances in known
-// are already handled.
+// there only fails), and, when DescribeAutoScalingInstances fails, the
+// instances it asked about. Instances in known are already handled.
 func (b *Balancer) undiscoveredHolders(ctx context.Context, inv *inventory, known map[string]bool) ([]asg.GroupMember, []string, error) {
 	var ask []string
 	for _, id := range holderIDs(inv) {
@@ -425,7 +425,7 @@ func (b *Balancer) undiscoveredHolders(ctx context.Context, inv *inventory, know
 			out = append(out, m)
 		}
 	}
-	return out, ask, errors.Join(errs...)
+	return out, nil, errors.Join(errs...)
 }
 
 // holds returns the bound local volumes that keep an instance: those on its
