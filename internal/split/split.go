@@ -118,6 +118,11 @@ type Cloud interface {
 
 var _ Cloud = (*asg.Client)(nil)
 
+// ErrRefused wraps the refusal to split a group as it stands (a launch hook
+// with DefaultResult ABANDON, no room for the split's tags): bad input that
+// no pass changes until the operator does; nothing was written.
+var ErrRefused = errors.New("not splitting")
+
 // ZoneGroupName is the name of the group of zone split from group.
 func ZoneGroupName(group, zone string) string { return group + "-" + zone }
 
@@ -743,7 +748,7 @@ func steps(snap *snapshot, sel asg.Selector) (p plan, err error) {
 	// attached instances. Such a group is not split.
 	for _, h := range snap.oldHooks {
 		if h.Transition == transitionLaunching && h.DefaultResult == resultAbandon {
-			return p, fmt.Errorf("group %s has launch lifecycle hook %s with default result ABANDON: an instance attached to a per-zone group could be terminated at the hook's timeout; not splitting (make its default CONTINUE, or remove it, first)", name, h.Name)
+			return p, fmt.Errorf("%w: group %s has launch lifecycle hook %s with default result ABANDON: an instance attached to a per-zone group could be terminated at the hook's timeout (make its default CONTINUE, or remove it, first)", ErrRefused, name, h.Name)
 		}
 	}
 
@@ -754,8 +759,8 @@ func steps(snap *snapshot, sel asg.Selector) (p plan, err error) {
 	// with LimitExceeded over it).
 	if state == "" {
 		if room := recordRoom(old.Tags, TagLock); room < 1 {
-			return p, fmt.Errorf("group %s has %d tags, and a split needs %d more of its own (%s, %s, %s, %s) plus one per instance moved at a time, at most %d per group: not splitting; remove at least %d tag(s) of the group first",
-				name, len(old.Tags), missing(old.Tags, TagLock, TagState, TagSizes, TagImages), TagLock, TagState, TagSizes, TagImages, maxGroupTags, 1-room)
+			return p, fmt.Errorf("%w: group %s has %d tags, and a split needs %d more of its own (%s, %s, %s, %s) plus one per instance moved at a time, at most %d per group; remove at least %d tag(s) of the group first",
+				ErrRefused, name, len(old.Tags), missing(old.Tags, TagLock, TagState, TagSizes, TagImages), TagLock, TagState, TagSizes, TagImages, maxGroupTags, 1-room)
 		}
 	}
 
