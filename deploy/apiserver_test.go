@@ -286,6 +286,10 @@ func TestAPIServer(t *testing.T) {
 			_, err := as.CoreV1().PersistentVolumes().List(ctx, metav1.ListOptions{ResourceVersion: "0"})
 			return err
 		})
+		allowed(t, "list CSI nodes (the topology keys of CSI drivers)", func() error {
+			_, err := as.StorageV1().CSINodes().List(ctx, metav1.ListOptions{ResourceVersion: "0"})
+			return err
+		})
 		allowed(t, "annotate a node (merge patch)", func() error {
 			_, err := as.CoreV1().Nodes().Patch(ctx, "node-1", types.MergePatchType,
 				[]byte(`{"metadata":{"annotations":{"cluster-autoscaler.kubernetes.io/scale-down-disabled":"true","ballast.k8s.io/protected-by":"az-balancer"}}}`),

@@ -94,8 +94,13 @@ type Options struct {
 }
 
 // DefaultHeartbeatTimeout is the termination hook's heartbeat timeout when
-// none is given (the --lifecycle-heartbeat-timeout default).
-const DefaultHeartbeatTimeout = 5 * time.Minute
+// none is given (the --lifecycle-heartbeat-timeout default). AWS ends a
+// held termination at the hook's global timeout, "172800 seconds (48 hours)
+// or 100 times HeartbeatTimeout, whichever is smaller" (API_LifecycleHook,
+// GlobalTimeout): 1728 s or more gets the full 48 hours. It costs nothing
+// to the terminations the balancer lets go (it completes them in its next
+// loop); a balancer that is down holds a termination this long.
+const DefaultHeartbeatTimeout = 30 * time.Minute
 
 // DefaultTemplateRefresh is the longest the node-group ConfigMap goes
 // without a write when none is given (the --template-refresh default).
@@ -228,7 +233,8 @@ func (b *Balancer) Reconcile(ctx context.Context) (err error) {
 
 	groups, err := b.cloud.DescribeGroups(ctx, b.opts.Selector)
 	if err != nil {
-		return err
+		// Held terminations are held still (blindhold.go); nothing else runs.
+		return b.holdWithoutGroups(ctx, err)
 	}
 	// ResourceVersion 0 serves the lists from the apiserver's watch cache.
 	nodes, err := b.kube.CoreV1().Nodes().List(ctx, metav1.ListOptions{ResourceVersion: "0"})
@@ -239,17 +245,22 @@ func (b *Balancer) Reconcile(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("listing persistent volumes: %w", err)
 	}
+	// Without the CSI nodes, a volume pinned by its driver's topology key
+	// looks free on this list; nothing is let go before a quorum read,
+	// which lists them again (confirmed).
+	csinodes, csiErr := b.listCSINodes(ctx, "0")
+	topo := newNodeTopology(nodes.Items, csinodes)
 	var w warnings
 	groups = b.discovered(groups, &w)
-	inv := newInventory(groups, nodes.Items, pvs.Items)
+	inv := newInventory(groups, nodes.Items, pvs.Items, topo)
 	// Held terminations first: nothing slow may come before their heartbeat.
-	errs := []error{b.lifecycleActions(ctx, inv)}
+	errs := []error{b.lifecycleActions(ctx, inv), csiErr}
 	zoneErr := b.zonePolicy(ctx, inv, &w)
 	if inv.regrouped { // a split moved instances: protect them in their new groups
 		if groups, err := b.cloud.DescribeGroups(ctx, b.opts.Selector); err != nil {
 			zoneErr = errors.Join(zoneErr, err)
 		} else {
-			inv = newInventory(b.discovered(groups, nil), nodes.Items, pvs.Items)
+			inv = newInventory(b.discovered(groups, nil), nodes.Items, pvs.Items, topo)
 		}
 	}
 	errs = append(errs,
@@ -282,7 +293,11 @@ func (b *Balancer) confirmed(ctx context.Context, inv *inventory) (*inventory, e
 	if err != nil {
 		return nil, fmt.Errorf("listing persistent volumes again before releasing anything: %w", err)
 	}
-	inv.quorum = newInventory(inv.groups, nodes.Items, pvs.Items)
+	csinodes, err := b.listCSINodes(ctx, "")
+	if err != nil {
+		return nil, fmt.Errorf("%w, again before releasing anything", err)
+	}
+	inv.quorum = newInventory(inv.groups, nodes.Items, pvs.Items, newNodeTopology(nodes.Items, csinodes))
 	return inv.quorum, nil
 }
 
@@ -298,6 +313,7 @@ type inventory struct {
 	orphans   []*v1.PersistentVolume          // bound local volumes whose node is gone
 	badIDs    map[string]error                // node name -> providerID problem
 	named     map[string][]string             // instance id -> bound local volumes that record it
+	topo      *nodeTopology                   // CSI volumes pinned by their driver's topology key
 	regrouped bool                            // a split moved instances after the snapshot
 	quorum    *inventory                      // the same read past the watch cache, see confirmed
 }
@@ -307,11 +323,11 @@ type instanceRef struct {
 	inst  *asg.GroupInstance
 }
 
-func newInventory(groups []asg.Group, nodes []v1.Node, pvs []v1.PersistentVolume) *inventory {
+func newInventory(groups []asg.Group, nodes []v1.Node, pvs []v1.PersistentVolume, topo *nodeTopology) *inventory {
 	inv := &inventory{
 		groups: groups, instances: map[string]instanceRef{}, nodeOf: map[string]*v1.Node{}, instOf: map[string]string{},
 		held: map[string][]string{}, badIDs: map[string]error{}, volumes: map[string]*v1.PersistentVolume{},
-		named: map[string][]string{},
+		named: map[string][]string{}, topo: topo,
 	}
 	for gi := range groups {
 		g := &groups[gi]
@@ -339,7 +355,7 @@ func newInventory(groups []asg.Group, nodes []v1.Node, pvs []v1.PersistentVolume
 	sort.Slice(inv.nodes, func(i, j int) bool { return inv.nodes[i].Name < inv.nodes[j].Name })
 	for i := range pvs {
 		pv := &pvs[i]
-		hosts := boundLocalHosts(pv)
+		hosts, _ := localHosts(pv, topo)
 		if len(hosts) > 0 {
 			inv.volumes[pv.Name] = pv
 			if id := pv.Annotations[AnnotationInstanceID]; id != "" {
@@ -366,14 +382,21 @@ func newInventory(groups []asg.Group, nodes []v1.Node, pvs []v1.PersistentVolume
 // local volume) when every term of its affinity names hosts, since one term
 // without a host would let it follow the pod elsewhere.
 func boundLocalHosts(pv *v1.PersistentVolume) []string {
+	hosts, _ := localHosts(pv, nil)
+	return hosts
+}
+
+// localHosts is boundLocalHosts, where a term of a CSI volume may also pin
+// it to a node by its driver's topology key (nodeTopology; topo may be nil).
+// byTopology says whether a term did.
+func localHosts(pv *v1.PersistentVolume, topo *nodeTopology) (out []string, byTopology bool) {
 	if pv.Status.Phase != v1.VolumeBound || pv.Spec.ClaimRef == nil {
-		return nil
+		return nil, false
 	}
 	if pv.Spec.NodeAffinity == nil || pv.Spec.NodeAffinity.Required == nil {
-		return nil
+		return nil, false
 	}
 	local := pv.Spec.Local != nil || pv.Spec.HostPath != nil
-	var out []string
 	for _, t := range pv.Spec.NodeAffinity.Required.NodeSelectorTerms {
 		var hosts []string
 		for _, r := range t.MatchExpressions {
@@ -387,12 +410,16 @@ func boundLocalHosts(pv *v1.PersistentVolume) []string {
 			}
 		}
 		if len(hosts) == 0 && !local {
-			return nil
+			h, ok := topo.pinned(pv, t)
+			if !ok {
+				return nil, false
+			}
+			hosts, byTopology = append(hosts, h), true
 		}
 		out = append(out, hosts...)
 	}
 	slices.Sort(out)
-	return slices.Compact(out)
+	return slices.Compact(out), byTopology
 }
 
 // zonePolicy reports groups spanning zones and suspends their AZRebalance. It

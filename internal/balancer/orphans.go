@@ -10,6 +10,7 @@ import (
 	"time"
 
 	v1 "k8s.io/api/core/v1"
+	storagev1 "k8s.io/api/storage/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -28,6 +29,12 @@ const (
 	// went must still be able to ask EC2 what became of it.
 	AnnotationInstanceID = "ballast.k8s.io/instance-id"
 	AnnotationZone       = "ballast.k8s.io/zone"
+	// AnnotationGroup records, next to AnnotationInstanceID, the Auto
+	// Scaling group that instance was last seen in: a heartbeat names the
+	// group, the hook and the instance, and a balancer restarted while
+	// neither DescribeAutoScalingGroups nor DescribeAutoScalingInstances
+	// answers still holds the instance's termination by it.
+	AnnotationGroup = "ballast.k8s.io/group"
 	// AnnotationOrphanedSince is when the balancer first saw the volume's
 	// node gone and its instance terminated (RFC 3339). The release delay
 	// runs from it, across restarts.
@@ -170,6 +177,15 @@ func (b *Balancer) recordPlacement(ctx context.Context, inv *inventory) error {
 					patch[AnnotationInstanceID] = id
 					if z := nodeZone(n); z != "" && pv.Annotations[AnnotationZone] != z {
 						patch[AnnotationZone] = z
+					}
+				}
+				if replace || was == id {
+					ref, inGroup := inv.instances[id]
+					switch g := pv.Annotations[AnnotationGroup]; {
+					case inGroup && g != ref.group.Name:
+						patch[AnnotationGroup] = ref.group.Name
+					case !inGroup && replace && g != "":
+						patch[AnnotationGroup] = nil // another instance's group
 					}
 				}
 			}
@@ -318,11 +334,14 @@ func inRegion(zone, region string) bool {
 
 // orphan is a bound local volume whose node is gone.
 type orphan struct {
-	pv       *v1.PersistentVolume
-	hosts    []string
-	instance string
-	since    time.Time
-	delay    time.Duration
+	pv    *v1.PersistentVolume
+	hosts []string
+	// byTopology: a term pins it by its CSI driver's topology key
+	// (nodeTopology), not by a hostname; it is never released.
+	byTopology bool
+	instance   string
+	since      time.Time
+	delay      time.Duration
 	// seen is set once this loop recorded EC2 saying the instance is terminated.
 	seen bool
 }
@@ -373,7 +392,8 @@ func (b *Balancer) orphanedVolumes(ctx context.Context, inv *inventory) (int, er
 	var cands []*orphan
 	var zones []string
 	for _, pv := range inv.orphans {
-		o := &orphan{pv: pv, hosts: boundLocalHosts(pv), instance: pv.Annotations[AnnotationInstanceID]}
+		o := &orphan{pv: pv, instance: pv.Annotations[AnnotationInstanceID]}
+		o.hosts, o.byTopology = localHosts(pv, inv.topo)
 		switch n := inv.nodeOf[o.instance]; {
 		case o.instance == "":
 			b.report(pv, ReasonOrphanedVolume, "%s", msgOrphanUnrecorded(o))
@@ -617,6 +637,9 @@ func (b *Balancer) release(ctx context.Context, inv *inventory, due []*orphan) e
 // recheck returns why an orphan must not be released after all, "" if it may.
 // It reads past the watch cache: a node that came back a second ago counts.
 func (b *Balancer) recheck(ctx context.Context, o *orphan, state map[string]string, regions map[string]bool) string {
+	if o.byTopology {
+		return fmt.Sprintf("it is pinned by its CSI driver's topology key (%v), not by a hostname that can be checked again; release it by hand", o.hosts)
+	}
 	for _, h := range o.hosts {
 		_, err := b.kube.CoreV1().Nodes().Get(ctx, h, metav1.GetOptions{})
 		switch {
@@ -662,8 +685,8 @@ func (b *Balancer) patchVolume(ctx context.Context, name string, annotations map
 // orphanObjects returns what the orphan step of a planned loop reads beyond
 // nodes and volumes: the claims of the volumes whose node is gone and the
 // StorageClasses, so that the sandbox can list their release.
-func (b *Balancer) orphanObjects(ctx context.Context, nodes []v1.Node, pvs []v1.PersistentVolume) ([]runtime.Object, error) {
-	inv := newInventory(nil, nodes, pvs)
+func (b *Balancer) orphanObjects(ctx context.Context, nodes []v1.Node, pvs []v1.PersistentVolume, csinodes []storagev1.CSINode) ([]runtime.Object, error) {
+	inv := newInventory(nil, nodes, pvs, newNodeTopology(nodes, csinodes))
 	if len(inv.orphans) == 0 {
 		return nil, nil
 	}

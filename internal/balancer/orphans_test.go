@@ -292,7 +292,7 @@ func (w *world) releases(result string) float64 {
 func TestOrphanRecordsPlacement(t *testing.T) {
 	w := newWorld(t, 2, nil)
 	for i, id := range w.ids {
-		want := map[string]string{AnnotationInstanceID: id, AnnotationZone: zones[0]}
+		want := map[string]string{AnnotationInstanceID: id, AnnotationZone: zones[0], AnnotationGroup: "cassandra"}
 		if diff := cmp.Diff(want, w.volume(fmt.Sprintf("pv-%d", i)).Annotations); diff != "" {
 			t.Errorf("pv-%d annotations (-want, +got):\n%s", i, diff)
 		}

@@ -39,14 +39,21 @@ func (b *Balancer) Plan(ctx context.Context) ([]Action, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listing persistent volumes: %w", err)
 	}
-	objs := make([]runtime.Object, 0, len(nodes.Items)+len(pvs.Items)+1)
+	csinodes, err := b.listCSINodes(ctx, "0")
+	if err != nil {
+		return nil, err
+	}
+	objs := make([]runtime.Object, 0, len(nodes.Items)+len(pvs.Items)+len(csinodes)+1)
 	for i := range nodes.Items {
 		objs = append(objs, &nodes.Items[i])
 	}
 	for i := range pvs.Items {
 		objs = append(objs, &pvs.Items[i])
 	}
-	more, err := b.orphanObjects(ctx, nodes.Items, pvs.Items)
+	for i := range csinodes {
+		objs = append(objs, &csinodes[i])
+	}
+	more, err := b.orphanObjects(ctx, nodes.Items, pvs.Items, csinodes)
 	if err != nil {
 		return nil, err
 	}

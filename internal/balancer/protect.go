@@ -284,7 +284,8 @@ func (b *Balancer) lifecycleActions(ctx context.Context, inv *inventory) error {
 			}
 		}
 	}
-	if err := b.heldUndiscovered(ctx, inv, hold); err != nil {
+	keep := func(g, id string) { holding[heldInstance{group: g, instance: id}] = true }
+	if err := b.heldUndiscovered(ctx, inv, hold, keep); err != nil {
 		errs = append(errs, err)
 	}
 	b.held.replace(holding)
@@ -303,7 +304,11 @@ func (b *Balancer) lifecycleActions(ctx context.Context, inv *inventory) error {
 // answers for any group. An instance still in Terminating:Wait under the
 // balancer's hook is heartbeated while a bound local volume holds it. A
 // failed describe or quorum read holds it too.
-func (b *Balancer) heldUndiscovered(ctx context.Context, inv *inventory, hold func(g, id string) bool) error {
+//
+// When DescribeAutoScalingInstances fails, the instances asked about are
+// heartbeaten in the groups their volumes recorded (AnnotationGroup) and
+// kept for the heartbeat timer (keep).
+func (b *Balancer) heldUndiscovered(ctx context.Context, inv *inventory, hold func(g, id string) bool, keep func(g, id string)) error {
 	discovered := map[string]bool{}
 	for gi := range inv.groups {
 		discovered[inv.groups[gi].Name] = true
@@ -335,8 +340,23 @@ func (b *Balancer) heldUndiscovered(ctx context.Context, inv *inventory, hold fu
 			}
 		}
 	}
-	found, err := b.undiscoveredHolders(ctx, inv, known)
+	found, asked, err := b.undiscoveredHolders(ctx, inv, known)
 	errs = append(errs, err)
+	if len(asked) > 0 {
+		// DescribeAutoScalingInstances failed: after a restart nothing else
+		// names their group. Heartbeat those a bound local volume records
+		// with its group (a heartbeat for an instance that is not waiting
+		// only fails).
+		recorded := recordedGroups(inv)
+		blind := map[heldInstance]bool{}
+		for _, id := range asked {
+			if g := recorded[id]; g != "" && !b.lifecycle.completed[id] {
+				blind[heldInstance{group: g, instance: id}] = true
+				keep(g, id)
+			}
+		}
+		b.heartbeatBlind(ctx, blind)
+	}
 	for _, m := range found {
 		h := heldInstance{group: m.Group, instance: m.ID}
 		left = append(left, h)
@@ -368,29 +388,21 @@ func (b *Balancer) heldUndiscovered(ctx context.Context, inv *inventory, hold fu
 // node's, or the one a volume recorded) that no discovered group holds and
 // that wait in Terminating:Wait, in a group that carries the balancer's hook
 // (or whose hooks cannot be described: a heartbeat for a hook that is not
-// there only fails). Instances in known are already handled.
-func (b *Balancer) undiscoveredHolders(ctx context.Context, inv *inventory, known map[string]bool) ([]asg.GroupMember, error) {
-	ids := map[string]bool{}
-	for _, n := range inv.nodes {
-		if id := inv.instOf[n.Name]; id != "" && len(inv.held[n.Name]) > 0 {
-			ids[id] = true
-		}
-	}
-	for id := range inv.named {
-		ids[id] = true
-	}
+// there only fails), and, when DescribeAutoScalingInstances fails, the
+// instances it asked about. Instances in known are already handled.
+func (b *Balancer) undiscoveredHolders(ctx context.Context, inv *inventory, known map[string]bool) ([]asg.GroupMember, []string, error) {
 	var ask []string
-	for _, id := range sortedKeys(ids) {
-		if _, in := inv.instances[id]; !in && !known[id] && instanceIDPattern.MatchString(id) {
+	for _, id := range holderIDs(inv) {
+		if _, in := inv.instances[id]; !in && !known[id] {
 			ask = append(ask, id)
 		}
 	}
 	if len(ask) == 0 {
-		return nil, nil
+		return nil, nil, nil
 	}
 	members, err := b.cloud.DescribeAutoScalingInstances(ctx, ask)
 	if err != nil {
-		return nil, fmt.Errorf("describing the instances %v of bound local volumes that no discovered group holds: %w", ask, err)
+		return nil, ask, fmt.Errorf("describing the instances %v of bound local volumes that no discovered group holds: %w", ask, err)
 	}
 	var out []asg.GroupMember
 	var errs []error
@@ -413,7 +425,7 @@ func (b *Balancer) undiscoveredHolders(ctx context.Context, inv *inventory, know
 			out = append(out, m)
 		}
 	}
-	return out, errors.Join(errs...)
+	return out, nil, errors.Join(errs...)
 }
 
 // holds returns the bound local volumes that keep an instance: those on its

@@ -79,6 +79,11 @@ func (b *Balancer) splitGroup(ctx context.Context, g *asg.Group, w *warnings) (c
 	case errors.Is(err, split.ErrLocked):
 		w.warn(ReasonSplitBlocked, "%s", msgSplitLocked(g, err))
 		return false, nil
+	case errors.Is(err, split.ErrRefused):
+		// Bad input, reported: not a failure of the loop, which would
+		// fail every loop (and the liveness probe) until the operator acts.
+		w.warn(ReasonSplitBlocked, "%s", msgSplitFailed(g, err))
+		return false, nil
 	case err != nil:
 		w.warn(ReasonSplitBlocked, "%s", msgSplitFailed(g, err))
 		return len(res.Steps) > 0, err

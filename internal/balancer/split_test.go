@@ -2,6 +2,7 @@ package balancer
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"slices"
 	"strings"
@@ -150,5 +151,42 @@ func TestReconcileWaitsForSplitCommand(t *testing.T) {
 	}
 	if !found {
 		t.Error("no SplitBlocked event naming the split command")
+	}
+}
+
+// TestReconcileReportsARefusedSplit (review 11c #6): a group without room
+// for one per-instance record under --enforce=split is reported
+// (SplitBlocked) and left as it is; the loop does not fail, or it would fail
+// every loop, and the liveness probe with it, until the operator acts.
+func TestReconcileReportsARefusedSplit(t *testing.T) {
+	ctx := context.Background()
+	w := newSplitWorld(t, func(g *awstest.GroupSpec) {
+		tags := map[string]string{}
+		for k, v := range g.Tags {
+			tags[k] = v
+		}
+		for n := len(tags); n < 47; n++ {
+			tags[fmt.Sprintf("cost-center/%02d", n)] = "x"
+		}
+		g.Tags = tags
+	})
+	events := record.NewFakeRecorder(100)
+	b := New(fake.NewClientset(), w.cloud, events, w.clock, Options{Selector: asg.AutoDiscovery(cluster), HeartbeatTimeout: 5 * time.Minute, Enforce: EnforceSplit}, nil)
+	w.emu.Reset()
+	if err := b.Reconcile(ctx); err != nil {
+		t.Fatalf("the loop failed on a group it refuses to split: %v", err)
+	}
+	for _, c := range w.emu.MutatingCalls() {
+		if c.Action != "SuspendProcesses" || c.Params.Get("ScalingProcesses.member.1") != asg.ProcessAZRebalance {
+			t.Errorf("the loop made %s %v on a group it refuses to split", c.Action, c.Params)
+		}
+	}
+	close(events.Events)
+	found := false
+	for e := range events.Events {
+		found = found || (strings.Contains(e, ReasonSplitBlocked) && strings.Contains(e, "remove at least"))
+	}
+	if !found {
+		t.Error("no SplitBlocked event saying why the group is not split")
 	}
 }

@@ -71,9 +71,11 @@ const (
 	// per-zone group or terminated.
 	TagRecordPrefix = TagState + "/"
 	// TagImages lists the AMIs whose deregistration protection the split
-	// enabled for the batch in flight; it disables it once the batch is
-	// attached. An AMI deregistered while its instance is detached would
-	// leave the instance attachable to no group.
+	// enables for the batch in flight, written before it enables it; it
+	// disables it once the batch is attached, unless another group's split
+	// records the same AMI in its own TagImages (then that split lifts it).
+	// An AMI deregistered while its instance is detached would leave the
+	// instance attachable to no group.
 	TagImages = "ballast.k8s.io/split-images"
 
 	// StateDone is TagState of a finished split.
@@ -115,6 +117,11 @@ type Cloud interface {
 }
 
 var _ Cloud = (*asg.Client)(nil)
+
+// ErrRefused wraps the refusal to split a group as it stands (a launch hook
+// with DefaultResult ABANDON, no room for the split's tags): bad input that
+// no pass changes until the operator does; nothing was written.
+var ErrRefused = errors.New("not splitting")
 
 // ZoneGroupName is the name of the group of zone split from group.
 func ZoneGroupName(group, zone string) string { return group + "-" + zone }
@@ -409,6 +416,9 @@ type snapshot struct {
 	// elsewhere are the instances of per-instance records that are members
 	// of a group other than the split's: not the split's to move.
 	elsewhere map[string]string
+	// unprotected are the AMIs TagImages records that have no
+	// deregistration protection (now).
+	unprotected []string
 	// badRecords are the keys of per-instance records that name no instance
 	// ID, and why: they are reported and deleted, never put on the state tag.
 	badRecords map[string]string
@@ -486,6 +496,17 @@ func (s *Splitter) snapshot(ctx context.Context, group string) (*snapshot, error
 	if err := s.checkImages(ctx, snap, inFlight); err != nil {
 		return nil, err
 	}
+	if amis := strings.Fields(snap.old.Tags[TagImages]); len(amis) > 0 && len(inFlight) > 0 {
+		owned, err := s.cloud.OwnedImages(ctx, amis)
+		if err != nil {
+			return nil, fmt.Errorf("describing the AMIs recorded in %s: %w", TagImages, err)
+		}
+		for _, ami := range amis {
+			if on, ok := owned[ami]; ok && !on {
+				snap.unprotected = append(snap.unprotected, ami)
+			}
+		}
+	}
 	if len(recorded) > 0 {
 		// A recorded instance in no group of the split may be in another
 		// (DescribeAutoScalingInstances answers for any group).
@@ -494,7 +515,9 @@ func (s *Splitter) snapshot(ctx context.Context, group string) (*snapshot, error
 			return nil, err
 		}
 		for _, m := range ms {
-			if slices.Contains(recorded, m.ID) && m.Group != group && !strings.HasPrefix(m.Group, group+"-") {
+			// Only the exact per-zone groups are the split's: another
+			// group may be named "<group>-something" too.
+			if slices.Contains(recorded, m.ID) && m.Group != group && !slices.Contains(names, m.Group) {
 				snap.elsewhere[m.ID] = m.Group
 			}
 		}
@@ -725,7 +748,19 @@ func steps(snap *snapshot, sel asg.Selector) (p plan, err error) {
 	// attached instances. Such a group is not split.
 	for _, h := range snap.oldHooks {
 		if h.Transition == transitionLaunching && h.DefaultResult == resultAbandon {
-			return p, fmt.Errorf("group %s has launch lifecycle hook %s with default result ABANDON: an instance attached to a per-zone group could be terminated at the hook's timeout; not splitting (make its default CONTINUE, or remove it, first)", name, h.Name)
+			return p, fmt.Errorf("%w: group %s has launch lifecycle hook %s with default result ABANDON: an instance attached to a per-zone group could be terminated at the hook's timeout (make its default CONTINUE, or remove it, first)", ErrRefused, name, h.Name)
+		}
+	}
+
+	// Room for one per-instance record at least, before the first write:
+	// a split that cannot record a single instance would suspend Launch
+	// and Terminate, zero the minimum and create the per-zone groups, then
+	// wait for ever (at most 50 tags per group; CreateOrUpdateTags fails
+	// with LimitExceeded over it).
+	if state == "" {
+		if room := recordRoom(old.Tags, TagLock); room < 1 {
+			return p, fmt.Errorf("%w: group %s has %d tags, and a split needs %d more of its own (%s, %s, %s, %s) plus one per instance moved at a time, at most %d per group; remove at least %d tag(s) of the group first",
+				ErrRefused, name, len(old.Tags), missing(old.Tags, TagLock, TagState, TagSizes, TagImages), TagLock, TagState, TagSizes, TagImages, maxGroupTags, 1-room)
 		}
 	}
 
@@ -827,20 +862,20 @@ func steps(snap *snapshot, sel asg.Selector) (p plan, err error) {
 
 	imagesTag := old.Tags[TagImages]
 	detach := func(ids []string) {
-		// The batch's AMIs are protected from deregistration first, and
-		// recorded, so that the protection is lifted once it is attached.
-		protected, record := imagesTag, imagesTag
-		add("", "EnableImageDeregistrationProtection", "AMIs of "+strings.Join(ids, ","), func(ctx context.Context, c Cloud) error {
+		// The batch's AMIs are recorded first, then protected from
+		// deregistration, so that a crash in between leaves nothing
+		// protected that no tag names: the protection is lifted once the
+		// batch is attached (or re-enabled by the next pass).
+		var enable []string
+		guarded(add(name, "CreateOrUpdateTags", TagImages+" (the AMIs to protect)", func(ctx context.Context, c Cloud) error {
 			var err error
-			record, err = protectImages(ctx, c, name, ids, protected)
+			enable, err = recordImages(ctx, c, sel, name, ids, imagesTag)
 			return err
-		})
-		guarded(add(name, "CreateOrUpdateTags", TagImages+" (the AMIs protected)", func(ctx context.Context, c Cloud) error {
-			if record == protected {
-				return nil
-			}
-			return c.SetGroupTags(ctx, name, map[string]string{TagImages: record})
 		}), nil)
+		add("", "EnableImageDeregistrationProtection", "AMIs of "+strings.Join(ids, ","), func(ctx context.Context, c Cloud) error {
+			enableImages(ctx, c, name, enable)
+			return nil
+		})
 		guarded(add(name, "DetachInstances", strings.Join(ids, ","), func(ctx context.Context, c Cloud) error {
 			// The AMIs again, right before: one deregistered since the
 			// snapshot would leave the instance in no group.
@@ -880,8 +915,12 @@ func steps(snap *snapshot, sel asg.Selector) (p plan, err error) {
 	handled := map[string]bool{}
 	if inFlight {
 		var toDetach, toAttach, toProtect, toReturn, toProtectBack, unrecord []string
+		onWay := false // an instance of the batch is detaching or in no group
 		for _, m := range flight {
 			handled[m.id] = true
+			if oi := inOld[m.id]; inZone[m.id] == nil && !gone(snap.ec2State[m.id]) && (oi == nil || oi.LifecycleState == lifecycleDetaching) {
+				onWay = true
+			}
 			if m.back { // refused by its zone's group: back to the split group, for good
 				switch {
 				case inOld[m.id] != nil:
@@ -944,6 +983,16 @@ func steps(snap *snapshot, sel asg.Selector) (p plan, err error) {
 			default:
 				p.waiting = append(p.waiting, fmt.Sprintf("instance %s of the batch in flight is in no group and %s; it is attached once running", m.id, snap.ec2State[m.id]))
 			}
+		}
+		if onWay && len(toDetach) == 0 && len(snap.unprotected) > 0 {
+			// An AMI on record for the batch lost its protection (a crash
+			// between recording and enabling it, or someone lifted it):
+			// protected again while an instance is on its way.
+			amis := snap.unprotected
+			add("", "EnableImageDeregistrationProtection", strings.Join(amis, ",")+" (recorded in "+TagImages+", not protected)", func(ctx context.Context, c Cloud) error {
+				enableImages(ctx, c, name, amis)
+				return nil
+			})
 		}
 		if len(unrecord) > 0 {
 			// The record without them, before any detach: a later pass
@@ -1046,7 +1095,18 @@ func steps(snap *snapshot, sel asg.Selector) (p plan, err error) {
 	// split set for it (the next batch sets it again for its own AMIs).
 	if amis := strings.Fields(imagesTag); len(amis) > 0 {
 		add("", "DisableImageDeregistrationProtection", strings.Join(amis, ","), func(ctx context.Context, c Cloud) error {
+			// Another group's split may need the same AMI for its own
+			// batch (one AMI for several node groups is common): the last
+			// split that records it lifts it.
+			others, err := imagesOfOtherSplits(ctx, c, sel, name)
+			if err != nil {
+				return err
+			}
 			for _, ami := range amis {
+				if g := others[ami]; len(g) > 0 {
+					klog.FromContext(ctx).Info("Keeping the deregistration protection of an AMI another split still records", "group", name, "ami", ami, "recordedBy", g)
+					continue
+				}
 				if err := c.SetImageProtection(ctx, ami, false); err != nil && !isImageNotFound(err) {
 					return err
 				}
@@ -1061,16 +1121,9 @@ func steps(snap *snapshot, sel asg.Selector) (p plan, err error) {
 	// it, then detach it; it is attached by a later pass, once detached.
 	var blocked []string
 	// Each instance of a batch takes a tag of its own (TagRecordPrefix).
-	room := maxGroupTags - len(old.Tags)
-	if _, ok := old.Tags[TagState]; !ok {
-		room--
-	}
-	if _, ok := old.Tags[TagSizes]; !ok { // written by step 2 of this same pass
-		room--
-	}
-	if _, ok := old.Tags[TagImages]; !ok { // written by the batch's detach step
-		room--
-	}
+	// TagSizes may be written by step 2 of this same pass, TagImages by
+	// the batch's detach step.
+	room := recordRoom(old.Tags)
 	for _, z := range snap.zones {
 		var batch []moved
 		for _, i := range old.Instances {
@@ -1283,23 +1336,32 @@ func attachWithRoom(ctx context.Context, c Cloud, group string, ids []string) er
 	return c.AttachInstances(ctx, group, rest)
 }
 
-// protectImages enables the deregistration protection of the AMIs of the
+// recordImages finds the AMIs to protect from deregistration of the
 // instances ids that the account owns, before they are detached
 // (API_EnableImageDeregistrationProtection: "When deregistration protection
 // is enabled, the AMI can't be deregistered."): AttachInstances refuses an
 // instance whose AMI is gone, and a detached instance would then run in no
-// group. The AMIs it enables are recorded in TagImages (with those of
-// protected, the tag's value so far) so that the protection is lifted once
-// the batch is attached; an AMI protected by someone else is left alone. An
+// group.
+//
+// The AMIs are recorded in TagImages (recorded is its value so far) before
+// their protection is enabled, so that no crash leaves one protected with
+// no tag to say it is to be lifted; a recorded AMI found unprotected is
+// enabled again. An AMI already protected is the split's own when another
+// group's split records it (the same AMI for several groups): it is recorded
+// here too and enabled again (a no-op, unless that split lifted it in
+// between), so that neither lifts it under the other's batch. An AMI
+// protected and recorded by no split is someone else's: theirs to lift. An
 // AMI the account does not own, or that cannot be protected, is logged as a
-// risk and the batch still moves. It returns TagImages' new value.
-func protectImages(ctx context.Context, c Cloud, group string, ids []string, protected string) (string, error) {
+// risk and the batch still moves. It records them and returns those to
+// enable (enableImages).
+func recordImages(ctx context.Context, c Cloud, sel asg.Selector, group string, ids []string, recorded string) ([]string, error) {
 	logger := klog.FromContext(ctx)
 	insts, err := c.DescribeInstances(ctx, ids)
 	if err != nil {
-		return protected, fmt.Errorf("describing the batch's instances to protect their AMIs: %w", err)
+		return nil, fmt.Errorf("describing the batch's instances to protect their AMIs: %w", err)
 	}
-	var amis []string
+	mine := strings.Fields(recorded)
+	amis := slices.Clone(mine)
 	for _, i := range insts {
 		if i.ImageID != "" {
 			amis = append(amis, i.ImageID)
@@ -1308,32 +1370,90 @@ func protectImages(ctx context.Context, c Cloud, group string, ids []string, pro
 	slices.Sort(amis)
 	amis = slices.Compact(amis)
 	if len(amis) == 0 {
-		return protected, nil
+		return nil, nil
 	}
 	owned, err := c.OwnedImages(ctx, amis)
 	if err != nil {
-		return protected, fmt.Errorf("describing the batch's AMIs to protect them: %w", err)
+		return nil, fmt.Errorf("describing the batch's AMIs to protect them: %w", err)
 	}
-	mine := strings.Fields(protected)
+	var others map[string][]string
+	var enable []string
 	for _, ami := range amis {
 		already, ok := owned[ami]
+		if slices.Contains(mine, ami) {
+			if ok && !already {
+				enable = append(enable, ami)
+			}
+			continue
+		}
+		if already && others == nil {
+			if others, err = imagesOfOtherSplits(ctx, c, sel, group); err != nil {
+				return nil, fmt.Errorf("reading which splits protect the batch's AMIs: %w", err)
+			}
+		}
 		switch {
-		case slices.Contains(mine, ami):
 		case !ok:
 			logger.Info("Warning: cannot protect an AMI of the batch from deregistration (not the account's); if it is deregistered while the batch is detached, its instances run in no group", "group", group, "ami", ami)
-		case already:
+		case already && len(others[ami]) == 0:
 			// Protected by someone else: theirs to lift.
 		case len(strings.Join(append(slices.Clone(mine), ami), " ")) > maxTagValue:
 			logger.Info("Warning: no room to record one more protected AMI; it is not protected from deregistration while the batch is detached", "group", group, "ami", ami)
 		default:
-			if err := c.SetImageProtection(ctx, ami, true); err != nil {
-				logger.Info("Warning: cannot protect an AMI of the batch from deregistration; if it is deregistered while the batch is detached, its instances run in no group", "group", group, "ami", ami, "err", err)
-				continue
-			}
-			mine = append(mine, ami)
+			mine, enable = append(mine, ami), append(enable, ami)
 		}
 	}
-	return strings.Join(mine, " "), nil
+	if v := strings.Join(mine, " "); v != recorded {
+		if err := c.SetGroupTags(ctx, group, map[string]string{TagImages: v}); err != nil {
+			return nil, fmt.Errorf("recording the AMIs to protect: %w", err)
+		}
+	}
+	return enable, nil
+}
+
+// enableImages enables the deregistration protection of amis; a failure is
+// logged as a risk, and the batch still moves.
+func enableImages(ctx context.Context, c Cloud, group string, amis []string) {
+	for _, ami := range amis {
+		if err := c.SetImageProtection(ctx, ami, true); err != nil {
+			klog.FromContext(ctx).Info("Warning: cannot protect an AMI of the batch from deregistration; if it is deregistered while the batch is detached, its instances run in no group", "group", group, "ami", ami, "err", err)
+		}
+	}
+}
+
+// imagesOfOtherSplits returns, by AMI, the groups other than group (among
+// those sel discovers) whose split records it in TagImages.
+func imagesOfOtherSplits(ctx context.Context, c Cloud, sel asg.Selector, group string) (map[string][]string, error) {
+	gs, err := c.DescribeGroups(ctx, asg.Selector{TagKeys: sel.TagKeys})
+	if err != nil {
+		return nil, err
+	}
+	out := map[string][]string{}
+	for _, g := range gs {
+		if g.Name == group {
+			continue
+		}
+		for _, ami := range strings.Fields(g.Tags[TagImages]) {
+			out[ami] = append(out[ami], g.Name)
+		}
+	}
+	return out, nil
+}
+
+// missing counts the keys that tags lacks.
+func missing(tags map[string]string, keys ...string) int {
+	n := 0
+	for _, k := range keys {
+		if _, ok := tags[k]; !ok {
+			n++
+		}
+	}
+	return n
+}
+
+// recordRoom is how many per-instance records fit on a group with tags once
+// the split's own tags (TagState, TagSizes, TagImages, and extra) are there.
+func recordRoom(tags map[string]string, extra ...string) int {
+	return maxGroupTags - len(tags) - missing(tags, append([]string{TagState, TagSizes, TagImages}, extra...)...)
 }
 
 // isImageNotFound reports whether EC2 no longer knows an AMI.

@@ -387,10 +387,14 @@ func testFaults(t *testing.T, server *testutils.TestContext) {
 
 	// az-balancer's own Run loop, restarted while AWS throttles and fails for
 	// three loops' worth of calls, with a new volume to protect: it logs,
-	// retries at the next interval and converges.
+	// retries at the next interval and converges. A loop whose
+	// DescribeAutoScalingGroups fails still holds (internal/balancer/blindhold.go):
+	// it asks DescribeAutoScalingInstances about the instances of bound local
+	// volumes and, that failing too, heartbeats flt-a-0's in the group its
+	// volume records: three calls of 4 attempts per failed loop.
 	e.bindLocalVolume("data-1", "local-pv-flt-b-0", "flt-b-0")
-	e.emu.Inject(awstest.Throttling(6)...)
-	e.emu.Inject(awstest.ServerErrors(6)...)
+	e.emu.Inject(awstest.Throttling(18)...)
+	e.emu.Inject(awstest.ServerErrors(18)...)
 	reg := prometheus.NewRegistry()
 	restarted := balancer.New(e.cs, e.cloud, e.recorder(), clock.RealClock{}, e.opts, reg)
 	ctx, cancel := context.WithCancel(e.ctx)
@@ -413,7 +417,7 @@ func testFaults(t *testing.T, server *testutils.TestContext) {
 		t.Fatalf("Run did not converge: protected %v, flt-b-0 annotations %v", e.protected("cassandra"), e.annotations("flt-b-0"))
 	}
 	if n := gather(t, reg, "ballast_az_balancer_reconciles_total", "result", "error"); n < 3 {
-		t.Errorf("%v failed loops counted, want >= 3 (12 failing calls, 4 attempts per call)", n)
+		t.Errorf("%v failed loops counted, want >= 3 (36 failing Auto Scaling calls, 12 attempts per failed loop)", n)
 	}
 	if n := gather(t, reg, "ballast_az_balancer_reconciles_total", "result", "success"); n < 1 {
 		t.Errorf("no successful loop counted")

@@ -18,9 +18,10 @@ import (
 	"github.com/ballast-k8s/ballast/internal/balancer"
 )
 
-// DefaultUnhealthyAfter is the --unhealthy-after default: twice the default
-// heartbeat timeout, so that a loop slowed down by throttling is not killed.
-const DefaultUnhealthyAfter = 2 * balancer.DefaultHeartbeatTimeout
+// DefaultUnhealthyAfter is the --unhealthy-after default: long enough that a
+// loop slowed down by throttling is not killed, and well within the default
+// heartbeat timeout (held terminations are heartbeaten by their own timer).
+const DefaultUnhealthyAfter = 10 * time.Minute
 
 // DefaultInterval is the --interval default: the time between two loops.
 const DefaultInterval = 30 * time.Second

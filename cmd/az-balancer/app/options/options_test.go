@@ -23,7 +23,7 @@ func TestOptions(t *testing.T) {
 		{name: "flag beats env", args: []string{"--cluster-name=flag"}, env: map[string]string{"AZ_BALANCER_CLUSTER_NAME": "env"}, want: func(o *Options) { o.ClusterName = "flag" }},
 		{name: "neither cluster nor names", wantErr: "exactly one of --cluster-name and --asg-names"},
 		{name: "both", args: []string{"--cluster-name=x", "--asg-names=a"}, wantErr: "exactly one"},
-		{name: "heartbeat shorter than two loops", args: []string{"--cluster-name=x", "--interval=4m"}, wantErr: "at least twice --interval"},
+		{name: "heartbeat shorter than two loops", args: []string{"--cluster-name=x", "--interval=4m", "--lifecycle-heartbeat-timeout=5m"}, wantErr: "at least twice --interval"},
 		{name: "heartbeat out of range", args: []string{"--cluster-name=x", "--lifecycle-heartbeat-timeout=3h"}, wantErr: "between 30s and 2h"},
 		{name: "unhealthy-after", args: []string{"--cluster-name=x", "--unhealthy-after=20m"}, want: func(o *Options) { o.ClusterName, o.UnhealthyAfter = "x", 20*time.Minute }},
 		{name: "unhealthy-after shorter than two loops", args: []string{"--cluster-name=x", "--interval=2m", "--lifecycle-heartbeat-timeout=10m", "--unhealthy-after=3m"}, wantErr: "--unhealthy-after (3m0s) must be at least twice --interval"},
