@@ -200,6 +200,14 @@ type testPlugin struct {
 
 func newTestPlugin(t testing.TB, rawArgs string, objs ...runtime.Object) *testPlugin {
 	t.Helper()
+	return newConfiguredTestPlugin(t, rawArgs, nil, objs...)
+}
+
+// newConfiguredTestPlugin is newTestPlugin with configure run on the
+// components after they are built and before their loops start (the loops
+// read what it sets without a lock).
+func newConfiguredTestPlugin(t testing.TB, rawArgs string, configure func(*components), objs ...runtime.Object) *testPlugin {
+	t.Helper()
 	schedmetrics.Register()
 	_, ctx := ktesting.NewTestContext(t)
 	ctx, cancel := context.WithCancel(ctx)
@@ -228,6 +236,9 @@ func newTestPlugin(t testing.TB, rawArgs string, objs ...runtime.Object) *testPl
 	c, err := build(ctx, args, fh, nil, clock.RealClock{})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if configure != nil {
+		configure(c)
 	}
 	c.start(ctx)
 	factory.Start(ctx.Done())

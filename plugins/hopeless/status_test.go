@@ -231,15 +231,13 @@ func TestReleaseCancelsQueuedWrite(t *testing.T) {
 // waits until the informers synced and no elector appeared: time enough
 // for the release.)
 func TestPluginReleaseCancelsWrite(t *testing.T) {
-	f := newTestPlugin(t, "", poolNode("w1", "web"))
+	// The writer holds its writes (a standby) until the pod is released:
+	// what is tested is that the release drops the queued write.
+	var leader atomic.Bool
+	f := newConfiguredTestPlugin(t, "", func(c *components) { c.status.leading = leader.Load }, poolNode("w1", "web"))
 	pod, later := cronPod("report-1"), cronPod("later")
 	later.Spec.NodeSelector = map[string]string{"pool": "gpu"} // stays hopeless
 	f.setActivator(&recordingActivator{})
-	// The writer holds its writes (a standby) until the pod is released:
-	// what is tested is that the release drops the queued write.
-	// (The writer reads leading only once an item is queued, after this.)
-	var leader atomic.Bool
-	f.status.leading = leader.Load
 	f.parkViaPreEnqueue(t, pod)
 	if _, err := f.client.CoreV1().Nodes().Create(f.ctx, poolNode("b1", "batch", batchjobsTaint), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
