@@ -5,6 +5,7 @@ import (
 	"hash/fnv"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 
 	v1 "k8s.io/api/core/v1"
@@ -127,7 +128,9 @@ func (s *Store) ShapeKey(n *v1.Node) uint64 {
 }
 
 // UpsertNode adds or updates a node. It reports whether the shape set changed.
+// The store keeps the node without its passing taints (settled).
 func (s *Store) UpsertNode(n *v1.Node) bool {
+	n = settled(n)
 	key := s.ShapeKey(n)
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -161,6 +164,71 @@ func (s *Store) UpsertNode(n *v1.Node) bool {
 		s.gen++
 	}
 	return changed
+}
+
+// Taints a node carries only while it starts, or while a node condition
+// holds, and that go away without anyone acting on the cluster: kubelet
+// registers a node with node.cloudprovider.kubernetes.io/uninitialized until
+// the cloud node controller initializes it; the NodeTaint admission plugin
+// and the node lifecycle controller keep node.kubernetes.io/not-ready on it
+// (NoSchedule, and NoExecute for taint-based eviction) until kubelet reports
+// Ready, and map the other node conditions to taints the same way
+// (controllers/nodelifecycle, nodeConditionToTaintKeyStatusMap);
+// cluster-autoscaler's startup-taint and ignore-taint prefixes name taints an
+// agent on the node removes once it is up (its FAQ, "How does Cluster
+// Autoscaler treat nodes with status/startup/ignore taints?"), and CA treats
+// all of these as absent when it plans. A pod that only such a taint keeps
+// off a node is waiting for the node, never hopeless: when its group reached
+// its maximum with the node CA just added for it, that starting node is the
+// only one that could ever host it.
+//
+// Not here: node.kubernetes.io/unschedulable (a cordon is an operator's
+// decision; spec.unschedulable is checked on its own), CA's
+// ToBeDeletedByClusterAutoscaler (the node is going away) and
+// node.cloudprovider.kubernetes.io/shutdown (its instance is stopped).
+var (
+	passingTaintKeys = sets.New(
+		"node.cloudprovider.kubernetes.io/uninitialized",
+		v1.TaintNodeNotReady,
+		v1.TaintNodeUnreachable,
+		v1.TaintNodeMemoryPressure,
+		v1.TaintNodeDiskPressure,
+		v1.TaintNodePIDPressure,
+		v1.TaintNodeNetworkUnavailable,
+	)
+	passingTaintPrefixes = []string{
+		"startup-taint.cluster-autoscaler.kubernetes.io/",
+		"ignore-taint.cluster-autoscaler.kubernetes.io/",
+	}
+)
+
+// passingTaint reports whether a taint goes away on its own (above).
+func passingTaint(t *v1.Taint) bool {
+	if passingTaintKeys.Has(t.Key) {
+		return true
+	}
+	for _, p := range passingTaintPrefixes {
+		if strings.HasPrefix(t.Key, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// settled returns the node as it will be once started: without its passing
+// taints. It copies only a node that has some; the caller's object is never
+// changed.
+func settled(n *v1.Node) *v1.Node {
+	i := slices.IndexFunc(n.Spec.Taints, func(t v1.Taint) bool { return passingTaint(&t) })
+	if i < 0 {
+		return n
+	}
+	cp := *n
+	cp.Spec.Taints = slices.DeleteFunc(slices.Clone(n.Spec.Taints), func(t v1.Taint) bool { return passingTaint(&t) })
+	if len(cp.Spec.Taints) == 0 {
+		cp.Spec.Taints = nil
+	}
+	return &cp
 }
 
 // identityChanged reports whether an identity label of the node changed.

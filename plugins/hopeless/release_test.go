@@ -133,11 +133,12 @@ func TestStoreLagReleases(t *testing.T) {
 }
 
 // Stale reason: a pod asking for 64 CPUs is parked while every node still
-// has the not-ready taint; when the taint goes, the pod stays parked, and
-// its condition says the current reason within seconds.
+// has a maintenance taint; when the taint goes, the pod stays parked, and
+// its condition says the current reason within seconds. (A not-ready taint
+// is no reason to park: internal/shapes ignores the taints of starting nodes.)
 func TestParkedReasonFollowsTheCluster(t *testing.T) {
-	notReady := v1.Taint{Key: v1.TaintNodeNotReady, Effect: v1.TaintEffectNoSchedule}
-	pl, client := newTestPlugin(t, "", testNode("n1", nil, notReady), testNode("n2", nil, notReady))
+	maintenance := v1.Taint{Key: "example.com/maintenance", Effect: v1.TaintEffectNoSchedule}
+	pl, client := newTestPlugin(t, "", testNode("n1", nil, maintenance), testNode("n2", nil, maintenance))
 	_, ctx := ktesting.NewTestContext(t)
 	pod := bigPod("big", "64")
 	parkViaPreEnqueue(t, pl, client, pod)
@@ -165,7 +166,7 @@ func TestParkedReasonFollowsTheCluster(t *testing.T) {
 		}
 		return got
 	}
-	got := waitMessage("node.kubernetes.io/not-ready:NoSchedule")
+	got := waitMessage("example.com/maintenance:NoSchedule")
 	if strings.Contains(got, "no tolerations") || !strings.Contains(got, "node.kubernetes.io/not-ready:NoExecute") {
 		t.Errorf("the message misstates the pod's tolerations: %q", got)
 	}
