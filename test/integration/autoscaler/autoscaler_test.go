@@ -109,8 +109,9 @@ func TestAutoscaler(t *testing.T) {
 	step("incident 7 with CA running", func(t *testing.T) { testIncident7(t, w) })
 	step("review10: requests between the template's allocatable and CA's", func(t *testing.T) { testBetweenAllocatableAndCapacity(t, w) })
 	// Last: they restart CA and az-balancer.
-	step("CA and az-balancer start together", func(t *testing.T) { testStartRace(t, w, "race-together-a", false) })
-	step("CA starts first", func(t *testing.T) { testStartRace(t, w, "race-cafirst-a", true) })
+	step("CA and az-balancer start together", func(t *testing.T) { testStartRace(t, w, "race-together-a", false, 0) })
+	step("CA starts first", func(t *testing.T) { testStartRace(t, w, "race-cafirst-a", true, 0) })
+	step("CA starts first, AWS throttles az-balancer's start", func(t *testing.T) { testStartRace(t, w, "race-throttled-a", true, 30) })
 }
 
 // testBetweenAllocatableAndCapacity (review10): CA 1.36.1's AWS template

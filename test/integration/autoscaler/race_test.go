@@ -4,6 +4,7 @@ package autoscaler
 
 import (
 	"fmt"
+	"net/http"
 	"slices"
 	"strings"
 	"testing"
@@ -26,7 +27,13 @@ import (
 // must never be tainted for deletion, deleted, or its instance terminated,
 // over the whole time and ten CA loops beyond CA's scale-down-unneeded-time
 // (5 s in caFlags).
-func testStartRace(t *testing.T, w *world, group string, caFirst bool) {
+//
+// throttled > 0 throttles the next throttled DescribeAutoScalingGroups calls
+// as az-balancer starts (AWS: "Throttling", HTTP 400, when a request rate
+// quota of the account is exceeded; Amazon EC2 Auto Scaling API reference,
+// Common Errors): whoever calls it, CA or az-balancer, gets the error. The
+// node holding a local volume must be kept from CA all the same.
+func testStartRace(t *testing.T, w *world, group string, caFirst bool, throttled int) {
 	w.ca.stop()
 	w.stopBalancer()
 	w.emu.CreateGroup(awstest.GroupSpec{Name: group, Zones: zones[:1], MaxSize: 3, InstanceType: "i3.xlarge",
@@ -51,11 +58,26 @@ func testStartRace(t *testing.T, w *world, group string, caFirst bool) {
 	if caFirst {
 		w.ca = startCA(t, w.bin, w.testCtx, w.emu.URL)
 		w.waitLog("CA finding the held node unneeded", 60*time.Second, held+" is unneeded since")
+		if throttled > 0 {
+			w.emu.Inject(awstest.Fault{Service: "autoscaling", Action: "DescribeAutoScalingGroups", Code: "Throttling", Status: http.StatusBadRequest, Times: throttled})
+		}
 		w.startBalancer()
 	} else {
 		w.startBalancer()
 		w.ca = startCA(t, w.bin, w.testCtx, w.emu.URL)
 	}
+
+	// throttledSoFar counts the throttled reads since the scenario began.
+	throttledSoFar := func() int {
+		n := 0
+		for _, c := range w.emu.Calls()[calls:] {
+			if c.Action == "DescribeAutoScalingGroups" && c.Code == "Throttling" {
+				n++
+			}
+		}
+		return n
+	}
+	annotatedAt := -1 // throttledSoFar when the annotation was first seen
 
 	// Checked at every poll from now on: the held node is still there,
 	// untainted by CA, its instance in service.
@@ -63,6 +85,9 @@ func testStartRace(t *testing.T, w *world, group string, caFirst bool) {
 		n, err := w.cs.CoreV1().Nodes().Get(w.ctx, held, metav1.GetOptions{})
 		if err != nil {
 			return fmt.Errorf("the held node %s: %v", held, err)
+		}
+		if annotatedAt < 0 && n.Annotations[balancer.AnnotationScaleDownDisabled] == "true" {
+			annotatedAt = throttledSoFar()
 		}
 		for _, taint := range n.Spec.Taints {
 			if taint.Key == "ToBeDeletedByClusterAutoscaler" {
@@ -90,6 +115,13 @@ func testStartRace(t *testing.T, w *world, group string, caFirst bool) {
 		return strings.Count(w.ca.Log(), "Starting main loop") >= loops+10, nil
 	})
 
+	if throttled > 0 {
+		// The node was marked while az-balancer could not read the groups.
+		if got := throttledSoFar(); got != throttled || annotatedAt < 0 || annotatedAt >= throttled {
+			t.Errorf("%d of %d DescribeAutoScalingGroups calls throttled, %d of them before the held node was annotated; want all, and the annotation while they lasted",
+				got, throttled, annotatedAt)
+		}
+	}
 	for _, c := range w.emu.Calls()[calls:] {
 		if c.Action == "TerminateInstanceInAutoScalingGroup" && c.Params.Get("InstanceId") == held {
 			t.Errorf("CA asked to terminate %s, which holds a bound local volume", held)
