@@ -115,7 +115,6 @@ type eksNodegroupJSON struct {
 // serveEKS answers an EKS request. Only DescribeNodegroup is modelled; any
 // other path is a 404 as for an unknown resource.
 func (s *Server) serveEKS(w http.ResponseWriter, r *http.Request) {
-	time.Sleep(time.Millisecond) // as serve: no faster than AWS
 	reqID := fmt.Sprintf("req-%d", time.Now().UnixNano())
 	// /clusters/{name}/node-groups/{nodegroupName}
 	parts := strings.Split(strings.TrimPrefix(r.URL.EscapedPath(), "/"), "/")

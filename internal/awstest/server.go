@@ -239,8 +239,19 @@ func NewServer(c clock.PassiveClock) *Server {
 	for _, t := range DefaultInstanceTypes {
 		s.types[t.Name] = t
 	}
-	s.Server = httptest.NewServer(http.HandlerFunc(s.serve))
+	s.Server = httptest.NewServer(http.HandlerFunc(s.serveSocket))
 	return s
+}
+
+// serveSocket is the loopback listener's handler: it answers no faster than
+// AWS would. net/http may still be finishing the request (its final read of
+// the body) after the server has all of it, and smithy-go closes the body as
+// soon as the response arrives, which makes the transport drop the
+// connection under the response being decoded. The in-process transport
+// (inprocess.go) has no connection to drop and calls serve directly.
+func (s *Server) serveSocket(w http.ResponseWriter, r *http.Request) {
+	time.Sleep(time.Millisecond)
+	s.serve(w, r)
 }
 
 // Inject queues faults; they apply in order to matching requests.
@@ -565,11 +576,6 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	body, _ := io.ReadAll(r.Body)
-	// Answer no faster than AWS would: net/http may still be finishing the
-	// request (its final read of the body) after the server has all of it, and
-	// smithy-go closes the body as soon as the response arrives, which makes
-	// the transport drop the connection under the response being decoded.
-	time.Sleep(time.Millisecond)
 	form, err := url.ParseQuery(string(body))
 	if err != nil || r.Method != http.MethodPost {
 		http.Error(w, "expected a form-encoded POST", http.StatusBadRequest)

@@ -59,12 +59,29 @@ func (f *fixture) published(t testing.TB) *nodegroups.NodeGroupList {
 	return list
 }
 
+// newFixture is the balancer with the real internal/asg clients on the
+// emulator's model, called in process (awstest.InProcessClientOptions): the
+// SDK serializes, retries and paginates as on the wire; only the sockets are
+// skipped.
 func newFixture(t testing.TB, objs ...runtime.Object) *fixture {
+	t.Helper()
+	return newFixtureWith(t, (*awstest.Server).InProcessClientOptions, objs...)
+}
+
+// newLoopbackFixture is newFixture over the emulator's loopback HTTP
+// listener, for the tests of how the SDK's retries and error codes reach the
+// loop.
+func newLoopbackFixture(t testing.TB, objs ...runtime.Object) *fixture {
+	t.Helper()
+	return newFixtureWith(t, (*awstest.Server).ClientOptions, objs...)
+}
+
+func newFixtureWith(t testing.TB, options func(*awstest.Server) asg.Options, objs ...runtime.Object) *fixture {
 	t.Helper()
 	clk := clocktesting.NewFakeClock(time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC))
 	emu := awstest.NewServer(clk)
 	t.Cleanup(emu.Close)
-	cloud, err := asg.New(context.Background(), emu.ClientOptions())
+	cloud, err := asg.New(context.Background(), options(emu))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -297,7 +314,7 @@ func TestFaultsAreSurvived(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := context.Background()
-			f := newFixture(t)
+			f := newLoopbackFixture(t)
 			_, objs := cassandra(f.emu)
 			objs = append(objs, localPV("pv", "cass-a-0", v1.VolumeBound))
 			f.kube = fake.NewClientset(objs...)

@@ -171,7 +171,7 @@ func TestManagedNodeGroupEKSFailureFailsOpen(t *testing.T) {
 		},
 	} {
 		t.Run(name, func(t *testing.T) {
-			f := newFixture(t)
+			f := newLoopbackFixture(t)
 			managedGroup(f, 0)
 			fault(f)
 			if err := f.b.Reconcile(context.Background()); err != nil {

@@ -211,21 +211,21 @@ func recheck(ctx context.Context) error {
 // pass stopped. It returns an error wrapping ErrLocked when another splitter
 // holds the group.
 func (s *Splitter) Pass(ctx context.Context, group string) (Result, error) {
-	logger := klog.FromContext(ctx)
+	logger := klog.FromContext(ctx).WithValues("group", group)
 	snap, err := s.snapshot(ctx, group)
 	if err != nil {
 		return Result{}, err
 	}
 	for _, id := range sortedKeys(snap.ec2State) {
 		if gone(snap.ec2State[id]) {
-			logger.Info("Warning: an instance of the split's batch in flight was terminated; nothing to move", "group", group, "instance", id)
+			logger.Info("Warning: an instance of the split's batch in flight was terminated; nothing to move", "instance", id)
 		}
 	}
 	for _, k := range sortedKeys(snap.badRecords) {
-		logger.Info("Warning: ignoring and deleting a malformed per-instance split record", "group", group, "tag", k, "reason", snap.badRecords[k])
+		logger.Info("Warning: ignoring and deleting a malformed per-instance split record", "tag", k, "reason", snap.badRecords[k])
 	}
 	for _, id := range sortedKeys(snap.elsewhere) {
-		logger.Info("Warning: ignoring and deleting a per-instance split record of an instance of another group", "group", group, "instance", id, "memberOf", snap.elsewhere[id])
+		logger.Info("Warning: ignoring and deleting a per-instance split record of an instance of another group", "instance", id, "memberOf", snap.elsewhere[id])
 	}
 	plan, err := steps(snap, s.opts.Selector)
 	if err != nil {
@@ -280,7 +280,7 @@ func (s *Splitter) check(ctx context.Context, group string, g *guard) error {
 // step when the lock held (if g is set) is about to run out or is no longer
 // this pass's.
 func (s *Splitter) run(ctx context.Context, group string, todo []step, g *guard, res Result) (Result, error) {
-	logger := klog.FromContext(ctx)
+	logger := klog.FromContext(ctx).WithValues("group", group)
 	if g != nil {
 		ctx = context.WithValue(ctx, guardKey{}, func(ctx context.Context) error { return s.check(ctx, group, g) })
 	}
@@ -302,7 +302,7 @@ func (s *Splitter) run(ctx context.Context, group string, todo []step, g *guard,
 		if g != nil && st.setsState != nil {
 			g.state = *st.setsState
 		}
-		logger.Info("Split step", "group", group, "target", st.Target, "action", st.Verb, "detail", st.Detail)
+		logger.Info("Split step", "target", st.Target, "action", st.Verb, "detail", st.Detail)
 		res.Steps = append(res.Steps, st.Step)
 	}
 	return res, nil
@@ -1355,7 +1355,7 @@ func attachWithRoom(ctx context.Context, c Cloud, group string, ids []string) er
 // risk and the batch still moves. It records them and returns those to
 // enable (enableImages).
 func recordImages(ctx context.Context, c Cloud, sel asg.Selector, group string, ids []string, recorded string) ([]string, error) {
-	logger := klog.FromContext(ctx)
+	logger := klog.FromContext(ctx).WithValues("group", group)
 	insts, err := c.DescribeInstances(ctx, ids)
 	if err != nil {
 		return nil, fmt.Errorf("describing the batch's instances to protect their AMIs: %w", err)
@@ -1393,11 +1393,11 @@ func recordImages(ctx context.Context, c Cloud, sel asg.Selector, group string, 
 		}
 		switch {
 		case !ok:
-			logger.Info("Warning: cannot protect an AMI of the batch from deregistration (not the account's); if it is deregistered while the batch is detached, its instances run in no group", "group", group, "ami", ami)
+			logger.Info("Warning: cannot protect an AMI of the batch from deregistration (not the account's); if it is deregistered while the batch is detached, its instances run in no group", "ami", ami)
 		case already && len(others[ami]) == 0:
 			// Protected by someone else: theirs to lift.
 		case len(strings.Join(append(slices.Clone(mine), ami), " ")) > maxTagValue:
-			logger.Info("Warning: no room to record one more protected AMI; it is not protected from deregistration while the batch is detached", "group", group, "ami", ami)
+			logger.Info("Warning: no room to record one more protected AMI; it is not protected from deregistration while the batch is detached", "ami", ami)
 		default:
 			mine, enable = append(mine, ami), append(enable, ami)
 		}
