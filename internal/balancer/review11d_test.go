@@ -1,13 +1,20 @@
 package balancer
 
 import (
+	"context"
+	"fmt"
 	"testing"
+	"time"
 
 	v1 "k8s.io/api/core/v1"
 	storagev1 "k8s.io/api/storage/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/client-go/tools/record"
 
+	"github.com/ballast-k8s/ballast/internal/asg"
 	"github.com/ballast-k8s/ballast/internal/awstest"
+	"github.com/ballast-k8s/ballast/internal/split"
 )
 
 // TestReview11dEBSVolumeOnAnOutpostIsNotNodeLocal (review 11d): the AWS EBS
@@ -96,5 +103,64 @@ func TestReview11dEBSVolumeOnAnOutpostIsNotNodeLocal(t *testing.T) {
 	w.loopPastTimeout()
 	if got := w.lifecycleState(w.ids[0]); got == awstest.TerminatingWait {
 		t.Errorf("the termination of instance %s (cass-0, an EBS volume on its Outpost) is held (%s): it would wait up to 48 hours for storage that is not on the instance", w.ids[0], got)
+	}
+}
+
+// TestReview11dSplitPutsTheOldHeartbeatTimeoutBack (review 11d): the split
+// copies the split group's lifecycle hooks to its per-zone groups and puts
+// any that differs back (internal/split/split.go steps, step 3:
+// PutLifecycleHook when a zone group's hook is not exactly the old group's),
+// while ensureHook puts the balancer's own hook with --lifecycle-heartbeat-
+// timeout (30 min by default since review 11c #4) only on groups that hold
+// a volume, and then leaves it alone for HookResync (30 min). A deployment
+// upgraded (or given another --lifecycle-heartbeat-timeout) in the middle of
+// a split, once the held instances have moved to their zone's group, keeps
+// the old group's hook at its old timeout (300 s, the former default): it
+// holds nothing, so ensureHook never updates it. Every split pass then puts
+// 300 s back on the zone group that holds the volume, right after ensureHook
+// set 1800 s, and it stays at 300 s until the next resync: for the rest of
+// the split a termination held there gets AWS's global timeout of
+// "172800 seconds (48 hours) or 100 times HeartbeatTimeout, whichever is
+// smaller" (API_LifecycleHook, GlobalTimeout): 8.3 hours, not 48. Root
+// cause: the split (steps, step 3) and ensureHook (protect.go) disagree
+// about the balancer's own hook; suggested fix: the split copies every hook
+// but HookName (or takes the balancer's settings for it), and ensureHook
+// also updates the split group's hook.
+func TestReview11dSplitPutsTheOldHeartbeatTimeoutBack(t *testing.T) {
+	ctx := context.Background()
+	w := newSplitWorld(t) // the old group's hook: HeartbeatTimeout 300 s
+	a0 := w.ids[zones[0]][0]
+	kube := fake.NewClientset(node("cass-a-0", zones[0], a0), localPV("pv-a0", "cass-a-0", v1.VolumeBound))
+	old := New(kube, w.cloud, record.NewFakeRecorder(1000), w.clock, Options{Selector: asg.AutoDiscovery(cluster), HeartbeatTimeout: 5 * time.Minute, Enforce: EnforceSplit}, nil)
+	zg := ZoneGroupName("cassandra", zones[0])
+	moved := func() bool {
+		i, _ := w.emu.Instance(a0)
+		return i.Group == zg && i.LifecycleState == "InService"
+	}
+	for loop := 0; !moved(); loop++ {
+		if loop > 50 {
+			t.Fatal("the instance of cass-a-0 never reached its zone's group")
+		}
+		_ = old.Reconcile(ctx)
+		w.clock.Step(30 * time.Second)
+	}
+	if g, _ := w.emu.Group("cassandra"); g.Tags[split.TagState] == split.StateDone {
+		t.Fatal("the split finished before the upgrade; the test needs it in progress")
+	}
+	// The upgrade: the default heartbeat timeout, 30 minutes.
+	upgraded := New(kube, w.cloud, record.NewFakeRecorder(1000), w.clock, Options{Selector: asg.AutoDiscovery(cluster), Enforce: EnforceSplit}, nil)
+	want := int32(DefaultHeartbeatTimeout.Seconds())
+	var bad []string
+	for loop := 0; loop < 10; loop++ {
+		_ = upgraded.Reconcile(ctx)
+		for _, h := range w.emu.Hooks(zg) {
+			if h.Name == HookName && h.HeartbeatTimeout != want {
+				bad = append(bad, fmt.Sprintf("loop %d: %d s", loop, h.HeartbeatTimeout))
+			}
+		}
+		w.clock.Step(30 * time.Second)
+	}
+	if len(bad) > 0 {
+		t.Errorf("the hook %s of %s, which holds the bound volume of cass-a-0, has another heartbeat timeout than the balancer's %d s after the upgrade (global timeout 100x it, under 48 h): %v", HookName, zg, want, bad)
 	}
 }
