@@ -2,7 +2,10 @@ package split_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/ballast-k8s/ballast/internal/asg"
@@ -80,4 +83,55 @@ func TestReview11dAMIProtectionLiftedUnderAnotherClustersBatch(t *testing.T) {
 		t.Errorf("%s", deregistered)
 	}
 	w.checkNoneLoose(t, "after 60 passes of each split")
+}
+
+// TestReview11dSplitWithoutRoomForTheZoneGroupNameNeverStarts (review 11d):
+// a per-zone group is named "<group>-<zone>" (ZoneGroupName), and
+// CreateAutoScalingGroup refuses a name longer than 255 characters
+// (API_CreateAutoScalingGroup, AutoScalingGroupName: "Maximum length of
+// 255."). For a group whose name leaves no room for "-us-east-1a" (or a
+// Local Zone's longer name), the split finds out at step 3, after steps 1
+// and 2 changed the group for good: Launch and Terminate suspended (no
+// replacement of an unhealthy instance, cluster-autoscaler's scale-ups and
+// scale-downs in vain) and its minimum set to 0. Every pass then fails at
+// CreateAutoScalingGroup, a plain error (not split.ErrRefused), so with
+// --enforce=split every loop fails and /healthz restarts the balancer. Like
+// the missing tag room (review 11c), a split that cannot create its
+// per-zone groups must say so before its first write and change nothing.
+// Root cause: internal/split/split.go steps: no check of the zone groups'
+// names before step 1. Suggested fix: refuse (split.ErrRefused) when
+// len(ZoneGroupName(group, z)) > 255 for a zone of the group.
+func TestReview11dSplitWithoutRoomForTheZoneGroupNameNeverStarts(t *testing.T) {
+	ctx := context.Background()
+	long := "cassandra-" + strings.Repeat("x", 240) // 250 characters: valid, but "-us-east-1a" makes 261
+	w := newSplitWorld(t)
+	w.emu.CreateGroup(awstest.GroupSpec{Name: long, Zones: zones, MinSize: 3, MaxSize: 10, InstanceType: "i3.xlarge",
+		Tags: caTags(nil), Instances: map[string]int{zones[0]: 4, zones[1]: 1, zones[2]: 1}})
+	s := w.splitter(w.cloud, "run")
+	var last error
+	failed := 0
+	for range 5 {
+		if _, err := s.Pass(ctx, long); err != nil {
+			last = err
+			failed++
+			if errors.Is(err, split.ErrRefused) {
+				break
+			}
+		}
+		w.clock.Step(split.DefaultLockSettle)
+	}
+	// The group's name makes the errors long: their end says what failed.
+	tail := ""
+	if last != nil {
+		msg := requestID.ReplaceAllString(last.Error(), "")
+		tail = "..." + msg[max(0, len(msg)-170):]
+	}
+	g, _ := w.emu.Group(long)
+	susp := slices.DeleteFunc(w.emu.Suspended(long), func(p string) bool { return p == "AZRebalance" })
+	if len(susp) > 0 || g.MinSize != 3 {
+		t.Errorf("a split that can create none of its per-zone groups left the group with processes %v suspended and min %d (was 3); %d passes failed, the last with %s", susp, g.MinSize, failed, tail)
+	}
+	if !errors.Is(last, split.ErrRefused) {
+		t.Errorf("the split's last error is not a refusal (split.ErrRefused), so with --enforce=split every loop fails: %s", tail)
+	}
 }
