@@ -3,6 +3,7 @@ package balancer
 import (
 	"context"
 	"fmt"
+	"regexp"
 	"testing"
 	"time"
 
@@ -164,3 +165,53 @@ func TestReview11dSplitPutsTheOldHeartbeatTimeoutBack(t *testing.T) {
 		t.Errorf("the hook %s of %s, which holds the bound volume of cass-a-0, has another heartbeat timeout than the balancer's %d s after the upgrade (global timeout 100x it, under 48 h): %v", HookName, zg, want, bad)
 	}
 }
+
+// TestReview11dRestartDuringAnotherHooksWaitFailsEveryLoop (review 11d): an
+// instance in Terminating:Wait waits for every termination hook of its group
+// (user guide, lifecycle-hooks: the instance stays in the wait state until
+// each hook's action is completed or times out); a node-drain or
+// log-shipping hook next to the balancer's is common, with a timeout of up
+// to 7200 s, heartbeated by its owner for up to 48 hours. The balancer lets
+// such an instance go (CompleteLifecycleAction for its own hook) and marks
+// it in lifecycle.completed, in memory only. After a restart (a new leader,
+// an upgrade, the liveness probe) the instance is still Terminating:Wait
+// (the other hook) and holds nothing, so the loop completes its own hook
+// again, which AWS refuses: "ValidationError: No active Lifecycle Action
+// found with instance ID ..." (API_CompleteLifecycleAction). That error
+// fails every loop for as long as the other hook waits: the loop-failing
+// alerts fire, and after --unhealthy-after (10 min) /healthz fails and the
+// kubelet restarts the balancer, which forgets again, for hours. Root cause:
+// internal/balancer/protect.go lifecycleActions treats the refusal of a
+// completion that is no longer needed as a failure. Suggested fix: on that
+// ValidationError mark the instance completed (nothing of ours holds it), or
+// ask DescribeLifecycleHooks/the instance's pending hooks first.
+func TestReview11dRestartDuringAnotherHooksWaitFailsEveryLoop(t *testing.T) {
+	w := newWorld(t, 2, nil)
+	if err := w.b.cloud.PutLifecycleHook(w.ctx, asg.Hook{Group: "cassandra", Name: "node-drain", Transition: asg.TransitionTerminating,
+		HeartbeatTimeout: 7200, DefaultResult: asg.ResultContinue}); err != nil {
+		t.Fatal(err)
+	}
+	// cass-1's volume is gone: its instance holds nothing.
+	if err := w.kube.CoreV1().PersistentVolumes().Delete(w.ctx, "pv-1", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	w.reconcile()
+	w.startTermination(w.ids[1])
+	w.reconcile() // lets it go: completes the balancer's hook
+	if got := w.lifecycleState(w.ids[1]); got != awstest.TerminatingWait {
+		t.Fatalf("instance %s is %s, want %s (the node-drain hook still waits)", w.ids[1], got, awstest.TerminatingWait)
+	}
+	w.restart()
+	var errs []string
+	for loop := range 3 {
+		if err := w.b.Reconcile(w.ctx); err != nil {
+			errs = append(errs, fmt.Sprintf("loop %d: %v", loop, requestIDs.ReplaceAllString(err.Error(), "")))
+		}
+		w.clock.Step(time.Minute)
+	}
+	if len(errs) > 0 {
+		t.Errorf("after a restart, every loop fails while instance %s (released by the balancer before) waits on another hook: %v", w.ids[1], errs)
+	}
+}
+
+var requestIDs = regexp.MustCompile(`RequestID: [^,]*, `)
