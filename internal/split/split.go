@@ -869,7 +869,7 @@ func steps(snap *snapshot, sel asg.Selector) (p plan, err error) {
 		var enable []string
 		guarded(add(name, "CreateOrUpdateTags", TagImages+" (the AMIs to protect)", func(ctx context.Context, c Cloud) error {
 			var err error
-			enable, err = recordImages(ctx, c, sel, name, ids, imagesTag)
+			enable, err = recordImages(ctx, c, name, ids, imagesTag)
 			return err
 		}), nil)
 		add("", "EnableImageDeregistrationProtection", "AMIs of "+strings.Join(ids, ","), func(ctx context.Context, c Cloud) error {
@@ -1098,7 +1098,7 @@ func steps(snap *snapshot, sel asg.Selector) (p plan, err error) {
 			// Another group's split may need the same AMI for its own
 			// batch (one AMI for several node groups is common): the last
 			// split that records it lifts it.
-			others, err := imagesOfOtherSplits(ctx, c, sel, name)
+			others, err := imagesOfOtherSplits(ctx, c, name)
 			if err != nil {
 				return err
 			}
@@ -1354,7 +1354,7 @@ func attachWithRoom(ctx context.Context, c Cloud, group string, ids []string) er
 // AMI the account does not own, or that cannot be protected, is logged as a
 // risk and the batch still moves. It records them and returns those to
 // enable (enableImages).
-func recordImages(ctx context.Context, c Cloud, sel asg.Selector, group string, ids []string, recorded string) ([]string, error) {
+func recordImages(ctx context.Context, c Cloud, group string, ids []string, recorded string) ([]string, error) {
 	logger := klog.FromContext(ctx)
 	insts, err := c.DescribeInstances(ctx, ids)
 	if err != nil {
@@ -1387,7 +1387,7 @@ func recordImages(ctx context.Context, c Cloud, sel asg.Selector, group string, 
 			continue
 		}
 		if already && others == nil {
-			if others, err = imagesOfOtherSplits(ctx, c, sel, group); err != nil {
+			if others, err = imagesOfOtherSplits(ctx, c, group); err != nil {
 				return nil, fmt.Errorf("reading which splits protect the batch's AMIs: %w", err)
 			}
 		}
@@ -1420,10 +1420,17 @@ func enableImages(ctx context.Context, c Cloud, group string, amis []string) {
 	}
 }
 
-// imagesOfOtherSplits returns, by AMI, the groups other than group (among
-// those sel discovers) whose split records it in TagImages.
-func imagesOfOtherSplits(ctx context.Context, c Cloud, sel asg.Selector, group string) (map[string][]string, error) {
-	gs, err := c.DescribeGroups(ctx, asg.Selector{TagKeys: sel.TagKeys})
+// imagesOfOtherSplits returns, by AMI, the groups other than group whose
+// split records it in TagImages: every such group of the account and
+// region, whichever cluster discovers it. An AMI is an account-wide
+// resource that several clusters' groups may launch from, so a split that
+// read only its own cluster's groups would lift the protection under
+// another cluster's batch. DescribeAutoScalingGroups with the filter
+// tag-key=TagImages alone ("tag-key - Accepts tag keys. The results only
+// include information about the Auto Scaling groups associated with these
+// tag keys.", API_Filter), every page.
+func imagesOfOtherSplits(ctx context.Context, c Cloud, group string) (map[string][]string, error) {
+	gs, err := c.DescribeGroups(ctx, asg.Selector{TagKeys: []string{TagImages}})
 	if err != nil {
 		return nil, err
 	}
