@@ -85,6 +85,7 @@ const (
 	stateMove     = "move"
 	maxTagValue   = 256 // Auto Scaling tag values
 	maxGroupTags  = 50  // Auto Scaling tags per group (service quota)
+	maxGroupName  = 255 // Auto Scaling group names (API_CreateAutoScalingGroup)
 	caTagPrefix   = "k8s.io/cluster-autoscaler/"
 	protectedMark = "*"
 )
@@ -749,6 +750,18 @@ func steps(snap *snapshot, sel asg.Selector) (p plan, err error) {
 	for _, h := range snap.oldHooks {
 		if h.Transition == transitionLaunching && h.DefaultResult == resultAbandon {
 			return p, fmt.Errorf("%w: group %s has launch lifecycle hook %s with default result ABANDON: an instance attached to a per-zone group could be terminated at the hook's timeout (make its default CONTINUE, or remove it, first)", ErrRefused, name, h.Name)
+		}
+	}
+
+	// A per-zone group's name must fit, before the first write: a split
+	// that cannot create its per-zone groups would suspend Launch and
+	// Terminate and zero the minimum, then fail at step 3 on every pass
+	// (API_CreateAutoScalingGroup, AutoScalingGroupName: "Maximum length
+	// of 255.").
+	for _, z := range snap.zones {
+		if zname := ZoneGroupName(name, z); snap.zoneGroups[z] == nil && len(zname) > maxGroupName {
+			return p, fmt.Errorf("%w: the per-zone group of %s for zone %s would be named with %d characters, and Auto Scaling group names have at most %d (the group's name leaves no room for \"-%s\"); give the group a shorter name first",
+				ErrRefused, name, z, len(zname), maxGroupName, z)
 		}
 	}
 
