@@ -136,11 +136,12 @@ func (b *Balancer) protect(ctx context.Context, inv *inventory) error {
 
 // ensureHooks puts a termination hook on every group that holds a volume, so
 // that whatever AWS terminates there (rebalancing, health replacement, a
-// human) waits.
+// human) waits, and on every group being split, whose hooks the split copies
+// to its per-zone groups.
 func (b *Balancer) ensureHooks(ctx context.Context, inv *inventory) error {
 	var errs []error
 	for _, g := range inv.groups {
-		if heldIn(inv, &g) {
+		if heldIn(inv, &g) || splitting(&g) {
 			errs = append(errs, b.ensureHook(ctx, g.Name))
 		}
 	}

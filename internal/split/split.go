@@ -161,6 +161,12 @@ type Options struct {
 	Owner string
 	// LockDuration and LockSettle default to DefaultLockDuration and DefaultLockSettle.
 	LockDuration, LockSettle time.Duration
+	// Hook, if set, is the caller's own lifecycle hook (the balancer's
+	// termination hook) with its current settings: the per-zone groups get
+	// it in place of the split group's hook of the same name, whose settings
+	// may be older (a HeartbeatTimeout from before an upgrade). Every other
+	// hook is copied as the split group has it.
+	Hook *asg.Hook
 }
 
 // Splitter splits groups, one pass at a time.
@@ -444,6 +450,14 @@ func (s *Splitter) snapshot(ctx context.Context, group string) (*snapshot, error
 	}
 	if snap.oldHooks, err = s.cloud.DescribeLifecycleHooks(ctx, group); err != nil {
 		return nil, fmt.Errorf("describing lifecycle hooks of %s: %w", group, err)
+	}
+	if own := s.opts.Hook; own != nil {
+		for i := range snap.oldHooks {
+			if snap.oldHooks[i].Name == own.Name {
+				snap.oldHooks[i] = *own
+				snap.oldHooks[i].Group = group
+			}
+		}
 	}
 	names := make([]string, 0, len(snap.zones))
 	for _, z := range snap.zones {
