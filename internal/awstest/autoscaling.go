@@ -263,6 +263,10 @@ func (s *Server) createGroup(form url.Values) error {
 	if name == "" {
 		return validation("AutoScalingGroupName is required")
 	}
+	// API_CreateAutoScalingGroup, AutoScalingGroupName: "Maximum length of 255."
+	if len(name) > 255 {
+		return validation("1 validation error detected: Value at 'autoScalingGroupName' failed to satisfy constraint: Member must have length less than or equal to 255")
+	}
 	if s.groups[name] != nil {
 		return &apiError{status: 400, code: "AlreadyExists", msg: "AutoScalingGroup by this name already exists", senderFault: true}
 	}

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/aws/smithy-go"
+
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -134,11 +136,12 @@ func (b *Balancer) protect(ctx context.Context, inv *inventory) error {
 
 // ensureHooks puts a termination hook on every group that holds a volume, so
 // that whatever AWS terminates there (rebalancing, health replacement, a
-// human) waits.
+// human) waits, and on every group being split, whose hooks the split copies
+// to its per-zone groups.
 func (b *Balancer) ensureHooks(ctx context.Context, inv *inventory) error {
 	var errs []error
 	for _, g := range inv.groups {
-		if heldIn(inv, &g) {
+		if heldIn(inv, &g) || splitting(&g) {
 			errs = append(errs, b.ensureHook(ctx, g.Name))
 		}
 	}
@@ -275,7 +278,13 @@ func (b *Balancer) lifecycleActions(ctx context.Context, inv *inventory) error {
 			case unsure:
 				// Whether our hook holds it is unknown; the next loop decides.
 			default:
-				if err := b.cloud.CompleteLifecycleAction(ctx, g.Name, HookName, i.ID, asg.ResultContinue); err != nil {
+				if err := b.cloud.CompleteLifecycleAction(ctx, g.Name, HookName, i.ID, asg.ResultContinue); noActiveLifecycleAction(err) {
+					// Already let go (before a restart, which forgot it): it
+					// waits for another group's hook, nothing of ours holds it.
+					klog.FromContext(ctx).V(2).Info("Termination already let go by the balancer's hook; it waits for another hook", "group", g.Name, "instance", i.ID, "err", err)
+					b.lifecycle.completed[i.ID] = true
+					continue
+				} else if err != nil {
 					errs = append(errs, fmt.Errorf("completing lifecycle action of %s: %w", i.ID, err))
 					continue
 				}
@@ -505,4 +514,15 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	slices.Sort(keys)
 	return keys
+}
+
+// noActiveLifecycleAction reports whether CompleteLifecycleAction refused
+// because the balancer's hook holds no action of the instance: AWS answers
+// "ValidationError: No active Lifecycle Action found with instance ID <id>"
+// when the action was completed already (or timed out), while the instance
+// may still be Terminating:Wait for another hook of its group (user guide,
+// lifecycle-hooks). Any other error is a failure.
+func noActiveLifecycleAction(err error) bool {
+	var api smithy.APIError
+	return asg.IsValidationError(err) && errors.As(err, &api) && strings.HasPrefix(api.ErrorMessage(), "No active Lifecycle Action found")
 }

@@ -43,16 +43,25 @@ type splitPass func(ctx context.Context, b *Balancer, group string) (split.Resul
 // splitter per process: it remembers its void lock claims.
 func loopSplitPass(ctx context.Context, b *Balancer, group string) (split.Result, error) {
 	if b.splits.splitter == nil {
-		b.splits.splitter = split.New(b.cloud, b.clock, split.Options{Selector: b.opts.Selector, Owner: loopOwner})
+		b.splits.splitter = split.New(b.cloud, b.clock, b.splitOptions())
 	}
 	return b.splits.splitter.Pass(ctx, group)
+}
+
+// splitOptions are the loop's split options: the per-zone groups get the
+// balancer's own hook with its current settings, never the split group's
+// copy of it (which may predate an upgrade), so that the split and
+// ensureHook agree on it.
+func (b *Balancer) splitOptions() split.Options {
+	h := b.hook("")
+	return split.Options{Selector: b.opts.Selector, Owner: loopOwner, Hook: &h}
 }
 
 // planSplitPass records the steps of the next pass on rc, the lock aside,
 // and makes none.
 func planSplitPass(rc *recordingCloud) splitPass {
 	return func(ctx context.Context, b *Balancer, group string) (split.Result, error) {
-		res, err := split.New(rc, b.clock, split.Options{Selector: b.opts.Selector, Owner: loopOwner}).Plan(ctx, group)
+		res, err := split.New(rc, b.clock, b.splitOptions()).Plan(ctx, group)
 		for _, st := range res.Steps {
 			rc.record(strings.TrimPrefix(st.Target, "asg/"), st.Verb, "%s", st.Detail)
 		}
@@ -97,6 +106,9 @@ func (b *Balancer) splitGroup(ctx context.Context, g *asg.Group, w *warnings) (c
 
 // splitDoneGroup reports whether g is the empty remainder of a finished split.
 func splitDoneGroup(g *asg.Group) bool { return split.IsDone(g) }
+
+// splitting reports whether g is being split (its split started, not done).
+func splitting(g *asg.Group) bool { return g.Tags[split.TagState] != "" && !split.IsDone(g) }
 
 // ZoneGroupName is the name of the group of zone split from group.
 func ZoneGroupName(group, zone string) string { return split.ZoneGroupName(group, zone) }

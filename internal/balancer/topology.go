@@ -13,15 +13,21 @@ import (
 
 // nodeTopology tells which CSI volumes are pinned to one node by their
 // driver's own topology key (TopoLVM's topology.topolvm.io/node, OpenEBS
-// LVM's openebs.io/nodename: the usual way to carve an instance store into
-// volumes), as surely as by hostname.
+// LVM's and ZFS's openebs.io/nodename: the usual way to carve an instance
+// store into volumes), as surely as by hostname.
 //
 // A term of a CSI volume's required node affinity pins it to node N when it
 // has a requirement "K In [v]" with one value, and
+//   - v names N itself: it is N's name, N's kubernetes.io/hostname label, or
+//     the node ID N's CSINode records for the volume's driver (TopoLVM and
+//     OpenEBS LVM/ZFS put the node's name there). A key whose value names a
+//     place (a zone, an Outpost, a rack, a partition, an account) is never a
+//     node's, even when that place has one node: the EBS CSI driver on an
+//     Outpost pins its network volumes with topology.ebs.csi.aws.com/
+//     outpost-id, and holding that node would hold its termination for up
+//     to 48 hours for storage that is not on it;
 //   - K is not a zone or region key (its name has neither "zone" nor
-//     "region": topology.kubernetes.io/zone, topology.ebs.csi.aws.com/zone,
-//     topology.k8s.aws/zone-id ... pin a network volume to a zone, which may
-//     happen to have one node, and must never hold that node);
+//     "region"), as a second guard;
 //   - N is the only node labelled K=v;
 //   - K is one of the topology keys N's CSINode lists for the volume's driver
 //     (kubelet labels the node with the driver's accessible topology), or the
@@ -30,12 +36,18 @@ import (
 //     node (its CSINode entry gone for a moment) releases nothing.
 //
 // A volume that records an instance and whose K=v no node carries any
-// longer is pinned to a node that is gone: an orphan, reported and held
-// through its recorded instance, never released (the release asks for a
-// hostname it can check again).
+// longer is pinned to a node that is gone (an orphan, reported and held
+// through its recorded instance, never released: the release asks for a
+// hostname it can check again) only while K is seen to be a per-node key:
+// another node carries K with a value that names that node. Otherwise the
+// record alone proves nothing (it may date from an older rule), and such a
+// volume is not node-local.
 type nodeTopology struct {
 	carriers map[string][]string            // "K=v" -> nodes labelled so
 	keys     map[string]map[string][]string // node -> driver -> topology keys (CSINode)
+	names    map[string]map[string]bool     // node -> the values that name it: its name and hostname label
+	nodeIDs  map[string]map[string]string   // node -> driver -> node ID (CSINode)
+	labels   map[string]map[string]string   // node -> labels
 }
 
 // topologyHostPrefix marks, among a volume's hosts, the pin of a volume
@@ -43,18 +55,28 @@ type nodeTopology struct {
 const topologyHostPrefix = "topology:"
 
 func newNodeTopology(nodes []v1.Node, csinodes []storagev1.CSINode) *nodeTopology {
-	t := &nodeTopology{carriers: map[string][]string{}, keys: map[string]map[string][]string{}}
+	t := &nodeTopology{carriers: map[string][]string{}, keys: map[string]map[string][]string{},
+		names: map[string]map[string]bool{}, nodeIDs: map[string]map[string]string{}, labels: map[string]map[string]string{}}
 	for i := range nodes {
-		for k, v := range nodes[i].Labels {
-			t.carriers[k+"="+v] = append(t.carriers[k+"="+v], nodes[i].Name)
+		n := &nodes[i]
+		for k, v := range n.Labels {
+			t.carriers[k+"="+v] = append(t.carriers[k+"="+v], n.Name)
 		}
+		t.names[n.Name] = map[string]bool{n.Name: true}
+		if h := n.Labels[v1.LabelHostname]; h != "" {
+			t.names[n.Name][h] = true
+		}
+		t.labels[n.Name] = n.Labels
 	}
 	for i := range csinodes {
 		drivers := map[string][]string{}
+		ids := map[string]string{}
 		for _, d := range csinodes[i].Spec.Drivers {
 			drivers[d.Name] = d.TopologyKeys
+			ids[d.Name] = d.NodeID
 		}
 		t.keys[csinodes[i].Name] = drivers
+		t.nodeIDs[csinodes[i].Name] = ids
 	}
 	return t
 }
@@ -65,21 +87,42 @@ func zoneOrRegionKey(k string) bool {
 	return strings.Contains(k, "zone") || strings.Contains(k, "region")
 }
 
+// namesNode reports whether v names node itself for driver: its name, its
+// hostname label, or its CSINode's node ID for driver.
+func (t *nodeTopology) namesNode(node, driver, v string) bool {
+	if v == "" {
+		return false
+	}
+	return t.names[node][v] || t.nodeIDs[node][driver] == v
+}
+
+// perNodeKey reports whether some node carries key with a value that names
+// that node (for driver): key is a node's own, not a place's.
+func (t *nodeTopology) perNodeKey(driver, key string) bool {
+	for node, labels := range t.labels {
+		if v, ok := labels[key]; ok && t.namesNode(node, driver, v) {
+			return true
+		}
+	}
+	return false
+}
+
 // pinned returns the node a term of a CSI volume's affinity pins it to by
 // its driver's topology key, if it does (see nodeTopology).
 func (t *nodeTopology) pinned(pv *v1.PersistentVolume, term v1.NodeSelectorTerm) (string, bool) {
 	if t == nil || pv.Spec.CSI == nil {
 		return "", false
 	}
+	driver := pv.Spec.CSI.Driver
 	recorded := pv.Annotations[AnnotationInstanceID] != ""
 	for _, r := range term.MatchExpressions {
 		if r.Operator != v1.NodeSelectorOpIn || len(r.Values) != 1 || zoneOrRegionKey(r.Key) {
 			continue
 		}
 		switch nodes := t.carriers[r.Key+"="+r.Values[0]]; {
-		case len(nodes) == 1 && (recorded || slices.Contains(t.keys[nodes[0]][pv.Spec.CSI.Driver], r.Key)):
+		case len(nodes) == 1 && t.namesNode(nodes[0], driver, r.Values[0]) && (recorded || slices.Contains(t.keys[nodes[0]][driver], r.Key)):
 			return nodes[0], true
-		case len(nodes) == 0 && recorded:
+		case len(nodes) == 0 && recorded && t.perNodeKey(driver, r.Key):
 			return topologyHostPrefix + r.Key + "=" + r.Values[0], true
 		}
 	}

@@ -81,3 +81,68 @@ func TestCSITopologyPinsOnlyANodeLocalVolume(t *testing.T) {
 		})
 	}
 }
+
+// TestTopologyPinNeedsAValueThatNamesTheNode (review 11d #2): a term pins a
+// CSI volume to a node by topology only when its value names that node (its
+// name, hostname label or CSINode node ID for the driver), and a volume that
+// records an instance (AnnotationInstanceID) stays pinned to a node that is
+// gone only while the key is seen to be a node's own: a record, perhaps
+// written under an older rule, never makes an Outpost's EBS volume held.
+func TestTopologyPinNeedsAValueThatNamesTheNode(t *testing.T) {
+	const (
+		lvm, ebs  = "topolvm.io", "ebs.csi.aws.com"
+		lvmKey    = "topology.topolvm.io/node"
+		outpost   = "topology.ebs.csi.aws.com/outpost-id"
+		outpostID = "op-0123456789abcdef0"
+	)
+	node := func(name, host string, labels map[string]string) v1.Node {
+		l := map[string]string{v1.LabelHostname: host}
+		for k, v := range labels {
+			l[k] = v
+		}
+		return v1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: l}}
+	}
+	csinode := func(name, driver, id string, keys ...string) storagev1.CSINode {
+		return storagev1.CSINode{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: storagev1.CSINodeSpec{Drivers: []storagev1.CSINodeDriver{{Name: driver, NodeID: id, TopologyKeys: keys}}}}
+	}
+	nodes := []v1.Node{
+		node("ip-10-0-0-1.ec2.internal", "ip-10-0-0-1", map[string]string{lvmKey: "ip-10-0-0-1.ec2.internal"}),
+		node("ip-10-0-0-2.ec2.internal", "ip-10-0-0-2", map[string]string{lvmKey: "ip-10-0-0-2"}),
+		node("ip-10-0-0-3.ec2.internal", "ip-10-0-0-3", map[string]string{"example.com/lv-node": "i-0123456789abcdef0"}),
+		node("ip-10-0-0-4.ec2.internal", "ip-10-0-0-4", map[string]string{outpost: outpostID}),
+	}
+	csinodes := []storagev1.CSINode{
+		csinode("ip-10-0-0-1.ec2.internal", lvm, "ip-10-0-0-1.ec2.internal", lvmKey),
+		csinode("ip-10-0-0-2.ec2.internal", lvm, "ip-10-0-0-2.ec2.internal", lvmKey),
+		csinode("ip-10-0-0-3.ec2.internal", "example.com/lv", "i-0123456789abcdef0", "example.com/lv-node"),
+		csinode("ip-10-0-0-4.ec2.internal", ebs, "i-0fedcba9876543210", outpost),
+	}
+	topo := newNodeTopology(nodes, csinodes)
+	for _, tc := range []struct {
+		name, driver, key, value string
+		recorded                 bool
+		want                     string // "" for not pinned
+	}{
+		{name: "value is the node's name", driver: lvm, key: lvmKey, value: "ip-10-0-0-1.ec2.internal", want: "ip-10-0-0-1.ec2.internal"},
+		{name: "value is the node's hostname", driver: lvm, key: lvmKey, value: "ip-10-0-0-2", want: "ip-10-0-0-2.ec2.internal"},
+		{name: "value is the CSINode node ID", driver: "example.com/lv", key: "example.com/lv-node", value: "i-0123456789abcdef0", want: "ip-10-0-0-3.ec2.internal"},
+		{name: "an Outpost with one node", driver: ebs, key: outpost, value: outpostID},
+		{name: "an Outpost with one node, recorded", driver: ebs, key: outpost, value: outpostID, recorded: true},
+		{name: "node gone, a per-node key, recorded", driver: lvm, key: lvmKey, value: "ip-10-0-0-9.ec2.internal", recorded: true, want: topologyHostPrefix + lvmKey + "=ip-10-0-0-9.ec2.internal"},
+		{name: "node gone, a per-node key, not recorded", driver: lvm, key: lvmKey, value: "ip-10-0-0-9.ec2.internal"},
+		{name: "Outpost node gone, recorded", driver: ebs, key: outpost, value: "op-0aaaaaaaaaaaaaaaa", recorded: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pv := &v1.PersistentVolume{ObjectMeta: metav1.ObjectMeta{Name: "pv"}, Spec: v1.PersistentVolumeSpec{
+				PersistentVolumeSource: v1.PersistentVolumeSource{CSI: &v1.CSIPersistentVolumeSource{Driver: tc.driver, VolumeHandle: "h"}}}}
+			if tc.recorded {
+				pv.Annotations = map[string]string{AnnotationInstanceID: "i-0fedcba9876543210"}
+			}
+			term := v1.NodeSelectorTerm{MatchExpressions: []v1.NodeSelectorRequirement{{Key: tc.key, Operator: v1.NodeSelectorOpIn, Values: []string{tc.value}}}}
+			got, ok := topo.pinned(pv, term)
+			if ok != (tc.want != "") || got != tc.want {
+				t.Errorf("pinned by %s=%s (recorded %t) = %q, %t; want %q", tc.key, tc.value, tc.recorded, got, ok, tc.want)
+			}
+		})
+	}
+}

@@ -85,6 +85,7 @@ const (
 	stateMove     = "move"
 	maxTagValue   = 256 // Auto Scaling tag values
 	maxGroupTags  = 50  // Auto Scaling tags per group (service quota)
+	maxGroupName  = 255 // Auto Scaling group names (API_CreateAutoScalingGroup)
 	caTagPrefix   = "k8s.io/cluster-autoscaler/"
 	protectedMark = "*"
 )
@@ -160,6 +161,12 @@ type Options struct {
 	Owner string
 	// LockDuration and LockSettle default to DefaultLockDuration and DefaultLockSettle.
 	LockDuration, LockSettle time.Duration
+	// Hook, if set, is the caller's own lifecycle hook (the balancer's
+	// termination hook) with its current settings: the per-zone groups get
+	// it in place of the split group's hook of the same name, whose settings
+	// may be older (a HeartbeatTimeout from before an upgrade). Every other
+	// hook is copied as the split group has it.
+	Hook *asg.Hook
 }
 
 // Splitter splits groups, one pass at a time.
@@ -443,6 +450,14 @@ func (s *Splitter) snapshot(ctx context.Context, group string) (*snapshot, error
 	}
 	if snap.oldHooks, err = s.cloud.DescribeLifecycleHooks(ctx, group); err != nil {
 		return nil, fmt.Errorf("describing lifecycle hooks of %s: %w", group, err)
+	}
+	if own := s.opts.Hook; own != nil {
+		for i := range snap.oldHooks {
+			if snap.oldHooks[i].Name == own.Name {
+				snap.oldHooks[i] = *own
+				snap.oldHooks[i].Group = group
+			}
+		}
 	}
 	names := make([]string, 0, len(snap.zones))
 	for _, z := range snap.zones {
@@ -752,6 +767,18 @@ func steps(snap *snapshot, sel asg.Selector) (p plan, err error) {
 		}
 	}
 
+	// A per-zone group's name must fit, before the first write: a split
+	// that cannot create its per-zone groups would suspend Launch and
+	// Terminate and zero the minimum, then fail at step 3 on every pass
+	// (API_CreateAutoScalingGroup, AutoScalingGroupName: "Maximum length
+	// of 255.").
+	for _, z := range snap.zones {
+		if zname := ZoneGroupName(name, z); snap.zoneGroups[z] == nil && len(zname) > maxGroupName {
+			return p, fmt.Errorf("%w: the per-zone group of %s for zone %s would be named with %d characters, and Auto Scaling group names have at most %d (the group's name leaves no room for \"-%s\"); give the group a shorter name first",
+				ErrRefused, name, z, len(zname), maxGroupName, z)
+		}
+	}
+
 	// Room for one per-instance record at least, before the first write:
 	// a split that cannot record a single instance would suspend Launch
 	// and Terminate, zero the minimum and create the per-zone groups, then
@@ -869,7 +896,7 @@ func steps(snap *snapshot, sel asg.Selector) (p plan, err error) {
 		var enable []string
 		guarded(add(name, "CreateOrUpdateTags", TagImages+" (the AMIs to protect)", func(ctx context.Context, c Cloud) error {
 			var err error
-			enable, err = recordImages(ctx, c, sel, name, ids, imagesTag)
+			enable, err = recordImages(ctx, c, name, ids, imagesTag)
 			return err
 		}), nil)
 		add("", "EnableImageDeregistrationProtection", "AMIs of "+strings.Join(ids, ","), func(ctx context.Context, c Cloud) error {
@@ -1098,7 +1125,7 @@ func steps(snap *snapshot, sel asg.Selector) (p plan, err error) {
 			// Another group's split may need the same AMI for its own
 			// batch (one AMI for several node groups is common): the last
 			// split that records it lifts it.
-			others, err := imagesOfOtherSplits(ctx, c, sel, name)
+			others, err := imagesOfOtherSplits(ctx, c, name)
 			if err != nil {
 				return err
 			}
@@ -1354,7 +1381,7 @@ func attachWithRoom(ctx context.Context, c Cloud, group string, ids []string) er
 // AMI the account does not own, or that cannot be protected, is logged as a
 // risk and the batch still moves. It records them and returns those to
 // enable (enableImages).
-func recordImages(ctx context.Context, c Cloud, sel asg.Selector, group string, ids []string, recorded string) ([]string, error) {
+func recordImages(ctx context.Context, c Cloud, group string, ids []string, recorded string) ([]string, error) {
 	logger := klog.FromContext(ctx).WithValues("group", group)
 	insts, err := c.DescribeInstances(ctx, ids)
 	if err != nil {
@@ -1387,7 +1414,7 @@ func recordImages(ctx context.Context, c Cloud, sel asg.Selector, group string, 
 			continue
 		}
 		if already && others == nil {
-			if others, err = imagesOfOtherSplits(ctx, c, sel, group); err != nil {
+			if others, err = imagesOfOtherSplits(ctx, c, group); err != nil {
 				return nil, fmt.Errorf("reading which splits protect the batch's AMIs: %w", err)
 			}
 		}
@@ -1413,17 +1440,25 @@ func recordImages(ctx context.Context, c Cloud, sel asg.Selector, group string, 
 // enableImages enables the deregistration protection of amis; a failure is
 // logged as a risk, and the batch still moves.
 func enableImages(ctx context.Context, c Cloud, group string, amis []string) {
+	logger := klog.FromContext(ctx).WithValues("group", group)
 	for _, ami := range amis {
 		if err := c.SetImageProtection(ctx, ami, true); err != nil {
-			klog.FromContext(ctx).Info("Warning: cannot protect an AMI of the batch from deregistration; if it is deregistered while the batch is detached, its instances run in no group", "group", group, "ami", ami, "err", err)
+			logger.Info("Warning: cannot protect an AMI of the batch from deregistration; if it is deregistered while the batch is detached, its instances run in no group", "ami", ami, "err", err)
 		}
 	}
 }
 
-// imagesOfOtherSplits returns, by AMI, the groups other than group (among
-// those sel discovers) whose split records it in TagImages.
-func imagesOfOtherSplits(ctx context.Context, c Cloud, sel asg.Selector, group string) (map[string][]string, error) {
-	gs, err := c.DescribeGroups(ctx, asg.Selector{TagKeys: sel.TagKeys})
+// imagesOfOtherSplits returns, by AMI, the groups other than group whose
+// split records it in TagImages: every such group of the account and
+// region, whichever cluster discovers it. An AMI is an account-wide
+// resource that several clusters' groups may launch from, so a split that
+// read only its own cluster's groups would lift the protection under
+// another cluster's batch. DescribeAutoScalingGroups with the filter
+// tag-key=TagImages alone ("tag-key - Accepts tag keys. The results only
+// include information about the Auto Scaling groups associated with these
+// tag keys.", API_Filter), every page.
+func imagesOfOtherSplits(ctx context.Context, c Cloud, group string) (map[string][]string, error) {
+	gs, err := c.DescribeGroups(ctx, asg.Selector{TagKeys: []string{TagImages}})
 	if err != nil {
 		return nil, err
 	}
