@@ -14,8 +14,9 @@ import (
 )
 
 // The scheduler, on the shipped RBAC alone, reports a pile-up on the
-// CronJob: it reads each parked pod's Job (get on jobs.batch, which
-// system:kube-scheduler lacks) and writes the event on the CronJob
+// CronJob: it lists and watches the metadata of Jobs to find a parked pod's
+// CronJob (list and watch on jobs.batch, which system:kube-scheduler lacks;
+// no get) and writes the event on the CronJob
 // (events are in system:kube-scheduler). Without the grant the event lands
 // on the Job instead, and this test fails.
 func TestSchedulerOwnerRBAC(t *testing.T) {
@@ -58,10 +59,18 @@ func TestSchedulerOwnerRBAC(t *testing.T) {
 
 	as := impersonate(t, server.KubeConfig, "kube-system", "ballast-scheduler")
 	waitFor(ctx, t, "the scheduler's bindings to take effect", func() (bool, error) {
-		_, err := as.BatchV1().Jobs("default").Get(ctx, job.Name, metav1.GetOptions{})
+		_, err := as.BatchV1().Jobs(metav1.NamespaceAll).List(ctx, metav1.ListOptions{})
 		return err == nil, nil
 	})
-	forbidden(t, "list Jobs (only get is granted)", func() error { _, err := as.BatchV1().Jobs("default").List(ctx, metav1.ListOptions{}); return err })
+	w, err := as.BatchV1().Jobs(metav1.NamespaceAll).Watch(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatalf("watch Jobs as the scheduler: %v", err)
+	}
+	w.Stop()
+	forbidden(t, "get a Job (the informer lists; only list and watch are granted)", func() error {
+		_, err := as.BatchV1().Jobs("default").Get(ctx, job.Name, metav1.GetOptions{})
+		return err
+	})
 	forbidden(t, "delete a Job", func() error { return as.BatchV1().Jobs("default").Delete(ctx, job.Name, metav1.DeleteOptions{}) })
 	forbidden(t, "get a CronJob (not needed: the Job's reference names it)", func() error {
 		_, err := as.BatchV1().CronJobs("default").Get(ctx, cron.Name, metav1.GetOptions{})

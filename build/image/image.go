@@ -120,7 +120,7 @@ func Build(spec Spec, opts Options) (v1.ImageIndex, error) {
 	}
 	var idx v1.ImageIndex = mutate.IndexMediaType(empty.Index, types.OCIImageIndex)
 	for _, p := range opts.Platforms {
-		img, err := buildImage(spec, p, opts.Binary(spec, p), annotations)
+		img, err := buildImage(spec, p, opts.Binary(spec, p), opts.Version, annotations)
 		if err != nil {
 			return nil, err
 		}
@@ -130,12 +130,12 @@ func Build(spec Spec, opts Options) (v1.ImageIndex, error) {
 	return mutate.Annotations(idx, annotations).(v1.ImageIndex), nil
 }
 
-func buildImage(spec Spec, p v1.Platform, binary string, labels map[string]string) (v1.Image, error) {
+func buildImage(spec Spec, p v1.Platform, binary, version string, labels map[string]string) (v1.Image, error) {
 	bin, err := os.ReadFile(binary)
 	if err != nil {
 		return nil, fmt.Errorf("%s for %s: %w", spec.Name, p.String(), err)
 	}
-	if err := checkBinary(bin, p); err != nil {
+	if err := checkBinary(bin, p, spec, version); err != nil {
 		return nil, fmt.Errorf("%s for %s: %s: %w", spec.Name, p.String(), binary, err)
 	}
 	layerTar, err := rootfs(spec.Path, bin)

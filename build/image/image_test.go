@@ -1,6 +1,8 @@
 package image_test
 
 import (
+	"bytes"
+	"debug/buildinfo"
 	"debug/elf"
 	"os"
 	"os/exec"
@@ -138,7 +140,7 @@ func checkIndex(t *testing.T, dir string, spec image.Spec, repo, version, revisi
 		if hdr.Mode&0o111 == 0 || hdr.Uid != 0 {
 			t.Errorf("%s %s: %s mode %o uid %d, want executable and owned by root (not writable by the user)", spec.Name, p.String(), spec.Path, hdr.Mode, hdr.Uid)
 		}
-		checkELF(t, spec.Name+" "+p.String(), bin, p.Architecture)
+		checkELF(t, spec.Name+" "+p.String(), bin, p.Architecture, version)
 		passwd, _, err := image.ReadFile(img, "/etc/passwd")
 		if err != nil || !strings.Contains(string(passwd), ":65532:65532:") {
 			t.Errorf("%s %s: /etc/passwd %q (%v) has no user 65532", spec.Name, p.String(), passwd, err)
@@ -159,9 +161,13 @@ func checkIndex(t *testing.T, dir string, spec image.Spec, repo, version, revisi
 	return host
 }
 
-func checkELF(t *testing.T, what string, bin []byte, arch string) {
+// checkELF checks a binary of an image without running it (the arm64 one
+// cannot run here): an ELF file for arch, static (no interpreter, no
+// dynamic section: the image has no libc), and its Go build info names
+// linux/arch, no cgo, and the version the image is tagged with.
+func checkELF(t *testing.T, what string, bin []byte, arch, version string) {
 	t.Helper()
-	f, err := elf.NewFile(strings.NewReader(string(bin)))
+	f, err := elf.NewFile(bytes.NewReader(bin))
 	if err != nil {
 		t.Fatalf("%s: %v", what, err)
 	}
@@ -171,9 +177,28 @@ func checkELF(t *testing.T, what string, bin []byte, arch string) {
 		t.Errorf("%s: ELF machine %s, want %s", what, f.Machine, want)
 	}
 	for _, p := range f.Progs {
-		if p.Type == elf.PT_INTERP {
-			t.Errorf("%s: dynamically linked; the image has no libc", what)
+		if p.Type == elf.PT_INTERP || p.Type == elf.PT_DYNAMIC {
+			t.Errorf("%s: dynamically linked (%s); the image has no libc", what, p.Type)
 		}
+	}
+	if s := f.Section(".dynamic"); s != nil {
+		t.Errorf("%s: has a .dynamic section; the image has no libc", what)
+	}
+	info, err := buildinfo.Read(bytes.NewReader(bin))
+	if err != nil {
+		t.Fatalf("%s: Go build info: %v", what, err)
+	}
+	settings := map[string]string{}
+	for _, s := range info.Settings {
+		settings[s.Key] = s.Value
+	}
+	if settings["GOOS"] != "linux" || settings["GOARCH"] != arch || settings["CGO_ENABLED"] != "0" {
+		t.Errorf("%s: built with GOOS=%s GOARCH=%s CGO_ENABLED=%s, want linux, %s, 0", what, settings["GOOS"], settings["GOARCH"], settings["CGO_ENABLED"], arch)
+	}
+	// go build -trimpath leaves -ldflags out of the build info (go.dev/issue/52372),
+	// so the version set with -X is looked for in the binary's data.
+	if !bytes.Contains(bin, []byte(image.VersionMark(version))) {
+		t.Errorf("%s: the version %s is not in the binary", what, version)
 	}
 }
 
@@ -282,6 +307,72 @@ func TestBuildRejects(t *testing.T) {
 		tc.mod(&o)
 		_, err := image.Build(spec, o)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: error %v, want one with %q", name, err, tc.want)
+		}
+	}
+}
+
+// tinyBinary builds a small static Go program for linux/arch with the
+// version flags `make image` sets (ballastVersion "" sets none): a binary of
+// the other architecture in seconds, where the scheduler takes minutes.
+func tinyBinary(t *testing.T, arch, ballastVersion string) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "go.mod"), []byte("module tiny\n\ngo 1.22\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "main.go"), []byte("package main\n\nvar version = \"dev\"\n\nfunc main() { println(version) }\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ldflags := "-s -w"
+	if ballastVersion != "" {
+		// As the scheduler's Kubernetes version (LDFLAGS: gitVersion).
+		ldflags += " -X main.version=" + k8sVersion + "+ballast." + ballastVersion
+	}
+	out := filepath.Join(dir, "tiny")
+	cmd := exec.Command("go", "build", "-trimpath", "-ldflags", ldflags, "-o", out, ".")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+arch, "GOFLAGS=-trimpath", "GOWORK=off")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("building a tiny %s binary: %v\n%s", arch, err, b)
+	}
+	return out
+}
+
+// The binary of each platform is checked before it goes in: an ELF file of
+// the platform's machine, static (no interpreter, no dynamic section), whose
+// Go build info names the platform's GOOS and GOARCH and carries the version
+// the image is tagged with. The arm64 half this way, on a machine that
+// cannot run arm64: a stale binary under bin/linux-arm64 is refused.
+func TestBuildChecksOtherArchitecture(t *testing.T) {
+	arm64 := v1.Platform{OS: "linux", Architecture: "arm64"}
+	good := tinyBinary(t, "arm64", "v1.2.3")
+	spec := image.Images[0]
+	opts := image.Options{Repo: "registry.test/ballast", Version: "v1.2.3", Revision: "r", Platforms: []v1.Platform{arm64},
+		Binary: func(image.Spec, v1.Platform) string { return good }}
+	idx, err := image.Build(spec, opts)
+	if err != nil {
+		t.Fatalf("building an arm64 image: %v", err)
+	}
+	dir := filepath.Join(t.TempDir(), spec.Name)
+	if err := image.WriteLayout(dir, image.Ref(opts.Repo, spec, opts.Version), idx); err != nil {
+		t.Fatal(err)
+	}
+	if host := checkIndex(t, dir, spec, opts.Repo, opts.Version, opts.Revision, opts.Platforms); host != nil && runtime.GOARCH != "arm64" {
+		t.Errorf("an arm64 image returned as the host's (%s)", runtime.GOARCH)
+	}
+
+	for name, tc := range map[string]struct {
+		binary, version, want string
+	}{
+		"stale version": {good, "v1.2.4", "built with version"},
+		"no version":    {tinyBinary(t, "arm64", ""), "v1.2.3", "built with version"},
+		"other machine": {tinyBinary(t, "amd64", "v1.2.3"), "v1.2.3", "built for"},
+	} {
+		o := opts
+		o.Version = tc.version
+		o.Binary = func(image.Spec, v1.Platform) string { return tc.binary }
+		if _, err := image.Build(spec, o); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: error %v, want one with %q", name, err, tc.want)
 		}
 	}

@@ -3,8 +3,10 @@ package hopeless
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"hash/fnv"
+	"io"
 	"os"
 	"slices"
 	"strconv"
@@ -20,6 +22,8 @@ import (
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	appslisters "k8s.io/client-go/listers/apps/v1"
+	"k8s.io/client-go/metadata"
+	"k8s.io/client-go/metadata/metadatainformer"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/flowcontrol"
 	"k8s.io/component-base/metrics"
@@ -55,15 +59,13 @@ const (
 	// writes of the replica together.
 	ownerEventsPerSecond = 2
 	ownerEventsBurst     = 10
-	// ownerLookupsPerSecond and ownerLookupsBurst bound the GETs of Jobs
-	// (to find their CronJob), which no scheduler informer holds.
-	ownerLookupsPerSecond = 50
-	ownerLookupsBurst     = 100
-	// maxOwnerLookupsCached bounds the Job -> owner cache; it is cleared
-	// when full.
-	maxOwnerLookupsCached = 10000
-	// forbiddenBackoff: after a 403 on Jobs, the report stops asking for
-	// this long and reports the pods on their Job.
+	// ownerJobWait: a pod whose Job the synced Job informer does not hold
+	// (yet: the Job's watch event may arrive after its pod's) waits this
+	// long, then is reported on its Job (gone or replaced).
+	ownerJobWait = 30 * time.Second
+	// forbiddenBackoff: after a 403 listing or watching Jobs, the pods
+	// waiting for their Job are reported on it, for this long after the
+	// last refusal (the informer keeps retrying, with its own backoff).
 	forbiddenBackoff = 10 * time.Minute
 	// maxNoteLength is the longest message an event may carry in
 	// events.k8s.io/v1 (core/v1 events are read through it too).
@@ -84,6 +86,9 @@ const (
 // stays bounded.
 var metricOwnerKinds = []string{"CronJob", "Job", "Deployment", "ReplicaSet", "StatefulSet", "DaemonSet", "ReplicationController"}
 
+// jobsResource is what the Job informer lists and watches, metadata only.
+var jobsResource = schema.GroupVersionResource{Group: "batch", Version: "v1", Resource: "jobs"}
+
 // owner is the controller a parked pod is reported on.
 type owner struct {
 	APIVersion, Kind, Namespace, Name string
@@ -100,6 +105,7 @@ type ownedPod struct {
 	message   string
 	ref       *metav1.OwnerReference // the pod's controller; nil for a bare pod
 	owner     *owner                 // resolved owner; nil while a lookup is pending
+	since     time.Time              // parked (with this message) at
 }
 
 // groupKey is one event: an owner and the message its pods are parked with.
@@ -123,51 +129,60 @@ type ownerGroup struct {
 // ownerReport counts parked pods by owning controller and writes one event
 // per owner and message. It resolves a pod's controller one step up where
 // that is cheap: a ReplicaSet to its Deployment from the scheduler's own
-// ReplicaSet informer, a Job to its CronJob with a GET (no scheduler
-// informer holds Jobs), cached per Job, rate limited. It writes core/v1
+// ReplicaSet informer, a Job to its CronJob from a metadata-only informer
+// of Jobs (name, UID and controller reference of each Job are all it
+// keeps), started on the first Job-owned pod that parks. It writes core/v1
 // Events itself, as client-go's legacy recorder aggregates: one object per
 // owner and message, created once and then patched (message, count,
 // lastTimestamp). The events.k8s.io/v1 recorder cannot: its series never
 // change the note, and the API refuses a changed note on update.
 type ownerReport struct {
 	client   kubernetes.Interface
+	meta     metadata.Interface // nil: Job-owned pods are reported on their Job
 	rsLister appslisters.ReplicaSetLister
 	rsSynced cache.InformerSynced
 	clock    clock.WithTicker
 	writes   flowcontrol.RateLimiter
-	lookups  flowcontrol.RateLimiter
 	instance string
 
-	mu        sync.Mutex
-	pods      map[types.UID]ownedPod
-	pending   map[types.UID]struct{}
-	groups    map[groupKey]*ownerGroup
-	bare      map[string]int // parked pods without a controller, by namespace
-	jobOwners map[types.UID]owner
-	forbidden time.Time // no Job lookups until then
+	mu      sync.Mutex
+	pods    map[types.UID]ownedPod
+	pending map[types.UID]struct{}
+	// waiting are the pending pods of each Job (by Job UID), resolved when
+	// the Job informer delivers their Job.
+	waiting map[types.UID]map[types.UID]struct{}
+	groups  map[groupKey]*ownerGroup
+	bare    map[string]int // parked pods without a controller, by namespace
+	// jobsWanted: a Job-owned pod parked; the next round starts the Job
+	// informer, whose lister and sync state jobLister and jobsSynced are.
+	jobsWanted bool
+	jobLister  cache.GenericLister
+	jobsSynced cache.InformerSynced
+	forbidden  time.Time // Jobs may not be listed or watched; report on the Job until then
 }
 
 // newOwnerReport returns the report; clk times its rounds and its rate
 // limiters.
-func newOwnerReport(client kubernetes.Interface, factory informers.SharedInformerFactory, clk clock.WithTicker) *ownerReport {
+// Jobs are read through meta (nil: pods are reported on their Job).
+func newOwnerReport(client kubernetes.Interface, meta metadata.Interface, factory informers.SharedInformerFactory, clk clock.WithTicker) *ownerReport {
 	rs := factory.Apps().V1().ReplicaSets()
 	host, _ := os.Hostname()
 	if host == "" {
 		host = "unknown"
 	}
 	return &ownerReport{
-		client:    client,
-		rsLister:  rs.Lister(),
-		rsSynced:  rs.Informer().HasSynced,
-		clock:     clk,
-		writes:    flowcontrol.NewTokenBucketRateLimiterWithClock(ownerEventsPerSecond, ownerEventsBurst, clk),
-		lookups:   flowcontrol.NewTokenBucketRateLimiterWithClock(ownerLookupsPerSecond, ownerLookupsBurst, clk),
-		instance:  truncate(host, 128),
-		pods:      map[types.UID]ownedPod{},
-		pending:   map[types.UID]struct{}{},
-		groups:    map[groupKey]*ownerGroup{},
-		bare:      map[string]int{},
-		jobOwners: map[types.UID]owner{},
+		client:   client,
+		meta:     meta,
+		rsLister: rs.Lister(),
+		rsSynced: rs.Informer().HasSynced,
+		clock:    clk,
+		writes:   flowcontrol.NewTokenBucketRateLimiterWithClock(ownerEventsPerSecond, ownerEventsBurst, clk),
+		instance: truncate(host, 128),
+		pods:     map[types.UID]ownedPod{},
+		pending:  map[types.UID]struct{}{},
+		waiting:  map[types.UID]map[types.UID]struct{}{},
+		groups:   map[groupKey]*ownerGroup{},
+		bare:     map[string]int{},
 	}
 }
 
@@ -183,12 +198,15 @@ func (r *ownerReport) park(pod *v1.Pod, message string) bool {
 		}
 		r.removeLocked(pod.UID, old)
 	}
-	p := ownedPod{namespace: pod.Namespace, message: message, ref: ref}
+	p := ownedPod{namespace: pod.Namespace, message: message, ref: ref, since: r.clock.Now()}
 	if ref != nil {
 		if o, ok := r.resolveLocked(pod.Namespace, ref); ok {
 			p.owner = &o
 		} else {
 			r.pending[pod.UID] = struct{}{}
+			if isJob(ref) {
+				r.waitLocked(ref.UID, pod.UID)
+			}
 		}
 	}
 	r.pods[pod.UID] = p
@@ -220,9 +238,32 @@ func (r *ownerReport) addLocked(p ownedPod) {
 	}
 }
 
+func (r *ownerReport) waitLocked(job, pod types.UID) {
+	r.jobsWanted = true
+	w := r.waiting[job]
+	if w == nil {
+		w = map[types.UID]struct{}{}
+		r.waiting[job] = w
+	}
+	w[pod] = struct{}{}
+}
+
+func (r *ownerReport) unwaitLocked(pod types.UID, p ownedPod) {
+	if p.ref == nil || !isJob(p.ref) {
+		return
+	}
+	if w := r.waiting[p.ref.UID]; w != nil {
+		delete(w, pod)
+		if len(w) == 0 {
+			delete(r.waiting, p.ref.UID)
+		}
+	}
+}
+
 func (r *ownerReport) removeLocked(uid types.UID, p ownedPod) {
 	delete(r.pods, uid)
 	delete(r.pending, uid)
+	r.unwaitLocked(uid, p)
 	switch {
 	case p.ref == nil:
 		if r.bare[p.namespace]--; r.bare[p.namespace] <= 0 {
@@ -235,8 +276,13 @@ func (r *ownerReport) removeLocked(uid types.UID, p ownedPod) {
 	}
 }
 
+func isJob(ref *metav1.OwnerReference) bool {
+	gv, _ := schema.ParseGroupVersion(ref.APIVersion)
+	return gv.Group == "batch" && ref.Kind == "Job"
+}
+
 // resolveLocked returns the owner a controller reference stands for, if
-// it can be told without a request: ok is false when a lookup is needed.
+// it can be told from the informers: ok is false while it cannot yet.
 func (r *ownerReport) resolveLocked(namespace string, ref *metav1.OwnerReference) (owner, bool) {
 	gv, _ := schema.ParseGroupVersion(ref.APIVersion)
 	switch {
@@ -251,103 +297,172 @@ func (r *ownerReport) resolveLocked(namespace string, ref *metav1.OwnerReference
 			}
 		}
 		return ownerOf(namespace, ref), true
-	case gv.Group == "batch" && ref.Kind == "Job":
-		o, ok := r.jobOwners[ref.UID]
-		return o, ok
+	case isJob(ref):
+		switch {
+		case r.meta == nil:
+			return ownerOf(namespace, ref), true
+		case r.jobLister == nil || !r.jobsSynced():
+			// Not started or not synced; refused: report on the Job.
+			if r.clock.Now().Before(r.forbidden) {
+				return ownerOf(namespace, ref), true
+			}
+			return owner{}, false
+		}
+		obj, err := r.jobLister.ByNamespace(namespace).Get(ref.Name)
+		if err != nil {
+			return owner{}, false
+		}
+		job, ok := obj.(*metav1.PartialObjectMetadata)
+		if !ok || job.UID != ref.UID {
+			return owner{}, false // replaced: waits as for a Job not there
+		}
+		return jobOwner(namespace, ref, job), true
 	}
 	return ownerOf(namespace, ref), true
 }
 
-// resolvePending resolves the owners that need a lookup, within the lookup
-// budget; the rest wait for the next round.
+// jobOwner is the owner a Job's pods are reported on: the Job's controller
+// (a CronJob), or the Job itself.
+func jobOwner(namespace string, ref *metav1.OwnerReference, job *metav1.PartialObjectMetadata) owner {
+	if c := metav1.GetControllerOfNoCopy(job); c != nil {
+		return ownerOf(namespace, c)
+	}
+	return ownerOf(namespace, ref)
+}
+
+// resolvePending starts the Job informer when a Job-owned pod parked, and
+// resolves the owners the informers can now tell: a ReplicaSet once the
+// scheduler's informer synced, a Job that the Job informer's event did not
+// resolve (it was there when its pod parked, or it never came: after
+// ownerJobWait the pod is reported on its Job).
 func (r *ownerReport) resolvePending(ctx context.Context) {
-	r.mu.Lock()
-	todo := map[types.UID]ownedPod{} // by controller UID
-	for uid := range r.pending {
-		p := r.pods[uid]
-		if o, ok := r.resolveLocked(p.namespace, p.ref); ok {
-			r.resolvedLocked(uid, p, o)
-			continue
-		}
-		todo[p.ref.UID] = p
-	}
-	r.mu.Unlock()
-
-	resolved := map[types.UID]owner{}
-	for uid, p := range todo {
-		gv, _ := schema.ParseGroupVersion(p.ref.APIVersion)
-		if gv.Group != "batch" || p.ref.Kind != "Job" {
-			continue // a ReplicaSet while the informer syncs
-		}
-		if r.lookupsForbidden() {
-			resolved[uid] = ownerOf(p.namespace, p.ref)
-			continue
-		}
-		if !r.lookups.TryAccept() {
-			break
-		}
-		o, ok := r.lookupJob(ctx, p.namespace, p.ref)
-		if ok {
-			resolved[uid] = o
-		}
-	}
-
+	r.startJobs(ctx)
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if len(r.jobOwners)+len(resolved) > maxOwnerLookupsCached {
-		r.jobOwners = map[types.UID]owner{}
-	}
-	for uid, o := range resolved {
-		r.jobOwners[uid] = o
+	now := r.clock.Now()
+	synced := r.jobLister != nil && r.jobsSynced()
+	for job, pods := range r.waiting {
+		for uid := range pods {
+			p := r.pods[uid]
+			o, ok := r.resolveLocked(p.namespace, p.ref)
+			if !ok && synced && now.Sub(p.since) >= ownerJobWait {
+				metricOwnerLookups.WithLabelValues("not-found").Inc()
+				o, ok = ownerOf(p.namespace, p.ref), true
+			}
+			if !ok {
+				continue
+			}
+			for uid := range pods {
+				r.resolvedLocked(uid, r.pods[uid], o)
+			}
+			delete(r.waiting, job)
+			break
+		}
 	}
 	for uid := range r.pending {
 		p := r.pods[uid]
-		if o, ok := resolved[p.ref.UID]; ok {
+		if isJob(p.ref) {
+			continue
+		}
+		if o, ok := r.resolveLocked(p.namespace, p.ref); ok {
 			r.resolvedLocked(uid, p, o)
 		}
 	}
 }
 
-func (r *ownerReport) lookupsForbidden() bool {
+// startJobs starts the metadata informer of Jobs on the first Job-owned
+// pod: a scheduler whose parked pods come from no Job holds no Job. It
+// keeps of each Job its name, UID and controller reference; it runs until
+// ctx ends.
+func (r *ownerReport) startJobs(ctx context.Context) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.clock.Now().Before(r.forbidden)
+	if !r.jobsWanted || r.jobLister != nil || r.meta == nil {
+		return
+	}
+	gi := metadatainformer.NewFilteredMetadataInformer(r.meta, jobsResource, metav1.NamespaceAll, 0, cache.Indexers{}, nil)
+	inf := gi.Informer()
+	if err := inf.SetTransform(stripJob); err != nil {
+		klog.FromContext(ctx).Error(err, "Setting the Job informer's transform")
+	}
+	if err := inf.SetWatchErrorHandlerWithContext(r.jobsWatchError); err != nil {
+		klog.FromContext(ctx).Error(err, "Setting the Job informer's error handler")
+	}
+	if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    r.jobSeen,
+		UpdateFunc: func(_, obj any) { r.jobSeen(obj) },
+	}); err != nil {
+		klog.FromContext(ctx).Error(err, "Watching Jobs for the owner report")
+		return
+	}
+	r.jobLister, r.jobsSynced = gi.Lister(), inf.HasSynced
+	go inf.RunWithContext(ctx)
+}
+
+// stripJob keeps of a Job's metadata what the report reads.
+func stripJob(obj any) (any, error) {
+	m, ok := obj.(*metav1.PartialObjectMetadata)
+	if !ok {
+		return obj, nil // a deletion's tombstone
+	}
+	out := &metav1.PartialObjectMetadata{TypeMeta: m.TypeMeta, ObjectMeta: metav1.ObjectMeta{
+		Name: m.Name, Namespace: m.Namespace, UID: m.UID, ResourceVersion: m.ResourceVersion}}
+	if c := metav1.GetControllerOfNoCopy(m); c != nil {
+		out.OwnerReferences = []metav1.OwnerReference{*c}
+	}
+	return out, nil
+}
+
+// jobSeen resolves the pods waiting for a Job the informer delivered.
+func (r *ownerReport) jobSeen(obj any) {
+	job, ok := obj.(*metav1.PartialObjectMetadata)
+	if !ok {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	pods := r.waiting[job.UID]
+	if len(pods) == 0 {
+		return
+	}
+	metricOwnerLookups.WithLabelValues("ok").Inc()
+	for uid := range pods {
+		p := r.pods[uid]
+		r.resolvedLocked(uid, p, jobOwner(p.namespace, p.ref, job))
+	}
+	delete(r.waiting, job.UID)
+}
+
+// jobsWatchError is the Job informer's list and watch error handler: a
+// 403 (the RBAC of deploy/scheduler-*/rbac.yaml missing) reports the
+// waiting pods on their Job for a while, logged once per backoff.
+func (r *ownerReport) jobsWatchError(ctx context.Context, reflector *cache.Reflector, err error) {
+	switch {
+	case apierrors.IsForbidden(err):
+		metricOwnerLookups.WithLabelValues("forbidden").Inc()
+		r.mu.Lock()
+		now := r.clock.Now()
+		first := !now.Before(r.forbidden)
+		r.forbidden = now.Add(forbiddenBackoff)
+		r.mu.Unlock()
+		if first {
+			klog.FromContext(ctx).Error(err, "Cannot list and watch Jobs to find their CronJob; reporting parked pods on their Job. Grant list and watch on jobs.batch (deploy/scheduler-secondary/rbac.yaml)", "backoff", forbiddenBackoff)
+		}
+		return
+	case errors.Is(err, io.EOF) || apierrors.IsResourceExpired(err) || apierrors.IsGone(err):
+		// A watch closed or expired: the informer relists, nothing failed.
+	default:
+		metricOwnerLookups.WithLabelValues("error").Inc()
+	}
+	cache.DefaultWatchErrorHandler(ctx, reflector, err)
 }
 
 func (r *ownerReport) resolvedLocked(uid types.UID, p ownedPod, o owner) {
 	delete(r.pending, uid)
+	r.unwaitLocked(uid, p)
 	p.owner = &o
 	r.pods[uid] = p
 	r.addLocked(p)
-}
-
-// lookupJob returns the owner of the Job ref: its controller (a CronJob),
-// or the Job itself. ok is false on an error worth retrying.
-func (r *ownerReport) lookupJob(ctx context.Context, namespace string, ref *metav1.OwnerReference) (owner, bool) {
-	// ResourceVersion 0: served from the apiserver's watch cache.
-	job, err := r.client.BatchV1().Jobs(namespace).Get(ctx, ref.Name, metav1.GetOptions{ResourceVersion: "0"})
-	switch {
-	case err == nil && job.UID == ref.UID:
-		metricOwnerLookups.WithLabelValues("ok").Inc()
-		if c := metav1.GetControllerOf(job); c != nil {
-			return ownerOf(namespace, c), true
-		}
-		return ownerOf(namespace, ref), true
-	case err == nil || apierrors.IsNotFound(err):
-		// Gone or replaced: the pod goes soon too; report it on the Job.
-		metricOwnerLookups.WithLabelValues("not-found").Inc()
-		return ownerOf(namespace, ref), true
-	case apierrors.IsForbidden(err):
-		metricOwnerLookups.WithLabelValues("forbidden").Inc()
-		klog.FromContext(ctx).Error(err, "Cannot read Jobs to find their CronJob; reporting parked pods on their Job. Grant get on jobs.batch (deploy/scheduler-secondary/rbac.yaml)", "backoff", forbiddenBackoff)
-		r.mu.Lock()
-		r.forbidden = r.clock.Now().Add(forbiddenBackoff)
-		r.mu.Unlock()
-		return ownerOf(namespace, ref), true
-	}
-	metricOwnerLookups.WithLabelValues("error").Inc()
-	klog.FromContext(ctx).V(2).Info("Looking up the owner of a Job failed; retrying", "job", klog.KRef(namespace, ref.Name), "err", err)
-	return owner{}, false
 }
 
 // run resolves owners and, on the leader, writes the events that are due,

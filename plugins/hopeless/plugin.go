@@ -20,6 +20,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/sets"
 	utilfeature "k8s.io/apiserver/pkg/util/feature"
+	"k8s.io/client-go/metadata"
 	"k8s.io/component-base/metrics/legacyregistry"
 	"k8s.io/klog/v2"
 	fwk "k8s.io/kube-scheduler/framework"
@@ -123,7 +124,15 @@ func build(ctx context.Context, args *v1alpha1.HopelessPodsArgs, h fwk.Handle, e
 
 	c := &components{store: shapes.NewStore(opts, *args.Autoscaling), informers: &informerWiring{}}
 	c.status = newStatusWriter(h.ClientSet(), h.EventRecorder(), float64(*args.StatusWritesPerSecond), clk)
-	c.status.owners = newOwnerReport(h.ClientSet(), factory, clk) // owners.go: one event per owner
+	var meta metadata.Interface // Jobs, metadata only, for the owner report
+	if cfg := h.KubeConfig(); cfg != nil {
+		m, err := metadata.NewForConfig(cfg)
+		if err != nil {
+			return nil, fmt.Errorf("a metadata client for Jobs: %w", err)
+		}
+		meta = m
+	}
+	c.status.owners = newOwnerReport(h.ClientSet(), meta, factory, clk) // owners.go: one event per owner
 	c.status.current = func(_ context.Context, namespace, name string) (*v1.Pod, error) {
 		// The informer's copy will do: the patch carries its resourceVersion.
 		return podLister.Pods(namespace).Get(name)
