@@ -146,3 +146,43 @@ func TestReview10cIgnoredExtendedResources(t *testing.T) {
 		})
 	}
 }
+
+// TestReview10cDisabledFilterPlugin (low severity, a rare configuration): a
+// profile may disable a default filter (KubeSchedulerConfiguration
+// profiles[].plugins.filter.disabled; pkg/scheduler/apis/config/types.go
+// Plugins, "Disabled Plugins are disabled from the enabled set"). Ballast's
+// HopelessPods shares the profile but always applies all four static
+// predicates (internal/shapes/predicates.go Requirements.Check): with
+// TaintToleration's filter disabled the real scheduler places a pod on a
+// tainted node, Ballast parks it ("no node or node group tolerates").
+func TestReview10cDisabledFilterPlugin(t *testing.T) {
+	schedmetrics.Register()
+	ctx := quietContext(t)
+	alloc := v1.ResourceList{v1.ResourceCPU: resource.MustParse("4"), v1.ResourceMemory: resource.MustParse("8Gi"), v1.ResourcePods: resource.MustParse("110")}
+	node := &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1", Labels: map[string]string{v1.LabelHostname: "n1"}},
+		Spec:   v1.NodeSpec{Taints: []v1.Taint{{Key: "dedicated", Value: "infra", Effect: v1.TaintEffectNoSchedule}}},
+		Status: v1.NodeStatus{Allocatable: alloc, Capacity: alloc}}
+	pod := &v1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "default", UID: apitypes.UID("uid-p")},
+		Spec: v1.PodSpec{Containers: []v1.Container{{Name: "c"}}}}
+	w := &world{name: "disabled", nodes: []*v1.Node{node}}
+	rs := newRealSchedulerProfile(t, ctx, w, func(p *config.KubeSchedulerProfile) {
+		p.Plugins.Filter.Disabled = append(p.Plugins.Filter.Disabled, config.Plugin{Name: names.TaintToleration})
+		var kept []config.Plugin
+		for _, pl := range p.Plugins.Filter.Enabled {
+			if pl.Name != names.TaintToleration {
+				kept = append(kept, pl)
+			}
+		}
+		p.Plugins.Filter.Enabled = kept
+	})
+	rejectedBy, why := rs.verdicts(ctx, pod, w.candidates())
+	if rejectedBy[node.Name] != "" {
+		t.Fatalf("setup: the real scheduler rejects the pod on %s (%s: %s); want it placed", node.Name, rejectedBy[node.Name], why[node.Name])
+	}
+	opts := ballastOptions()
+	store := shapes.NewStore(opts, false)
+	store.UpsertNode(node)
+	if v := store.Evaluate(shapes.NewRequirements(pod, nil, opts)); v.Hopeless {
+		t.Fatalf("FALSE PARK: a profile without the TaintToleration filter places the pod on %s, Ballast parks it: %s", node.Name, v.Message)
+	}
+}
