@@ -233,8 +233,11 @@ func (b *Balancer) Reconcile(ctx context.Context) (err error) {
 
 	groups, err := b.cloud.DescribeGroups(ctx, b.opts.Selector)
 	if err != nil {
-		// Held terminations are held still (blindhold.go); nothing else runs.
-		return b.holdWithoutGroups(ctx, err)
+		// Held terminations are held still (blindhold.go). Nothing can be
+		// done on AWS without the groups, but cluster-autoscaler keeps
+		// scaling down from its cached groups and reads only the node's
+		// annotation: mark the held nodes all the same.
+		return errors.Join(b.holdWithoutGroups(ctx, err), b.annotateHeld(ctx))
 	}
 	// ResourceVersion 0 serves the lists from the apiserver's watch cache.
 	nodes, err := b.kube.CoreV1().Nodes().List(ctx, metav1.ListOptions{ResourceVersion: "0"})
@@ -275,6 +278,37 @@ func (b *Balancer) Reconcile(ctx context.Context) (err error) {
 		b.lastSuccess.Store(b.clock.Now().UnixNano())
 	}
 	return err
+}
+
+// annotateHeld is the part of protect that needs no AWS call, for a loop
+// that could not read the groups: every node holding a bound local volume
+// gets the scale-down-disabled annotation (owned, as protect records it).
+// It removes nothing; scale-in protection and the hook wait for a loop
+// that reads the groups.
+func (b *Balancer) annotateHeld(ctx context.Context) error {
+	nodes, err := b.kube.CoreV1().Nodes().List(ctx, metav1.ListOptions{ResourceVersion: "0"})
+	if err != nil {
+		return fmt.Errorf("listing nodes: %w", err)
+	}
+	pvs, err := b.kube.CoreV1().PersistentVolumes().List(ctx, metav1.ListOptions{ResourceVersion: "0"})
+	if err != nil {
+		return fmt.Errorf("listing persistent volumes: %w", err)
+	}
+	csinodes, _ := b.listCSINodes(ctx, "0") // without them, fewer volumes hold: the recorded ones still do
+	inv := newInventory(nil, nodes.Items, pvs.Items, newNodeTopology(nodes.Items, csinodes))
+	var errs []error
+	for _, n := range inv.nodes {
+		vols := inv.held[n.Name]
+		if len(vols) == 0 || n.Annotations[AnnotationScaleDownDisabled] == "true" {
+			continue
+		}
+		if err := b.patchAnnotations(ctx, n.Name, map[string]any{AnnotationScaleDownDisabled: "true", AnnotationProtectedBy: Source}); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		b.recorder.Eventf(n, v1.EventTypeNormal, ReasonProtected, "%s", msgProtected(vols))
+	}
+	return errors.Join(errs...)
 }
 
 // confirmed returns the inventory read again from the apiserver itself (a

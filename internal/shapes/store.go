@@ -5,6 +5,7 @@ import (
 	"hash/fnv"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 
 	v1 "k8s.io/api/core/v1"
@@ -56,6 +57,8 @@ type Store struct {
 	gen uint64
 	// memberGen changes on every node add, delete or move between shapes.
 	memberGen uint64
+	// starting are the nodes still starting (startingTaint), settled.
+	starting map[string]*v1.Node
 }
 
 // NewStore returns an empty store. autoscaling says whether templates are
@@ -64,7 +67,7 @@ func NewStore(opts *Options, autoscaling bool) *Store {
 	if opts.DeviceClasses == nil {
 		opts.DeviceClasses = NewDeviceClasses()
 	}
-	s := &Store{opts: opts, shapes: map[uint64]*Shape{}, nodeShape: map[string]uint64{}, tstate: TemplatesNotUsed}
+	s := &Store{opts: opts, shapes: map[uint64]*Shape{}, nodeShape: map[string]uint64{}, starting: map[string]*v1.Node{}, tstate: TemplatesNotUsed}
 	if autoscaling {
 		s.tstate = TemplatesMissing
 	}
@@ -127,10 +130,26 @@ func (s *Store) ShapeKey(n *v1.Node) uint64 {
 }
 
 // UpsertNode adds or updates a node. It reports whether the shape set changed.
+// The store keeps the node without its passing taints (settled).
 func (s *Store) UpsertNode(n *v1.Node) bool {
+	isStarting := startingNode(n)
+	n = settled(n)
 	key := s.ShapeKey(n)
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if _, was := s.starting[n.Name]; was != isStarting || isStarting {
+		if isStarting {
+			s.starting[n.Name] = n
+		} else {
+			delete(s.starting, n.Name)
+		}
+		if was != isStarting && len(s.templates) > 0 {
+			// A verdict that counted on what the node would become, or
+			// could have, is due again (becomesFit; without templates a
+			// starting node becomes nothing more).
+			s.gen++
+		}
+	}
 	old, had := s.nodeShape[n.Name]
 	if had && old == key {
 		sh := s.shapes[key]
@@ -161,6 +180,137 @@ func (s *Store) UpsertNode(n *v1.Node) bool {
 		s.gen++
 	}
 	return changed
+}
+
+// Taints a node carries only while it starts, or while a node condition
+// holds, and that go away without anyone acting on the cluster: kubelet
+// registers a node with node.cloudprovider.kubernetes.io/uninitialized until
+// the cloud node controller initializes it; the NodeTaint admission plugin
+// and the node lifecycle controller keep node.kubernetes.io/not-ready on it
+// (NoSchedule, and NoExecute for taint-based eviction) until kubelet reports
+// Ready, and map the other node conditions to taints the same way
+// (controllers/nodelifecycle, nodeConditionToTaintKeyStatusMap);
+// cluster-autoscaler's startup-taint and ignore-taint prefixes name taints an
+// agent on the node removes once it is up (its FAQ, "How does Cluster
+// Autoscaler treat nodes with status/startup/ignore taints?"), and CA treats
+// all of these as absent when it plans. A pod that only such a taint keeps
+// off a node is waiting for the node, never hopeless: when its group reached
+// its maximum with the node CA just added for it, that starting node is the
+// only one that could ever host it.
+//
+// Not here: node.kubernetes.io/unschedulable (a cordon is an operator's
+// decision; spec.unschedulable is checked on its own), CA's
+// ToBeDeletedByClusterAutoscaler (the node is going away) and
+// node.cloudprovider.kubernetes.io/shutdown (its instance is stopped).
+var (
+	passingTaintKeys = sets.New(
+		taintUninitialized,
+		v1.TaintNodeNotReady,
+		v1.TaintNodeUnreachable,
+		v1.TaintNodeMemoryPressure,
+		v1.TaintNodeDiskPressure,
+		v1.TaintNodePIDPressure,
+		v1.TaintNodeNetworkUnavailable,
+	)
+	passingTaintPrefixes = []string{
+		"startup-taint.cluster-autoscaler.kubernetes.io/",
+		"ignore-taint.cluster-autoscaler.kubernetes.io/",
+	}
+)
+
+// passingTaint reports whether a taint goes away on its own (above).
+func passingTaint(t *v1.Taint) bool {
+	if passingTaintKeys.Has(t.Key) {
+		return true
+	}
+	for _, p := range passingTaintPrefixes {
+		if strings.HasPrefix(t.Key, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// settled returns the node as it will be once started: without its passing
+// taints. It copies only a node that has some; the caller's object is never
+// changed.
+func settled(n *v1.Node) *v1.Node {
+	i := slices.IndexFunc(n.Spec.Taints, func(t v1.Taint) bool { return passingTaint(&t) })
+	if i < 0 {
+		return n
+	}
+	cp := *n
+	cp.Spec.Taints = slices.DeleteFunc(slices.Clone(n.Spec.Taints), func(t v1.Taint) bool { return passingTaint(&t) })
+	if len(cp.Spec.Taints) == 0 {
+		cp.Spec.Taints = nil
+	}
+	return &cp
+}
+
+// startingNode reports whether a node is still starting: not yet initialized
+// by the cloud node controller or not yet Ready, by its taints.
+func startingNode(n *v1.Node) bool {
+	for _, t := range n.Spec.Taints {
+		if t.Key == taintUninitialized || t.Key == v1.TaintNodeNotReady {
+			return true
+		}
+	}
+	return false
+}
+
+const taintUninitialized = "node.cloudprovider.kubernetes.io/uninitialized"
+
+// becomesFit reports whether a starting node, once started, passes r. A
+// starting node lacks labels still to come (the cloud node controller's
+// zone, region, instance-type and zone-id when it initializes the node, the
+// EBS CSI driver's zone once its node plugin runs), so it is taken for what
+// it will become: the template of each group it is compatible with (every
+// label the node has, but identity labels, the template has with the same
+// value), whether or not the group can still grow, with the node's own
+// labels, taints and allocatable on top. Without templates (no autoscaler)
+// a starting node is only what it shows.
+func (s *Store) becomesFit(r *Requirements) bool {
+	if len(s.starting) == 0 {
+		return false
+	}
+	for i := range s.templates {
+		t := s.templates[i].Node
+		for _, n := range s.starting {
+			if !s.compatible(n, t) {
+				continue
+			}
+			if r.Check(project(n, t)) == nil {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// compatible reports whether the starting node n can become template t.
+func (s *Store) compatible(n, t *v1.Node) bool {
+	for k, v := range n.Labels {
+		if s.opts.IdentityLabels.Has(k) {
+			continue
+		}
+		if tv, ok := t.Labels[k]; ok && tv != v {
+			return false
+		}
+	}
+	return true
+}
+
+// project is the node n once started, as template t says it will be.
+func project(n, t *v1.Node) *v1.Node {
+	cp := *n
+	cp.Labels = make(map[string]string, len(t.Labels)+len(n.Labels))
+	for k, v := range t.Labels {
+		cp.Labels[k] = v
+	}
+	for k, v := range n.Labels {
+		cp.Labels[k] = v
+	}
+	return &cp
 }
 
 // identityChanged reports whether an identity label of the node changed.
@@ -206,6 +356,12 @@ func (s *Store) DeleteDeviceClass(dc *resourceapi.DeviceClass) bool {
 func (s *Store) DeleteNode(name string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if _, was := s.starting[name]; was {
+		delete(s.starting, name)
+		if len(s.templates) > 0 {
+			s.gen++
+		}
+	}
 	key, ok := s.nodeShape[name]
 	if !ok {
 		return false
@@ -329,6 +485,9 @@ func (s *Store) Evaluate(r *Requirements) Verdict {
 			failures = append(failures, f)
 			continue
 		}
+		templateFits = true
+	}
+	if passing == 0 && !templateFits && s.becomesFit(r) {
 		templateFits = true
 	}
 	if passing == 0 && !templateFits {

@@ -160,11 +160,12 @@ func TestStoreLagReleases(t *testing.T) {
 }
 
 // Stale reason: a pod asking for 64 CPUs is parked while every node still
-// has the not-ready taint; when the taint goes, the pod stays parked, and
-// its condition says the current reason within seconds.
+// has a maintenance taint; when the taint goes, the pod stays parked, and
+// its condition says the current reason within seconds. (A not-ready taint
+// is no reason to park: internal/shapes ignores the taints of starting nodes.)
 func TestParkedReasonFollowsTheCluster(t *testing.T) {
-	notReady := v1.Taint{Key: v1.TaintNodeNotReady, Effect: v1.TaintEffectNoSchedule}
-	f := newTestPlugin(t, "", makeNode("n1").Taints([]v1.Taint{notReady}).Obj(), makeNode("n2").Taints([]v1.Taint{notReady}).Obj())
+	maintenance := v1.Taint{Key: "example.com/maintenance", Effect: v1.TaintEffectNoSchedule}
+	f := newTestPlugin(t, "", makeNode("n1").Taints([]v1.Taint{maintenance}).Obj(), makeNode("n2").Taints([]v1.Taint{maintenance}).Obj())
 	f.parkViaPreEnqueue(t, bigPod("big", "64"))
 	waitMessage := func(substr string) string {
 		t.Helper()
@@ -177,7 +178,7 @@ func TestParkedReasonFollowsTheCluster(t *testing.T) {
 		})
 		return got
 	}
-	got := waitMessage("node.kubernetes.io/not-ready:NoSchedule")
+	got := waitMessage("example.com/maintenance:NoSchedule")
 	if !strings.HasPrefix(got, shapes.MessagePrefix) || strings.Contains(got, "no tolerations") || !strings.Contains(got, "node.kubernetes.io/not-ready:NoExecute") {
 		t.Errorf("the message misstates the pod's tolerations: %q", got)
 	}

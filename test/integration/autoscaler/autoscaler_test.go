@@ -10,6 +10,7 @@ import (
 	"time"
 
 	v1 "k8s.io/api/core/v1"
+	storagev1 "k8s.io/api/storage/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -21,6 +22,10 @@ import (
 
 // hopelessPrefix starts the PodScheduled message of every pod Ballast parks.
 const hopelessPrefix = "hopeless: "
+
+// hopelessEventReason is the reason of the event Ballast records when it
+// parks a pod (plugins/hopeless EventReason).
+const hopelessEventReason = "Hopeless"
 
 // The groups of every scenario; CA discovers them once at start.
 var groups = []awstest.GroupSpec{
@@ -45,6 +50,26 @@ var groups = []awstest.GroupSpec{
 		Tags: map[string]string{tagLabel + "team": "fid-arm"}},
 	{Name: "fid-gpu-c", Zones: zones[2:], MaxSize: 3, InstanceType: "p3.2xlarge",
 		Tags: map[string]string{tagLabel + "team": "fid-gpu"}},
+	// Starting nodes: a group at its maximum once CA added its only node, and
+	// one that could grow further.
+	{Name: "boot-a", Zones: zones[:1], MaxSize: 1, InstanceType: "m5.large", Tags: map[string]string{tagLabel + "pool": "boot"}},
+	{Name: "slow-a", Zones: zones[:1], MaxSize: 3, InstanceType: "m5.large", Tags: map[string]string{tagLabel + "pool": "slow"}},
+	// Template fidelity, second round: several zones, zone ids, ephemeral
+	// storage, huge pages, NoExecute and PreferNoSchedule taints.
+	{Name: "fid-multi-bc", Zones: zones[1:], MaxSize: 3, InstanceType: "m5.large",
+		Tags: map[string]string{tagLabel + "team": "fid-multi"}},
+	{Name: "fid-zoneid-b", Zones: zones[1:2], MaxSize: 3, InstanceType: "m5.large",
+		Tags: map[string]string{tagLabel + "team": "fid-zoneid"}},
+	{Name: "fid-eph-b", Zones: zones[1:2], MaxSize: 3, InstanceType: "m5.large",
+		Tags: map[string]string{tagLabel + "team": "fid-eph"}},
+	{Name: "fid-ephtag-b", Zones: zones[1:2], MaxSize: 3, InstanceType: "m5.large",
+		Tags: map[string]string{tagLabel + "team": "fid-ephtag", tagResource + "ephemeral-storage": "18Gi"}},
+	{Name: "fid-huge-b", Zones: zones[1:2], MaxSize: 3, InstanceType: "m5.large",
+		Tags: map[string]string{tagLabel + "team": "fid-huge", tagResource + "hugepages-2Mi": "1Gi"}},
+	{Name: "fid-noexec-b", Zones: zones[1:2], MaxSize: 3, InstanceType: "m5.large",
+		Tags: map[string]string{tagLabel + "team": "fid-noexec", tagTaint + "dedicated": "fid-ne:NoExecute"}},
+	{Name: "fid-prefer-b", Zones: zones[1:2], MaxSize: 3, InstanceType: "m5.large",
+		Tags: map[string]string{tagLabel + "team": "fid-prefer", tagTaint + "dedicated": "fid-pref:PreferNoSchedule"}},
 	// review10: a pod between the template's allocatable and its capacity.
 	{Name: "fid-mem-b", Zones: zones[1:2], MaxSize: 3, InstanceType: "m5.large",
 		Tags: map[string]string{tagLabel + "team": "fid-mem"}},
@@ -79,9 +104,14 @@ func TestAutoscaler(t *testing.T) {
 	}
 	step("scale from zero", func(t *testing.T) { testScaleFromZero(t, w) })
 	step("protection of a node holding a bound local volume", func(t *testing.T) { testProtection(t, w, storeHeld, storeFree) })
+	step("pods waiting on starting nodes", func(t *testing.T) { testStartingNodes(t, w) })
 	step("template fidelity", func(t *testing.T) { testTemplateFidelity(t, w) })
 	step("incident 7 with CA running", func(t *testing.T) { testIncident7(t, w) })
 	step("review10: requests between the template's allocatable and CA's", func(t *testing.T) { testBetweenAllocatableAndCapacity(t, w) })
+	// Last: they restart CA and az-balancer.
+	step("CA and az-balancer start together", func(t *testing.T) { testStartRace(t, w, "race-together-a", false, 0) })
+	step("CA starts first", func(t *testing.T) { testStartRace(t, w, "race-cafirst-a", true, 0) })
+	step("CA starts first, AWS throttles az-balancer's start", func(t *testing.T) { testStartRace(t, w, "race-throttled-a", true, 30) })
 }
 
 // testBetweenAllocatableAndCapacity (review10): CA 1.36.1's AWS template
@@ -109,6 +139,114 @@ func testBetweenAllocatableAndCapacity(t *testing.T, w *world) {
 	if !scaled {
 		t.Errorf("CA did not scale up for %s (events %v); its template has 8Gi", p.Name, w.caEvents(p.Name))
 	}
+}
+
+// testStartingNodes: CA adds a node for a pod, and the node starts the way a
+// real one does (the kubelet loop: uninitialized and not-ready taints,
+// Ready=False, then initialized, then Ready and untainted). boot-a reaches
+// its maximum with that node, so while it starts the node is the only one
+// that could ever host boot's pod: Ballast must not park the pod because
+// the node still carries its startup taints. slow-a could grow further: CA
+// must count its starting node as the pod's and not scale up again. Both
+// pods bind once their nodes are ready.
+func testStartingNodes(t *testing.T, w *world) {
+	boot := w.pod(t, "boot", map[string]string{"pool": "boot"}, nil)
+	// The zone label comes with the cloud node controller's initialization:
+	// until then the node does not match this pod's selector.
+	zonal := w.pod(t, "boot-zonal", map[string]string{"pool": "boot", v1.LabelTopologyZone: zones[0]}, nil)
+	// So does the zone of a bound EBS volume.
+	w.bindZonalVolume(t, "boot-ebs", v1.LabelTopologyZone, zones[0])
+	ebs := w.pod(t, "boot-ebs", map[string]string{"pool": "boot"}, func(p *v1.Pod) {
+		p.Spec.Volumes = append(p.Spec.Volumes, v1.Volume{Name: "data", VolumeSource: v1.VolumeSource{
+			PersistentVolumeClaim: &v1.PersistentVolumeClaimVolumeSource{ClaimName: "boot-ebs"}}})
+	})
+	slow := w.pod(t, "slow", map[string]string{"pool": "slow"}, nil)
+	// While they wait, watch the nodes start: each must be seen tainted
+	// and not Ready with its pod still pending, or the scenario tested nothing.
+	startingSeen := map[string]bool{}
+	w.waitFor("the pods bound", 90*time.Second, func() (bool, error) {
+		bound := 0
+		for _, p := range []*v1.Pod{boot, zonal, ebs, slow} {
+			got, err := w.cs.CoreV1().Pods(w.ns).Get(w.ctx, p.Name, metav1.GetOptions{})
+			if err != nil {
+				return false, err
+			}
+			if testenv.Bound(got) {
+				bound++
+				continue
+			}
+			group := map[string]string{boot.Name: "boot-a", zonal.Name: "boot-a", ebs.Name: "boot-a", slow.Name: "slow-a"}[p.Name]
+			for _, i := range w.emu.GroupInstances(group) {
+				if n, err := w.cs.CoreV1().Nodes().Get(w.ctx, i.ID, metav1.GetOptions{}); err == nil && starting(n) {
+					startingSeen[group] = true
+				}
+			}
+		}
+		return bound == 4, nil
+	})
+	for _, g := range []string{"boot-a", "slow-a"} {
+		if !startingSeen[g] {
+			t.Errorf("no node of %s was seen starting while its pod waited", g)
+		}
+	}
+	// Several CA loops more, then count what CA asked of AWS.
+	loops := strings.Count(w.ca.Log(), "Starting main loop")
+	w.waitFor("five more CA loops", 60*time.Second, func() (bool, error) {
+		return strings.Count(w.ca.Log(), "Starting main loop") >= loops+5, nil
+	})
+	for _, p := range []*v1.Pod{boot, zonal, ebs, slow} {
+		if evs := w.parkEvents(p.Name); len(evs) > 0 {
+			t.Errorf("Ballast parked %s while the node CA added for it was starting: %q", p.Name, evs)
+		}
+	}
+	for _, g := range []string{"boot-a", "slow-a"} {
+		var sizes []string
+		for _, c := range w.writes(g) {
+			switch c.Action {
+			case "SetDesiredCapacity":
+				sizes = append(sizes, c.Params.Get("DesiredCapacity"))
+			case "TerminateInstanceInAutoScalingGroup":
+				t.Errorf("CA terminated %s of %s", c.Params.Get("InstanceId"), g)
+			}
+		}
+		if !slices.Equal(sizes, []string{"1"}) {
+			t.Errorf("SetDesiredCapacity on %s: %v, want one scale-up to 1 for its pods", g, sizes)
+		}
+		if n := len(w.emu.GroupInstances(g)); n != 1 {
+			t.Errorf("%s runs %d instances, want 1", g, n)
+		}
+	}
+}
+
+// starting reports whether a node still carries a startup taint or is not Ready.
+func starting(n *v1.Node) bool {
+	for _, c := range n.Status.Conditions {
+		if c.Type == v1.NodeReady && c.Status != v1.ConditionTrue {
+			return true
+		}
+	}
+	for _, t := range n.Spec.Taints {
+		if t.Key == v1.TaintNodeNotReady || t.Key == taintUninitialized {
+			return true
+		}
+	}
+	return false
+}
+
+// parkEvents returns the messages of Ballast's events parking a pod (the
+// plugin's EventReason); the events outlive the pod's condition.
+func (w *world) parkEvents(pod string) []string {
+	evs, err := w.cs.CoreV1().Events(w.ns).List(w.ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=" + pod})
+	if err != nil {
+		w.t.Fatalf("events of %s: %v", pod, err)
+	}
+	var out []string
+	for _, e := range evs.Items {
+		if e.Reason == hopelessEventReason {
+			out = append(out, e.Message)
+		}
+	}
+	return out
 }
 
 // groupNodes waits for the Nodes of a group's running instances and returns
@@ -288,21 +426,59 @@ func testProtection(t *testing.T, w *world, held, free string) {
 	}
 }
 
-// testTemplateFidelity compares, pod by pod, Ballast's verdict with CA's
-// "would fit the template": CA must scale up for exactly the pods Ballast
-// does not park. No existing node can host any of these pods, so CA's
-// answer is its template's.
+// testTemplateFidelity compares, pod by pod, Ballast's verdict with
+// cluster-autoscaler's decision from its template of a group at size zero:
+// CA must scale up for exactly the pods Ballast does not park, except the
+// rows marked failOpen, where Ballast's template admits more than CA's (the
+// node the group launches does have what the pod asks; CA 1.36.1's template
+// lacks it) and Ballast leaves the pod pending rather than park it. No
+// existing node can host any of these pods, so CA's first answer is its
+// template's; a pod that later binds to a node another row brought up
+// counts as scaled only if CA never said no for it.
+//
+// What CA 1.36.1's AWS template holds (cloudprovider/aws/aws_manager.go,
+// buildNodeFromTemplate, getAsgTemplate): cpu, memory, pods and GPUs of the
+// instance type and whatever the node-template resources tags add
+// (ephemeral storage and huge pages only from tags: the launch template's
+// block devices are not read); the stable os/arch/instance-type/region
+// labels, the zone and the EBS CSI zone of the group's first zone only, the
+// node-template label tags; the node-template taint tags of every effect.
+// No zone id, no beta os/arch labels.
 func testTemplateFidelity(t *testing.T, w *world) {
 	type row struct {
 		name     string
 		selector map[string]string
 		edit     func(*v1.Pod)
-		fits     bool // what both must say
+		fits     bool // CA scales up for it, and Ballast does not park it
+		failOpen bool // CA does not scale up for it, and Ballast does not park it
 	}
 	zoneB := func(p *v1.Pod) {
 		p.Spec.Affinity = &v1.Affinity{NodeAffinity: &v1.NodeAffinity{RequiredDuringSchedulingIgnoredDuringExecution: &v1.NodeSelector{
 			NodeSelectorTerms: []v1.NodeSelectorTerm{{MatchExpressions: []v1.NodeSelectorRequirement{
 				{Key: "topology.ebs.csi.aws.com/zone", Operator: v1.NodeSelectorOpIn, Values: []string{zones[1]}}}}}}}}
+	}
+	tolerateEffect := func(key, value string, effect v1.TaintEffect) func(*v1.Pod) {
+		return func(p *v1.Pod) {
+			op := v1.TolerationOpEqual
+			if value == "" {
+				op = v1.TolerationOpExists
+			}
+			p.Spec.Tolerations = append(p.Spec.Tolerations, v1.Toleration{Key: key, Operator: op, Value: value, Effect: effect})
+		}
+	}
+	// Volumes: EBS volumes bound to a zone (the CSI driver's topology key,
+	// or the well-known one newer drivers write), and claims of a
+	// WaitForFirstConsumer class whose allowed topology is one zone.
+	w.bindZonalVolume(t, "fid-pvc-b", v1.LabelTopologyZone, zones[1])
+	w.bindZonalVolume(t, "fid-pvc-c", "topology.ebs.csi.aws.com/zone", zones[2])
+	w.bindZonalVolume(t, "fid-multi-pvc-c", v1.LabelTopologyZone, zones[2])
+	w.wffcClaim(t, "fid-wffc-b", zones[1])
+	w.wffcClaim(t, "fid-wffc-c", zones[2])
+	claim := func(name string) func(*v1.Pod) {
+		return func(p *v1.Pod) {
+			p.Spec.Volumes = append(p.Spec.Volumes, v1.Volume{Name: "data", VolumeSource: v1.VolumeSource{
+				PersistentVolumeClaim: &v1.PersistentVolumeClaimVolumeSource{ClaimName: name}}})
+		}
 	}
 	rows := []row{
 		{name: "plain", selector: map[string]string{"team": "fid-plain"}, fits: true},
@@ -314,17 +490,50 @@ func testTemplateFidelity(t *testing.T, w *world) {
 		{name: "taint-tolerated", selector: map[string]string{"team": "fid-taint"}, edit: tolerate("dedicated", "fid"), fits: true},
 		{name: "by-instance-type", selector: map[string]string{v1.LabelInstanceTypeStable: "c5.xlarge"}, edit: tolerate("dedicated", "fid"), fits: true},
 		{name: "arm64", selector: map[string]string{v1.LabelArchStable: "arm64"}, fits: true},
-		{name: "arm-beta-os", selector: map[string]string{"team": "fid-arm", "beta.kubernetes.io/os": "linux"}, fits: true},
+		// The node has kubelet's beta os and arch labels; CA's template does not.
+		{name: "arm-beta-os", selector: map[string]string{"team": "fid-arm", "beta.kubernetes.io/os": "linux"}, failOpen: true},
+		{name: "arm-beta-arch", selector: map[string]string{"team": "fid-arm", "beta.kubernetes.io/arch": "arm64"}, failOpen: true},
 		{name: "arm-as-amd64", selector: map[string]string{"team": "fid-arm", v1.LabelArchStable: "amd64"}},
 		{name: "gpu-1", selector: map[string]string{"team": "fid-gpu"}, edit: request("nvidia.com/gpu", "1"), fits: true},
 		{name: "gpu-2", selector: map[string]string{"team": "fid-gpu"}, edit: request("nvidia.com/gpu", "2")},
 		{name: "no-such-team", selector: map[string]string{"team": "fid-none"}},
+
+		// A group over zones b and c: both templates are in its first zone.
+		{name: "multi-first-zone", selector: map[string]string{"team": "fid-multi", v1.LabelTopologyZone: zones[1]}, fits: true},
+		{name: "multi-second-zone", selector: map[string]string{"team": "fid-multi", v1.LabelTopologyZone: zones[2]}},
+		{name: "multi-pvc-second-zone", selector: map[string]string{"team": "fid-multi"}, edit: claim("fid-multi-pvc-c")},
+		// The zone id: cloud-provider-aws labels the node, CA's template
+		// has no such label, Ballast's has it (from the nodes of the zone).
+		{name: "zone-id", selector: map[string]string{"team": "fid-zoneid", "topology.k8s.aws/zone-id": zoneIDs[zones[1]]}, failOpen: true},
+		{name: "zone-id-other-zone", selector: map[string]string{"team": "fid-zoneid", "topology.k8s.aws/zone-id": zoneIDs[zones[0]]}},
+		// Ephemeral storage: the node has its root volume, CA's template
+		// only what a resources tag says; without the tag neither admits.
+		{name: "eph-untagged", selector: map[string]string{"team": "fid-eph"}, edit: request(v1.ResourceEphemeralStorage, "1Gi")},
+		{name: "eph-tagged", selector: map[string]string{"team": "fid-ephtag"}, edit: request(v1.ResourceEphemeralStorage, "10Gi"), fits: true},
+		{name: "eph-above-tag", selector: map[string]string{"team": "fid-ephtag"}, edit: request(v1.ResourceEphemeralStorage, "30Gi")},
+		// Huge pages: only from a resources tag.
+		{name: "hugepages-tagged", selector: map[string]string{"team": "fid-huge"}, edit: request("hugepages-2Mi", "512Mi"), fits: true},
+		{name: "hugepages-above-tag", selector: map[string]string{"team": "fid-huge"}, edit: request("hugepages-2Mi", "2Gi")},
+		{name: "hugepages-other-size", selector: map[string]string{"team": "fid-huge"}, edit: request("hugepages-1Gi", "1Gi")},
+		{name: "hugepages-untagged", selector: map[string]string{"team": "fid-plain"}, edit: request("hugepages-2Mi", "512Mi")},
+		// Claims: a bound volume's zone, a WaitForFirstConsumer class's
+		// allowed topology (no static predicate of Ballast's: it admits).
+		{name: "pvc-bound-zone-b", selector: map[string]string{"team": "fid-plain"}, edit: claim("fid-pvc-b"), fits: true},
+		{name: "pvc-bound-zone-c", selector: map[string]string{"team": "fid-plain"}, edit: claim("fid-pvc-c")},
+		{name: "pvc-wffc-zone-b", selector: map[string]string{"team": "fid-plain"}, edit: claim("fid-wffc-b"), fits: true},
+		{name: "pvc-wffc-zone-c", selector: map[string]string{"team": "fid-plain"}, edit: claim("fid-wffc-c"), failOpen: true},
+		// NoExecute and PreferNoSchedule taints from the tags.
+		{name: "noexec-untolerated", selector: map[string]string{"team": "fid-noexec"}},
+		{name: "noexec-tolerated", selector: map[string]string{"team": "fid-noexec"}, edit: tolerateEffect("dedicated", "fid-ne", v1.TaintEffectNoExecute), fits: true},
+		{name: "noexec-any-effect", selector: map[string]string{"team": "fid-noexec"}, edit: tolerateEffect("dedicated", "", ""), fits: true},
+		{name: "noexec-tolerated-as-noschedule", selector: map[string]string{"team": "fid-noexec"}, edit: tolerateEffect("dedicated", "fid-ne", v1.TaintEffectNoSchedule)},
+		{name: "prefer-untolerated", selector: map[string]string{"team": "fid-prefer"}, fits: true},
 	}
 	pods := map[string]*v1.Pod{}
 	for _, r := range rows {
 		pods[r.name] = w.pod(t, "fid-"+r.name, r.selector, r.edit)
 	}
-	type outcome struct{ parked, scaled, decided bool }
+	type outcome struct{ parked, triggered, refused, bound, decided bool }
 	got := map[string]*outcome{}
 	w.waitFor("a verdict from Ballast and a decision from CA for every pod", 120*time.Second, func() (bool, error) {
 		all := true
@@ -340,10 +549,13 @@ func testTemplateFidelity(t *testing.T, w *world) {
 			}
 			o.parked = o.parked || testenv.ParkedWith(hopelessPrefix)(p)
 			evs := w.caEvents(p.Name)
+			o.triggered = o.triggered || evs["TriggeredScaleUp"] != ""
+			o.refused = o.refused || evs["NotTriggerScaleUp"] != ""
+			o.bound = o.bound || testenv.Bound(p)
 			switch {
-			case testenv.Bound(p) || evs["TriggeredScaleUp"] != "":
-				o.scaled, o.decided = true, true
-			case evs["NotTriggerScaleUp"] != "" && (o.parked || testenv.Unschedulable(p)):
+			case o.triggered || o.bound:
+				o.decided = true
+			case o.refused && (o.parked || testenv.Unschedulable(p)):
 				o.decided = true
 			}
 			all = all && o.decided
@@ -352,13 +564,91 @@ func testTemplateFidelity(t *testing.T, w *world) {
 	})
 	for _, r := range rows {
 		o := got[r.name]
-		if o.parked == o.scaled {
-			t.Errorf("pod %s: Ballast parked=%v but CA scaled up=%v (events %v)", r.name, o.parked, o.scaled, w.caEvents(pods[r.name].Name))
+		o.parked = o.parked || len(w.parkEvents(pods[r.name].Name)) > 0
+		scaled := o.triggered || (o.bound && !o.refused)
+		evs := w.caEvents(pods[r.name].Name)
+		t.Logf("%-30s Ballast parked=%-5v CA scaled up=%-5v %s", r.name, o.parked, scaled, evs["NotTriggerScaleUp"])
+		switch {
+		case r.failOpen:
+			// It may bind later to a node another row brought up.
+			if o.parked || o.triggered || !o.refused {
+				t.Errorf("pod %s: Ballast parked=%v, CA scaled up=%v, CA refused=%v; want Ballast to admit it and CA to refuse (Ballast's template admits more than CA's) (events %v)",
+					r.name, o.parked, o.triggered, o.refused, evs)
+			}
+		case o.parked == scaled:
+			t.Errorf("pod %s: Ballast parked=%v but CA scaled up=%v (events %v)", r.name, o.parked, scaled, evs)
 		}
-		if o.scaled != r.fits {
-			t.Errorf("pod %s: CA scaled up=%v, want %v", r.name, o.scaled, r.fits)
+		if !r.failOpen && scaled != r.fits {
+			t.Errorf("pod %s: CA scaled up=%v, want %v (events %v)", r.name, scaled, r.fits, evs)
 		}
 	}
+}
+
+// bindZonalVolume creates an EBS CSI volume pinned to zone by key and a
+// claim of the same name bound to it, as the PV controller leaves them.
+func (w *world) bindZonalVolume(t *testing.T, name, key, zone string) {
+	t.Helper()
+	class := "ebs-gp3"
+	size := v1.ResourceList{v1.ResourceStorage: resource.MustParse("10Gi")}
+	pvc, err := w.cs.CoreV1().PersistentVolumeClaims(w.ns).Create(w.ctx, &v1.PersistentVolumeClaim{
+		ObjectMeta: metav1.ObjectMeta{Namespace: w.ns, Name: name, Annotations: map[string]string{"pv.kubernetes.io/bind-completed": "yes"}},
+		Spec: v1.PersistentVolumeClaimSpec{AccessModes: []v1.PersistentVolumeAccessMode{v1.ReadWriteOnce}, StorageClassName: &class,
+			VolumeName: name, Resources: v1.VolumeResourceRequirements{Requests: size}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pvc.Status = v1.PersistentVolumeClaimStatus{Phase: v1.ClaimBound, AccessModes: pvc.Spec.AccessModes, Capacity: size}
+	if _, err = w.cs.CoreV1().PersistentVolumeClaims(w.ns).UpdateStatus(w.ctx, pvc, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	pv, err := w.cs.CoreV1().PersistentVolumes().Create(w.ctx, &v1.PersistentVolume{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec: v1.PersistentVolumeSpec{
+			Capacity: size, AccessModes: []v1.PersistentVolumeAccessMode{v1.ReadWriteOnce},
+			PersistentVolumeReclaimPolicy: v1.PersistentVolumeReclaimDelete, StorageClassName: class,
+			PersistentVolumeSource: v1.PersistentVolumeSource{CSI: &v1.CSIPersistentVolumeSource{Driver: "ebs.csi.aws.com", VolumeHandle: "vol-" + name, FSType: "ext4"}},
+			ClaimRef:               &v1.ObjectReference{Kind: "PersistentVolumeClaim", Namespace: w.ns, Name: name, UID: pvc.UID},
+			NodeAffinity: &v1.VolumeNodeAffinity{Required: &v1.NodeSelector{NodeSelectorTerms: []v1.NodeSelectorTerm{{
+				MatchExpressions: []v1.NodeSelectorRequirement{{Key: key, Operator: v1.NodeSelectorOpIn, Values: []string{zone}}}}}}},
+		},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pv.Status = v1.PersistentVolumeStatus{Phase: v1.VolumeBound}
+	if _, err = w.cs.CoreV1().PersistentVolumes().UpdateStatus(w.ctx, pv, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = w.cs.CoreV1().PersistentVolumeClaims(w.ns).Delete(w.ctx, name, metav1.DeleteOptions{})
+		_ = w.cs.CoreV1().PersistentVolumes().Delete(w.ctx, name, metav1.DeleteOptions{})
+	})
+}
+
+// wffcClaim creates a WaitForFirstConsumer EBS class whose allowed topology
+// is zone, and an unbound claim of it, both named name.
+func (w *world) wffcClaim(t *testing.T, name, zone string) {
+	t.Helper()
+	mode := storagev1.VolumeBindingWaitForFirstConsumer
+	if _, err := w.cs.StorageV1().StorageClasses().Create(w.ctx, &storagev1.StorageClass{
+		ObjectMeta: metav1.ObjectMeta{Name: name}, Provisioner: "ebs.csi.aws.com", VolumeBindingMode: &mode,
+		AllowedTopologies: []v1.TopologySelectorTerm{{MatchLabelExpressions: []v1.TopologySelectorLabelRequirement{
+			{Key: "topology.ebs.csi.aws.com/zone", Values: []string{zone}}}}},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.cs.CoreV1().PersistentVolumeClaims(w.ns).Create(w.ctx, &v1.PersistentVolumeClaim{
+		ObjectMeta: metav1.ObjectMeta{Namespace: w.ns, Name: name},
+		Spec: v1.PersistentVolumeClaimSpec{AccessModes: []v1.PersistentVolumeAccessMode{v1.ReadWriteOnce}, StorageClassName: &name,
+			Resources: v1.VolumeResourceRequirements{Requests: v1.ResourceList{v1.ResourceStorage: resource.MustParse("10Gi")}}},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = w.cs.CoreV1().PersistentVolumeClaims(w.ns).Delete(w.ctx, name, metav1.DeleteOptions{})
+		_ = w.cs.StorageV1().StorageClasses().Delete(w.ctx, name, metav1.DeleteOptions{})
+	})
 }
 
 // testIncident7: the incident's shape, one group over three zones with a
