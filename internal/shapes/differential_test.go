@@ -29,6 +29,7 @@ import (
 	"k8s.io/klog/v2/ktesting"
 	fwk "k8s.io/kube-scheduler/framework"
 	"k8s.io/kubernetes/pkg/features"
+	"k8s.io/kubernetes/pkg/scheduler/apis/config"
 	"k8s.io/kubernetes/pkg/scheduler/apis/config/latest"
 	"k8s.io/kubernetes/pkg/scheduler/backend/cache"
 	"k8s.io/kubernetes/pkg/scheduler/framework"
@@ -530,6 +531,9 @@ func (w *world) objects() []runtime.Object {
 type realScheduler struct {
 	fw       framework.Framework
 	snapshot *cache.Snapshot
+	// profile is the configuration fw runs (newRealSchedulerProfile), for
+	// Ballast's Options.ApplyProfile; nil: the default profile.
+	profile *config.KubeSchedulerProfile
 }
 
 func newRealScheduler(t testing.TB, ctx context.Context, w *world) *realScheduler {

@@ -86,7 +86,7 @@ func newRealSchedulerProfile(t testing.TB, ctx context.Context, w *world, edit f
 	if !toolscache.WaitForCacheSync(ctx.Done(), synced...) {
 		t.Fatal("DeviceClass handler did not sync")
 	}
-	return &realScheduler{fw: fw, snapshot: snapshot}
+	return &realScheduler{fw: fw, snapshot: snapshot, profile: prof}
 }
 
 // TestReview10cIgnoredExtendedResources: NodeResourcesFit's args
@@ -136,7 +136,12 @@ func TestReview10cIgnoredExtendedResources(t *testing.T) {
 			if rejectedBy[node.Name] != "" {
 				t.Fatalf("setup: the real scheduler rejects the pod on %s (%s: %s); want it placed", node.Name, rejectedBy[node.Name], why[node.Name])
 			}
+			// Ballast runs with the same profile, as cmd/scheduler hands it
+			// to the plugin.
 			opts := ballastOptions()
+			if err := opts.ApplyProfile(rs.profile, nil); err != nil {
+				t.Fatal(err)
+			}
 			store := shapes.NewStore(opts, false)
 			store.UpsertNode(node)
 			v := store.Evaluate(shapes.NewRequirements(pod, nil, opts))
@@ -180,6 +185,9 @@ func TestReview10cDisabledFilterPlugin(t *testing.T) {
 		t.Fatalf("setup: the real scheduler rejects the pod on %s (%s: %s); want it placed", node.Name, rejectedBy[node.Name], why[node.Name])
 	}
 	opts := ballastOptions()
+	if err := opts.ApplyProfile(rs.profile, nil); err != nil {
+		t.Fatal(err)
+	}
 	store := shapes.NewStore(opts, false)
 	store.UpsertNode(node)
 	if v := store.Evaluate(shapes.NewRequirements(pod, nil, opts)); v.Hopeless {

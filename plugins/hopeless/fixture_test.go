@@ -236,7 +236,7 @@ func newConfiguredTestPlugin(t testing.TB, rawArgs string, configure func(*compo
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := build(ctx, args, fh, nil, clock.RealClock{})
+	c, err := build(ctx, args, fh, nil, nil, clock.RealClock{})
 	if err != nil {
 		t.Fatal(err)
 	}
