@@ -16,9 +16,10 @@ func Registry() frameworkruntime.Registry {
 }
 
 // RegistryFor returns the registry for cmd/scheduler, which tells the
-// plugins how it elects its leader once it has read its configuration.
-func RegistryFor(election *hopeless.LeaderElection) frameworkruntime.Registry {
+// plugins how it elects its leader and what its profiles configure once it
+// has read its configuration.
+func RegistryFor(election *hopeless.LeaderElection, sched *hopeless.SchedulerConfig) frameworkruntime.Registry {
 	return frameworkruntime.Registry{
-		hopeless.Name: hopeless.NewFactory(election),
+		hopeless.Name: hopeless.NewFactory(election, sched),
 	}
 }

@@ -29,6 +29,7 @@ import (
 	"k8s.io/klog/v2/ktesting"
 	fwk "k8s.io/kube-scheduler/framework"
 	"k8s.io/kubernetes/pkg/features"
+	"k8s.io/kubernetes/pkg/scheduler/apis/config"
 	"k8s.io/kubernetes/pkg/scheduler/apis/config/latest"
 	"k8s.io/kubernetes/pkg/scheduler/backend/cache"
 	"k8s.io/kubernetes/pkg/scheduler/framework"
@@ -98,6 +99,9 @@ type world struct {
 	pvcs      []*v1.PersistentVolumeClaim
 	pods      []*v1.Pod
 	templates []*v1.Node // template nodes of the groups that can grow
+	// profile edits the default profile both sides run (nil: the default):
+	// NodeResourcesFit's ignored resources, a disabled filter.
+	profile func(*config.KubeSchedulerProfile)
 }
 
 type gen struct {
@@ -490,7 +494,38 @@ func drawWorld(c chooser, name string, maxNodes, pods int) *world {
 	for i := 0; i < pods; i++ {
 		w.pods = append(w.pods, g.pod(w, fmt.Sprintf("%s-p%d", name, i)))
 	}
+	w.profile = g.profile()
 	return w
+}
+
+// profile draws, once in four worlds, a profile that changes what the
+// mirrored filters do: NodeResourcesFit args ignoring an extended resource
+// or the example.com group, and maybe one mirrored filter disabled.
+func (g *gen) profile() func(*config.KubeSchedulerProfile) {
+	if !g.one(4) {
+		return nil
+	}
+	ignored := []string{string(devicePlug), string(unmapped), string(draGPU), ""}[g.c.Intn(4)]
+	group := g.one(3)
+	disable := ""
+	if i := g.c.Intn(len(shapes.MirroredFilters) + 1); i < len(shapes.MirroredFilters) {
+		disable = shapes.MirroredFilters[i]
+	}
+	return func(p *config.KubeSchedulerProfile) {
+		for i := range p.PluginConfig {
+			if args, ok := p.PluginConfig[i].Args.(*config.NodeResourcesFitArgs); ok {
+				if ignored != "" {
+					args.IgnoredResources = []string{ignored}
+				}
+				if group {
+					args.IgnoredResourceGroups = []string{"example.com"}
+				}
+			}
+		}
+		if disable != "" {
+			p.Plugins.Filter.Disabled = append(p.Plugins.Filter.Disabled, config.Plugin{Name: disable})
+		}
+	}
 }
 
 // candidates are the nodes that exist and the nodes the groups could add.
@@ -530,6 +565,9 @@ func (w *world) objects() []runtime.Object {
 type realScheduler struct {
 	fw       framework.Framework
 	snapshot *cache.Snapshot
+	// profile is the configuration fw runs (newRealSchedulerProfile), for
+	// Ballast's Options.ApplyProfile; nil: the default profile.
+	profile *config.KubeSchedulerProfile
 }
 
 func newRealScheduler(t testing.TB, ctx context.Context, w *world) *realScheduler {
@@ -633,6 +671,20 @@ type tally struct {
 // check runs the oracle on one world. fail is t.Fatalf with the seed.
 func check(ctx context.Context, t testing.TB, w *world, tl *tally, fail func(format string, args ...any)) {
 	opts := ballastOptions()
+	var rs *realScheduler
+	modeled, preFilterResultModeled := modeledPlugins, true
+	if w.profile != nil {
+		rs = newRealSchedulerProfile(t, ctx, w, w.profile)
+		if err := opts.ApplyProfile(rs.profile, nil); err != nil {
+			fail("%s: %v", w.name, err)
+		}
+		// A disabled filter's PreFilter still runs: its rejections, and its
+		// PreFilterResult, are the scheduler's business then.
+		modeled = modeledPlugins.Difference(opts.DisabledFilters)
+		preFilterResultModeled = opts.DisabledFilters.Len() == 0
+	} else {
+		rs = newRealScheduler(t, ctx, w)
+	}
 	store := shapes.NewStore(opts, len(w.groups) > 0)
 	for _, n := range w.nodes {
 		store.UpsertNode(n)
@@ -641,7 +693,6 @@ func check(ctx context.Context, t testing.TB, w *world, tl *tally, fail func(for
 		store.UpsertDeviceClass(dc)
 	}
 	store.SetTemplates(&nodegroups.NodeGroupList{APIVersion: nodegroups.APIVersion, Kind: nodegroups.Kind, NodeGroups: w.groups}, shapes.TemplatesOK)
-	rs := newRealScheduler(t, ctx, w)
 	pvcs := map[string]*v1.PersistentVolumeClaim{}
 	for _, c := range w.pvcs {
 		pvcs[c.Namespace+"/"+c.Name] = c
@@ -678,7 +729,7 @@ func check(ctx context.Context, t testing.TB, w *world, tl *tally, fail func(for
 			case !real && f == nil:
 				plugin := rejectedBy[n.Name]
 				tl.lenient[plugin]++
-				if modeledPlugins.Has(strings.TrimPrefix(plugin, "PreFilter/")) || plugin == "PreFilterResult" {
+				if modeled.Has(strings.TrimPrefix(plugin, "PreFilter/")) || (plugin == "PreFilterResult" && preFilterResultModeled) {
 					fail("%s: pod %s passes Ballast on node %s, but %s (modeled) rejects it: %s\npod: %s\nnode: %s",
 						w.name, pod.Name, n.Name, plugin, why[n.Name], dump(pod.Spec), dump(n))
 				}

@@ -22,6 +22,7 @@ import (
 	csiplugins "k8s.io/csi-translation-lib/plugins"
 	"k8s.io/klog/v2"
 	"k8s.io/kubernetes/pkg/features"
+	"k8s.io/kubernetes/pkg/scheduler/framework/plugins/names"
 	schedutil "k8s.io/kubernetes/pkg/scheduler/util"
 )
 
@@ -57,6 +58,13 @@ type Options struct {
 	// DeviceClasses are the extended resource names DeviceClasses map. NewStore
 	// fills it in when nil; the plugin feeds it from a DeviceClass informer.
 	DeviceClasses *DeviceClasses
+	// DisabledFilters are the MirroredFilters the scheduler profile does not
+	// run: their predicates pass every node. Nil: the default profile.
+	DisabledFilters sets.Set[string]
+	// IgnoredResources and IgnoredResourceGroups mirror NodeResourcesFit's
+	// args (with the extenders' ignoredByScheduler resources): those
+	// extended resources are not compared with allocatable. See ApplyProfile.
+	IgnoredResources, IgnoredResourceGroups sets.Set[string]
 }
 
 // FeatureOptions returns the options the v1.37.2 filters run with under fg,
@@ -194,28 +202,38 @@ type Failure struct {
 // Check evaluates the static predicates on node, in reasonOrder, exactly as
 // the v1.37.2 Filter plugins NodeAffinity, VolumeBinding (bound claims),
 // TaintToleration, NodeUnschedulable and NodeResourcesFit (allocatable part)
-// do. It returns nil when node passes all of them.
+// do. It returns nil when node passes all of them. A predicate whose plugin
+// the profile does not run as a filter (Options.DisabledFilters) passes.
 func (r *Requirements) Check(node *v1.Node) *Failure {
-	if ok, _ := r.affinity.Match(node); !ok {
-		return &Failure{Reason: ReasonNodeAffinity}
+	if r.opts.filtered(names.NodeAffinity) {
+		if ok, _ := r.affinity.Match(node); !ok {
+			return &Failure{Reason: ReasonNodeAffinity}
+		}
 	}
-	for _, v := range r.volumes {
-		if err := volumehelper.CheckNodeAffinity(v.PV, node.Labels); err != nil &&
-			(v.translated == nil || volumehelper.CheckNodeAffinity(v.translated, node.Labels) != nil) {
-			return &Failure{Reason: ReasonVolumeNodeAffinity, Claim: v.Claim, PV: v.PV}
+	if r.opts.filtered(names.VolumeBinding) {
+		for _, v := range r.volumes {
+			if err := volumehelper.CheckNodeAffinity(v.PV, node.Labels); err != nil &&
+				(v.translated == nil || volumehelper.CheckNodeAffinity(v.translated, node.Labels) != nil) {
+				return &Failure{Reason: ReasonVolumeNodeAffinity, Claim: v.Claim, PV: v.PV}
+			}
 		}
 	}
 	logger := klog.Background()
-	if t, untolerated := v1helper.FindMatchingUntoleratedTaint(logger, node.Spec.Taints, r.Pod.Spec.Tolerations,
-		doNotScheduleTaints, r.opts.EnableTaintTolerationComparisonOperators); untolerated {
-		return &Failure{Reason: ReasonTaint, Taint: &t}
+	if r.opts.filtered(names.TaintToleration) {
+		if t, untolerated := v1helper.FindMatchingUntoleratedTaint(logger, node.Spec.Taints, r.Pod.Spec.Tolerations,
+			doNotScheduleTaints, r.opts.EnableTaintTolerationComparisonOperators); untolerated {
+			return &Failure{Reason: ReasonTaint, Taint: &t}
+		}
 	}
-	if node.Spec.Unschedulable && !v1helper.TolerationsTolerateTaint(logger, r.Pod.Spec.Tolerations, &unschedulableTaint,
-		r.opts.EnableTaintTolerationComparisonOperators) {
+	if r.opts.filtered(names.NodeUnschedulable) && node.Spec.Unschedulable &&
+		!v1helper.TolerationsTolerateTaint(logger, r.Pod.Spec.Tolerations, &unschedulableTaint,
+			r.opts.EnableTaintTolerationComparisonOperators) {
 		return &Failure{Reason: ReasonUnschedulable}
 	}
-	if over := r.aboveAllocatable(node.Status.Allocatable); len(over) > 0 {
-		return &Failure{Reason: ReasonInsufficientMaximum, Resources: over, Allocatable: node.Status.Allocatable}
+	if r.opts.filtered(names.NodeResourcesFit) {
+		if over := r.aboveAllocatable(node.Status.Allocatable); len(over) > 0 {
+			return &Failure{Reason: ReasonInsufficientMaximum, Resources: over, Allocatable: node.Status.Allocatable}
+		}
 	}
 	return nil
 }
@@ -239,7 +257,7 @@ func (r *Requirements) aboveAllocatable(alloc v1.ResourceList) []v1.ResourceName
 		if req.IsZero() || name == v1.ResourcePods {
 			continue
 		}
-		if !compared(name) {
+		if !compared(name) || r.opts.ignored(name) {
 			continue
 		}
 		if r.delegatedToDRA(name, alloc) {

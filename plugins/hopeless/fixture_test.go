@@ -225,6 +225,9 @@ func newConfiguredTestPlugin(t testing.TB, rawArgs string, configure func(*compo
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The scheduler's framework always has its queue as the activator
+	// (scheduler.New); a test that looks at activations sets its own.
+	fh.(interface{ SetPodActivator(fwk.PodActivator) }).SetPodActivator(&recordingActivator{})
 	var obj runtime.Object
 	if rawArgs != "" {
 		obj = &runtime.Unknown{Raw: []byte(rawArgs), ContentType: runtime.ContentTypeJSON}
@@ -233,7 +236,7 @@ func newConfiguredTestPlugin(t testing.TB, rawArgs string, configure func(*compo
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := build(ctx, args, fh, nil, clock.RealClock{})
+	c, err := build(ctx, args, fh, nil, nil, clock.RealClock{})
 	if err != nil {
 		t.Fatal(err)
 	}

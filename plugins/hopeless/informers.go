@@ -95,7 +95,15 @@ func (w *informerWiring) wire(ctx context.Context, factory informers.SharedInfor
 	}); err != nil {
 		return err
 	}
-	if err := add(core.PersistentVolumeClaims().Informer(), onAddOrUpdate(h.release.claimChanged)); err != nil {
+	// A deleted claim changes its pods' verdicts too: VolumeBinding rejects
+	// them for the missing claim, no longer for the PV's node affinity.
+	claims := onAddOrUpdate(h.release.claimChanged)
+	claims.DeleteFunc = func(obj interface{}) {
+		if pvc, ok := unwrapTombstone(obj).(*v1.PersistentVolumeClaim); ok {
+			h.release.claimChanged(pvc)
+		}
+	}
+	if err := add(core.PersistentVolumeClaims().Informer(), claims); err != nil {
 		return err
 	}
 	if err := add(core.PersistentVolumes().Informer(), onAddOrUpdate(h.release.volumeChanged)); err != nil {

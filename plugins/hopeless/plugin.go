@@ -63,25 +63,25 @@ func (pl *HopelessPods) Name() string { return Name }
 // New builds the plugin from its args, for a binary that does not say how
 // it elects its leader (see NewFactory).
 func New(ctx context.Context, obj runtime.Object, h fwk.Handle) (fwk.Plugin, error) {
-	return newPlugin(ctx, obj, h, nil)
+	return newPlugin(ctx, obj, h, nil, nil)
 }
 
 // NewFactory returns the plugin's factory for a binary that knows its leader
-// election. The factory reads *election when the scheduler builds its
-// profiles, i.e. after the binary parsed its flags and config, so the
-// binary may fill it in until then.
-func NewFactory(election *LeaderElection) frameworkruntime.PluginFactory {
+// election and its scheduler configuration. The factory reads *election and
+// *sched when the scheduler builds its profiles, i.e. after the binary
+// parsed its flags and config, so the binary may fill them in until then.
+func NewFactory(election *LeaderElection, sched *SchedulerConfig) frameworkruntime.PluginFactory {
 	return func(ctx context.Context, obj runtime.Object, h fwk.Handle) (fwk.Plugin, error) {
-		return newPlugin(ctx, obj, h, election)
+		return newPlugin(ctx, obj, h, election, sched)
 	}
 }
 
-func newPlugin(ctx context.Context, obj runtime.Object, h fwk.Handle, election *LeaderElection) (fwk.Plugin, error) {
+func newPlugin(ctx context.Context, obj runtime.Object, h fwk.Handle, election *LeaderElection, sched *SchedulerConfig) (fwk.Plugin, error) {
 	args, err := v1alpha1.DecodeHopelessPodsArgs(obj)
 	if err != nil {
 		return nil, err
 	}
-	c, err := build(ctx, args, h, election, clock.RealClock{})
+	c, err := build(ctx, args, h, election, sched, clock.RealClock{})
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", Name, err)
 	}
@@ -101,13 +101,15 @@ type components struct {
 }
 
 // build wires the plugin's jobs for args on the framework handle h, with
-// clk as their clock. Nothing runs until start.
-func build(ctx context.Context, args *v1alpha1.HopelessPodsArgs, h fwk.Handle, election *LeaderElection, clk clock.WithTicker) (*components, error) {
+// clk as their clock, for the profile of h in sched (nil: the default
+// profile). Nothing runs until start.
+func build(ctx context.Context, args *v1alpha1.HopelessPodsArgs, h fwk.Handle, election *LeaderElection, sched *SchedulerConfig, clk clock.WithTicker) (*components, error) {
 	registerMetrics()
 	logger := klog.FromContext(ctx)
 	fg := utilfeature.DefaultFeatureGate
 	opts := shapes.FeatureOptions(fg)
 	opts.IdentityLabels = sets.New(args.IdentityLabels...)
+	applyProfile(logger, opts, sched, h)
 	factory := h.SharedInformerFactory()
 	core := factory.Core().V1()
 	podLister, pvcLister, pvLister := core.Pods().Lister(), core.PersistentVolumeClaims().Lister(), core.PersistentVolumes().Lister()

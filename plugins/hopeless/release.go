@@ -103,7 +103,8 @@ func (r *releaser) volumeChanged(pv *v1.PersistentVolume) {
 }
 
 // activate moves the parked pods that are no longer hopeless (or that the
-// plugin can no longer judge) back to the active queue.
+// plugin can no longer judge) back to the active queue, and re-reports those
+// still hopeless for another reason, as recheckParked does.
 func (r *releaser) activate(parked []parkedPod) {
 	if len(parked) == 0 || !r.synced() {
 		return
@@ -114,9 +115,14 @@ func (r *releaser) activate(parked []parkedPod) {
 		if err != nil || pod.UID != p.pod.UID {
 			continue
 		}
-		if v, _, ok := r.verdicts.judge(pod); !ok || !v.Hopeless {
+		v, key, ok := r.verdicts.judge(pod)
+		switch {
+		case !ok || !v.Hopeless:
 			pods[p.name()] = pod
 			r.parking.unpark(pod.UID)
+		case v.Message != p.message:
+			// A new reason gets the condition too, whoever wrote the old one.
+			r.parking.park(pod, key, v, true)
 		}
 	}
 	if len(pods) > 0 {
