@@ -45,6 +45,7 @@ import (
 
 	v1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 
@@ -65,6 +66,9 @@ const (
 	// Bounds of one remembered entry.
 	maxRememberedLabels = 128
 	maxRememberedTaints = 64
+	// defaultMaxPods is what a template without pods offers
+	// (nodegroups.NodeGroup.TemplateNode, kubelet's --max-pods default).
+	defaultMaxPods = 110
 )
 
 // lastNode is what az-balancer remembers of a group's good nodes.
@@ -204,7 +208,13 @@ func widen(ng *nodegroups.NodeGroup, e lastNode) {
 		ng.Allocatable = v1.ResourceList{}
 	}
 	for r, q := range e.Allocatable {
-		if cur, ok := ng.Allocatable[r]; !ok || q.Cmp(cur) > 0 {
+		cur, ok := ng.Allocatable[r]
+		if !ok && r == v1.ResourcePods {
+			// A template without pods offers kubelet's default (and so does
+			// CA's tags template): a node's smaller maxPods narrows nothing.
+			cur, ok = *resource.NewQuantity(defaultMaxPods, resource.DecimalSI), true
+		}
+		if !ok || q.Cmp(cur) > 0 {
 			ng.Allocatable[r] = q.DeepCopy()
 		}
 	}
