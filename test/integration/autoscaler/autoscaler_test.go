@@ -771,11 +771,19 @@ func testScaledToZeroKeepsLastNode(t *testing.T, w *world) {
 	first := w.pod(t, "last-first", map[string]string{"pool": "last"}, nil)
 	p := testenv.WaitPod(w.ctx, t, w.cs, first, 120*time.Second, "bound to a node CA added to last-a", testenv.Bound)
 	node := p.Spec.NodeName
-	// The node becomes a good template node for CA a minute after Ready;
-	// az-balancer's template shows the label once it has seen it so.
-	w.waitFor("az-balancer's template of last-a to have workload=last", 150*time.Second, func() (bool, error) {
-		ng, err := w.publishedGroup("last-a")
-		return err == nil && ng.Labels["workload"] == "last", nil
+	// The node becomes a good template node for CA (and one az-balancer
+	// remembers) a minute after it turned Ready.
+	w.waitFor(node+" Ready for 70s", 150*time.Second, func() (bool, error) {
+		n, err := w.cs.CoreV1().Nodes().Get(w.ctx, node, metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		for _, c := range n.Status.Conditions {
+			if c.Type == v1.NodeReady && c.Status == v1.ConditionTrue && time.Since(c.LastTransitionTime.Time) > 70*time.Second {
+				return n.Labels["workload"] == "last", nil
+			}
+		}
+		return false, nil
 	})
 	if err := w.cs.CoreV1().Pods(w.ns).Delete(w.ctx, first.Name, *metav1.NewDeleteOptions(0)); err != nil {
 		t.Fatal(err)
@@ -788,12 +796,25 @@ func testScaledToZeroKeepsLastNode(t *testing.T, w *world) {
 		return err == nil && ng.CurrentSize == 0, nil
 	})
 	second := w.pod(t, "last-second", map[string]string{"workload": "last"}, nil)
-	p = testenv.WaitPod(w.ctx, t, w.cs, second, 120*time.Second, "bound to a node CA added to last-a from zero", testenv.Bound)
+	var parked bool
+	w.waitFor("a verdict from Ballast and a scale-up from CA", 120*time.Second, func() (bool, error) {
+		got, err := w.cs.CoreV1().Pods(w.ns).Get(w.ctx, second.Name, metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		p = got
+		parked = parked || testenv.ParkedWith(hopelessPrefix)(got) || len(w.parkEvents(second.Name)) > 0
+		return parked || testenv.Bound(got), nil
+	})
+	if parked {
+		t.Fatalf("FALSE PARK: Ballast parked %s (%v; CA events %v); CA 1.36.1 scales last-a from zero for it with its cached template of the group's last node",
+			second.Name, w.parkEvents(second.Name), w.caEvents(second.Name))
+	}
 	if i, ok := w.emu.Instance(p.Spec.NodeName); !ok || i.Group != "last-a" {
 		t.Errorf("%s bound to %s (instance %+v), want a node of last-a", second.Name, p.Spec.NodeName, i)
 	}
-	if evs := w.parkEvents(second.Name); len(evs) > 0 {
-		t.Errorf("FALSE PARK: Ballast parked %s (%v) although CA scaled last-a from zero for it", second.Name, evs)
+	if ev := w.caEvents(second.Name)["TriggeredScaleUp"]; !strings.Contains(ev, "last-a") {
+		t.Errorf("CA's TriggeredScaleUp event on %s: %q, want last-a named", second.Name, ev)
 	}
 }
 
