@@ -16,6 +16,7 @@ import (
 	k8stesting "k8s.io/client-go/testing"
 	"k8s.io/client-go/tools/record"
 
+	"github.com/ballast-k8s/ballast/config/nodegroups"
 	"github.com/ballast-k8s/ballast/internal/asg"
 )
 
@@ -119,7 +120,7 @@ func objectName(o runtime.Object) string {
 
 func summarize(o runtime.Object) string {
 	if cm, ok := o.(*v1.ConfigMap); ok {
-		for _, v := range cm.Data {
+		if v, ok := cm.Data[nodegroups.DataKey]; ok {
 			return fmt.Sprintf("%d lines of node groups", strings.Count(v, "\n"))
 		}
 	}

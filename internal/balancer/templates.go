@@ -82,6 +82,10 @@ type templateState struct {
 	types           map[string]asg.InstanceType // instance types never change
 	launchTemplates map[asg.LaunchTemplateRef]cached
 	eks             map[string]eksEntry // DescribeNodegroup by cluster/nodegroup (templates_eks.go)
+	// lastNodes: what is remembered of each group's good nodes, by group
+	// (templates_nodes.go); lastLoaded once read back from the ConfigMap.
+	lastNodes  map[string]lastNode
+	lastLoaded bool
 }
 
 type cached struct {
@@ -118,6 +122,9 @@ func zoneIDs(nodes []*v1.Node) map[string]string {
 // would make pods that need it look hopeless, while a list that grows stale
 // makes the scheduler plugin fail open.
 func (b *Balancer) publish(ctx context.Context, inv *inventory, w *warnings) error {
+	if err := b.rememberNodes(ctx, inv, w); err != nil {
+		return err // no list without the remembered nodes: it could be narrower than CA's templates
+	}
 	typeOf := map[string]string{} // group -> instance type
 	var want []string
 	for i := range inv.groups {
@@ -173,6 +180,9 @@ func (b *Balancer) publish(ctx context.Context, inv *inventory, w *warnings) err
 		if t := typeOf[g.Name]; unknown[t] && (!cpu || !mem) {
 			w.warn(ReasonTemplateIncomplete, "%s", msgNoTemplate(g.Name, "EC2 does not know its instance type "+t))
 			continue
+		}
+		if e, ok := b.templates.lastNodes[g.Name]; ok {
+			widen(&ng, e) // never stricter than CA's template from the group's nodes
 		}
 		if _, cpu := ng.Allocatable[v1.ResourceCPU]; !cpu {
 			w.warn(ReasonTemplateIncomplete, "%s", msgNoTemplate(g.Name, "its instance type is unknown and no node-template tags give cpu"))
@@ -363,6 +373,7 @@ func (b *Balancer) writeConfigMap(ctx context.Context, list *nodegroups.NodeGrou
 	if err != nil {
 		return fmt.Errorf("encoding node groups: %w", err)
 	}
+	data[lastNodesKey] = encodeLastNodes(b.templates.lastNodes, true)
 	cms := b.kube.CoreV1().ConfigMaps(b.opts.ConfigMapNamespace)
 	cm, err := cms.Get(ctx, b.opts.ConfigMapName, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
@@ -382,7 +393,7 @@ func (b *Balancer) writeConfigMap(ctx context.Context, list *nodegroups.NodeGrou
 	}
 	if old, err := nodegroups.Decode(cm.Data); err == nil && old.GeneratedAt != nil && now.Sub(*old.GeneratedAt) < b.opts.TemplateRefresh {
 		old.GeneratedAt = list.GeneratedAt
-		if reflect.DeepEqual(normalize(old), normalize(list)) {
+		if reflect.DeepEqual(normalize(old), normalize(list)) && sameLastNodes(cm.Data[lastNodesKey], b.templates.lastNodes) {
 			return nil
 		}
 	}

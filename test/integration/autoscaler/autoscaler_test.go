@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/ballast-k8s/ballast/config/nodegroups"
 	ballastaws "github.com/ballast-k8s/ballast/internal/asg"
 	"github.com/ballast-k8s/ballast/internal/awstest"
 	"github.com/ballast-k8s/ballast/internal/balancer"
@@ -70,6 +71,10 @@ var groups = []awstest.GroupSpec{
 		Tags: map[string]string{tagLabel + "team": "fid-noexec", tagTaint + "dedicated": "fid-ne:NoExecute"}},
 	{Name: "fid-prefer-b", Zones: zones[1:2], MaxSize: 3, InstanceType: "m5.large",
 		Tags: map[string]string{tagLabel + "team": "fid-prefer", tagTaint + "dedicated": "fid-pref:PreferNoSchedule"}},
+	// review10c: a group whose nodes get a kubelet label (not in the tags),
+	// scaled up, then down to zero.
+	{Name: "last-a", Zones: zones[:1], MaxSize: 2, InstanceType: "m5.large",
+		Tags: map[string]string{tagLabel + "pool": "last", tagKubeletLabel + "workload": "last"}},
 	// review10: a pod between the template's allocatable and its capacity.
 	{Name: "fid-mem-b", Zones: zones[1:2], MaxSize: 3, InstanceType: "m5.large",
 		Tags: map[string]string{tagLabel + "team": "fid-mem"}},
@@ -108,6 +113,7 @@ func TestAutoscaler(t *testing.T) {
 	step("template fidelity", func(t *testing.T) { testTemplateFidelity(t, w) })
 	step("incident 7 with CA running", func(t *testing.T) { testIncident7(t, w) })
 	step("review10: requests between the template's allocatable and CA's", func(t *testing.T) { testBetweenAllocatableAndCapacity(t, w) })
+	step("review10c: a group at zero keeps its last node's labels", func(t *testing.T) { testScaledToZeroKeepsLastNode(t, w) })
 	// Last: they restart CA and az-balancer.
 	step("CA and az-balancer start together", func(t *testing.T) { testStartRace(t, w, "race-together-a", false, 0) })
 	step("CA starts first", func(t *testing.T) { testStartRace(t, w, "race-cafirst-a", true, 0) })
@@ -752,4 +758,80 @@ func testIncident7(t *testing.T, w *world) {
 			t.Errorf("scale-in protection of %s set %d times: %v", id, len(vs), vs)
 		}
 	}
+}
+
+// testScaledToZeroKeepsLastNode (review10c): CA 1.36.1 builds a group's
+// template from a good node of the group (Ready for over a minute) and keeps
+// that template cached once the group is at zero
+// (processors/nodeinfosprovider/mixed_nodeinfos_processor.go). last-a's
+// nodes carry the kubelet label workload=last, which its tags do not give.
+// After CA scaled last-a up for one pod and down to zero again, CA scales it
+// up for a pod selecting workload=last; Ballast must not park that pod.
+func testScaledToZeroKeepsLastNode(t *testing.T, w *world) {
+	first := w.pod(t, "last-first", map[string]string{"pool": "last"}, nil)
+	p := testenv.WaitPod(w.ctx, t, w.cs, first, 120*time.Second, "bound to a node CA added to last-a", testenv.Bound)
+	node := p.Spec.NodeName
+	// The node becomes a good template node for CA (and one az-balancer
+	// remembers) a minute after it turned Ready.
+	w.waitFor(node+" Ready for 70s", 150*time.Second, func() (bool, error) {
+		n, err := w.cs.CoreV1().Nodes().Get(w.ctx, node, metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		for _, c := range n.Status.Conditions {
+			if c.Type == v1.NodeReady && c.Status == v1.ConditionTrue && time.Since(c.LastTransitionTime.Time) > 70*time.Second {
+				return n.Labels["workload"] == "last", nil
+			}
+		}
+		return false, nil
+	})
+	if err := w.cs.CoreV1().Pods(w.ns).Delete(w.ctx, first.Name, *metav1.NewDeleteOptions(0)); err != nil {
+		t.Fatal(err)
+	}
+	w.waitFor("CA to scale last-a down to zero and its node to go", 120*time.Second, func() (bool, error) {
+		if _, err := w.cs.CoreV1().Nodes().Get(w.ctx, node, metav1.GetOptions{}); err == nil {
+			return false, nil
+		}
+		ng, err := w.publishedGroup("last-a")
+		return err == nil && ng.CurrentSize == 0, nil
+	})
+	second := w.pod(t, "last-second", map[string]string{"workload": "last"}, nil)
+	var parked bool
+	w.waitFor("a verdict from Ballast and a scale-up from CA", 120*time.Second, func() (bool, error) {
+		got, err := w.cs.CoreV1().Pods(w.ns).Get(w.ctx, second.Name, metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		p = got
+		parked = parked || testenv.ParkedWith(hopelessPrefix)(got) || len(w.parkEvents(second.Name)) > 0
+		return parked || testenv.Bound(got), nil
+	})
+	if parked {
+		t.Fatalf("FALSE PARK: Ballast parked %s (%v; CA events %v); CA 1.36.1 scales last-a from zero for it with its cached template of the group's last node",
+			second.Name, w.parkEvents(second.Name), w.caEvents(second.Name))
+	}
+	if i, ok := w.emu.Instance(p.Spec.NodeName); !ok || i.Group != "last-a" {
+		t.Errorf("%s bound to %s (instance %+v), want a node of last-a", second.Name, p.Spec.NodeName, i)
+	}
+	if ev := w.caEvents(second.Name)["TriggeredScaleUp"]; !strings.Contains(ev, "last-a") {
+		t.Errorf("CA's TriggeredScaleUp event on %s: %q, want last-a named", second.Name, ev)
+	}
+}
+
+// publishedGroup is the template az-balancer published for a group.
+func (w *world) publishedGroup(name string) (*nodegroups.NodeGroup, error) {
+	cm, err := w.cs.CoreV1().ConfigMaps(w.ns).Get(w.ctx, nodegroups.DefaultName, metav1.GetOptions{})
+	if err != nil {
+		return nil, err
+	}
+	list, err := nodegroups.Decode(cm.Data)
+	if err != nil {
+		return nil, err
+	}
+	for i := range list.NodeGroups {
+		if list.NodeGroups[i].Name == name {
+			return &list.NodeGroups[i], nil
+		}
+	}
+	return nil, fmt.Errorf("no template for %s", name)
 }

@@ -47,6 +47,10 @@ const (
 	tagLabel    = "k8s.io/cluster-autoscaler/node-template/label/"
 	tagTaint    = "k8s.io/cluster-autoscaler/node-template/taint/"
 	tagResource = "k8s.io/cluster-autoscaler/node-template/resources/"
+	// tagKubeletLabel stands for a kubelet --node-labels flag in the launch
+	// template's user data: the emulated kubelet registers the group's nodes
+	// with the label; CA and az-balancer read nothing of this tag.
+	tagKubeletLabel = "e2e.ballast.invalid/kubelet-node-label/"
 
 	// caBinEnv overrides the binary's path; make sets it.
 	caBinEnv = "BALLAST_CLUSTER_AUTOSCALER_BIN"
@@ -347,6 +351,8 @@ func nodeFor(i awstest.Instance, it awstest.InstanceType, tags map[string]string
 		switch {
 		case strings.HasPrefix(k, tagLabel):
 			labels[strings.TrimPrefix(k, tagLabel)] = v
+		case strings.HasPrefix(k, tagKubeletLabel):
+			labels[strings.TrimPrefix(k, tagKubeletLabel)] = v
 		case strings.HasPrefix(k, tagTaint):
 			val, effect, _ := strings.Cut(v, ":")
 			taints = append(taints, v1.Taint{Key: strings.TrimPrefix(k, tagTaint), Value: val, Effect: v1.TaintEffect(effect)})
@@ -474,6 +480,10 @@ func caFlags(t *testing.T, kubeconfig, cloudConfig string, port int) []string {
 		"--scan-interval=1s", "--scale-down-delay-after-add=0s", "--scale-down-delay-after-delete=0s",
 		"--scale-down-delay-after-failure=0s", "--scale-down-unneeded-time=5s", "--scale-down-unready-time=5s",
 		"--node-delete-delay-after-taint=0s", "--max-node-provision-time=2m", "--max-graceful-termination-sec=5",
+		// A node found unremovable (a pod on it) is looked at again after
+		// 10s, not 5m: review10c's step empties a node and waits for CA to
+		// scale its group to zero.
+		"--unremovable-node-recheck-timeout=10s",
 		"--v=4",
 	)
 }

@@ -1,0 +1,302 @@
+package balancer
+
+// The nodes a group ran, as cluster-autoscaler's templates remember them.
+//
+// cluster-autoscaler 1.36.1 (processors/nodeinfosprovider,
+// MixedTemplateNodeInfoProvider) builds a group's template from a real node
+// of the group when it has a good one: Ready for longer than a minute, not
+// unschedulable, without its ToBeDeletedByClusterAutoscaler taint. The
+// template is that node sanitized: its hostname label replaced, its own
+// taints, node-condition taints and the startup/status/ignore taints removed;
+// every other label, its allocatable and capacity are kept. It caches that
+// template per group and, when the group has no good node any more (scaled
+// to zero), uses the cached one until --node-info-cache-expire-time (87600h
+// by default) or until it restarts; only then does it build the template from
+// the ASG's tags. A group that vanishes is dropped from the cache.
+//
+// So, for a group, CA may use either the tags template or the template of
+// any good node the group ran since CA started. az-balancer publishes one
+// template per group that is never stricter than those, as far as one
+// template can be:
+//   - labels: the tags template's, plus every label of the group's last good
+//     nodes that the tags template does not set (not the hostname, nor a
+//     label whose value is the node's name or instance id: no new node has
+//     those). Where both set a key, the tags template's value stays: it is
+//     what the group's current configuration launches;
+//   - allocatable: per resource the largest of the tags template and the
+//     nodes;
+//   - taints: only those of the tags template that every good node carried
+//     too (a node never adds a taint).
+//
+// What is remembered of the last good nodes (labels, allocatable, sanitized
+// taints) is kept in the published ConfigMap under lastNodesKey and read back
+// when az-balancer starts, so a restart does not republish the narrower
+// tags-only template. It is bounded: one entry per existing group, at most
+// maxRememberedLabels labels and maxRememberedTaints taints each, dropped
+// after lastNodeTTL (CA's default cache expiry).
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"sort"
+	"time"
+
+	v1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/ballast-k8s/ballast/config/nodegroups"
+	"github.com/ballast-k8s/ballast/internal/asg"
+)
+
+const (
+	// lastNodesKey is the ConfigMap data key that holds what az-balancer
+	// remembers of each group's last good nodes (JSON). The scheduler plugin
+	// reads only nodegroups.DataKey.
+	lastNodesKey = "last-good-nodes.json"
+	// lastNodeTTL is cluster-autoscaler's default --node-info-cache-expire-time.
+	lastNodeTTL = 87600 * time.Hour
+	// nodeStabilization is how long a node must have been Ready to be a good
+	// template node (CA's stabilizationDelay).
+	nodeStabilization = time.Minute
+	// Bounds of one remembered entry.
+	maxRememberedLabels = 128
+	maxRememberedTaints = 64
+	// defaultMaxPods is what a template without pods offers
+	// (nodegroups.NodeGroup.TemplateNode, kubelet's --max-pods default).
+	defaultMaxPods = 110
+)
+
+// lastNode is what az-balancer remembers of a group's good nodes.
+type lastNode struct {
+	// Labels: the union of the good nodes' labels, less the per-node ones.
+	Labels map[string]string `json:"labels,omitempty"`
+	// Allocatable: per resource the largest the good nodes offered.
+	Allocatable v1.ResourceList `json:"allocatable,omitempty"`
+	// Taints: the taints every good node carried, sanitized as CA does.
+	Taints []v1.Taint `json:"taints,omitempty"`
+	// SeenAt: when a good node of the group was last seen.
+	SeenAt time.Time `json:"seenAt"`
+}
+
+// goodTemplateNode reports whether cluster-autoscaler would build a template
+// from the node: Ready for longer than nodeStabilization, schedulable and
+// not being deleted by the autoscaler.
+func goodTemplateNode(n *v1.Node, now time.Time) bool {
+	if n.Spec.Unschedulable || n.DeletionTimestamp != nil {
+		return false
+	}
+	for _, t := range n.Spec.Taints {
+		if t.Key == "ToBeDeletedByClusterAutoscaler" {
+			return false
+		}
+	}
+	for _, c := range n.Status.Conditions {
+		if c.Type == v1.NodeReady {
+			return c.Status == v1.ConditionTrue && c.LastTransitionTime.Add(nodeStabilization).Before(now)
+		}
+	}
+	return false
+}
+
+// perNodeLabel reports whether a label of node n (instance id) names that
+// node alone, so that no node the group launches carries it.
+func perNodeLabel(k, v string, n *v1.Node, id string) bool {
+	return k == v1.LabelHostname || v == n.Name || (id != "" && v == id)
+}
+
+// rememberNodes updates, from the inventory, what is remembered of each
+// group's good nodes: replaced while the group has good nodes, kept while it
+// has none (until lastNodeTTL), forgotten with the group. The first call
+// reads back what the ConfigMap holds; it fails when the ConfigMap cannot be
+// read, so that no narrower template is published meanwhile.
+func (b *Balancer) rememberNodes(ctx context.Context, inv *inventory, w *warnings) error {
+	if !b.templates.lastLoaded {
+		m, err := b.loadLastNodes(ctx, w)
+		if err != nil {
+			return err
+		}
+		b.templates.lastNodes, b.templates.lastLoaded = m, true
+	}
+	now := b.clock.Now()
+	keep := map[string]lastNode{}
+	for i := range inv.groups {
+		g := &inv.groups[i]
+		var good []*v1.Node
+		ids := map[string]string{} // node name -> instance id
+		for _, inst := range g.Instances {
+			if n := inv.nodeOf[inst.ID]; n != nil && goodTemplateNode(n, now) {
+				good = append(good, n)
+				ids[n.Name] = inst.ID
+			}
+		}
+		if len(good) == 0 {
+			if e, ok := b.templates.lastNodes[g.Name]; ok && now.Sub(e.SeenAt) <= lastNodeTTL {
+				keep[g.Name] = e
+			}
+			continue
+		}
+		sort.Slice(good, func(i, j int) bool { return good[i].Name < good[j].Name })
+		keep[g.Name] = b.summarizeNodes(g, good, ids, now, w)
+	}
+	b.templates.lastNodes = keep
+	return nil
+}
+
+// summarizeNodes folds a group's good nodes into one lastNode.
+func (b *Balancer) summarizeNodes(g *asg.Group, good []*v1.Node, ids map[string]string, now time.Time, w *warnings) lastNode {
+	e := lastNode{Labels: map[string]string{}, Allocatable: v1.ResourceList{}, SeenAt: now}
+	dropped := 0
+	for i, n := range good {
+		for _, k := range sortedKeys(n.Labels) {
+			v := n.Labels[k]
+			if perNodeLabel(k, v, n, ids[n.Name]) {
+				continue
+			}
+			if _, set := e.Labels[k]; set {
+				continue // the first node by name gives the value
+			}
+			if len(e.Labels) >= maxRememberedLabels {
+				dropped++
+				continue
+			}
+			e.Labels[k] = v
+		}
+		for r, q := range n.Status.Allocatable {
+			if cur, ok := e.Allocatable[r]; !ok || q.Cmp(cur) > 0 {
+				e.Allocatable[r] = q.DeepCopy()
+			}
+		}
+		taints := b.opts.Templates.sanitize(n.Spec.Taints)
+		if i == 0 {
+			e.Taints = taints
+			continue
+		}
+		e.Taints = slices.DeleteFunc(e.Taints, func(t v1.Taint) bool { return !hasTaint(taints, t) })
+	}
+	if len(e.Taints) > maxRememberedTaints {
+		// Fewer remembered taints only takes more taints off the template.
+		e.Taints = e.Taints[:maxRememberedTaints]
+	}
+	if dropped > 0 {
+		w.warn(ReasonTemplateIncomplete, "Group %s: %d labels of its nodes are not remembered for its template (at most %d are)", g.Name, dropped, maxRememberedLabels)
+	}
+	return e
+}
+
+func hasTaint(ts []v1.Taint, t v1.Taint) bool {
+	return slices.ContainsFunc(ts, func(x v1.Taint) bool { return x.Key == t.Key && x.Value == t.Value && x.Effect == t.Effect })
+}
+
+// widen makes a group's template never stricter than the template
+// cluster-autoscaler builds from the group's remembered good nodes (see the
+// file comment).
+func widen(ng *nodegroups.NodeGroup, e lastNode) {
+	if ng.Labels == nil {
+		ng.Labels = map[string]string{}
+	}
+	for k, v := range e.Labels {
+		if _, set := ng.Labels[k]; !set {
+			ng.Labels[k] = v
+		}
+	}
+	if ng.Allocatable == nil {
+		ng.Allocatable = v1.ResourceList{}
+	}
+	for r, q := range e.Allocatable {
+		cur, ok := ng.Allocatable[r]
+		if !ok && r == v1.ResourcePods {
+			// A template without pods offers kubelet's default (and so does
+			// CA's tags template): a node's smaller maxPods narrows nothing.
+			cur, ok = *resource.NewQuantity(defaultMaxPods, resource.DecimalSI), true
+		}
+		if !ok || q.Cmp(cur) > 0 {
+			ng.Allocatable[r] = q.DeepCopy()
+		}
+	}
+	ng.Taints = slices.DeleteFunc(ng.Taints, func(t v1.Taint) bool { return !hasTaint(e.Taints, t) })
+	if len(ng.Taints) == 0 {
+		ng.Taints = nil
+	}
+}
+
+// loadLastNodes reads what the ConfigMap remembers. A missing ConfigMap or
+// key is an empty memory; a malformed key or entry is reported and skipped
+// (the template is then the tags' one, as after a CA restart).
+func (b *Balancer) loadLastNodes(ctx context.Context, w *warnings) (map[string]lastNode, error) {
+	cm, err := b.kube.CoreV1().ConfigMaps(b.opts.ConfigMapNamespace).Get(ctx, b.opts.ConfigMapName, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return map[string]lastNode{}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading the remembered nodes from ConfigMap %s/%s: %w", b.opts.ConfigMapNamespace, b.opts.ConfigMapName, err)
+	}
+	raw, ok := cm.Data[lastNodesKey]
+	if !ok {
+		return map[string]lastNode{}, nil
+	}
+	var m map[string]lastNode
+	if err := json.Unmarshal([]byte(raw), &m); err != nil {
+		w.warn(ReasonTemplateIncomplete, "ConfigMap %s/%s: key %s is not valid, the remembered nodes are ignored: %v", cm.Namespace, cm.Name, lastNodesKey, err)
+		return map[string]lastNode{}, nil
+	}
+	out := map[string]lastNode{}
+	for _, g := range sortedKeys(m) {
+		if err := validLastNode(m[g]); err != nil {
+			w.warn(ReasonTemplateIncomplete, "ConfigMap %s/%s: key %s: the remembered nodes of group %s are ignored: %v", cm.Namespace, cm.Name, lastNodesKey, g, err)
+			continue
+		}
+		out[g] = m[g]
+	}
+	return out, nil
+}
+
+func validLastNode(e lastNode) error {
+	if len(e.Labels) > maxRememberedLabels || len(e.Taints) > maxRememberedTaints {
+		return fmt.Errorf("more than %d labels or %d taints", maxRememberedLabels, maxRememberedTaints)
+	}
+	for k, v := range e.Labels {
+		if msgs := append(validation.IsQualifiedName(k), validation.IsValidLabelValue(v)...); len(msgs) > 0 {
+			return fmt.Errorf("label %s=%q: %v", k, v, msgs)
+		}
+	}
+	for r, q := range e.Allocatable {
+		if q.Sign() < 0 || len(validation.IsQualifiedName(string(r))) > 0 {
+			return fmt.Errorf("resource %s=%s is not valid", r, q.String())
+		}
+	}
+	return nil
+}
+
+// encodeLastNodes renders the memory for the ConfigMap; withTimes false
+// leaves the times out, to compare two memories.
+func encodeLastNodes(m map[string]lastNode, withTimes bool) string {
+	out := make(map[string]lastNode, len(m))
+	for g, e := range m {
+		if !withTimes {
+			e.SeenAt = time.Time{}
+		} else {
+			e.SeenAt = e.SeenAt.UTC().Truncate(time.Second)
+		}
+		out[g] = e
+	}
+	data, err := json.Marshal(out) // map keys are sorted
+	if err != nil {
+		return "{}"
+	}
+	return string(data)
+}
+
+// sameLastNodes reports whether the stored memory says what m says, times
+// aside (a time lags by at most TemplateRefresh, against lastNodeTTL).
+func sameLastNodes(stored string, m map[string]lastNode) bool {
+	var old map[string]lastNode
+	if err := json.Unmarshal([]byte(stored), &old); err != nil {
+		return false
+	}
+	return encodeLastNodes(old, false) == encodeLastNodes(m, false)
+}

@@ -1,0 +1,302 @@
+package balancer
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	awssdk "github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
+	astypes "github.com/aws/aws-sdk-go-v2/service/autoscaling/types"
+	v1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/ballast-k8s/ballast/config/nodegroups"
+	"github.com/ballast-k8s/ballast/internal/asg"
+	"github.com/ballast-k8s/ballast/internal/awstest"
+)
+
+// The facts these tests hold az-balancer to are cluster-autoscaler 1.36.1's
+// (processors/nodeinfosprovider/mixed_nodeinfos_processor.go,
+// simulator/node_info_utils.go): a group's template is a good node of the
+// group (Ready for over a minute, schedulable, not being deleted), sanitized
+// (hostname replaced, CA's own, node-condition and startup/status taints
+// removed, all other labels and the allocatable kept), cached per group and
+// used after the group scaled to zero.
+
+// batchNode is a node of group batch as its kubelet registered it
+// (--node-labels=workload=batch in the launch template's user data), Ready
+// for an hour.
+func batchNode(f *fixture, name, id string) *v1.Node {
+	n := node(name, "us-east-1a", id)
+	n.Labels["workload"] = "batch"
+	alloc := v1.ResourceList{v1.ResourceCPU: resource.MustParse("3920m"), v1.ResourceMemory: resource.MustParse("15Gi"), v1.ResourcePods: resource.MustParse("58")}
+	n.Status = v1.NodeStatus{Allocatable: alloc, Capacity: alloc, Conditions: []v1.NodeCondition{{Type: v1.NodeReady, Status: v1.ConditionTrue,
+		LastTransitionTime: metav1.NewTime(f.clock.Now().Add(-time.Hour))}}}
+	return n
+}
+
+// batchGroup creates group batch (tags extra) with one instance and runs
+// mutate on its node before registering it, then reconciles.
+func batchGroup(t *testing.T, f *fixture, tags map[string]string, mutate func(n *v1.Node)) (id string, n *v1.Node) {
+	t.Helper()
+	ids := f.emu.CreateGroup(awstest.GroupSpec{Name: "batch", Zones: []string{"us-east-1a"}, MaxSize: 5, InstanceType: "m5.xlarge",
+		Tags: caTags(tags), Instances: map[string]int{"us-east-1a": 1}})
+	id = ids["us-east-1a"][0]
+	n = batchNode(f, "batch-0", id)
+	if mutate != nil {
+		mutate(n)
+	}
+	if _, err := f.kube.CoreV1().Nodes().Create(context.Background(), n, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	reconcile(t, f)
+	return id, n
+}
+
+func reconcile(t *testing.T, f *fixture) {
+	t.Helper()
+	if err := f.b.Reconcile(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// scaleToZero does what CA does to an unneeded last node: terminates the
+// instance with the desired capacity decremented; the node goes.
+func scaleToZero(t *testing.T, f *fixture, id, nodeName string) {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := rawASG(f.emu).TerminateInstanceInAutoScalingGroup(ctx, &autoscaling.TerminateInstanceInAutoScalingGroupInput{
+		InstanceId: awssdk.String(id), ShouldDecrementDesiredCapacity: awssdk.Bool(true)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.kube.CoreV1().Nodes().Delete(ctx, nodeName, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		f.clock.Step(time.Minute)
+		reconcile(t, f)
+	}
+	if ng := templateOf(t, f, "batch"); ng.CurrentSize != 0 {
+		t.Fatalf("setup: batch has size %d, want 0", ng.CurrentSize)
+	}
+}
+
+// restart replaces the balancer by a new one on the same cluster and AWS,
+// as a restarted az-balancer (memory lost), and reconciles once.
+func restart(t *testing.T, f *fixture) {
+	t.Helper()
+	cloud, err := asg.New(context.Background(), f.emu.ClientOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.b = New(f.kube, cloud, f.events, f.clock, f.b.opts, nil)
+	f.clock.Step(f.b.opts.TemplateRefresh) // the next write is due
+	reconcile(t, f)
+}
+
+func batchPod(mutate func(p *v1.Pod)) *v1.Pod {
+	p := &v1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "jobs", Name: "nightly"},
+		Spec: v1.PodSpec{NodeSelector: map[string]string{"workload": "batch"}, Containers: []v1.Container{{Name: "c",
+			Resources: v1.ResourceRequirements{Requests: v1.ResourceList{v1.ResourceCPU: resource.MustParse("1")}}}}}}
+	if mutate != nil {
+		mutate(p)
+	}
+	return p
+}
+
+// TestTemplateFromLastNodeSurvivesRestart: az-balancer's memory of a
+// group's last node is in the published ConfigMap, so a restart while the
+// group is at zero does not publish the tags-only template again (which
+// would park the pod CA still scales batch from zero for).
+func TestTemplateFromLastNodeSurvivesRestart(t *testing.T) {
+	f := newFixture(t)
+	id, n := batchGroup(t, f, nil, nil)
+	scaleToZero(t, f, id, n.Name)
+	restart(t, f)
+	if v := verdict(t, f.published(t), batchPod(nil)); v.Hopeless {
+		t.Fatalf("FALSE PARK after an az-balancer restart: %s; published labels %v", v.Message, templateOf(t, f, "batch").Labels)
+	}
+	// And again after a second restart and a refresh: the memory is
+	// written back with every list.
+	restart(t, f)
+	restart(t, f)
+	if v := verdict(t, f.published(t), batchPod(nil)); v.Hopeless {
+		t.Fatalf("FALSE PARK after two restarts: %s", v.Message)
+	}
+}
+
+// TestTemplateFromLastNodeKeepsLargerAllocatable: CA's template of a node
+// offers the node's allocatable; a resource the instance type's template
+// lacks (hugepages reserved by kubelet, set in the user data) or offers
+// less of is taken from the node. A node offering less leaves the type's
+// larger value.
+func TestTemplateFromLastNodeKeepsLargerAllocatable(t *testing.T) {
+	f := newFixture(t)
+	id, n := batchGroup(t, f, nil, func(n *v1.Node) {
+		n.Status.Allocatable[v1.ResourceName("hugepages-2Mi")] = resource.MustParse("1Gi")
+		n.Status.Allocatable[v1.ResourceMemory] = resource.MustParse("1Gi") // less than m5.xlarge's template
+		n.Status.Allocatable[v1.ResourcePods] = resource.MustParse("234")   // more than kubelet's default 110 (prefix delegation)
+		n.Status.Allocatable[v1.ResourceCPU] = resource.MustParse("8")      // more than m5.xlarge's template
+	})
+	before := templateOf(t, f, "batch").Allocatable[v1.ResourceMemory]
+	scaleToZero(t, f, id, n.Name)
+	ng := templateOf(t, f, "batch")
+	if q := ng.Allocatable[v1.ResourceName("hugepages-2Mi")]; q.Cmp(resource.MustParse("1Gi")) != 0 {
+		t.Errorf("template offers hugepages-2Mi %s, want the node's 1Gi", q.String())
+	}
+	if q := ng.Allocatable[v1.ResourceMemory]; q.Cmp(before) != 0 || q.Cmp(resource.MustParse("1Gi")) <= 0 {
+		t.Errorf("template offers memory %s, want the instance type's %s (larger than the node's 1Gi)", q.String(), before.String())
+	}
+	if q := ng.Allocatable[v1.ResourcePods]; q.Cmp(resource.MustParse("234")) != 0 {
+		t.Errorf("template offers %s pods, want the node's 234 (more than the instance type's)", q.String())
+	}
+	if q := ng.Allocatable[v1.ResourceCPU]; q.Cmp(resource.MustParse("8")) != 0 {
+		t.Errorf("template offers cpu %s, want the node's 8 (more than the instance type's)", q.String())
+	}
+	pod := batchPod(func(p *v1.Pod) {
+		p.Spec.Containers[0].Resources.Requests[v1.ResourceName("hugepages-2Mi")] = resource.MustParse("512Mi")
+		p.Spec.Containers[0].Resources.Requests[v1.ResourceMemory] = resource.MustParse("512Mi")
+		p.Spec.Containers[0].Resources.Limits = v1.ResourceList{v1.ResourceName("hugepages-2Mi"): resource.MustParse("512Mi")}
+	})
+	if v := verdict(t, f.published(t), pod); v.Hopeless {
+		t.Errorf("FALSE PARK of a pod requesting the node's hugepages: %s", v.Message)
+	}
+}
+
+// TestTemplateFromLastNodeLabelsAndTaints: what of the node goes into the
+// template and what does not.
+func TestTemplateFromLastNodeLabelsAndTaints(t *testing.T) {
+	f := newFixture(t)
+	tags := map[string]string{
+		tagLabelPrefix + "workload":  "from-tag",         // conflicts with the node's
+		tagTaintPrefix + "dedicated": "batch:NoSchedule", // the node has it: kept
+		tagTaintPrefix + "gpu":       "true:NoSchedule",  // the node lacks it: CA's node template lacks it
+		tagLabelPrefix + "team":      "data",             // only in the tags
+	}
+	id, n := batchGroup(t, f, tags, func(n *v1.Node) {
+		n.Labels["alpha.eksctl.io/instance-id"] = id0(n)
+		n.Labels["node-name"] = n.Name
+		n.Labels["pool"] = "spot"
+		n.Spec.Taints = []v1.Taint{
+			{Key: "dedicated", Value: "batch", Effect: v1.TaintEffectNoSchedule},
+			{Key: "only-on-node", Value: "x", Effect: v1.TaintEffectNoSchedule},
+			{Key: "DeletionCandidateOfClusterAutoscaler", Value: "1", Effect: v1.TaintEffectPreferNoSchedule},
+		}
+	})
+	scaleToZero(t, f, id, n.Name)
+	ng := templateOf(t, f, "batch")
+	want := map[string]string{"workload": "from-tag", "team": "data", "pool": "spot", v1.LabelTopologyZone: "us-east-1a"}
+	for k, v := range want {
+		if ng.Labels[k] != v {
+			t.Errorf("label %s=%q, want %q", k, ng.Labels[k], v)
+		}
+	}
+	for _, k := range []string{v1.LabelHostname, "alpha.eksctl.io/instance-id", "node-name"} {
+		if v, ok := ng.Labels[k]; ok {
+			t.Errorf("template has the per-node label %s=%s of the last node", k, v)
+		}
+	}
+	// The node's maxPods 58 is less than what the tags template offers
+	// (kubelet's default 110, as CA's AWS template): not taken.
+	if q := ng.TemplateNode().Status.Allocatable[v1.ResourcePods]; q.Value() < 110 {
+		t.Errorf("template offers %s pods, narrower than the tags template's 110", q.String())
+	}
+	if len(ng.Taints) != 1 || ng.Taints[0].Key != "dedicated" {
+		t.Errorf("taints %v, want only dedicated=batch:NoSchedule (tags' taints the node also had; never the node's own)", ng.Taints)
+	}
+}
+
+func id0(n *v1.Node) string {
+	_, id, _ := asg.ParseProviderID(n.Spec.ProviderID)
+	return id
+}
+
+// TestTemplateFromLastNodeOnlyGoodNodes: a node CA would not build a
+// template from (NotReady, Ready for less than a minute, cordoned, being
+// deleted by CA) is not remembered.
+func TestTemplateFromLastNodeOnlyGoodNodes(t *testing.T) {
+	for name, mutate := range map[string]func(f *fixture) func(n *v1.Node){
+		"not ready": func(*fixture) func(n *v1.Node) {
+			return func(n *v1.Node) { n.Status.Conditions[0].Status = v1.ConditionFalse }
+		},
+		"ready for 30s": func(f *fixture) func(n *v1.Node) {
+			return func(n *v1.Node) {
+				n.Status.Conditions[0].LastTransitionTime = metav1.NewTime(f.clock.Now().Add(-30 * time.Second))
+			}
+		},
+		"unschedulable": func(*fixture) func(n *v1.Node) {
+			return func(n *v1.Node) { n.Spec.Unschedulable = true }
+		},
+		"being deleted by CA": func(*fixture) func(n *v1.Node) {
+			return func(n *v1.Node) {
+				n.Spec.Taints = []v1.Taint{{Key: "ToBeDeletedByClusterAutoscaler", Value: "1", Effect: v1.TaintEffectNoSchedule}}
+			}
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			f := newFixture(t)
+			id, n := batchGroup(t, f, nil, mutate(f))
+			scaleToZero(t, f, id, n.Name)
+			if v, ok := templateOf(t, f, "batch").Labels["workload"]; ok {
+				t.Errorf("template has workload=%s from a node CA would not take as a template", v)
+			}
+		})
+	}
+}
+
+// TestTemplateFromLastNodeBadMemory: a malformed memory in the ConfigMap
+// (hand-edited) is reported and ignored, never a crash; the list is still
+// published, and the next write replaces it.
+func TestTemplateFromLastNodeBadMemory(t *testing.T) {
+	for name, raw := range map[string]string{
+		"not json":     "{",
+		"bad label":    `{"batch":{"labels":{"bad key!":"x"},"seenAt":"2026-03-01T00:00:00Z"}}`,
+		"negative":     `{"batch":{"allocatable":{"cpu":"-1"},"seenAt":"2026-03-01T00:00:00Z"}}`,
+		"bad quantity": `{"batch":{"allocatable":{"cpu":"lots"},"seenAt":"2026-03-01T00:00:00Z"}}`,
+		"wrong type":   `{"batch":[1,2]}`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			cm := &v1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: nodegroups.DefaultNamespace, Name: nodegroups.DefaultName},
+				Data: map[string]string{lastNodesKey: raw}}
+			f := newFixture(t, cm)
+			f.emu.CreateGroup(awstest.GroupSpec{Name: "batch", Zones: []string{"us-east-1a"}, MaxSize: 5, InstanceType: "m5.xlarge", Tags: caTags(nil)})
+			reconcile(t, f)
+			if !hasEvent(f, ReasonTemplateIncomplete, lastNodesKey) {
+				t.Errorf("no %s event naming %s", ReasonTemplateIncomplete, lastNodesKey)
+			}
+			ng := templateOf(t, f, "batch")
+			if _, ok := ng.Labels["bad key!"]; ok {
+				t.Errorf("template took the malformed label")
+			}
+		})
+	}
+}
+
+// TestTemplateFromLastNodeForgottenWithGroup: as CA drops the cache entry of
+// a group it no longer has (here: its auto-discovery tag removed), the
+// group's nodes are forgotten; tagged again, it starts from its tags.
+func TestTemplateFromLastNodeForgottenWithGroup(t *testing.T) {
+	f := newFixture(t)
+	id, n := batchGroup(t, f, nil, nil)
+	scaleToZero(t, f, id, n.Name)
+	tag := []astypes.Tag{{ResourceId: awssdk.String("batch"), ResourceType: awssdk.String("auto-scaling-group"),
+		Key: awssdk.String("k8s.io/cluster-autoscaler/enabled"), Value: awssdk.String("true"), PropagateAtLaunch: awssdk.Bool(false)}}
+	ctx := context.Background()
+	if _, err := rawASG(f.emu).DeleteTags(ctx, &autoscaling.DeleteTagsInput{Tags: tag}); err != nil {
+		t.Fatal(err)
+	}
+	f.clock.Step(time.Minute)
+	reconcile(t, f)
+	if _, ok := f.b.templates.lastNodes["batch"]; ok {
+		t.Fatal("the nodes of a group no longer discovered are still remembered")
+	}
+	if _, err := rawASG(f.emu).CreateOrUpdateTags(ctx, &autoscaling.CreateOrUpdateTagsInput{Tags: tag}); err != nil {
+		t.Fatal(err)
+	}
+	restart(t, f)
+	if v, ok := templateOf(t, f, "batch").Labels["workload"]; ok {
+		t.Errorf("batch has workload=%s from the node it had before it was forgotten", v)
+	}
+}
