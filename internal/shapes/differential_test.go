@@ -572,9 +572,21 @@ type realScheduler struct {
 
 func newRealScheduler(t testing.TB, ctx context.Context, w *world) *realScheduler {
 	t.Helper()
+	return newRealSchedulerProfile(t, ctx, w, nil)
+}
+
+// newRealSchedulerProfile is newRealScheduler with the default profile
+// changed by edit (if not nil), as a KubeSchedulerConfiguration's
+// pluginConfig changes it.
+func newRealSchedulerProfile(t testing.TB, ctx context.Context, w *world, edit func(*config.KubeSchedulerProfile)) *realScheduler {
+	t.Helper()
 	cfg, err := latest.Default()
 	if err != nil {
 		t.Fatalf("default scheduler configuration: %v", err)
+	}
+	prof := &cfg.Profiles[0]
+	if edit != nil {
+		edit(prof)
 	}
 	client := fake.NewClientset(w.objects()...)
 	factory := informers.NewSharedInformerFactory(client, 0)
@@ -607,21 +619,21 @@ func newRealScheduler(t testing.TB, ctx context.Context, w *world) *realSchedule
 		}
 	}
 	snapshot := cache.NewSnapshot(nil, w.candidates())
-	fw, err := frameworkruntime.NewFramework(ctx, plugins.NewInTreeRegistry(), &cfg.Profiles[0],
+	fw, err := frameworkruntime.NewFramework(ctx, plugins.NewInTreeRegistry(), prof,
 		frameworkruntime.WithClientSet(client),
 		frameworkruntime.WithInformerFactory(factory),
 		frameworkruntime.WithSharedDRAManager(draManager),
 		frameworkruntime.WithSharedCSIManager(nodevolumelimits.NewCSIManager(factory.Storage().V1().CSINodes().Lister())),
 		frameworkruntime.WithSnapshotSharedLister(snapshot))
 	if err != nil {
-		t.Fatalf("building the default profile: %v", err)
+		t.Fatalf("building the profile: %v", err)
 	}
 	factory.Start(ctx.Done())
 	factory.WaitForCacheSync(ctx.Done())
 	if !toolscache.WaitForCacheSync(ctx.Done(), synced...) {
 		t.Fatal("DeviceClass handler did not sync")
 	}
-	return &realScheduler{fw: fw, snapshot: snapshot}
+	return &realScheduler{fw: fw, snapshot: snapshot, profile: prof}
 }
 
 // verdicts runs the real PreFilter once and Filter on every candidate; it

@@ -1,93 +1,18 @@
 package shapes_test
 
 import (
-	"context"
 	"testing"
 
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	apitypes "k8s.io/apimachinery/pkg/types"
-	utilfeature "k8s.io/apiserver/pkg/util/feature"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes/fake"
-	toolscache "k8s.io/client-go/tools/cache"
-	"k8s.io/dynamic-resource-allocation/deviceclass/extendedresourcecache"
-	resourceslicetracker "k8s.io/dynamic-resource-allocation/resourceslice/tracker"
-	"k8s.io/klog/v2"
-	fwk "k8s.io/kube-scheduler/framework"
-	"k8s.io/kubernetes/pkg/features"
 	"k8s.io/kubernetes/pkg/scheduler/apis/config"
-	"k8s.io/kubernetes/pkg/scheduler/apis/config/latest"
-	"k8s.io/kubernetes/pkg/scheduler/backend/cache"
-	"k8s.io/kubernetes/pkg/scheduler/framework/plugins"
-	"k8s.io/kubernetes/pkg/scheduler/framework/plugins/dynamicresources"
 	"k8s.io/kubernetes/pkg/scheduler/framework/plugins/names"
-	"k8s.io/kubernetes/pkg/scheduler/framework/plugins/nodevolumelimits"
-	frameworkruntime "k8s.io/kubernetes/pkg/scheduler/framework/runtime"
 	schedmetrics "k8s.io/kubernetes/pkg/scheduler/metrics"
-	"k8s.io/kubernetes/pkg/scheduler/util/assumecache"
 
 	"github.com/ballast-k8s/ballast/internal/shapes"
 )
-
-// newRealSchedulerProfile is newRealScheduler with the default profile
-// changed by edit, as a KubeSchedulerConfiguration's pluginConfig changes it.
-func newRealSchedulerProfile(t testing.TB, ctx context.Context, w *world, edit func(*config.KubeSchedulerProfile)) *realScheduler {
-	t.Helper()
-	cfg, err := latest.Default()
-	if err != nil {
-		t.Fatalf("default scheduler configuration: %v", err)
-	}
-	prof := &cfg.Profiles[0]
-	edit(prof)
-	client := fake.NewClientset(w.objects()...)
-	factory := informers.NewSharedInformerFactory(client, 0)
-	logger := klog.FromContext(ctx)
-	var draManager fwk.SharedDRAManager
-	var synced []toolscache.InformerSynced
-	if utilfeature.DefaultFeatureGate.Enabled(features.DynamicResourceAllocation) {
-		claims := assumecache.NewAssumeCache(logger, factory.Resource().V1().ResourceClaims().Informer(), "ResourceClaim", "", nil)
-		opts := resourceslicetracker.Options{
-			EnableDeviceTaintRules:   utilfeature.DefaultFeatureGate.Enabled(features.DRADeviceTaintRules),
-			EnableConsumableCapacity: utilfeature.DefaultFeatureGate.Enabled(features.DRAConsumableCapacity),
-			SliceInformer:            factory.Resource().V1().ResourceSlices(),
-			KubeClient:               client,
-		}
-		if opts.EnableDeviceTaintRules {
-			opts.TaintInformer = factory.Resource().V1().DeviceTaintRules()
-		}
-		tracker, err := resourceslicetracker.StartTracker(ctx, opts)
-		if err != nil {
-			t.Fatalf("resource slice tracker: %v", err)
-		}
-		dm := dynamicresources.NewDRAManager(ctx, claims, tracker, factory)
-		draManager = dm
-		if erCache, ok := dm.DeviceClassResolver().(*extendedresourcecache.ExtendedResourceCache); ok && erCache != nil {
-			reg, err := factory.Resource().V1().DeviceClasses().Informer().AddEventHandler(erCache)
-			if err != nil {
-				t.Fatalf("device class handler: %v", err)
-			}
-			synced = append(synced, reg.HasSynced)
-		}
-	}
-	snapshot := cache.NewSnapshot(nil, w.candidates())
-	fw, err := frameworkruntime.NewFramework(ctx, plugins.NewInTreeRegistry(), prof,
-		frameworkruntime.WithClientSet(client),
-		frameworkruntime.WithInformerFactory(factory),
-		frameworkruntime.WithSharedDRAManager(draManager),
-		frameworkruntime.WithSharedCSIManager(nodevolumelimits.NewCSIManager(factory.Storage().V1().CSINodes().Lister())),
-		frameworkruntime.WithSnapshotSharedLister(snapshot))
-	if err != nil {
-		t.Fatalf("building the profile: %v", err)
-	}
-	factory.Start(ctx.Done())
-	factory.WaitForCacheSync(ctx.Done())
-	if !toolscache.WaitForCacheSync(ctx.Done(), synced...) {
-		t.Fatal("DeviceClass handler did not sync")
-	}
-	return &realScheduler{fw: fw, snapshot: snapshot, profile: prof}
-}
 
 // TestReview10cIgnoredExtendedResources: NodeResourcesFit's args
 // ignoredResources and ignoredResourceGroups (KubeSchedulerConfiguration
