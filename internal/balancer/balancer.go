@@ -233,11 +233,9 @@ func (b *Balancer) Reconcile(ctx context.Context) (err error) {
 
 	groups, err := b.cloud.DescribeGroups(ctx, b.opts.Selector)
 	if err != nil {
-		// Held terminations are held still (blindhold.go). Nothing can be
-		// done on AWS without the groups, but cluster-autoscaler keeps
-		// scaling down from its cached groups and reads only the node's
-		// annotation: mark the held nodes all the same.
-		return errors.Join(b.holdWithoutGroups(ctx, err), b.annotateHeld(ctx))
+		// Held terminations are held still, and the held nodes annotated
+		// (blindhold.go); nothing else runs.
+		return b.holdWithoutGroups(ctx, err)
 	}
 	// ResourceVersion 0 serves the lists from the apiserver's watch cache.
 	nodes, err := b.kube.CoreV1().Nodes().List(ctx, metav1.ListOptions{ResourceVersion: "0"})
@@ -285,17 +283,7 @@ func (b *Balancer) Reconcile(ctx context.Context) (err error) {
 // gets the scale-down-disabled annotation (owned, as protect records it).
 // It removes nothing; scale-in protection and the hook wait for a loop
 // that reads the groups.
-func (b *Balancer) annotateHeld(ctx context.Context) error {
-	nodes, err := b.kube.CoreV1().Nodes().List(ctx, metav1.ListOptions{ResourceVersion: "0"})
-	if err != nil {
-		return fmt.Errorf("listing nodes: %w", err)
-	}
-	pvs, err := b.kube.CoreV1().PersistentVolumes().List(ctx, metav1.ListOptions{ResourceVersion: "0"})
-	if err != nil {
-		return fmt.Errorf("listing persistent volumes: %w", err)
-	}
-	csinodes, _ := b.listCSINodes(ctx, "0") // without them, fewer volumes hold: the recorded ones still do
-	inv := newInventory(nil, nodes.Items, pvs.Items, newNodeTopology(nodes.Items, csinodes))
+func (b *Balancer) annotateHeld(ctx context.Context, inv *inventory) error {
 	var errs []error
 	for _, n := range inv.nodes {
 		vols := inv.held[n.Name]

@@ -31,6 +31,7 @@ func (b *Balancer) holdWithoutGroups(ctx context.Context, cause error) error {
 	errs := []error{cause}
 	before := b.held.list()
 	holding := map[heldInstance]bool{}
+	var inv *inventory
 	nodes, err := b.kube.CoreV1().Nodes().List(ctx, metav1.ListOptions{ResourceVersion: "0"})
 	if err != nil {
 		errs = append(errs, fmt.Errorf("listing nodes: %w", err))
@@ -45,7 +46,7 @@ func (b *Balancer) holdWithoutGroups(ctx context.Context, cause error) error {
 		}
 	} else {
 		csinodes, _ := b.listCSINodes(ctx, "0") // without them, fewer volumes hold: the recorded ones still do
-		inv := newInventory(nil, nodes.Items, pvs.Items, newNodeTopology(nodes.Items, csinodes))
+		inv = newInventory(nil, nodes.Items, pvs.Items, newNodeTopology(nodes.Items, csinodes))
 		ids := holderIDs(inv)
 		for _, h := range before {
 			ids = append(ids, h.instance)
@@ -77,6 +78,15 @@ func (b *Balancer) holdWithoutGroups(ctx context.Context, cause error) error {
 	b.heartbeatBlind(ctx, holding)
 	b.held.replace(holding)
 	b.metrics.heldTerminations.Set(float64(len(holding)))
+	if inv != nil {
+		// Nothing can be done on AWS without the groups, but
+		// cluster-autoscaler keeps scaling down from its cached groups and
+		// reads only the node's annotation: mark the held nodes all the same
+		// (after the heartbeats, which cannot wait).
+		if err := b.annotateHeld(ctx, inv); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	return errors.Join(errs...)
 }
 
