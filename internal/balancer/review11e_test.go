@@ -3,6 +3,7 @@ package balancer
 import (
 	"testing"
 
+	storagev1 "k8s.io/api/storage/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/ballast-k8s/ballast/internal/awstest"
@@ -62,5 +63,56 @@ func TestReview11eHeldWhenTheOnlyTopoLVMNodeIsGone(t *testing.T) {
 					w.ids[0], got, awstest.TerminatingWait)
 			}
 		})
+	}
+}
+
+// TestReview11eDriverReRegistrationReleasesANodeIDPin (review 11e, against
+// 9ee2cce, review 11d #2): nodeTopology accepts a term whose value is the
+// node ID the node's CSINode records for the driver (OpenEBS ZFS LocalPV
+// pins with openebs.io/nodeid, whose value is the driver's node ID and may
+// be set apart from the node's name to move a pool), and promises that "a
+// driver re-registering on the node (its CSINode entry gone for a moment)
+// releases nothing", through the volume's recorded instance. Since 9ee2cce
+// the recorded path also needs namesNode, and for such a value namesNode
+// reads only the CSINode's node ID: while the driver's CSINode entry is
+// gone (the node plugin restarting, an upgrade of its DaemonSet; kubelet
+// drops the driver from CSINode.spec.drivers when the plugin unregisters
+// and adds it back when it registers again) the volume is no longer
+// node-local, on the loop's list and on the quorum read alike, and
+// lifecycleActions completes the held termination with CONTINUE
+// (API_CompleteLifecycleAction: "Completes the lifecycle action for the
+// specified token or instance with the specified result") while the
+// volume's data is on the instance. Before 9ee2cce, the record alone kept
+// it pinned.
+func TestReview11eDriverReRegistrationReleasesANodeIDPin(t *testing.T) {
+	const driver, key, nodeID = "zfs.csi.openebs.io", "openebs.io/nodeid", "zfs-pool-a"
+	w := newWorld(t, 2, nil)
+	w.pinByTopology(0, driver, key, nodeID, nil)
+	cn := &storagev1.CSINode{ObjectMeta: metav1.ObjectMeta{Name: "cass-0"}, Spec: storagev1.CSINodeSpec{Drivers: []storagev1.CSINodeDriver{{Name: driver, NodeID: nodeID, TopologyKeys: []string{key}}}}}
+	if _, err := w.kube.StorageV1().CSINodes().Create(w.ctx, cn, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	w.reconcile() // records the instance on pv-0
+	if got := w.volume("pv-0").Annotations[AnnotationInstanceID]; got != w.ids[0] {
+		t.Fatalf("pv-0 records instance %q, want %s: the node-ID pin is not taken for node-local at all", got, w.ids[0])
+	}
+	w.startTermination(w.ids[0])
+	w.reconcile()
+	if got := w.lifecycleState(w.ids[0]); got != awstest.TerminatingWait {
+		t.Fatalf("instance %s is %s before the driver re-registers, want %s", w.ids[0], got, awstest.TerminatingWait)
+	}
+	// The node plugin unregisters: kubelet removes the driver from the CSINode.
+	cn, err := w.kube.StorageV1().CSINodes().Get(w.ctx, "cass-0", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cn.Spec.Drivers = nil
+	if _, err := w.kube.StorageV1().CSINodes().Update(w.ctx, cn, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	_ = w.b.Reconcile(w.ctx) // one loop while the driver is away
+	if got := w.lifecycleState(w.ids[0]); got != awstest.TerminatingWait {
+		t.Errorf("instance %s, recorded by the bound ZFS volume pv-0 (pinned by %s=%s, its CSINode node ID) whose data is on it, is %s after one loop while the driver re-registered, want %s: its held termination was let go",
+			w.ids[0], key, nodeID, got, awstest.TerminatingWait)
 	}
 }
