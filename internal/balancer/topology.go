@@ -30,18 +30,15 @@ import (
 //     "region"), as a second guard;
 //   - N is the only node labelled K=v;
 //   - K is one of the topology keys N's CSINode lists for the volume's driver
-//     (kubelet labels the node with the driver's accessible topology), or the
-//     volume already records an instance (AnnotationInstanceID, written only
-//     for volumes found node-local), so that a driver re-registering on the
-//     node (its CSINode entry gone for a moment) releases nothing.
+//     (kubelet labels the node with the driver's accessible topology).
 //
-// A volume that records an instance and whose K=v no node carries any
-// longer is pinned to a node that is gone (an orphan, reported and held
+// A volume found node-local gets its instance recorded (AnnotationInstanceID,
+// recordPlacement), and a record is trusted as it stands: the volume stays
+// pinned to the one node labelled K=v while its driver re-registers (its
+// CSINode entry, and with it a node-ID pin, gone for a moment), and to a
+// node that is gone once no node carries K=v (an orphan, reported and held
 // through its recorded instance, never released: the release asks for a
-// hostname it can check again) only while K is seen to be a per-node key:
-// another node carries K with a value that names that node. Otherwise the
-// record alone proves nothing (it may date from an older rule), and such a
-// volume is not node-local.
+// hostname it can check again), as when the only storage node was replaced.
 type nodeTopology struct {
 	carriers map[string][]string            // "K=v" -> nodes labelled so
 	keys     map[string]map[string][]string // node -> driver -> topology keys (CSINode)
@@ -96,17 +93,6 @@ func (t *nodeTopology) namesNode(node, driver, v string) bool {
 	return t.names[node][v] || t.nodeIDs[node][driver] == v
 }
 
-// perNodeKey reports whether some node carries key with a value that names
-// that node (for driver): key is a node's own, not a place's.
-func (t *nodeTopology) perNodeKey(driver, key string) bool {
-	for node, labels := range t.labels {
-		if v, ok := labels[key]; ok && t.namesNode(node, driver, v) {
-			return true
-		}
-	}
-	return false
-}
-
 // pinned returns the node a term of a CSI volume's affinity pins it to by
 // its driver's topology key, if it does (see nodeTopology).
 func (t *nodeTopology) pinned(pv *v1.PersistentVolume, term v1.NodeSelectorTerm) (string, bool) {
@@ -119,10 +105,17 @@ func (t *nodeTopology) pinned(pv *v1.PersistentVolume, term v1.NodeSelectorTerm)
 		if r.Operator != v1.NodeSelectorOpIn || len(r.Values) != 1 || zoneOrRegionKey(r.Key) {
 			continue
 		}
+		// A volume is recorded only once found node-local by the rule
+		// below, so a record is trusted as it stands: while the driver
+		// re-registers (its CSINode entry gone, a node-ID pin unprovable)
+		// and when no node carries the value any more (the only storage
+		// node is gone), the volume still holds its instance.
 		switch nodes := t.carriers[r.Key+"="+r.Values[0]]; {
-		case len(nodes) == 1 && t.namesNode(nodes[0], driver, r.Values[0]) && (recorded || slices.Contains(t.keys[nodes[0]][driver], r.Key)):
+		case len(nodes) == 1 && recorded:
 			return nodes[0], true
-		case len(nodes) == 0 && recorded && t.perNodeKey(driver, r.Key):
+		case len(nodes) == 1 && t.namesNode(nodes[0], driver, r.Values[0]) && slices.Contains(t.keys[nodes[0]][driver], r.Key):
+			return nodes[0], true
+		case len(nodes) == 0 && recorded:
 			return topologyHostPrefix + r.Key + "=" + r.Values[0], true
 		}
 	}

@@ -84,10 +84,9 @@ func TestCSITopologyPinsOnlyANodeLocalVolume(t *testing.T) {
 
 // TestTopologyPinNeedsAValueThatNamesTheNode (review 11d #2): a term pins a
 // CSI volume to a node by topology only when its value names that node (its
-// name, hostname label or CSINode node ID for the driver), and a volume that
-// records an instance (AnnotationInstanceID) stays pinned to a node that is
-// gone only while the key is seen to be a node's own: a record, perhaps
-// written under an older rule, never makes an Outpost's EBS volume held.
+// name, hostname label or CSINode node ID for the driver). A volume that
+// records an instance (AnnotationInstanceID) was found node-local when it
+// was recorded and stays pinned, also to a node that is gone (review 11e).
 func TestTopologyPinNeedsAValueThatNamesTheNode(t *testing.T) {
 	const (
 		lvm, ebs  = "topolvm.io", "ebs.csi.aws.com"
@@ -127,10 +126,14 @@ func TestTopologyPinNeedsAValueThatNamesTheNode(t *testing.T) {
 		{name: "value is the node's hostname", driver: lvm, key: lvmKey, value: "ip-10-0-0-2", want: "ip-10-0-0-2.ec2.internal"},
 		{name: "value is the CSINode node ID", driver: "example.com/lv", key: "example.com/lv-node", value: "i-0123456789abcdef0", want: "ip-10-0-0-3.ec2.internal"},
 		{name: "an Outpost with one node", driver: ebs, key: outpost, value: outpostID},
-		{name: "an Outpost with one node, recorded", driver: ebs, key: outpost, value: outpostID, recorded: true},
+		// A record is written only for a volume found node-local, which an
+		// Outpost's EBS volume never is (the case above); a record, once
+		// written, is trusted (review 11e: a driver re-registering, the only
+		// storage node gone), so a hand-written one holds.
+		{name: "an Outpost with one node, recorded", driver: ebs, key: outpost, value: outpostID, recorded: true, want: "ip-10-0-0-4.ec2.internal"},
 		{name: "node gone, a per-node key, recorded", driver: lvm, key: lvmKey, value: "ip-10-0-0-9.ec2.internal", recorded: true, want: topologyHostPrefix + lvmKey + "=ip-10-0-0-9.ec2.internal"},
 		{name: "node gone, a per-node key, not recorded", driver: lvm, key: lvmKey, value: "ip-10-0-0-9.ec2.internal"},
-		{name: "Outpost node gone, recorded", driver: ebs, key: outpost, value: "op-0aaaaaaaaaaaaaaaa", recorded: true},
+		{name: "Outpost node gone, recorded", driver: ebs, key: outpost, value: "op-0aaaaaaaaaaaaaaaa", recorded: true, want: topologyHostPrefix + outpost + "=op-0aaaaaaaaaaaaaaaa"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			pv := &v1.PersistentVolume{ObjectMeta: metav1.ObjectMeta{Name: "pv"}, Spec: v1.PersistentVolumeSpec{
