@@ -1129,6 +1129,7 @@ func steps(snap *snapshot, sel asg.Selector) (p plan, err error) {
 			if err != nil {
 				return err
 			}
+			var lifted []string
 			for _, ami := range amis {
 				if g := others[ami]; len(g) > 0 {
 					klog.FromContext(ctx).Info("Keeping the deregistration protection of an AMI another split still records", "group", name, "ami", ami, "recordedBy", g)
@@ -1136,6 +1137,26 @@ func steps(snap *snapshot, sel asg.Selector) (p plan, err error) {
 				}
 				if err := c.SetImageProtection(ctx, ami, false); err != nil && !isImageNotFound(err) {
 					return err
+				}
+				lifted = append(lifted, ami)
+			}
+			if len(lifted) == 0 {
+				return nil
+			}
+			// A split that recorded the AMI after the read above enables it
+			// only after its record, which may have come before the lift:
+			// read the records again and protect what is now recorded.
+			// (Record, then enable, on its side; lift, then read, on this
+			// one: one of the two sees the other.)
+			if others, err = imagesOfOtherSplits(ctx, c, name); err != nil {
+				return err
+			}
+			for _, ami := range lifted {
+				if g := others[ami]; len(g) > 0 {
+					klog.FromContext(ctx).Info("Protecting again an AMI another split recorded while it was lifted", "group", name, "ami", ami, "recordedBy", g)
+					if err := c.SetImageProtection(ctx, ami, true); err != nil {
+						return err
+					}
 				}
 			}
 			return nil
