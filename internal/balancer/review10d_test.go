@@ -1,10 +1,17 @@
 package balancer
 
 import (
+	"context"
 	"path"
 	"testing"
+	"time"
 
+	awssdk "github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
 	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/ballast-k8s/ballast/internal/awstest"
 )
 
 // Review 10d: templates from a group's last good nodes, against
@@ -59,5 +66,54 @@ func TestReview10dLabelValuedLikeTheInstanceIDIsKept(t *testing.T) {
 	if v := verdict(t, f.published(t), pod); v.Hopeless {
 		t.Fatalf("FALSE PARK: CA's cached template of batch keeps node.example.com/ec2-id=%s and CA scales batch up for the pod; Ballast: %s; published labels %v",
 			id, v.Message, templateOf(t, f, "batch").Labels)
+	}
+}
+
+// TestReview10dEitherNodesLabelValue: batch ran two good nodes whose kubelets
+// registered rack=r1 (batch-0) and rack=r2 (batch-1). CA 1.36.1's Process
+// builds (and caches) the group's template from the first good node of the
+// node list it is handed (the lister's order, which nothing fixes), so when
+// batch scales to zero its cached template may carry rack=r2, and CA then
+// scales batch up for a pod selecting rack=r2. az-balancer keeps the first
+// node by name's value (rack=r1) only, so Ballast parks that pod. Both
+// nodes go in one round, as CA deletes empty nodes in bulk
+// (--max-empty-bulk-delete).
+func TestReview10dEitherNodesLabelValue(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	ids := f.emu.CreateGroup(awstest.GroupSpec{Name: "batch", Zones: []string{"us-east-1a"}, MaxSize: 5, InstanceType: "m5.xlarge",
+		Tags: caTags(nil), Instances: map[string]int{"us-east-1a": 2}})["us-east-1a"]
+	var names []string
+	for i, id := range ids {
+		n := batchNode(f, []string{"batch-0", "batch-1"}[i], id)
+		n.Labels["rack"] = []string{"r1", "r2"}[i]
+		if _, err := f.kube.CoreV1().Nodes().Create(ctx, n, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		names = append(names, n.Name)
+	}
+	reconcile(t, f)
+	for i, id := range ids {
+		if _, err := rawASG(f.emu).TerminateInstanceInAutoScalingGroup(ctx, &autoscaling.TerminateInstanceInAutoScalingGroupInput{
+			InstanceId: awssdk.String(id), ShouldDecrementDesiredCapacity: awssdk.Bool(true)}); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.kube.CoreV1().Nodes().Delete(ctx, names[i], metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 3 {
+		f.clock.Step(time.Minute)
+		reconcile(t, f)
+	}
+	if ng := templateOf(t, f, "batch"); ng.CurrentSize != 0 {
+		t.Fatalf("setup: batch has size %d, want 0", ng.CurrentSize)
+	}
+	for _, rack := range []string{"r1", "r2"} {
+		pod := batchPod(func(p *v1.Pod) { p.Spec.NodeSelector["rack"] = rack })
+		if v := verdict(t, f.published(t), pod); v.Hopeless {
+			t.Errorf("FALSE PARK of a pod selecting rack=%s: CA may have cached either node's template; Ballast: %s; published labels %v",
+				rack, v.Message, templateOf(t, f, "batch").Labels)
+		}
 	}
 }
