@@ -8,8 +8,11 @@ import (
 
 	awssdk "github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
+	astypes "github.com/aws/aws-sdk-go-v2/service/autoscaling/types"
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/ballast-k8s/ballast/config/nodegroups"
 
 	"github.com/ballast-k8s/ballast/internal/awstest"
 )
@@ -115,5 +118,54 @@ func TestReview10dEitherNodesLabelValue(t *testing.T) {
 			t.Errorf("FALSE PARK of a pod selecting rack=%s: CA may have cached either node's template; Ballast: %s; published labels %v",
 				rack, v.Message, templateOf(t, f, "batch").Labels)
 		}
+	}
+}
+
+// TestReview10dMemoryPersistedOnlyWithACompleteList: what az-balancer
+// remembers of a group's nodes reaches the ConfigMap only with a published
+// list (writeConfigMap). While another group's template cannot be built
+// (here: group odd, no instance type and no node-template resource tags),
+// no list is written, so batch's good node is remembered in memory only. An
+// az-balancer restart meanwhile (batch now at zero) forgets it; once odd is
+// fixed the list is published with batch's tags-only template, without the
+// kubelet's workload=batch label. CA 1.36.1, which ran throughout, still
+// has batch's node template cached and scales batch up for the pod.
+func TestReview10dMemoryPersistedOnlyWithACompleteList(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	f.emu.CreateGroup(awstest.GroupSpec{Name: "odd", Zones: []string{"us-east-1a"}, MaxSize: 5, Tags: caTags(nil)})
+	id, n := batchGroup(t, f, nil, nil)
+	if _, err := f.kube.CoreV1().ConfigMaps(nodegroups.DefaultNamespace).Get(ctx, nodegroups.DefaultName, metav1.GetOptions{}); err == nil {
+		t.Fatalf("setup: a list was published although group odd has no template")
+	}
+	// batch's last node goes (scaleToZero, which reads the published list,
+	// cannot be used: none is published).
+	if _, err := rawASG(f.emu).TerminateInstanceInAutoScalingGroup(ctx, &autoscaling.TerminateInstanceInAutoScalingGroupInput{
+		InstanceId: awssdk.String(id), ShouldDecrementDesiredCapacity: awssdk.Bool(true)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.kube.CoreV1().Nodes().Delete(ctx, n.Name, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		f.clock.Step(time.Minute)
+		reconcile(t, f)
+	}
+	restart(t, f)
+	var tags []astypes.Tag
+	for k, v := range map[string]string{"cpu": "2", "memory": "4Gi"} {
+		tags = append(tags, astypes.Tag{ResourceId: awssdk.String("odd"), ResourceType: awssdk.String("auto-scaling-group"),
+			Key: awssdk.String("k8s.io/cluster-autoscaler/node-template/resources/" + k), Value: awssdk.String(v), PropagateAtLaunch: awssdk.Bool(false)})
+	}
+	if _, err := rawASG(f.emu).CreateOrUpdateTags(ctx, &autoscaling.CreateOrUpdateTagsInput{Tags: tags}); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		f.clock.Step(5 * time.Minute)
+		reconcile(t, f)
+	}
+	if v := verdict(t, f.published(t), batchPod(nil)); v.Hopeless {
+		t.Fatalf("FALSE PARK: CA still has batch's node template (workload=batch) cached; Ballast: %s; published labels %v",
+			v.Message, templateOf(t, f, "batch").Labels)
 	}
 }
