@@ -203,7 +203,10 @@ func (b *Balancer) publish(ctx context.Context, inv *inventory, w *warnings) err
 		list.NodeGroups = append(list.NodeGroups, ng)
 	}
 	if !complete {
-		return nil // reported; the published list ages and the plugin fails open
+		// Reported; the published list ages and the plugin fails open. What
+		// is remembered of the groups' nodes is saved all the same, or a
+		// restart meanwhile forgets it (review 10d #4).
+		return b.writeLastNodes(ctx)
 	}
 	return b.writeConfigMap(ctx, list)
 }
@@ -403,6 +406,32 @@ func (b *Balancer) writeConfigMap(ctx context.Context, list *nodegroups.NodeGrou
 		return fmt.Errorf("updating ConfigMap %s/%s: %w", cm.Namespace, cm.Name, err)
 	}
 	klog.FromContext(ctx).V(2).Info("Published node groups", "groups", len(list.NodeGroups))
+	return nil
+}
+
+// writeLastNodes saves what is remembered of the groups' nodes in the
+// published ConfigMap, leaving its list alone; without a ConfigMap there is
+// no list to keep and nothing is written.
+func (b *Balancer) writeLastNodes(ctx context.Context) error {
+	cms := b.kube.CoreV1().ConfigMaps(b.opts.ConfigMapNamespace)
+	cm, err := cms.Get(ctx, b.opts.ConfigMapName, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("getting ConfigMap: %w", err)
+	}
+	if sameLastNodes(cm.Data[lastNodesKey], b.templates.lastNodes) {
+		return nil
+	}
+	cm = cm.DeepCopy()
+	if cm.Data == nil {
+		cm.Data = map[string]string{}
+	}
+	cm.Data[lastNodesKey] = encodeLastNodes(b.templates.lastNodes, true)
+	if _, err := cms.Update(ctx, cm, metav1.UpdateOptions{FieldManager: Source}); err != nil {
+		return fmt.Errorf("updating ConfigMap %s/%s: %w", cm.Namespace, cm.Name, err)
+	}
 	return nil
 }
 

@@ -103,10 +103,13 @@ func goodTemplateNode(n *v1.Node, now time.Time) bool {
 	return false
 }
 
-// perNodeLabel reports whether a label of node n (instance id) names that
-// node alone, so that no node the group launches carries it.
-func perNodeLabel(k, v string, n *v1.Node, id string) bool {
-	return k == v1.LabelHostname || v == n.Name || (id != "" && v == id)
+// perNodeLabel reports whether a node's label is left out of its group's
+// template: only kubernetes.io/hostname, as cluster-autoscaler's sanitized
+// template node replaces only it (simulator/node_info_utils.go); a label
+// whose value happens to be the node's name or instance ID stays, which
+// can only make the template admit more (review 10d #3).
+func perNodeLabel(k, _ string, _ *v1.Node, _ string) bool {
+	return k == v1.LabelHostname
 }
 
 // rememberNodes updates, from the inventory, what is remembered of each

@@ -193,7 +193,15 @@ func TestTemplateFromLastNodeLabelsAndTaints(t *testing.T) {
 			t.Errorf("label %s=%q, want %q", k, ng.Labels[k], v)
 		}
 	}
-	for _, k := range []string{v1.LabelHostname, "alpha.eksctl.io/instance-id", "node-name"} {
+	// Only the hostname label is left out, as in CA's sanitized template
+	// node; labels valued like the node's name or instance ID stay (they
+	// only make the template admit more: review 10d #3).
+	for _, k := range []string{"alpha.eksctl.io/instance-id", "node-name"} {
+		if _, ok := ng.Labels[k]; !ok {
+			t.Errorf("template lost the last node's label %s, which CA's template keeps", k)
+		}
+	}
+	for _, k := range []string{v1.LabelHostname} {
 		if v, ok := ng.Labels[k]; ok {
 			t.Errorf("template has the per-node label %s=%s of the last node", k, v)
 		}
