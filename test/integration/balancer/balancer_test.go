@@ -414,8 +414,12 @@ func testFaults(t *testing.T, server *testutils.TestContext) {
 		restarted.Run(ctx, 50*time.Millisecond)
 	}()
 	err = wait.PollUntilContextTimeout(e.ctx, 50*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
+		// Converged: a whole loop succeeded after both were protected (a
+		// loop may protect and then fail on a later call, and a failed loop
+		// annotates held nodes too).
 		return cmp.Equal(idsOf(ids, "flt-a-0", "flt-b-0"), e.protected("cassandra")) &&
-			e.annotations("flt-b-0")[balancer.AnnotationProtectedBy] == balancer.Source, nil
+			e.annotations("flt-b-0")[balancer.AnnotationProtectedBy] == balancer.Source &&
+			gather(t, reg, "ballast_az_balancer_reconciles_total", "result", "success") >= 1, nil
 	})
 	cancel()
 	select {
