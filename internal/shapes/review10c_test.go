@@ -1,6 +1,7 @@
 package shapes_test
 
 import (
+	"context"
 	"testing"
 
 	v1 "k8s.io/api/core/v1"
@@ -57,20 +58,7 @@ func TestReview10cIgnoredExtendedResources(t *testing.T) {
 				}
 				t.Fatal("the default profile has no NodeResourcesFit args")
 			})
-			rejectedBy, why := rs.verdicts(ctx, pod, w.candidates())
-			if rejectedBy[node.Name] != "" {
-				t.Fatalf("setup: the real scheduler rejects the pod on %s (%s: %s); want it placed", node.Name, rejectedBy[node.Name], why[node.Name])
-			}
-			// Ballast runs with the same profile, as cmd/scheduler hands it
-			// to the plugin.
-			opts := ballastOptions()
-			if err := opts.ApplyProfile(rs.profile, nil); err != nil {
-				t.Fatal(err)
-			}
-			store := shapes.NewStore(opts, false)
-			store.UpsertNode(node)
-			v := store.Evaluate(shapes.NewRequirements(pod, nil, opts))
-			if v.Hopeless {
+			if v := placedVerdict(t, ctx, rs, w, node, pod); v.Hopeless {
 				t.Fatalf("FALSE PARK: NodeResourcesFit with %s passes node %s, Ballast parks the pod: %s", c.name, node.Name, v.Message)
 			}
 		})
@@ -105,6 +93,16 @@ func TestReview10cDisabledFilterPlugin(t *testing.T) {
 		}
 		p.Plugins.Filter.Enabled = kept
 	})
+	if v := placedVerdict(t, ctx, rs, w, node, pod); v.Hopeless {
+		t.Fatalf("FALSE PARK: a profile without the TaintToleration filter places the pod on %s, Ballast parks it: %s", node.Name, v.Message)
+	}
+}
+
+// placedVerdict checks that the real scheduler rs places pod on node (the
+// setup of a false-park test), then returns Ballast's verdict of the pod on
+// node with the same profile, as cmd/scheduler hands it to the plugin.
+func placedVerdict(t *testing.T, ctx context.Context, rs *realScheduler, w *world, node *v1.Node, pod *v1.Pod) shapes.Verdict {
+	t.Helper()
 	rejectedBy, why := rs.verdicts(ctx, pod, w.candidates())
 	if rejectedBy[node.Name] != "" {
 		t.Fatalf("setup: the real scheduler rejects the pod on %s (%s: %s); want it placed", node.Name, rejectedBy[node.Name], why[node.Name])
@@ -115,7 +113,5 @@ func TestReview10cDisabledFilterPlugin(t *testing.T) {
 	}
 	store := shapes.NewStore(opts, false)
 	store.UpsertNode(node)
-	if v := store.Evaluate(shapes.NewRequirements(pod, nil, opts)); v.Hopeless {
-		t.Fatalf("FALSE PARK: a profile without the TaintToleration filter places the pod on %s, Ballast parks it: %s", node.Name, v.Message)
-	}
+	return store.Evaluate(shapes.NewRequirements(pod, nil, opts))
 }
