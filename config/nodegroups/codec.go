@@ -79,33 +79,48 @@ func Validate(l *NodeGroupList) field.ErrorList {
 		if g.CurrentSize < 0 {
 			errs = append(errs, field.Invalid(p.Child("currentSize"), g.CurrentSize, "must be >= 0"))
 		}
-		for k, v := range g.Labels {
-			for _, msg := range validation.IsQualifiedName(k) {
-				errs = append(errs, field.Invalid(p.Child("labels").Key(k), k, msg))
-			}
-			for _, msg := range validation.IsValidLabelValue(v) {
-				errs = append(errs, field.Invalid(p.Child("labels").Key(k), v, msg))
-			}
+		errs = append(errs, validateNode(p, g.Labels, g.Taints, g.Allocatable)...)
+		if len(g.Variants) > MaxVariants {
+			errs = append(errs, field.TooMany(p.Child("variants"), len(g.Variants), MaxVariants))
 		}
-		for j, t := range g.Taints {
-			tp := p.Child("taints").Index(j)
-			if t.Key == "" {
-				errs = append(errs, field.Required(tp.Child("key"), ""))
-			}
-			switch t.Effect {
-			case v1.TaintEffectNoSchedule, v1.TaintEffectPreferNoSchedule, v1.TaintEffectNoExecute:
-			default:
-				errs = append(errs, field.NotSupported(tp.Child("effect"), t.Effect,
-					[]string{string(v1.TaintEffectNoSchedule), string(v1.TaintEffectPreferNoSchedule), string(v1.TaintEffectNoExecute)}))
-			}
+		for j := range g.Variants {
+			v := &g.Variants[j]
+			errs = append(errs, validateNode(p.Child("variants").Index(j), v.Labels, v.Taints, v.Allocatable)...)
 		}
-		if len(g.Allocatable) == 0 {
-			errs = append(errs, field.Required(p.Child("allocatable"), "a template without allocatable would fit nothing"))
+	}
+	return errs
+}
+
+// validateNode checks the labels, taints and allocatable of a template (a
+// group's own or a variant's) at path p.
+func validateNode(p *field.Path, labels map[string]string, taints []v1.Taint, allocatable v1.ResourceList) field.ErrorList {
+	var errs field.ErrorList
+	for k, v := range labels {
+		for _, msg := range validation.IsQualifiedName(k) {
+			errs = append(errs, field.Invalid(p.Child("labels").Key(k), k, msg))
 		}
-		for k, q := range g.Allocatable {
-			if q.Sign() < 0 {
-				errs = append(errs, field.Invalid(p.Child("allocatable").Key(string(k)), q.String(), "must not be negative"))
-			}
+		for _, msg := range validation.IsValidLabelValue(v) {
+			errs = append(errs, field.Invalid(p.Child("labels").Key(k), v, msg))
+		}
+	}
+	for j, t := range taints {
+		tp := p.Child("taints").Index(j)
+		if t.Key == "" {
+			errs = append(errs, field.Required(tp.Child("key"), ""))
+		}
+		switch t.Effect {
+		case v1.TaintEffectNoSchedule, v1.TaintEffectPreferNoSchedule, v1.TaintEffectNoExecute:
+		default:
+			errs = append(errs, field.NotSupported(tp.Child("effect"), t.Effect,
+				[]string{string(v1.TaintEffectNoSchedule), string(v1.TaintEffectPreferNoSchedule), string(v1.TaintEffectNoExecute)}))
+		}
+	}
+	if len(allocatable) == 0 {
+		errs = append(errs, field.Required(p.Child("allocatable"), "a template without allocatable would fit nothing"))
+	}
+	for k, q := range allocatable {
+		if q.Sign() < 0 {
+			errs = append(errs, field.Invalid(p.Child("allocatable").Key(string(k)), q.String(), "must not be negative"))
 		}
 	}
 	return errs

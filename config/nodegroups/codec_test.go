@@ -86,3 +86,102 @@ func TestTemplateNodeBetaTwins(t *testing.T) {
 		t.Error("TemplateNode changed the group's labels")
 	}
 }
+
+// TestVariantsDecode: a group's variants decode, round-trip, and each is a
+// template node of its own (its labels, taints and allocatable only, a
+// hostname of its own, the beta twins as for the group's template).
+func TestVariantsDecode(t *testing.T) {
+	doc := `apiVersion: ballast.k8s.io/v1alpha1
+kind: NodeGroupList
+nodeGroups:
+- name: batch
+  maxSize: 5
+  labels: {workload: batch, disk: ssd}
+  taints: [{key: dedicated, value: batch, effect: NoSchedule}]
+  allocatable: {cpu: "4", memory: 16Gi}
+  variants:
+  - labels: {workload: batch, disk: nvme, kubernetes.io/arch: arm64}
+    allocatable: {cpu: "8", memory: 32Gi, pods: "58"}
+  - labels: {workload: batch, rack: r2}
+    taints: [{key: gpu, effect: NoExecute}]
+    allocatable: {cpu: "2"}
+`
+	list, err := Decode(map[string]string{DataKey: doc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := list.NodeGroups[0]
+	if len(g.Variants) != 2 {
+		t.Fatalf("decoded %d variants, want 2", len(g.Variants))
+	}
+	data, err := Encode(list)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := Decode(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(list, again); diff != "" {
+		t.Errorf("round trip (-in, +out):\n%s", diff)
+	}
+	nodes := g.TemplateNodes()
+	if len(nodes) != 3 {
+		t.Fatalf("%d template nodes, want the group's and one per variant", len(nodes))
+	}
+	if diff := cmp.Diff(g.TemplateNode(), nodes[0]); diff != "" {
+		t.Errorf("first template node is not the group's (-want, +got):\n%s", diff)
+	}
+	names := map[string]bool{}
+	for _, n := range nodes {
+		if n.Labels[v1.LabelHostname] != n.Name || !strings.HasPrefix(n.Name, TemplateHostnamePrefix) || names[n.Name] {
+			t.Errorf("template node %q: hostname %q; want unique names with prefix %s", n.Name, n.Labels[v1.LabelHostname], TemplateHostnamePrefix)
+		}
+		names[n.Name] = true
+	}
+	v0 := nodes[1]
+	if v0.Labels["disk"] != "nvme" || v0.Labels["beta.kubernetes.io/arch"] != "arm64" || len(v0.Spec.Taints) != 0 {
+		t.Errorf("variant 0 node: labels %v, taints %v; want disk=nvme with the arch twin and no taint (nothing inherited)", v0.Labels, v0.Spec.Taints)
+	}
+	if q := v0.Status.Allocatable[v1.ResourcePods]; q.Value() != 58 {
+		t.Errorf("variant 0 offers %s pods, want 58", q.String())
+	}
+	v1n := nodes[2]
+	if _, ok := v1n.Labels["disk"]; ok || v1n.Labels["rack"] != "r2" {
+		t.Errorf("variant 1 node labels %v: want rack=r2 and no disk (nothing inherited from the group)", v1n.Labels)
+	}
+	if _, ok := v1n.Status.Allocatable[v1.ResourceMemory]; ok || v1n.Status.Allocatable.Pods().Value() != 110 {
+		t.Errorf("variant 1 node allocatable %v: want cpu and the default pods only", v1n.Status.Allocatable)
+	}
+	if len(v1n.Spec.Taints) != 1 || v1n.Spec.Taints[0].Key != "gpu" {
+		t.Errorf("variant 1 node taints %v, want its own gpu taint only", v1n.Spec.Taints)
+	}
+}
+
+func TestVariantsRejected(t *testing.T) {
+	head := "apiVersion: ballast.k8s.io/v1alpha1\nkind: NodeGroupList\nnodeGroups:\n- name: a\n  maxSize: 1\n  allocatable: {cpu: 1}\n  variants:\n"
+	many := ""
+	for range MaxVariants + 1 {
+		many += "  - {allocatable: {cpu: 1}}\n"
+	}
+	tests := map[string]struct {
+		variants, want string
+	}{
+		"unknown field":     {"  - {allocatable: {cpu: 1}, lables: {a: b}}\n", `unknown field "nodeGroups[0].variants[0].lables"`},
+		"no allocatable":    {"  - {labels: {a: b}}\n", "nodeGroups[0].variants[0].allocatable"},
+		"negative":          {"  - {allocatable: {cpu: -1}}\n", "nodeGroups[0].variants[0].allocatable[cpu]"},
+		"bad label":         {"  - {allocatable: {cpu: 1}}\n  - {allocatable: {cpu: 1}, labels: {\"bad key!\": x}}\n", "nodeGroups[0].variants[1].labels"},
+		"bad label value":   {"  - {allocatable: {cpu: 1}, labels: {a: \"not ok!\"}}\n", "nodeGroups[0].variants[0].labels[a]"},
+		"bad taint effect":  {"  - {allocatable: {cpu: 1}, taints: [{key: k, effect: Sometimes}]}\n", "nodeGroups[0].variants[0].taints[0].effect"},
+		"taint without key": {"  - {allocatable: {cpu: 1}, taints: [{effect: NoSchedule}]}\n", "nodeGroups[0].variants[0].taints[0].key"},
+		"too many":          {many, "nodeGroups[0].variants: Too many"},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			_, err := Decode(map[string]string{DataKey: head + tt.variants})
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("want error containing %q, got %v", tt.want, err)
+			}
+		})
+	}
+}

@@ -5,6 +5,7 @@
 package nodegroups
 
 import (
+	"strconv"
 	"time"
 
 	v1 "k8s.io/api/core/v1"
@@ -23,6 +24,9 @@ const (
 	// DefaultNamespace and DefaultName locate the ConfigMap when nothing else is configured.
 	DefaultNamespace = "kube-system"
 	DefaultName      = "ballast-node-groups"
+
+	// MaxVariants bounds NodeGroup.Variants.
+	MaxVariants = 16
 
 	// TemplateHostnamePrefix names the synthetic nodes built from templates, as
 	// cluster-autoscaler names its template nodes; no existing node can have it.
@@ -53,6 +57,20 @@ type NodeGroup struct {
 	Taints        []v1.Taint        `json:"taints,omitempty"`
 	Allocatable   v1.ResourceList   `json:"allocatable"`
 	InstanceTypes []string          `json:"instanceTypes,omitempty"`
+	// Variants are other nodes the group may launch, each complete: the
+	// autoscaler may build the group's template from any of them (a node the
+	// group ran, or its configuration when that differs), so the group can
+	// host a pod that its own template or any variant can. At most
+	// MaxVariants.
+	Variants []Variant `json:"variants,omitempty"`
+}
+
+// Variant is one alternative node of a group: its labels, taints and
+// allocatable replace the group's own; nothing is inherited from them.
+type Variant struct {
+	Labels      map[string]string `json:"labels,omitempty"`
+	Taints      []v1.Taint        `json:"taints,omitempty"`
+	Allocatable v1.ResourceList   `json:"allocatable"`
 }
 
 // CanGrow reports whether the autoscaler may still add a node to the group.
@@ -75,9 +93,25 @@ var deprecatedTwins = map[string]string{
 // taints and allocatable of the template, a hostname no existing node has,
 // and ready.
 func (g *NodeGroup) TemplateNode() *v1.Node {
-	name := TemplateHostnamePrefix + g.Name
-	labels := make(map[string]string, len(g.Labels)+1)
-	for k, v := range g.Labels {
+	return templateNode(TemplateHostnamePrefix+g.Name, g.Labels, g.Taints, g.Allocatable)
+}
+
+// TemplateNodes returns the group's template node followed by one per
+// variant, built alike from the variant's own labels, taints and
+// allocatable and named TemplateHostnamePrefix+name+"-variant-"+index.
+func (g *NodeGroup) TemplateNodes() []*v1.Node {
+	out := make([]*v1.Node, 0, 1+len(g.Variants))
+	out = append(out, g.TemplateNode())
+	for i := range g.Variants {
+		v := &g.Variants[i]
+		out = append(out, templateNode(TemplateHostnamePrefix+g.Name+"-variant-"+strconv.Itoa(i), v.Labels, v.Taints, v.Allocatable))
+	}
+	return out
+}
+
+func templateNode(name string, tlabels map[string]string, taints []v1.Taint, allocatable v1.ResourceList) *v1.Node {
+	labels := make(map[string]string, len(tlabels)+1)
+	for k, v := range tlabels {
 		labels[k] = v
 	}
 	for stable, beta := range deprecatedTwins {
@@ -88,8 +122,8 @@ func (g *NodeGroup) TemplateNode() *v1.Node {
 		}
 	}
 	labels[v1.LabelHostname] = name
-	alloc := make(v1.ResourceList, len(g.Allocatable))
-	for k, v := range g.Allocatable {
+	alloc := make(v1.ResourceList, len(allocatable))
+	for k, v := range allocatable {
 		alloc[k] = v.DeepCopy()
 	}
 	if _, ok := alloc[v1.ResourcePods]; !ok {
@@ -98,7 +132,7 @@ func (g *NodeGroup) TemplateNode() *v1.Node {
 	}
 	return &v1.Node{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels},
-		Spec:       v1.NodeSpec{Taints: append([]v1.Taint(nil), g.Taints...)},
+		Spec:       v1.NodeSpec{Taints: append([]v1.Taint(nil), taints...)},
 		Status: v1.NodeStatus{
 			Capacity:    alloc,
 			Allocatable: alloc,

@@ -243,3 +243,59 @@ func TestStale(t *testing.T) {
 		t.Fatal("staleness: an hour-old list is stale at 10m, never with 0, and a list without generatedAt never is")
 	}
 }
+
+// TestTemplateVariantsDecide: a group hosts a pod when its own template or
+// any of its variants does (the autoscaler may build the group's template
+// from any of them); a pod no variant hosts is parked, and a group at its
+// maximum size hosts nothing, whatever its variants.
+func TestTemplateVariantsDecide(t *testing.T) {
+	batch := nodegroups.NodeGroup{Name: "batch", MaxSize: 3, Labels: map[string]string{"workload": "batch", "disk": "ssd"},
+		Taints:      []v1.Taint{batchTaint},
+		Allocatable: v1.ResourceList{v1.ResourceCPU: resource.MustParse("4")},
+		Variants: []nodegroups.Variant{
+			{Labels: map[string]string{"workload": "batch", "disk": "nvme"}, Allocatable: v1.ResourceList{v1.ResourceCPU: resource.MustParse("4")}},
+			{Labels: map[string]string{"workload": "batch", "rack": "r2"}, Taints: []v1.Taint{batchTaint},
+				Allocatable: v1.ResourceList{v1.ResourceCPU: resource.MustParse("16")}},
+		}}
+	full := batch
+	full.CurrentSize = full.MaxSize
+	pod := func(sel map[string]string, cpu string, tolerate bool) *v1.Pod {
+		p := st.MakePod().NodeSelector(sel).Req(map[v1.ResourceName]string{v1.ResourceCPU: cpu})
+		if tolerate {
+			p = p.Toleration(batchTaint.Key)
+		}
+		return p.Obj()
+	}
+	tests := []struct {
+		name  string
+		group nodegroups.NodeGroup
+		pod   *v1.Pod
+		want  string
+	}{
+		{"the group's own template", batch, pod(map[string]string{"disk": "ssd"}, "1", true), "feasible"},
+		{"only variant 0's label value", batch, pod(map[string]string{"disk": "nvme"}, "1", false), "feasible"},
+		{"only variant 1's label and cpu", batch, pod(map[string]string{"rack": "r2"}, "12", true), "feasible"},
+		{"variant 1's label but variant 0's missing toleration", batch, pod(map[string]string{"rack": "r2"}, "1", false), "hopeless"},
+		{"labels of two variants at once", batch, pod(map[string]string{"disk": "nvme", "rack": "r2"}, "1", true), "hopeless"},
+		{"a value no variant has", batch, pod(map[string]string{"disk": "hdd"}, "1", true), "hopeless"},
+		{"variant 1's cpu with variant 0's label", batch, pod(map[string]string{"disk": "nvme"}, "12", true), "hopeless"},
+		{"group at max size", full, pod(map[string]string{"disk": "nvme"}, "1", false), "hopeless"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := NewStore(testOpts, true)
+			s.UpsertNode(node("w1", nil, nil, "2", "16Gi"))
+			s.SetTemplates(&nodegroups.NodeGroupList{NodeGroups: []nodegroups.NodeGroup{tt.group}}, TemplatesOK)
+			v := s.Evaluate(NewRequirements(tt.pod, nil, testOpts))
+			got := "feasible"
+			if v.FailOpen {
+				got = "fail-open"
+			} else if v.Hopeless {
+				got = "hopeless"
+			}
+			if got != tt.want {
+				t.Fatalf("got %s, want %s (%+v)", got, tt.want, v)
+			}
+		})
+	}
+}

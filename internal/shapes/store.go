@@ -25,7 +25,8 @@ type Shape struct {
 	Members map[string]*v1.Node
 }
 
-// Template is a node the autoscaler could add.
+// Template is a node the autoscaler could add: a group's template node or
+// one of its variants' (nodegroups.NodeGroup.TemplateNodes).
 type Template struct {
 	Group nodegroups.NodeGroup
 	Node  *v1.Node
@@ -396,8 +397,12 @@ func (s *Store) removeLocked(name string, key uint64) bool {
 func (s *Store) SetTemplates(list *nodegroups.NodeGroupList, state TemplateState) {
 	var ts []Template
 	if list != nil && state == TemplatesOK {
+		// One template per template node: the group's own and one per
+		// variant, so the group hosts a pod when any of them does.
 		for _, g := range list.NodeGroups {
-			ts = append(ts, Template{Group: g, Node: g.TemplateNode()})
+			for _, n := range g.TemplateNodes() {
+				ts = append(ts, Template{Group: g, Node: n})
+			}
 		}
 	}
 	s.mu.Lock()

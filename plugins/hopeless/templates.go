@@ -48,8 +48,16 @@ type templateConfig struct {
 }
 
 // setConfigMap decodes the node groups. A malformed ConfigMap is reported
-// and ignored: the plugin fails open and parks nothing.
+// and ignored: the plugin fails open and parks nothing. A ConfigMap without
+// the list's key holds no list (az-balancer keeps only what it remembers of
+// the groups' nodes there until it can publish one): the templates are
+// missing, as without the ConfigMap, and nothing is reported.
 func (t *templateConfig) setConfigMap(cm *v1.ConfigMap) {
+	if _, ok := cm.Data[nodegroups.DataKey]; !ok {
+		t.logger.V(2).Info("Node-group ConfigMap holds no list; parking nothing until one is published", "configMap", klog.KObj(cm), "key", nodegroups.DataKey)
+		t.set(nil, shapes.TemplatesMissing)
+		return
+	}
 	list, err := nodegroups.Decode(cm.Data)
 	if err != nil {
 		t.logger.Error(err, "Ignoring malformed node-group ConfigMap; parking nothing until it is fixed", "configMap", klog.KObj(cm))

@@ -61,9 +61,19 @@ func TestTemplateConfigStates(t *testing.T) {
 		{name: "malformed ConfigMap", apply: func(t *testing.T, f *templateFixture) {
 			f.setConfigMap(&v1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "x"}, Data: map[string]string{nodegroups.DataKey: "nodeGroups: 3"}})
 		}, want: shapes.TemplatesInvalid, wantEvent: v1.EventTypeWarning + " " + InvalidNodeGroupsReason + " " + Name + ": parking no pods until fixed"},
+		// A ConfigMap without the list (az-balancer keeps only what it
+		// remembers of the groups' nodes in it until it can publish one) is
+		// no list: missing, fail-open, nothing to report.
 		{name: "ConfigMap without the data key", apply: func(t *testing.T, f *templateFixture) {
 			f.setConfigMap(&v1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "x"}})
-		}, want: shapes.TemplatesInvalid, wantEvent: v1.EventTypeWarning + " " + InvalidNodeGroupsReason + " "},
+		}, want: shapes.TemplatesMissing},
+		{name: "ConfigMap with only az-balancer's memory", apply: func(t *testing.T, f *templateFixture) {
+			f.setConfigMap(&v1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "x"}, Data: map[string]string{"last-good-nodes.json": "{}"}})
+		}, want: shapes.TemplatesMissing},
+		{name: "list removed from the ConfigMap", apply: func(t *testing.T, f *templateFixture) {
+			f.setConfigMap(gpuGroups(t, f.clock.Now()))
+			f.setConfigMap(&v1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "x"}, Data: map[string]string{"last-good-nodes.json": "{}"}})
+		}, want: shapes.TemplatesMissing},
 		{name: "ConfigMap deleted", apply: func(t *testing.T, f *templateFixture) {
 			f.setConfigMap(gpuGroups(t, f.clock.Now()))
 			f.deleted()
@@ -78,7 +88,7 @@ func TestTemplateConfigStates(t *testing.T) {
 			f.setConfigMap(gpuGroups(t, f.clock.Now()))
 		}, want: shapes.TemplatesOK},
 		{name: "invalid templates do not turn stale", apply: func(t *testing.T, f *templateFixture) {
-			f.setConfigMap(&v1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "x"}})
+			f.setConfigMap(&v1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "x"}, Data: map[string]string{nodegroups.DataKey: "nodeGroups: 3"}})
 			f.clock.Step(time.Hour)
 			f.checkStaleness(f.logger)
 		}, want: shapes.TemplatesInvalid, wantEvent: v1.EventTypeWarning + " " + InvalidNodeGroupsReason + " "},
