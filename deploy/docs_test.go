@@ -59,18 +59,19 @@ func TestNodeGroupsDocExample(t *testing.T) {
 		t.Fatalf("example has %d node groups, want several", len(list.NodeGroups))
 	}
 	// The example shows every field of a group at least once.
-	var zone, labels, taints, types, growable, full bool
+	var zone, labels, taints, types, variants, growable, full bool
 	for _, g := range list.NodeGroups {
 		zone = zone || g.Zone != ""
 		labels = labels || len(g.Labels) > 0
 		taints = taints || len(g.Taints) > 0
 		types = types || len(g.InstanceTypes) > 0
+		variants = variants || len(g.Variants) > 0
 		growable = growable || g.CanGrow()
 		full = full || !g.CanGrow()
 	}
-	if !zone || !labels || !taints || !types || !growable || !full {
-		t.Errorf("example lacks a zone (%v), labels (%v), taints (%v), instanceTypes (%v), a group that can grow (%v) or one at max size (%v)",
-			zone, labels, taints, types, growable, full)
+	if !zone || !labels || !taints || !types || !variants || !growable || !full {
+		t.Errorf("example lacks a zone (%v), labels (%v), taints (%v), instanceTypes (%v), variants (%v), a group that can grow (%v) or one at max size (%v)",
+			zone, labels, taints, types, variants, growable, full)
 	}
 }
 

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"reflect"
+	"slices"
 	"strings"
 	"time"
 
@@ -181,7 +183,9 @@ func (b *Balancer) publish(ctx context.Context, inv *inventory, w *warnings) err
 			w.warn(ReasonTemplateIncomplete, "%s", msgNoTemplate(g.Name, "EC2 does not know its instance type "+t))
 			continue
 		}
-		if e, ok := b.templates.lastNodes[g.Name]; ok {
+		tags := copyTemplate(ng) // CA's template from the tags, before widening
+		e, remembered := b.templates.lastNodes[g.Name]
+		if remembered {
 			widen(&ng, e) // never stricter than CA's template from the group's nodes
 		}
 		if _, cpu := ng.Allocatable[v1.ResourceCPU]; !cpu {
@@ -200,6 +204,16 @@ func (b *Balancer) publish(ctx context.Context, inv *inventory, w *warnings) err
 			complete = false
 			continue
 		}
+		// Each template CA may build for the group, exactly, besides the
+		// widened one: the tags template and each remembered node's.
+		if vs := variants(g.Name, ng, tags, e, w); len(vs) > 0 {
+			one.NodeGroups[0].Variants = vs
+			if errs := nodegroups.Validate(one); len(errs) > 0 {
+				w.warn(ReasonTemplateIncomplete, "Group %s: its template variants are not published: %v", g.Name, errs.ToAggregate())
+			} else {
+				ng.Variants = vs
+			}
+		}
 		list.NodeGroups = append(list.NodeGroups, ng)
 	}
 	if !complete {
@@ -209,6 +223,19 @@ func (b *Balancer) publish(ctx context.Context, inv *inventory, w *warnings) err
 		return b.writeLastNodes(ctx)
 	}
 	return b.writeConfigMap(ctx, list)
+}
+
+// copyTemplate copies a template deeply enough that widening the original
+// leaves the copy alone.
+func copyTemplate(ng nodegroups.NodeGroup) nodegroups.NodeGroup {
+	ng.Labels = maps.Clone(ng.Labels)
+	ng.Taints = slices.Clone(ng.Taints)
+	alloc := make(v1.ResourceList, len(ng.Allocatable))
+	for r, q := range ng.Allocatable {
+		alloc[r] = q.DeepCopy()
+	}
+	ng.Allocatable = alloc
+	return ng
 }
 
 func contains(s []string, v string) bool {
@@ -400,22 +427,40 @@ func (b *Balancer) writeConfigMap(ctx context.Context, list *nodegroups.NodeGrou
 			return nil
 		}
 	}
+	_, hadList := cm.Data[nodegroups.DataKey]
 	cm = cm.DeepCopy()
 	cm.Data = data
 	if _, err := cms.Update(ctx, cm, metav1.UpdateOptions{FieldManager: Source}); err != nil {
 		return fmt.Errorf("updating ConfigMap %s/%s: %w", cm.Namespace, cm.Name, err)
+	}
+	if !hadList {
+		// The first list, into the ConfigMap that held only the memory.
+		b.recorder.Eventf(cm, v1.EventTypeNormal, ReasonPublishedNodeTemplates, "%s", msgPublished(len(list.NodeGroups)))
 	}
 	klog.FromContext(ctx).V(2).Info("Published node groups", "groups", len(list.NodeGroups))
 	return nil
 }
 
 // writeLastNodes saves what is remembered of the groups' nodes in the
-// published ConfigMap, leaving its list alone; without a ConfigMap there is
-// no list to keep and nothing is written.
+// published ConfigMap, leaving its list alone. Without a ConfigMap it creates
+// one that holds only the memory (no list: the scheduler plugin counts the
+// templates as missing and fails open), when there is something to
+// remember, so that a restart before the first list keeps it (review 10d #4).
 func (b *Balancer) writeLastNodes(ctx context.Context) error {
 	cms := b.kube.CoreV1().ConfigMaps(b.opts.ConfigMapNamespace)
 	cm, err := cms.Get(ctx, b.opts.ConfigMapName, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
+		if len(b.templates.lastNodes) == 0 {
+			return nil
+		}
+		cm = &v1.ConfigMap{
+			ObjectMeta: metav1.ObjectMeta{Namespace: b.opts.ConfigMapNamespace, Name: b.opts.ConfigMapName,
+				Labels: map[string]string{"app.kubernetes.io/managed-by": Source}},
+			Data: map[string]string{lastNodesKey: encodeLastNodes(b.templates.lastNodes, true)},
+		}
+		if _, err := cms.Create(ctx, cm, metav1.CreateOptions{FieldManager: Source}); err != nil {
+			return fmt.Errorf("creating ConfigMap %s/%s: %w", cm.Namespace, cm.Name, err)
+		}
 		return nil
 	}
 	if err != nil {

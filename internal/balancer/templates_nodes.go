@@ -15,25 +15,37 @@ package balancer
 // the ASG's tags. A group that vanishes is dropped from the cache.
 //
 // So, for a group, CA may use either the tags template or the template of
-// any good node the group ran since CA started. az-balancer publishes one
-// template per group that is never stricter than those, as far as one
-// template can be:
+// any good node the group ran since CA started. az-balancer publishes per
+// group a template that is never stricter than those, as far as one
+// template can be, the tags template widened with the last good nodes:
 //   - labels: the tags template's, plus every label of the group's last good
-//     nodes that the tags template does not set (not the hostname, nor a
-//     label whose value is the node's name or instance id: no new node has
-//     those). Where both set a key, the tags template's value stays: it is
-//     what the group's current configuration launches;
+//     nodes that the tags template does not set (not the hostname: no new
+//     node has it). Where both set a key, the tags template's value stays;
+//     between nodes, the first node by name gives the value;
 //   - allocatable: per resource the largest of the tags template and the
 //     nodes;
 //   - taints: only those of the tags template that every good node carried
 //     too (a node never adds a taint).
 //
-// What is remembered of the last good nodes (labels, allocatable, sanitized
-// taints) is kept in the published ConfigMap under lastNodesKey and read back
-// when az-balancer starts, so a restart does not republish the narrower
-// tags-only template. It is bounded: one entry per existing group, at most
-// maxRememberedLabels labels and maxRememberedTaints taints each, dropped
-// after lastNodeTTL (CA's default cache expiry).
+// One template cannot hold two values of a label, so the group also carries
+// each template CA may use, exactly, as a variant (nodegroups.Variant): the
+// tags template, and each distinct last good node sanitized as CA sanitizes
+// it (all labels but the hostname, its allocatable, the taints CA keeps).
+// A variant that the widened template or an earlier variant covers (admits
+// every pod it admits) is left out; at most nodegroups.MaxVariants are
+// published, the rest reported (ReasonTemplateIncomplete) and covered only
+// by the widening, as before variants existed.
+//
+// What is remembered of the last good nodes (the widening summary, and each
+// distinct node's template under "nodes") is kept in the ConfigMap under
+// lastNodesKey and read back when az-balancer starts, so a restart does not
+// republish the narrower tags-only template; a memory written before
+// variants existed (no "nodes") reads as a summary only. It is saved even
+// when no list is published (into a ConfigMap holding only lastNodesKey if
+// none exists yet; the scheduler plugin counts that as no list). It is
+// bounded: one entry per existing group, at most maxRememberedLabels labels
+// and maxRememberedTaints taints each (and per node), maxRememberedNodes
+// nodes, dropped after lastNodeTTL (CA's default cache expiry).
 
 import (
 	"context"
@@ -66,6 +78,9 @@ const (
 	// Bounds of one remembered entry.
 	maxRememberedLabels = 128
 	maxRememberedTaints = 64
+	// maxRememberedNodes bounds lastNode.Nodes: no more can be published as
+	// variants of one group.
+	maxRememberedNodes = nodegroups.MaxVariants
 	// defaultMaxPods is what a template without pods offers
 	// (nodegroups.NodeGroup.TemplateNode, kubelet's --max-pods default).
 	defaultMaxPods = 110
@@ -81,6 +96,11 @@ type lastNode struct {
 	Taints []v1.Taint `json:"taints,omitempty"`
 	// SeenAt: when a good node of the group was last seen.
 	SeenAt time.Time `json:"seenAt"`
+	// Nodes: each distinct good node as cluster-autoscaler's sanitized
+	// template of it (all labels but the hostname, sanitized taints, its
+	// allocatable), by node name, at most maxRememberedNodes. Absent from
+	// memories written before variants were published.
+	Nodes []nodegroups.Variant `json:"nodes,omitempty"`
 }
 
 // goodTemplateNode reports whether cluster-autoscaler would build a template
@@ -188,7 +208,118 @@ func (b *Balancer) summarizeNodes(g *asg.Group, good []*v1.Node, ids map[string]
 	if dropped > 0 {
 		w.warn(ReasonTemplateIncomplete, "Group %s: %d labels of its nodes are not remembered for its template (at most %d are)", g.Name, dropped, maxRememberedLabels)
 	}
+	skipped := 0
+	for _, n := range good {
+		v := b.nodeVariant(n)
+		if validVariant(v) != nil {
+			skipped++ // too many labels or taints, or nothing allocatable: only widens the group's template
+			continue
+		}
+		if slices.ContainsFunc(e.Nodes, func(x nodegroups.Variant) bool { return covers(x, v) }) {
+			continue
+		}
+		if len(e.Nodes) >= maxRememberedNodes {
+			skipped++
+			continue
+		}
+		e.Nodes = append(e.Nodes, v)
+	}
+	if skipped > 0 {
+		w.warn(ReasonTemplateIncomplete, "Group %s: %d of its nodes are not remembered as template variants (at most %d are, each with at most %d labels and %d taints); its template admits the union of its nodes' labels instead",
+			g.Name, skipped, maxRememberedNodes, maxRememberedLabels, maxRememberedTaints)
+	}
 	return e
+}
+
+// nodeVariant is cluster-autoscaler's sanitized template of a good node:
+// every label but the hostname, the taints CA keeps, the allocatable.
+func (b *Balancer) nodeVariant(n *v1.Node) nodegroups.Variant {
+	v := nodegroups.Variant{Labels: map[string]string{}, Allocatable: v1.ResourceList{}}
+	for k, val := range n.Labels {
+		if !perNodeLabel(k, val, n, "") {
+			v.Labels[k] = val
+		}
+	}
+	for r, q := range n.Status.Allocatable {
+		v.Allocatable[r] = q.DeepCopy()
+	}
+	v.Taints = b.opts.Templates.sanitize(n.Spec.Taints)
+	return v
+}
+
+// covers reports whether a template with a's labels, taints and
+// allocatable admits every pod one with b's admits, as far as the static
+// predicates tell: the same labels (a label more can fail a NotIn or
+// DoesNotExist), no taint b lacks, at least b's allocatable of every
+// resource b offers (pods counted as kubelet's default where not given).
+func covers(a, b nodegroups.Variant) bool {
+	if len(a.Labels) != len(b.Labels) {
+		return false
+	}
+	for k, v := range b.Labels {
+		if x, ok := a.Labels[k]; !ok || x != v {
+			return false
+		}
+	}
+	for _, t := range a.Taints {
+		if !hasTaint(b.Taints, t) {
+			return false
+		}
+	}
+	pods := func(l v1.ResourceList) resource.Quantity {
+		if q, ok := l[v1.ResourcePods]; ok {
+			return q
+		}
+		return *resource.NewQuantity(defaultMaxPods, resource.DecimalSI)
+	}
+	for r, q := range b.Allocatable {
+		have, ok := a.Allocatable[r]
+		if r == v1.ResourcePods {
+			have, ok = pods(a.Allocatable), true
+		}
+		if !ok || have.Cmp(q) < 0 {
+			return false
+		}
+	}
+	if _, ok := b.Allocatable[v1.ResourcePods]; !ok {
+		if q := pods(a.Allocatable); q.Cmp(pods(b.Allocatable)) < 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// variants returns the template variants of a group whose published
+// template is base: the tags template (tags) when base does not cover it,
+// then each remembered node base and the earlier variants do not cover, at
+// most nodegroups.MaxVariants; over the bound the rest are left out and
+// reported (base, widened with all the nodes' labels, stays the fallback).
+func variants(name string, base, tags nodegroups.NodeGroup, e lastNode, w *warnings) []nodegroups.Variant {
+	var cands []nodegroups.Variant
+	_, cpu := tags.Allocatable[v1.ResourceCPU]
+	_, mem := tags.Allocatable[v1.ResourceMemory]
+	if cpu && mem { // else cluster-autoscaler cannot build it either
+		cands = append(cands, nodegroups.Variant{Labels: tags.Labels, Taints: tags.Taints, Allocatable: tags.Allocatable})
+	}
+	cands = append(cands, e.Nodes...)
+	own := nodegroups.Variant{Labels: base.Labels, Taints: base.Taints, Allocatable: base.Allocatable}
+	var out []nodegroups.Variant
+	left := 0
+	for _, c := range cands {
+		if covers(own, c) || slices.ContainsFunc(out, func(x nodegroups.Variant) bool { return covers(x, c) }) {
+			continue
+		}
+		if len(out) >= nodegroups.MaxVariants {
+			left++
+			continue
+		}
+		out = append(out, c)
+	}
+	if left > 0 {
+		w.warn(ReasonTemplateIncomplete, "Group %s: %d of its template variants are not published (at most %d are); its template admits the union of its nodes' labels instead",
+			name, left, nodegroups.MaxVariants)
+	}
+	return out
 }
 
 func hasTaint(ts []v1.Taint, t v1.Taint) bool {
@@ -262,6 +393,14 @@ func validLastNode(e lastNode) error {
 	if len(e.Labels) > maxRememberedLabels || len(e.Taints) > maxRememberedTaints {
 		return fmt.Errorf("more than %d labels or %d taints", maxRememberedLabels, maxRememberedTaints)
 	}
+	if len(e.Nodes) > maxRememberedNodes {
+		return fmt.Errorf("more than %d nodes", maxRememberedNodes)
+	}
+	for i, v := range e.Nodes {
+		if err := validVariant(v); err != nil {
+			return fmt.Errorf("node %d: %w", i, err)
+		}
+	}
 	for k, v := range e.Labels {
 		if msgs := append(validation.IsQualifiedName(k), validation.IsValidLabelValue(v)...); len(msgs) > 0 {
 			return fmt.Errorf("label %s=%q: %v", k, v, msgs)
@@ -302,4 +441,23 @@ func sameLastNodes(stored string, m map[string]lastNode) bool {
 		return false
 	}
 	return encodeLastNodes(old, false) == encodeLastNodes(m, false)
+}
+
+// validVariant checks a remembered node as the list's validation will
+// check it as a variant, within the memory's bounds.
+func validVariant(v nodegroups.Variant) error {
+	if len(v.Labels) > maxRememberedLabels || len(v.Taints) > maxRememberedTaints {
+		return fmt.Errorf("more than %d labels or %d taints", maxRememberedLabels, maxRememberedTaints)
+	}
+	one := &nodegroups.NodeGroupList{APIVersion: nodegroups.APIVersion, Kind: nodegroups.Kind, NodeGroups: []nodegroups.NodeGroup{{
+		Name: "remembered", Allocatable: v1.ResourceList{v1.ResourcePods: resource.MustParse("0")}, Variants: []nodegroups.Variant{v}}}}
+	if errs := nodegroups.Validate(one); len(errs) > 0 {
+		return errs.ToAggregate()
+	}
+	for r := range v.Allocatable {
+		if len(validation.IsQualifiedName(string(r))) > 0 {
+			return fmt.Errorf("resource name %q is not valid", r)
+		}
+	}
+	return nil
 }

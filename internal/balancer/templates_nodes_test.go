@@ -2,6 +2,8 @@ package balancer
 
 import (
 	"context"
+	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -259,11 +261,14 @@ func TestTemplateFromLastNodeOnlyGoodNodes(t *testing.T) {
 // published, and the next write replaces it.
 func TestTemplateFromLastNodeBadMemory(t *testing.T) {
 	for name, raw := range map[string]string{
-		"not json":     "{",
-		"bad label":    `{"batch":{"labels":{"bad key!":"x"},"seenAt":"2026-03-01T00:00:00Z"}}`,
-		"negative":     `{"batch":{"allocatable":{"cpu":"-1"},"seenAt":"2026-03-01T00:00:00Z"}}`,
-		"bad quantity": `{"batch":{"allocatable":{"cpu":"lots"},"seenAt":"2026-03-01T00:00:00Z"}}`,
-		"wrong type":   `{"batch":[1,2]}`,
+		"not json":                 "{",
+		"bad label":                `{"batch":{"labels":{"bad key!":"x"},"seenAt":"2026-03-01T00:00:00Z"}}`,
+		"negative":                 `{"batch":{"allocatable":{"cpu":"-1"},"seenAt":"2026-03-01T00:00:00Z"}}`,
+		"bad quantity":             `{"batch":{"allocatable":{"cpu":"lots"},"seenAt":"2026-03-01T00:00:00Z"}}`,
+		"wrong type":               `{"batch":[1,2]}`,
+		"bad node taint":           `{"batch":{"nodes":[{"labels":{"a":"b"},"taints":[{"key":"k","effect":"Sometimes"}],"allocatable":{"cpu":"1"}}],"seenAt":"2026-03-01T00:00:00Z"}}`,
+		"node without allocatable": `{"batch":{"nodes":[{"labels":{"a":"b"}}],"seenAt":"2026-03-01T00:00:00Z"}}`,
+		"bad node label":           `{"batch":{"nodes":[{"labels":{"bad key!":"x"},"allocatable":{"cpu":"1"}}],"seenAt":"2026-03-01T00:00:00Z"}}`,
 	} {
 		t.Run(name, func(t *testing.T) {
 			cm := &v1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: nodegroups.DefaultNamespace, Name: nodegroups.DefaultName},
@@ -277,6 +282,9 @@ func TestTemplateFromLastNodeBadMemory(t *testing.T) {
 			ng := templateOf(t, f, "batch")
 			if _, ok := ng.Labels["bad key!"]; ok {
 				t.Errorf("template took the malformed label")
+			}
+			if len(ng.Variants) != 0 {
+				t.Errorf("template has variants %+v from a malformed memory", ng.Variants)
 			}
 		})
 	}
@@ -306,5 +314,104 @@ func TestTemplateFromLastNodeForgottenWithGroup(t *testing.T) {
 	restart(t, f)
 	if v, ok := templateOf(t, f, "batch").Labels["workload"]; ok {
 		t.Errorf("batch has workload=%s from the node it had before it was forgotten", v)
+	}
+}
+
+// TestTemplateFromLastNodeOldMemory: a memory written before variants were
+// published (no "nodes") is read: the template is widened with it as
+// before, and nothing is reported.
+func TestTemplateFromLastNodeOldMemory(t *testing.T) {
+	raw := `{"batch":{"labels":{"workload":"batch","kubernetes.io/os":"linux"},"allocatable":{"cpu":"3920m","memory":"15Gi","pods":"58"},"seenAt":"2026-03-01T00:00:00Z"}}`
+	cm := &v1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: nodegroups.DefaultNamespace, Name: nodegroups.DefaultName},
+		Data: map[string]string{lastNodesKey: raw}}
+	f := newFixture(t, cm)
+	f.emu.CreateGroup(awstest.GroupSpec{Name: "batch", Zones: []string{"us-east-1a"}, MaxSize: 5, InstanceType: "m5.xlarge", Tags: caTags(nil)})
+	reconcile(t, f)
+	if hasEvent(f, ReasonTemplateIncomplete, lastNodesKey) {
+		t.Errorf("a memory in the old format was reported as malformed")
+	}
+	if v := verdict(t, f.published(t), batchPod(nil)); v.Hopeless {
+		t.Errorf("FALSE PARK with a memory in the old format: %s", v.Message)
+	}
+}
+
+// TestTemplateVariantsBounded: a group whose good nodes are more distinct
+// templates than a group may carry variants publishes at most
+// nodegroups.MaxVariants of them and reports the rest; its template stays
+// widened with the union of the nodes' labels, and the list is valid.
+func TestTemplateVariantsBounded(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	const n = nodegroups.MaxVariants + 4
+	ids := f.emu.CreateGroup(awstest.GroupSpec{Name: "batch", Zones: []string{"us-east-1a"}, MaxSize: 2 * n, InstanceType: "m5.xlarge",
+		Tags: caTags(map[string]string{tagLabelPrefix + "rack": "tagged"}), Instances: map[string]int{"us-east-1a": n}})["us-east-1a"]
+	for i, id := range ids {
+		node := batchNode(f, fmt.Sprintf("batch-%02d", i), id)
+		node.Labels["rack"] = fmt.Sprintf("r%02d", i)
+		if _, err := f.kube.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reconcile(t, f)
+	ng := templateOf(t, f, "batch")
+	if len(ng.Variants) == 0 || len(ng.Variants) > nodegroups.MaxVariants {
+		t.Fatalf("%d variants, want between 1 and %d", len(ng.Variants), nodegroups.MaxVariants)
+	}
+	if !hasEvent(f, ReasonTemplateIncomplete, "template variants") {
+		t.Errorf("no %s event says that some nodes are not published as variants", ReasonTemplateIncomplete)
+	}
+	for _, rack := range []string{"tagged", "r00", "r01"} {
+		if v := verdict(t, f.published(t), batchPod(func(p *v1.Pod) { p.Spec.NodeSelector["rack"] = rack })); v.Hopeless {
+			t.Errorf("FALSE PARK of a pod selecting rack=%s: %s", rack, v.Message)
+		}
+	}
+}
+
+// TestTemplateVariantsNotRepeated: nodes alike but for their hostname add
+// one variant, not one each; the tags template is a variant of its own (the
+// widened template has workload=batch more, which a DoesNotExist
+// requirement tells apart); a group without remembered nodes has none.
+func TestTemplateVariantsNotRepeated(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	ids := f.emu.CreateGroup(awstest.GroupSpec{Name: "batch", Zones: []string{"us-east-1a"}, MaxSize: 5, InstanceType: "m5.xlarge",
+		Tags: caTags(nil), Instances: map[string]int{"us-east-1a": 3}})["us-east-1a"]
+	f.emu.CreateGroup(awstest.GroupSpec{Name: "idle", Zones: []string{"us-east-1a"}, MaxSize: 5, InstanceType: "m5.xlarge", Tags: caTags(nil)})
+	for i, id := range ids {
+		if _, err := f.kube.CoreV1().Nodes().Create(ctx, batchNode(f, fmt.Sprintf("batch-%d", i), id), metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reconcile(t, f)
+	if vs := templateOf(t, f, "idle").Variants; len(vs) != 0 {
+		t.Errorf("group idle, never with a node, has variants %+v", vs)
+	}
+	ng := templateOf(t, f, "batch")
+	if len(ng.Variants) != 2 {
+		t.Fatalf("variants %+v, want two: the tags template and the nodes' template", ng.Variants)
+	}
+	if _, ok := ng.Variants[0].Labels["workload"]; ok {
+		t.Errorf("first variant %v is not the tags template", ng.Variants[0].Labels)
+	}
+	if ng.Variants[1].Labels["workload"] != "batch" {
+		t.Errorf("second variant %v is not the nodes' template", ng.Variants[1].Labels)
+	}
+	if _, ok := ng.Variants[1].Labels[v1.LabelHostname]; ok {
+		t.Errorf("variant keeps a node's hostname: %v", ng.Variants[1].Labels)
+	}
+	pod := batchPod(func(p *v1.Pod) {
+		p.Spec.NodeSelector = nil
+		p.Spec.Affinity = &v1.Affinity{NodeAffinity: &v1.NodeAffinity{RequiredDuringSchedulingIgnoredDuringExecution: &v1.NodeSelector{
+			NodeSelectorTerms: []v1.NodeSelectorTerm{{MatchExpressions: []v1.NodeSelectorRequirement{
+				{Key: "workload", Operator: v1.NodeSelectorOpDoesNotExist},
+				{Key: v1.LabelInstanceTypeStable, Operator: v1.NodeSelectorOpIn, Values: []string{"m5.xlarge"}},
+			}}}}}}
+	})
+	// Only batch's tags template and idle's admit it; without idle, only
+	// the tags variant.
+	list := f.published(t)
+	list.NodeGroups = slices.DeleteFunc(list.NodeGroups, func(g nodegroups.NodeGroup) bool { return g.Name == "idle" })
+	if v := verdict(t, list, pod); v.Hopeless {
+		t.Errorf("FALSE PARK of a pod only batch's tags template admits (CA's template after a restart at zero): %s", v.Message)
 	}
 }
