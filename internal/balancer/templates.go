@@ -220,9 +220,56 @@ func (b *Balancer) publish(ctx context.Context, inv *inventory, w *warnings) err
 		// Reported; the published list ages and the plugin fails open. What
 		// is remembered of the groups' nodes is saved all the same, or a
 		// restart meanwhile forgets it (review 10d #4).
-		return b.writeLastNodes(ctx)
+		return b.writeLastNodes(ctx, w)
 	}
-	return b.writeConfigMap(ctx, list)
+	return b.writeConfigMap(ctx, list, w)
+}
+
+// maxConfigMapBytes bounds the ConfigMap's data: "The data stored in a
+// ConfigMap cannot exceed 1 MiB" (Kubernetes documentation, ConfigMaps); the
+// rest is headroom for the object's metadata.
+const maxConfigMapBytes = 900 << 10
+
+// encodeData renders the list (nil: none) and the memory for the ConfigMap,
+// beside other bytes of data kept in it. When they exceed maxConfigMapBytes, fewer template variants per group are
+// published and fewer nodes per group remembered, the most first, until they
+// fit (reported: those groups' widened templates remain).
+func (b *Balancer) encodeData(list *nodegroups.NodeGroupList, other int, w *warnings) (map[string]string, error) {
+	for limit := nodegroups.MaxVariants; ; limit-- {
+		trimmed := false
+		if list != nil {
+			for i := range list.NodeGroups {
+				if g := &list.NodeGroups[i]; len(g.Variants) > limit {
+					g.Variants, trimmed = g.Variants[:limit], true
+				}
+			}
+		}
+		for name, e := range b.templates.lastNodes {
+			if len(e.Nodes) > limit {
+				e.Nodes, trimmed = e.Nodes[:limit], true
+				b.templates.lastNodes[name] = e
+			}
+		}
+		data := map[string]string{}
+		if list != nil {
+			var err error
+			if data, err = nodegroups.Encode(list); err != nil {
+				return nil, fmt.Errorf("encoding node groups: %w", err)
+			}
+		}
+		data[lastNodesKey] = encodeLastNodes(b.templates.lastNodes, true)
+		size := other
+		for k, v := range data {
+			size += len(k) + len(v)
+		}
+		if size <= maxConfigMapBytes || limit == 0 {
+			if trimmed {
+				w.warn(ReasonTemplateIncomplete, "ConfigMap %s/%s: at most %d template variants per group are published and remembered, to keep its data under %d bytes; the groups' other nodes only widen their templates",
+					b.opts.ConfigMapNamespace, b.opts.ConfigMapName, limit, maxConfigMapBytes)
+			}
+			return data, nil
+		}
+	}
 }
 
 // copyTemplate copies a template deeply enough that widening the original
@@ -396,14 +443,13 @@ func parseTaint(key, value string) (v1.Taint, error) {
 
 // writeConfigMap creates or updates the ConfigMap when the list changed or
 // its generatedAt is older than TemplateRefresh.
-func (b *Balancer) writeConfigMap(ctx context.Context, list *nodegroups.NodeGroupList) error {
+func (b *Balancer) writeConfigMap(ctx context.Context, list *nodegroups.NodeGroupList, w *warnings) error {
 	now := b.clock.Now().UTC().Truncate(1e9)
 	list.GeneratedAt = &now
-	data, err := nodegroups.Encode(list)
+	data, err := b.encodeData(list, 0, w)
 	if err != nil {
-		return fmt.Errorf("encoding node groups: %w", err)
+		return err
 	}
-	data[lastNodesKey] = encodeLastNodes(b.templates.lastNodes, true)
 	cms := b.kube.CoreV1().ConfigMaps(b.opts.ConfigMapNamespace)
 	cm, err := cms.Get(ctx, b.opts.ConfigMapName, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
@@ -446,17 +492,21 @@ func (b *Balancer) writeConfigMap(ctx context.Context, list *nodegroups.NodeGrou
 // one that holds only the memory (no list: the scheduler plugin counts the
 // templates as missing and fails open), when there is something to
 // remember, so that a restart before the first list keeps it (review 10d #4).
-func (b *Balancer) writeLastNodes(ctx context.Context) error {
+func (b *Balancer) writeLastNodes(ctx context.Context, w *warnings) error {
 	cms := b.kube.CoreV1().ConfigMaps(b.opts.ConfigMapNamespace)
 	cm, err := cms.Get(ctx, b.opts.ConfigMapName, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		if len(b.templates.lastNodes) == 0 {
 			return nil
 		}
+		data, err := b.encodeData(nil, 0, w)
+		if err != nil {
+			return err
+		}
 		cm = &v1.ConfigMap{
 			ObjectMeta: metav1.ObjectMeta{Namespace: b.opts.ConfigMapNamespace, Name: b.opts.ConfigMapName,
 				Labels: map[string]string{"app.kubernetes.io/managed-by": Source}},
-			Data: map[string]string{lastNodesKey: encodeLastNodes(b.templates.lastNodes, true)},
+			Data: data,
 		}
 		if _, err := cms.Create(ctx, cm, metav1.CreateOptions{FieldManager: Source}); err != nil {
 			return fmt.Errorf("creating ConfigMap %s/%s: %w", cm.Namespace, cm.Name, err)
@@ -466,6 +516,16 @@ func (b *Balancer) writeLastNodes(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("getting ConfigMap: %w", err)
 	}
+	other := 0
+	for k, v := range cm.Data {
+		if k != lastNodesKey {
+			other += len(k) + len(v)
+		}
+	}
+	data, err := b.encodeData(nil, other, w)
+	if err != nil {
+		return err
+	}
 	if sameLastNodes(cm.Data[lastNodesKey], b.templates.lastNodes) {
 		return nil
 	}
@@ -473,7 +533,7 @@ func (b *Balancer) writeLastNodes(ctx context.Context) error {
 	if cm.Data == nil {
 		cm.Data = map[string]string{}
 	}
-	cm.Data[lastNodesKey] = encodeLastNodes(b.templates.lastNodes, true)
+	cm.Data[lastNodesKey] = data[lastNodesKey]
 	if _, err := cms.Update(ctx, cm, metav1.UpdateOptions{FieldManager: Source}); err != nil {
 		return fmt.Errorf("updating ConfigMap %s/%s: %w", cm.Namespace, cm.Name, err)
 	}

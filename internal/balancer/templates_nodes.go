@@ -34,7 +34,8 @@ package balancer
 // A variant that the widened template or an earlier variant covers (admits
 // every pod it admits) is left out; at most nodegroups.MaxVariants are
 // published, the rest reported (ReasonTemplateIncomplete) and covered only
-// by the widening, as before variants existed.
+// by the widening, as before variants existed. The ConfigMap's data stays
+// under maxConfigMapBytes the same way (encodeData).
 //
 // What is remembered of the last good nodes (the widening summary, and each
 // distinct node's template under "nodes") is kept in the ConfigMap under

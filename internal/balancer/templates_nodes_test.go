@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -413,5 +414,55 @@ func TestTemplateVariantsNotRepeated(t *testing.T) {
 	list.NodeGroups = slices.DeleteFunc(list.NodeGroups, func(g nodegroups.NodeGroup) bool { return g.Name == "idle" })
 	if v := verdict(t, list, pod); v.Hopeless {
 		t.Errorf("FALSE PARK of a pod only batch's tags template admits (CA's template after a restart at zero): %s", v.Message)
+	}
+}
+
+// TestTemplateVariantsFitTheConfigMap: "The data stored in a ConfigMap
+// cannot exceed 1 MiB" (Kubernetes documentation, Concepts, ConfigMaps);
+// the API server refuses a larger one, and the list would never be updated
+// again. Groups whose nodes all differ (a label per node, as EKS's
+// topology.k8s.aws/network-node-layer-N) and carry many labels give more
+// variants than fit: az-balancer publishes fewer per group and says so,
+// and the groups' widened templates still admit the nodes' labels.
+func TestTemplateVariantsFitTheConfigMap(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	const groups, nodes, labels = 4, nodegroups.MaxVariants, 100
+	pad := strings.Repeat("x", 50)
+	for g := range groups {
+		name := fmt.Sprintf("batch%d", g)
+		ids := f.emu.CreateGroup(awstest.GroupSpec{Name: name, Zones: []string{"us-east-1a"}, MaxSize: 2 * nodes, InstanceType: "m5.xlarge",
+			Tags: caTags(nil), Instances: map[string]int{"us-east-1a": nodes}})["us-east-1a"]
+		for i, id := range ids {
+			n := batchNode(f, fmt.Sprintf("%s-%02d", name, i), id)
+			for l := range labels - len(n.Labels) {
+				n.Labels[fmt.Sprintf("example.com/label-%03d", l)] = fmt.Sprintf("%s-%02d-%s", name, i, pad)
+			}
+			if _, err := f.kube.CoreV1().Nodes().Create(ctx, n, metav1.CreateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	reconcile(t, f)
+	cm, err := f.kube.CoreV1().ConfigMaps(nodegroups.DefaultNamespace).Get(ctx, nodegroups.DefaultName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	size := 0
+	for k, v := range cm.Data {
+		size += len(k) + len(v)
+	}
+	if size > 1<<20 {
+		t.Fatalf("ConfigMap data is %d bytes, more than the API server takes (1 MiB)", size)
+	}
+	if !hasEvent(f, ReasonTemplateIncomplete, "bytes") {
+		t.Errorf("no %s event says that variants were left out for the ConfigMap's size", ReasonTemplateIncomplete)
+	}
+	for g := range groups {
+		name := fmt.Sprintf("batch%d", g)
+		pod := batchPod(func(p *v1.Pod) { p.Spec.NodeSelector["example.com/label-000"] = fmt.Sprintf("%s-00-%s", name, pad) })
+		if v := verdict(t, f.published(t), pod); v.Hopeless {
+			t.Errorf("FALSE PARK of a pod selecting the first node of %s: %s", name, v.Message)
+		}
 	}
 }
