@@ -103,6 +103,9 @@ func TestHopelessPods(t *testing.T) {
 			Name: "gpu-us-east-1a", Zone: "us-east-1a", MaxSize: 5, CurrentSize: 0,
 			Labels:      map[string]string{"pool": "gpu"},
 			Allocatable: v1.ResourceList{v1.ResourceCPU: resource.MustParse("8"), v1.ResourceMemory: resource.MustParse("32Gi")},
+			// Another node the group may launch: a pod only it hosts is not parked.
+			Variants: []nodegroups.Variant{{Labels: map[string]string{"pool": "gpu", "accelerator": "h100"},
+				Allocatable: v1.ResourceList{v1.ResourceCPU: resource.MustParse("8"), v1.ResourceMemory: resource.MustParse("32Gi")}}},
 		}}})
 		if err != nil {
 			t.Fatal(err)
@@ -125,6 +128,14 @@ func TestHopelessPods(t *testing.T) {
 		})
 		if c := scheduledCondition(got); strings.Contains(c.Message, "hopeless") {
 			t.Fatalf("a pod that a node-group template fits was parked: %s", c.Message)
+		}
+		h100, _ := cs.CoreV1().Pods(ns).Create(ctx, makePod(ns, "h100", "ballast-scheduler", map[string]string{"accelerator": "h100"}, nil), metav1.CreateOptions{})
+		got = waitCondition(ctx, t, testCtx, h100, 20*time.Second, "unschedulable", func(p *v1.Pod) bool {
+			c := scheduledCondition(p)
+			return c != nil && c.Status == v1.ConditionFalse
+		})
+		if c := scheduledCondition(got); strings.Contains(c.Message, "hopeless") {
+			t.Fatalf("a pod that only a variant of a node group fits was parked: %s", c.Message)
 		}
 
 		// A broken ConfigMap: reported, and nothing is parked any more.
