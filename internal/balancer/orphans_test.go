@@ -2,6 +2,7 @@ package balancer
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
@@ -472,10 +473,7 @@ func TestOrphanNotReleased(t *testing.T) {
 			name: "instance never recorded", releaseAfter: after("30m"),
 			setup: func(w *world) {
 				w.lose(0)
-				patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:null,%q:null}}}`, AnnotationInstanceID, AnnotationZone)
-				if _, err := w.kube.CoreV1().PersistentVolumes().Patch(w.ctx, "pv-0", types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
-					w.t.Fatal(err)
-				}
+				w.annotateVolume("pv-0", map[string]any{AnnotationInstanceID: nil, AnnotationZone: nil})
 			},
 			wantReason: ReasonOrphanedVolume, wantWords: []string{"no instance was recorded", "never released"},
 		},
@@ -483,10 +481,7 @@ func TestOrphanNotReleased(t *testing.T) {
 			name: "instance unknown to EC2 in a region the balancer does not see", releaseAfter: after("30m"),
 			setup: func(w *world) {
 				w.lose(0)
-				patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:"i-00000000000000ff1",%q:"eu-west-1a"}}}`, AnnotationInstanceID, AnnotationZone)
-				if _, err := w.kube.CoreV1().PersistentVolumes().Patch(w.ctx, "pv-0", types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
-					w.t.Fatal(err)
-				}
+				w.annotateVolume("pv-0", map[string]any{AnnotationInstanceID: "i-00000000000000ff1", AnnotationZone: "eu-west-1a"})
 			},
 			wantReason: ReasonOrphanedVolume, wantWords: []string{"i-00000000000000ff1", "unknown to EC2", "not released"},
 		},
@@ -610,8 +605,18 @@ func TestOrphanNotReleased(t *testing.T) {
 // forgets terminated instances after about an hour.
 func (w *world) forget(pv string) {
 	w.t.Helper()
-	patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:"i-00000000000000ff1"}}}`, AnnotationInstanceID)
-	if _, err := w.kube.CoreV1().PersistentVolumes().Patch(w.ctx, pv, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+	w.annotateVolume(pv, map[string]any{AnnotationInstanceID: "i-00000000000000ff1"})
+}
+
+// annotateVolume merge-patches the volume's annotations: a string sets one,
+// nil removes it.
+func (w *world) annotateVolume(pv string, annotations map[string]any) {
+	w.t.Helper()
+	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": annotations}})
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	if _, err := w.kube.CoreV1().PersistentVolumes().Patch(w.ctx, pv, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
 		w.t.Fatal(err)
 	}
 }
@@ -699,10 +704,7 @@ func TestOrphanReleaseRateLimited(t *testing.T) {
 func TestOrphanInstanceForgotten(t *testing.T) {
 	w := newWorld(t, 2, after("30m"))
 	w.lose(0)
-	patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:"i-00000000000000ff1"}}}`, AnnotationInstanceID)
-	if _, err := w.kube.CoreV1().PersistentVolumes().Patch(w.ctx, "pv-0", types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	w.forget("pv-0")
 	w.reconcile()
 	w.clock.Step(time.Hour)
 	w.reconcile()
