@@ -189,6 +189,14 @@ func (w *world) reconcile() {
 	}
 }
 
+// loopsApart runs a loop, moves the clock on by d, and runs another.
+func (w *world) loopsApart(d time.Duration) {
+	w.t.Helper()
+	w.reconcile()
+	w.clock.Step(d)
+	w.reconcile()
+}
+
 // lose terminates the instance of cass-<i> for good and deletes its node, as
 // the cloud node controller does.
 func (w *world) lose(i int) {
@@ -688,9 +696,7 @@ func TestOrphanReleaseRateLimited(t *testing.T) {
 	w2 := newWorld(t, 2, after("30m"))
 	w2.b.opts.MaxOrphanReleases = -1
 	w2.lose(0)
-	w2.reconcile()
-	w2.clock.Step(time.Hour)
-	w2.reconcile()
+	w2.loopsApart(time.Hour)
 	if d := w2.claimDeletes(); len(d) != 0 {
 		t.Errorf("MaxOrphanReleases=-1 deleted %v", d)
 	}
@@ -705,9 +711,7 @@ func TestOrphanInstanceForgotten(t *testing.T) {
 	w := newWorld(t, 2, after("30m"))
 	w.lose(0)
 	w.forget("pv-0")
-	w.reconcile()
-	w.clock.Step(time.Hour)
-	w.reconcile()
+	w.loopsApart(time.Hour)
 	if d := w.claimDeletes(); len(d) != 0 {
 		t.Errorf("claims %v deleted for an instance EC2 never said was terminated", d)
 	}

@@ -62,9 +62,7 @@ func TestRegionGuardNeedsNodeWitnesses(t *testing.T) {
 	if err := w.kube.CoreV1().Nodes().Delete(w.ctx, "cass-0", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	w.reconcile()
-	w.clock.Step(31 * time.Minute)
-	w.reconcile()
+	w.loopsApart(31 * time.Minute)
 	if d := w.claimDeletes(); len(d) != 0 {
 		t.Errorf("claim deleted on the word of another account's group instances: %v", d)
 	}
