@@ -130,6 +130,20 @@ func cassandra(emu *awstest.Server) (map[string]string, []runtime.Object) {
 	return names, objs
 }
 
+// seed gives the balancer a new clientset holding objs.
+func (f *fixture) seed(objs ...runtime.Object) {
+	f.kube = fake.NewClientset(objs...)
+	f.b.kube = f.kube
+}
+
+// seedCassandra seeds the cassandra group and its nodes (cassandra), and the
+// objects more; it returns the node names by instance.
+func (f *fixture) seedCassandra(more ...runtime.Object) map[string]string {
+	names, objs := cassandra(f.emu)
+	f.seed(append(objs, more...)...)
+	return names
+}
+
 func annotations(t *testing.T, f *fixture, name string) map[string]string {
 	t.Helper()
 	n, err := f.kube.CoreV1().Nodes().Get(context.Background(), name, metav1.GetOptions{})
@@ -158,15 +172,12 @@ var ownAnnotations = map[string]string{AnnotationScaleDownDisabled: "true", Anno
 func TestOneLoopProtectsLocalVolumes(t *testing.T) {
 	ctx := context.Background()
 	f := newFixture(t)
-	names, objs := cassandra(f.emu)
+	// Two volumes on zone a nodes, bound; no pod anywhere. One released volume.
+	names := f.seedCassandra(localPV("pv-a0", "cass-a-0", v1.VolumeBound), localPV("pv-a1", "cass-a-1", v1.VolumeBound), localPV("pv-b0", "cass-b-0", v1.VolumeReleased))
 	byName := map[string]string{}
 	for id, n := range names {
 		byName[n] = id
 	}
-	// Two volumes on zone a nodes, bound; no pod anywhere. One released volume.
-	objs = append(objs, localPV("pv-a0", "cass-a-0", v1.VolumeBound), localPV("pv-a1", "cass-a-1", v1.VolumeBound), localPV("pv-b0", "cass-b-0", v1.VolumeReleased))
-	f.kube = fake.NewClientset(objs...)
-	f.b.kube = f.kube
 
 	if err := f.b.Reconcile(ctx); err != nil {
 		t.Fatal(err)
@@ -256,8 +267,7 @@ func TestReleaseRemovesOnlyOwnProtection(t *testing.T) {
 			if err := cloud.SetInstanceProtection(ctx, "db-a", ids[zones[0]][1:], true); err != nil {
 				t.Fatal(err)
 			}
-			f.kube = fake.NewClientset(n0, n1, localPV("pv", "n0", v1.VolumeBound))
-			f.b.kube = f.kube
+			f.seed(n0, n1, localPV("pv", "n0", v1.VolumeBound))
 			if err := f.b.Reconcile(ctx); err != nil {
 				t.Fatal(err)
 			}
@@ -315,10 +325,7 @@ func TestFaultsAreSurvived(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := context.Background()
 			f := newLoopbackFixture(t)
-			_, objs := cassandra(f.emu)
-			objs = append(objs, localPV("pv", "cass-a-0", v1.VolumeBound))
-			f.kube = fake.NewClientset(objs...)
-			f.b.kube = f.kube
+			f.seedCassandra(localPV("pv", "cass-a-0", v1.VolumeBound))
 			f.emu.Inject(tc.faults...)
 			err := f.b.Reconcile(ctx)
 			if (err != nil) != tc.wantErr {
@@ -404,10 +411,7 @@ func TestMalformedTags(t *testing.T) {
 func TestPlanChangesNothing(t *testing.T) {
 	ctx := context.Background()
 	f := newFixture(t)
-	_, objs := cassandra(f.emu)
-	objs = append(objs, localPV("pv-a0", "cass-a-0", v1.VolumeBound), localPV("pv-gone", "cass-z-9", v1.VolumeBound))
-	f.kube = fake.NewClientset(objs...)
-	f.b.kube = f.kube
+	f.seedCassandra(localPV("pv-a0", "cass-a-0", v1.VolumeBound), localPV("pv-gone", "cass-z-9", v1.VolumeBound))
 	f.kube.ClearActions()
 	actions, err := f.b.Plan(ctx)
 	if err != nil {
@@ -463,8 +467,7 @@ func TestDiscoveryMatchesEnabledTrue(t *testing.T) {
 	f := newFixture(t)
 	ids := f.emu.CreateGroup(awstest.GroupSpec{Name: "off", Zones: zones[:2], MaxSize: 5, InstanceType: "i3.xlarge",
 		Tags: caTags(map[string]string{asg.TagAutoDiscoveryEnabled: "false"}), Instances: map[string]int{zones[0]: 1}})
-	f.kube = fake.NewClientset(node("n0", zones[0], ids[zones[0]][0]), localPV("pv", "n0", v1.VolumeBound))
-	f.b.kube = f.kube
+	f.seed(node("n0", zones[0], ids[zones[0]][0]), localPV("pv", "n0", v1.VolumeBound))
 	if err := f.b.Reconcile(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -1,7 +1,6 @@
 package balancer
 
 import (
-	"net/http"
 	"testing"
 
 	"github.com/ballast-k8s/ballast/internal/awstest"
@@ -18,24 +17,13 @@ import (
 // Scaling performs the action that you specified in the DefaultResult
 // property").
 func TestHeldWhileNeitherGroupsNorInstancesCanBeDescribed(t *testing.T) {
-	for _, restart := range []bool{true, false} {
-		t.Run(map[bool]string{true: "held, then a restart", false: "termination starts while the describes fail"}[restart], func(t *testing.T) {
+	for _, tc := range restartCases {
+		t.Run(tc.name, func(t *testing.T) {
 			w := newWorld(t, 2, nil)
 			if g := w.volume("pv-0").Annotations[AnnotationGroup]; g != "cassandra" {
 				t.Fatalf("pv-0 records group %q, want cassandra", g)
 			}
-			if restart {
-				w.startTermination(w.ids[0])
-				w.reconcile()
-				w.restart()
-			}
-			for _, a := range []string{"DescribeAutoScalingGroups", "DescribeAutoScalingInstances"} {
-				w.emu.Inject(awstest.Fault{Service: "autoscaling", Action: a, Code: "Throttling", Status: http.StatusBadRequest, Times: 1000})
-			}
-			if !restart {
-				w.startTermination(w.ids[0])
-			}
-			w.loopPastTimeout()
+			w.terminateWhileFailing(tc.restart, "DescribeAutoScalingGroups", "DescribeAutoScalingInstances")
 			if got := w.lifecycleState(w.ids[0]); got != awstest.TerminatingWait {
 				t.Errorf("instance %s, whose node holds the bound local volume pv-0, is %s after both describes failed for 10 minutes, want %s",
 					w.ids[0], got, awstest.TerminatingWait)

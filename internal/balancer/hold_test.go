@@ -10,6 +10,11 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	k8stesting "k8s.io/client-go/testing"
 
+	awssdk "github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
+	astypes "github.com/aws/aws-sdk-go-v2/service/autoscaling/types"
+
+	"github.com/ballast-k8s/ballast/internal/asg"
 	"github.com/ballast-k8s/ballast/internal/awstest"
 )
 
@@ -34,13 +39,54 @@ func (w *world) loopPastTimeout() {
 	_ = w.b.Reconcile(w.ctx)
 }
 
+// throttle makes the Auto Scaling actions fail for good: Throttling, past
+// the SDK's retries.
+func (w *world) throttle(actions ...string) {
+	for _, a := range actions {
+		w.emu.Inject(awstest.Fault{Service: "autoscaling", Action: a, Code: "Throttling", Status: http.StatusBadRequest, Times: 1000})
+	}
+}
+
+// restartCases are the two ways a held termination meets a failing call:
+// held by a loop, then the balancer restarts and the calls fail; or the
+// termination starts while they fail.
+var restartCases = []struct {
+	name    string
+	restart bool
+}{{"held, then a restart", true}, {"termination starts while the describes fail", false}}
+
+// terminateWhileFailing starts the termination of cass-0's instance around
+// the actions' failing for good (throttle), the one way or the other of
+// restartCases, and loops past the hook's timeout.
+func (w *world) terminateWhileFailing(restart bool, actions ...string) {
+	if restart {
+		w.startTermination(w.ids[0])
+		w.reconcile()
+		w.restart()
+	}
+	w.throttle(actions...)
+	if !restart {
+		w.startTermination(w.ids[0])
+	}
+	w.loopPastTimeout()
+}
+
+// leaveDiscovery sets the group's enabled tag to "True", which
+// cluster-autoscaler's discovery (and the balancer's) does not match: the
+// group leaves discovery, its hook stays.
+func (w *world) leaveDiscovery() {
+	w.t.Helper()
+	if _, err := rawASG(w.emu).CreateOrUpdateTags(w.ctx, &autoscaling.CreateOrUpdateTagsInput{Tags: []astypes.Tag{{
+		ResourceId: awssdk.String("cassandra"), ResourceType: awssdk.String("auto-scaling-group"),
+		Key: awssdk.String(asg.TagAutoDiscoveryEnabled), Value: awssdk.String("True"), PropagateAtLaunch: awssdk.Bool(false),
+	}}}); err != nil {
+		w.t.Fatal(err)
+	}
+}
+
 func TestHeldAfterRestartWhileHooksCannotBeDescribed(t *testing.T) {
 	w := newWorld(t, 2, nil)
-	w.startTermination(w.ids[0])
-	w.reconcile()
-	w.restart()
-	w.emu.Inject(awstest.Fault{Service: "autoscaling", Action: "DescribeLifecycleHooks", Code: "Throttling", Status: http.StatusBadRequest, Times: 1000})
-	w.loopPastTimeout()
+	w.terminateWhileFailing(true, "DescribeLifecycleHooks")
 	if got := w.lifecycleState(w.ids[0]); got != awstest.TerminatingWait {
 		t.Errorf("instance %s, whose node holds a bound volume, is %s after DescribeLifecycleHooks failed for %s, want %s",
 			w.ids[0], got, 10*time.Minute, awstest.TerminatingWait)

@@ -2,6 +2,7 @@ package balancer
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
@@ -186,6 +187,14 @@ func (w *world) reconcile() {
 	if err := w.b.Reconcile(w.ctx); err != nil {
 		w.t.Fatalf("Reconcile: %v", err)
 	}
+}
+
+// loopsApart runs a loop, moves the clock on by d, and runs another.
+func (w *world) loopsApart(d time.Duration) {
+	w.t.Helper()
+	w.reconcile()
+	w.clock.Step(d)
+	w.reconcile()
 }
 
 // lose terminates the instance of cass-<i> for good and deletes its node, as
@@ -472,10 +481,7 @@ func TestOrphanNotReleased(t *testing.T) {
 			name: "instance never recorded", releaseAfter: after("30m"),
 			setup: func(w *world) {
 				w.lose(0)
-				patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:null,%q:null}}}`, AnnotationInstanceID, AnnotationZone)
-				if _, err := w.kube.CoreV1().PersistentVolumes().Patch(w.ctx, "pv-0", types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
-					w.t.Fatal(err)
-				}
+				w.annotateVolume("pv-0", map[string]any{AnnotationInstanceID: nil, AnnotationZone: nil})
 			},
 			wantReason: ReasonOrphanedVolume, wantWords: []string{"no instance was recorded", "never released"},
 		},
@@ -483,10 +489,7 @@ func TestOrphanNotReleased(t *testing.T) {
 			name: "instance unknown to EC2 in a region the balancer does not see", releaseAfter: after("30m"),
 			setup: func(w *world) {
 				w.lose(0)
-				patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:"i-00000000000000ff1",%q:"eu-west-1a"}}}`, AnnotationInstanceID, AnnotationZone)
-				if _, err := w.kube.CoreV1().PersistentVolumes().Patch(w.ctx, "pv-0", types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
-					w.t.Fatal(err)
-				}
+				w.annotateVolume("pv-0", map[string]any{AnnotationInstanceID: "i-00000000000000ff1", AnnotationZone: "eu-west-1a"})
 			},
 			wantReason: ReasonOrphanedVolume, wantWords: []string{"i-00000000000000ff1", "unknown to EC2", "not released"},
 		},
@@ -610,8 +613,18 @@ func TestOrphanNotReleased(t *testing.T) {
 // forgets terminated instances after about an hour.
 func (w *world) forget(pv string) {
 	w.t.Helper()
-	patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:"i-00000000000000ff1"}}}`, AnnotationInstanceID)
-	if _, err := w.kube.CoreV1().PersistentVolumes().Patch(w.ctx, pv, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+	w.annotateVolume(pv, map[string]any{AnnotationInstanceID: "i-00000000000000ff1"})
+}
+
+// annotateVolume merge-patches the volume's annotations: a string sets one,
+// nil removes it.
+func (w *world) annotateVolume(pv string, annotations map[string]any) {
+	w.t.Helper()
+	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": annotations}})
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	if _, err := w.kube.CoreV1().PersistentVolumes().Patch(w.ctx, pv, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
 		w.t.Fatal(err)
 	}
 }
@@ -683,9 +696,7 @@ func TestOrphanReleaseRateLimited(t *testing.T) {
 	w2 := newWorld(t, 2, after("30m"))
 	w2.b.opts.MaxOrphanReleases = -1
 	w2.lose(0)
-	w2.reconcile()
-	w2.clock.Step(time.Hour)
-	w2.reconcile()
+	w2.loopsApart(time.Hour)
 	if d := w2.claimDeletes(); len(d) != 0 {
 		t.Errorf("MaxOrphanReleases=-1 deleted %v", d)
 	}
@@ -699,13 +710,8 @@ func TestOrphanReleaseRateLimited(t *testing.T) {
 func TestOrphanInstanceForgotten(t *testing.T) {
 	w := newWorld(t, 2, after("30m"))
 	w.lose(0)
-	patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:"i-00000000000000ff1"}}}`, AnnotationInstanceID)
-	if _, err := w.kube.CoreV1().PersistentVolumes().Patch(w.ctx, "pv-0", types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	w.reconcile()
-	w.clock.Step(time.Hour)
-	w.reconcile()
+	w.forget("pv-0")
+	w.loopsApart(time.Hour)
 	if d := w.claimDeletes(); len(d) != 0 {
 		t.Errorf("claims %v deleted for an instance EC2 never said was terminated", d)
 	}

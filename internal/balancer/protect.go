@@ -204,9 +204,17 @@ func (b *Balancer) ensureHook(ctx context.Context, group string) error {
 }
 
 func (b *Balancer) hook(group string) asg.Hook {
+	return OwnHook(group, b.opts.HeartbeatTimeout)
+}
+
+// OwnHook is the balancer's termination hook on group with heartbeatTimeout
+// (--lifecycle-heartbeat-timeout): what ensureHook puts on a group that holds
+// volumes, and what a split gives the per-zone groups (split.Options.Hook),
+// the loop's and `az-balancer split`'s alike.
+func OwnHook(group string, heartbeatTimeout time.Duration) asg.Hook {
 	return asg.Hook{
 		Group: group, Name: HookName, Transition: asg.TransitionTerminating,
-		HeartbeatTimeout: int32(b.opts.HeartbeatTimeout.Seconds()), DefaultResult: asg.ResultContinue,
+		HeartbeatTimeout: int32(heartbeatTimeout.Seconds()), DefaultResult: asg.ResultContinue,
 	}
 }
 

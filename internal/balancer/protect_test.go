@@ -297,9 +297,7 @@ func TestHealthNeverCompleted(t *testing.T) {
 func TestAZRebalanceResumeReportedEachTime(t *testing.T) {
 	ctx := context.Background()
 	f := newFixture(t)
-	_, objs := cassandra(f.emu)
-	f.kube = fake.NewClientset(objs...)
-	f.b.kube = f.kube
+	f.seedCassandra()
 	suspended := 0
 	for i := range 3 {
 		if err := f.b.Reconcile(ctx); err != nil {

@@ -58,16 +58,11 @@ func TestRecordKeepsTheInstanceThatHoldsTheData(t *testing.T) {
 func TestRegionGuardNeedsNodeWitnesses(t *testing.T) {
 	w := newWorld(t, 1, after("30m"))
 	// The cluster's instance, which this account's EC2 does not know.
-	patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:"i-0000000000000beef"}}}`, AnnotationInstanceID)
-	if _, err := w.kube.CoreV1().PersistentVolumes().Patch(w.ctx, "pv-0", types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	w.annotateVolume("pv-0", map[string]any{AnnotationInstanceID: "i-0000000000000beef"})
 	if err := w.kube.CoreV1().Nodes().Delete(w.ctx, "cass-0", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	w.reconcile()
-	w.clock.Step(31 * time.Minute)
-	w.reconcile()
+	w.loopsApart(31 * time.Minute)
 	if d := w.claimDeletes(); len(d) != 0 {
 		t.Errorf("claim deleted on the word of another account's group instances: %v", d)
 	}

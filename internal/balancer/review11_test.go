@@ -1,17 +1,11 @@
 package balancer
 
 import (
-	"fmt"
 	"testing"
 	"time"
 
-	awssdk "github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
-	astypes "github.com/aws/aws-sdk-go-v2/service/autoscaling/types"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 
-	"github.com/ballast-k8s/ballast/internal/asg"
 	"github.com/ballast-k8s/ballast/internal/awstest"
 )
 
@@ -43,12 +37,7 @@ func TestHeldWhenTheGroupLeavesDiscovery(t *testing.T) {
 			if got := w.lifecycleState(w.ids[0]); got != awstest.TerminatingWait {
 				t.Fatalf("instance %s is %s after a loop, want held", w.ids[0], got)
 			}
-			if _, err := rawASG(w.emu).CreateOrUpdateTags(w.ctx, &autoscaling.CreateOrUpdateTagsInput{Tags: []astypes.Tag{{
-				ResourceId: awssdk.String("cassandra"), ResourceType: awssdk.String("auto-scaling-group"),
-				Key: awssdk.String(asg.TagAutoDiscoveryEnabled), Value: awssdk.String("True"), PropagateAtLaunch: awssdk.Bool(false),
-			}}}); err != nil {
-				t.Fatal(err)
-			}
+			w.leaveDiscovery()
 			if restart {
 				w.restart()
 			}
@@ -80,10 +69,7 @@ func TestOrphanMalformedInstanceIDNeverReleases(t *testing.T) {
 	if err := w.kube.CoreV1().Nodes().Delete(w.ctx, "cass-0", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:"i-bogus"}}}`, AnnotationInstanceID)
-	if _, err := w.kube.CoreV1().PersistentVolumes().Patch(w.ctx, "pv-0", types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	w.annotateVolume("pv-0", map[string]any{AnnotationInstanceID: "i-bogus"})
 	_ = w.b.Reconcile(w.ctx)
 	w.clock.Step(31 * time.Minute)
 	_ = w.b.Reconcile(w.ctx)

@@ -2,17 +2,12 @@ package balancer
 
 import (
 	"fmt"
-	"net/http"
 	"testing"
 	"time"
 
-	awssdk "github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
-	astypes "github.com/aws/aws-sdk-go-v2/service/autoscaling/types"
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/ballast-k8s/ballast/internal/asg"
 	"github.com/ballast-k8s/ballast/internal/awstest"
 )
 
@@ -43,19 +38,10 @@ import (
 // DescribeAutoScalingGroups only, as TestHeldAfterRestartWhileHooksCannotBeDescribed
 // does for DescribeLifecycleHooks.
 func TestReview11cHeldWhileGroupsCannotBeDescribed(t *testing.T) {
-	for _, restart := range []bool{true, false} {
-		t.Run(map[bool]string{true: "held, then a restart", false: "termination starts while the describes fail"}[restart], func(t *testing.T) {
+	for _, tc := range restartCases {
+		t.Run(tc.name, func(t *testing.T) {
 			w := newWorld(t, 2, nil)
-			if restart {
-				w.startTermination(w.ids[0])
-				w.reconcile()
-				w.restart()
-			}
-			w.emu.Inject(awstest.Fault{Service: "autoscaling", Action: "DescribeAutoScalingGroups", Code: "Throttling", Status: http.StatusBadRequest, Times: 1000})
-			if !restart {
-				w.startTermination(w.ids[0])
-			}
-			w.loopPastTimeout()
+			w.terminateWhileFailing(tc.restart, "DescribeAutoScalingGroups")
 			if got := w.lifecycleState(w.ids[0]); got != awstest.TerminatingWait {
 				t.Errorf("instance %s, whose node cass-0 holds the bound local volume pv-0, is %s after DescribeAutoScalingGroups failed for 10 minutes (twice the hook's heartbeat timeout), want %s: the hook's CONTINUE terminated it with its data",
 					w.ids[0], got, awstest.TerminatingWait)
@@ -81,14 +67,9 @@ func TestReview11cHeldOutOfDiscoveryWhileInstancesCannotBeDescribed(t *testing.T
 	w := newWorld(t, 2, nil)
 	w.startTermination(w.ids[0])
 	w.reconcile()
-	if _, err := rawASG(w.emu).CreateOrUpdateTags(w.ctx, &autoscaling.CreateOrUpdateTagsInput{Tags: []astypes.Tag{{
-		ResourceId: awssdk.String("cassandra"), ResourceType: awssdk.String("auto-scaling-group"),
-		Key: awssdk.String(asg.TagAutoDiscoveryEnabled), Value: awssdk.String("True"), PropagateAtLaunch: awssdk.Bool(false),
-	}}}); err != nil {
-		t.Fatal(err)
-	}
+	w.leaveDiscovery()
 	w.restart()
-	w.emu.Inject(awstest.Fault{Service: "autoscaling", Action: "DescribeAutoScalingInstances", Code: "Throttling", Status: http.StatusBadRequest, Times: 1000})
+	w.throttle("DescribeAutoScalingInstances")
 	w.loopPastTimeout()
 	if got := w.lifecycleState(w.ids[0]); got != awstest.TerminatingWait {
 		t.Errorf("instance %s, whose node holds a bound local volume, is %s after a restart while its group is out of discovery and DescribeAutoScalingInstances failed for 10 minutes, want %s",

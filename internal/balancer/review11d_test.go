@@ -130,12 +130,12 @@ func TestReview11dEBSVolumeOnAnOutpostIsNotNodeLocal(t *testing.T) {
 func TestReview11dSplitPutsTheOldHeartbeatTimeoutBack(t *testing.T) {
 	ctx := context.Background()
 	w := newSplitWorld(t) // the old group's hook: HeartbeatTimeout 300 s
-	a0 := w.ids[zones[0]][0]
+	a0 := w.IDs[zones[0]][0]
 	kube := fake.NewClientset(node("cass-a-0", zones[0], a0), localPV("pv-a0", "cass-a-0", v1.VolumeBound))
-	old := New(kube, w.cloud, record.NewFakeRecorder(1000), w.clock, Options{Selector: asg.AutoDiscovery(cluster), HeartbeatTimeout: 5 * time.Minute, Enforce: EnforceSplit}, nil)
+	old := splitBalancer(w, kube, record.NewFakeRecorder(1000))
 	zg := ZoneGroupName("cassandra", zones[0])
 	moved := func() bool {
-		i, _ := w.emu.Instance(a0)
+		i, _ := w.Emu.Instance(a0)
 		return i.Group == zg && i.LifecycleState == "InService"
 	}
 	for loop := 0; !moved(); loop++ {
@@ -143,23 +143,23 @@ func TestReview11dSplitPutsTheOldHeartbeatTimeoutBack(t *testing.T) {
 			t.Fatal("the instance of cass-a-0 never reached its zone's group")
 		}
 		_ = old.Reconcile(ctx)
-		w.clock.Step(30 * time.Second)
+		w.Clock.Step(30 * time.Second)
 	}
-	if g, _ := w.emu.Group("cassandra"); g.Tags[split.TagState] == split.StateDone {
+	if g, _ := w.Emu.Group("cassandra"); g.Tags[split.TagState] == split.StateDone {
 		t.Fatal("the split finished before the upgrade; the test needs it in progress")
 	}
 	// The upgrade: the default heartbeat timeout, 30 minutes.
-	upgraded := New(kube, w.cloud, record.NewFakeRecorder(1000), w.clock, Options{Selector: asg.AutoDiscovery(cluster), Enforce: EnforceSplit}, nil)
+	upgraded := splitBalancer(w, kube, record.NewFakeRecorder(1000), func(o *Options) { o.HeartbeatTimeout = 0 }) // New's default
 	want := int32(DefaultHeartbeatTimeout.Seconds())
 	var bad []string
 	for loop := 0; loop < 10; loop++ {
 		_ = upgraded.Reconcile(ctx)
-		for _, h := range w.emu.Hooks(zg) {
+		for _, h := range w.Emu.Hooks(zg) {
 			if h.Name == HookName && h.HeartbeatTimeout != want {
 				bad = append(bad, fmt.Sprintf("loop %d: %d s", loop, h.HeartbeatTimeout))
 			}
 		}
-		w.clock.Step(30 * time.Second)
+		w.Clock.Step(30 * time.Second)
 	}
 	if len(bad) > 0 {
 		t.Errorf("the hook %s of %s, which holds the bound volume of cass-a-0, has another heartbeat timeout than the balancer's %d s after the upgrade (global timeout 100x it, under 48 h): %v", HookName, zg, want, bad)

@@ -6,7 +6,6 @@ import (
 	"testing"
 
 	v1 "k8s.io/api/core/v1"
-	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/ballast-k8s/ballast/internal/awstest"
 )
@@ -24,10 +23,7 @@ import (
 func TestHeldNodeAnnotatedWhileGroupsCannotBeRead(t *testing.T) {
 	ctx := context.Background()
 	f := newFixture(t)
-	_, objs := cassandra(f.emu)
-	objs = append(objs, localPV("pv", "cass-a-0", v1.VolumeBound))
-	f.kube = fake.NewClientset(objs...)
-	f.b.kube = f.kube
+	f.seedCassandra(localPV("pv", "cass-a-0", v1.VolumeBound))
 	// Beyond the SDK's retries: the whole loop's read fails.
 	f.emu.Inject(awstest.Fault{Service: "autoscaling", Action: "DescribeAutoScalingGroups", Code: "Throttling", Status: http.StatusBadRequest, Times: 50})
 	if err := f.b.Reconcile(ctx); err == nil {

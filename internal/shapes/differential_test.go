@@ -535,25 +535,17 @@ func (w *world) candidates() []*v1.Node {
 
 func (w *world) objects() []runtime.Object {
 	var objs []runtime.Object
-	for _, o := range w.nodes {
-		objs = append(objs, o)
-	}
-	for _, o := range w.classes {
-		objs = append(objs, o)
-	}
-	for _, o := range w.slices {
-		objs = append(objs, o)
-	}
-	for _, o := range w.csiNodes {
-		objs = append(objs, o)
-	}
-	for _, o := range w.scs {
-		objs = append(objs, o)
-	}
-	for _, o := range w.pvs {
-		objs = append(objs, o)
-	}
-	for _, o := range w.pvcs {
+	objs = appendObjects(objs, w.nodes)
+	objs = appendObjects(objs, w.classes)
+	objs = appendObjects(objs, w.slices)
+	objs = appendObjects(objs, w.csiNodes)
+	objs = appendObjects(objs, w.scs)
+	objs = appendObjects(objs, w.pvs)
+	return appendObjects(objs, w.pvcs)
+}
+
+func appendObjects[T runtime.Object](objs []runtime.Object, items []T) []runtime.Object {
+	for _, o := range items {
 		objs = append(objs, o)
 	}
 	return objs

@@ -64,14 +64,7 @@ func TestStartingNodeIsNotAReasonToPark(t *testing.T) {
 			s.UpsertNode(node("batch-1", pool, tt.taints, "4", "16Gi"))
 			s.SetTemplates(&nodegroups.NodeGroupList{NodeGroups: []nodegroups.NodeGroup{full}}, TemplatesOK)
 			v := s.Evaluate(NewRequirements(tt.pod, nil, testOpts))
-			switch {
-			case tt.want == "" && v.Hopeless:
-				t.Fatalf("parked while its only node is starting: %s", v.Message)
-			case tt.want != "" && !v.Hopeless:
-				t.Fatalf("not parked, want parked for %q (%+v)", tt.want, v)
-			case tt.want != "" && !strings.Contains(v.Message, tt.want):
-				t.Fatalf("message %q, want it to name %q", v.Message, tt.want)
-			}
+			checkStartingVerdict(t, v, tt.want, "its only node is starting")
 			for _, s := range []string{"uninitialized", "not-ready", "startup-taint", "pressure"} {
 				if strings.Contains(v.Message, s) {
 					t.Errorf("message %q names a startup taint", v.Message)
@@ -154,14 +147,7 @@ func TestStartingNodeBecomesItsGroupsTemplate(t *testing.T) {
 			s.UpsertNode(node("batch-1", tt.labels, tt.taints, "2", "8Gi"))
 			s.SetTemplates(&nodegroups.NodeGroupList{NodeGroups: []nodegroups.NodeGroup{full, other}}, TemplatesOK)
 			v := s.Evaluate(NewRequirements(tt.pod, tt.volumes, testOpts))
-			switch {
-			case tt.want == "" && v.Hopeless:
-				t.Fatalf("parked while its node is starting: %s", v.Message)
-			case tt.want != "" && !v.Hopeless:
-				t.Fatalf("not parked, want parked for %q (%+v)", tt.want, v)
-			case tt.want != "" && !strings.Contains(v.Message, tt.want):
-				t.Fatalf("message %q, want it to name %q", v.Message, tt.want)
-			}
+			checkStartingVerdict(t, v, tt.want, "its node is starting")
 		})
 	}
 
@@ -194,4 +180,18 @@ func zonalPV(key, zone string) BoundVolume {
 			NodeAffinity: &v1.VolumeNodeAffinity{Required: &v1.NodeSelector{NodeSelectorTerms: []v1.NodeSelectorTerm{{
 				MatchExpressions: []v1.NodeSelectorRequirement{{Key: key, Operator: v1.NodeSelectorOpIn, Values: []string{zone}}}}}}},
 		}}}
+}
+
+// checkStartingVerdict stops the test unless v parks the pod for want (its
+// message naming it), or, with want "", leaves it unparked while what holds.
+func checkStartingVerdict(t *testing.T, v Verdict, want, while string) {
+	t.Helper()
+	switch {
+	case want == "" && v.Hopeless:
+		t.Fatalf("parked while %s: %s", while, v.Message)
+	case want != "" && !v.Hopeless:
+		t.Fatalf("not parked, want parked for %q (%+v)", want, v)
+	case want != "" && !strings.Contains(v.Message, want):
+		t.Fatalf("message %q, want it to name %q", v.Message, want)
+	}
 }

@@ -19,19 +19,13 @@ func TestSplitLiftsTheAMIProtectionItSets(t *testing.T) {
 	w := newSplitWorld(t)
 	s := w.splitter(w.cloud, "run")
 	sawProtected := false
-	var res split.Result
-	for pass := range 80 {
-		var err error
-		res, err = s.Pass(ctx, "cassandra")
+	res, _ := w.run(ctx, s, "cassandra", 80, split.DefaultLockSettle, func(pass int, res split.Result, err error) bool {
 		if err != nil {
 			t.Fatalf("pass %d: %v", pass, err)
 		}
 		sawProtected = sawProtected || w.emu.ImageProtected("ami-cassandra")
-		if res.Done {
-			break
-		}
-		w.clock.Step(split.DefaultLockSettle)
-	}
+		return res.Done
+	})
 	if !res.Done {
 		t.Fatalf("the split did not finish: waiting %q", res.Waiting)
 	}

@@ -4,15 +4,12 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"regexp"
 	"slices"
 	"testing"
 
 	"github.com/ballast-k8s/ballast/internal/awstest"
 	"github.com/ballast-k8s/ballast/internal/split"
 )
-
-var requestID = regexp.MustCompile(`RequestID: [^,]*`)
 
 // TestReview11cSharedAMIProtectionLiftedUnderAnotherBatch (review 11c): two
 // node groups of one cluster launch from the same AMI (one launch template,
@@ -37,49 +34,15 @@ var requestID = regexp.MustCompile(`RequestID: [^,]*`)
 // whether another group's batch still needs it.
 func TestReview11cSharedAMIProtectionLiftedUnderAnotherBatch(t *testing.T) {
 	ctx := context.Background()
-	const ami = "ami-shared-node"
-	w := newSplitWorld(t, func(g *awstest.GroupSpec) { g.ImageID = ami })
-	kafka := w.emu.CreateGroup(awstest.GroupSpec{Name: "kafka", Zones: zones, MinSize: 0, MaxSize: 10, InstanceType: "i3.xlarge",
-		Tags: caTags(nil), ImageID: ami, TargetGroupARNs: []string{"arn:aws:elasticloadbalancing:us-east-1:000000000000:targetgroup/kafka/0123456789abcdef"},
-		Instances: map[string]int{zones[0]: 3, zones[1]: 1, zones[2]: 1}})
-	var kafkaIDs []string
-	for _, z := range zones {
-		kafkaIDs = append(kafkaIDs, kafka[z]...)
-	}
+	w := newSharedAMI(t, kafkaTargetGroup)
 	s := w.splitter(w.cloud, "run")
-	// kafkaMoving reports an instance of kafka's that has left (or is
-	// leaving) its group and is not yet in a group of its own zone.
-	kafkaMoving := func() string {
-		for _, id := range kafkaIDs {
-			i, _ := w.emu.Instance(id)
-			if i.EC2State == "running" && (i.LifecycleState == "Detaching" || i.Group == "") {
-				return fmt.Sprintf("%s (%s, group %q)", id, i.LifecycleState, i.Group)
-			}
-		}
-		return ""
-	}
-	deregistered := ""
-	logged := map[string]bool{}
-	for pass := range 60 {
-		for _, g := range []string{"cassandra", "kafka"} {
-			if _, err := s.Pass(ctx, g); err != nil && !logged[requestID.ReplaceAllString(err.Error(), "")] {
-				logged[requestID.ReplaceAllString(err.Error(), "")] = true
-				t.Logf("pass %d of %s: %v", pass, g, err)
-			}
-		}
+	logKafka := func(pass int) {
 		if g, _ := w.emu.Group("kafka"); pass == 3 {
-			t.Logf("after pass 3: kafka's %s=%q, cassandra's protected AMI: %t", split.TagImages, g.Tags[split.TagImages], w.emu.ImageProtected(ami))
+			t.Logf("after pass 3: kafka's %s=%q, cassandra's protected AMI: %t", split.TagImages, g.Tags[split.TagImages], w.emu.ImageProtected(w.ami))
 		}
-		if m := kafkaMoving(); m != "" && deregistered == "" && !w.emu.ImageProtected(ami) {
-			// The image pipeline cleans up the old AMI: EC2 lets it.
-			if err := w.emu.DeregisterImage(ami); err == nil {
-				deregistered = fmt.Sprintf("after pass %d, while kafka's instance %s was on its way, the protection of %s was already lifted (by cassandra's split) and EC2 deregistered it", pass, m, ami)
-			}
-		}
-		w.clock.Step(split.DefaultLockSettle)
 	}
-	if deregistered != "" {
-		t.Errorf("%s", deregistered)
+	if pass, m := w.passesWithPipeline(ctx, t, 60, logKafka, splitOf{s, "cassandra"}, splitOf{s, "kafka"}); m != "" {
+		t.Errorf("after pass %d, while kafka's instance %s was on its way, the protection of %s was already lifted (by cassandra's split) and EC2 deregistered it", pass, m, w.ami)
 	}
 	w.checkNoneLoose(t, "after 60 passes of each split")
 }
@@ -100,7 +63,7 @@ func TestReview11cSharedAMIProtectionLiftedUnderAnotherBatch(t *testing.T) {
 // state has no AMIs. Crashes after each call in turn, as that test does.
 func TestReview11cCrashNeverLeavesTheAMIProtected(t *testing.T) {
 	clean := newSplitWorld(t)
-	if _, err := clean.finish(t, clean.splitter(clean.cloud, "cli"), "cassandra"); err != nil {
+	if _, err := clean.finish(context.Background(), clean.splitter(clean.cloud, "cli"), "cassandra"); err != nil {
 		t.Fatal(err)
 	}
 	total := len(clean.emu.Calls())
@@ -109,10 +72,10 @@ func TestReview11cCrashNeverLeavesTheAMIProtected(t *testing.T) {
 		w := newSplitWorld(t)
 		ctx, cancel := context.WithCancel(context.Background())
 		crashing := w.client(t, &http.Client{Transport: &crashAfter{n: n, cancel: cancel}})
-		_, _ = finish(ctx, w.clock, w.splitter(crashing, "cli"), "cassandra")
+		_, _ = w.finish(ctx, w.splitter(crashing, "cli"), "cassandra")
 		cancel()
 		last := w.emu.Calls()[len(w.emu.Calls())-1].Action
-		if _, err := w.finish(t, w.splitter(w.cloud, "cli"), "cassandra"); err != nil {
+		if _, err := w.finish(context.Background(), w.splitter(w.cloud, "cli"), "cassandra"); err != nil {
 			t.Fatalf("crash after call %d (%s), resuming: %v", n, last, err)
 		}
 		if w.emu.ImageProtected("ami-cassandra") {
@@ -142,16 +105,7 @@ func TestReview11cSplitWithoutRoomNeverStarts(t *testing.T) {
 	for _, own := range []int{46, 48} {
 		t.Run(fmt.Sprintf("%d tags", own), func(t *testing.T) {
 			ctx := context.Background()
-			w := newSplitWorld(t, func(g *awstest.GroupSpec) {
-				tags := map[string]string{}
-				for k, v := range g.Tags {
-					tags[k] = v
-				}
-				for n := len(tags); n < own; n++ {
-					tags[fmt.Sprintf("cost-center/%02d", n)] = "x"
-				}
-				g.Tags = tags
-			})
+			w := newSplitWorld(t, awstest.WithOwnTags(own))
 			s := w.splitter(w.cloud, "run")
 			res, _ := w.passUntilDone(ctx, t, s, "cassandra", 30)
 			if res.Done {
@@ -182,20 +136,5 @@ func TestReview11cSplitWithoutRoomNeverStarts(t *testing.T) {
 // group alike: every pass fails, and the split never finishes. Same input as
 // TestSplitIgnoresARecordOfAnotherGroupsInstance, another group name.
 func TestReview11cRecordOfAGroupNamedLikeAZoneGroup(t *testing.T) {
-	ctx := context.Background()
-	w := newSplitWorld(t)
-	other := w.emu.CreateGroup(awstest.GroupSpec{Name: "cassandra-backup", Zones: zones[:1], MinSize: 1, MaxSize: 1, InstanceType: "m5.large",
-		Instances: map[string]int{zones[0]: 1}})
-	stranger := other[zones[0]][0]
-	if err := w.cloud.SetGroupTags(ctx, "cassandra", map[string]string{split.TagRecordPrefix + stranger: zones[0]}); err != nil {
-		t.Fatal(err)
-	}
-	s := w.splitter(w.cloud, "run")
-	res, err := w.passUntilDone(ctx, t, s, "cassandra", 80)
-	if i, _ := w.emu.Instance(stranger); i.Group != "cassandra-backup" {
-		t.Errorf("instance %s of cassandra-backup is now in %q", stranger, i.Group)
-	}
-	if !res.Done {
-		t.Errorf("the split never finished because of a record of %s, which is in cassandra-backup (not one of the split's per-zone groups): last error %v, waiting %q, stranded %q", stranger, err, res.Waiting, res.Stranded)
-	}
+	testRecordOfAnotherIgnored(t, "cassandra-backup", " (not one of the split's per-zone groups)")
 }

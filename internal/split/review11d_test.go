@@ -3,12 +3,10 @@ package split_test
 import (
 	"context"
 	"errors"
-	"fmt"
 	"slices"
 	"strings"
 	"testing"
 
-	"github.com/ballast-k8s/ballast/internal/asg"
 	"github.com/ballast-k8s/ballast/internal/awstest"
 	"github.com/ballast-k8s/ballast/internal/split"
 )
@@ -39,48 +37,11 @@ import (
 // or the reading must span every group of the account.
 func TestReview11dAMIProtectionLiftedUnderAnotherClustersBatch(t *testing.T) {
 	ctx := context.Background()
-	const ami = "ami-shared-node"
-	w := newSplitWorld(t, func(g *awstest.GroupSpec) { g.ImageID = ami })
-	staging := map[string]string{"k8s.io/cluster-autoscaler/enabled": "true", "k8s.io/cluster-autoscaler/staging": "owned"}
-	kafka := w.emu.CreateGroup(awstest.GroupSpec{Name: "kafka", Zones: zones, MinSize: 0, MaxSize: 10, InstanceType: "i3.xlarge",
-		Tags: staging, ImageID: ami, TargetGroupARNs: []string{"arn:aws:elasticloadbalancing:us-east-1:000000000000:targetgroup/kafka/0123456789abcdef"},
-		Instances: map[string]int{zones[0]: 3, zones[1]: 1, zones[2]: 1}})
-	var kafkaIDs []string
-	for _, z := range zones {
-		kafkaIDs = append(kafkaIDs, kafka[z]...)
-	}
-	prod := w.splitter(w.cloud, "run")
-	stagingSplitter := split.New(w.cloud, w.clock, split.Options{Selector: asg.AutoDiscovery("staging"), Owner: "run-staging"})
-	kafkaMoving := func() string {
-		for _, id := range kafkaIDs {
-			i, _ := w.emu.Instance(id)
-			if i.EC2State == "running" && (i.LifecycleState == "Detaching" || i.Group == "") {
-				return fmt.Sprintf("%s (%s, group %q)", id, i.LifecycleState, i.Group)
-			}
-		}
-		return ""
-	}
-	deregistered := ""
-	logged := map[string]bool{}
-	for pass := range 60 {
-		for _, p := range []struct {
-			s     *split.Splitter
-			group string
-		}{{prod, "cassandra"}, {stagingSplitter, "kafka"}} {
-			if _, err := p.s.Pass(ctx, p.group); err != nil && !logged[requestID.ReplaceAllString(err.Error(), "")] {
-				logged[requestID.ReplaceAllString(err.Error(), "")] = true
-				t.Logf("pass %d of %s: %v", pass, p.group, err)
-			}
-		}
-		if m := kafkaMoving(); m != "" && deregistered == "" && !w.emu.ImageProtected(ami) {
-			if err := w.emu.DeregisterImage(ami); err == nil {
-				deregistered = fmt.Sprintf("after pass %d, while staging's kafka instance %s was on its way, prod's split of cassandra had lifted the protection of %s (it cannot see kafka's split) and EC2 deregistered it", pass, m, ami)
-			}
-		}
-		w.clock.Step(split.DefaultLockSettle)
-	}
-	if deregistered != "" {
-		t.Errorf("%s", deregistered)
+	w := newSharedAMI(t, inCluster("staging"), kafkaTargetGroup)
+	prod := splitOf{w.splitter(w.cloud, "run"), "cassandra"}
+	staging := splitOf{w.splitterOf(w.cloud, "staging", "run-staging"), "kafka"}
+	if pass, m := w.passesWithPipeline(ctx, t, 60, nil, prod, staging); m != "" {
+		t.Errorf("after pass %d, while staging's kafka instance %s was on its way, prod's split of cassandra had lifted the protection of %s (it cannot see kafka's split) and EC2 deregistered it", pass, m, w.ami)
 	}
 	w.checkNoneLoose(t, "after 60 passes of each split")
 }
@@ -107,19 +68,15 @@ func TestReview11dSplitWithoutRoomForTheZoneGroupNameNeverStarts(t *testing.T) {
 	w := newSplitWorld(t)
 	w.emu.CreateGroup(awstest.GroupSpec{Name: long, Zones: zones, MinSize: 3, MaxSize: 10, InstanceType: "i3.xlarge",
 		Tags: caTags(nil), Instances: map[string]int{zones[0]: 4, zones[1]: 1, zones[2]: 1}})
-	s := w.splitter(w.cloud, "run")
 	var last error
 	failed := 0
-	for range 5 {
-		if _, err := s.Pass(ctx, long); err != nil {
+	w.run(ctx, w.splitter(w.cloud, "run"), long, 5, split.DefaultLockSettle, func(_ int, _ split.Result, err error) bool {
+		if err != nil {
 			last = err
 			failed++
-			if errors.Is(err, split.ErrRefused) {
-				break
-			}
 		}
-		w.clock.Step(split.DefaultLockSettle)
-	}
+		return errors.Is(err, split.ErrRefused)
+	})
 	// The group's name makes the errors long: their end says what failed.
 	tail := ""
 	if last != nil {

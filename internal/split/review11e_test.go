@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"testing"
 
-	"github.com/ballast-k8s/ballast/internal/asg"
-	"github.com/ballast-k8s/ballast/internal/awstest"
 	"github.com/ballast-k8s/ballast/internal/split"
 )
 
@@ -49,25 +47,9 @@ func (c *liftRace) SetImageProtection(ctx context.Context, id string, on bool) e
 // detach, closes it.
 func TestReview11eAMILiftRacesAnotherSplitsRecord(t *testing.T) {
 	ctx := context.Background()
-	const ami = "ami-shared-node"
-	w := newSplitWorld(t, func(g *awstest.GroupSpec) { g.ImageID = ami })
-	staging := map[string]string{"k8s.io/cluster-autoscaler/enabled": "true", "k8s.io/cluster-autoscaler/staging": "owned"}
-	kafka := w.emu.CreateGroup(awstest.GroupSpec{Name: "kafka", Zones: zones, MinSize: 0, MaxSize: 10, InstanceType: "i3.xlarge",
-		Tags: staging, ImageID: ami, Instances: map[string]int{zones[0]: 3, zones[1]: 1, zones[2]: 1}})
-	var kafkaIDs []string
-	for _, z := range zones {
-		kafkaIDs = append(kafkaIDs, kafka[z]...)
-	}
-	kafkaMoving := func() string {
-		for _, id := range kafkaIDs {
-			i, _ := w.emu.Instance(id)
-			if i.EC2State == "running" && (i.LifecycleState == "Detaching" || i.Group == "") {
-				return fmt.Sprintf("%s (%s, group %q)", id, i.LifecycleState, i.Group)
-			}
-		}
-		return ""
-	}
-	stagingSplitter := split.New(w.cloud, w.clock, split.Options{Selector: asg.AutoDiscovery("staging"), Owner: "run-staging"})
+	w := newSharedAMI(t, inCluster("staging"))
+	ami := w.ami
+	stagingSplitter := w.splitterOf(w.cloud, "staging", "run-staging")
 	raced := ""
 	race := &liftRace{Cloud: w.cloud}
 	race.between = func() bool {
@@ -89,7 +71,7 @@ func TestReview11eAMILiftRacesAnotherSplitsRecord(t *testing.T) {
 			if len(res.Steps) == 0 {
 				w.clock.Step(split.DefaultLockSettle) // only if its lock had to be claimed again
 			}
-			if m := kafkaMoving(); m != "" {
+			if m := w.moving(); m != "" {
 				raced = m
 				return true
 			}
@@ -102,37 +84,23 @@ func TestReview11eAMILiftRacesAnotherSplitsRecord(t *testing.T) {
 		t.Fatal(err)
 	}
 	prod := w.splitter(race, "run")
-	for pass := range 60 {
-		if _, err := prod.Pass(ctx, "cassandra"); err != nil {
+	w.run(ctx, prod, "cassandra", 60, split.DefaultLockSettle, func(pass int, _ split.Result, err error) bool {
+		if err != nil {
 			t.Logf("prod pass %d of cassandra: %v", pass, err)
 		}
-		if raced != "" {
-			break
-		}
-		w.clock.Step(split.DefaultLockSettle)
-	}
+		return raced != ""
+	})
 	if raced == "" {
-		t.Fatalf("the race never ran: prod's split of cassandra lifted no AMI protection, or staging's kafka batch never left (kafka moving: %q)", kafkaMoving())
+		t.Fatalf("the race never ran: prod's split of cassandra lifted no AMI protection, or staging's kafka batch never left (kafka moving: %q)", w.moving())
 	}
 	// The image pipeline deregisters the AMI whenever EC2 lets it, while
 	// staging's batch is on its way; both splits carry on.
 	deregistered := ""
-	logged := map[string]bool{}
 	for pass := range 60 {
-		if m := kafkaMoving(); m != "" && deregistered == "" && !w.emu.ImageProtected(ami) {
-			if err := w.emu.DeregisterImage(ami); err == nil {
-				deregistered = fmt.Sprintf("after staging's pass %d, while its kafka instance %s was on its way", pass, m)
-			}
+		if m := w.pipelineDeregisters(); m != "" {
+			deregistered = fmt.Sprintf("after staging's pass %d, while its kafka instance %s was on its way", pass, m)
 		}
-		for _, p := range []struct {
-			s     *split.Splitter
-			group string
-		}{{prod, "cassandra"}, {stagingSplitter, "kafka"}} {
-			if _, err := p.s.Pass(ctx, p.group); err != nil && !logged[requestID.ReplaceAllString(err.Error(), "")] {
-				logged[requestID.ReplaceAllString(err.Error(), "")] = true
-				t.Logf("pass %d of %s: %v", pass, p.group, err)
-			}
-		}
+		w.passEach(ctx, t, pass, splitOf{prod, "cassandra"}, splitOf{stagingSplitter, "kafka"})
 		w.clock.Step(split.DefaultLockSettle)
 	}
 	if deregistered != "" {

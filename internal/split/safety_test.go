@@ -18,18 +18,6 @@ import (
 	"github.com/ballast-k8s/ballast/internal/split"
 )
 
-// checkNoneLoose fails for every running instance that is in no group: the
-// split group and its per-zone groups are the only places it may be (a
-// Detaching instance is still in its group).
-func (w *splitWorld) checkNoneLoose(t *testing.T, when string) {
-	t.Helper()
-	for _, i := range w.emu.AllInstances() {
-		if i.EC2State == "running" && i.Group == "" {
-			t.Errorf("%s: instance %s runs in no group (%s): lost to cluster-autoscaler, with its data", when, i.ID, i.LifecycleState)
-		}
-	}
-}
-
 // TestSplitNeverDetachesWhatCannotBeAttached is finding 1 of the review of
 // issue 11. The user guide, "Detach or attach instances from your Auto
 // Scaling group" (ec2-auto-scaling-detach-attach-instances), considerations
@@ -43,22 +31,16 @@ func TestSplitNeverDetachesWhatCannotBeAttached(t *testing.T) {
 	w.emu.DeregisterImage("ami-cassandra")
 	s := w.splitter(w.cloud, "run")
 	var last split.Result
-	for pass := range 30 {
-		res, err := s.Pass(ctx, "cassandra")
-		if err != nil {
-			t.Logf("pass %d: %v", pass, err)
-		} else {
+	w.run(ctx, s, "cassandra", 30, 30*time.Second, func(pass int, res split.Result, err error) bool {
+		if err == nil {
 			last = res
 		}
-		w.checkNoneLoose(t, fmt.Sprintf("after pass %d", pass))
-		if t.Failed() {
-			t.FailNow()
-		}
+		w.noneLoose(t)(pass, res, err)
 		if res.Done {
 			t.Fatal("the split is done, though no instance could move")
 		}
-		w.clock.Step(30 * time.Second)
-	}
+		return false
+	})
 	if n := len(w.emu.GroupInstances("cassandra")); n != len(w.all()) {
 		t.Errorf("%d instances left in cassandra, want all %d: none can be attached elsewhere", n, len(w.all()))
 	}
@@ -77,48 +59,13 @@ func TestSplitNeverDetachesWhatCannotBeAttached(t *testing.T) {
 func TestSplitReturnsInstancesAWSRefuses(t *testing.T) {
 	ctx := context.Background()
 	w := newSplitWorld(t)
-	zone := split.ZoneGroupName("cassandra", zones[0])
-	w.emu.Inject(awstest.Fault{Service: "autoscaling", Action: "AttachInstances", Group: zone, Code: "ValidationError", Status: http.StatusBadRequest, Times: 1000})
-	s := w.splitter(w.cloud, "run")
-	for pass := range 40 {
-		if _, err := s.Pass(ctx, "cassandra"); err != nil {
-			t.Logf("pass %d: %v", pass, err)
-		}
-		w.checkNoneLoose(t, "after a pass")
-		if t.Failed() {
-			t.Fatalf("after pass %d", pass)
-		}
-		w.clock.Step(30 * time.Second)
-	}
+	w.refuseAttach(split.ZoneGroupName("cassandra", zones[0]))
+	w.run(ctx, w.splitter(w.cloud, "run"), "cassandra", 40, 30*time.Second, w.noneLoose(t))
 	for _, id := range w.ids[zones[0]] {
 		if i, _ := w.emu.Instance(id); i.Group != "cassandra" {
 			t.Errorf("instance %s is in %q, want back in cassandra", id, i.Group)
 		}
 	}
-}
-
-// lockTripper stands for what the SDK and the network do to the lock's
-// writes: slow ones (the retryer's backoff under throttling lands a claim
-// late) and a rival splitter's claim landing in the middle of a pass.
-type lockTripper struct {
-	mu     sync.Mutex
-	before func(action string, form url.Values)
-}
-
-func (l *lockTripper) RoundTrip(r *http.Request) (*http.Response, error) {
-	body, err := io.ReadAll(r.Body)
-	if err != nil {
-		return nil, err
-	}
-	r.Body = io.NopCloser(bytes.NewReader(body))
-	form, _ := url.ParseQuery(string(body))
-	l.mu.Lock()
-	before := l.before
-	l.mu.Unlock()
-	if before != nil {
-		before(form.Get("Action"), form)
-	}
-	return http.DefaultTransport.RoundTrip(r)
 }
 
 func isLockWrite(action string, form url.Values) bool {
@@ -147,13 +94,12 @@ func TestSplitLockClaimIsBounded(t *testing.T) {
 	})
 	t.Run("late claim is void", func(t *testing.T) {
 		w := newSplitWorld(t)
-		lt := &lockTripper{}
+		s, lt := w.tripped(t, "run")
 		lt.before = func(action string, form url.Values) {
 			if isLockWrite(action, form) {
 				w.clock.Step(20 * time.Second) // the claim lands 20 s after it was decided
 			}
 		}
-		s := w.splitter(w.client(t, &http.Client{Transport: lt}), "run")
 		_, _ = s.Pass(ctx, "cassandra")
 		lt.mu.Lock()
 		lt.before = nil
@@ -171,7 +117,7 @@ func TestSplitLockClaimIsBounded(t *testing.T) {
 		}
 		// Once it lapses, the split goes on.
 		w.clock.Step(split.DefaultLockDuration)
-		if _, err := w.finish(t, s, "cassandra"); err != nil {
+		if _, err := w.finish(ctx, s, "cassandra"); err != nil {
 			t.Fatal(err)
 		}
 		w.checkNothingLost(t)
@@ -184,24 +130,18 @@ func TestSplitLockClaimIsBounded(t *testing.T) {
 func TestSplitStopsWhenItsLockIsTaken(t *testing.T) {
 	ctx := context.Background()
 	w := newSplitWorld(t)
-	lt := &lockTripper{}
-	s := w.splitter(w.client(t, &http.Client{Transport: lt}), "run")
+	s, lt := w.tripped(t, "run")
 	if _, err := s.Pass(ctx, "cassandra"); err != nil { // claims
 		t.Fatal(err)
 	}
 	w.clock.Step(split.DefaultLockSettle)
-	var once sync.Once
-	lt.before = func(action string, _ url.Values) {
-		if action == "CreateAutoScalingGroup" {
-			once.Do(func() {
-				now := w.clock.Now().UTC()
-				rival := "other " + now.Format(time.RFC3339) + " " + now.Add(split.DefaultLockDuration).Format(time.RFC3339)
-				if err := w.cloud.SetGroupTags(ctx, "cassandra", map[string]string{split.TagLock: rival}); err != nil {
-					t.Error(err)
-				}
-			})
+	lt.beforeFirst(func(action string, _ url.Values) bool { return action == "CreateAutoScalingGroup" }, func() {
+		now := w.clock.Now().UTC()
+		rival := "other " + now.Format(time.RFC3339) + " " + now.Add(split.DefaultLockDuration).Format(time.RFC3339)
+		if err := w.cloud.SetGroupTags(ctx, "cassandra", map[string]string{split.TagLock: rival}); err != nil {
+			t.Error(err)
 		}
-	}
+	})
 	w.emu.Reset()
 	_, err := s.Pass(ctx, "cassandra")
 	if !errors.Is(err, split.ErrLocked) {
@@ -274,15 +214,12 @@ func TestSplitChecksTheAMIOfARecordedBatchBeforeDetaching(t *testing.T) {
 	w.emu.Inject(awstest.Fault{Service: "autoscaling", Action: "DetachInstances", Code: "ValidationError", Status: http.StatusBadRequest, Times: 1})
 	s := w.splitter(w.cloud, "run")
 	recorded := false
-	for pass := range 10 {
-		_, err := s.Pass(ctx, "cassandra")
+	w.run(ctx, s, "cassandra", 10, split.DefaultLockSettle, func(pass int, _ split.Result, err error) bool {
 		t.Logf("pass %d: %v", pass, err)
-		if g, _ := w.emu.Group("cassandra"); strings.HasPrefix(g.Tags[split.TagState], "move ") {
-			recorded = true
-			break
-		}
-		w.clock.Step(split.DefaultLockSettle)
-	}
+		g, _ := w.emu.Group("cassandra")
+		recorded = strings.HasPrefix(g.Tags[split.TagState], "move ")
+		return recorded
+	})
 	if !recorded {
 		t.Fatal("no batch recorded")
 	}
@@ -291,16 +228,7 @@ func TestSplitChecksTheAMIOfARecordedBatchBeforeDetaching(t *testing.T) {
 	}
 	// The operator rolls the AMI and deregisters the old one now.
 	w.emu.DeregisterImage("ami-cassandra")
-	for pass := range 30 {
-		if _, err := s.Pass(ctx, "cassandra"); err != nil {
-			t.Logf("pass %d: %v", pass, err)
-		}
-		w.checkNoneLoose(t, fmt.Sprintf("after pass %d with the AMI gone", pass))
-		if t.Failed() {
-			t.FailNow()
-		}
-		w.clock.Step(30 * time.Second)
-	}
+	w.run(ctx, s, "cassandra", 30, 30*time.Second, w.noneLoose(t))
 }
 
 // TestSplitReprotectsInstancesSentBack (review 11): an instance of the batch
@@ -321,18 +249,8 @@ func TestSplitReprotectsInstancesSentBack(t *testing.T) {
 	if i, _ := w.emu.Instance(protected); !i.ProtectedFromScaleIn {
 		t.Fatalf("instance %s not protected before the split", protected)
 	}
-	w.emu.Inject(awstest.Fault{Service: "autoscaling", Action: "AttachInstances", Group: zone, Code: "ValidationError", Status: http.StatusBadRequest, Times: 1000})
-	s := w.splitter(w.cloud, "run")
-	for pass := range 40 {
-		if _, err := s.Pass(ctx, "cassandra"); err != nil {
-			t.Logf("pass %d: %v", pass, err)
-		}
-		w.checkNoneLoose(t, "after a pass")
-		if t.Failed() {
-			t.Fatalf("after pass %d", pass)
-		}
-		w.clock.Step(30 * time.Second)
-	}
+	w.refuseAttach(zone)
+	w.run(ctx, w.splitter(w.cloud, "run"), "cassandra", 40, 30*time.Second, w.noneLoose(t))
 	i, _ := w.emu.Instance(protected)
 	if i.Group != "cassandra" || i.LifecycleState != "InService" {
 		t.Fatalf("instance %s is %s in %q, want InService back in cassandra", protected, i.LifecycleState, i.Group)
@@ -356,51 +274,35 @@ func TestSplitReprotectsInstancesSentBack(t *testing.T) {
 func TestSplitLateRecordNeverOverwritesAnotherBatch(t *testing.T) {
 	ctx := context.Background()
 	w := newSplitWorld(t)
-	lt := &lockTripper{}
-	a := w.splitter(w.client(t, &http.Client{Transport: lt}), "a")
+	a, lt := w.tripped(t, "a")
 	b := w.splitter(w.cloud, "b")
 	moving := w.ids[zones[1]][0]
-	var once sync.Once
-	lt.before = func(action string, form url.Values) {
-		if action != "CreateOrUpdateTags" || form.Get("Tags.member.1.Key") != split.TagState || !strings.HasPrefix(form.Get("Tags.member.1.Value"), "move ") {
-			return
-		}
-		once.Do(func() {
-			// A's record of its first batch is held up past its lock; B
-			// takes the group over and gets as far as detaching zone b's batch.
-			w.clock.Step(split.DefaultLockDuration + time.Second)
-			for pass := range 80 {
-				_, err := b.Pass(ctx, "cassandra")
-				t.Logf("B pass %d while A's write is held up: %v", pass, err)
-				if i, _ := w.emu.Instance(moving); i.LifecycleState == "Detaching" || i.Group == "" {
-					return
-				}
-				w.clock.Step(split.DefaultLockSettle)
-			}
-			t.Error("B never detached zone b's batch")
+	recordOfABatch := func(action string, form url.Values) bool {
+		return action == "CreateOrUpdateTags" && form.Get("Tags.member.1.Key") == split.TagState && strings.HasPrefix(form.Get("Tags.member.1.Value"), "move ")
+	}
+	lt.beforeFirst(recordOfABatch, func() {
+		// A's record of its first batch is held up past its lock; B
+		// takes the group over and gets as far as detaching zone b's batch.
+		w.clock.Step(split.DefaultLockDuration + time.Second)
+		detached := false
+		w.run(ctx, b, "cassandra", 80, split.DefaultLockSettle, func(pass int, _ split.Result, err error) bool {
+			t.Logf("B pass %d while A's write is held up: %v", pass, err)
+			i, _ := w.emu.Instance(moving)
+			detached = i.LifecycleState == "Detaching" || i.Group == ""
+			return detached
 		})
-	}
-	for pass := range 5 {
-		_, err := a.Pass(ctx, "cassandra")
-		t.Logf("A pass %d: %v", pass, err)
-		if err != nil {
-			break
+		if !detached {
+			t.Error("B never detached zone b's batch")
 		}
-		w.clock.Step(split.DefaultLockSettle)
-	}
+	})
+	w.run(ctx, a, "cassandra", 5, split.DefaultLockSettle, func(pass int, _ split.Result, err error) bool {
+		t.Logf("A pass %d: %v", pass, err)
+		return err != nil
+	})
 	lt.mu.Lock()
 	lt.before = nil
 	lt.mu.Unlock()
-	for pass := range 80 {
-		res, err := b.Pass(ctx, "cassandra")
-		if err != nil {
-			t.Logf("B pass %d: %v", pass, err)
-		}
-		if res.Done {
-			break
-		}
-		w.clock.Step(split.DefaultLockSettle)
-	}
+	w.passUntilDone(ctx, t, b, "cassandra", 80)
 	w.checkNoneLoose(t, "after the split")
 	w.checkNothingLost(t)
 }
@@ -421,38 +323,22 @@ func TestSplitDoesNotStrandOnAFullZoneGroup(t *testing.T) {
 	ctx := context.Background()
 	w := newSplitWorld(t)
 	zone := split.ZoneGroupName("cassandra", zones[0])
-	lt := &lockTripper{}
-	s := w.splitter(w.client(t, &http.Client{Transport: lt}), "run")
-	var once sync.Once
-	lt.before = func(action string, form url.Values) {
-		if action != "AttachInstances" || form.Get("AutoScalingGroupName") != zone {
-			return
+	s, lt := w.tripped(t, "run")
+	lt.beforeFirst(attachTo(zone), func() {
+		g, _ := w.emu.Group(zone)
+		// cluster-autoscaler scales the zone group up to its maximum.
+		if err := w.cloud.UpdateGroupSize(ctx, zone, asg.Sizes{Desired: &g.MaxSize}); err != nil {
+			t.Error(err)
 		}
-		once.Do(func() {
-			g, _ := w.emu.Group(zone)
-			// cluster-autoscaler scales the zone group up to its maximum.
-			if err := w.cloud.UpdateGroupSize(ctx, zone, asg.Sizes{Desired: &g.MaxSize}); err != nil {
-				t.Error(err)
-			}
-		})
-	}
+	})
 	var last split.Result
-	for pass := range 60 {
-		res, err := s.Pass(ctx, "cassandra")
-		if err != nil {
-			t.Logf("pass %d: %v", pass, err)
-		} else {
+	w.run(ctx, s, "cassandra", 60, 30*time.Second, func(pass int, res split.Result, err error) bool {
+		if err == nil {
 			last = res
 		}
-		w.checkNoneLoose(t, fmt.Sprintf("after pass %d", pass))
-		if t.Failed() {
-			t.FailNow()
-		}
-		if res.Done {
-			break
-		}
-		w.clock.Step(30 * time.Second)
-	}
+		w.noneLoose(t)(pass, res, err)
+		return res.Done
+	})
 	if len(last.Stranded) > 0 {
 		t.Errorf("stranded after cluster-autoscaler filled %s for a moment: %q", zone, last.Stranded)
 	}
@@ -472,22 +358,17 @@ func TestSplitDoesNotStrandOnAFullZoneGroup(t *testing.T) {
 // every later pass does the same: the batch runs in no group for good.
 func TestSplitBackMarksFitTheStateTag(t *testing.T) {
 	ctx := context.Background()
-	w := newSplitWorld(t, func(g *awstest.GroupSpec) {
-		g.MaxSize = 20
-		g.Instances = map[string]int{zones[0]: 12, zones[1]: 1, zones[2]: 1}
-	})
-	zone := split.ZoneGroupName("cassandra", zones[0])
-	w.emu.Inject(awstest.Fault{Service: "autoscaling", Action: "AttachInstances", Group: zone, Code: "ValidationError", Status: http.StatusBadRequest, Times: 1000})
-	s := w.splitter(w.cloud, "run")
-	for pass := range 30 {
-		if _, err := s.Pass(ctx, "cassandra"); err != nil {
+	w := newSplitWorld(t, awstest.WithInstances(20, map[string]int{zones[0]: 12, zones[1]: 1, zones[2]: 1}))
+	w.refuseAttach(split.ZoneGroupName("cassandra", zones[0]))
+	w.run(ctx, w.splitter(w.cloud, "run"), "cassandra", 30, 30*time.Second, func(pass int, _ split.Result, err error) bool {
+		if err != nil {
 			t.Logf("pass %d: %.300s", pass, err)
 		}
 		if g, _ := w.emu.Group("cassandra"); pass == 1 {
 			t.Logf("state tag (%d characters): %s", len(g.Tags[split.TagState]), g.Tags[split.TagState])
 		}
-		w.clock.Step(30 * time.Second)
-	}
+		return false
+	})
 	w.checkNoneLoose(t, "after 30 passes")
 }
 
@@ -535,17 +416,13 @@ func TestSplitAttachWhoseReplyWasLost(t *testing.T) {
 	zone := split.ZoneGroupName("cassandra", zones[0])
 	protected := w.ids[zones[0]][1]
 	s := w.splitter(w.client(t, &http.Client{Transport: &lostReply{group: zone}}), "run")
-	for pass := range 60 {
-		res, err := s.Pass(ctx, "cassandra")
+	w.run(ctx, s, "cassandra", 60, 30*time.Second, func(pass int, res split.Result, err error) bool {
 		if err != nil {
 			t.Logf("pass %d: %.400s", pass, err)
 		}
 		w.checkNoneLoose(t, fmt.Sprintf("after pass %d", pass))
-		if res.Done || t.Failed() {
-			break
-		}
-		w.clock.Step(30 * time.Second)
-	}
+		return res.Done || t.Failed()
+	})
 	i, _ := w.emu.Instance(protected)
 	if i.Group != zone || !i.ProtectedFromScaleIn {
 		t.Errorf("instance %s, protected before the split, is %s in %q, protected=%v; want protected in %s", protected, i.LifecycleState, i.Group, i.ProtectedFromScaleIn, zone)

@@ -7,109 +7,16 @@ import (
 	"net/http"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-	clocktesting "k8s.io/utils/clock/testing"
 	"k8s.io/utils/ptr"
 
 	"github.com/ballast-k8s/ballast/internal/asg"
 	"github.com/ballast-k8s/ballast/internal/awstest"
 	"github.com/ballast-k8s/ballast/internal/split"
 )
-
-var zones = []string{"us-east-1a", "us-east-1b", "us-east-1c"}
-
-const (
-	cluster  = "prod"
-	hookName = "ballast-local-volumes"
-)
-
-func caTags(extra map[string]string) map[string]string {
-	tags := map[string]string{"k8s.io/cluster-autoscaler/enabled": "true", "k8s.io/cluster-autoscaler/" + cluster: "owned"}
-	for k, v := range extra {
-		tags[k] = v
-	}
-	return tags
-}
-
-const nodeTemplateTag = "k8s.io/cluster-autoscaler/node-template/label/workload"
-
-// splitWorld is a 3-zone group of 4+1+1 instances (incident 7), min 3 max 10,
-// two instances protected from scale-in, a termination hook.
-type splitWorld struct {
-	emu   *awstest.Server
-	clock *clocktesting.FakeClock
-	cloud *asg.Client
-	ids   map[string][]string // by zone
-	prot  []string            // protected before the split
-}
-
-func newSplitWorld(t testing.TB, edit ...func(*awstest.GroupSpec)) *splitWorld {
-	t.Helper()
-	f := awstest.NewSplitWorld(t, zones, hookName, caTags(map[string]string{nodeTemplateTag: "cassandra", "team": "db"}), edit...)
-	return &splitWorld{emu: f.Emu, clock: f.Clock, cloud: f.Cloud, ids: f.IDs, prot: f.Protected}
-}
-
-func (w *splitWorld) client(t testing.TB, hc *http.Client) *asg.Client {
-	t.Helper()
-	return w.emu.NewClient(t, hc)
-}
-
-func (w *splitWorld) splitter(cloud split.Cloud, owner string) *split.Splitter {
-	return split.New(cloud, w.clock, split.Options{Selector: asg.AutoDiscovery(cluster), Owner: owner})
-}
-
-// finish runs passes of the split of group, the clock moving on between
-// them, until it is done or a pass fails.
-func (w *splitWorld) finish(t testing.TB, s *split.Splitter, group string) ([]split.Step, error) {
-	t.Helper()
-	return finish(context.Background(), w.clock, s, group)
-}
-
-func finish(ctx context.Context, clk *clocktesting.FakeClock, s *split.Splitter, group string) ([]split.Step, error) {
-	var all []split.Step
-	for range 200 {
-		res, err := s.Pass(ctx, group)
-		all = append(all, res.Steps...)
-		if err != nil || res.Done {
-			return all, err
-		}
-		clk.Step(split.DefaultLockSettle)
-	}
-	return all, fmt.Errorf("the split of %s did not finish in 200 passes", group)
-}
-
-// passUntilDone runs passes of s over group, a lock settle apart, until the
-// split is done or max passes ran; it logs each pass's error and returns the
-// last result and error.
-func (w *splitWorld) passUntilDone(ctx context.Context, t *testing.T, s *split.Splitter, group string, max int) (split.Result, error) {
-	t.Helper()
-	var res split.Result
-	var err error
-	for pass := range max {
-		res, err = s.Pass(ctx, group)
-		if err != nil {
-			t.Logf("pass %d: %v", pass, err)
-		}
-		if res.Done {
-			break
-		}
-		w.clock.Step(split.DefaultLockSettle)
-	}
-	return res, err
-}
-
-func (w *splitWorld) all() []string {
-	var out []string
-	for _, z := range zones {
-		out = append(out, w.ids[z]...)
-	}
-	slices.Sort(out)
-	return out
-}
 
 // groupEnd is what a split leaves of a group.
 type groupEnd struct {
@@ -138,23 +45,6 @@ func endState(emu *awstest.Server) map[string]groupEnd {
 	return out
 }
 
-// checkNothingLost fails unless exactly the seeded instances exist, all
-// running, each in its zone's group.
-func (w *splitWorld) checkNothingLost(t *testing.T) {
-	t.Helper()
-	var got []string
-	for _, i := range w.emu.AllInstances() {
-		got = append(got, i.ID)
-		if i.EC2State != "running" || i.Group != split.ZoneGroupName("cassandra", i.Zone) {
-			t.Errorf("instance %s is %s (EC2 %s) in group %q, want running in %s", i.ID, i.LifecycleState, i.EC2State, i.Group, split.ZoneGroupName("cassandra", i.Zone))
-		}
-	}
-	slices.Sort(got)
-	if diff := cmp.Diff(w.all(), got); diff != "" {
-		t.Errorf("instances (-want, +got): nothing launched, nothing gone\n%s", diff)
-	}
-}
-
 func instanceLines(ids []string, protected []string) []string {
 	var out []string
 	for _, id := range ids {
@@ -171,7 +61,7 @@ func instanceLines(ids []string, protected []string) []string {
 func TestSplit(t *testing.T) {
 	ctx := context.Background()
 	w := newSplitWorld(t)
-	actions, err := w.finish(t, w.splitter(w.cloud, "cli"), "cassandra")
+	actions, err := w.finish(ctx, w.splitter(w.cloud, "cli"), "cassandra")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -209,7 +99,7 @@ func TestSplit(t *testing.T) {
 
 	// A second run has nothing to do, and the old group is no longer discovered.
 	w.emu.Reset()
-	if actions, err := w.finish(t, w.splitter(w.cloud, "cli"), "cassandra"); err != nil || len(actions) != 0 {
+	if actions, err := w.finish(ctx, w.splitter(w.cloud, "cli"), "cassandra"); err != nil || len(actions) != 0 {
 		t.Errorf("second split: %v, %v; want nothing to do", actions, err)
 	}
 	if m := w.emu.MutatingCalls(); len(m) != 0 {
@@ -228,42 +118,12 @@ func TestSplit(t *testing.T) {
 	}
 }
 
-// crashAfter lets n requests reach AWS and then dies: the nth request is
-// made but its answer is lost, and nothing after it leaves.
-type crashAfter struct {
-	mu      sync.Mutex
-	n, sent int
-	cancel  context.CancelFunc
-}
-
-var errCrash = errors.New("crashed")
-
-func (c *crashAfter) RoundTrip(r *http.Request) (*http.Response, error) {
-	c.mu.Lock()
-	if c.sent >= c.n {
-		c.mu.Unlock()
-		return nil, errCrash
-	}
-	c.sent++
-	last := c.sent == c.n
-	c.mu.Unlock()
-	resp, err := http.DefaultTransport.RoundTrip(r)
-	if last {
-		c.cancel()
-		if resp != nil {
-			resp.Body.Close()
-		}
-		return nil, errCrash
-	}
-	return resp, err
-}
-
 // TestSplitResumesAfterCrash crashes a split after each of its AWS calls in
 // turn, runs it again, and wants the state of a split that never crashed,
 // with every instance alive.
 func TestSplitResumesAfterCrash(t *testing.T) {
 	clean := newSplitWorld(t)
-	if _, err := clean.finish(t, clean.splitter(clean.cloud, "cli"), "cassandra"); err != nil {
+	if _, err := clean.finish(context.Background(), clean.splitter(clean.cloud, "cli"), "cassandra"); err != nil {
 		t.Fatal(err)
 	}
 	clean.clock.Step(time.Minute) // the last attached instances leave Pending
@@ -279,7 +139,7 @@ func TestSplitResumesAfterCrash(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			crashing := w.client(t, &http.Client{Transport: &crashAfter{n: n, cancel: cancel}})
-			if _, err := finish(ctx, w.clock, w.splitter(crashing, "cli"), "cassandra"); err == nil {
+			if _, err := w.finish(ctx, w.splitter(crashing, "cli"), "cassandra"); err == nil {
 				t.Fatal("the crashed split reported success")
 			}
 			if got := len(w.emu.Calls()); got != n {
@@ -296,7 +156,7 @@ func TestSplitResumesAfterCrash(t *testing.T) {
 					t.Errorf("AZRebalance after crash %d terminated %v", n, got)
 				}
 			}
-			if _, err := w.finish(t, w.splitter(w.cloud, "cli"), "cassandra"); err != nil {
+			if _, err := w.finish(context.Background(), w.splitter(w.cloud, "cli"), "cassandra"); err != nil {
 				t.Fatalf("resuming: %v", err)
 			}
 			w.clock.Step(time.Minute)
@@ -359,17 +219,14 @@ func TestPlanMatchesPass(t *testing.T) {
 // TestSplitMixedInstancesAndSubnets: a mixed instances policy group in
 // subnets gets per-zone copies of the policy and its zone's subnets.
 func TestSplitMixedInstancesAndSubnets(t *testing.T) {
-	w := &splitWorld{clock: clocktesting.NewFakeClock(time.Now())}
-	w.emu = awstest.NewServer(w.clock)
-	t.Cleanup(w.emu.Close)
+	w := newEmptyWorld(t)
 	for i, z := range zones {
 		w.emu.AddSubnet(fmt.Sprintf("subnet-%d1", i), z)
 		w.emu.AddSubnet(fmt.Sprintf("subnet-%d2", i), z)
 	}
 	w.ids = w.emu.CreateGroup(awstest.GroupSpec{Name: "spot", Zones: zones[:2], Subnets: []string{"subnet-01", "subnet-11", "subnet-02", "subnet-12"},
 		MaxSize: 5, InstanceType: "m5.large", OverrideTypes: []string{"m5.large", "m5a.large"}, Tags: caTags(nil), Instances: map[string]int{zones[0]: 2, zones[1]: 1}})
-	w.cloud = w.client(t, nil)
-	if _, err := w.finish(t, w.splitter(w.cloud, "cli"), "spot"); err != nil {
+	if _, err := w.finish(context.Background(), w.splitter(w.cloud, "cli"), "spot"); err != nil {
 		t.Fatal(err)
 	}
 	for i, z := range zones[:2] {
@@ -397,17 +254,13 @@ func TestSplitWaitsForHeldInstance(t *testing.T) {
 		t.Fatal("AZRebalance terminated nothing")
 	}
 	s := w.splitter(w.cloud, "cli")
-	var res split.Result
-	for range 50 {
-		var err error
-		if res, err = s.Pass(ctx, "cassandra"); err != nil {
+	res, _ := w.run(ctx, s, "cassandra", 50, split.DefaultLockSettle, func(_ int, res split.Result, err error) bool {
+		if err != nil {
 			t.Fatal(err)
 		}
-		if len(res.Steps) == 0 && slices.ContainsFunc(res.Waiting, func(s string) bool { return strings.Contains(s, held[0]) }) {
-			break // nothing left to do but wait for it (attached instances are Pending for a while first)
-		}
-		w.clock.Step(split.DefaultLockSettle)
-	}
+		// Stop once there is nothing left to do but wait for it (attached instances are Pending for a while first).
+		return len(res.Steps) == 0 && slices.ContainsFunc(res.Waiting, func(s string) bool { return strings.Contains(s, held[0]) })
+	})
 	if res.Done || !slices.ContainsFunc(res.Waiting, func(s string) bool { return strings.Contains(s, held[0]+" is Terminating:Wait") }) {
 		t.Fatalf("result %+v, want waiting for the held instance %s", res, held[0])
 	}
@@ -419,7 +272,7 @@ func TestSplitWaitsForHeldInstance(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := w.finish(t, s, "cassandra"); err != nil {
+	if _, err := w.finish(ctx, s, "cassandra"); err != nil {
 		t.Fatal(err)
 	}
 	if g, _ := w.emu.Group("cassandra"); g.MaxSize != 0 || g.Tags[split.TagState] != "done" || len(w.emu.GroupInstances("cassandra")) != 0 {
@@ -438,18 +291,12 @@ func TestSplitWaitsForHeldInstance(t *testing.T) {
 // TestSplitBatchesFitTheStateTag: batches are cut so that the state tag
 // stays within 256 characters and each call within 20 instances.
 func TestSplitBatchesFitTheStateTag(t *testing.T) {
-	ctx := context.Background()
-	clk := clocktesting.NewFakeClock(time.Now())
-	emu := awstest.NewServer(clk)
-	t.Cleanup(emu.Close)
+	w := newEmptyWorld(t)
+	emu := w.emu
 	long := []string{"us-west-2-lax-1a", "us-west-2-lax-1b"}
 	emu.CreateGroup(awstest.GroupSpec{Name: "big", Zones: long, MaxSize: 60, InstanceType: "m5.large", Tags: caTags(nil),
 		Instances: map[string]int{long[0]: 25, long[1]: 3}})
-	cloud, err := asg.New(ctx, emu.ClientOptions())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := finish(ctx, clk, split.New(cloud, clk, split.Options{Selector: asg.AutoDiscovery(cluster), Owner: "cli"}), "big"); err != nil {
+	if _, err := w.finish(context.Background(), w.splitter(w.cloud, "cli"), "big"); err != nil {
 		t.Fatal(err)
 	}
 	batches := 0
@@ -493,7 +340,7 @@ func TestSplitSurvivesCapacityShortage(t *testing.T) {
 		w := newSplitWorld(t)
 		groups := []string{"cassandra"}
 		if splitFirst {
-			if _, err := w.finish(t, w.splitter(w.cloud, "cli"), "cassandra"); err != nil {
+			if _, err := w.finish(ctx, w.splitter(w.cloud, "cli"), "cassandra"); err != nil {
 				t.Fatal(err)
 			}
 			groups = nil
@@ -559,13 +406,9 @@ func TestSplitRefusesSingleZoneAndForeignGroups(t *testing.T) {
 // it is attached, so every instance ends in its zone's group.
 func TestSplitNeverLosesADetachingInstance(t *testing.T) {
 	ctx := context.Background()
-	w := newSplitWorld(t, func(g *awstest.GroupSpec) {
-		g.TargetGroupARNs = []string{"arn:aws:elasticloadbalancing:us-east-1:0:targetgroup/cql/1"}
-	})
+	w := newSplitWorld(t, awstest.WithTargetGroups("arn:aws:elasticloadbalancing:us-east-1:0:targetgroup/cql/1"))
 	s := w.splitter(w.cloud, "run")
-	done := false
-	for pass := 0; pass < 100 && !done; pass++ {
-		res, err := s.Pass(ctx, "cassandra")
+	res, _ := w.run(ctx, s, "cassandra", 100, 30*time.Second, func(pass int, res split.Result, err error) bool {
 		if err != nil {
 			t.Fatalf("pass %d: %v", pass, err)
 		}
@@ -580,10 +423,9 @@ func TestSplitNeverLosesADetachingInstance(t *testing.T) {
 				}
 			}
 		}
-		done = res.Done
-		w.clock.Step(30 * time.Second)
-	}
-	if !done {
+		return res.Done
+	})
+	if !res.Done {
 		t.Fatal("the split did not finish")
 	}
 	w.checkNothingLost(t)
@@ -628,7 +470,7 @@ func TestSplitLockExcludes(t *testing.T) {
 		t.Fatalf("CLI before the loop's lock lapsed: %v, want ErrLocked", err)
 	}
 	w.clock.Step(time.Second)
-	if _, err := w.finish(t, cli, "cassandra"); err != nil {
+	if _, err := w.finish(ctx, cli, "cassandra"); err != nil {
 		t.Fatalf("CLI after the loop's lock lapsed: %v", err)
 	}
 	w.checkNothingLost(t)

@@ -203,15 +203,22 @@ func newTestPlugin(t testing.TB, rawArgs string, objs ...runtime.Object) *testPl
 	return newConfiguredTestPlugin(t, rawArgs, nil, objs...)
 }
 
+// testContext is a context with the test's logger, cancelled when the test
+// ends.
+func testContext(t testing.TB) context.Context {
+	_, ctx := ktesting.NewTestContext(t)
+	ctx, cancel := context.WithCancel(ctx)
+	t.Cleanup(cancel)
+	return ctx
+}
+
 // newConfiguredTestPlugin is newTestPlugin with configure run on the
 // components after they are built and before their loops start (the loops
 // read what it sets without a lock).
 func newConfiguredTestPlugin(t testing.TB, rawArgs string, configure func(*components), objs ...runtime.Object) *testPlugin {
 	t.Helper()
 	schedmetrics.Register()
-	_, ctx := ktesting.NewTestContext(t)
-	ctx, cancel := context.WithCancel(ctx)
-	t.Cleanup(cancel)
+	ctx := testContext(t)
 	client := fake.NewClientset(objs...)
 	factory := informers.NewSharedInformerFactory(client, 0)
 	profile := &config.KubeSchedulerProfile{SchedulerName: "test", Plugins: &config.Plugins{

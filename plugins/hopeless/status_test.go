@@ -15,7 +15,6 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	clienttesting "k8s.io/client-go/testing"
 	"k8s.io/client-go/tools/events"
-	"k8s.io/klog/v2/ktesting"
 	testingclock "k8s.io/utils/clock/testing"
 
 	"github.com/ballast-k8s/ballast/internal/shapes"
@@ -94,9 +93,7 @@ type heldWriter struct {
 func newHeldWriter(t *testing.T, objs ...runtime.Object) *heldWriter {
 	t.Helper()
 	registerMetrics()
-	_, ctx := ktesting.NewTestContext(t)
-	ctx, cancel := context.WithCancel(ctx)
-	t.Cleanup(cancel)
+	ctx := testContext(t)
 	h := &heldWriter{ctx: ctx, client: fake.NewClientset(objs...), recorder: events.NewFakeRecorder(100),
 		clock: testingclock.NewFakeClock(time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC))}
 	h.statusWriter = newStatusWriter(h.client, h.recorder, 1000, h.clock)

@@ -191,7 +191,7 @@ group (split lock). With --dry-run it prints the steps of the next pass and chan
 		if err != nil {
 			return err
 		}
-		return runSplit(ctx, cloud, selector(o), args[0], o.DryRun, cmd.OutOrStdout())
+		return runSplit(ctx, cloud, splitOptions(o), args[0], o.DryRun, cmd.OutOrStdout())
 	})
 	return cmd
 }
@@ -302,7 +302,7 @@ func leaderElect(ctx context.Context, lock resourcelock.Interface, t leaseTiming
 			OnStartedLeading: loop,
 			OnStoppedLeading: func() {
 				if ctx.Err() != nil {
-					klog.InfoS("Released the leader lease on shutdown")
+					klog.FromContext(ctx).Info("Released the leader lease on shutdown")
 					return
 				}
 				lost.Store(true)
@@ -332,7 +332,7 @@ func serve(ctx context.Context, addr, path string, h http.Handler) {
 	srv := &http.Server{Addr: addr, Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			klog.ErrorS(err, "HTTP server failed", "address", addr)
+			klog.FromContext(ctx).Error(err, "HTTP server failed", "address", addr)
 		}
 	}()
 	go func() {

@@ -11,7 +11,7 @@ import (
 	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
 
-	"github.com/ballast-k8s/ballast/internal/asg"
+	"github.com/ballast-k8s/ballast/cmd/az-balancer/app/options"
 	"github.com/ballast-k8s/ballast/internal/balancer"
 	"github.com/ballast-k8s/ballast/internal/split"
 )
@@ -27,8 +27,8 @@ const splitPoll = 5 * time.Second
 // each pass's steps; with dryRun, the steps of the next pass only. It holds
 // the group's split lock (internal/split/lock.go), so it never interleaves
 // with `run --enforce=split` or another `split`, and releases it on the way out.
-func runSplit(ctx context.Context, cloud split.Cloud, sel asg.Selector, group string, dryRun bool, out io.Writer) error {
-	s := split.New(cloud, splitClock, split.Options{Selector: sel, Owner: split.NewOwner("az-balancer-split")})
+func runSplit(ctx context.Context, cloud split.Cloud, opts split.Options, group string, dryRun bool, out io.Writer) error {
+	s := split.New(cloud, splitClock, opts)
 	if dryRun {
 		res, err := s.Plan(ctx, group)
 		if perr := balancer.PrintPlan(out, actions(res.Steps)); perr != nil {
@@ -49,20 +49,20 @@ func runSplit(ctx context.Context, cloud split.Cloud, sel asg.Selector, group st
 		}
 		if err != nil || res.Done {
 			if err != nil && !errors.Is(err, split.ErrLocked) {
-				release(s, group)
+				release(logger, s, group)
 			}
 			return err
 		}
 		if len(res.Steps) == 0 && len(res.Stranded) > 0 {
 			// Nothing moves until a person replaces them: say so and stop.
-			release(s, group)
+			release(logger, s, group)
 			return fmt.Errorf("split of %s stops: these instances stay in it, as AWS would not attach them to a per-zone group; replace them (drain their nodes, terminate the instances) and run split again: %s",
 				group, strings.Join(res.Stranded, "; "))
 		}
 		logger.Info("Split waits", "group", group, "for", strings.Join(res.Waiting, "; "))
 		select {
 		case <-ctx.Done():
-			release(s, group)
+			release(logger, s, group)
 			return fmt.Errorf("split of %s interrupted; run it again to carry on: %w", group, ctx.Err())
 		case <-splitClock.After(splitPoll):
 		}
@@ -71,12 +71,20 @@ func runSplit(ctx context.Context, cloud split.Cloud, sel asg.Selector, group st
 
 // release drops the lock so that the loop or another `split` can carry on
 // at once rather than after the lock lapses.
-func release(s *split.Splitter, group string) {
+func release(logger klog.Logger, s *split.Splitter, group string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := s.Release(ctx, group); err != nil {
-		klog.ErrorS(err, "Releasing the split lock; it lapses by itself", "group", group)
+		logger.Error(err, "Releasing the split lock; it lapses by itself", "group", group)
 	}
+}
+
+// splitOptions are `split`'s options: the groups of the selector, and the
+// balancer's own termination hook with the flags' settings for the per-zone
+// groups, as `run --enforce=split` gives its splits.
+func splitOptions(o *options.Options) split.Options {
+	h := balancer.OwnHook("", o.HeartbeatTimeout)
+	return split.Options{Selector: selector(o), Owner: split.NewOwner("az-balancer-split"), Hook: &h}
 }
 
 func actions(steps []split.Step) []balancer.Action {

@@ -7,10 +7,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"k8s.io/apimachinery/pkg/util/wait"
 	clocktesting "k8s.io/utils/clock/testing"
 
+	"github.com/ballast-k8s/ballast/internal/asg"
 	"github.com/ballast-k8s/ballast/internal/awstest"
+	"github.com/ballast-k8s/ballast/internal/balancer"
 	"github.com/ballast-k8s/ballast/internal/split"
 )
 
@@ -146,4 +149,38 @@ func stepUntilDone(t *testing.T, clk *clocktesting.FakeClock, done <-chan error)
 		t.Fatalf("the command did not return: %v", perr)
 	}
 	return err
+}
+
+// TestSplitCommandGivesTheZoneGroupsTheBalancersHook: `split` gives the
+// per-zone groups the balancer's own termination hook with the settings its
+// flags name (--lifecycle-heartbeat-timeout), as `run --enforce=split` does
+// (balancer.Options.HeartbeatTimeout), never the split group's older copy of
+// it: ensureHook leaves a group's hook alone between resyncs, so a copy with
+// a shorter timeout would cut a held termination's global timeout
+// (API_LifecycleHook, GlobalTimeout: "172800 seconds (48 hours) or 100
+// times HeartbeatTimeout, whichever is smaller").
+func TestSplitCommandGivesTheZoneGroupsTheBalancersHook(t *testing.T) {
+	ctx := context.Background()
+	clk, emu := splitWorld(t)
+	zones := []string{"us-east-1a", "us-east-1b"}
+	emu.CreateGroup(awstest.GroupSpec{Name: "db", Zones: zones, MaxSize: 4, InstanceType: "m5.large",
+		Tags: map[string]string{"k8s.io/cluster-autoscaler/enabled": "true", "k8s.io/cluster-autoscaler/prod": "owned"}, Instances: map[string]int{zones[0]: 1, zones[1]: 1}})
+	// The hook as a balancer of before an upgrade put it: 300 s.
+	if err := emu.NewClient(t, nil).PutLifecycleHook(ctx, asg.Hook{Group: "db", Name: balancer.HookName, Transition: asg.TransitionTerminating,
+		HeartbeatTimeout: 300, DefaultResult: asg.ResultContinue}); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		done <- execute("split", "db", "--cluster-name=prod", "--region=us-east-1", "--aws-endpoint="+emu.URL, "--lifecycle-heartbeat-timeout=40m")
+	}()
+	if err := stepUntilDone(t, clk, done); err != nil {
+		t.Fatal(err)
+	}
+	for _, z := range zones {
+		want := []awstest.Hook{{Name: balancer.HookName, Transition: asg.TransitionTerminating, DefaultResult: asg.ResultContinue, HeartbeatTimeout: 2400, GlobalTimeout: 172800}}
+		if diff := cmp.Diff(want, emu.Hooks("db-"+z)); diff != "" {
+			t.Errorf("hooks of db-%s (-want, +got):\n%s", z, diff)
+		}
+	}
 }

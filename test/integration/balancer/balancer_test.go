@@ -21,6 +21,7 @@ import (
 	"github.com/ballast-k8s/ballast/internal/asg"
 	"github.com/ballast-k8s/ballast/internal/awstest"
 	"github.com/ballast-k8s/ballast/internal/balancer"
+	"github.com/ballast-k8s/ballast/test/integration/testenv"
 )
 
 // cluster-autoscaler's node-template tags.
@@ -419,7 +420,7 @@ func testFaults(t *testing.T, server *testutils.TestContext) {
 		// annotates held nodes too).
 		return cmp.Equal(idsOf(ids, "flt-a-0", "flt-b-0"), e.protected("cassandra")) &&
 			e.annotations("flt-b-0")[balancer.AnnotationProtectedBy] == balancer.Source &&
-			gather(t, reg, "ballast_az_balancer_reconciles_total", "result", "success") >= 1, nil
+			testenv.Gathered(t, reg, "ballast_az_balancer_reconciles_total", "result", "success") >= 1, nil
 	})
 	cancel()
 	select {
@@ -430,10 +431,10 @@ func testFaults(t *testing.T, server *testutils.TestContext) {
 	if err != nil {
 		t.Fatalf("Run did not converge: protected %v, flt-b-0 annotations %v", e.protected("cassandra"), e.annotations("flt-b-0"))
 	}
-	if n := gather(t, reg, "ballast_az_balancer_reconciles_total", "result", "error"); n < 3 {
+	if n := testenv.Gathered(t, reg, "ballast_az_balancer_reconciles_total", "result", "error"); n < 3 {
 		t.Errorf("%v failed loops counted, want >= 3 (36 failing Auto Scaling calls, 12 attempts per failed loop)", n)
 	}
-	if n := gather(t, reg, "ballast_az_balancer_reconciles_total", "result", "success"); n < 1 {
+	if n := testenv.Gathered(t, reg, "ballast_az_balancer_reconciles_total", "result", "success"); n < 1 {
 		t.Errorf("no successful loop counted")
 	}
 	if err := restarted.Healthy(time.Minute); err != nil {

@@ -29,6 +29,7 @@ import (
 	"github.com/ballast-k8s/ballast/internal/asg"
 	"github.com/ballast-k8s/ballast/internal/awstest"
 	"github.com/ballast-k8s/ballast/internal/balancer"
+	"github.com/ballast-k8s/ballast/test/integration/testenv"
 )
 
 // cluster is the name in cluster-autoscaler's auto-discovery tags.
@@ -377,40 +378,7 @@ func (e *env) waitEvents(namespace, object, reason string, n int, substrs ...str
 // labels include the given name=value pairs.
 func (e *env) metric(name string, labels ...string) float64 {
 	e.t.Helper()
-	return gather(e.t, e.reg, name, labels...)
-}
-
-func gather(t *testing.T, reg *prometheus.Registry, name string, labels ...string) float64 {
-	t.Helper()
-	families, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	total := 0.0
-	for _, f := range families {
-		if f.GetName() != name {
-			continue
-		}
-	metrics:
-		for _, m := range f.GetMetric() {
-			have := map[string]string{}
-			for _, l := range m.GetLabel() {
-				have[l.GetName()] = l.GetValue()
-			}
-			for i := 0; i+1 < len(labels); i += 2 {
-				if have[labels[i]] != labels[i+1] {
-					continue metrics
-				}
-			}
-			switch {
-			case m.Counter != nil:
-				total += m.GetCounter().GetValue()
-			case m.Gauge != nil:
-				total += m.GetGauge().GetValue()
-			}
-		}
-	}
-	return total
+	return testenv.Gathered(e.t, e.reg, name, labels...)
 }
 
 func ptrTo[T any](v T) *T { return &v }

@@ -31,6 +31,7 @@ import (
 	"github.com/ballast-k8s/ballast/internal/asg"
 	"github.com/ballast-k8s/ballast/internal/awstest"
 	"github.com/ballast-k8s/ballast/internal/balancer"
+	"github.com/ballast-k8s/ballast/test/integration/testenv"
 )
 
 // Incident 7 at full size: 120 Cassandra pods on static local volumes, one
@@ -341,7 +342,7 @@ func (e *env) releaseOrphans(s *statefulSet, orphaned map[string]types.UID) {
 
 	// Reported: the gauge, and an event on a volume and on its claim.
 	loop()
-	if n := gather(t, reg, "ballast_az_balancer_orphaned_volumes"); n != float64(len(orphaned)) {
+	if n := testenv.Gathered(t, reg, "ballast_az_balancer_orphaned_volumes"); n != float64(len(orphaned)) {
 		t.Errorf("ballast_az_balancer_orphaned_volumes = %v, want %d", n, len(orphaned))
 	}
 	some := slices.Sorted(maps.Keys(orphaned))[0]
@@ -421,7 +422,7 @@ func (e *env) releaseOrphans(s *statefulSet, orphaned map[string]types.UID) {
 			t.Errorf("claim %s has uid %s, want %s", c, left[c], uid)
 		}
 	}
-	if n := gather(t, reg, "ballast_az_balancer_orphan_releases_total", "result", "deleted"); n != float64(len(orphaned)) {
+	if n := testenv.Gathered(t, reg, "ballast_az_balancer_orphan_releases_total", "result", "deleted"); n != float64(len(orphaned)) {
 		t.Errorf("ballast_az_balancer_orphan_releases_total{result=deleted} = %v, want %d", n, len(orphaned))
 	}
 	e.waitEvents(e.ns, some, balancer.ReasonOrphanReleased, 1, string(orphaned[some]))

@@ -10,7 +10,6 @@ import (
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/component-base/metrics/legacyregistry"
 	testutils "k8s.io/kubernetes/test/integration/util"
 
 	"github.com/ballast-k8s/ballast/test/integration/testenv"
@@ -57,39 +56,6 @@ func hopelessEvents(ctx context.Context, t *testing.T, testCtx *testutils.TestCo
 		}
 	}
 	return n
-}
-
-// gatheredValue reads a gauge or counter from the scheduler's /metrics registry.
-func gatheredValue(t *testing.T, name, label, value string) float64 {
-	t.Helper()
-	families, err := legacyregistry.DefaultGatherer.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	total := 0.0
-	for _, f := range families {
-		if f.GetName() != name {
-			continue
-		}
-		for _, m := range f.GetMetric() {
-			match := label == ""
-			for _, l := range m.GetLabel() {
-				if l.GetName() == label && l.GetValue() == value {
-					match = true
-				}
-			}
-			if !match {
-				continue
-			}
-			switch {
-			case m.Gauge != nil:
-				total += m.GetGauge().GetValue()
-			case m.Counter != nil:
-				total += m.GetCounter().GetValue()
-			}
-		}
-	}
-	return total
 }
 
 // waitEvent waits for an event with reason whose note contains substr.

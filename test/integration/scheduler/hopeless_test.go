@@ -8,6 +8,7 @@ import (
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/component-base/metrics/legacyregistry"
 	testutils "k8s.io/kubernetes/test/integration/util"
 
 	"github.com/ballast-k8s/ballast/config/nodegroups"
@@ -54,7 +55,7 @@ func TestHopelessPods(t *testing.T) {
 				t.Errorf("condition of %s: reason %q message %q", p.Name, c.Reason, c.Message)
 			}
 		}
-		if parked := gatheredValue(t, "ballast_hopeless_parked_pods", "reason", "taint"); parked < 3 {
+		if parked := testenv.Gathered(t, legacyregistry.DefaultGatherer, "ballast_hopeless_parked_pods", "reason", "taint"); parked < 3 {
 			t.Errorf("ballast_hopeless_parked_pods{reason=taint} = %v, want >= 3", parked)
 		}
 

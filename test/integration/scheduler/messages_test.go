@@ -9,11 +9,9 @@ import (
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/kubernetes/pkg/scheduler"
 	"k8s.io/kubernetes/pkg/scheduler/apis/config"
 	testutils "k8s.io/kubernetes/test/integration/util"
 
-	"github.com/ballast-k8s/ballast/plugins"
 	"github.com/ballast-k8s/ballast/plugins/hopeless"
 	"github.com/ballast-k8s/ballast/test/integration/testenv"
 )
@@ -68,15 +66,7 @@ func TestUnschedulableMessageIsVanillas(t *testing.T) {
 	}
 
 	cfg := testenv.LoadConfig(t, "config/samples/secondary-profile.yaml", nil)
-	profiles := append(cfg.Profiles, withoutHopeless(cfg.Profiles[0], "vanilla"))
-	testutils.InitTestSchedulerWithOptions(t, testCtx, 0,
-		scheduler.WithProfiles(profiles...),
-		scheduler.WithFrameworkOutOfTreeRegistry(plugins.Registry()),
-		scheduler.WithPodInitialBackoffSeconds(1),
-		scheduler.WithPodMaxBackoffSeconds(1))
-	testutils.SyncSchedulerInformerFactory(testCtx)
-	go testCtx.Scheduler.Run(testCtx.SchedulerCtx)
-	t.Cleanup(testCtx.SchedulerCloseFn)
+	testenv.StartSchedulerWithProfiles(t, testCtx, append(cfg.Profiles, withoutHopeless(cfg.Profiles[0], "vanilla"))...)
 
 	messages := map[string]string{}
 	for _, schedulerName := range []string{"vanilla", "ballast-scheduler"} {

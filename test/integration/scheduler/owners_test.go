@@ -11,6 +11,7 @@ import (
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/component-base/metrics/legacyregistry"
 	testutils "k8s.io/kubernetes/test/integration/util"
 	"k8s.io/utils/ptr"
 
@@ -105,10 +106,10 @@ func TestPileUpReportedOnCronJob(t *testing.T) {
 			}
 		}
 	}
-	if n := gatheredValue(t, "ballast_hopeless_owner_parked_pods", "owner_kind", "CronJob"); n != jobs {
+	if n := testenv.Gathered(t, legacyregistry.DefaultGatherer, "ballast_hopeless_owner_parked_pods", "owner_kind", "CronJob"); n != jobs {
 		t.Errorf("ballast_hopeless_owner_parked_pods{owner_kind=CronJob} = %v, want %d", n, jobs)
 	}
-	if n := gatheredValue(t, "ballast_hopeless_owner_max_parked_pods", "owner_kind", "CronJob"); n != jobs {
+	if n := testenv.Gathered(t, legacyregistry.DefaultGatherer, "ballast_hopeless_owner_max_parked_pods", "owner_kind", "CronJob"); n != jobs {
 		t.Errorf("ballast_hopeless_owner_max_parked_pods{owner_kind=CronJob} = %v, want %d", n, jobs)
 	}
 }

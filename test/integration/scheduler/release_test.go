@@ -70,6 +70,28 @@ func updateNode(t *testing.T, cs kubernetes.Interface, name string, status bool,
 	}
 }
 
+// updatePod reads the pod, edits it and writes it back: through
+// pods/resize with resize, else as an update. It returns what the apiserver
+// made of it.
+func updatePod(t *testing.T, tc *testutils.TestContext, pod *v1.Pod, resize bool, edit func(*v1.Pod)) *v1.Pod {
+	t.Helper()
+	pods := tc.ClientSet.CoreV1().Pods(pod.Namespace)
+	p, err := pods.Get(tc.Ctx, pod.Name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	edit(p)
+	if resize {
+		p, err = pods.UpdateResize(tc.Ctx, pod.Name, p, metav1.UpdateOptions{})
+	} else {
+		p, err = pods.Update(tc.Ctx, p, metav1.UpdateOptions{})
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
 func podWith(ns, name string, edit func(*v1.Pod)) *v1.Pod {
 	p := makePod(ns, name, "ballast-scheduler", nil, nil)
 	if edit != nil {
@@ -165,14 +187,9 @@ func TestReleasePaths(t *testing.T) {
 			return makePod(tc.NS.Name, "cron", "ballast-scheduler", pool("batch"), wrongToleration)
 		},
 		change: func(t *testing.T, tc *testutils.TestContext, pod *v1.Pod) {
-			p, err := tc.ClientSet.CoreV1().Pods(pod.Namespace).Get(tc.Ctx, pod.Name, metav1.GetOptions{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			p.Spec.Tolerations = append(p.Spec.Tolerations, v1.Toleration{Key: "dedicated", Operator: v1.TolerationOpEqual, Value: "batch", Effect: v1.TaintEffectNoSchedule})
-			if _, err := tc.ClientSet.CoreV1().Pods(pod.Namespace).Update(tc.Ctx, p, metav1.UpdateOptions{}); err != nil {
-				t.Fatal(err)
-			}
+			updatePod(t, tc, pod, false, func(p *v1.Pod) {
+				p.Spec.Tolerations = append(p.Spec.Tolerations, v1.Toleration{Key: "dedicated", Operator: v1.TolerationOpEqual, Value: "batch", Effect: v1.TaintEffectNoSchedule})
+			})
 		},
 		bound: true,
 	}, {
@@ -186,15 +203,9 @@ func TestReleasePaths(t *testing.T) {
 			})
 		},
 		change: func(t *testing.T, tc *testutils.TestContext, pod *v1.Pod) {
-			p, err := tc.ClientSet.CoreV1().Pods(pod.Namespace).Get(tc.Ctx, pod.Name, metav1.GetOptions{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			p.Spec.Containers[0].Resources.Requests[v1.ResourceCPU] = resource.MustParse("1")
-			got, err := tc.ClientSet.CoreV1().Pods(pod.Namespace).UpdateResize(tc.Ctx, pod.Name, p, metav1.UpdateOptions{})
-			if err != nil {
-				t.Fatal(err)
-			}
+			got := updatePod(t, tc, pod, true, func(p *v1.Pod) {
+				p.Spec.Containers[0].Resources.Requests[v1.ResourceCPU] = resource.MustParse("1")
+			})
 			if cpu := got.Spec.Containers[0].Resources.Requests[v1.ResourceCPU]; cpu.Cmp(resource.MustParse("1")) != 0 {
 				t.Fatalf("pods/resize left cpu=%s, want 1", cpu.String())
 			}

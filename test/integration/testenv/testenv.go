@@ -85,13 +85,18 @@ func LoadConfig(t testing.TB, path string, args map[string]any) *config.KubeSche
 // one-second backoff so that tests see requeues quickly.
 func StartScheduler(t testing.TB, testCtx *testutils.TestContext, path string, args map[string]any) {
 	t.Helper()
-	cfg := LoadConfig(t, path, args)
+	StartSchedulerWithProfiles(t, testCtx, LoadConfig(t, path, args).Profiles...)
+}
+
+// StartSchedulerWithProfiles is StartScheduler with the profiles given.
+func StartSchedulerWithProfiles(t testing.TB, testCtx *testutils.TestContext, profiles ...config.KubeSchedulerProfile) {
+	t.Helper()
 	tt, ok := t.(*testing.T)
 	if !ok {
 		t.Fatal("StartScheduler needs a *testing.T")
 	}
 	testutils.InitTestSchedulerWithOptions(tt, testCtx, 0,
-		scheduler.WithProfiles(cfg.Profiles...),
+		scheduler.WithProfiles(profiles...),
 		scheduler.WithFrameworkOutOfTreeRegistry(plugins.Registry()),
 		scheduler.WithPodInitialBackoffSeconds(1),
 		scheduler.WithPodMaxBackoffSeconds(1))
