@@ -93,12 +93,14 @@ var deprecatedTwins = map[string]string{
 // taints and allocatable of the template, a hostname no existing node has,
 // and ready.
 func (g *NodeGroup) TemplateNode() *v1.Node {
-	return templateNode(TemplateHostnamePrefix+g.Name, g.Labels, g.Taints, g.Allocatable)
+	return templateNode(TemplateHostnamePrefix+g.Name, WithBetaTwins(g.Labels), g.Taints, g.Allocatable)
 }
 
 // TemplateNodes returns the group's template node followed by one per
-// variant, built alike from the variant's own labels, taints and
-// allocatable and named TemplateHostnamePrefix+name+"-variant-"+index.
+// variant, built from the variant's own labels (exactly: no beta twins are
+// added, as cluster-autoscaler adds none to a template it builds from a real
+// node), taints and allocatable, named
+// TemplateHostnamePrefix+name+"-variant-"+index.
 func (g *NodeGroup) TemplateNodes() []*v1.Node {
 	out := make([]*v1.Node, 0, 1+len(g.Variants))
 	out = append(out, g.TemplateNode())
@@ -109,17 +111,29 @@ func (g *NodeGroup) TemplateNodes() []*v1.Node {
 	return out
 }
 
+// WithBetaTwins returns a copy of labels with the beta twin of each stable
+// well-known label it sets and whose twin it does not set, as kubelet and the
+// cloud node controller label a new node and cluster-autoscaler labels the
+// template it builds from a group's configuration.
+func WithBetaTwins(labels map[string]string) map[string]string {
+	out := make(map[string]string, len(labels)+len(deprecatedTwins))
+	for k, v := range labels {
+		out[k] = v
+	}
+	for stable, beta := range deprecatedTwins {
+		if v, ok := out[stable]; ok {
+			if _, set := out[beta]; !set {
+				out[beta] = v
+			}
+		}
+	}
+	return out
+}
+
 func templateNode(name string, tlabels map[string]string, taints []v1.Taint, allocatable v1.ResourceList) *v1.Node {
 	labels := make(map[string]string, len(tlabels)+1)
 	for k, v := range tlabels {
 		labels[k] = v
-	}
-	for stable, beta := range deprecatedTwins {
-		if v, ok := labels[stable]; ok {
-			if _, set := labels[beta]; !set {
-				labels[beta] = v
-			}
-		}
 	}
 	labels[v1.LabelHostname] = name
 	alloc := make(v1.ResourceList, len(allocatable))

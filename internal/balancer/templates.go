@@ -231,9 +231,11 @@ func (b *Balancer) publish(ctx context.Context, inv *inventory, w *warnings) err
 const maxConfigMapBytes = 900 << 10
 
 // encodeData renders the list (nil: none) and the memory for the ConfigMap,
-// beside other bytes of data kept in it. When they exceed maxConfigMapBytes, fewer template variants per group are
-// published and fewer nodes per group remembered, the most first, until they
-// fit (reported: those groups' widened templates remain).
+// beside other bytes of data kept in it. When they exceed maxConfigMapBytes,
+// fewer template variants per group are published and fewer nodes per group
+// remembered, the most first, until they fit (reported: those groups'
+// widened templates remain); then the memory is left out; data is nil when
+// even that does not fit (reported): nothing is to be written.
 func (b *Balancer) encodeData(list *nodegroups.NodeGroupList, other int, w *warnings) (map[string]string, error) {
 	for limit := nodegroups.MaxVariants; ; limit-- {
 		trimmed := false
@@ -262,13 +264,29 @@ func (b *Balancer) encodeData(list *nodegroups.NodeGroupList, other int, w *warn
 		for k, v := range data {
 			size += len(k) + len(v)
 		}
-		if size <= maxConfigMapBytes || limit == 0 {
+		if size <= maxConfigMapBytes {
 			if trimmed {
 				w.warn(ReasonTemplateIncomplete, "ConfigMap %s/%s: at most %d template variants per group are published and remembered, to keep its data under %d bytes; the groups' other nodes only widen their templates",
 					b.opts.ConfigMapNamespace, b.opts.ConfigMapName, limit, maxConfigMapBytes)
 			}
 			return data, nil
 		}
+		if limit > 0 {
+			continue
+		}
+		// No variant left to trim: the list goes before the memory (the
+		// memory only survives restarts), and what still does not fit is
+		// not sent at all, since the API server would refuse it on every
+		// loop; the list then goes stale and the plugin fails open.
+		if size-len(lastNodesKey)-len(data[lastNodesKey]) <= maxConfigMapBytes && list != nil {
+			delete(data, lastNodesKey)
+			w.warn(ReasonTemplateIncomplete, "ConfigMap %s/%s: what is remembered of the groups' nodes is not saved, to keep its data under %d bytes (a restart publishes their tags templates until their nodes are seen again)",
+				b.opts.ConfigMapNamespace, b.opts.ConfigMapName, maxConfigMapBytes)
+			return data, nil
+		}
+		w.warn(ReasonTemplateIncomplete, "ConfigMap %s/%s is not written: its data would be %d bytes, more than the %d the API server takes with headroom; the scheduler parks nothing once the list it holds goes stale",
+			b.opts.ConfigMapNamespace, b.opts.ConfigMapName, size, maxConfigMapBytes)
+		return nil, nil
 	}
 }
 
@@ -447,7 +465,7 @@ func (b *Balancer) writeConfigMap(ctx context.Context, list *nodegroups.NodeGrou
 	now := b.clock.Now().UTC().Truncate(1e9)
 	list.GeneratedAt = &now
 	data, err := b.encodeData(list, 0, w)
-	if err != nil {
+	if err != nil || data == nil {
 		return err
 	}
 	cms := b.kube.CoreV1().ConfigMaps(b.opts.ConfigMapNamespace)
@@ -500,7 +518,7 @@ func (b *Balancer) writeLastNodes(ctx context.Context, w *warnings) error {
 			return nil
 		}
 		data, err := b.encodeData(nil, 0, w)
-		if err != nil {
+		if err != nil || data == nil {
 			return err
 		}
 		cm = &v1.ConfigMap{
@@ -523,7 +541,7 @@ func (b *Balancer) writeLastNodes(ctx context.Context, w *warnings) error {
 		}
 	}
 	data, err := b.encodeData(nil, other, w)
-	if err != nil {
+	if err != nil || data == nil {
 		return err
 	}
 	if sameLastNodes(cm.Data[lastNodesKey], b.templates.lastNodes) {

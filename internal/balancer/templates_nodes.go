@@ -252,7 +252,8 @@ func (b *Balancer) nodeVariant(n *v1.Node) nodegroups.Variant {
 // allocatable admits every pod one with b's admits, as far as the static
 // predicates tell: the same labels (a label more can fail a NotIn or
 // DoesNotExist), no taint b lacks, at least b's allocatable of every
-// resource b offers (pods counted as kubelet's default where not given).
+// resource b offers (pods counted as kubelet's default where not given) and
+// no other resource than the core ones that b does not offer.
 func covers(a, b nodegroups.Variant) bool {
 	if len(a.Labels) != len(b.Labels) {
 		return false
@@ -287,6 +288,23 @@ func covers(a, b nodegroups.Variant) bool {
 			return false
 		}
 	}
+	// More of a resource does not always admit more: NodeResourcesFit leaves
+	// an extended resource that a node does not advertise (absent or 0) and
+	// that a DeviceClass maps to DynamicResources, so a node without it may
+	// admit a request that one advertising less rejects. Beyond the core
+	// resources, a offers exactly the resources b offers.
+	for r, q := range a.Allocatable {
+		switch r {
+		case v1.ResourceCPU, v1.ResourceMemory, v1.ResourceEphemeralStorage, v1.ResourcePods:
+			continue
+		}
+		if q.IsZero() {
+			continue
+		}
+		if have, ok := b.Allocatable[r]; !ok || have.IsZero() {
+			return false
+		}
+	}
 	return true
 }
 
@@ -300,10 +318,12 @@ func variants(name string, base, tags nodegroups.NodeGroup, e lastNode, w *warni
 	_, cpu := tags.Allocatable[v1.ResourceCPU]
 	_, mem := tags.Allocatable[v1.ResourceMemory]
 	if cpu && mem { // else cluster-autoscaler cannot build it either
-		cands = append(cands, nodegroups.Variant{Labels: tags.Labels, Taints: tags.Taints, Allocatable: tags.Allocatable})
+		// A variant's labels are taken exactly; the tags template gets the
+		// beta twins cluster-autoscaler's template from tags has.
+		cands = append(cands, nodegroups.Variant{Labels: nodegroups.WithBetaTwins(tags.Labels), Taints: tags.Taints, Allocatable: tags.Allocatable})
 	}
 	cands = append(cands, e.Nodes...)
-	own := nodegroups.Variant{Labels: base.Labels, Taints: base.Taints, Allocatable: base.Allocatable}
+	own := nodegroups.Variant{Labels: nodegroups.WithBetaTwins(base.Labels), Taints: base.Taints, Allocatable: base.Allocatable}
 	var out []nodegroups.Variant
 	left := 0
 	for _, c := range cands {
