@@ -1,0 +1,157 @@
+package split_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+
+	"github.com/ballast-k8s/ballast/internal/asg"
+	"github.com/ballast-k8s/ballast/internal/awstest"
+	"github.com/ballast-k8s/ballast/internal/split"
+)
+
+// ownedRace runs, once, right after a split reads that an AMI is already
+// protected from deregistration (OwnedImages, DescribeImages), what
+// another process does before that split reads the other splits' records.
+type ownedRace struct {
+	split.Cloud
+	ami     string
+	between func() bool // reports whether it ran
+}
+
+func (c *ownedRace) OwnedImages(ctx context.Context, ids []string) (map[string]bool, error) {
+	out, err := c.Cloud.OwnedImages(ctx, ids)
+	if err == nil && out[c.ami] && c.between != nil && c.between() {
+		c.between = nil
+	}
+	return out, err
+}
+
+// TestReview11fAMIRecordRacesAnotherSplitsLift (review 11f, against
+// da44af4, review 11e #3): da44af4 closed the lifter's side of the race
+// ("Record, then enable, on its side; lift, then read, on this one: one
+// of the two sees the other"), but recordImages does not record first: for
+// an AMI it finds already protected (OwnedImages) it reads the other
+// splits' records and, when none records the AMI, takes the protection
+// for someone else's ("theirs to lift") and neither records nor enables
+// it. Another cluster's split that lifts the AMI between those two reads
+// (its last batch attached: it reads the records, finds none, disables
+// the protection, reads again, finds none, deletes its split-images tag)
+// leaves it unprotected, and this split detaches its batch anyway: nothing
+// re-enables it (snapshot's re-enable covers only the AMIs the split
+// recorded). The image pipeline deregisters the AMI while the batch is
+// detached (API_EnableImageDeregistrationProtection: only "When
+// deregistration protection is enabled, the AMI can't be deregistered."),
+// and AttachInstances refuses the batch for every group (user guide,
+// ec2-auto-scaling-detach-attach-instances: "The AMI used to launch the
+// instance must still exist."): the instances run in no group.
+func TestReview11fAMIRecordRacesAnotherSplitsLift(t *testing.T) {
+	ctx := context.Background()
+	const ami = "ami-shared-node"
+	w := newSplitWorld(t, func(g *awstest.GroupSpec) { g.ImageID = ami })
+	staging := map[string]string{"k8s.io/cluster-autoscaler/enabled": "true", "k8s.io/cluster-autoscaler/staging": "owned"}
+	kafka := w.emu.CreateGroup(awstest.GroupSpec{Name: "kafka", Zones: zones, MinSize: 0, MaxSize: 10, InstanceType: "i3.xlarge",
+		Tags: staging, ImageID: ami, Instances: map[string]int{zones[0]: 3, zones[1]: 1, zones[2]: 1}})
+	var kafkaIDs []string
+	for _, z := range zones {
+		kafkaIDs = append(kafkaIDs, kafka[z]...)
+	}
+	kafkaMoving := func() string {
+		for _, id := range kafkaIDs {
+			i, _ := w.emu.Instance(id)
+			if i.EC2State == "running" && (i.LifecycleState == "Detaching" || i.Group == "") {
+				return fmt.Sprintf("%s (%s, group %q)", id, i.LifecycleState, i.Group)
+			}
+		}
+		return ""
+	}
+	prodImages := func() string {
+		g, _ := w.emu.Group("cassandra")
+		return g.Tags[split.TagImages]
+	}
+	race := &ownedRace{Cloud: w.cloud, ami: ami}
+	stagingSplitter := split.New(race, w.clock, split.Options{Selector: asg.AutoDiscovery("staging"), Owner: "run-staging"})
+	// Staging's split of kafka claims its lock first.
+	if _, err := stagingSplitter.Pass(ctx, "kafka"); err != nil {
+		t.Fatal(err)
+	}
+	// Prod's split of cassandra, until its last batch is on its way (the
+	// AMI protected and recorded by prod alone).
+	prod := w.splitter(w.cloud, "run")
+	last := false
+	for pass := range 60 {
+		if _, err := prod.Pass(ctx, "cassandra"); err != nil {
+			t.Logf("prod pass %d of cassandra: %v", pass, err)
+		}
+		inService := 0
+		for _, i := range w.emu.AllInstances() {
+			if i.Group == "cassandra" && i.LifecycleState == "InService" {
+				inService++
+			}
+		}
+		if inService == 0 && w.emu.ImageProtected(ami) && prodImages() != "" {
+			last = true
+			break
+		}
+		w.clock.Step(split.DefaultLockSettle)
+	}
+	if !last {
+		t.Fatal("prod's split of cassandra never had its last batch on its way")
+	}
+	raced := false
+	race.between = func() bool {
+		// Prod's passes until it lifted the protection and deleted its record.
+		for pass := range 20 {
+			if _, err := prod.Pass(ctx, "cassandra"); err != nil {
+				t.Logf("prod pass %d of cassandra (during staging's pass): %v", pass, err)
+			}
+			if !w.emu.ImageProtected(ami) && prodImages() == "" {
+				t.Logf("prod lifted the protection of %s after staging read it protected", ami)
+				raced = true
+				return true
+			}
+			w.clock.Step(split.DefaultLockSettle)
+		}
+		return false
+	}
+	for pass := range 20 {
+		res, err := stagingSplitter.Pass(ctx, "kafka")
+		if err != nil {
+			t.Logf("staging pass %d of kafka: %v", pass, err)
+		}
+		t.Logf("staging pass %d: %d steps, waiting %v", pass, len(res.Steps), res.Waiting)
+		if kafkaMoving() != "" {
+			break
+		}
+		w.clock.Step(split.DefaultLockSettle)
+	}
+	if !raced {
+		t.Fatalf("the race never ran (kafka moving: %q, AMI protected: %t)", kafkaMoving(), w.emu.ImageProtected(ami))
+	}
+	if m := kafkaMoving(); m != "" && !w.emu.ImageProtected(ami) {
+		t.Errorf("staging's kafka instance %s is on its way while %s is not protected from deregistration", m, ami)
+	}
+	// The image pipeline deregisters the AMI whenever EC2 lets it, while
+	// staging's batch is on its way; both splits carry on.
+	deregistered := ""
+	for pass := range 40 {
+		if m := kafkaMoving(); m != "" && deregistered == "" && !w.emu.ImageProtected(ami) {
+			if err := w.emu.DeregisterImage(ami); err == nil {
+				deregistered = m
+			}
+		}
+		for _, p := range []struct {
+			s     *split.Splitter
+			group string
+		}{{prod, "cassandra"}, {stagingSplitter, "kafka"}} {
+			if _, err := p.s.Pass(ctx, p.group); err != nil && pass < 3 {
+				t.Logf("pass %d of %s: %v", pass, p.group, requestID.ReplaceAllString(err.Error(), ""))
+			}
+		}
+		w.clock.Step(split.DefaultLockSettle)
+	}
+	if deregistered != "" {
+		t.Errorf("EC2 deregistered %s while staging's kafka instance %s was on its way", ami, deregistered)
+	}
+	w.checkNoneLoose(t, "after 40 more passes of each split")
+}
