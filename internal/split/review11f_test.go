@@ -155,3 +155,56 @@ func TestReview11fAMIRecordRacesAnotherSplitsLift(t *testing.T) {
 	}
 	w.checkNoneLoose(t, "after 40 more passes of each split")
 }
+
+// TestReview11fRefusalMidSplitStrandsTheBatchInFlight (review 11f, against
+// aabbe85/17c2170, the refusals wrapped in ErrRefused): steps refuses a
+// group with a launch hook whose DefaultResult is ABANDON on every pass,
+// whatever the split's state, before it looks at the batch in flight. A
+// launch hook added to the split group while a batch is detaching (a
+// bootstrap hook rolled out by the platform team, in the hour a split
+// takes) makes every later pass return ErrRefused: the batch, already
+// detached, is never attached, and its instances run in no group, outside
+// cluster-autoscaler's view, with their local data (issue 11 #1: "every
+// batch stays recorded until it is attached"). The loop reports the
+// refusal as SplitBlocked and does not fail (review 11c #6), so nothing
+// but an event says so. The zone groups were created with the hooks the
+// split group had then; the new hook reaches them only through step 3,
+// which the refusal also skips, so attaching the batch in flight is no
+// more dangerous than it was before the hook was added.
+func TestReview11fRefusalMidSplitStrandsTheBatchInFlight(t *testing.T) {
+	ctx := context.Background()
+	w := newSplitWorld(t)
+	s := w.splitter(w.cloud, "run")
+	moving := ""
+	for pass := range 30 {
+		if _, err := s.Pass(ctx, "cassandra"); err != nil {
+			t.Logf("pass %d: %v", pass, err)
+		}
+		for _, i := range w.emu.AllInstances() {
+			if i.EC2State == "running" && (i.LifecycleState == "Detaching" || i.Group == "") {
+				moving = i.ID
+			}
+		}
+		if moving != "" {
+			break
+		}
+		w.clock.Step(split.DefaultLockSettle)
+	}
+	if moving == "" {
+		t.Fatal("no batch ever left the group")
+	}
+	// The platform team adds a bootstrap launch hook to the group.
+	if err := w.cloud.PutLifecycleHook(ctx, asg.Hook{Group: "cassandra", Name: "bootstrap", Transition: "autoscaling:EC2_INSTANCE_LAUNCHING",
+		HeartbeatTimeout: 300, DefaultResult: "ABANDON"}); err != nil {
+		t.Fatal(err)
+	}
+	var last error
+	for range 20 {
+		w.clock.Step(split.DefaultLockSettle)
+		if _, err := s.Pass(ctx, "cassandra"); err != nil {
+			last = err
+		}
+	}
+	t.Logf("last pass: %v", last)
+	w.checkNoneLoose(t, "20 passes after a launch hook with DefaultResult ABANDON was added mid-split")
+}
