@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/client-go/tools/record"
 
@@ -130,5 +132,48 @@ func TestReview11fSplitBadInputFailsEveryLoop(t *testing.T) {
 				t.Error("no SplitBlocked event saying why the group is not split")
 			}
 		})
+	}
+}
+
+// TestReview11fLocalPVPinnedByACustomNodeLabelIsNotHeld (review 11f):
+// docs/design.md and docs/operations.md say "A bound PV is node-local when
+// it is `local` or `hostPath`", but localHosts takes the hosts of a local
+// or hostPath volume only from kubernetes.io/hostname and metadata.name
+// terms, and applies nodeTopology to CSI volumes alone (pinned returns
+// false without pv.Spec.CSI). A `local` PV pinned by another per-node label
+// is therefore not node-local at all: OpenEBS Local PV Hostpath writes
+// `local` PVs whose affinity uses the StorageClass's NodeAffinityLabels
+// instead of the hostname ("A unique Node label may be used instead of the
+// above mentioned Kubernetes default label to uniquely identify a node",
+// dynamic-localpv-provisioner docs, "Use a unique Node-Selector label"),
+// and a hand-made local PV may select its node by any unique label. Its
+// node loses its protection, and a termination held by the balancer's hook
+// is let go with CONTINUE while the volume, bound, has its data on the
+// instance.
+func TestReview11fLocalPVPinnedByACustomNodeLabelIsNotHeld(t *testing.T) {
+	const key, value = "openebs.io/custom-node-unique-id", "cass-0-uid"
+	w := newWorld(t, 2, nil)
+	n, err := w.kube.CoreV1().Nodes().Get(w.ctx, "cass-0", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.Labels[key] = value
+	if _, err := w.kube.CoreV1().Nodes().Update(w.ctx, n, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	pv := w.volume("pv-0")
+	pv.Spec.NodeAffinity.Required.NodeSelectorTerms = []v1.NodeSelectorTerm{{MatchExpressions: []v1.NodeSelectorRequirement{{Key: key, Operator: v1.NodeSelectorOpIn, Values: []string{value}}}}}
+	if _, err := w.kube.CoreV1().PersistentVolumes().Update(w.ctx, pv, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if pv.Spec.Local == nil {
+		t.Fatal("pv-0 is not a local volume")
+	}
+	_ = w.b.Reconcile(w.ctx)
+	w.startTermination(w.ids[0])
+	w.loopPastTimeout()
+	if got := w.lifecycleState(w.ids[0]); got != awstest.TerminatingWait {
+		t.Errorf("instance %s, whose node cass-0 holds the bound local volume pv-0 (spec.local, pinned by %s In [%s], only cass-0 carries it), is %s, want %s: its termination was let go with the data",
+			w.ids[0], key, value, got, awstest.TerminatingWait)
 	}
 }
