@@ -5,6 +5,10 @@ import (
 	"fmt"
 	"testing"
 
+	awssdk "github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
+
 	"github.com/ballast-k8s/ballast/internal/asg"
 	"github.com/ballast-k8s/ballast/internal/awstest"
 	"github.com/ballast-k8s/ballast/internal/split"
@@ -207,4 +211,46 @@ func TestReview11fRefusalMidSplitStrandsTheBatchInFlight(t *testing.T) {
 	}
 	t.Logf("last pass: %v", last)
 	w.checkNoneLoose(t, "20 passes after a launch hook with DefaultResult ABANDON was added mid-split")
+}
+
+// TestReview11fSplitDoneWithAnInstanceInARemovedZone (review 11f): the
+// balancer suspends AZRebalance on every multi-zone group, and the split
+// suspends it too; the user guide (suspend-resume-considerations) says
+// "If you suspend the Launch and Terminate processes, or AZRebalance, and
+// then you make changes to your Auto Scaling group, for example, by ...
+// changing the Availability Zones that are specified, your group can
+// become unbalanced": an operator who drops a zone (a subnet) from the
+// group leaves its instances running in that zone, still members of the
+// group. The split takes its zones from the group's AvailabilityZones
+// (snapshot) and batches, per zone, only the instances of those zones:
+// an instance of a zone no longer listed is never moved, never counted as
+// blocked, and the split ends "done": the group is emptied to max 0, its
+// discovery tags deleted (cluster-autoscaler and the balancer forget it)
+// while the instance still runs in it with its data, outside both views.
+func TestReview11fSplitDoneWithAnInstanceInARemovedZone(t *testing.T) {
+	ctx := context.Background()
+	w := newSplitWorld(t)
+	if err := w.cloud.SuspendProcesses(ctx, "cassandra", asg.ProcessAZRebalance); err != nil {
+		t.Fatal(err)
+	}
+	asc := autoscaling.New(autoscaling.Options{Region: "us-east-1", BaseEndpoint: awssdk.String(w.emu.URL),
+		Credentials: credentials.NewStaticCredentialsProvider("a", "b", "")})
+	if _, err := asc.UpdateAutoScalingGroup(ctx, &autoscaling.UpdateAutoScalingGroupInput{AutoScalingGroupName: awssdk.String("cassandra"),
+		AvailabilityZones: zones[:2]}); err != nil {
+		t.Fatal(err)
+	}
+	left := w.ids[zones[2]][0]
+	if i, _ := w.emu.Instance(left); i.Group != "cassandra" || i.EC2State != "running" {
+		t.Fatalf("instance %s of the dropped zone is %s in %q, want running in cassandra", left, i.EC2State, i.Group)
+	}
+	res, err := w.passUntilDone(ctx, t, w.splitter(w.cloud, "run"), "cassandra", 100)
+	if err != nil {
+		t.Fatalf("split: %v", err)
+	}
+	g, _ := w.emu.Group("cassandra")
+	i, _ := w.emu.Instance(left)
+	if res.Done && i.Group == "cassandra" && i.EC2State == "running" {
+		t.Errorf("the split of cassandra is done (max %d, tags %v) while instance %s of zone %s, dropped from the group's zones, still runs in it: no per-zone group took it and nothing discovers the group any more",
+			g.MaxSize, g.Tags, left, zones[2])
+	}
 }
