@@ -761,10 +761,23 @@ func steps(snap *snapshot, sel asg.Selector) (p plan, err error) {
 	// copied from this group, may hold it; one whose default result is
 	// ABANDON would terminate it at its timeout if its consumer ignores
 	// attached instances. Such a group is not split.
+	// The check is made before the first write, and before a new batch is
+	// recorded; a batch in flight (detached, or about to be) is finished
+	// first, into zone groups that never get such a hook from the split:
+	// a hook added mid-split must not leave it in no group.
+	var abandon error
+	hooks := make([]asg.Hook, 0, len(snap.oldHooks))
 	for _, h := range snap.oldHooks {
 		if h.Transition == transitionLaunching && h.DefaultResult == resultAbandon {
-			return p, fmt.Errorf("%w: group %s has launch lifecycle hook %s with default result ABANDON: an instance attached to a per-zone group could be terminated at the hook's timeout (make its default CONTINUE, or remove it, first)", ErrRefused, name, h.Name)
+			if abandon == nil {
+				abandon = fmt.Errorf("%w: group %s has launch lifecycle hook %s with default result ABANDON: an instance attached to a per-zone group could be terminated at the hook's timeout (make its default CONTINUE, or remove it, first)", ErrRefused, name, h.Name)
+			}
+			continue
 		}
+		hooks = append(hooks, h)
+	}
+	if _, _, inFlight := parseMove(state); abandon != nil && !inFlight {
+		return p, abandon
 	}
 
 	// A per-zone group's name must fit, before the first write: a split
@@ -867,12 +880,12 @@ func steps(snap *snapshot, sel asg.Selector) (p plan, err error) {
 		zname := ZoneGroupName(name, z)
 		zg := snap.zoneGroups[z]
 		if zg == nil {
-			spec := asg.ZoneGroup{Source: name, Name: zname, Zone: z, MaxSize: maxZ(z), Tags: tags, Hooks: snap.oldHooks}
+			spec := asg.ZoneGroup{Source: name, Name: zname, Zone: z, MaxSize: maxZ(z), Tags: tags, Hooks: hooks}
 			add(zname, "CreateAutoScalingGroup", fmt.Sprintf("zone=%s min=0 max=%d hooks=%d tags=%d", z, spec.MaxSize, len(spec.Hooks), len(tags)),
 				func(ctx context.Context, c Cloud) error { return c.CreateZoneGroup(ctx, spec) })
 			continue
 		}
-		for _, h := range snap.oldHooks {
+		for _, h := range hooks {
 			if !slices.ContainsFunc(snap.zoneHooks[z], func(x asg.Hook) bool {
 				return x.Name == h.Name && x.Transition == h.Transition && x.HeartbeatTimeout == h.HeartbeatTimeout && x.DefaultResult == h.DefaultResult
 			}) {
@@ -1116,6 +1129,10 @@ func steps(snap *snapshot, sel asg.Selector) (p plan, err error) {
 	}
 	if len(p.waiting) > 0 {
 		return p, nil
+	}
+	// The batch in flight is attached: no new one with such a hook.
+	if abandon != nil {
+		return plan{}, abandon
 	}
 
 	// The batch before is attached: lift the deregistration protection the
