@@ -1238,6 +1238,18 @@ func steps(snap *snapshot, sel asg.Selector) (p plan, err error) {
 		p.waiting = append(p.waiting, fmt.Sprintf("instances %s are detaching from %s", strings.Join(ids, ","), name))
 		return p, nil
 	}
+	// An instance of a zone the group no longer lists (dropped while
+	// AZRebalance was suspended: it keeps running, a member of the group)
+	// has no zone group to go to and no subnet of the group to start one
+	// in: the split waits for it, never ends with it in an emptied group.
+	for _, i := range old.Instances {
+		if handled[i.ID] || slices.Contains(snap.zones, i.Zone) {
+			continue
+		}
+		why := fmt.Sprintf("its zone %q is not one of the group's zones %v", i.Zone, snap.zones)
+		p.stranded = append(p.stranded, i.ID+": "+why)
+		blocked = append(blocked, fmt.Sprintf("instance %s stays in %s: %s; replace it, or add its zone to the group again, to let the split finish", i.ID, name, why))
+	}
 	if len(blocked) > 0 {
 		p.waiting = append(p.waiting, blocked...)
 		return p, nil
