@@ -475,7 +475,8 @@ func (s *Splitter) snapshot(ctx context.Context, group string) (*snapshot, error
 		zg := &zgs[i]
 		z := strings.TrimPrefix(zg.Name, group+"-")
 		if zg.Tags[TagFrom] != group {
-			return nil, fmt.Errorf("group %s exists but was not split from %s (tag %s=%q)", zg.Name, group, TagFrom, zg.Tags[TagFrom])
+			return nil, fmt.Errorf("%w: group %s exists but was not split from %s (tag %s=%q): the split would create its per-zone group under that name; rename or delete that group first",
+				ErrRefused, zg.Name, group, TagFrom, zg.Tags[TagFrom])
 		}
 		snap.zoneGroups[z] = zg
 		if snap.zoneHooks[z], err = s.cloud.DescribeLifecycleHooks(ctx, zg.Name); err != nil {
@@ -819,7 +820,7 @@ func steps(snap *snapshot, sel asg.Selector) (p plan, err error) {
 	orig := sizes{old.MinSize, old.MaxSize}
 	if v, ok := old.Tags[TagSizes]; ok {
 		if orig, err = parseSizes(v); err != nil {
-			return p, err
+			return p, fmt.Errorf("%w: group %s: %w; set it to the group's sizes before the split, as min=<n>,max=<n>", ErrRefused, name, err)
 		}
 	} else {
 		tags := map[string]string{TagSizes: orig.String()}
