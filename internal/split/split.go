@@ -1423,15 +1423,15 @@ func attachWithRoom(ctx context.Context, c Cloud, group string, ids []string) er
 //
 // The AMIs are recorded in TagImages (recorded is its value so far) before
 // their protection is enabled, so that no crash leaves one protected with
-// no tag to say it is to be lifted; a recorded AMI found unprotected is
-// enabled again. An AMI already protected is the split's own when another
-// group's split records it (the same AMI for several groups): it is recorded
-// here too and enabled again (a no-op, unless that split lifted it in
-// between), so that neither lifts it under the other's batch. An AMI
-// protected and recorded by no split is someone else's: theirs to lift. An
-// AMI the account does not own, or that cannot be protected, is logged as a
-// risk and the batch still moves. It records them and returns those to
-// enable (enableImages).
+// no tag to say it is to be lifted. Every AMI of the batch that the account
+// owns is recorded and enabled (a no-op when it is protected already),
+// whatever its protection reads now: another group's split that records the
+// same AMI may lift it between that read and its own reads of the records
+// (its last batch attached), and a protection read then would leave this
+// batch unprotected. An AMI someone else protected is thus lifted by the
+// last split that records it. An AMI the account does not own, or that
+// cannot be protected, is logged as a risk and the batch still moves. It
+// records them and returns those to enable (enableImages).
 func recordImages(ctx context.Context, c Cloud, group string, ids []string, recorded string) ([]string, error) {
 	logger := klog.FromContext(ctx).WithValues("group", group)
 	insts, err := c.DescribeInstances(ctx, ids)
@@ -1454,31 +1454,20 @@ func recordImages(ctx context.Context, c Cloud, group string, ids []string, reco
 	if err != nil {
 		return nil, fmt.Errorf("describing the batch's AMIs to protect them: %w", err)
 	}
-	var others map[string][]string
 	var enable []string
 	for _, ami := range amis {
-		already, ok := owned[ami]
-		if slices.Contains(mine, ami) {
-			if ok && !already {
-				enable = append(enable, ami)
-			}
+		if _, ok := owned[ami]; !ok {
+			logger.Info("Warning: cannot protect an AMI of the batch from deregistration (not the account's); if it is deregistered while the batch is detached, its instances run in no group", "ami", ami)
 			continue
 		}
-		if already && others == nil {
-			if others, err = imagesOfOtherSplits(ctx, c, group); err != nil {
-				return nil, fmt.Errorf("reading which splits protect the batch's AMIs: %w", err)
+		if !slices.Contains(mine, ami) {
+			if len(strings.Join(append(slices.Clone(mine), ami), " ")) > maxTagValue {
+				logger.Info("Warning: no room to record one more protected AMI; it is not protected from deregistration while the batch is detached", "ami", ami)
+				continue
 			}
+			mine = append(mine, ami)
 		}
-		switch {
-		case !ok:
-			logger.Info("Warning: cannot protect an AMI of the batch from deregistration (not the account's); if it is deregistered while the batch is detached, its instances run in no group", "ami", ami)
-		case already && len(others[ami]) == 0:
-			// Protected by someone else: theirs to lift.
-		case len(strings.Join(append(slices.Clone(mine), ami), " ")) > maxTagValue:
-			logger.Info("Warning: no room to record one more protected AMI; it is not protected from deregistration while the batch is detached", "ami", ami)
-		default:
-			mine, enable = append(mine, ami), append(enable, ami)
-		}
+		enable = append(enable, ami)
 	}
 	if v := strings.Join(mine, " "); v != recorded {
 		if err := c.SetGroupTags(ctx, group, map[string]string{TagImages: v}); err != nil {
