@@ -409,8 +409,10 @@ func boundLocalHosts(pv *v1.PersistentVolume) []string {
 }
 
 // localHosts is boundLocalHosts, where a term of a CSI volume may also pin
-// it to a node by its driver's topology key (nodeTopology; topo may be nil).
-// byTopology says whether a term did.
+// it to a node by its driver's topology key (nodeTopology; topo may be nil),
+// and a term of a local or hostPath volume without a hostname pins it to
+// every node it selects (nodeTopology.selected). byTopology says whether a
+// term did either: such a pin is not a hostname that can be checked again.
 func localHosts(pv *v1.PersistentVolume, topo *nodeTopology) (out []string, byTopology bool) {
 	if pv.Status.Phase != v1.VolumeBound || pv.Spec.ClaimRef == nil {
 		return nil, false
@@ -430,6 +432,17 @@ func localHosts(pv *v1.PersistentVolume, topo *nodeTopology) (out []string, byTo
 			if r.Key == "metadata.name" && r.Operator == v1.NodeSelectorOpIn {
 				hosts = append(hosts, r.Values...)
 			}
+		}
+		if len(hosts) == 0 && local {
+			// Node-local by its source, whatever label pins it (OpenEBS
+			// Local PV Hostpath's NodeAffinityLabels, a hand-made PV): hold
+			// every node the term selects, too many rather than none. A term
+			// no node matches leaves a mark that matches no node: the volume
+			// is an orphan, reported and never released automatically.
+			if topo == nil {
+				continue
+			}
+			hosts, byTopology = topo.selected(t), true
 		}
 		if len(hosts) == 0 && !local {
 			h, ok := topo.pinned(pv, t)

@@ -32,6 +32,7 @@ const (
 	ReasonVolumeNodeReplaced     = "LocalVolumeNodeReplaced"
 	ReasonTerminationHeld        = "TerminationHeld"
 	ReasonTerminationReleased    = "TerminationReleased"
+	ReasonTerminationNotHeld     = "TerminationNotHeld"
 	ReasonPublishedNodeTemplates = "PublishedNodeGroups"
 	ReasonGroupNotManaged        = "GroupNotManaged"
 	// ReasonSplitGroup: with --enforce=split, a split pass made steps, waits
@@ -144,6 +145,11 @@ const msgUnprotected = "Local volumes released: scale-down allowed again"
 
 func msgTerminationReleased(id string) string {
 	return fmt.Sprintf("Holds no bound local volume: let the termination of %s proceed", id)
+}
+
+func msgTerminationNotHeld(id, group string) string {
+	return fmt.Sprintf("AWS is terminating instance %s of group %s, but the balancer's hook no longer holds it (No active Lifecycle Action: its heartbeat timeout passed, or the termination started before the hook was on the group): it terminates once the group's other hooks let it go, with its bound local volumes",
+		id, group)
 }
 
 func msgTerminationHeld(id, group string, vols []string, limit string) string {

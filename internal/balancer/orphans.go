@@ -638,7 +638,7 @@ func (b *Balancer) release(ctx context.Context, inv *inventory, due []*orphan) e
 // It reads past the watch cache: a node that came back a second ago counts.
 func (b *Balancer) recheck(ctx context.Context, o *orphan, state map[string]string, regions map[string]bool) string {
 	if o.byTopology {
-		return fmt.Sprintf("it is pinned by its CSI driver's topology key (%v), not by a hostname that can be checked again; release it by hand", o.hosts)
+		return fmt.Sprintf("it is pinned by its CSI driver's topology key or by a node label (%v), not by a hostname that can be checked again; release it by hand", o.hosts)
 	}
 	for _, h := range o.hosts {
 		_, err := b.kube.CoreV1().Nodes().Get(ctx, h, metav1.GetOptions{})

@@ -234,7 +234,23 @@ func (b *Balancer) lifecycleActions(ctx context.Context, inv *inventory) error {
 	holding := map[heldInstance]bool{}
 	hold := func(g, id string) bool {
 		holding[heldInstance{group: g, instance: id}] = true
-		if err := b.cloud.RecordLifecycleActionHeartbeat(ctx, g, HookName, id); err != nil {
+		err := b.cloud.RecordLifecycleActionHeartbeat(ctx, g, HookName, id)
+		if noActiveLifecycleAction(err) {
+			// The balancer's hook holds no action of it any more (its
+			// heartbeat timeout passed while the balancer was down, or the
+			// termination started before the hook was on the group); another
+			// hook may still hold it. Nothing here can hold it again: report
+			// it, and stop heartbeating it.
+			delete(holding, heldInstance{group: g, instance: id})
+			b.lifecycle.completed[id] = true
+			msg := msgTerminationNotHeld(id, g)
+			klog.FromContext(ctx).Info("Termination no longer held by the balancer's hook", "group", g, "instance", id, "err", err)
+			if n := inv.nodeOf[id]; n != nil {
+				b.recorder.Eventf(n, v1.EventTypeWarning, ReasonTerminationNotHeld, "%s", msg)
+			}
+			return false
+		}
+		if err != nil {
 			errs = append(errs, fmt.Errorf("heartbeat for %s: %w", id, err))
 			return false
 		}

@@ -9,6 +9,7 @@ import (
 	v1 "k8s.io/api/core/v1"
 	storagev1 "k8s.io/api/storage/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/component-helpers/scheduling/corev1/nodeaffinity"
 )
 
 // nodeTopology tells which CSI volumes are pinned to one node by their
@@ -91,6 +92,27 @@ func (t *nodeTopology) namesNode(node, driver, v string) bool {
 		return false
 	}
 	return t.names[node][v] || t.nodeIDs[node][driver] == v
+}
+
+// selected returns the nodes a term of a local or hostPath volume's required
+// node affinity selects, by the scheduler's own node selector matching; when
+// none does (the node is gone, or the term is invalid), one mark that matches
+// no node, naming the term, so that the volume is reported as an orphan.
+func (t *nodeTopology) selected(term v1.NodeSelectorTerm) []string {
+	sel, err := nodeaffinity.NewNodeSelector(&v1.NodeSelector{NodeSelectorTerms: []v1.NodeSelectorTerm{term}})
+	var out []string
+	if err == nil {
+		for node, labels := range t.labels {
+			if sel.Match(&v1.Node{ObjectMeta: metav1.ObjectMeta{Name: node, Labels: labels}}) {
+				out = append(out, node)
+			}
+		}
+	}
+	if len(out) == 0 {
+		return []string{topologyHostPrefix + term.String()}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // pinned returns the node a term of a CSI volume's affinity pins it to by

@@ -475,7 +475,8 @@ func (s *Splitter) snapshot(ctx context.Context, group string) (*snapshot, error
 		zg := &zgs[i]
 		z := strings.TrimPrefix(zg.Name, group+"-")
 		if zg.Tags[TagFrom] != group {
-			return nil, fmt.Errorf("group %s exists but was not split from %s (tag %s=%q)", zg.Name, group, TagFrom, zg.Tags[TagFrom])
+			return nil, fmt.Errorf("%w: group %s exists but was not split from %s (tag %s=%q): the split would create its per-zone group under that name; rename or delete that group first",
+				ErrRefused, zg.Name, group, TagFrom, zg.Tags[TagFrom])
 		}
 		snap.zoneGroups[z] = zg
 		if snap.zoneHooks[z], err = s.cloud.DescribeLifecycleHooks(ctx, zg.Name); err != nil {
@@ -761,10 +762,23 @@ func steps(snap *snapshot, sel asg.Selector) (p plan, err error) {
 	// copied from this group, may hold it; one whose default result is
 	// ABANDON would terminate it at its timeout if its consumer ignores
 	// attached instances. Such a group is not split.
+	// The check is made before the first write, and before a new batch is
+	// recorded; a batch in flight (detached, or about to be) is finished
+	// first, into zone groups that never get such a hook from the split:
+	// a hook added mid-split must not leave it in no group.
+	var abandon error
+	hooks := make([]asg.Hook, 0, len(snap.oldHooks))
 	for _, h := range snap.oldHooks {
 		if h.Transition == transitionLaunching && h.DefaultResult == resultAbandon {
-			return p, fmt.Errorf("%w: group %s has launch lifecycle hook %s with default result ABANDON: an instance attached to a per-zone group could be terminated at the hook's timeout (make its default CONTINUE, or remove it, first)", ErrRefused, name, h.Name)
+			if abandon == nil {
+				abandon = fmt.Errorf("%w: group %s has launch lifecycle hook %s with default result ABANDON: an instance attached to a per-zone group could be terminated at the hook's timeout (make its default CONTINUE, or remove it, first)", ErrRefused, name, h.Name)
+			}
+			continue
 		}
+		hooks = append(hooks, h)
+	}
+	if _, _, inFlight := parseMove(state); abandon != nil && !inFlight {
+		return p, abandon
 	}
 
 	// A per-zone group's name must fit, before the first write: a split
@@ -806,7 +820,7 @@ func steps(snap *snapshot, sel asg.Selector) (p plan, err error) {
 	orig := sizes{old.MinSize, old.MaxSize}
 	if v, ok := old.Tags[TagSizes]; ok {
 		if orig, err = parseSizes(v); err != nil {
-			return p, err
+			return p, fmt.Errorf("%w: group %s: %w; set it to the group's sizes before the split, as min=<n>,max=<n>", ErrRefused, name, err)
 		}
 	} else {
 		tags := map[string]string{TagSizes: orig.String()}
@@ -867,12 +881,12 @@ func steps(snap *snapshot, sel asg.Selector) (p plan, err error) {
 		zname := ZoneGroupName(name, z)
 		zg := snap.zoneGroups[z]
 		if zg == nil {
-			spec := asg.ZoneGroup{Source: name, Name: zname, Zone: z, MaxSize: maxZ(z), Tags: tags, Hooks: snap.oldHooks}
+			spec := asg.ZoneGroup{Source: name, Name: zname, Zone: z, MaxSize: maxZ(z), Tags: tags, Hooks: hooks}
 			add(zname, "CreateAutoScalingGroup", fmt.Sprintf("zone=%s min=0 max=%d hooks=%d tags=%d", z, spec.MaxSize, len(spec.Hooks), len(tags)),
 				func(ctx context.Context, c Cloud) error { return c.CreateZoneGroup(ctx, spec) })
 			continue
 		}
-		for _, h := range snap.oldHooks {
+		for _, h := range hooks {
 			if !slices.ContainsFunc(snap.zoneHooks[z], func(x asg.Hook) bool {
 				return x.Name == h.Name && x.Transition == h.Transition && x.HeartbeatTimeout == h.HeartbeatTimeout && x.DefaultResult == h.DefaultResult
 			}) {
@@ -1117,6 +1131,10 @@ func steps(snap *snapshot, sel asg.Selector) (p plan, err error) {
 	if len(p.waiting) > 0 {
 		return p, nil
 	}
+	// The batch in flight is attached: no new one with such a hook.
+	if abandon != nil {
+		return plan{}, abandon
+	}
 
 	// The batch before is attached: lift the deregistration protection the
 	// split set for it (the next batch sets it again for its own AMIs).
@@ -1220,6 +1238,18 @@ func steps(snap *snapshot, sel asg.Selector) (p plan, err error) {
 		detach(ids)
 		p.waiting = append(p.waiting, fmt.Sprintf("instances %s are detaching from %s", strings.Join(ids, ","), name))
 		return p, nil
+	}
+	// An instance of a zone the group no longer lists (dropped while
+	// AZRebalance was suspended: it keeps running, a member of the group)
+	// has no zone group to go to and no subnet of the group to start one
+	// in: the split waits for it, never ends with it in an emptied group.
+	for _, i := range old.Instances {
+		if handled[i.ID] || slices.Contains(snap.zones, i.Zone) {
+			continue
+		}
+		why := fmt.Sprintf("its zone %q is not one of the group's zones %v", i.Zone, snap.zones)
+		p.stranded = append(p.stranded, i.ID+": "+why)
+		blocked = append(blocked, fmt.Sprintf("instance %s stays in %s: %s; replace it, or add its zone to the group again, to let the split finish", i.ID, name, why))
 	}
 	if len(blocked) > 0 {
 		p.waiting = append(p.waiting, blocked...)
@@ -1393,15 +1423,15 @@ func attachWithRoom(ctx context.Context, c Cloud, group string, ids []string) er
 //
 // The AMIs are recorded in TagImages (recorded is its value so far) before
 // their protection is enabled, so that no crash leaves one protected with
-// no tag to say it is to be lifted; a recorded AMI found unprotected is
-// enabled again. An AMI already protected is the split's own when another
-// group's split records it (the same AMI for several groups): it is recorded
-// here too and enabled again (a no-op, unless that split lifted it in
-// between), so that neither lifts it under the other's batch. An AMI
-// protected and recorded by no split is someone else's: theirs to lift. An
-// AMI the account does not own, or that cannot be protected, is logged as a
-// risk and the batch still moves. It records them and returns those to
-// enable (enableImages).
+// no tag to say it is to be lifted. Every AMI of the batch that the account
+// owns is recorded and enabled (a no-op when it is protected already),
+// whatever its protection reads now: another group's split that records the
+// same AMI may lift it between that read and its own reads of the records
+// (its last batch attached), and a protection read then would leave this
+// batch unprotected. An AMI someone else protected is thus lifted by the
+// last split that records it. An AMI the account does not own, or that
+// cannot be protected, is logged as a risk and the batch still moves. It
+// records them and returns those to enable (enableImages).
 func recordImages(ctx context.Context, c Cloud, group string, ids []string, recorded string) ([]string, error) {
 	logger := klog.FromContext(ctx).WithValues("group", group)
 	insts, err := c.DescribeInstances(ctx, ids)
@@ -1424,31 +1454,20 @@ func recordImages(ctx context.Context, c Cloud, group string, ids []string, reco
 	if err != nil {
 		return nil, fmt.Errorf("describing the batch's AMIs to protect them: %w", err)
 	}
-	var others map[string][]string
 	var enable []string
 	for _, ami := range amis {
-		already, ok := owned[ami]
-		if slices.Contains(mine, ami) {
-			if ok && !already {
-				enable = append(enable, ami)
-			}
+		if _, ok := owned[ami]; !ok {
+			logger.Info("Warning: cannot protect an AMI of the batch from deregistration (not the account's); if it is deregistered while the batch is detached, its instances run in no group", "ami", ami)
 			continue
 		}
-		if already && others == nil {
-			if others, err = imagesOfOtherSplits(ctx, c, group); err != nil {
-				return nil, fmt.Errorf("reading which splits protect the batch's AMIs: %w", err)
+		if !slices.Contains(mine, ami) {
+			if len(strings.Join(append(slices.Clone(mine), ami), " ")) > maxTagValue {
+				logger.Info("Warning: no room to record one more protected AMI; it is not protected from deregistration while the batch is detached", "ami", ami)
+				continue
 			}
+			mine = append(mine, ami)
 		}
-		switch {
-		case !ok:
-			logger.Info("Warning: cannot protect an AMI of the batch from deregistration (not the account's); if it is deregistered while the batch is detached, its instances run in no group", "ami", ami)
-		case already && len(others[ami]) == 0:
-			// Protected by someone else: theirs to lift.
-		case len(strings.Join(append(slices.Clone(mine), ami), " ")) > maxTagValue:
-			logger.Info("Warning: no room to record one more protected AMI; it is not protected from deregistration while the batch is detached", "ami", ami)
-		default:
-			mine, enable = append(mine, ami), append(enable, ami)
-		}
+		enable = append(enable, ami)
 	}
 	if v := strings.Join(mine, " "); v != recorded {
 		if err := c.SetGroupTags(ctx, group, map[string]string{TagImages: v}); err != nil {
