@@ -76,26 +76,18 @@ func TestReview11fHeartbeatRefusedFailsEveryLoop(t *testing.T) {
 func TestReview11fSplitBadInputFailsEveryLoop(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
-		edit  func(*awstest.GroupSpec)
-		setup func(w *splitWorld)
+		edit  awstest.GroupOption
+		setup func(w *awstest.SplitWorld)
 	}{
-		{name: "a foreign group named like a per-zone group", setup: func(w *splitWorld) {
-			w.emu.CreateGroup(awstest.GroupSpec{Name: ZoneGroupName("cassandra", zones[0]), Zones: zones[:1], MaxSize: 3, InstanceType: "i3.xlarge",
+		{name: "a foreign group named like a per-zone group", setup: func(w *awstest.SplitWorld) {
+			w.Emu.CreateGroup(awstest.GroupSpec{Name: ZoneGroupName("cassandra", zones[0]), Zones: zones[:1], MaxSize: 3, InstanceType: "i3.xlarge",
 				Tags: map[string]string{"team": "web"}, Instances: map[string]int{zones[0]: 1}})
 		}},
-		{name: "a malformed split-sizes tag", edit: func(g *awstest.GroupSpec) {
-			tags := map[string]string{}
-			for k, v := range g.Tags {
-				tags[k] = v
-			}
-			tags[split.TagState] = "started"
-			tags[split.TagSizes] = "min=3;max=10"
-			g.Tags = tags
-		}},
+		{name: "a malformed split-sizes tag", edit: awstest.WithTags(map[string]string{split.TagState: "started", split.TagSizes: "min=3;max=10"})},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := context.Background()
-			var edits []func(*awstest.GroupSpec)
+			var edits []awstest.GroupOption
 			if tc.edit != nil {
 				edits = append(edits, tc.edit)
 			}
@@ -104,8 +96,8 @@ func TestReview11fSplitBadInputFailsEveryLoop(t *testing.T) {
 				tc.setup(w)
 			}
 			events := record.NewFakeRecorder(100)
-			b := New(fake.NewClientset(), w.cloud, events, w.clock, Options{Selector: asg.AutoDiscovery(cluster), HeartbeatTimeout: 5 * time.Minute, Enforce: EnforceSplit}, nil)
-			w.emu.Reset()
+			b := splitBalancer(w, fake.NewClientset(), events)
+			w.Emu.Reset()
 			failed := 0
 			var last error
 			for range 3 {
@@ -113,12 +105,12 @@ func TestReview11fSplitBadInputFailsEveryLoop(t *testing.T) {
 					failed++
 					last = err
 				}
-				w.clock.Step(time.Minute)
+				w.Clock.Step(time.Minute)
 			}
 			if failed > 0 {
 				t.Errorf("%d of 3 loops failed on a group the split cannot take as it stands (bad input, no write made): %v", failed, last)
 			}
-			for _, c := range w.emu.MutatingCalls() {
+			for _, c := range w.Emu.MutatingCalls() {
 				if c.Action != "SuspendProcesses" || c.Params.Get("ScalingProcesses.member.1") != asg.ProcessAZRebalance {
 					t.Errorf("the loop made %s %v on a group it cannot split", c.Action, c.Params)
 				}
