@@ -2,6 +2,7 @@ package split_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 
@@ -175,42 +176,62 @@ func TestReview11fAMIRecordRacesAnotherSplitsLift(t *testing.T) {
 // split group had then; the new hook reaches them only through step 3,
 // which the refusal also skips, so attaching the batch in flight is no
 // more dangerous than it was before the hook was added.
+//
+// The same holds for the split's own sizes tag edited into something the
+// split cannot read while a batch is detaching: the batch is attached,
+// then the split waits, refused, for the tag to be fixed.
 func TestReview11fRefusalMidSplitStrandsTheBatchInFlight(t *testing.T) {
-	ctx := context.Background()
-	w := newSplitWorld(t)
-	s := w.splitter(w.cloud, "run")
-	moving := ""
-	for pass := range 30 {
-		if _, err := s.Pass(ctx, "cassandra"); err != nil {
-			t.Logf("pass %d: %v", pass, err)
-		}
-		for _, i := range w.emu.AllInstances() {
-			if i.EC2State == "running" && (i.LifecycleState == "Detaching" || i.Group == "") {
-				moving = i.ID
+	for _, tc := range []struct {
+		name   string
+		change func(ctx context.Context, w *splitWorld) error
+	}{
+		{name: "a launch hook with DefaultResult ABANDON", change: func(ctx context.Context, w *splitWorld) error {
+			// The platform team adds a bootstrap launch hook to the group.
+			return w.cloud.PutLifecycleHook(ctx, asg.Hook{Group: "cassandra", Name: "bootstrap", Transition: "autoscaling:EC2_INSTANCE_LAUNCHING",
+				HeartbeatTimeout: 300, DefaultResult: "ABANDON"})
+		}},
+		{name: "a malformed split-sizes tag", change: func(ctx context.Context, w *splitWorld) error {
+			return w.cloud.SetGroupTags(ctx, "cassandra", map[string]string{split.TagSizes: "min=3;max=10"})
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			w := newSplitWorld(t)
+			s := w.splitter(w.cloud, "run")
+			moving := ""
+			for pass := range 30 {
+				if _, err := s.Pass(ctx, "cassandra"); err != nil {
+					t.Logf("pass %d: %v", pass, err)
+				}
+				for _, i := range w.emu.AllInstances() {
+					if i.EC2State == "running" && (i.LifecycleState == "Detaching" || i.Group == "") {
+						moving = i.ID
+					}
+				}
+				if moving != "" {
+					break
+				}
+				w.clock.Step(split.DefaultLockSettle)
 			}
-		}
-		if moving != "" {
-			break
-		}
-		w.clock.Step(split.DefaultLockSettle)
+			if moving == "" {
+				t.Fatal("no batch ever left the group")
+			}
+			if err := tc.change(ctx, w); err != nil {
+				t.Fatal(err)
+			}
+			var last error
+			for range 20 {
+				w.clock.Step(split.DefaultLockSettle)
+				if _, err := s.Pass(ctx, "cassandra"); err != nil {
+					last = err
+				}
+			}
+			if !errors.Is(last, split.ErrRefused) {
+				t.Errorf("last pass: %v, want a refusal (ErrRefused) once the batch in flight is attached", last)
+			}
+			w.checkNoneLoose(t, "20 passes after "+tc.name+" mid-split")
+		})
 	}
-	if moving == "" {
-		t.Fatal("no batch ever left the group")
-	}
-	// The platform team adds a bootstrap launch hook to the group.
-	if err := w.cloud.PutLifecycleHook(ctx, asg.Hook{Group: "cassandra", Name: "bootstrap", Transition: "autoscaling:EC2_INSTANCE_LAUNCHING",
-		HeartbeatTimeout: 300, DefaultResult: "ABANDON"}); err != nil {
-		t.Fatal(err)
-	}
-	var last error
-	for range 20 {
-		w.clock.Step(split.DefaultLockSettle)
-		if _, err := s.Pass(ctx, "cassandra"); err != nil {
-			last = err
-		}
-	}
-	t.Logf("last pass: %v", last)
-	w.checkNoneLoose(t, "20 passes after a launch hook with DefaultResult ABANDON was added mid-split")
 }
 
 // TestReview11fSplitDoneWithAnInstanceInARemovedZone (review 11f): the

@@ -766,19 +766,22 @@ func steps(snap *snapshot, sel asg.Selector) (p plan, err error) {
 	// recorded; a batch in flight (detached, or about to be) is finished
 	// first, into zone groups that never get such a hook from the split:
 	// a hook added mid-split must not leave it in no group.
-	var abandon error
+	// refuse is a refusal that waits for the batch in flight to be
+	// attached: an ABANDON hook, or a split-sizes tag edited mid-split.
+	var refuse error
+	_, _, inFlight := parseMove(state)
 	hooks := make([]asg.Hook, 0, len(snap.oldHooks))
 	for _, h := range snap.oldHooks {
 		if h.Transition == transitionLaunching && h.DefaultResult == resultAbandon {
-			if abandon == nil {
-				abandon = fmt.Errorf("%w: group %s has launch lifecycle hook %s with default result ABANDON: an instance attached to a per-zone group could be terminated at the hook's timeout (make its default CONTINUE, or remove it, first)", ErrRefused, name, h.Name)
+			if refuse == nil {
+				refuse = fmt.Errorf("%w: group %s has launch lifecycle hook %s with default result ABANDON: an instance attached to a per-zone group could be terminated at the hook's timeout (make its default CONTINUE, or remove it, first)", ErrRefused, name, h.Name)
 			}
 			continue
 		}
 		hooks = append(hooks, h)
 	}
-	if _, _, inFlight := parseMove(state); abandon != nil && !inFlight {
-		return p, abandon
+	if refuse != nil && !inFlight {
+		return p, refuse
 	}
 
 	// A per-zone group's name must fit, before the first write: a split
@@ -820,7 +823,17 @@ func steps(snap *snapshot, sel asg.Selector) (p plan, err error) {
 	orig := sizes{old.MinSize, old.MaxSize}
 	if v, ok := old.Tags[TagSizes]; ok {
 		if orig, err = parseSizes(v); err != nil {
-			return p, fmt.Errorf("%w: group %s: %w; set it to the group's sizes before the split, as min=<n>,max=<n>", ErrRefused, name, err)
+			bad := fmt.Errorf("%w: group %s: %w; set it to the group's sizes before the split, as min=<n>,max=<n>", ErrRefused, name, err)
+			if !inFlight {
+				return p, bad
+			}
+			// The batch in flight is attached first: room for it comes
+			// from the instances counted per zone (maxZ), not from the
+			// sizes, which the end of the split needs and waits for.
+			orig, err = sizes{old.MinSize, old.MaxSize}, nil
+			if refuse == nil {
+				refuse = bad
+			}
 		}
 	} else {
 		tags := map[string]string{TagSizes: orig.String()}
@@ -859,7 +872,7 @@ func steps(snap *snapshot, sel asg.Selector) (p plan, err error) {
 			count[z]++
 		}
 	}
-	flightZone, flight, inFlight := parseMove(state)
+	flightZone, flight, _ := parseMove(state)
 	for _, m := range flight {
 		if !m.back && inOld[m.id] == nil && inZone[m.id] == nil && !gone(snap.ec2State[m.id]) {
 			count[flightZone]++ // detached, on its way to its zone's group
@@ -1131,9 +1144,10 @@ func steps(snap *snapshot, sel asg.Selector) (p plan, err error) {
 	if len(p.waiting) > 0 {
 		return p, nil
 	}
-	// The batch in flight is attached: no new one with such a hook.
-	if abandon != nil {
-		return plan{}, abandon
+	// The batch in flight is attached: no new one with such a hook or
+	// without the group's original sizes.
+	if refuse != nil {
+		return plan{}, refuse
 	}
 
 	// The batch before is attached: lift the deregistration protection the
