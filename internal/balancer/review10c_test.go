@@ -6,8 +6,6 @@ import (
 	"testing"
 	"time"
 
-	awssdk "github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -55,19 +53,8 @@ func TestReview10cScaledToZeroGroupKeepsItsLastNodesTemplate(t *testing.T) {
 	}
 	// CA scales the group in to zero (the node was unneeded): it terminates
 	// the instance, decrementing the desired capacity; the node goes.
-	if _, err := rawASG(f.emu).TerminateInstanceInAutoScalingGroup(ctx, &autoscaling.TerminateInstanceInAutoScalingGroupInput{
-		InstanceId: awssdk.String(id), ShouldDecrementDesiredCapacity: awssdk.Bool(true)}); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.kube.CoreV1().Nodes().Delete(ctx, n.Name, metav1.DeleteOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	for range 3 {
-		f.clock.Step(time.Minute)
-		if err := f.b.Reconcile(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
+	scaleIn(t, f, id, n.Name)
+	loopsAMinuteApart(t, f, 3)
 	for _, i := range f.emu.GroupInstances("batch") {
 		if i.LifecycleState != "Terminated" {
 			t.Fatalf("setup: instance %s is %s, want the group at zero", i.ID, i.LifecycleState)

@@ -111,18 +111,9 @@ func TestReview10dEitherNodesLabelValue(t *testing.T) {
 	}
 	reconcile(t, f)
 	for i, id := range ids {
-		if _, err := rawASG(f.emu).TerminateInstanceInAutoScalingGroup(ctx, &autoscaling.TerminateInstanceInAutoScalingGroupInput{
-			InstanceId: awssdk.String(id), ShouldDecrementDesiredCapacity: awssdk.Bool(true)}); err != nil {
-			t.Fatal(err)
-		}
-		if err := f.kube.CoreV1().Nodes().Delete(ctx, names[i], metav1.DeleteOptions{}); err != nil {
-			t.Fatal(err)
-		}
+		scaleIn(t, f, id, names[i])
 	}
-	for range 3 {
-		f.clock.Step(time.Minute)
-		reconcile(t, f)
-	}
+	loopsAMinuteApart(t, f, 3)
 	if ng := templateOf(t, f, "batch"); ng.CurrentSize != 0 {
 		t.Fatalf("setup: batch has size %d, want 0", ng.CurrentSize)
 	}
@@ -171,17 +162,8 @@ func TestReview10dMemoryPersistedOnlyWithACompleteList(t *testing.T) {
 	}
 	// batch's last node goes (scaleToZero, which reads the published list,
 	// cannot be used: none is published).
-	if _, err := rawASG(f.emu).TerminateInstanceInAutoScalingGroup(ctx, &autoscaling.TerminateInstanceInAutoScalingGroupInput{
-		InstanceId: awssdk.String(id), ShouldDecrementDesiredCapacity: awssdk.Bool(true)}); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.kube.CoreV1().Nodes().Delete(ctx, n.Name, metav1.DeleteOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	for range 3 {
-		f.clock.Step(time.Minute)
-		reconcile(t, f)
-	}
+	scaleIn(t, f, id, n.Name)
+	loopsAMinuteApart(t, f, 3)
 	cm, err := f.kube.CoreV1().ConfigMaps(nodegroups.DefaultNamespace).Get(ctx, nodegroups.DefaultName, metav1.GetOptions{})
 	if err != nil {
 		t.Fatalf("no ConfigMap holds what az-balancer remembers of batch's node: %v", err)

@@ -48,15 +48,7 @@ func TestReview10eConfigMapOverOneMiBAtNoVariants(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	reconcile(t, f)
-	cm, err := f.kube.CoreV1().ConfigMaps(nodegroups.DefaultNamespace).Get(ctx, nodegroups.DefaultName, metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	size := 0
-	for k, v := range cm.Data {
-		size += len(k) + len(v)
-	}
+	cm, size := publishedData(t, f)
 	if size > 1<<20 {
 		t.Fatalf("ConfigMap data is %d bytes (list %d, memory %d), more than the API server takes (1 MiB): the update is refused",
 			size, len(cm.Data[nodegroups.DataKey]), len(cm.Data[lastNodesKey]))

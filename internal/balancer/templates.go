@@ -471,13 +471,9 @@ func (b *Balancer) writeConfigMap(ctx context.Context, list *nodegroups.NodeGrou
 	cms := b.kube.CoreV1().ConfigMaps(b.opts.ConfigMapNamespace)
 	cm, err := cms.Get(ctx, b.opts.ConfigMapName, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
-		cm = &v1.ConfigMap{
-			ObjectMeta: metav1.ObjectMeta{Namespace: b.opts.ConfigMapNamespace, Name: b.opts.ConfigMapName,
-				Labels: map[string]string{"app.kubernetes.io/managed-by": Source}},
-			Data: data,
-		}
-		if _, err := cms.Create(ctx, cm, metav1.CreateOptions{FieldManager: Source}); err != nil {
-			return fmt.Errorf("creating ConfigMap %s/%s: %w", cm.Namespace, cm.Name, err)
+		cm, err := b.createConfigMap(ctx, data)
+		if err != nil {
+			return err
 		}
 		b.recorder.Eventf(cm, v1.EventTypeNormal, ReasonPublishedNodeTemplates, "%s", msgPublished(len(list.NodeGroups)))
 		return nil
@@ -505,6 +501,19 @@ func (b *Balancer) writeConfigMap(ctx context.Context, list *nodegroups.NodeGrou
 	return nil
 }
 
+// createConfigMap creates the published ConfigMap with data.
+func (b *Balancer) createConfigMap(ctx context.Context, data map[string]string) (*v1.ConfigMap, error) {
+	cm := &v1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Namespace: b.opts.ConfigMapNamespace, Name: b.opts.ConfigMapName,
+			Labels: map[string]string{"app.kubernetes.io/managed-by": Source}},
+		Data: data,
+	}
+	if _, err := b.kube.CoreV1().ConfigMaps(cm.Namespace).Create(ctx, cm, metav1.CreateOptions{FieldManager: Source}); err != nil {
+		return nil, fmt.Errorf("creating ConfigMap %s/%s: %w", cm.Namespace, cm.Name, err)
+	}
+	return cm, nil
+}
+
 // writeLastNodes saves what is remembered of the groups' nodes in the
 // published ConfigMap, leaving its list alone. Without a ConfigMap it creates
 // one that holds only the memory (no list: the scheduler plugin counts the
@@ -521,15 +530,8 @@ func (b *Balancer) writeLastNodes(ctx context.Context, w *warnings) error {
 		if err != nil || data == nil {
 			return err
 		}
-		cm = &v1.ConfigMap{
-			ObjectMeta: metav1.ObjectMeta{Namespace: b.opts.ConfigMapNamespace, Name: b.opts.ConfigMapName,
-				Labels: map[string]string{"app.kubernetes.io/managed-by": Source}},
-			Data: data,
-		}
-		if _, err := cms.Create(ctx, cm, metav1.CreateOptions{FieldManager: Source}); err != nil {
-			return fmt.Errorf("creating ConfigMap %s/%s: %w", cm.Namespace, cm.Name, err)
-		}
-		return nil
+		_, err = b.createConfigMap(ctx, data)
+		return err
 	}
 	if err != nil {
 		return fmt.Errorf("getting ConfigMap: %w", err)

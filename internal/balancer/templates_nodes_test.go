@@ -65,9 +65,36 @@ func reconcile(t *testing.T, f *fixture) {
 	}
 }
 
-// scaleToZero does what CA does to an unneeded last node: terminates the
-// instance with the desired capacity decremented; the node goes.
+// publishedData is the published ConfigMap after a loop, and the bytes of
+// its data as the API server counts them against its 1 MiB limit.
+func publishedData(t *testing.T, f *fixture) (*v1.ConfigMap, int) {
+	t.Helper()
+	reconcile(t, f)
+	cm, err := f.kube.CoreV1().ConfigMaps(nodegroups.DefaultNamespace).Get(context.Background(), nodegroups.DefaultName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	size := 0
+	for k, v := range cm.Data {
+		size += len(k) + len(v)
+	}
+	return cm, size
+}
+
+// scaleToZero does what CA does to an unneeded last node (scaleIn), then
+// runs three loops a minute apart.
 func scaleToZero(t *testing.T, f *fixture, id, nodeName string) {
+	t.Helper()
+	scaleIn(t, f, id, nodeName)
+	loopsAMinuteApart(t, f, 3)
+	if ng := templateOf(t, f, "batch"); ng.CurrentSize != 0 {
+		t.Fatalf("setup: batch has size %d, want 0", ng.CurrentSize)
+	}
+}
+
+// scaleIn does what CA does to an unneeded node: terminates the instance
+// with the desired capacity decremented; the node goes.
+func scaleIn(t *testing.T, f *fixture, id, nodeName string) {
 	t.Helper()
 	ctx := context.Background()
 	if _, err := rawASG(f.emu).TerminateInstanceInAutoScalingGroup(ctx, &autoscaling.TerminateInstanceInAutoScalingGroupInput{
@@ -77,12 +104,14 @@ func scaleToZero(t *testing.T, f *fixture, id, nodeName string) {
 	if err := f.kube.CoreV1().Nodes().Delete(ctx, nodeName, metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	for range 3 {
+}
+
+// loopsAMinuteApart runs n loops, the clock a minute on before each.
+func loopsAMinuteApart(t *testing.T, f *fixture, n int) {
+	t.Helper()
+	for range n {
 		f.clock.Step(time.Minute)
 		reconcile(t, f)
-	}
-	if ng := templateOf(t, f, "batch"); ng.CurrentSize != 0 {
-		t.Fatalf("setup: batch has size %d, want 0", ng.CurrentSize)
 	}
 }
 
@@ -443,15 +472,7 @@ func TestTemplateVariantsFitTheConfigMap(t *testing.T) {
 			}
 		}
 	}
-	reconcile(t, f)
-	cm, err := f.kube.CoreV1().ConfigMaps(nodegroups.DefaultNamespace).Get(ctx, nodegroups.DefaultName, metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	size := 0
-	for k, v := range cm.Data {
-		size += len(k) + len(v)
-	}
+	_, size := publishedData(t, f)
 	if size > 1<<20 {
 		t.Fatalf("ConfigMap data is %d bytes, more than the API server takes (1 MiB)", size)
 	}
