@@ -1,0 +1,73 @@
+package split_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/ballast-k8s/ballast/internal/asg"
+	"github.com/ballast-k8s/ballast/internal/split"
+)
+
+// TestReview12AbandonHookStrandsADetachedInstanceOffTheStateTag (review 12,
+// against 47a21f4): the ABANDON launch-hook refusal now waits for "a batch
+// in flight", but it tells one only by TagState (parseMove). An instance
+// detached on a record that another write overwrote (the case step 4b
+// exists for: a late CreateOrUpdateTags of TagState=started from a paused
+// `az-balancer split`, landing after another splitter recorded and
+// detached a batch; Auto Scaling's CreateOrUpdateTags has no condition,
+// API_CreateOrUpdateTags: "If the specified tag already exists, it is
+// updated") is on its per-instance record only, and is taken back on
+// record only by step 4b. With a launch hook whose DefaultResult is
+// ABANDON added meanwhile, steps returns the refusal before step 4b on
+// every pass: the detached instance is never attached and runs in no
+// group, outside cluster-autoscaler's view, with its local data, until
+// someone notices a SplitBlocked event that speaks only of the hook. The
+// same instance on TagState (a batch in flight) is finished first, into
+// zone groups the hook is not copied to (TestReview11fRefusalMidSplit-
+// StrandsTheBatchInFlight): a record overwritten is no less in flight.
+func TestReview12AbandonHookStrandsADetachedInstanceOffTheStateTag(t *testing.T) {
+	ctx := context.Background()
+	w := newSplitWorld(t)
+	s := w.splitter(w.cloud, "run")
+	moving := ""
+	for pass := range 30 {
+		if _, err := s.Pass(ctx, "cassandra"); err != nil {
+			t.Logf("pass %d: %v", pass, err)
+		}
+		for _, i := range w.emu.AllInstances() {
+			if i.EC2State == "running" && (i.LifecycleState == "Detaching" || i.Group == "") {
+				moving = i.ID
+			}
+		}
+		if moving != "" {
+			break
+		}
+		w.clock.Step(split.DefaultLockSettle)
+	}
+	if moving == "" {
+		t.Fatal("no batch ever left the group")
+	}
+	g, _ := w.emu.Group("cassandra")
+	if g.Tags[split.TagRecordPrefix+moving] == "" {
+		t.Fatalf("detached instance %s has no per-instance record (tags %v)", moving, g.Tags)
+	}
+	// A late write of the first pass's TagState lands over the batch's
+	// record; the instance stays on its per-instance record.
+	if err := w.cloud.SetGroupTags(ctx, "cassandra", map[string]string{split.TagState: "started"}); err != nil {
+		t.Fatal(err)
+	}
+	// The platform team adds a bootstrap launch hook to the group.
+	if err := w.cloud.PutLifecycleHook(ctx, asg.Hook{Group: "cassandra", Name: "bootstrap", Transition: "autoscaling:EC2_INSTANCE_LAUNCHING",
+		HeartbeatTimeout: 300, DefaultResult: "ABANDON"}); err != nil {
+		t.Fatal(err)
+	}
+	var last error
+	for range 20 {
+		w.clock.Step(split.DefaultLockSettle)
+		if _, err := s.Pass(ctx, "cassandra"); err != nil {
+			last = err
+		}
+	}
+	t.Logf("last pass: %v", last)
+	w.checkNoneLoose(t, "20 passes after the batch's TagState was overwritten and a launch hook with DefaultResult ABANDON was added")
+}
