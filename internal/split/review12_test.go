@@ -71,3 +71,54 @@ func TestReview12AbandonHookStrandsADetachedInstanceOffTheStateTag(t *testing.T)
 	t.Logf("last pass: %v", last)
 	w.checkNoneLoose(t, "20 passes after the batch's TagState was overwritten and a launch hook with DefaultResult ABANDON was added")
 }
+
+// TestReview12MalformedSizesMidSplitStrandsTheBatchInFlight (review 12,
+// against 5b8377d): a malformed split-sizes tag is now a refusal
+// (ErrRefused, SplitBlocked) instead of a loop failure, but it is still
+// returned at step 2, before step 4 looks at the batch in flight, the same
+// order 47a21f4 fixed for the ABANDON launch hook. The tag is written by
+// the split's first pass and is readable and writable by anyone with
+// autoscaling:CreateOrUpdateTags (a tag-sync tool, an operator fixing
+// "min/max" by hand while the split runs: the tag shows sizes); once it
+// reads wrong while a batch is detached, every later pass refuses before
+// attaching that batch: its instances run in no group, outside
+// cluster-autoscaler's view, with their local data (issue 11 #1: "every
+// batch stays recorded until it is attached"), while the only report is
+// a SplitBlocked event about a tag. Attaching the batch in flight needs
+// none of the original sizes (the zone groups exist, with the room the
+// batch was cut for).
+func TestReview12MalformedSizesMidSplitStrandsTheBatchInFlight(t *testing.T) {
+	ctx := context.Background()
+	w := newSplitWorld(t)
+	s := w.splitter(w.cloud, "run")
+	moving := ""
+	for pass := range 30 {
+		if _, err := s.Pass(ctx, "cassandra"); err != nil {
+			t.Logf("pass %d: %v", pass, err)
+		}
+		for _, i := range w.emu.AllInstances() {
+			if i.EC2State == "running" && (i.LifecycleState == "Detaching" || i.Group == "") {
+				moving = i.ID
+			}
+		}
+		if moving != "" {
+			break
+		}
+		w.clock.Step(split.DefaultLockSettle)
+	}
+	if moving == "" {
+		t.Fatal("no batch ever left the group")
+	}
+	if err := w.cloud.SetGroupTags(ctx, "cassandra", map[string]string{split.TagSizes: "min=0, max=6"}); err != nil {
+		t.Fatal(err)
+	}
+	var last error
+	for range 20 {
+		w.clock.Step(split.DefaultLockSettle)
+		if _, err := s.Pass(ctx, "cassandra"); err != nil {
+			last = err
+		}
+	}
+	t.Logf("last pass: %v", last)
+	w.checkNoneLoose(t, "20 passes after the split-sizes tag was made malformed mid-split")
+}
