@@ -2,6 +2,8 @@ package split_test
 
 import (
 	"context"
+	"errors"
+	"slices"
 	"testing"
 
 	"github.com/ballast-k8s/ballast/internal/asg"
@@ -121,4 +123,61 @@ func TestReview12MalformedSizesMidSplitStrandsTheBatchInFlight(t *testing.T) {
 	}
 	t.Logf("last pass: %v", last)
 	w.checkNoneLoose(t, "20 passes after the split-sizes tag was made malformed mid-split")
+}
+
+// TestReview12AbandonHookMidSplitDropsTheBatchsProtection (review 12,
+// against 47a21f4): with a launch hook whose DefaultResult is ABANDON
+// added mid-split, the batch in flight is attached, but the pass that
+// would protect its instances from scale-in again returns plan{} with
+// the refusal: an attached instance is Pending first ("protected on a
+// later pass"), and on that later pass step 4 plans SetInstanceProtection,
+// nothing waits any more, and the refusal after step 4b throws the planned
+// steps away, on every pass. An instance protected from scale-in before
+// the split (it lost the protection on DetachInstances: user guide,
+// ec2-auto-scaling-instance-protection, "If you detach an instance that
+// is protected from scale in, its instance scale-in protection setting is
+// lost") stays unprotected in its zone group for as long as the hook is
+// there: the group's scale-in (a lowered desired capacity) may pick it.
+// "The batch in flight is finished first" covers its protection too
+// (issue 11: the split restores what it took).
+func TestReview12AbandonHookMidSplitDropsTheBatchsProtection(t *testing.T) {
+	ctx := context.Background()
+	w := newSplitWorld(t)
+	s := w.splitter(w.cloud, "run")
+	prot := w.ids[zones[0]][1]
+	if !slices.Contains(w.prot, prot) {
+		t.Fatalf("fixture: %s is not among the protected %v", prot, w.prot)
+	}
+	left := false
+	for pass := range 30 {
+		if _, err := s.Pass(ctx, "cassandra"); err != nil {
+			t.Logf("pass %d: %v", pass, err)
+		}
+		if i, _ := w.emu.Instance(prot); i.EC2State == "running" && (i.LifecycleState == "Detaching" || i.Group == "") {
+			left = true
+			break
+		}
+		w.clock.Step(split.DefaultLockSettle)
+	}
+	if !left {
+		t.Fatalf("protected instance %s never left the group", prot)
+	}
+	if err := w.cloud.PutLifecycleHook(ctx, asg.Hook{Group: "cassandra", Name: "bootstrap", Transition: "autoscaling:EC2_INSTANCE_LAUNCHING",
+		HeartbeatTimeout: 300, DefaultResult: "ABANDON"}); err != nil {
+		t.Fatal(err)
+	}
+	for range 20 {
+		w.clock.Step(split.DefaultLockSettle)
+		if _, err := s.Pass(ctx, "cassandra"); err != nil && !errors.Is(err, split.ErrRefused) {
+			t.Logf("pass: %v", err)
+		}
+	}
+	zg := split.ZoneGroupName("cassandra", zones[0])
+	i, _ := w.emu.Instance(prot)
+	if i.Group != zg || i.LifecycleState != "InService" {
+		t.Fatalf("instance %s is %s in %q, want InService in %s (the batch in flight is finished)", prot, i.LifecycleState, i.Group, zg)
+	}
+	if !i.ProtectedFromScaleIn {
+		t.Errorf("instance %s, protected from scale-in before the split, is InService in %s without its protection 20 passes after the ABANDON hook was added", prot, zg)
+	}
 }
