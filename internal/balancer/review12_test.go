@@ -1,0 +1,76 @@
+package balancer
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	awssdk "github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
+	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/ballast-k8s/ballast/internal/awstest"
+)
+
+// TestReview12NodeUnderDiskPressureReplacesTheRememberedNode (review 12,
+// against f89df3a's memory of the groups' nodes, which rememberNodes
+// replaces with the nodes goodTemplateNode accepts): cluster-autoscaler
+// 1.36.1 takes a node for a template only when isNodeGoodTemplateCandidate
+// (processors/nodeinfosprovider/mixed_nodeinfos_processor.go) says so, and
+// its "ready" is kube_util.GetReadinessState (utils/kubernetes/ready.go):
+// NodeReady True and neither NodeDiskPressure nor NodeNetworkUnavailable
+// True nor the not-ready, disk-pressure or network-unavailable taint, the
+// stabilization delay counted from the latest transition of the three
+// conditions. goodTemplateNode looks at NodeReady only. A node under disk
+// pressure (kubelet keeps NodeReady True and sets DiskPressure; the node
+// lifecycle controller taints it node.kubernetes.io/disk-pressure) is no
+// template for CA, which keeps using its cached template of the group's
+// earlier node; az-balancer takes it for a good node and replaces what it
+// remembers of the group with it, forgetting the earlier node. Here batch
+// ran batch-0 (disk=nvme), which CA cached; batch-0 went, and batch-1
+// (disk=ssd) runs under disk pressure: CA's template of batch is still
+// batch-0's and CA scales batch up for a pod selecting disk=nvme, which
+// Ballast parks: no published template or variant has disk=nvme any more.
+func TestReview12NodeUnderDiskPressureReplacesTheRememberedNode(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	ids := f.emu.CreateGroup(awstest.GroupSpec{Name: "batch", Zones: []string{"us-east-1a"}, MaxSize: 5, InstanceType: "m5.xlarge",
+		Tags: caTags(nil), Instances: map[string]int{"us-east-1a": 2}})["us-east-1a"]
+	first := batchNode(f, "batch-0", ids[0])
+	first.Labels["disk"] = "nvme"
+	if _, err := f.kube.CoreV1().Nodes().Create(ctx, first, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	reconcile(t, f)
+	nvme := batchPod(func(p *v1.Pod) { p.Spec.NodeSelector["disk"] = "nvme" })
+	if v := verdict(t, f.published(t), nvme); v.Hopeless {
+		t.Fatalf("setup: the pod selecting disk=nvme is parked while batch-0 runs: %s", v.Message)
+	}
+	// batch-0 goes (CA scaled it down); batch-1 registers and comes under
+	// disk pressure, Ready all along.
+	if _, err := rawASG(f.emu).TerminateInstanceInAutoScalingGroup(ctx, &autoscaling.TerminateInstanceInAutoScalingGroupInput{
+		InstanceId: awssdk.String(ids[0]), ShouldDecrementDesiredCapacity: awssdk.Bool(true)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.kube.CoreV1().Nodes().Delete(ctx, first.Name, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	second := batchNode(f, "batch-1", ids[1])
+	second.Labels["disk"] = "ssd"
+	second.Status.Conditions = append(second.Status.Conditions, v1.NodeCondition{Type: v1.NodeDiskPressure, Status: v1.ConditionTrue,
+		LastTransitionTime: metav1.NewTime(f.clock.Now().Add(-10 * time.Minute))})
+	second.Spec.Taints = []v1.Taint{{Key: v1.TaintNodeDiskPressure, Effect: v1.TaintEffectNoSchedule}}
+	if _, err := f.kube.CoreV1().Nodes().Create(ctx, second, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		f.clock.Step(time.Minute)
+		reconcile(t, f)
+	}
+	if v := verdict(t, f.published(t), nvme); v.Hopeless {
+		ng := templateOf(t, f, "batch")
+		t.Fatalf("FALSE PARK: batch-1 is under disk pressure, no template node for CA, whose template of batch is still batch-0's (disk=nvme): CA scales batch up for the pod; Ballast: %s; published labels %v, variants %+v",
+			v.Message, ng.Labels, ng.Variants)
+	}
+}
