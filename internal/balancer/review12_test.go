@@ -5,8 +5,6 @@ import (
 	"testing"
 	"time"
 
-	awssdk "github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -49,13 +47,7 @@ func TestReview12NodeUnderDiskPressureReplacesTheRememberedNode(t *testing.T) {
 	}
 	// batch-0 goes (CA scaled it down); batch-1 registers and comes under
 	// disk pressure, Ready all along.
-	if _, err := rawASG(f.emu).TerminateInstanceInAutoScalingGroup(ctx, &autoscaling.TerminateInstanceInAutoScalingGroupInput{
-		InstanceId: awssdk.String(ids[0]), ShouldDecrementDesiredCapacity: awssdk.Bool(true)}); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.kube.CoreV1().Nodes().Delete(ctx, first.Name, metav1.DeleteOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	scaleIn(t, f, ids[0], first.Name)
 	second := batchNode(f, "batch-1", ids[1])
 	second.Labels["disk"] = "ssd"
 	second.Status.Conditions = append(second.Status.Conditions, v1.NodeCondition{Type: v1.NodeDiskPressure, Status: v1.ConditionTrue,
@@ -64,10 +56,7 @@ func TestReview12NodeUnderDiskPressureReplacesTheRememberedNode(t *testing.T) {
 	if _, err := f.kube.CoreV1().Nodes().Create(ctx, second, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	for range 3 {
-		f.clock.Step(time.Minute)
-		reconcile(t, f)
-	}
+	loopsAMinuteApart(t, f, 3)
 	if v := verdict(t, f.published(t), nvme); v.Hopeless {
 		ng := templateOf(t, f, "batch")
 		t.Fatalf("FALSE PARK: batch-1 is under disk pressure, no template node for CA, whose template of batch is still batch-0's (disk=nvme): CA scales batch up for the pod; Ballast: %s; published labels %v, variants %+v",

@@ -105,23 +105,39 @@ type lastNode struct {
 }
 
 // goodTemplateNode reports whether cluster-autoscaler would build a template
-// from the node: Ready for longer than nodeStabilization, schedulable and
-// not being deleted by the autoscaler.
+// from the node (isNodeGoodTemplateCandidate): ready, as CA reads readiness
+// (NodeReady true, no DiskPressure or NetworkUnavailable condition true, none
+// of the not-ready, disk-pressure and network-unavailable taints) for longer
+// than nodeStabilization since the latest of those transitions, schedulable
+// and not being deleted by the autoscaler.
 func goodTemplateNode(n *v1.Node, now time.Time) bool {
 	if n.Spec.Unschedulable || n.DeletionTimestamp != nil {
 		return false
 	}
+	var last time.Time
+	ready := false
+	for _, c := range n.Status.Conditions {
+		switch c.Type {
+		case v1.NodeReady:
+			ready = c.Status == v1.ConditionTrue
+		case v1.NodeDiskPressure, v1.NodeNetworkUnavailable:
+			if c.Status == v1.ConditionTrue {
+				return false
+			}
+		default:
+			continue
+		}
+		if c.LastTransitionTime.After(last) {
+			last = c.LastTransitionTime.Time
+		}
+	}
 	for _, t := range n.Spec.Taints {
-		if t.Key == "ToBeDeletedByClusterAutoscaler" {
+		switch t.Key {
+		case "ToBeDeletedByClusterAutoscaler", v1.TaintNodeNotReady, v1.TaintNodeDiskPressure, v1.TaintNodeNetworkUnavailable:
 			return false
 		}
 	}
-	for _, c := range n.Status.Conditions {
-		if c.Type == v1.NodeReady {
-			return c.Status == v1.ConditionTrue && c.LastTransitionTime.Add(nodeStabilization).Before(now)
-		}
-	}
-	return false
+	return ready && last.Add(nodeStabilization).Before(now)
 }
 
 // perNodeLabel reports whether a node's label is left out of its group's

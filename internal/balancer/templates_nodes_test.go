@@ -487,3 +487,44 @@ func TestTemplateVariantsFitTheConfigMap(t *testing.T) {
 		}
 	}
 }
+
+// TestGoodTemplateNode: a node is a template for cluster-autoscaler only when
+// ready as CA reads readiness (GetNodeReadiness: NodeReady, DiskPressure,
+// NetworkUnavailable and their taints), stable since the latest of those
+// transitions, schedulable and not being deleted by the autoscaler.
+func TestGoodTemplateNode(t *testing.T) {
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	old, recent := metav1.NewTime(now.Add(-time.Hour)), metav1.NewTime(now.Add(-nodeStabilization/2))
+	cond := func(typ v1.NodeConditionType, s v1.ConditionStatus, at metav1.Time) v1.NodeCondition {
+		return v1.NodeCondition{Type: typ, Status: s, LastTransitionTime: at}
+	}
+	ready := cond(v1.NodeReady, v1.ConditionTrue, old)
+	for _, tc := range []struct {
+		name       string
+		conditions []v1.NodeCondition
+		taints     []v1.Taint
+		want       bool
+	}{
+		{name: "ready for an hour", conditions: []v1.NodeCondition{ready}, want: true},
+		{name: "no Ready condition", conditions: []v1.NodeCondition{cond(v1.NodeDiskPressure, v1.ConditionFalse, old)}},
+		{name: "not ready", conditions: []v1.NodeCondition{cond(v1.NodeReady, v1.ConditionFalse, old)}},
+		{name: "ready status unknown", conditions: []v1.NodeCondition{cond(v1.NodeReady, v1.ConditionUnknown, old)}},
+		{name: "ready, not for long", conditions: []v1.NodeCondition{cond(v1.NodeReady, v1.ConditionTrue, recent)}},
+		{name: "under disk pressure", conditions: []v1.NodeCondition{ready, cond(v1.NodeDiskPressure, v1.ConditionTrue, old)}},
+		{name: "network unavailable", conditions: []v1.NodeCondition{ready, cond(v1.NodeNetworkUnavailable, v1.ConditionTrue, old)}},
+		{name: "disk pressure just over", conditions: []v1.NodeCondition{ready, cond(v1.NodeDiskPressure, v1.ConditionFalse, recent)}},
+		{name: "memory pressure does not count", conditions: []v1.NodeCondition{ready, cond(v1.NodeMemoryPressure, v1.ConditionTrue, recent)}, want: true},
+		{name: "not-ready taint", conditions: []v1.NodeCondition{ready}, taints: []v1.Taint{{Key: v1.TaintNodeNotReady, Effect: v1.TaintEffectNoExecute}}},
+		{name: "disk-pressure taint", conditions: []v1.NodeCondition{ready}, taints: []v1.Taint{{Key: v1.TaintNodeDiskPressure, Effect: v1.TaintEffectNoSchedule}}},
+		{name: "network-unavailable taint", conditions: []v1.NodeCondition{ready}, taints: []v1.Taint{{Key: v1.TaintNodeNetworkUnavailable, Effect: v1.TaintEffectNoSchedule}}},
+		{name: "being deleted by the autoscaler", conditions: []v1.NodeCondition{ready}, taints: []v1.Taint{{Key: "ToBeDeletedByClusterAutoscaler", Effect: v1.TaintEffectNoSchedule}}},
+		{name: "another taint", conditions: []v1.NodeCondition{ready}, taints: []v1.Taint{{Key: "dedicated", Value: "batch", Effect: v1.TaintEffectNoSchedule}}, want: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n := &v1.Node{Spec: v1.NodeSpec{Taints: tc.taints}, Status: v1.NodeStatus{Conditions: tc.conditions}}
+			if got := goodTemplateNode(n, now); got != tc.want {
+				t.Errorf("goodTemplateNode = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}

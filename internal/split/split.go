@@ -766,10 +766,12 @@ func steps(snap *snapshot, sel asg.Selector) (p plan, err error) {
 	// recorded; a batch in flight (detached, or about to be) is finished
 	// first, into zone groups that never get such a hook from the split:
 	// a hook added mid-split must not leave it in no group.
-	// refuse is a refusal that waits for the batch in flight to be
-	// attached: an ABANDON hook, or a split-sizes tag edited mid-split.
+	// refuse is a refusal that, once the split has begun, waits for the
+	// batch in flight to be attached: an ABANDON hook, or a split-sizes
+	// tag edited mid-split. Begun: a state, or a per-instance record of an
+	// instance detached on a state another write overwrote (step 4b).
 	var refuse error
-	_, _, inFlight := parseMove(state)
+	begun := state != "" || len(recordKeys(old.Tags)) > 0
 	hooks := make([]asg.Hook, 0, len(snap.oldHooks))
 	for _, h := range snap.oldHooks {
 		if h.Transition == transitionLaunching && h.DefaultResult == resultAbandon {
@@ -780,7 +782,7 @@ func steps(snap *snapshot, sel asg.Selector) (p plan, err error) {
 		}
 		hooks = append(hooks, h)
 	}
-	if refuse != nil && !inFlight {
+	if refuse != nil && !begun {
 		return p, refuse
 	}
 
@@ -824,7 +826,7 @@ func steps(snap *snapshot, sel asg.Selector) (p plan, err error) {
 	if v, ok := old.Tags[TagSizes]; ok {
 		if orig, err = parseSizes(v); err != nil {
 			bad := fmt.Errorf("%w: group %s: %w; set it to the group's sizes before the split, as min=<n>,max=<n>", ErrRefused, name, err)
-			if !inFlight {
+			if !begun {
 				return p, bad
 			}
 			// The batch in flight is attached first: room for it comes
@@ -872,7 +874,7 @@ func steps(snap *snapshot, sel asg.Selector) (p plan, err error) {
 			count[z]++
 		}
 	}
-	flightZone, flight, _ := parseMove(state)
+	flightZone, flight, inFlight := parseMove(state)
 	for _, m := range flight {
 		if !m.back && inOld[m.id] == nil && inZone[m.id] == nil && !gone(snap.ec2State[m.id]) {
 			count[flightZone]++ // detached, on its way to its zone's group
@@ -966,6 +968,7 @@ func steps(snap *snapshot, sel asg.Selector) (p plan, err error) {
 
 	// 4. The batch on record: every instance of it must reach its zone's
 	// group before another batch is recorded over it.
+	batchSteps := len(p.steps) // the steps from here on finish the batch before
 	handled := map[string]bool{}
 	if inFlight {
 		var toDetach, toAttach, toProtect, toReturn, toProtectBack, unrecord []string
@@ -1144,12 +1147,6 @@ func steps(snap *snapshot, sel asg.Selector) (p plan, err error) {
 	if len(p.waiting) > 0 {
 		return p, nil
 	}
-	// The batch in flight is attached: no new one with such a hook or
-	// without the group's original sizes.
-	if refuse != nil {
-		return plan{}, refuse
-	}
-
 	// The batch before is attached: lift the deregistration protection the
 	// split set for it (the next batch sets it again for its own AMIs).
 	if amis := strings.Fields(imagesTag); len(amis) > 0 {
@@ -1195,6 +1192,16 @@ func steps(snap *snapshot, sel asg.Selector) (p plan, err error) {
 		})
 		add(name, "DeleteTags", TagImages, func(ctx context.Context, c Cloud) error { return c.DeleteGroupTags(ctx, name, []string{TagImages}) })
 		imagesTag = ""
+	}
+	// The batch before is attached: no new one with such a hook or without
+	// the group's original sizes. What finishes the batch before (its
+	// protection, its records, its AMIs) is done first.
+	if refuse != nil {
+		if len(p.steps) > batchSteps {
+			p.waiting = append(p.waiting, "once the batch before is finished: "+refuse.Error())
+			return p, nil
+		}
+		return plan{}, refuse
 	}
 
 	// 5. The next batch, cut to fit in the state tag and one call: record
