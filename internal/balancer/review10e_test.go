@@ -53,6 +53,19 @@ func TestReview10eConfigMapOverOneMiBAtNoVariants(t *testing.T) {
 		t.Fatalf("ConfigMap data is %d bytes (list %d, memory %d), more than the API server takes (1 MiB): the update is refused",
 			size, len(cm.Data[nodegroups.DataKey]), len(cm.Data[lastNodesKey]))
 	}
+	// Nothing changed: the next loops before the refresh write nothing
+	// (review 12: with the memory dropped for size, the ConfigMap was
+	// rewritten on every loop).
+	f.kube.ClearActions()
+	for range 2 {
+		f.clock.Step(f.b.opts.TemplateRefresh / 4)
+		reconcile(t, f)
+	}
+	for _, a := range f.kube.Actions() {
+		if a.GetVerb() == "update" && a.GetResource().Resource == "configmaps" {
+			t.Errorf("a loop with nothing changed rewrote the ConfigMap (memory kept: %v)", cm.Data[lastNodesKey] != "")
+		}
+	}
 }
 
 // TestReview10eCoversUnsoundForDRAExtendedResource: covers(a, b) says a

@@ -482,9 +482,15 @@ func (b *Balancer) writeConfigMap(ctx context.Context, list *nodegroups.NodeGrou
 		return fmt.Errorf("getting ConfigMap: %w", err)
 	}
 	if old, err := nodegroups.Decode(cm.Data); err == nil && old.GeneratedAt != nil && now.Sub(*old.GeneratedAt) < b.opts.TemplateRefresh {
-		old.GeneratedAt = list.GeneratedAt
-		if reflect.DeepEqual(normalize(old), normalize(list)) && sameLastNodes(cm.Data[lastNodesKey], b.templates.lastNodes) {
-			return nil
+		// The list and the memory as they would be written: variants and
+		// the memory may have been left out to keep under the limit.
+		sameMemory := cm.Data[lastNodesKey] == data[lastNodesKey] ||
+			data[lastNodesKey] != "" && sameLastNodes(cm.Data[lastNodesKey], b.templates.lastNodes)
+		if next, err := nodegroups.Decode(data); err == nil && sameMemory {
+			next.GeneratedAt = old.GeneratedAt
+			if reflect.DeepEqual(normalize(old), normalize(next)) {
+				return nil
+			}
 		}
 	}
 	_, hadList := cm.Data[nodegroups.DataKey]
@@ -546,7 +552,7 @@ func (b *Balancer) writeLastNodes(ctx context.Context, w *warnings) error {
 	if err != nil || data == nil {
 		return err
 	}
-	if sameLastNodes(cm.Data[lastNodesKey], b.templates.lastNodes) {
+	if cm.Data[lastNodesKey] == data[lastNodesKey] || data[lastNodesKey] != "" && sameLastNodes(cm.Data[lastNodesKey], b.templates.lastNodes) {
 		return nil
 	}
 	cm = cm.DeepCopy()
