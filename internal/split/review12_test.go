@@ -181,3 +181,74 @@ func TestReview12AbandonHookMidSplitDropsTheBatchsProtection(t *testing.T) {
 		t.Errorf("instance %s, protected from scale-in before the split, is InService in %s without its protection 20 passes after the ABANDON hook was added", prot, zg)
 	}
 }
+
+// TestAbandonHookOnAZoneGroupHoldsTheBatch (review 12, suspicion): an
+// attached instance goes through Pending, where the group's launch hooks
+// hold it (user guide, ec2-auto-scaling-lifecycle, "Attach an instance";
+// API_PutLifecycleHook: DefaultResult "The action the Auto Scaling group
+// takes when the lifecycle hook timeout elapses or if an unexpected failure
+// occurs", ABANDON terminating a launching instance). A launch hook with
+// DefaultResult ABANDON put on a per-zone group mid-split could therefore
+// terminate an instance of the batch, local data and all, if its consumer
+// ignores attached instances. While it is there the batch is not attached
+// to that group: its instances stay detached and running (whole), the split
+// says why; with the hook's default made CONTINUE the batch is attached and
+// nothing is lost. No new batch is recorded meanwhile.
+func TestAbandonHookOnAZoneGroupHoldsTheBatch(t *testing.T) {
+	ctx := context.Background()
+	w := newSplitWorld(t)
+	s := w.splitter(w.cloud, "run")
+	moving := ""
+	for range 30 {
+		if _, err := s.Pass(ctx, "cassandra"); err != nil {
+			t.Logf("pass: %v", err)
+		}
+		for _, i := range w.emu.AllInstances() {
+			if i.EC2State == "running" && (i.LifecycleState == "Detaching" || i.Group == "") {
+				moving = i.ID
+			}
+		}
+		if moving != "" {
+			break
+		}
+		w.clock.Step(split.DefaultLockSettle)
+	}
+	if moving == "" {
+		t.Fatal("no batch ever left the group")
+	}
+	mi, _ := w.emu.Instance(moving)
+	zg := split.ZoneGroupName("cassandra", mi.Zone)
+	hook := asg.Hook{Group: zg, Name: "bootstrap", Transition: "autoscaling:EC2_INSTANCE_LAUNCHING", HeartbeatTimeout: 300, DefaultResult: "ABANDON"}
+	if err := w.cloud.PutLifecycleHook(ctx, hook); err != nil {
+		t.Fatal(err)
+	}
+	w.emu.Reset()
+	for range 10 {
+		w.clock.Step(split.DefaultLockSettle)
+		if _, err := s.Pass(ctx, "cassandra"); err != nil && !errors.Is(err, split.ErrRefused) {
+			t.Logf("pass: %v", err)
+		}
+	}
+	for _, c := range w.emu.MutatingCalls() {
+		if c.Action == "AttachInstances" || c.Action == "DetachInstances" {
+			t.Errorf("with an ABANDON launch hook on %s the split made %s %v", zg, c.Action, c.Params)
+		}
+	}
+	if i, _ := w.emu.Instance(moving); i.EC2State != "running" || i.Group != "" {
+		t.Errorf("instance %s is %s in %q, want running, detached, while the hook is there", moving, i.EC2State, i.Group)
+	}
+	hook.DefaultResult = "CONTINUE"
+	if err := w.cloud.PutLifecycleHook(ctx, hook); err != nil {
+		t.Fatal(err)
+	}
+	for range 20 {
+		w.clock.Step(split.DefaultLockSettle)
+		if _, err := s.Pass(ctx, "cassandra"); err != nil {
+			t.Logf("pass: %v", err)
+		}
+	}
+	if i, _ := w.emu.Instance(moving); i.Group != zg {
+		t.Errorf("instance %s is in %q 20 passes after the hook's default was made CONTINUE, want %s", moving, i.Group, zg)
+	}
+	w.checkNoneLoose(t, "after the zone group's ABANDON hook was made CONTINUE")
+}

@@ -773,14 +773,30 @@ func steps(snap *snapshot, sel asg.Selector) (p plan, err error) {
 	var refuse error
 	begun := state != "" || len(recordKeys(old.Tags)) > 0
 	hooks := make([]asg.Hook, 0, len(snap.oldHooks))
+	oldAbandon := "" // nothing is attached back to the group while it has one
 	for _, h := range snap.oldHooks {
 		if h.Transition == transitionLaunching && h.DefaultResult == resultAbandon {
+			oldAbandon = h.Name
 			if refuse == nil {
 				refuse = fmt.Errorf("%w: group %s has launch lifecycle hook %s with default result ABANDON: an instance attached to a per-zone group could be terminated at the hook's timeout (make its default CONTINUE, or remove it, first)", ErrRefused, name, h.Name)
 			}
 			continue
 		}
 		hooks = append(hooks, h)
+	}
+	// The same hook on a per-zone group (added there mid-split): no batch
+	// is attached to that group while it is there; the instance stays
+	// detached, running, its data whole, and the split says why.
+	zoneAbandon := map[string]string{}
+	for _, z := range sortedKeys(snap.zoneHooks) {
+		for _, h := range snap.zoneHooks[z] {
+			if h.Transition == transitionLaunching && h.DefaultResult == resultAbandon {
+				zoneAbandon[z] = h.Name
+				if refuse == nil {
+					refuse = fmt.Errorf("%w: per-zone group %s has launch lifecycle hook %s with default result ABANDON: an instance attached to it could be terminated at the hook's timeout (make its default CONTINUE, or remove it)", ErrRefused, ZoneGroupName(name, z), h.Name)
+				}
+			}
+		}
 	}
 	if refuse != nil && !begun {
 		return p, refuse
@@ -1000,6 +1016,8 @@ func steps(snap *snapshot, sel asg.Selector) (p plan, err error) {
 						}
 					}
 				case gone(snap.ec2State[m.id]): // terminated
+				case snap.ec2State[m.id] == "running" && oldAbandon != "":
+					p.waiting = append(p.waiting, fmt.Sprintf("instance %s of the batch in flight goes back to %s, and is not attached there while its launch lifecycle hook %s has default result ABANDON: make the default CONTINUE, or remove the hook", m.id, name, oldAbandon))
 				case snap.ec2State[m.id] == "running":
 					toReturn = append(toReturn, m.id)
 				default:
@@ -1027,6 +1045,9 @@ func steps(snap *snapshot, sel asg.Selector) (p plan, err error) {
 				default: // SetInstanceProtection refuses the whole call for one such instance
 					p.waiting = append(p.waiting, fmt.Sprintf("instance %s is %s in %s; it is protected from scale-in again once InService", m.id, zi.LifecycleState, ZoneGroupName(name, flightZone)))
 				}
+			case snap.ec2State[m.id] == "running" && zoneAbandon[flightZone] != "":
+				p.waiting = append(p.waiting, fmt.Sprintf("instance %s is detached, running, and not attached to %s while its launch lifecycle hook %s has default result ABANDON (it could terminate the instance at its timeout): make the default CONTINUE, or remove the hook",
+					m.id, ZoneGroupName(name, flightZone), zoneAbandon[flightZone]))
 			case snap.ec2State[m.id] == "running":
 				toAttach = append(toAttach, m.id)
 				if m.protected { // attached instances are Pending first: protected on a later pass
