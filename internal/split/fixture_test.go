@@ -101,6 +101,26 @@ func (w *splitWorld) run(ctx context.Context, s *split.Splitter, group string, m
 	return res, err
 }
 
+// untilABatchLeaves runs passes, a lock settle apart, until an instance of
+// the split group is detaching or detached and running, and returns it.
+func (w *splitWorld) untilABatchLeaves(ctx context.Context, t *testing.T, s *split.Splitter) string {
+	t.Helper()
+	moving := ""
+	w.run(ctx, s, "cassandra", 30, split.DefaultLockSettle, func(pass int, res split.Result, err error) bool {
+		logged(t)(pass, res, err)
+		for _, i := range w.emu.AllInstances() {
+			if i.EC2State == "running" && (i.LifecycleState == "Detaching" || i.Group == "") {
+				moving = i.ID
+			}
+		}
+		return moving != ""
+	})
+	if moving == "" {
+		t.Fatal("no batch ever left the group")
+	}
+	return moving
+}
+
 // logged is the after of a run that logs each pass's error and goes on.
 func logged(t *testing.T) func(int, split.Result, error) bool {
 	return func(pass int, _ split.Result, err error) bool {

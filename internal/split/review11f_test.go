@@ -198,24 +198,7 @@ func TestReview11fRefusalMidSplitStrandsTheBatchInFlight(t *testing.T) {
 			ctx := context.Background()
 			w := newSplitWorld(t)
 			s := w.splitter(w.cloud, "run")
-			moving := ""
-			for pass := range 30 {
-				if _, err := s.Pass(ctx, "cassandra"); err != nil {
-					t.Logf("pass %d: %v", pass, err)
-				}
-				for _, i := range w.emu.AllInstances() {
-					if i.EC2State == "running" && (i.LifecycleState == "Detaching" || i.Group == "") {
-						moving = i.ID
-					}
-				}
-				if moving != "" {
-					break
-				}
-				w.clock.Step(split.DefaultLockSettle)
-			}
-			if moving == "" {
-				t.Fatal("no batch ever left the group")
-			}
+			w.untilABatchLeaves(ctx, t, s)
 			if err := tc.change(ctx, w); err != nil {
 				t.Fatal(err)
 			}
