@@ -689,26 +689,8 @@ func check(ctx context.Context, t testing.TB, w *world, tl *tally, fail func(for
 	} else {
 		rs = newRealScheduler(t, ctx, w)
 	}
-	store := shapes.NewStore(opts, len(w.groups) > 0)
-	for _, n := range w.nodes {
-		store.UpsertNode(n)
-	}
-	for _, dc := range w.classes {
-		store.UpsertDeviceClass(dc)
-	}
-	store.SetTemplates(&nodegroups.NodeGroupList{APIVersion: nodegroups.APIVersion, Kind: nodegroups.Kind, NodeGroups: w.groups}, shapes.TemplatesOK)
-	pvcs := map[string]*v1.PersistentVolumeClaim{}
-	for _, c := range w.pvcs {
-		pvcs[c.Namespace+"/"+c.Name] = c
-	}
-	pvs := map[string]*v1.PersistentVolume{}
-	for _, v := range w.pvs {
-		pvs[v.Name] = v
-	}
-	lookup := shapes.VolumeLookup{
-		Claim: func(ns, name string) (*v1.PersistentVolumeClaim, bool) { c, ok := pvcs[ns+"/"+name]; return c, ok },
-		PV:    func(name string) (*v1.PersistentVolume, bool) { v, ok := pvs[name]; return v, ok },
-	}
+	store := w.store(opts)
+	lookup := w.volumeLookup()
 	cands := w.candidates()
 	for _, pod := range w.pods {
 		vols, _ := shapes.ResolveBoundVolumes(pod, lookup)

@@ -514,6 +514,79 @@ func (s *Store) Evaluate(r *Requirements) Verdict {
 // Fits reports whether node passes all of r's static predicates.
 func Fits(r *Requirements, node *v1.Node) bool { return r.Check(node) == nil }
 
+// NodeChange is one node change the store took: Old is nil for an add,
+// New nil for a delete.
+type NodeChange struct{ Old, New *v1.Node }
+
+// NodeChangesMatter reports whether the node changes, which the store has
+// taken, can have changed a hopeless verdict of r whose reason was reason.
+// Evaluate takes each node's first failing predicate (reasonOrder), and the
+// verdict's reason and message from the failures at the latest of them;
+// templates and DeviceClasses do not change with a node. So the verdict
+// stands when every changed node, before and after, is not starting
+// (becomesFit) and fails r at an earlier predicate than reason, or at
+// reason's own when its message does not depend on the node (the pod's
+// affinity, a cordon, a pod's only pinned volume) and a node the changes
+// did not touch, or a template, still fails r there. Anything else may
+// change it.
+func (s *Store) NodeChangesMatter(r *Requirements, reason Reason, changes []NodeChange) bool {
+	rank := slices.Index(reasonOrder, reason)
+	if rank < 0 {
+		return true
+	}
+	sameMessage := reason == ReasonNodeAffinity || reason == ReasonUnschedulable ||
+		(reason == ReasonVolumeNodeAffinity && len(r.volumes) == 1)
+	touched := sets.New[string]()
+	atReason := false
+	for _, c := range changes {
+		for _, node := range []*v1.Node{c.Old, c.New} {
+			if node == nil {
+				continue
+			}
+			touched.Insert(node.Name)
+			if startingNode(node) {
+				return true
+			}
+			f := r.Check(settled(node))
+			if f == nil {
+				return true
+			}
+			switch at := slices.Index(reasonOrder, f.Reason); {
+			case at > rank, at == rank && !sameMessage:
+				return true
+			case at == rank:
+				atReason = true
+			}
+		}
+	}
+	return atReason && !s.failsAt(r, rank, touched)
+}
+
+// failsAt reports whether a node not in skip, or a template of a group that
+// can grow, fails r at the predicate of rank (reasonOrder).
+func (s *Store) failsAt(r *Requirements, rank int, skip sets.Set[string]) bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	for i := range s.templates {
+		if t := &s.templates[i]; t.Group.CanGrow() {
+			if f := r.Check(t.Node); f != nil && slices.Index(reasonOrder, f.Reason) == rank {
+				return true
+			}
+		}
+	}
+	for _, sh := range s.shapes {
+		for name, m := range sh.Members {
+			if skip.Has(name) {
+				continue
+			}
+			if f := r.Check(m); f != nil && slices.Index(reasonOrder, f.Reason) == rank {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // sortedReasons orders the distinct reasons of failures by reasonOrder.
 func sortedReasons(failures []*Failure) []Reason {
 	seen := map[Reason]bool{}

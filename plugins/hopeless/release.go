@@ -3,6 +3,7 @@ package hopeless
 import (
 	"context"
 	"maps"
+	"sync"
 
 	v1 "k8s.io/api/core/v1"
 	resourceapi "k8s.io/api/resource/v1"
@@ -10,6 +11,8 @@ import (
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/klog/v2"
 	fwk "k8s.io/kube-scheduler/framework"
+
+	"github.com/ballast-k8s/ballast/internal/shapes"
 )
 
 // releaseStore is what the release path feeds: the shape store's nodes and
@@ -19,6 +22,7 @@ type releaseStore interface {
 	DeleteNode(name string) bool
 	UpsertDeviceClass(*resourceapi.DeviceClass) bool
 	DeleteDeviceClass(*resourceapi.DeviceClass) bool
+	NodeChangesMatter(*shapes.Requirements, shapes.Reason, []shapes.NodeChange) bool
 }
 
 // releaser is the release path. Node and DeviceClass changes go to the
@@ -38,10 +42,20 @@ type releaser struct {
 	// logger is for the informer handlers, which get no context.
 	logger klog.Logger
 
-	// recheck asks the re-check loop to judge every parked verdict again
+	// recheck asks the re-check loop to judge the parked verdicts again
 	// (the store changed); it holds at most one request.
 	recheck chan struct{}
+
+	// mu guards what the next re-check looks at: the node changes since
+	// the last one, or all (full: anything else changed, or too many).
+	mu     sync.Mutex
+	deltas []shapes.NodeChange
+	full   bool
 }
+
+// maxDeltas is how many node changes a re-check weighs one by one against
+// each identity verdict; past it, it judges every verdict again.
+const maxDeltas = 32
 
 func newReleaser(store releaseStore, verdicts *verdictCache, parking *parker, activator fwk.PodActivator, pods corelisters.PodLister, synced func() bool, logger klog.Logger) *releaser {
 	return &releaser{store: store, verdicts: verdicts, parking: parking, activator: activator, pods: pods,
@@ -53,14 +67,14 @@ func newReleaser(store releaseStore, verdicts *verdictCache, parking *parker, ac
 func (r *releaser) nodeChanged(old, n *v1.Node) {
 	r.store.UpsertNode(n)
 	if old == nil || staticFieldsChanged(old, n) {
-		r.requestRecheck()
+		r.nodeRecheck(shapes.NodeChange{Old: old, New: n})
 	}
 }
 
 // nodeDeleted releases nobody, but can change the reason.
 func (r *releaser) nodeDeleted(n *v1.Node) {
 	r.store.DeleteNode(n.Name)
-	r.requestRecheck()
+	r.nodeRecheck(shapes.NodeChange{Old: n})
 }
 
 // staticFieldsChanged reports whether an update changed what a static
@@ -133,6 +147,35 @@ func (r *releaser) activate(parked []parkedPod) {
 
 // requestRecheck asks for every parked verdict to be judged again.
 func (r *releaser) requestRecheck() {
+	r.mu.Lock()
+	r.full = true
+	r.mu.Unlock()
+	r.wake()
+}
+
+// nodeRecheck asks for the parked verdicts that the node change can matter
+// to to be judged again.
+func (r *releaser) nodeRecheck(d shapes.NodeChange) {
+	r.mu.Lock()
+	if len(r.deltas) < maxDeltas {
+		r.deltas = append(r.deltas, d)
+	} else {
+		r.full = true
+	}
+	r.mu.Unlock()
+	r.wake()
+}
+
+// changes takes what the next re-check looks at.
+func (r *releaser) changes() (deltas []shapes.NodeChange, full bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	deltas, full = r.deltas, r.full
+	r.deltas, r.full = nil, false
+	return deltas, full
+}
+
+func (r *releaser) wake() {
 	select {
 	case r.recheck <- struct{}{}:
 	default:
@@ -155,13 +198,22 @@ func (r *releaser) run(ctx context.Context) {
 
 // recheckParked releases the parked pods of every verdict that is no
 // longer hopeless, and re-reports those whose reason changed. It judges
-// once per verdict key.
+// once per verdict key. After node changes only, a verdict that names
+// nodes (identity: one per claim of a local PV, say) is judged again only
+// if a changed node can matter to it (shapes.NodeChangeMatters): judging
+// it costs a check of every node, thousands of such verdicts a check of
+// every node on every node event.
 func (r *releaser) recheckParked(logger klog.Logger) {
+	deltas, full := r.changes()
 	if !r.synced() {
+		r.requestRecheckLater()
 		return
 	}
 	release := map[string]*v1.Pod{}
 	for _, rep := range r.parking.lot.onePerVerdict() {
+		if !full && !r.nodesMatter(rep, deltas) {
+			continue
+		}
 		v, key, ok := r.verdicts.judge(rep.pod)
 		if ok && v.Hopeless && v.Message == rep.message {
 			continue
@@ -180,4 +232,23 @@ func (r *releaser) recheckParked(logger klog.Logger) {
 		logger.V(2).Info("Releasing parked pods that may have become schedulable", "count", len(release))
 		r.activator.Activate(logger, release)
 	}
+}
+
+// requestRecheckLater keeps a full re-check due for the next request, as
+// one the store was not synced for.
+func (r *releaser) requestRecheckLater() {
+	r.mu.Lock()
+	r.full = true
+	r.mu.Unlock()
+}
+
+// nodesMatter reports whether the node changes can matter to the parked
+// verdict of rep: always, unless it names nodes (for the others a judge is
+// one check per shape, cheap and exact).
+func (r *releaser) nodesMatter(rep parkedPod, deltas []shapes.NodeChange) bool {
+	req, _ := r.verdicts.requirements(rep.pod)
+	if !req.Identity() {
+		return true
+	}
+	return r.store.NodeChangesMatter(req, rep.reason, deltas)
 }

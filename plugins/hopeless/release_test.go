@@ -1,6 +1,7 @@
 package hopeless
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -342,3 +343,61 @@ func TestRecheckWaitsForSync(t *testing.T) {
 }
 
 var _ fwk.PodActivator = &recordingActivator{}
+
+// TestNodeChangeJudgesOnlyTheVerdictsItCanChange: the verdict of a pod
+// whose local PV is pinned to a gone node names nodes, so judging it again
+// checks every node; with one such verdict per claim, judging them all on
+// every node event was the cost of incident-sized LocalPV pile-ups. A node
+// that cannot change them (it fails each pod where n1 already does) judges
+// none again; the node a PV names releases its pod, and only it.
+func TestNodeChangeJudgesOnlyTheVerdictsItCanChange(t *testing.T) {
+	objs := []runtime.Object{makeNode("n1").Obj()}
+	var pods []*v1.Pod
+	for i := range 5 {
+		claim, pv := fmt.Sprintf("data-db-%d", i), fmt.Sprintf("pv-%d", i)
+		objs = append(objs, localPV(pv, claim, fmt.Sprintf("gone-%d", i)), &v1.PersistentVolumeClaim{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: claim, Annotations: map[string]string{"pv.kubernetes.io/bind-completed": "yes"}},
+			Spec:       v1.PersistentVolumeClaimSpec{VolumeName: pv}, Status: v1.PersistentVolumeClaimStatus{Phase: v1.ClaimBound}})
+		pods = append(pods, podWithClaim(fmt.Sprintf("db-%d", i), claim))
+	}
+	f := newTestPlugin(t, "", objs...)
+	activator := &recordingActivator{}
+	f.setActivator(activator)
+	for _, p := range pods {
+		f.parkViaPreEnqueue(t, p)
+	}
+	// When each parked verdict was last judged (the store's member
+	// generation then).
+	judgedAt := func() map[verdictKey]uint64 {
+		f.plugin.verdicts.mu.Lock()
+		defer f.plugin.verdicts.mu.Unlock()
+		m := map[verdictKey]uint64{}
+		for _, p := range f.plugin.parking.lot.onePerVerdict() {
+			m[p.key] = f.plugin.verdicts.verdicts[p.key].MemberGen
+		}
+		return m
+	}
+	// Whatever re-check the parking asked for is done first.
+	logger, _ := ktesting.NewTestContext(t)
+	f.release.recheckParked(logger)
+	before := judgedAt()
+	if len(before) != len(pods) {
+		t.Fatalf("setup: %d parked verdicts, want one per claim (%d)", len(before), len(pods))
+	}
+	f.release.nodeChanged(nil, makeNode("n2").Obj())
+	f.release.recheckParked(logger)
+	if diff := cmp.Diff(before, judgedAt()); diff != "" {
+		t.Errorf("a node that cannot change any parked verdict had them judged again (-before, +after):\n%s", diff)
+	}
+	f.release.nodeChanged(nil, makeNode("gone-3").Obj())
+	f.release.recheckParked(logger)
+	waitFor(t, releaseWithin, "default/db-3 activated", func() bool { return activator.has("default/db-3") })
+	if diff := cmp.Diff([]string{"default/db-3"}, activator.activated()); diff != "" {
+		t.Errorf("activated (-want, +got):\n%s", diff)
+	}
+	for i, p := range pods {
+		if i != 3 && !f.parked(p) {
+			t.Errorf("pod %s was released by the node of another PV", p.Name)
+		}
+	}
+}
