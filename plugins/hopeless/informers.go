@@ -106,7 +106,14 @@ func (w *informerWiring) wire(ctx context.Context, factory informers.SharedInfor
 	if err := add(core.PersistentVolumeClaims().Informer(), claims); err != nil {
 		return err
 	}
-	if err := add(core.PersistentVolumes().Informer(), onAddOrUpdate(h.release.volumeChanged)); err != nil {
+	// A deleted PV too: its claim's pods no longer carry its node affinity.
+	volumes := onAddOrUpdate(h.release.volumeChanged)
+	volumes.DeleteFunc = func(obj interface{}) {
+		if pv, ok := unwrapTombstone(obj).(*v1.PersistentVolume); ok {
+			h.release.volumeChanged(pv)
+		}
+	}
+	if err := add(core.PersistentVolumes().Informer(), volumes); err != nil {
 		return err
 	}
 	if dra {

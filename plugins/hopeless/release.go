@@ -23,6 +23,7 @@ type releaseStore interface {
 	UpsertDeviceClass(*resourceapi.DeviceClass) bool
 	DeleteDeviceClass(*resourceapi.DeviceClass) bool
 	NodeChangesMatter(*shapes.Requirements, shapes.Reason, []shapes.NodeChange) bool
+	Generations() (gen, memberGen uint64)
 }
 
 // releaser is the release path. Node and DeviceClass changes go to the
@@ -65,16 +66,16 @@ func newReleaser(store releaseStore, verdicts *verdictCache, parking *parker, ac
 // nodeChanged feeds the store, and has the parked pods judged again when
 // the node changed what the static predicates read. old is nil for an add.
 func (r *releaser) nodeChanged(old, n *v1.Node) {
-	r.store.UpsertNode(n)
 	if old == nil || staticFieldsChanged(old, n) {
-		r.nodeRecheck(shapes.NodeChange{Old: old, New: n})
+		r.nodeRecheck(shapes.NodeChange{Old: old, New: n}, func() { r.store.UpsertNode(n) })
+		return
 	}
+	r.store.UpsertNode(n)
 }
 
 // nodeDeleted releases nobody, but can change the reason.
 func (r *releaser) nodeDeleted(n *v1.Node) {
-	r.store.DeleteNode(n.Name)
-	r.nodeRecheck(shapes.NodeChange{Old: n})
+	r.nodeRecheck(shapes.NodeChange{Old: n}, func() { r.store.DeleteNode(n.Name) })
 }
 
 // staticFieldsChanged reports whether an update changed what a static
@@ -153,10 +154,13 @@ func (r *releaser) requestRecheck() {
 	r.wake()
 }
 
-// nodeRecheck asks for the parked verdicts that the node change can matter
-// to to be judged again.
-func (r *releaser) nodeRecheck(d shapes.NodeChange) {
+// nodeRecheck has the store take a node change (apply) and asks for the
+// parked verdicts that it can matter to to be judged again. The store and
+// the record change together: a re-check weighs the changes against the
+// store as they left it.
+func (r *releaser) nodeRecheck(d shapes.NodeChange, apply func()) {
 	r.mu.Lock()
+	apply()
 	if len(r.deltas) < maxDeltas {
 		r.deltas = append(r.deltas, d)
 	} else {
@@ -166,13 +170,15 @@ func (r *releaser) nodeRecheck(d shapes.NodeChange) {
 	r.wake()
 }
 
-// changes takes what the next re-check looks at.
-func (r *releaser) changes() (deltas []shapes.NodeChange, full bool) {
+// changes takes what the next re-check looks at, and the store's
+// generations with every one of those changes and none after.
+func (r *releaser) changes() (deltas []shapes.NodeChange, full bool, at storeGenerations) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	deltas, full = r.deltas, r.full
 	r.deltas, r.full = nil, false
-	return deltas, full
+	gen, memberGen := r.store.Generations()
+	return deltas, full, storeGenerations{gen, memberGen}
 }
 
 func (r *releaser) wake() {
@@ -204,7 +210,7 @@ func (r *releaser) run(ctx context.Context) {
 // it costs a check of every node, thousands of such verdicts a check of
 // every node on every node event.
 func (r *releaser) recheckParked(logger klog.Logger) {
-	deltas, full := r.changes()
+	deltas, full, at := r.changes()
 	if !r.synced() {
 		r.requestRecheckLater()
 		return
@@ -212,7 +218,14 @@ func (r *releaser) recheckParked(logger klog.Logger) {
 	release := map[string]*v1.Pod{}
 	for _, rep := range r.parking.lot.onePerVerdict() {
 		if !full && !r.nodesMatter(rep, deltas) {
-			continue
+			gen, memberGen := r.store.Generations()
+			if (storeGenerations{gen, memberGen}) == at {
+				continue
+			}
+			// The store took a change the next re-check weighs while
+			// these were weighed: the node an untouched one seemed to
+			// be may be it. This verdict and the rest are judged.
+			full = true
 		}
 		v, key, ok := r.verdicts.judge(rep.pod)
 		if ok && v.Hopeless && v.Message == rep.message {

@@ -401,3 +401,20 @@ func TestNodeChangeJudgesOnlyTheVerdictsItCanChange(t *testing.T) {
 		}
 	}
 }
+
+// TestVolumeDeleteActivates: a deleted PV no longer pins its claim's pods
+// (VolumeBinding then waits for the claim, which is not hopeless): the
+// parked pod of the claim is brought back at once, not at the flush.
+func TestVolumeDeleteActivates(t *testing.T) {
+	pvc := &v1.PersistentVolumeClaim{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "data-db-0", Annotations: map[string]string{"pv.kubernetes.io/bind-completed": "yes"}},
+		Spec:       v1.PersistentVolumeClaimSpec{VolumeName: "pv-0"}, Status: v1.PersistentVolumeClaimStatus{Phase: v1.ClaimBound}}
+	f := newTestPlugin(t, "", makeNode("n1").Obj(), localPV("pv-0", "data-db-0", "gone-node"), pvc)
+	activator := &recordingActivator{}
+	f.setActivator(activator)
+	f.parkViaPreEnqueue(t, podWithClaim("db-0", "data-db-0"))
+	if err := f.client.CoreV1().PersistentVolumes().Delete(f.ctx, "pv-0", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, releaseWithin, "default/db-0 activated", func() bool { return activator.has("default/db-0") })
+}

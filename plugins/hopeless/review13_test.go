@@ -60,7 +60,11 @@ func TestReview13NodeChangeSkipWithStoreAheadOfDeltas(t *testing.T) {
 	reporter := &recordingReporter{}
 	parking := &parker{lot: newParkingLot(), reporter: reporter}
 	logger, _ := ktesting.NewTestContext(t)
-	release := newReleaser(store, verdicts, parking, &recordingActivator{}, nil, func() bool { return true }, logger)
+	// The store as the release path sees it, where the node informer's
+	// handler for b2 runs while the re-check woken by b1 weighs its
+	// changes (b2 upserted, its change recorded for the next re-check).
+	during := &duringWeighing{Store: store}
+	release := newReleaser(during, verdicts, parking, &recordingActivator{}, nil, func() bool { return true }, logger)
 
 	pod := makePod("db-0").NodeSelector(map[string]string{v1.LabelTopologyZone: "zone-a"}).PVC("data-db-0").Obj()
 	v, key, ok := verdicts.judge(pod)
@@ -72,15 +76,11 @@ func TestReview13NodeChangeSkipWithStoreAheadOfDeltas(t *testing.T) {
 	zoneB := func(name string) *v1.Node {
 		return makeNode(name).Label(v1.LabelTopologyZone, "zone-b").Obj()
 	}
-	// The node informer's handler: b1 registers (store, then delta) ...
+	during.once = func() { release.nodeChanged(nil, zoneB("b2")) }
+	// b1 registers; the re-check it wakes runs, and b2 registers meanwhile.
 	release.nodeChanged(nil, zoneB("b1"))
-	// ... and b2's handler has upserted b2 into the store ...
-	b2 := zoneB("b2")
-	store.UpsertNode(b2)
-	// ... when the re-check loop, woken by b1, runs.
 	release.recheckParked(logger)
-	// b2's handler then records its delta, and the loop runs again.
-	release.nodeRecheck(shapes.NodeChange{New: b2})
+	// The re-check b2 woke.
 	release.recheckParked(logger)
 
 	req, _ := verdicts.requirements(pod)
@@ -95,4 +95,19 @@ func TestReview13NodeChangeSkipWithStoreAheadOfDeltas(t *testing.T) {
 	if got.message != want.Message {
 		t.Errorf("after both nodes registered, the parked pod still reports\n  %q\nwhile the store's verdict is\n  %q\n(each node was the other's witness, so neither change was judged)", got.message, want.Message)
 	}
+}
+
+// duringWeighing is a store that runs once, the first time the release
+// path weighs node changes against it, what another goroutine does then.
+type duringWeighing struct {
+	*shapes.Store
+	once func()
+}
+
+func (d *duringWeighing) NodeChangesMatter(r *shapes.Requirements, reason shapes.Reason, changes []shapes.NodeChange) bool {
+	if f := d.once; f != nil {
+		d.once = nil
+		f()
+	}
+	return d.Store.NodeChangesMatter(r, reason, changes)
 }
