@@ -168,13 +168,7 @@ func TestTemplatesDecide(t *testing.T) {
 			s.UpsertNode(node("w1", nil, nil, "4", "16Gi"))
 			s.SetTemplates(&nodegroups.NodeGroupList{NodeGroups: []nodegroups.NodeGroup{tt.group}}, tt.state)
 			v := s.Evaluate(NewRequirements(gpuPod, nil, testOpts))
-			got := "feasible"
-			if v.FailOpen {
-				got = "fail-open"
-			} else if v.Hopeless {
-				got = "hopeless"
-			}
-			if got != tt.want {
+			if got := outcome(v); got != tt.want {
 				t.Fatalf("got %s, want %s (%+v)", got, tt.want, v)
 			}
 		})
@@ -287,15 +281,21 @@ func TestTemplateVariantsDecide(t *testing.T) {
 			s.UpsertNode(node("w1", nil, nil, "2", "16Gi"))
 			s.SetTemplates(&nodegroups.NodeGroupList{NodeGroups: []nodegroups.NodeGroup{tt.group}}, TemplatesOK)
 			v := s.Evaluate(NewRequirements(tt.pod, nil, testOpts))
-			got := "feasible"
-			if v.FailOpen {
-				got = "fail-open"
-			} else if v.Hopeless {
-				got = "hopeless"
-			}
-			if got != tt.want {
+			if got := outcome(v); got != tt.want {
 				t.Fatalf("got %s, want %s (%+v)", got, tt.want, v)
 			}
 		})
 	}
+}
+
+// outcome names what a verdict does with the pod: "fail-open" (the plugin
+// does not judge), "hopeless" (parked) or "feasible".
+func outcome(v Verdict) string {
+	switch {
+	case v.FailOpen:
+		return "fail-open"
+	case v.Hopeless:
+		return "hopeless"
+	}
+	return "feasible"
 }

@@ -101,6 +101,21 @@ func (w *splitWorld) run(ctx context.Context, s *split.Splitter, group string, m
 	return res, err
 }
 
+// passes runs n passes of the split of "cassandra", the clock moving on by a
+// lock settle before each; it logs each pass's error and returns the last.
+func (w *splitWorld) passes(ctx context.Context, t *testing.T, s *split.Splitter, n int) error {
+	t.Helper()
+	var last error
+	for range n {
+		w.clock.Step(split.DefaultLockSettle)
+		_, last = s.Pass(ctx, "cassandra")
+		if last != nil {
+			t.Logf("pass: %v", last)
+		}
+	}
+	return last
+}
+
 // untilABatchLeaves runs passes, a lock settle apart, until an instance of
 // the split group is detaching or detached and running, and returns it.
 func (w *splitWorld) untilABatchLeaves(ctx context.Context, t *testing.T, s *split.Splitter) string {

@@ -202,14 +202,7 @@ func TestReview11fRefusalMidSplitStrandsTheBatchInFlight(t *testing.T) {
 			if err := tc.change(ctx, w); err != nil {
 				t.Fatal(err)
 			}
-			var last error
-			for range 20 {
-				w.clock.Step(split.DefaultLockSettle)
-				if _, err := s.Pass(ctx, "cassandra"); err != nil {
-					last = err
-				}
-			}
-			if !errors.Is(last, split.ErrRefused) {
+			if last := w.passes(ctx, t, s, 20); !errors.Is(last, split.ErrRefused) {
 				t.Errorf("last pass: %v, want a refusal (ErrRefused) once the batch in flight is attached", last)
 			}
 			w.checkNoneLoose(t, "20 passes after "+tc.name+" mid-split")

@@ -46,14 +46,7 @@ func TestReview12AbandonHookStrandsADetachedInstanceOffTheStateTag(t *testing.T)
 		HeartbeatTimeout: 300, DefaultResult: "ABANDON"}); err != nil {
 		t.Fatal(err)
 	}
-	var last error
-	for range 20 {
-		w.clock.Step(split.DefaultLockSettle)
-		if _, err := s.Pass(ctx, "cassandra"); err != nil {
-			last = err
-		}
-	}
-	t.Logf("last pass: %v", last)
+	w.passes(ctx, t, s, 20)
 	w.checkNoneLoose(t, "20 passes after the batch's TagState was overwritten and a launch hook with DefaultResult ABANDON was added")
 }
 
@@ -98,12 +91,7 @@ func TestReview12AbandonHookMidSplitDropsTheBatchsProtection(t *testing.T) {
 		HeartbeatTimeout: 300, DefaultResult: "ABANDON"}); err != nil {
 		t.Fatal(err)
 	}
-	for range 20 {
-		w.clock.Step(split.DefaultLockSettle)
-		if _, err := s.Pass(ctx, "cassandra"); err != nil && !errors.Is(err, split.ErrRefused) {
-			t.Logf("pass: %v", err)
-		}
-	}
+	w.passes(ctx, t, s, 20)
 	zg := split.ZoneGroupName("cassandra", zones[0])
 	i, _ := w.emu.Instance(prot)
 	if i.Group != zg || i.LifecycleState != "InService" {
@@ -156,12 +144,7 @@ func TestAbandonHookOnAZoneGroupHoldsTheBatch(t *testing.T) {
 	if err := w.cloud.PutLifecycleHook(ctx, hook); err != nil {
 		t.Fatal(err)
 	}
-	for range 20 {
-		w.clock.Step(split.DefaultLockSettle)
-		if _, err := s.Pass(ctx, "cassandra"); err != nil {
-			t.Logf("pass: %v", err)
-		}
-	}
+	w.passes(ctx, t, s, 20)
 	if i, _ := w.emu.Instance(moving); i.Group != zg {
 		t.Errorf("instance %s is in %q 20 passes after the hook's default was made CONTINUE, want %s", moving, i.Group, zg)
 	}
