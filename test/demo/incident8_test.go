@@ -58,8 +58,9 @@ func createMany(ctx context.Context, t *testing.T, cs kubernetes.Interface, n in
 }
 
 // churnPool re-creates one node of the batch pool every second, as the
-// incident's autoscaled pool did, until ctx ends.
-func churnPool(ctx context.Context, cs kubernetes.Interface, wg *sync.WaitGroup) {
+// incident's autoscaled pool did, until ctx ends; it counts the nodes it
+// re-created in done.
+func churnPool(ctx context.Context, cs kubernetes.Interface, wg *sync.WaitGroup, done *atomic.Int32) {
 	defer wg.Done()
 	for i := 0; ; i++ {
 		select {
@@ -69,7 +70,9 @@ func churnPool(ctx context.Context, cs kubernetes.Interface, wg *sync.WaitGroup)
 		}
 		name := fmt.Sprintf("batch-%d", i%poolNodes)
 		_ = cs.CoreV1().Nodes().Delete(context.Background(), name, metav1.DeleteOptions{})
-		_, _ = cs.CoreV1().Nodes().Create(context.Background(), testenv.Node(name, map[string]string{"pool": "batch"}, []v1.Taint{batchTaint}), metav1.CreateOptions{})
+		if _, err := cs.CoreV1().Nodes().Create(context.Background(), testenv.Node(name, map[string]string{"pool": "batch"}, []v1.Taint{batchTaint}), metav1.CreateOptions{}); err == nil {
+			done.Add(1)
+		}
 	}
 }
 
@@ -82,7 +85,10 @@ func failedAttempts(t *testing.T) float64 {
 	return vals["unschedulable"] + vals["error"]
 }
 
-func replayIncident8(t *testing.T, server *testutils.TestContext, name, config string) run8 {
+// replayIncident8 runs the incident under the scheduler configured by
+// config and measures it. toldWhy is how many hopeless pods must carry
+// Ballast's reason before it counts them (0: count at once).
+func replayIncident8(t *testing.T, server *testutils.TestContext, name, config string, toldWhy int) run8 {
 	testCtx := testutils.WithNewNamespace(t, server, strings.ToLower(name))
 	ctx, cs, ns := testCtx.Ctx, testCtx.ClientSet, testCtx.NS.Name
 	cfg := testenv.LoadConfig(t, filepath.Join("test", "integration", "bench", "config", config), nil)
@@ -98,9 +104,15 @@ func replayIncident8(t *testing.T, server *testutils.TestContext, name, config s
 	})
 	churnCtx, stopChurn := context.WithCancel(ctx)
 	var wg sync.WaitGroup
+	var churned atomic.Int32
 	wg.Add(1)
-	go churnPool(churnCtx, cs, &wg)
-	time.Sleep(3 * time.Second)
+	go churnPool(churnCtx, cs, &wg, &churned)
+	// The pool churns before the ordinary pods come, as in the incident.
+	if err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(context.Context) (bool, error) {
+		return churned.Load() >= 3, nil
+	}); err != nil {
+		t.Fatalf("%s: the pool was re-created %d times: %v", name, churned.Load(), err)
+	}
 
 	before := failedAttempts(t)
 	start := time.Now()
@@ -125,15 +137,23 @@ func replayIncident8(t *testing.T, server *testutils.TestContext, name, config s
 		t.Fatalf("%s: ordinary pods not all scheduled: %v", name, err)
 	}
 	r := run8{name: name, scheduleTime: elapsed, throughput: float64(ordinaryPods) / elapsed.Seconds(), failedAttempts: failedAttempts(t) - before}
-	// Give the status writer a moment, then count pods that carry Ballast's reason.
-	time.Sleep(2 * time.Second)
-	pods, _ := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
-	for _, p := range pods.Items {
-		for _, c := range p.Status.Conditions {
-			if c.Type == v1.PodScheduled && strings.HasPrefix(c.Message, "hopeless: ") {
+	// Count the hopeless pods that carry Ballast's reason, once toldWhy do
+	// (the status writer writes 20 a second, after binding calms down).
+	err = wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		pods, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return false, nil
+		}
+		r.withReason = 0
+		for i := range pods.Items {
+			if strings.HasPrefix(pods.Items[i].Name, "report-") && testenv.ParkedByBallast(&pods.Items[i]) {
 				r.withReason++
 			}
 		}
+		return r.withReason >= toldWhy, nil
+	})
+	if err != nil {
+		t.Fatalf("%s: %d hopeless pods carry Ballast's reason, want at least %d: %v", name, r.withReason, toldWhy, err)
 	}
 	// Leave nothing behind for the next run.
 	_ = cs.CoreV1().Pods(ns).DeleteCollection(ctx, metav1.DeleteOptions{GracePeriodSeconds: new(int64)}, metav1.ListOptions{})

@@ -21,9 +21,6 @@ import (
 	"github.com/ballast-k8s/ballast/test/integration/testenv"
 )
 
-// hopelessPrefix starts the PodScheduled message of every pod Ballast parks.
-const hopelessPrefix = "hopeless: "
-
 // hopelessEventReason is the reason of the event Ballast records when it
 // parks a pod (plugins/hopeless EventReason).
 const hopelessEventReason = "Hopeless"
@@ -134,7 +131,7 @@ func testBetweenAllocatableAndCapacity(t *testing.T, w *world) {
 		if err != nil {
 			return false, err
 		}
-		parked = parked || testenv.ParkedWith(hopelessPrefix)(got)
+		parked = parked || testenv.ParkedByBallast(got)
 		evs := w.caEvents(p.Name)
 		scaled = scaled || evs["TriggeredScaleUp"] != ""
 		return scaled || evs["NotTriggerScaleUp"] != "", nil
@@ -354,7 +351,7 @@ func (w *world) writes(group string) []awstest.Call {
 // host is not parked, CA scales batch-a from zero and the pod binds there.
 func testScaleFromZero(t *testing.T, w *world) {
 	lost := w.pod(t, "lost", map[string]string{"pool": "tpu"}, tolerate("dedicated", "batch"))
-	testenv.WaitPod(w.ctx, t, w.cs, lost, 30*time.Second, "parked by Ballast", testenv.ParkedWith(hopelessPrefix))
+	testenv.WaitPod(w.ctx, t, w.cs, lost, 30*time.Second, "parked by Ballast", testenv.ParkedByBallast)
 	var why string
 	w.waitFor("CA's NotTriggerScaleUp event on the parked pod", 60*time.Second, func() (bool, error) {
 		why = w.caEvents(lost.Name)["NotTriggerScaleUp"]
@@ -382,7 +379,7 @@ func testScaleFromZero(t *testing.T, w *world) {
 	}
 	if p, err := w.cs.CoreV1().Pods(w.ns).Get(w.ctx, lost.Name, metav1.GetOptions{}); err != nil {
 		t.Errorf("the lost pod: %v", err)
-	} else if testenv.Bound(p) || !testenv.ParkedWith(hopelessPrefix)(p) {
+	} else if testenv.Bound(p) || !testenv.ParkedByBallast(p) {
 		t.Errorf("the lost pod after the scale-up: %s, want still parked", testenv.Describe(p))
 	}
 }
@@ -553,7 +550,7 @@ func testTemplateFidelity(t *testing.T, w *world) {
 			if err != nil {
 				return false, err
 			}
-			o.parked = o.parked || testenv.ParkedWith(hopelessPrefix)(p)
+			o.parked = o.parked || testenv.ParkedByBallast(p)
 			evs := w.caEvents(p.Name)
 			o.triggered = o.triggered || evs["TriggeredScaleUp"] != ""
 			o.refused = o.refused || evs["NotTriggerScaleUp"] != ""
@@ -805,7 +802,7 @@ func testScaledToZeroKeepsLastNode(t *testing.T, w *world) {
 			return false, err
 		}
 		p = got
-		parked = parked || testenv.ParkedWith(hopelessPrefix)(got) || len(w.parkEvents(second.Name)) > 0
+		parked = parked || testenv.ParkedByBallast(got) || len(w.parkEvents(second.Name)) > 0
 		return parked || testenv.Bound(got), nil
 	})
 	if parked {

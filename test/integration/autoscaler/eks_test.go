@@ -83,7 +83,7 @@ func TestEKSManagedNodeGroup(t *testing.T) {
 	}, nil)
 
 	lost := w.pod(t, "eks-lost", map[string]string{"team": "nlp"}, tolerate("dedicated", "ml"))
-	testenv.WaitPod(w.ctx, t, w.cs, lost, 30*time.Second, "parked by Ballast", testenv.ParkedWith(hopelessPrefix))
+	testenv.WaitPod(w.ctx, t, w.cs, lost, 30*time.Second, "parked by Ballast", testenv.ParkedByBallast)
 
 	trainer := w.pod(t, "eks-trainer", map[string]string{"team": "ml", "eks.amazonaws.com/capacityType": "SPOT"}, tolerate("dedicated", "ml"))
 	parked := false
@@ -93,7 +93,7 @@ func TestEKSManagedNodeGroup(t *testing.T) {
 		if err != nil {
 			return false, err
 		}
-		parked = parked || testenv.ParkedWith(hopelessPrefix)(got)
+		parked = parked || testenv.ParkedByBallast(got)
 		p = got
 		return testenv.Bound(got), nil
 	})
@@ -111,7 +111,7 @@ func TestEKSManagedNodeGroup(t *testing.T) {
 	// through the cloud-config's Service "eks" override).
 	if got, err := w.cs.CoreV1().Pods(w.ns).Get(w.ctx, lost.Name, metav1.GetOptions{}); err != nil {
 		t.Errorf("the lost pod: %v", err)
-	} else if testenv.Bound(got) || !testenv.ParkedWith(hopelessPrefix)(got) {
+	} else if testenv.Bound(got) || !testenv.ParkedByBallast(got) {
 		t.Errorf("the lost pod after the scale-up: %s, want still parked", testenv.Describe(got))
 	}
 }

@@ -224,7 +224,7 @@ func testReplayWithout(t *testing.T, server *testutils.TestContext) {
 	}
 	// The scheduler names the recreated pods hopeless, for their volume.
 	for i, p := range recreated {
-		got := e.waitCondition(p, "parked as hopeless", parkedWith(hopelessPrefix))
+		got := e.waitCondition(p, "parked as hopeless", testenv.ParkedByBallast)
 		c := scheduledCondition(got)
 		if !strings.Contains(c.Message, "PersistentVolume") || !strings.Contains(c.Message, "local-pv-"+s.podNode[p.Name]) {
 			t.Errorf("pod %s parked for another reason: %s", p.Name, c.Message)

@@ -2,7 +2,6 @@ package balancer
 
 import (
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -14,9 +13,6 @@ import (
 	"github.com/ballast-k8s/ballast/internal/awstest"
 	"github.com/ballast-k8s/ballast/test/integration/testenv"
 )
-
-// hopelessPrefix starts the PodScheduled message of every pod the plugin parks.
-const hopelessPrefix = "hopeless: "
 
 // testSchedulerReadsTemplates: the contract between the two programs. A
 // group at size 0 exists only as the balancer's template; the real plugin,
@@ -39,26 +35,22 @@ func testSchedulerReadsTemplates(t *testing.T, server *testutils.TestContext) {
 	// Parked first: proves the plugin holds the templates (without them it
 	// fails open and parks nothing), so that the verdict below is not fail-open.
 	lost := e.createPod("lost", map[string]string{"pool": "tpu"}, gpuToleration)
-	e.waitCondition(lost, "parked", parkedWith(hopelessPrefix))
+	e.waitCondition(lost, "parked", testenv.ParkedByBallast)
 	// The taint came through the tags: without the toleration the group cannot host it.
 	intolerant := e.createPod("intolerant", map[string]string{"pool": "gpu"}, nil)
-	e.waitCondition(intolerant, "parked", parkedWith(hopelessPrefix))
+	e.waitCondition(intolerant, "parked", testenv.ParkedByBallast)
 
 	trainer := e.createPod("trainer", map[string]string{"pool": "gpu"}, gpuToleration)
 	got := e.waitCondition(trainer, "unschedulable", func(p *v1.Pod) bool {
 		c := scheduledCondition(p)
 		return c != nil && c.Status == v1.ConditionFalse
 	})
-	if c := scheduledCondition(got); strings.HasPrefix(c.Message, hopelessPrefix) {
-		t.Fatalf("a pod that only the size-0 group can host was parked: %s", c.Message)
+	if testenv.ParkedByBallast(got) {
+		t.Fatalf("a pod that only the size-0 group can host was parked: %s", describe(got))
 	}
-	// Still not parked a little later (a later attempt could park it).
-	time.Sleep(2 * time.Second)
-	if p, err := e.cs.CoreV1().Pods(e.ns).Get(e.ctx, trainer.Name, metav1.GetOptions{}); err != nil {
-		t.Fatal(err)
-	} else if c := scheduledCondition(p); c == nil || strings.HasPrefix(c.Message, hopelessPrefix) {
-		t.Fatalf("trainer later: %s", describe(p))
-	}
+	// Not parked by a later attempt either (the plugin's hint or a flush
+	// could bring it back and park it).
+	testenv.NeverPod(e.ctx, t, e.cs, trainer, 2*time.Second, "parked by Ballast on a later attempt", testenv.ParkedByBallast)
 }
 
 // startScheduler runs Ballast's scheduler with the profile of a sample.
@@ -76,7 +68,6 @@ func (e *env) waitCondition(pod *v1.Pod, what string, ok func(*v1.Pod) bool) *v1
 var (
 	describe           = testenv.Describe
 	scheduledCondition = testenv.ScheduledCondition
-	parkedWith         = testenv.ParkedWith
 )
 
 func (e *env) createPod(name string, selector map[string]string, tolerations []v1.Toleration) *v1.Pod {

@@ -51,7 +51,7 @@ func TestHopelessPods(t *testing.T) {
 		const want = "no node or node group tolerates taint dedicated=batch:NoSchedule (pod tolerates dedicated=batchjobs:NoSchedule"
 		for _, p := range cron {
 			got := waitCondition(ctx, t, testCtx, p, 20*time.Second, "parked", parkedWith(want))
-			if c := scheduledCondition(got); c.Reason != v1.PodReasonUnschedulable || !strings.HasPrefix(c.Message, "hopeless: ") {
+			if c := scheduledCondition(got); c.Reason != v1.PodReasonUnschedulable || !testenv.ParkedByBallast(got) {
 				t.Errorf("condition of %s: reason %q message %q", p.Name, c.Reason, c.Message)
 			}
 		}

@@ -31,6 +31,7 @@ import (
 	"k8s.io/kubernetes/pkg/scheduler/apis/config"
 	testutils "k8s.io/kubernetes/test/integration/util"
 
+	"github.com/ballast-k8s/ballast/internal/shapes"
 	"github.com/ballast-k8s/ballast/plugins"
 )
 
@@ -215,6 +216,13 @@ func ParkedWith(substr string) func(*v1.Pod) bool {
 	}
 }
 
+// ParkedByBallast matches a pod whose PodScheduled=False message is one of
+// Ballast's (it starts with shapes.MessagePrefix).
+func ParkedByBallast(p *v1.Pod) bool {
+	c := ScheduledCondition(p)
+	return c != nil && c.Status == v1.ConditionFalse && strings.HasPrefix(c.Message, shapes.MessagePrefix)
+}
+
 // Unschedulable matches a pod with PodScheduled=False, whoever wrote it.
 func Unschedulable(p *v1.Pod) bool {
 	c := ScheduledCondition(p)
@@ -251,6 +259,28 @@ func WaitPod(ctx context.Context, t testing.TB, cs kubernetes.Interface, pod *v1
 		t.Fatalf("pod %s: waiting for %s: %v; last status: %s", pod.Name, what, err, Describe(last))
 	}
 	return last
+}
+
+// NeverPod polls the pod for d and fails the test as soon as bad holds: what
+// must not happen while the scheduler goes on trying (a pod parked after a
+// later attempt).
+func NeverPod(ctx context.Context, t testing.TB, cs kubernetes.Interface, pod *v1.Pod, d time.Duration, what string, bad func(*v1.Pod) bool) {
+	t.Helper()
+	end := time.Now().Add(d)
+	for time.Now().Before(end) {
+		p, err := cs.CoreV1().Pods(pod.Namespace).Get(ctx, pod.Name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatalf("pod %s: %v", pod.Name, err)
+		}
+		if bad(p) {
+			t.Fatalf("pod %s: %s: %s", pod.Name, what, Describe(p))
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("pod %s: %v while checking that it is never %s", pod.Name, ctx.Err(), what)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // Node is a ready node with 4 CPUs, 32Gi and 110 pods, the hostname label,
