@@ -1,0 +1,61 @@
+package split_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/ballast-k8s/ballast/internal/asg"
+	"github.com/ballast-k8s/ballast/internal/split"
+)
+
+// TestReview14aZoneGroupLaunchHookKeepsTheBatchInNoGroup (review 14a,
+// against 56fa41d): a launch lifecycle hook with DefaultResult ABANDON on a
+// per-zone group makes the split keep the batch in flight detached, running
+// in no Auto Scaling group, for as long as the hook is there, on the premise
+// that an attached instance goes through the group's launch hooks
+// (Pending:Wait) and could be terminated at the hook's timeout. AWS
+// documents the opposite: the user guide's "Lifecycle hook availability"
+// table (lifecycle-hooks.html) says the instance launch and termination
+// hooks apply to all launches and terminations, and its footnote that they
+// do not apply "when you attach or detach instances, move instances in and
+// out of standby mode, or delete the group with the force delete option".
+// An attached instance is never held by, nor abandoned by, a launch hook.
+// And DefaultResult ABANDON is what PutLifecycleHook gives a hook when none
+// is named (API_PutLifecycleHook, DefaultResult: "The default value is
+// ABANDON"): every bootstrap hook put on a per-zone group without naming
+// its default (CLI, console, Terraform's default) has it.
+//
+// So the split holds a running instance (a Cassandra node with its local
+// data) outside every group, invisible to cluster-autoscaler and to the
+// group's capacity, and never finishes, on a danger AWS says does not
+// exist: the instance should be attached.
+func TestReview14aZoneGroupLaunchHookKeepsTheBatchInNoGroup(t *testing.T) {
+	ctx := context.Background()
+	w := newSplitWorld(t)
+	s := w.splitter(w.cloud, "run")
+	moving := w.untilABatchLeaves(ctx, t, s)
+	mi, _ := w.emu.Instance(moving)
+	zg := split.ZoneGroupName("cassandra", mi.Zone)
+	// The platform team adds its bootstrap hook to the new per-zone group
+	// without naming a default result: AWS gives it ABANDON.
+	if err := w.cloud.PutLifecycleHook(ctx, asg.Hook{Group: zg, Name: "bootstrap", Transition: "autoscaling:EC2_INSTANCE_LAUNCHING",
+		HeartbeatTimeout: 300, DefaultResult: "ABANDON"}); err != nil {
+		t.Fatal(err)
+	}
+	var last split.Result
+	for range 30 {
+		w.clock.Step(split.DefaultLockSettle)
+		res, err := s.Pass(ctx, "cassandra")
+		if err != nil && !errors.Is(err, split.ErrRefused) {
+			t.Logf("pass: %v", err)
+		}
+		last = res
+	}
+	i, _ := w.emu.Instance(moving)
+	if i.EC2State == "running" && i.Group == "" {
+		t.Errorf("instance %s runs in no group 30 passes (%s) after a launch hook was put on %s; AWS does not apply launch hooks to attached instances, so nothing justifies keeping it out of every group (waiting: %v)",
+			moving, 30*split.DefaultLockSettle, zg, last.Waiting)
+	}
+	w.checkNoneLoose(t, "30 passes after a launch hook with the default DefaultResult was put on a per-zone group")
+}
