@@ -59,3 +59,60 @@ func TestReview14aZoneGroupLaunchHookKeepsTheBatchInNoGroup(t *testing.T) {
 	}
 	w.checkNoneLoose(t, "30 passes after a launch hook with the default DefaultResult was put on a per-zone group")
 }
+
+// TestReview14aZoneGroupTagFromLostMidSplitStrandsTheBatch (review 14a,
+// against 5b8377d and 1258b88): the refusal of "a foreign group named like a
+// per-zone group" is made in snapshot, before steps ever looks at the batch
+// in flight, and on every pass, whatever the split's state. A per-zone group
+// the split itself created that loses its split-from tag mid-split (the
+// platform's IaC adopting the new groups and pruning the tags it does not
+// manage, a hand edit: API_DeleteTags and API_CreateOrUpdateTags take any
+// key) is taken for a foreign group, and every later pass returns
+// ErrRefused: the batch already detached is never attached, and its
+// instances run in no group, outside cluster-autoscaler's view, with their
+// local data. 1258b88 and 66e3019 made the two other mid-split refusals
+// (an ABANDON launch hook, a malformed split-sizes tag) wait for the batch
+// in flight to be attached first; this one was left out. The batch's own
+// zone group is still the split's (it holds instances the split moved, and
+// the TagState names it), and even a group of another zone is no reason
+// not to finish the batch.
+func TestReview14aZoneGroupTagFromLostMidSplitStrandsTheBatch(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		which func(batchZone string) string // the zone whose group loses the tag
+	}{
+		{name: "the batch's zone group", which: func(z string) string { return z }},
+		{name: "another zone's group", which: func(z string) string {
+			for _, o := range zones {
+				if o != z {
+					return o
+				}
+			}
+			return ""
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			w := newSplitWorld(t)
+			s := w.splitter(w.cloud, "run")
+			moving := w.untilABatchLeaves(ctx, t, s)
+			mi, _ := w.emu.Instance(moving)
+			zg := split.ZoneGroupName("cassandra", tc.which(mi.Zone))
+			if g, ok := w.emu.Group(zg); !ok || g.Tags[split.TagFrom] != "cassandra" {
+				t.Fatalf("per-zone group %s: %v, %v", zg, ok, g.Tags)
+			}
+			if err := w.cloud.DeleteGroupTags(ctx, zg, []string{split.TagFrom}); err != nil {
+				t.Fatal(err)
+			}
+			var last error
+			for range 20 {
+				w.clock.Step(split.DefaultLockSettle)
+				if _, err := s.Pass(ctx, "cassandra"); err != nil {
+					last = err
+				}
+			}
+			t.Logf("last pass: %v", last)
+			w.checkNoneLoose(t, "20 passes after "+zg+" lost its "+split.TagFrom+" tag mid-split")
+		})
+	}
+}
