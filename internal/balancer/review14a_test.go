@@ -1,0 +1,68 @@
+package balancer
+
+import (
+	"context"
+	"testing"
+
+	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/ballast-k8s/ballast/internal/awstest"
+)
+
+// TestReview14aNodeWithAStartupTaintReplacesTheRememberedNode (review 14a,
+// against 66e3019, "a good template node is ready as cluster-autoscaler
+// reads readiness"): cluster-autoscaler builds its templates from the nodes
+// its obtainNodeLists returns as ready (core/static_autoscaler.go: the
+// TemplateNodeInfoProvider is given readyNodes), and obtainNodeLists takes
+// out of readyNodes, beyond GetReadinessState, every node that carries a
+// startup taint (utils/taints FilterOutNodesWithStartupTaints: a taint
+// named by --startup-taint / --ignore-taint, or prefixed
+// startup-taint.cluster-autoscaler.kubernetes.io/ or
+// ignore-taint.cluster-autoscaler.kubernetes.io/, "Overriding status of
+// node ..., which seems to have startup taint"), and every node whose GPU
+// is not allocatable yet (FilterOutNodesWithUnreadyResources). Such a node
+// is no template for CA, which keeps its cached template of the group's
+// earlier node. goodTemplateNode checks only the conditions and the
+// not-ready, disk-pressure and network-unavailable taints: a node Ready
+// for an hour that still carries the startup taint this project ships CA
+// with (deploy/README.md: --startup-taint=ebs.csi.aws.com/agent-not-ready,
+// given to az-balancer too; the EBS CSI node agent removes it once it
+// runs, and never does while it crash-loops) replaces what az-balancer
+// remembers of the group. Here batch ran batch-0 (disk=nvme), which CA
+// cached; batch-0 went, and batch-1 (disk=ssd) is Ready but keeps the
+// startup taint: CA's template of batch is still batch-0's and CA scales
+// batch up for a pod selecting disk=nvme, which Ballast parks.
+func TestReview14aNodeWithAStartupTaintReplacesTheRememberedNode(t *testing.T) {
+	f := newFixture(t)
+	const startup = "ebs.csi.aws.com/agent-not-ready"
+	f.b.opts.Templates.StartupTaints = []string{startup}
+	ctx := context.Background()
+	ids := f.emu.CreateGroup(awstest.GroupSpec{Name: "batch", Zones: []string{"us-east-1a"}, MaxSize: 5, InstanceType: "m5.xlarge",
+		Tags: caTags(nil), Instances: map[string]int{"us-east-1a": 2}})["us-east-1a"]
+	first := batchNode(f, "batch-0", ids[0])
+	first.Labels["disk"] = "nvme"
+	if _, err := f.kube.CoreV1().Nodes().Create(ctx, first, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	reconcile(t, f)
+	nvme := batchPod(func(p *v1.Pod) { p.Spec.NodeSelector["disk"] = "nvme" })
+	if v := verdict(t, f.published(t), nvme); v.Hopeless {
+		t.Fatalf("setup: the pod selecting disk=nvme is parked while batch-0 runs: %s", v.Message)
+	}
+	// batch-0 goes (CA scaled it down); batch-1 registers, Ready for an
+	// hour (batchNode), with the startup taint still on it.
+	scaleIn(t, f, ids[0], first.Name)
+	second := batchNode(f, "batch-1", ids[1])
+	second.Labels["disk"] = "ssd"
+	second.Spec.Taints = []v1.Taint{{Key: startup, Effect: v1.TaintEffectNoExecute}}
+	if _, err := f.kube.CoreV1().Nodes().Create(ctx, second, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	loopsAMinuteApart(t, f, 3)
+	if v := verdict(t, f.published(t), nvme); v.Hopeless {
+		ng := templateOf(t, f, "batch")
+		t.Fatalf("FALSE PARK: batch-1 carries the startup taint %s, no template node for CA, whose template of batch is still batch-0's (disk=nvme): CA scales batch up for the pod; Ballast: %s; published labels %v, variants %+v",
+			startup, v.Message, ng.Labels, ng.Variants)
+	}
+}
