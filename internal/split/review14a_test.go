@@ -1,9 +1,20 @@
 package split_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
 	"testing"
+
+	awssdk "github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
 
 	"github.com/ballast-k8s/ballast/internal/asg"
 	"github.com/ballast-k8s/ballast/internal/split"
@@ -114,5 +125,127 @@ func TestReview14aZoneGroupTagFromLostMidSplitStrandsTheBatch(t *testing.T) {
 			t.Logf("last pass: %v", last)
 			w.checkNoneLoose(t, "20 passes after "+zg+" lost its "+split.TagFrom+" tag mid-split")
 		})
+	}
+}
+
+// hookTargets answers DescribeLifecycleHooks of group with the notification
+// target, role and metadata of hook, as AWS does for a hook put with them
+// (API_LifecycleHook: NotificationTargetARN, RoleARN, NotificationMetadata;
+// the emulator keeps none of the three), and records every
+// CreateAutoScalingGroup and PutLifecycleHook request.
+type hookTargets struct {
+	group, hook string
+	mu          sync.Mutex
+	writes      []url.Values
+}
+
+const (
+	drainTarget   = "arn:aws:sqs:us-east-1:000000000000:cassandra-decommission"
+	drainRole     = "arn:aws:iam::000000000000:role/asg-lifecycle-sqs"
+	drainMetadata = `{"action":"nodetool decommission"}`
+)
+
+func (h *hookTargets) RoundTrip(r *http.Request) (*http.Response, error) {
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		return nil, err
+	}
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	form, _ := url.ParseQuery(string(body))
+	action := form.Get("Action")
+	if action == "CreateAutoScalingGroup" || action == "PutLifecycleHook" {
+		h.mu.Lock()
+		h.writes = append(h.writes, form)
+		h.mu.Unlock()
+	}
+	resp, err := http.DefaultTransport.RoundTrip(r)
+	if err != nil || action != "DescribeLifecycleHooks" || form.Get("AutoScalingGroupName") != h.group {
+		return resp, err
+	}
+	out, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		return nil, err
+	}
+	name := "<LifecycleHookName>" + h.hook + "</LifecycleHookName>"
+	var meta bytes.Buffer
+	xmlEscape(&meta, drainMetadata)
+	out = bytes.ReplaceAll(out, []byte(name), []byte(name+"<NotificationTargetARN>"+drainTarget+"</NotificationTargetARN><RoleARN>"+drainRole+"</RoleARN><NotificationMetadata>"+meta.String()+"</NotificationMetadata>"))
+	resp.Body = io.NopCloser(bytes.NewReader(out))
+	resp.ContentLength = int64(len(out))
+	resp.Header.Set("Content-Length", strconv.Itoa(len(out)))
+	return resp, nil
+}
+
+func xmlEscape(b *bytes.Buffer, s string) {
+	r := strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;", `"`, "&quot;")
+	b.WriteString(r.Replace(s))
+}
+
+// TestReview14aZoneGroupsLoseTheHooksNotificationTarget (review 14a): the
+// split creates the per-zone groups "from G's ... lifecycle hooks" (package
+// doc) so that whatever holds a termination in G holds it in G-z. A
+// lifecycle hook is more than its name, transition, timeout and default: a
+// hook put with a NotificationTargetARN (an SQS queue or SNS topic, with
+// the RoleARN that lets Auto Scaling publish to it, and its
+// NotificationMetadata) is how its consumer hears of the instances it
+// holds (API_PutLifecycleHook: "NotificationTargetARN: The Amazon Resource
+// Name (ARN) of the notification target that Amazon EC2 Auto Scaling uses
+// to notify you when an instance is in a wait state for the lifecycle
+// hook"). asg.Hook keeps none of the three, so every per-zone group gets
+// the hook without its target: its consumer (here a decommission job that
+// streams a Cassandra node's data off before termination) is never told,
+// the instance waits out the heartbeat timeout and the default result
+// terminates it with the job never run. The zone group's hook must keep
+// the target, role and metadata of G's.
+func TestReview14aZoneGroupsLoseTheHooksNotificationTarget(t *testing.T) {
+	ctx := context.Background()
+	w := newSplitWorld(t)
+	if err := w.cloud.PutLifecycleHook(ctx, asg.Hook{Group: "cassandra", Name: "decommission", Transition: asg.TransitionTerminating,
+		HeartbeatTimeout: 1800, DefaultResult: "CONTINUE"}); err != nil {
+		t.Fatal(err)
+	}
+	ht := &hookTargets{group: "cassandra", hook: "decommission"}
+	s := w.splitter(w.client(t, &http.Client{Transport: ht}), "run")
+	// The hook as the SDK reads it from an AWS-shaped answer: with its target.
+	raw := autoscaling.New(autoscaling.Options{Region: "us-east-1", BaseEndpoint: awssdk.String(w.emu.URL),
+		Credentials: credentials.NewStaticCredentialsProvider("a", "b", ""), HTTPClient: &http.Client{Transport: ht}})
+	out, err := raw.DescribeLifecycleHooks(ctx, &autoscaling.DescribeLifecycleHooksInput{AutoScalingGroupName: awssdk.String("cassandra"),
+		LifecycleHookNames: []string{"decommission"}})
+	if err != nil || len(out.LifecycleHooks) != 1 || awssdk.ToString(out.LifecycleHooks[0].NotificationTargetARN) != drainTarget ||
+		awssdk.ToString(out.LifecycleHooks[0].NotificationMetadata) != drainMetadata {
+		t.Fatalf("setup: DescribeLifecycleHooks of cassandra: %+v, %v", out, err)
+	}
+	w.untilABatchLeaves(ctx, t, s)
+	ht.mu.Lock()
+	defer ht.mu.Unlock()
+	created := 0
+	for _, form := range ht.writes {
+		if form.Get("Action") != "CreateAutoScalingGroup" {
+			continue
+		}
+		created++
+		found := false
+		for n := 1; ; n++ {
+			p := "LifecycleHookSpecificationList.member." + strconv.Itoa(n)
+			name, ok := form[p+".LifecycleHookName"]
+			if !ok {
+				break
+			}
+			if name[0] != "decommission" {
+				continue
+			}
+			found = true
+			if got := form.Get(p + ".NotificationTargetARN"); got != drainTarget {
+				t.Errorf("%s: hook decommission created with NotificationTargetARN %q (RoleARN %q, NotificationMetadata %q), want %s as on cassandra: its consumer never hears of a termination in this group",
+					form.Get("AutoScalingGroupName"), got, form.Get(p+".RoleARN"), form.Get(p+".NotificationMetadata"), drainTarget)
+			}
+		}
+		if !found {
+			t.Errorf("%s: created without the hook decommission", form.Get("AutoScalingGroupName"))
+		}
+	}
+	if created == 0 {
+		t.Fatal("no per-zone group was created")
 	}
 }
