@@ -249,3 +249,97 @@ func TestReview14aZoneGroupsLoseTheHooksNotificationTarget(t *testing.T) {
 		t.Fatal("no per-zone group was created")
 	}
 }
+
+// groupSettings answers DescribeAutoScalingGroups with extra, AWS-shaped
+// elements in the description of group (settings the emulator does not
+// keep), and records every CreateAutoScalingGroup request.
+type groupSettings struct {
+	group, extra string
+	mu           sync.Mutex
+	creates      []url.Values
+}
+
+func (g *groupSettings) RoundTrip(r *http.Request) (*http.Response, error) {
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		return nil, err
+	}
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	form, _ := url.ParseQuery(string(body))
+	action := form.Get("Action")
+	if action == "CreateAutoScalingGroup" {
+		g.mu.Lock()
+		g.creates = append(g.creates, form)
+		g.mu.Unlock()
+	}
+	resp, err := http.DefaultTransport.RoundTrip(r)
+	if err != nil || action != "DescribeAutoScalingGroups" {
+		return resp, err
+	}
+	out, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		return nil, err
+	}
+	name := "<AutoScalingGroupName>" + g.group + "</AutoScalingGroupName>"
+	out = bytes.ReplaceAll(out, []byte(name), []byte(name+g.extra))
+	resp.Body = io.NopCloser(bytes.NewReader(out))
+	resp.ContentLength = int64(len(out))
+	resp.Header.Set("Content-Length", strconv.Itoa(len(out)))
+	return resp, nil
+}
+
+// TestReview14aZoneGroupsDropTheGroupsSafeguards (review 14a): CreateZoneGroup
+// copies from the split group its launch template, health check, cooldown,
+// termination policies, scale-in protection setting and so on, but not two
+// settings whose whole purpose is to keep instances and their data:
+//
+//   - InstanceLifecyclePolicy (API_CreateAutoScalingGroup: "Configure
+//     retention triggers to specify when instances should move to a Retained
+//     state instead of automatic termination"; API_RetentionTriggers,
+//     TerminateHookAbandon: "Specifies the action when a termination
+//     lifecycle hook is abandoned due to failure, timeout, or explicit
+//     abandonment ... Set to retain to move instances to a retained state").
+//     On G, an instance whose termination hook is abandoned (its consumer
+//     failed, or timed out with DefaultResult ABANDON) is retained, data and
+//     all; once moved to G-z it is terminated.
+//   - DeletionProtection (API_CreateAutoScalingGroup: "When deletion
+//     protection is enabled, users cannot delete the Auto Scaling group
+//     according to the specified protection level"; default none). G could
+//     not be force-deleted (which terminates its instances); G-z, holding
+//     the same instances, can.
+//
+// DescribeAutoScalingGroups answers both (API_AutoScalingGroup), so the
+// split can copy them; the zone groups are created without either.
+func TestReview14aZoneGroupsDropTheGroupsSafeguards(t *testing.T) {
+	ctx := context.Background()
+	w := newSplitWorld(t)
+	gs := &groupSettings{group: "cassandra", extra: "<DeletionProtection>prevent-all-deletion</DeletionProtection>" +
+		"<InstanceLifecyclePolicy><RetentionTriggers><TerminateHookAbandon>retain</TerminateHookAbandon></RetentionTriggers></InstanceLifecyclePolicy>"}
+	cloud := w.client(t, &http.Client{Transport: gs})
+	// The group as the SDK reads it from an AWS-shaped answer: with both.
+	raw := autoscaling.New(autoscaling.Options{Region: "us-east-1", BaseEndpoint: awssdk.String(w.emu.URL),
+		Credentials: credentials.NewStaticCredentialsProvider("a", "b", ""), HTTPClient: &http.Client{Transport: gs}})
+	out, err := raw.DescribeAutoScalingGroups(ctx, &autoscaling.DescribeAutoScalingGroupsInput{AutoScalingGroupNames: []string{"cassandra"}})
+	if err != nil || len(out.AutoScalingGroups) != 1 || out.AutoScalingGroups[0].DeletionProtection != "prevent-all-deletion" ||
+		out.AutoScalingGroups[0].InstanceLifecyclePolicy == nil || out.AutoScalingGroups[0].InstanceLifecyclePolicy.RetentionTriggers == nil ||
+		out.AutoScalingGroups[0].InstanceLifecyclePolicy.RetentionTriggers.TerminateHookAbandon != "retain" {
+		t.Fatalf("setup: DescribeAutoScalingGroups of cassandra: %+v, %v", out, err)
+	}
+	s := w.splitter(cloud, "run")
+	w.untilABatchLeaves(ctx, t, s)
+	gs.mu.Lock()
+	defer gs.mu.Unlock()
+	if len(gs.creates) == 0 {
+		t.Fatal("no per-zone group was created")
+	}
+	for _, form := range gs.creates {
+		zg := form.Get("AutoScalingGroupName")
+		if got := form.Get("InstanceLifecyclePolicy.RetentionTriggers.TerminateHookAbandon"); got != "retain" {
+			t.Errorf("%s created with InstanceLifecyclePolicy TerminateHookAbandon %q, want retain as on cassandra: an instance whose termination hook is abandoned is terminated there instead of retained", zg, got)
+		}
+		if got := form.Get("DeletionProtection"); got != "prevent-all-deletion" {
+			t.Errorf("%s created with DeletionProtection %q, want prevent-all-deletion as on cassandra: the group holding cassandra's instances can be force-deleted, its instances terminated", zg, got)
+		}
+	}
+}
