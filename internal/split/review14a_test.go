@@ -343,3 +343,54 @@ func TestReview14aZoneGroupsDropTheGroupsSafeguards(t *testing.T) {
 		}
 	}
 }
+
+// TestReview14aZoneDroppedWithItsBatchInFlight (review 14a, against
+// 45dda74): the split describes only the per-zone groups of the zones the
+// split group lists now (snapshot: names from snap.zones). An operator who
+// drops a zone from the group (the case 45dda74 handles for instances still
+// in the group: "dropped while AZRebalance was suspended", user guide
+// suspend-resume-considerations) while that zone's batch is detaching
+// leaves the batch's zone group out of every later snapshot: the batch is
+// attached to it (AttachInstances names the group directly), but the split
+// never sees it there. Each pass takes the attached instances for loose,
+// attaches them again (refused: "already part of", taken for success),
+// and, for an instance that was protected from scale-in before the split,
+// waits for ever to protect it "once InService" without ever protecting
+// it. The instance stays in its zone group without the protection it had,
+// and the split never finishes.
+func TestReview14aZoneDroppedWithItsBatchInFlight(t *testing.T) {
+	ctx := context.Background()
+	w := newSplitWorld(t)
+	s := w.splitter(w.cloud, "run")
+	moving := w.untilABatchLeaves(ctx, t, s)
+	mi, _ := w.emu.Instance(moving)
+	var keep []string
+	for _, z := range zones {
+		if z != mi.Zone {
+			keep = append(keep, z)
+		}
+	}
+	var prot string // protected before the split, in the batch
+	for _, id := range w.prot {
+		if i, _ := w.emu.Instance(id); i.Zone == mi.Zone {
+			prot = id
+		}
+	}
+	if prot == "" {
+		t.Fatalf("setup: no instance protected before the split in zone %s", mi.Zone)
+	}
+	raw := autoscaling.New(autoscaling.Options{Region: "us-east-1", BaseEndpoint: awssdk.String(w.emu.URL),
+		Credentials: credentials.NewStaticCredentialsProvider("a", "b", "")})
+	if _, err := raw.UpdateAutoScalingGroup(ctx, &autoscaling.UpdateAutoScalingGroupInput{AutoScalingGroupName: awssdk.String("cassandra"),
+		AvailabilityZones: keep}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := w.passUntilDone(ctx, t, s, "cassandra", 80)
+	zg := split.ZoneGroupName("cassandra", mi.Zone)
+	i, _ := w.emu.Instance(prot)
+	if i.Group != zg || i.LifecycleState != "InService" || !i.ProtectedFromScaleIn {
+		t.Errorf("instance %s, protected from scale-in before the split, is %s in %q, protected %t, 80 passes after its zone %s was dropped from cassandra mid-batch; want InService in %s and protected again (last pass: done %t, waiting %v, err %v)",
+			prot, i.LifecycleState, i.Group, i.ProtectedFromScaleIn, mi.Zone, zg, res.Done, res.Waiting, err)
+	}
+	w.checkNoneLoose(t, "80 passes after the batch's zone was dropped from the group")
+}
