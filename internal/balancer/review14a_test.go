@@ -34,35 +34,53 @@ import (
 // startup taint: CA's template of batch is still batch-0's and CA scales
 // batch up for a pod selecting disk=nvme, which Ballast parks.
 func TestReview14aNodeWithAStartupTaintReplacesTheRememberedNode(t *testing.T) {
-	f := newFixture(t)
 	const startup = "ebs.csi.aws.com/agent-not-ready"
-	f.b.opts.Templates.StartupTaints = []string{startup}
-	ctx := context.Background()
-	ids := f.emu.CreateGroup(awstest.GroupSpec{Name: "batch", Zones: []string{"us-east-1a"}, MaxSize: 5, InstanceType: "m5.xlarge",
-		Tags: caTags(nil), Instances: map[string]int{"us-east-1a": 2}})["us-east-1a"]
-	first := batchNode(f, "batch-0", ids[0])
-	first.Labels["disk"] = "nvme"
-	if _, err := f.kube.CoreV1().Nodes().Create(ctx, first, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	reconcile(t, f)
-	nvme := batchPod(func(p *v1.Pod) { p.Spec.NodeSelector["disk"] = "nvme" })
-	if v := verdict(t, f.published(t), nvme); v.Hopeless {
-		t.Fatalf("setup: the pod selecting disk=nvme is parked while batch-0 runs: %s", v.Message)
-	}
-	// batch-0 goes (CA scaled it down); batch-1 registers, Ready for an
-	// hour (batchNode), with the startup taint still on it.
-	scaleIn(t, f, ids[0], first.Name)
-	second := batchNode(f, "batch-1", ids[1])
-	second.Labels["disk"] = "ssd"
-	second.Spec.Taints = []v1.Taint{{Key: startup, Effect: v1.TaintEffectNoExecute}}
-	if _, err := f.kube.CoreV1().Nodes().Create(ctx, second, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	loopsAMinuteApart(t, f, 3)
-	if v := verdict(t, f.published(t), nvme); v.Hopeless {
-		ng := templateOf(t, f, "batch")
-		t.Fatalf("FALSE PARK: batch-1 carries the startup taint %s, no template node for CA, whose template of batch is still batch-0's (disk=nvme): CA scales batch up for the pod; Ballast: %s; published labels %v, variants %+v",
-			startup, v.Message, ng.Labels, ng.Variants)
+	for _, tc := range []struct {
+		name    string
+		unready func(n *v1.Node) // what makes the second node unready for CA, Ready all along
+	}{
+		{name: "a startup taint", unready: func(n *v1.Node) {
+			n.Spec.Taints = []v1.Taint{{Key: startup, Effect: v1.TaintEffectNoExecute}}
+		}},
+		// CA's GPU processor for AWS (GPULabel k8s.amazonaws.com/accelerator):
+		// a node with the label and no allocatable nvidia.com/gpu yet is
+		// unready ("allocatable GPU may be equal to 0 up to 15 minutes after
+		// node registers as ready", static_autoscaler.go obtainNodeLists).
+		{name: "a GPU not allocatable yet", unready: func(n *v1.Node) {
+			n.Labels["k8s.amazonaws.com/accelerator"] = "nvidia-tesla-t4"
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t)
+			f.b.opts.Templates.StartupTaints = []string{startup}
+			ctx := context.Background()
+			ids := f.emu.CreateGroup(awstest.GroupSpec{Name: "batch", Zones: []string{"us-east-1a"}, MaxSize: 5, InstanceType: "m5.xlarge",
+				Tags: caTags(nil), Instances: map[string]int{"us-east-1a": 2}})["us-east-1a"]
+			first := batchNode(f, "batch-0", ids[0])
+			first.Labels["disk"] = "nvme"
+			if _, err := f.kube.CoreV1().Nodes().Create(ctx, first, metav1.CreateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			reconcile(t, f)
+			nvme := batchPod(func(p *v1.Pod) { p.Spec.NodeSelector["disk"] = "nvme" })
+			if v := verdict(t, f.published(t), nvme); v.Hopeless {
+				t.Fatalf("setup: the pod selecting disk=nvme is parked while batch-0 runs: %s", v.Message)
+			}
+			// batch-0 goes (CA scaled it down); batch-1 registers, Ready for
+			// an hour (batchNode), but unready for CA.
+			scaleIn(t, f, ids[0], first.Name)
+			second := batchNode(f, "batch-1", ids[1])
+			second.Labels["disk"] = "ssd"
+			tc.unready(second)
+			if _, err := f.kube.CoreV1().Nodes().Create(ctx, second, metav1.CreateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			loopsAMinuteApart(t, f, 3)
+			if v := verdict(t, f.published(t), nvme); v.Hopeless {
+				ng := templateOf(t, f, "batch")
+				t.Fatalf("FALSE PARK: batch-1 has %s, no template node for CA, whose template of batch is still batch-0's (disk=nvme): CA scales batch up for the pod; Ballast: %s; published labels %v, variants %+v",
+					tc.name, v.Message, ng.Labels, ng.Variants)
+			}
+		})
 	}
 }
