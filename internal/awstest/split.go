@@ -38,7 +38,10 @@ import (
 //     the call fails if that passes the maximum size. An attached instance
 //     takes the group's NewInstancesProtectedFromScaleIn, and is Pending for
 //     attachDelay before it is InService (so SetInstanceProtection refuses
-//     it meanwhile).
+//     it meanwhile). It goes through none of the group's lifecycle hooks
+//     (lifecycle-hooks, "Lifecycle hook availability", footnote 1: "Does not
+//     apply when you attach or detach instances"): no launch hook holds it,
+//     whatever its default result.
 //   - CreateAutoScalingGroup takes a launch template by LaunchTemplateId or
 //     by LaunchTemplateName, not both (LaunchTemplateSpecification:
 //     "Conditional: You must specify either a LaunchTemplateId or a

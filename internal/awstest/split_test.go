@@ -167,3 +167,41 @@ func TestGroupTags(t *testing.T) {
 		ResourceId: aws.String("nope"), ResourceType: aws.String("auto-scaling-group"), Key: aws.String("k"), Value: aws.String("v")}}})
 	wantValidation(t, err, "no such group")
 }
+
+// TestAttachGoesThroughNoLaunchHook: lifecycle hooks apply to the instances
+// a group launches and terminates, not to the ones attached to it (user
+// guide, lifecycle-hooks, "Lifecycle hook availability", footnote 1: "Does
+// not apply when you attach or detach instances, move instances in and out
+// of standby mode, or delete the group with the force delete option"). An
+// instance attached to a group with a launch hook whose default result is
+// ABANDON (the API default, API_PutLifecycleHook) goes Pending to InService
+// as without it, has no lifecycle action pending, and is never terminated
+// at the hook's timeout.
+func TestAttachGoesThroughNoLaunchHook(t *testing.T) {
+	ctx := context.Background()
+	s, clk, c := newEmulator(t)
+	ids := s.CreateGroup(awstest.GroupSpec{Name: "src", Zones: zones[:1], MaxSize: 2, InstanceType: "m5.large", Instances: map[string]int{zones[0]: 1}})
+	s.CreateGroup(awstest.GroupSpec{Name: "dst", Zones: zones[:1], MaxSize: 2, InstanceType: "m5.large"})
+	if err := c.PutLifecycleHook(ctx, asg.Hook{Group: "dst", Name: "bootstrap", Transition: "autoscaling:EC2_INSTANCE_LAUNCHING", HeartbeatTimeout: 30}); err != nil {
+		t.Fatal(err)
+	}
+	if h := s.Hooks("dst"); len(h) != 1 || h[0].DefaultResult != "ABANDON" {
+		t.Fatalf("hooks of dst %+v, want one with the default result ABANDON", h)
+	}
+	id := ids[zones[0]][0]
+	if err := c.DetachInstances(ctx, "src", []string{id}); err != nil {
+		t.Fatal(err)
+	}
+	clk.Step(s.DetachDelay("src"))
+	if err := c.AttachInstances(ctx, "dst", []string{id}); err != nil {
+		t.Fatal(err)
+	}
+	if i, _ := s.Instance(id); i.LifecycleState != "Pending" {
+		t.Errorf("attached instance is %s, want Pending (not Pending:Wait: no launch hook holds it)", i.LifecycleState)
+	}
+	wantValidation(t, c.CompleteLifecycleAction(ctx, "dst", "bootstrap", id, "CONTINUE"), "No active Lifecycle Action")
+	clk.Step(time.Hour) // past the hook's timeout, many times over
+	if i, _ := s.Instance(id); i.EC2State != "running" || i.Group != "dst" || i.LifecycleState != awstest.InService {
+		t.Errorf("attached instance is %s, %s in %q an hour on, want running, InService in dst", i.EC2State, i.LifecycleState, i.Group)
+	}
+}

@@ -99,8 +99,8 @@ func TestReview11cCrashNeverLeavesTheAMIProtected(t *testing.T) {
 // scales it up in vain (Launch suspended: no instance comes of it) and cannot
 // scale it down (Terminate suspended), and its minimum is gone. Tags are
 // bad input: a split that cannot move a single instance must say so before
-// its first write and change nothing (as it does for a launch hook with
-// DefaultResult ABANDON).
+// its first write and change nothing (as it does for a group named like one
+// of its per-zone groups that it did not create).
 func TestReview11cSplitWithoutRoomNeverStarts(t *testing.T) {
 	for _, own := range []int{46, 48} {
 		t.Run(fmt.Sprintf("%d tags", own), func(t *testing.T) {

@@ -119,9 +119,9 @@ type Cloud interface {
 
 var _ Cloud = (*asg.Client)(nil)
 
-// ErrRefused wraps the refusal to split a group as it stands (a launch hook
-// with DefaultResult ABANDON, no room for the split's tags): bad input that
-// no pass changes until the operator does; nothing was written.
+// ErrRefused wraps the refusal to split a group as it stands (no room for
+// the split's tags, a malformed split-sizes tag): bad input that no pass
+// changes until the operator does; the refused pass writes nothing.
 var ErrRefused = errors.New("not splitting")
 
 // ZoneGroupName is the name of the group of zone split from group.
@@ -757,47 +757,20 @@ func steps(snap *snapshot, sel asg.Selector) (p plan, err error) {
 	if len(snap.zones) < 2 && state == "" {
 		return p, fmt.Errorf("group %s spans %d zone(s); nothing to split", name, len(snap.zones))
 	}
-	// An attached instance goes through Pending (user guide,
-	// ec2-auto-scaling-lifecycle), where the per-zone group's launch hooks,
-	// copied from this group, may hold it; one whose default result is
-	// ABANDON would terminate it at its timeout if its consumer ignores
-	// attached instances. Such a group is not split.
-	// The check is made before the first write, and before a new batch is
-	// recorded; a batch in flight (detached, or about to be) is finished
-	// first, into zone groups that never get such a hook from the split:
-	// a hook added mid-split must not leave it in no group.
 	// refuse is a refusal that, once the split has begun, waits for the
-	// batch in flight to be attached: an ABANDON hook, or a split-sizes
-	// tag edited mid-split. Begun: a state, or a per-instance record of an
-	// instance detached on a state another write overwrote (step 4b).
+	// batch in flight to be attached: a split-sizes tag edited mid-split.
+	// Begun: a state, or a per-instance record of an instance detached on
+	// a state another write overwrote (step 4b).
+	//
+	// Lifecycle hooks are no reason to refuse: the per-zone groups copy
+	// every hook of the group, launch hooks whatever their default result
+	// included, and an attached instance goes through none of them (user
+	// guide, lifecycle-hooks, "Lifecycle hook availability", footnote 1:
+	// the launch and termination hooks do not apply "when you attach or
+	// detach instances").
 	var refuse error
 	begun := state != "" || len(recordKeys(old.Tags)) > 0
-	hooks := make([]asg.Hook, 0, len(snap.oldHooks))
-	oldAbandon := "" // nothing is attached back to the group while it has one
-	for _, h := range snap.oldHooks {
-		if h.Transition == transitionLaunching && h.DefaultResult == resultAbandon {
-			oldAbandon = h.Name
-			if refuse == nil {
-				refuse = fmt.Errorf("%w: group %s has launch lifecycle hook %s with default result ABANDON: an instance attached to a per-zone group could be terminated at the hook's timeout (make its default CONTINUE, or remove it, first)", ErrRefused, name, h.Name)
-			}
-			continue
-		}
-		hooks = append(hooks, h)
-	}
-	// The same hook on a per-zone group (added there mid-split): no batch
-	// is attached to that group while it is there; the instance stays
-	// detached, running, its data whole, and the split says why.
-	zoneAbandon := map[string]string{}
-	for _, z := range sortedKeys(snap.zoneHooks) {
-		for _, h := range snap.zoneHooks[z] {
-			if h.Transition == transitionLaunching && h.DefaultResult == resultAbandon {
-				zoneAbandon[z] = h.Name
-				if refuse == nil {
-					refuse = fmt.Errorf("%w: per-zone group %s has launch lifecycle hook %s with default result ABANDON: an instance attached to it could be terminated at the hook's timeout (make its default CONTINUE, or remove it)", ErrRefused, ZoneGroupName(name, z), h.Name)
-				}
-			}
-		}
-	}
+	hooks := snap.oldHooks
 	if refuse != nil && !begun {
 		return p, refuse
 	}
@@ -1016,8 +989,6 @@ func steps(snap *snapshot, sel asg.Selector) (p plan, err error) {
 						}
 					}
 				case gone(snap.ec2State[m.id]): // terminated
-				case snap.ec2State[m.id] == "running" && oldAbandon != "":
-					p.waiting = append(p.waiting, fmt.Sprintf("instance %s of the batch in flight goes back to %s, and is not attached there while its launch lifecycle hook %s has default result ABANDON: make the default CONTINUE, or remove the hook", m.id, name, oldAbandon))
 				case snap.ec2State[m.id] == "running":
 					toReturn = append(toReturn, m.id)
 				default:
@@ -1045,9 +1016,6 @@ func steps(snap *snapshot, sel asg.Selector) (p plan, err error) {
 				default: // SetInstanceProtection refuses the whole call for one such instance
 					p.waiting = append(p.waiting, fmt.Sprintf("instance %s is %s in %s; it is protected from scale-in again once InService", m.id, zi.LifecycleState, ZoneGroupName(name, flightZone)))
 				}
-			case snap.ec2State[m.id] == "running" && zoneAbandon[flightZone] != "":
-				p.waiting = append(p.waiting, fmt.Sprintf("instance %s is detached, running, and not attached to %s while its launch lifecycle hook %s has default result ABANDON (it could terminate the instance at its timeout): make the default CONTINUE, or remove the hook",
-					m.id, ZoneGroupName(name, flightZone), zoneAbandon[flightZone]))
 			case snap.ec2State[m.id] == "running":
 				toAttach = append(toAttach, m.id)
 				if m.protected { // attached instances are Pending first: protected on a later pass
@@ -1214,8 +1182,8 @@ func steps(snap *snapshot, sel asg.Selector) (p plan, err error) {
 		add(name, "DeleteTags", TagImages, func(ctx context.Context, c Cloud) error { return c.DeleteGroupTags(ctx, name, []string{TagImages}) })
 		imagesTag = ""
 	}
-	// The batch before is attached: no new one with such a hook or without
-	// the group's original sizes. What finishes the batch before (its
+	// The batch before is attached: no new one without the group's
+	// original sizes. What finishes the batch before (its
 	// protection, its records, its AMIs) is done first.
 	if refuse != nil {
 		if len(p.steps) > batchSteps {
@@ -1328,11 +1296,7 @@ func steps(snap *snapshot, sel asg.Selector) (p plan, err error) {
 	return p, nil
 }
 
-const (
-	lifecycleDetaching  = "Detaching"
-	transitionLaunching = "autoscaling:EC2_INSTANCE_LAUNCHING"
-	resultAbandon       = "ABANDON"
-)
+const lifecycleDetaching = "Detaching"
 
 // protectable reports whether SetInstanceProtection accepts an instance in
 // this lifecycle state; one in any other state fails the whole call.
