@@ -120,7 +120,8 @@ type Cloud interface {
 var _ Cloud = (*asg.Client)(nil)
 
 // ErrRefused wraps the refusal to split a group as it stands (no room for
-// the split's tags, a malformed split-sizes tag): bad input that no pass
+// the split's tags, a malformed split-sizes tag, a group named like a
+// per-zone group that the split did not create): bad input that no pass
 // changes until the operator does; the refused pass writes nothing.
 var ErrRefused = errors.New("not splitting")
 
@@ -230,6 +231,9 @@ func (s *Splitter) Pass(ctx context.Context, group string) (Result, error) {
 	}
 	for _, k := range sortedKeys(snap.badRecords) {
 		logger.Info("Warning: ignoring and deleting a malformed per-instance split record", "tag", k, "reason", snap.badRecords[k])
+	}
+	for _, zg := range snap.untagged {
+		logger.Info("Warning: a per-zone group lost its split-from tag; the split's records name it, so it is still taken as the split's", "zoneGroup", zg, "tag", TagFrom)
 	}
 	for _, id := range sortedKeys(snap.elsewhere) {
 		logger.Info("Warning: ignoring and deleting a per-instance split record of an instance of another group", "instance", id, "memberOf", snap.elsewhere[id])
@@ -429,6 +433,14 @@ type snapshot struct {
 	// badRecords are the keys of per-instance records that name no instance
 	// ID, and why: they are reported and deleted, never put on the state tag.
 	badRecords map[string]string
+	// foreign are, by zone, the groups named like a per-zone group that
+	// the split neither tagged (TagFrom) nor recorded: steps refuses them,
+	// at once before the split begins, after the batch in flight once it has.
+	foreign map[string]*asg.Group
+	// untagged are the per-zone groups without their TagFrom that the
+	// split's records name (the zone of the batch in flight or of a
+	// per-instance record, or an instance they name): taken as the split's.
+	untagged []string
 }
 
 // instanceIDPattern is the form of an EC2 instance ID.
@@ -443,7 +455,7 @@ func (s *Splitter) snapshot(ctx context.Context, group string) (*snapshot, error
 		return nil, fmt.Errorf("auto scaling group %s not found", group)
 	}
 	snap := &snapshot{old: groups[0], zones: slices.Sorted(slices.Values(groups[0].Zones)),
-		zoneGroups: map[string]*asg.Group{}, zoneHooks: map[string][]asg.Hook{}, ec2State: map[string]string{}, unmovable: map[string]string{},
+		zoneGroups: map[string]*asg.Group{}, foreign: map[string]*asg.Group{}, zoneHooks: map[string][]asg.Hook{}, ec2State: map[string]string{}, unmovable: map[string]string{},
 		elsewhere: map[string]string{}, badRecords: map[string]string{}}
 	if IsDone(&snap.old) {
 		return snap, nil
@@ -471,12 +483,30 @@ func (s *Splitter) snapshot(ctx context.Context, group string) (*snapshot, error
 	for _, i := range snap.old.Instances {
 		member[i.ID] = true
 	}
+	// What the split recorded: the zones and instances of the batch in
+	// flight and of the per-instance records. A group of such a zone, or
+	// holding such an instance, is the split's even without its TagFrom
+	// (pruned by a tool that manages the group's tags, or by hand).
+	recZones, recIDs := map[string]bool{}, map[string]bool{}
+	if z, batch, ok := parseMove(snap.old.Tags[TagState]); ok {
+		recZones[z] = true
+		for _, m := range batch {
+			recIDs[m.id] = true
+		}
+	}
+	for id, v := range records(snap.old.Tags) {
+		z, _ := strings.CutSuffix(v, protectedMark)
+		recZones[z], recIDs[id] = true, true
+	}
 	for i := range zgs {
 		zg := &zgs[i]
 		z := strings.TrimPrefix(zg.Name, group+"-")
 		if zg.Tags[TagFrom] != group {
-			return nil, fmt.Errorf("%w: group %s exists but was not split from %s (tag %s=%q): the split would create its per-zone group under that name; rename or delete that group first",
-				ErrRefused, zg.Name, group, TagFrom, zg.Tags[TagFrom])
+			if !recZones[z] && !slices.ContainsFunc(zg.Instances, func(i asg.GroupInstance) bool { return recIDs[i.ID] }) {
+				snap.foreign[z] = zg
+				continue
+			}
+			snap.untagged = append(snap.untagged, zg.Name)
 		}
 		snap.zoneGroups[z] = zg
 		if snap.zoneHooks[z], err = s.cloud.DescribeLifecycleHooks(ctx, zg.Name); err != nil {
@@ -758,7 +788,8 @@ func steps(snap *snapshot, sel asg.Selector) (p plan, err error) {
 		return p, fmt.Errorf("group %s spans %d zone(s); nothing to split", name, len(snap.zones))
 	}
 	// refuse is a refusal that, once the split has begun, waits for the
-	// batch in flight to be attached: a split-sizes tag edited mid-split.
+	// batch in flight to be attached: a split-sizes tag edited mid-split,
+	// a group named like a per-zone group that is not the split's.
 	// Begun: a state, or a per-instance record of an instance detached on
 	// a state another write overwrote (step 4b).
 	//
@@ -771,6 +802,18 @@ func steps(snap *snapshot, sel asg.Selector) (p plan, err error) {
 	var refuse error
 	begun := state != "" || len(recordKeys(old.Tags)) > 0
 	hooks := snap.oldHooks
+	// A group named like a per-zone group that the split neither tagged nor
+	// recorded: the split cannot create its own under that name. Once the
+	// split has begun, it is most likely the split's own whose TagFrom was
+	// removed after its batches were finished; it is left alone (nothing is
+	// created, attached or changed there) and the split stops before its
+	// next batch. Never deleted, nor advised to be: it may hold moved
+	// instances, which deleting the group would terminate.
+	if zs := sortedKeys(snap.foreign); len(zs) > 0 {
+		z, fg := zs[0], snap.foreign[zs[0]]
+		refuse = fmt.Errorf("%w: group %s exists but was not split from %s (tag %s=%q), and the split records nothing of its own there: the split would create its per-zone group for zone %s under that name. If the split created it and the tag was removed, tag it %s=%s again",
+			ErrRefused, fg.Name, name, TagFrom, fg.Tags[TagFrom], z, TagFrom, name)
+	}
 	if refuse != nil && !begun {
 		return p, refuse
 	}
@@ -884,6 +927,9 @@ func steps(snap *snapshot, sel asg.Selector) (p plan, err error) {
 	for _, z := range snap.zones {
 		zname := ZoneGroupName(name, z)
 		zg := snap.zoneGroups[z]
+		if snap.foreign[z] != nil { // refused below, once the batch in flight is finished
+			continue
+		}
 		if zg == nil {
 			spec := asg.ZoneGroup{Source: name, Name: zname, Zone: z, MaxSize: maxZ(z), Tags: tags, Hooks: hooks}
 			add(zname, "CreateAutoScalingGroup", fmt.Sprintf("zone=%s min=0 max=%d hooks=%d tags=%d", z, spec.MaxSize, len(spec.Hooks), len(tags)),
@@ -1183,7 +1229,8 @@ func steps(snap *snapshot, sel asg.Selector) (p plan, err error) {
 		imagesTag = ""
 	}
 	// The batch before is attached: no new one without the group's
-	// original sizes. What finishes the batch before (its
+	// original sizes, nor beside a group named like a per-zone group that
+	// is not the split's. What finishes the batch before (its
 	// protection, its records, its AMIs) is done first.
 	if refuse != nil {
 		if len(p.steps) > batchSteps {
