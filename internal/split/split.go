@@ -446,6 +446,11 @@ type snapshot struct {
 // instanceIDPattern is the form of an EC2 instance ID.
 var instanceIDPattern = regexp.MustCompile(`^i-[0-9a-f]{8}([0-9a-f]{9})?$`)
 
+// zonePattern is the form of an Availability Zone name (us-east-1a,
+// us-west-2-lax-1a): a zone read from the split's records is looked for
+// only if it has it.
+var zonePattern = regexp.MustCompile(`^[a-z]{2}(-[a-z0-9]+)+$`)
+
 func (s *Splitter) snapshot(ctx context.Context, group string) (*snapshot, error) {
 	groups, err := s.cloud.DescribeGroups(ctx, asg.Selector{Names: []string{group}})
 	if err != nil {
@@ -471,18 +476,6 @@ func (s *Splitter) snapshot(ctx context.Context, group string) (*snapshot, error
 			}
 		}
 	}
-	names := make([]string, 0, len(snap.zones))
-	for _, z := range snap.zones {
-		names = append(names, ZoneGroupName(group, z))
-	}
-	zgs, err := s.cloud.DescribeGroups(ctx, asg.Selector{Names: names})
-	if err != nil {
-		return nil, err
-	}
-	member := map[string]bool{}
-	for _, i := range snap.old.Instances {
-		member[i.ID] = true
-	}
 	// What the split recorded: the zones and instances of the batch in
 	// flight and of the per-instance records. A group of such a zone, or
 	// holding such an instance, is the split's even without its TagFrom
@@ -498,6 +491,27 @@ func (s *Splitter) snapshot(ctx context.Context, group string) (*snapshot, error
 		z, _ := strings.CutSuffix(v, protectedMark)
 		recZones[z], recIDs[id] = true, true
 	}
+	// The per-zone groups of the group's zones, and those of the zones the
+	// records name: a zone dropped from the group while its batch was in
+	// flight still has its batch there to finish (attached, protected
+	// again, its records deleted).
+	names := make([]string, 0, len(snap.zones))
+	for _, z := range snap.zones {
+		names = append(names, ZoneGroupName(group, z))
+	}
+	for _, z := range sortedKeys(recZones) {
+		if zname := ZoneGroupName(group, z); !slices.Contains(snap.zones, z) && zonePattern.MatchString(z) && len(zname) <= maxGroupName {
+			names = append(names, zname)
+		}
+	}
+	zgs, err := s.cloud.DescribeGroups(ctx, asg.Selector{Names: names})
+	if err != nil {
+		return nil, err
+	}
+	member := map[string]bool{}
+	for _, i := range snap.old.Instances {
+		member[i.ID] = true
+	}
 	for i := range zgs {
 		zg := &zgs[i]
 		z := strings.TrimPrefix(zg.Name, group+"-")
@@ -509,8 +523,10 @@ func (s *Splitter) snapshot(ctx context.Context, group string) (*snapshot, error
 			snap.untagged = append(snap.untagged, zg.Name)
 		}
 		snap.zoneGroups[z] = zg
-		if snap.zoneHooks[z], err = s.cloud.DescribeLifecycleHooks(ctx, zg.Name); err != nil {
-			return nil, fmt.Errorf("describing lifecycle hooks of %s: %w", zg.Name, err)
+		if slices.Contains(snap.zones, z) { // a dropped zone's group gets no hook (step 3)
+			if snap.zoneHooks[z], err = s.cloud.DescribeLifecycleHooks(ctx, zg.Name); err != nil {
+				return nil, fmt.Errorf("describing lifecycle hooks of %s: %w", zg.Name, err)
+			}
 		}
 		for _, i := range zg.Instances {
 			member[i.ID] = true
@@ -1157,7 +1173,7 @@ func steps(snap *snapshot, sel asg.Selector) (p plan, err error) {
 			badRecs = append(badRecs, TagRecordPrefix+id)
 		case i == nil && snap.ec2State[id] == "":
 			// Unknown to EC2 and in no group: nothing to attach.
-		case !slices.Contains(snap.zones, zone):
+		case !slices.Contains(snap.zones, zone) && snap.zoneGroups[zone] == nil:
 			p.waiting = append(p.waiting, fmt.Sprintf("instance %s is recorded for zone %q, which is not one of %s's", id, zone, name))
 		case i != nil, snap.ec2State[id] == "running":
 			stray[zone] = append(stray[zone], moved{id: id, protected: protected})
