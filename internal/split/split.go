@@ -453,9 +453,14 @@ func (s *Splitter) snapshot(ctx context.Context, group string) (*snapshot, error
 	}
 	if own := s.opts.Hook; own != nil {
 		for i := range snap.oldHooks {
-			if snap.oldHooks[i].Name == own.Name {
+			if h := snap.oldHooks[i]; h.Name == own.Name {
 				snap.oldHooks[i] = *own
 				snap.oldHooks[i].Group = group
+				// Its notification target, if the group's has one, still
+				// goes with it.
+				if own.NotificationTargetARN == "" {
+					snap.oldHooks[i].NotificationTargetARN, snap.oldHooks[i].RoleARN, snap.oldHooks[i].NotificationMetadata = h.NotificationTargetARN, h.RoleARN, h.NotificationMetadata
+				}
 			}
 		}
 	}
@@ -919,7 +924,8 @@ func steps(snap *snapshot, sel asg.Selector) (p plan, err error) {
 		}
 		for _, h := range hooks {
 			if !slices.ContainsFunc(snap.zoneHooks[z], func(x asg.Hook) bool {
-				return x.Name == h.Name && x.Transition == h.Transition && x.HeartbeatTimeout == h.HeartbeatTimeout && x.DefaultResult == h.DefaultResult
+				return x.Name == h.Name && x.Transition == h.Transition && x.HeartbeatTimeout == h.HeartbeatTimeout && x.DefaultResult == h.DefaultResult &&
+					sameTarget(x, h)
 			}) {
 				h.Group = zname
 				add(zname, "PutLifecycleHook", h.Name+" "+h.Transition, func(ctx context.Context, c Cloud) error { return c.PutLifecycleHook(ctx, h) })
@@ -1326,6 +1332,15 @@ func steps(snap *snapshot, sel asg.Selector) (p plan, err error) {
 	add(name, "DeleteTags", strings.Join(keys, ","), func(ctx context.Context, c Cloud) error { return c.DeleteGroupTags(ctx, name, keys) })
 	p.done = true
 	return p, nil
+}
+
+// sameTarget reports whether the per-zone group's hook zh notifies what the
+// split group's hook h does: h's notification target, role and metadata,
+// each where h has one (PutLifecycleHook leaves out what h does not have,
+// so a target added on the per-zone group alone is left there).
+func sameTarget(zh, h asg.Hook) bool {
+	same := func(z, g string) bool { return g == "" || z == g }
+	return same(zh.NotificationTargetARN, h.NotificationTargetARN) && same(zh.RoleARN, h.RoleARN) && same(zh.NotificationMetadata, h.NotificationMetadata)
 }
 
 const (
