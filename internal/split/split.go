@@ -14,7 +14,8 @@
 // Sizes, with n zones and G's original min and max:
 //
 //	max(G-z) = max(ceil(max/n), instances in z)  the zone's share of max, raised so every instance fits
-//	min(G-z) = min(ceil(min/n), instances in z)  the zone's share of min, never more than it runs,
+//	min(G-z) = min(ceil(min/n), instances in z)  the zone's share of min, never more than it runs
+//	                                             (InService or Pending, within its desired capacity),
 //	                                             so setting it launches nothing (0 in an empty zone)
 //
 // A split is a sequence of passes; each pass reads AWS and makes the steps
@@ -1304,14 +1305,30 @@ func steps(snap *snapshot, sel asg.Selector) (p plan, err error) {
 		return p, nil
 	}
 
-	// 6. Per-zone minimums, now that the instances are there.
+	// 6. Per-zone minimums, now that the instances are there. Counted are
+	// the instances that stay: InService or Pending, at most the desired
+	// capacity, and those of the batch this pass attaches. One leaving
+	// (Terminating, held by a hook, or Detaching) is out of the desired
+	// capacity already, and a minimum above the desired capacity raises it
+	// (API_UpdateAutoScalingGroup): AWS would launch.
 	for _, z := range snap.zones {
 		zname := ZoneGroupName(name, z)
-		have := int32(0)
+		have, staying := int32(0), int32(0)
 		if zg := snap.zoneGroups[z]; zg != nil {
 			have = zg.MinSize
+			for _, i := range zg.Instances {
+				if i.LifecycleState == asg.StateInService || strings.HasPrefix(i.LifecycleState, "Pending") {
+					staying++
+				}
+			}
+			staying = min(staying, zg.DesiredCapacity)
 		}
-		if m := minZ(z); m != have {
+		for _, m := range flight {
+			if z == flightZone && !m.back && inOld[m.id] == nil && inZone[m.id] == nil && !gone(snap.ec2State[m.id]) {
+				staying++ // attached by this pass
+			}
+		}
+		if m := min(minZ(z), staying); m != have {
 			add(zname, "UpdateAutoScalingGroup", fmt.Sprintf("min=%d", m), func(ctx context.Context, c Cloud) error {
 				return c.UpdateGroupSize(ctx, zname, asg.Sizes{Min: ptr.To(m)})
 			})
