@@ -1,6 +1,8 @@
 package split_test
 
 import (
+	"net/http"
+
 	"context"
 	"testing"
 
@@ -9,6 +11,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
 
 	"github.com/ballast-k8s/ballast/internal/asg"
+	"github.com/ballast-k8s/ballast/internal/awstest"
 	"github.com/ballast-k8s/ballast/internal/split"
 )
 
@@ -102,4 +105,27 @@ func TestZoneMinimumCountsNoInstanceLeaving(t *testing.T) {
 			t.Errorf("%s: min %d, want 1 (ceil(3/3))", g.Name, g.MinSize)
 		}
 	}
+}
+
+// TestZoneGroupHookTargetRefusedDoesNotHoldTheBatch: the split group's hook
+// gets a notification target mid-split, and AWS refuses to put it on the
+// per-zone groups (the splitter may not pass its RoleARN: iam:PassRole).
+// The zone groups have the hook already, without the target: the refusal is
+// logged, and the batch in flight is still attached, the split finished.
+func TestZoneGroupHookTargetRefusedDoesNotHoldTheBatch(t *testing.T) {
+	ctx := context.Background()
+	w := newSplitWorld(t)
+	s := w.splitter(w.cloud, "run")
+	w.untilABatchLeaves(ctx, t, s)
+	if err := w.cloud.PutLifecycleHook(ctx, asg.Hook{Group: "cassandra", Name: hookName, Transition: asg.TransitionTerminating, HeartbeatTimeout: 300,
+		DefaultResult: asg.ResultContinue, NotificationTargetARN: drainTarget, RoleARN: drainRole}); err != nil {
+		t.Fatal(err)
+	}
+	for _, z := range zones {
+		w.emu.Inject(awstest.Fault{Service: "autoscaling", Action: "PutLifecycleHook", Group: split.ZoneGroupName("cassandra", z), Code: "AccessDenied", Status: http.StatusForbidden, Times: 1000})
+	}
+	if res, err := w.passUntilDone(ctx, t, s, "cassandra", 80); err != nil || !res.Done {
+		t.Fatalf("split: done %t, %v, waiting %v", res.Done, err, res.Waiting)
+	}
+	w.checkNothingLost(t)
 }

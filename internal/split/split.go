@@ -929,7 +929,20 @@ func steps(snap *snapshot, sel asg.Selector) (p plan, err error) {
 					sameTarget(x, h)
 			}) {
 				h.Group = zname
-				add(zname, "PutLifecycleHook", h.Name+" "+h.Transition, func(ctx context.Context, c Cloud) error { return c.PutLifecycleHook(ctx, h) })
+				// A hook that lacks only the target (added mid-split) is no
+				// reason to leave the batch in flight unattached: a refusal
+				// (iam:PassRole on its RoleARN) is logged, and put again next pass.
+				onlyTarget := slices.ContainsFunc(snap.zoneHooks[z], func(x asg.Hook) bool {
+					return x.Name == h.Name && x.Transition == h.Transition && x.HeartbeatTimeout == h.HeartbeatTimeout && x.DefaultResult == h.DefaultResult
+				})
+				add(zname, "PutLifecycleHook", h.Name+" "+h.Transition, func(ctx context.Context, c Cloud) error {
+					err := c.PutLifecycleHook(ctx, h)
+					if err != nil && onlyTarget {
+						klog.FromContext(ctx).Info("Warning: cannot give a per-zone group's hook the notification target of the split group's; its consumer is not notified of that group's instances until it has it", "group", zname, "hook", h.Name, "target", h.NotificationTargetARN, "err", err)
+						return nil
+					}
+					return err
+				})
 			}
 		}
 		if m := maxZ(z); zg.MaxSize < m {
