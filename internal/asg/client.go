@@ -269,13 +269,23 @@ func (c *Client) SetInstanceProtection(ctx context.Context, group string, ids []
 // PutLifecycleHook creates or updates a hook.
 func (c *Client) PutLifecycleHook(ctx context.Context, h Hook) error {
 	_, err := c.asg.PutLifecycleHook(ctx, &autoscaling.PutLifecycleHookInput{
-		AutoScalingGroupName: aws.String(h.Group),
-		LifecycleHookName:    aws.String(h.Name),
-		LifecycleTransition:  aws.String(h.Transition),
-		HeartbeatTimeout:     aws.Int32(h.HeartbeatTimeout),
-		DefaultResult:        aws.String(h.DefaultResult),
+		AutoScalingGroupName:  aws.String(h.Group),
+		LifecycleHookName:     aws.String(h.Name),
+		LifecycleTransition:   aws.String(h.Transition),
+		HeartbeatTimeout:      aws.Int32(h.HeartbeatTimeout),
+		DefaultResult:         aws.String(h.DefaultResult),
+		NotificationTargetARN: optional(h.NotificationTargetARN), RoleARN: optional(h.RoleARN),
+		NotificationMetadata: optional(h.NotificationMetadata),
 	})
 	return err
+}
+
+// optional is nil for "", so that a request leaves out what a hook does not have.
+func optional(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return aws.String(s)
 }
 
 // DescribeLifecycleHooks lists the hooks of a group.
@@ -287,12 +297,14 @@ func (c *Client) DescribeLifecycleHooks(ctx context.Context, group string) ([]Ho
 	hooks := make([]Hook, 0, len(out.LifecycleHooks))
 	for _, h := range out.LifecycleHooks {
 		hooks = append(hooks, Hook{
-			Group:            aws.ToString(h.AutoScalingGroupName),
-			Name:             aws.ToString(h.LifecycleHookName),
-			Transition:       aws.ToString(h.LifecycleTransition),
-			HeartbeatTimeout: aws.ToInt32(h.HeartbeatTimeout),
-			GlobalTimeout:    aws.ToInt32(h.GlobalTimeout),
-			DefaultResult:    aws.ToString(h.DefaultResult),
+			Group:                 aws.ToString(h.AutoScalingGroupName),
+			Name:                  aws.ToString(h.LifecycleHookName),
+			Transition:            aws.ToString(h.LifecycleTransition),
+			HeartbeatTimeout:      aws.ToInt32(h.HeartbeatTimeout),
+			GlobalTimeout:         aws.ToInt32(h.GlobalTimeout),
+			DefaultResult:         aws.ToString(h.DefaultResult),
+			NotificationTargetARN: aws.ToString(h.NotificationTargetARN), RoleARN: aws.ToString(h.RoleARN),
+			NotificationMetadata: aws.ToString(h.NotificationMetadata),
 		})
 	}
 	return hooks, nil

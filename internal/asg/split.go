@@ -40,7 +40,10 @@ const MaxMoveBatch = 20
 type ZoneGroup struct {
 	// Source is the group whose launch template or mixed instances policy,
 	// health check, cooldown, termination policies, scale-in protection
-	// setting, load balancers and target groups are copied.
+	// setting, load balancers, target groups and other traffic sources,
+	// instance lifecycle policy (retention triggers), deletion protection,
+	// instance maintenance policy, capacity reservation preference and
+	// zone distribution and impairment settings are copied.
 	Source     string
 	Name, Zone string
 	// MinSize is also the desired capacity at creation.
@@ -73,6 +76,14 @@ func (c *Client) CreateZoneGroup(ctx context.Context, zg ZoneGroup) error {
 		CapacityRebalance: src.CapacityRebalance, MaxInstanceLifetime: src.MaxInstanceLifetime,
 		ServiceLinkedRoleARN: src.ServiceLinkedRoleARN, TargetGroupARNs: src.TargetGroupARNs, LoadBalancerNames: src.LoadBalancerNames,
 		PlacementGroup: src.PlacementGroup, Context: src.Context, DesiredCapacityType: src.DesiredCapacityType,
+		// What keeps the instances and their data on the source keeps them
+		// on the copy: its retention triggers (an abandoned termination
+		// hook retains the instance rather than terminates it) and its
+		// deletion protection (no force delete terminating them all).
+		InstanceLifecyclePolicy: src.InstanceLifecyclePolicy, DeletionProtection: src.DeletionProtection,
+		InstanceMaintenancePolicy: src.InstanceMaintenancePolicy, CapacityReservationSpecification: src.CapacityReservationSpecification,
+		AvailabilityZoneDistribution: src.AvailabilityZoneDistribution, AvailabilityZoneImpairmentPolicy: src.AvailabilityZoneImpairmentPolicy,
+		TrafficSources: otherTrafficSources(src),
 	}
 	if subnets := splitList(aws.ToString(src.VPCZoneIdentifier)); len(subnets) > 0 {
 		zoned, err := c.subnetsIn(ctx, subnets, zg.Zone)
@@ -95,10 +106,26 @@ func (c *Client) CreateZoneGroup(ctx context.Context, zg ZoneGroup) error {
 		in.LifecycleHookSpecificationList = append(in.LifecycleHookSpecificationList, astypes.LifecycleHookSpecification{
 			LifecycleHookName: aws.String(h.Name), LifecycleTransition: aws.String(h.Transition),
 			HeartbeatTimeout: aws.Int32(h.HeartbeatTimeout), DefaultResult: aws.String(h.DefaultResult),
+			NotificationTargetARN: optional(h.NotificationTargetARN), RoleARN: optional(h.RoleARN),
+			NotificationMetadata: optional(h.NotificationMetadata),
 		})
 	}
 	_, err = c.asg.CreateAutoScalingGroup(ctx, in)
 	return err
+}
+
+// otherTrafficSources are the source's traffic sources that TargetGroupARNs
+// and LoadBalancerNames do not name already (VPC Lattice, or a load balancer
+// attached with AttachTrafficSources and answered in both lists): each
+// traffic source is given to the copy once.
+func otherTrafficSources(src *astypes.AutoScalingGroup) []astypes.TrafficSourceIdentifier {
+	var out []astypes.TrafficSourceIdentifier
+	for _, t := range src.TrafficSources {
+		if id := aws.ToString(t.Identifier); !slices.Contains(src.TargetGroupARNs, id) && !slices.Contains(src.LoadBalancerNames, id) {
+			out = append(out, t)
+		}
+	}
+	return out
 }
 
 // byID names a launch template by its id only: DescribeAutoScalingGroups

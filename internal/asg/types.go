@@ -111,6 +111,12 @@ type Hook struct {
 	HeartbeatTimeout int32 // seconds
 	GlobalTimeout    int32 // seconds, set by AWS
 	DefaultResult    string
+	// NotificationTargetARN (an SQS queue or SNS topic), RoleARN (the role
+	// that lets Auto Scaling publish to it) and NotificationMetadata are how
+	// the hook's consumer hears of the instances it holds; empty when the
+	// hook has none (its consumer uses EventBridge, or the API, as the
+	// balancer's own hook does).
+	NotificationTargetARN, RoleARN, NotificationMetadata string
 }
 
 // Instance is an EC2 instance.

@@ -25,8 +25,10 @@ type xmlGroup struct {
 	SuspendedProcesses               []xmlSuspended     `xml:"SuspendedProcesses>member"`
 	Tags                             []xmlTag           `xml:"Tags>member"`
 	NewInstancesProtectedFromScaleIn bool
-	VPCZoneIdentifier                string   `xml:",omitempty"`
-	TargetGroupARNs                  []string `xml:"TargetGroupARNs>member"`
+	VPCZoneIdentifier                string              `xml:",omitempty"`
+	TargetGroupARNs                  []string            `xml:"TargetGroupARNs>member"`
+	DeletionProtection               string              `xml:",omitempty"` // safeguards.go
+	InstanceLifecyclePolicy          *xmlLifecyclePolicy `xml:",omitempty"`
 }
 
 type xmlLaunchTemplate struct {
@@ -69,6 +71,11 @@ type xmlHook struct {
 	HeartbeatTimeout     int32
 	GlobalTimeout        int32
 	DefaultResult        string
+	// API_LifecycleHook: "NotificationTargetARN ... RoleARN ...
+	// NotificationMetadata", each answered when the hook has it.
+	NotificationTargetARN string `xml:",omitempty"`
+	RoleARN               string `xml:",omitempty"`
+	NotificationMetadata  string `xml:",omitempty"`
 }
 
 type xmlActivity struct {
@@ -205,6 +212,7 @@ func (s *Server) xmlGroup(g *group) xmlGroup {
 		NewInstancesProtectedFromScaleIn: g.NewInstancesProtectedFromScaleIn, VPCZoneIdentifier: strings.Join(g.Subnets, ","),
 		TargetGroupARNs: g.TargetGroupARNs,
 	}
+	xmlSafeguards(&x, &g.GroupSpec)
 	lt := &xmlLaunchTemplate{Version: "$Default"}
 	if t, ok := s.templates[g.LaunchTemplateID]; ok {
 		lt.LaunchTemplateID, lt.LaunchTemplateName = t.ID, t.Name
@@ -252,7 +260,22 @@ func sizes(form url.Values, g *group) error {
 		}
 		*dst = int32(n)
 	}
-	if g.MinSize > g.MaxSize || g.desired < g.MinSize || g.desired > g.MaxSize {
+	if g.MinSize > g.MaxSize {
+		return validation("min size %d must not be above max size %d", g.MinSize, g.MaxSize)
+	}
+	if form.Get("DesiredCapacity") == "" {
+		// API_UpdateAutoScalingGroup: "If you specify a new value for
+		// MinSize without specifying a value for DesiredCapacity, and the
+		// new MinSize is larger than the current size of the group, this
+		// sets the group's DesiredCapacity to the new MinSize value. If you
+		// specify a new value for MaxSize without specifying a value for
+		// DesiredCapacity, and the new MaxSize is smaller than the current
+		// size of the group, there's an implicit call to SetDesiredCapacity
+		// to set the size of the group to the new value of MaxSize."
+		// (CreateAutoScalingGroup starts at MinSize: desired is -1 there.)
+		g.desired = min(max(g.desired, g.MinSize), g.MaxSize)
+	}
+	if g.desired < g.MinSize || g.desired > g.MaxSize {
 		return validation("desired capacity %d must be between min %d and max %d", g.desired, g.MinSize, g.MaxSize)
 	}
 	return nil
@@ -285,12 +308,9 @@ func (s *Server) createGroup(form url.Values) error {
 		}
 		g.Tags[k[0]] = form.Get("Tags.member." + strconv.Itoa(n) + ".Value")
 	}
-	g.desired = -1
-	if err := sizes(form, g); err != nil && form.Get("DesiredCapacity") != "" {
+	g.desired = -1 // DesiredCapacity defaults to MinSize (sizes)
+	if err := sizes(form, g); err != nil {
 		return err
-	}
-	if g.desired < 0 {
-		g.desired = g.MinSize
 	}
 	s.groups[name] = g
 	s.converge(g)
@@ -306,7 +326,11 @@ func (s *Server) updateGroup(form url.Values) error {
 	if err := sizes(form, &next); err != nil {
 		return err
 	}
+	if err := safeguards(form, &next.GroupSpec); err != nil {
+		return err
+	}
 	g.MinSize, g.MaxSize, g.desired = next.MinSize, next.MaxSize, next.desired
+	g.DeletionProtection, g.TerminateHookAbandon = next.DeletionProtection, next.TerminateHookAbandon
 	if zones := list(form, "AvailabilityZones.member"); len(zones) > 0 {
 		g.Zones = zones
 	}
@@ -432,6 +456,34 @@ func setHookTimeouts(h *Hook, form url.Values, key string) error {
 	return nil
 }
 
+// setHookTarget reads the notification target, role and metadata of a hook
+// at prefix (PutLifecycleHook, or a LifecycleHookSpecification). When it
+// updates an existing hook (was), what the request leaves out stays as it
+// was (API_PutLifecycleHook, RoleARN: "Required for new lifecycle hooks, but optional when updating
+// existing hooks"); a new hook with a target needs its role, and the
+// metadata is at most 1023 characters (API_PutLifecycleHook,
+// NotificationMetadata: "Maximum length of 1023").
+func setHookTarget(h *Hook, form url.Values, prefix string, was *Hook) error {
+	h.NotificationTargetARN, h.RoleARN, h.NotificationMetadata = form.Get(prefix+"NotificationTargetARN"), form.Get(prefix+"RoleARN"), form.Get(prefix+"NotificationMetadata")
+	if was != nil {
+		for _, f := range []struct {
+			dst *string
+			old string
+		}{{&h.NotificationTargetARN, was.NotificationTargetARN}, {&h.RoleARN, was.RoleARN}, {&h.NotificationMetadata, was.NotificationMetadata}} {
+			if *f.dst == "" {
+				*f.dst = f.old
+			}
+		}
+	}
+	if h.NotificationTargetARN != "" && h.RoleARN == "" {
+		return validation("RoleARN is required for a lifecycle hook with a NotificationTargetARN")
+	}
+	if len(h.NotificationMetadata) > 1023 {
+		return validation("NotificationMetadata is at most 1023 characters")
+	}
+	return nil
+}
+
 func (s *Server) putHook(form url.Values) error {
 	g, err := s.group(form)
 	if err != nil {
@@ -446,6 +498,13 @@ func (s *Server) putHook(form url.Values) error {
 		return validation("LifecycleHookName and a valid LifecycleTransition are required")
 	}
 	if err := setHookTimeouts(&h, form, "HeartbeatTimeout"); err != nil {
+		return err
+	}
+	var was *Hook
+	if i >= 0 {
+		was = &g.hooks[i]
+	}
+	if err := setHookTarget(&h, form, "", was); err != nil {
 		return err
 	}
 	if i >= 0 {
@@ -466,7 +525,8 @@ func (s *Server) describeHooks(form url.Values, res *result) error {
 	for _, h := range g.hooks {
 		if len(names) == 0 || slices.Contains(names, h.Name) {
 			out = append(out, xmlHook{LifecycleHookName: h.Name, AutoScalingGroupName: g.Name, LifecycleTransition: h.Transition,
-				HeartbeatTimeout: h.HeartbeatTimeout, GlobalTimeout: h.GlobalTimeout, DefaultResult: h.DefaultResult})
+				HeartbeatTimeout: h.HeartbeatTimeout, GlobalTimeout: h.GlobalTimeout, DefaultResult: h.DefaultResult,
+				NotificationTargetARN: h.NotificationTargetARN, RoleARN: h.RoleARN, NotificationMetadata: h.NotificationMetadata})
 		}
 	}
 	res.LifecycleHooks = &out

@@ -139,6 +139,12 @@ type GroupSpec struct {
 	// ImageID is the AMI of the group's launch template (images.go);
 	// empty means "ami-<group name>".
 	ImageID string
+	// DeletionProtection (none, prevent-force-deletion,
+	// prevent-all-deletion) and TerminateHookAbandon (the retention trigger
+	// of the InstanceLifecyclePolicy: retain or terminate) are stored and
+	// answered (safeguards.go); the emulator deletes no group and retains
+	// no instance.
+	DeletionProtection, TerminateHookAbandon string
 }
 
 // Instance is an instance as the emulator holds it.
@@ -161,6 +167,10 @@ type action struct{ deadline, globalDeadline time.Time }
 type Hook struct {
 	Name, Transition, DefaultResult string
 	HeartbeatTimeout, GlobalTimeout int32
+	// NotificationTargetARN, RoleARN and NotificationMetadata are stored
+	// and answered as given (API_PutLifecycleHook, API_LifecycleHook); the
+	// emulator sends no notification.
+	NotificationTargetARN, RoleARN, NotificationMetadata string
 }
 
 type group struct {

@@ -136,6 +136,8 @@ type GroupView struct {
 	OverrideTypes                    []string
 	NewInstancesProtectedFromScaleIn bool
 	Tags                             map[string]string
+	// DeletionProtection and TerminateHookAbandon (safeguards.go), "" when unset.
+	DeletionProtection, TerminateHookAbandon string
 }
 
 // Group returns a group's configuration.
@@ -151,6 +153,7 @@ func (s *Server) Group(name string) (GroupView, bool) {
 		MinSize: g.MinSize, MaxSize: g.MaxSize, Desired: g.desired,
 		LaunchTemplateID: g.LaunchTemplateID, OverrideTypes: slices.Clone(g.OverrideTypes),
 		NewInstancesProtectedFromScaleIn: g.NewInstancesProtectedFromScaleIn, Tags: maps(g.Tags),
+		DeletionProtection: g.DeletionProtection, TerminateHookAbandon: g.TerminateHookAbandon,
 	}, true
 }
 
@@ -236,6 +239,9 @@ func (s *Server) createOptions(form url.Values, g *group) error {
 		}
 		g.Zones = zones
 	}
+	if err := safeguards(form, &g.GroupSpec); err != nil {
+		return err
+	}
 	g.TargetGroupARNs = list(form, "TargetGroupARNs.member")
 	if v := form.Get("NewInstancesProtectedFromScaleIn"); v != "" {
 		g.NewInstancesProtectedFromScaleIn, _ = strconv.ParseBool(v)
@@ -251,6 +257,9 @@ func (s *Server) createOptions(form url.Values, g *group) error {
 			return validation("invalid LifecycleTransition %q", h.Transition)
 		}
 		if err := setHookTimeouts(&h, form, p+".HeartbeatTimeout"); err != nil {
+			return err
+		}
+		if err := setHookTarget(&h, form, p+".", nil); err != nil {
 			return err
 		}
 		g.hooks = append(g.hooks, h)

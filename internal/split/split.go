@@ -14,7 +14,8 @@
 // Sizes, with n zones and G's original min and max:
 //
 //	max(G-z) = max(ceil(max/n), instances in z)  the zone's share of max, raised so every instance fits
-//	min(G-z) = min(ceil(min/n), instances in z)  the zone's share of min, never more than it runs,
+//	min(G-z) = min(ceil(min/n), instances in z)  the zone's share of min, never more than it runs
+//	                                             (InService or Pending, within its desired capacity),
 //	                                             so setting it launches nothing (0 in an empty zone)
 //
 // A split is a sequence of passes; each pass reads AWS and makes the steps
@@ -470,9 +471,14 @@ func (s *Splitter) snapshot(ctx context.Context, group string) (*snapshot, error
 	}
 	if own := s.opts.Hook; own != nil {
 		for i := range snap.oldHooks {
-			if snap.oldHooks[i].Name == own.Name {
+			if h := snap.oldHooks[i]; h.Name == own.Name {
 				snap.oldHooks[i] = *own
 				snap.oldHooks[i].Group = group
+				// Its notification target, if the group's has one, still
+				// goes with it.
+				if own.NotificationTargetARN == "" {
+					snap.oldHooks[i].NotificationTargetARN, snap.oldHooks[i].RoleARN, snap.oldHooks[i].NotificationMetadata = h.NotificationTargetARN, h.RoleARN, h.NotificationMetadata
+				}
 			}
 		}
 	}
@@ -954,10 +960,24 @@ func steps(snap *snapshot, sel asg.Selector) (p plan, err error) {
 		}
 		for _, h := range hooks {
 			if !slices.ContainsFunc(snap.zoneHooks[z], func(x asg.Hook) bool {
-				return x.Name == h.Name && x.Transition == h.Transition && x.HeartbeatTimeout == h.HeartbeatTimeout && x.DefaultResult == h.DefaultResult
+				return x.Name == h.Name && x.Transition == h.Transition && x.HeartbeatTimeout == h.HeartbeatTimeout && x.DefaultResult == h.DefaultResult &&
+					sameTarget(x, h)
 			}) {
 				h.Group = zname
-				add(zname, "PutLifecycleHook", h.Name+" "+h.Transition, func(ctx context.Context, c Cloud) error { return c.PutLifecycleHook(ctx, h) })
+				// A hook that lacks only the target (added mid-split) is no
+				// reason to leave the batch in flight unattached: a refusal
+				// (iam:PassRole on its RoleARN) is logged, and put again next pass.
+				onlyTarget := slices.ContainsFunc(snap.zoneHooks[z], func(x asg.Hook) bool {
+					return x.Name == h.Name && x.Transition == h.Transition && x.HeartbeatTimeout == h.HeartbeatTimeout && x.DefaultResult == h.DefaultResult
+				})
+				add(zname, "PutLifecycleHook", h.Name+" "+h.Transition, func(ctx context.Context, c Cloud) error {
+					err := c.PutLifecycleHook(ctx, h)
+					if err != nil && onlyTarget {
+						klog.FromContext(ctx).Info("Warning: cannot give a per-zone group's hook the notification target of the split group's; its consumer is not notified of that group's instances until it has it", "group", zname, "hook", h.Name, "target", h.NotificationTargetARN, "err", err)
+						return nil
+					}
+					return err
+				})
 			}
 		}
 		if m := maxZ(z); zg.MaxSize < m {
@@ -1329,14 +1349,30 @@ func steps(snap *snapshot, sel asg.Selector) (p plan, err error) {
 		return p, nil
 	}
 
-	// 6. Per-zone minimums, now that the instances are there.
+	// 6. Per-zone minimums, now that the instances are there. Counted are
+	// the instances that stay: InService or Pending, at most the desired
+	// capacity, and those of the batch this pass attaches. One leaving
+	// (Terminating, held by a hook, or Detaching) is out of the desired
+	// capacity already, and a minimum above the desired capacity raises it
+	// (API_UpdateAutoScalingGroup): AWS would launch.
 	for _, z := range snap.zones {
 		zname := ZoneGroupName(name, z)
-		have := int32(0)
+		have, staying := int32(0), int32(0)
 		if zg := snap.zoneGroups[z]; zg != nil {
 			have = zg.MinSize
+			for _, i := range zg.Instances {
+				if i.LifecycleState == asg.StateInService || strings.HasPrefix(i.LifecycleState, "Pending") {
+					staying++
+				}
+			}
+			staying = min(staying, zg.DesiredCapacity)
 		}
-		if m := minZ(z); m != have {
+		for _, m := range flight {
+			if z == flightZone && !m.back && inOld[m.id] == nil && inZone[m.id] == nil && !gone(snap.ec2State[m.id]) {
+				staying++ // attached by this pass
+			}
+		}
+		if m := min(minZ(z), staying); m != have {
 			add(zname, "UpdateAutoScalingGroup", fmt.Sprintf("min=%d", m), func(ctx context.Context, c Cloud) error {
 				return c.UpdateGroupSize(ctx, zname, asg.Sizes{Min: ptr.To(m)})
 			})
@@ -1357,6 +1393,15 @@ func steps(snap *snapshot, sel asg.Selector) (p plan, err error) {
 	add(name, "DeleteTags", strings.Join(keys, ","), func(ctx context.Context, c Cloud) error { return c.DeleteGroupTags(ctx, name, keys) })
 	p.done = true
 	return p, nil
+}
+
+// sameTarget reports whether the per-zone group's hook zh notifies what the
+// split group's hook h does: h's notification target, role and metadata,
+// each where h has one (PutLifecycleHook leaves out what h does not have,
+// so a target added on the per-zone group alone is left there).
+func sameTarget(zh, h asg.Hook) bool {
+	same := func(z, g string) bool { return g == "" || z == g }
+	return same(zh.NotificationTargetARN, h.NotificationTargetARN) && same(zh.RoleARN, h.RoleARN) && same(zh.NotificationMetadata, h.NotificationMetadata)
 }
 
 const lifecycleDetaching = "Detaching"
