@@ -60,6 +60,12 @@ var (
 		"startup-taint.cluster-autoscaler.kubernetes.io/",
 		"status-taint.cluster-autoscaler.kubernetes.io/",
 	}
+	// startupTaintPrefixes are the prefixes cluster-autoscaler takes for
+	// startup taints whatever its flags (NewTaintConfig).
+	startupTaintPrefixes = []string{
+		"ignore-taint.cluster-autoscaler.kubernetes.io/",
+		"startup-taint.cluster-autoscaler.kubernetes.io/",
+	}
 	strippedTaintKeys = map[string]bool{
 		"ToBeDeletedByClusterAutoscaler":                 true,
 		"DeletionCandidateOfClusterAutoscaler":           true,

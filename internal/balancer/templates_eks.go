@@ -67,6 +67,28 @@ func (o TemplateOptions) stripped(key string) bool {
 	return false
 }
 
+// startupTaint reports whether cluster-autoscaler, run with these flags,
+// takes the taint for a startup taint (TaintConfig.IsStartupTaint): one its
+// --startup-taint or --ignore-taint flags name, or whose key starts with its
+// startup-taint or ignore-taint prefix or a --startup-taint-prefix. A node
+// carrying one is unready to CA. Status taints are not startup taints.
+func (o TemplateOptions) startupTaint(key string) bool {
+	if slices.Contains(o.StartupTaints, key) {
+		return true
+	}
+	for _, p := range startupTaintPrefixes {
+		if strings.HasPrefix(key, p) {
+			return true
+		}
+	}
+	for _, p := range o.StartupTaintPrefixes {
+		if p != "" && strings.HasPrefix(key, p) {
+			return true
+		}
+	}
+	return false
+}
+
 func (o TemplateOptions) sanitize(taints []v1.Taint) []v1.Taint {
 	var out []v1.Taint
 	for _, t := range taints {

@@ -5,7 +5,9 @@ package balancer
 // cluster-autoscaler 1.36.1 (processors/nodeinfosprovider,
 // MixedTemplateNodeInfoProvider) builds a group's template from a real node
 // of the group when it has a good one: Ready for longer than a minute, not
-// unschedulable, without its ToBeDeletedByClusterAutoscaler taint. The
+// unschedulable, without its ToBeDeletedByClusterAutoscaler taint, and not
+// made unready by a startup taint or a GPU not allocatable yet
+// (goodTemplateNode). The
 // template is that node sanitized: its hostname label replaced, its own
 // taints, node-condition taints and the startup/status/ignore taints removed;
 // every other label, its allocatable and capacity are kept. It caches that
@@ -104,14 +106,31 @@ type lastNode struct {
 	Nodes []nodegroups.Variant `json:"nodes,omitempty"`
 }
 
-// goodTemplateNode reports whether cluster-autoscaler would build a template
-// from the node (isNodeGoodTemplateCandidate): ready, as CA reads readiness
-// (NodeReady true, no DiskPressure or NetworkUnavailable condition true, none
-// of the not-ready, disk-pressure and network-unavailable taints) for longer
-// than nodeStabilization since the latest of those transitions, schedulable
-// and not being deleted by the autoscaler.
-func goodTemplateNode(n *v1.Node, now time.Time) bool {
+// goodTemplateNode reports whether cluster-autoscaler, run with the flags o
+// holds, would build a template from the node. CA builds templates only from
+// the nodes its obtainNodeLists returns as ready, and of those only from the
+// good candidates (isNodeGoodTemplateCandidate). A node is one when it is:
+//   - ready, as CA reads readiness (NodeReady true, no DiskPressure or
+//     NetworkUnavailable condition true, none of the not-ready,
+//     disk-pressure and network-unavailable taints), for longer than
+//     nodeStabilization since the latest of those transitions;
+//   - without a startup taint (FilterOutNodesWithStartupTaints): no taint
+//     whose key --startup-taint or --ignore-taint names, or that starts with
+//     startup-taint.cluster-autoscaler.kubernetes.io/,
+//     ignore-taint.cluster-autoscaler.kubernetes.io/ or a
+//     --startup-taint-prefix (status taints do not count);
+//   - with its GPU allocatable if it has one (the GPU processor's
+//     FilterOutNodesWithUnreadyResources): a node with the AWS provider's GPU
+//     label and none of the GPU resources allocatable yet is unready to CA;
+//   - schedulable and not being deleted by the autoscaler.
+//
+// A node that is not stays out of what is remembered of its group, as CA
+// keeps its cached template of the group's earlier node meanwhile.
+func goodTemplateNode(n *v1.Node, now time.Time, o TemplateOptions) bool {
 	if n.Spec.Unschedulable || n.DeletionTimestamp != nil {
+		return false
+	}
+	if unreadyGPU(n) {
 		return false
 	}
 	var last time.Time
@@ -136,8 +155,36 @@ func goodTemplateNode(n *v1.Node, now time.Time) bool {
 		case "ToBeDeletedByClusterAutoscaler", v1.TaintNodeNotReady, v1.TaintNodeDiskPressure, v1.TaintNodeNetworkUnavailable:
 			return false
 		}
+		if o.startupTaint(t.Key) {
+			return false
+		}
 	}
 	return ready && last.Add(nodeStabilization).Before(now)
+}
+
+// labelAWSGPU is cluster-autoscaler's GPU label for AWS (the AWS cloud
+// provider's GPULabel).
+const labelAWSGPU = "k8s.amazonaws.com/accelerator"
+
+// gpuResources are the GPU resources cluster-autoscaler 1.36.1 looks for in
+// a node's allocatable (utils/gpu GPUVendorResourceNames).
+var gpuResources = []v1.ResourceName{"nvidia.com/gpu", "habana.ai/gaudi", "gpu.intel.com/xe", "amd.com/gpu", "microsoft.com/directx"}
+
+// unreadyGPU reports whether cluster-autoscaler takes the node for one whose
+// GPU is not ready yet: it has the GPU label and none of gpuResources
+// allocatable above zero (the GPU may appear in allocatable up to 15 minutes
+// after the node is Ready, while the driver installs). The AWS provider never
+// exposes a GPU through DRA, which CA would otherwise exempt.
+func unreadyGPU(n *v1.Node) bool {
+	if _, ok := n.Labels[labelAWSGPU]; !ok {
+		return false
+	}
+	for _, r := range gpuResources {
+		if q, ok := n.Status.Allocatable[r]; ok && !q.IsZero() {
+			return false
+		}
+	}
+	return true
 }
 
 // perNodeLabel reports whether a node's label is left out of its group's
@@ -169,7 +216,7 @@ func (b *Balancer) rememberNodes(ctx context.Context, inv *inventory, w *warning
 		var good []*v1.Node
 		ids := map[string]string{} // node name -> instance id
 		for _, inst := range g.Instances {
-			if n := inv.nodeOf[inst.ID]; n != nil && goodTemplateNode(n, now) {
+			if n := inv.nodeOf[inst.ID]; n != nil && goodTemplateNode(n, now, b.opts.Templates) {
 				good = append(good, n)
 				ids[n.Name] = inst.ID
 			}

@@ -491,7 +491,8 @@ func TestTemplateVariantsFitTheConfigMap(t *testing.T) {
 // TestGoodTemplateNode: a node is a template for cluster-autoscaler only when
 // ready as CA reads readiness (GetNodeReadiness: NodeReady, DiskPressure,
 // NetworkUnavailable and their taints), stable since the latest of those
-// transitions, schedulable and not being deleted by the autoscaler.
+// transitions, schedulable and not being deleted by the autoscaler, and
+// ready by obtainNodeLists' further filters (TestGoodTemplateNodeUnreadyToCA).
 func TestGoodTemplateNode(t *testing.T) {
 	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 	old, recent := metav1.NewTime(now.Add(-time.Hour)), metav1.NewTime(now.Add(-nodeStabilization/2))
@@ -522,7 +523,69 @@ func TestGoodTemplateNode(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			n := &v1.Node{Spec: v1.NodeSpec{Taints: tc.taints}, Status: v1.NodeStatus{Conditions: tc.conditions}}
-			if got := goodTemplateNode(n, now); got != tc.want {
+			if got := goodTemplateNode(n, now, TemplateOptions{}); got != tc.want {
+				t.Errorf("goodTemplateNode = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestGoodTemplateNodeUnreadyToCA: cluster-autoscaler builds templates only
+// from the nodes obtainNodeLists returns as ready, which leaves out, beyond
+// GetNodeReadiness, a node carrying a startup taint
+// (FilterOutNodesWithStartupTaints, TaintConfig.IsStartupTaint: the keys of
+// --startup-taint and --ignore-taint, the startup-taint and ignore-taint
+// prefixes and --startup-taint-prefix; not status taints) and a node with
+// the provider's GPU label (k8s.amazonaws.com/accelerator on AWS) and no GPU
+// allocatable yet (GpuCustomResourcesProcessor, utils/gpu
+// NodeHasGpuAllocatable: any of the GPU vendors' resources, above zero).
+func TestGoodTemplateNodeUnreadyToCA(t *testing.T) {
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	ready := v1.NodeCondition{Type: v1.NodeReady, Status: v1.ConditionTrue, LastTransitionTime: metav1.NewTime(now.Add(-time.Hour))}
+	opts := TemplateOptions{
+		StartupTaints:        []string{"ebs.csi.aws.com/agent-not-ready", "legacy-ignore"}, // --startup-taint and --ignore-taint
+		StatusTaints:         []string{"example.com/degraded"},
+		StartupTaintPrefixes: []string{"boot.example.com/"},
+	}
+	taint := func(key string) []v1.Taint { return []v1.Taint{{Key: key, Effect: v1.TaintEffectNoSchedule}} }
+	gpu := map[string]string{labelAWSGPU: "nvidia-tesla-t4"}
+	alloc := func(r string, n int64) v1.ResourceList {
+		return v1.ResourceList{v1.ResourceCPU: resource.MustParse("4"), v1.ResourceName(r): *resource.NewQuantity(n, resource.DecimalSI)}
+	}
+	for _, tc := range []struct {
+		name        string
+		taints      []v1.Taint
+		labels      map[string]string
+		allocatable v1.ResourceList
+		opts        TemplateOptions
+		want        bool
+	}{
+		{name: "startup taint named by --startup-taint", taints: taint("ebs.csi.aws.com/agent-not-ready"), opts: opts},
+		{name: "ignore taint named by --ignore-taint", taints: taint("legacy-ignore"), opts: opts},
+		{name: "startup taint, not named without the flag", taints: taint("ebs.csi.aws.com/agent-not-ready"), want: true},
+		{name: "startup-taint prefix", taints: taint("startup-taint.cluster-autoscaler.kubernetes.io/cni")},
+		{name: "ignore-taint prefix", taints: taint("ignore-taint.cluster-autoscaler.kubernetes.io/cni")},
+		{name: "--startup-taint-prefix", taints: taint("boot.example.com/agent"), opts: opts},
+		{name: "startup taint after another", taints: append(taint("dedicated"), taint("ebs.csi.aws.com/agent-not-ready")...), opts: opts},
+		{name: "status taint named by --status-taint", taints: taint("example.com/degraded"), opts: opts, want: true},
+		{name: "status-taint prefix", taints: taint("status-taint.cluster-autoscaler.kubernetes.io/x"), want: true},
+		{name: "GPU label, no GPU allocatable", labels: gpu, allocatable: v1.ResourceList{v1.ResourceCPU: resource.MustParse("4")}},
+		{name: "GPU label, no allocatable at all", labels: gpu},
+		{name: "GPU label, zero nvidia.com/gpu", labels: gpu, allocatable: alloc("nvidia.com/gpu", 0)},
+		{name: "GPU label, nvidia.com/gpu allocatable", labels: gpu, allocatable: alloc("nvidia.com/gpu", 1), want: true},
+		{name: "GPU label, amd.com/gpu allocatable", labels: gpu, allocatable: alloc("amd.com/gpu", 2), want: true},
+		{name: "GPU label, another vendor's resource allocatable", labels: gpu, allocatable: alloc("habana.ai/gaudi", 8), want: true},
+		{name: "GPU label, only an unknown extended resource", labels: gpu, allocatable: alloc("example.com/fpga", 1)},
+		{name: "GPU allocatable, no GPU label", allocatable: alloc("nvidia.com/gpu", 1), want: true},
+		{name: "another provider's GPU label", labels: map[string]string{"cloud.google.com/gke-accelerator": "nvidia-tesla-t4"}, want: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n := &v1.Node{
+				ObjectMeta: metav1.ObjectMeta{Labels: tc.labels},
+				Spec:       v1.NodeSpec{Taints: tc.taints},
+				Status:     v1.NodeStatus{Conditions: []v1.NodeCondition{ready}, Allocatable: tc.allocatable},
+			}
+			if got := goodTemplateNode(n, now, tc.opts); got != tc.want {
 				t.Errorf("goodTemplateNode = %v, want %v", got, tc.want)
 			}
 		})

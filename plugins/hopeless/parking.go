@@ -10,14 +10,18 @@ import (
 	"github.com/ballast-k8s/ballast/internal/shapes"
 )
 
-// parkingLot is who is parked, why, by claim and by verdict key, with its
-// own lock, as upstream's queue keeps its unschedulableEntities. It knows
-// nothing of the store, the queue or the API.
+// parkingLot is who is parked, why, by claim and by verdict key (and, under
+// the key, by message), with its own lock, as upstream's queue keeps its
+// unschedulableEntities. It knows nothing of the store, the queue or the API.
 type parkingLot struct {
-	mu        sync.Mutex
-	pods      map[types.UID]parkedPod
-	byClaim   map[string]sets.Set[types.UID]
-	byVerdict map[verdictKey]sets.Set[types.UID]
+	mu      sync.Mutex
+	pods    map[types.UID]parkedPod
+	byClaim map[string]sets.Set[types.UID]
+	// byVerdict holds the parked pods per verdict key, grouped by the
+	// message they were parked with: the pods of one key need not carry
+	// one message (parked before and after a node change the re-check has
+	// not weighed yet).
+	byVerdict map[verdictKey]map[string]sets.Set[types.UID]
 }
 
 // parkedPod is one parked pod: the object last judged, the key of its
@@ -37,7 +41,7 @@ func newParkingLot() *parkingLot {
 	return &parkingLot{
 		pods:      map[types.UID]parkedPod{},
 		byClaim:   map[string]sets.Set[types.UID]{},
-		byVerdict: map[verdictKey]sets.Set[types.UID]{},
+		byVerdict: map[verdictKey]map[string]sets.Set[types.UID]{},
 	}
 }
 
@@ -55,7 +59,10 @@ func (l *parkingLot) park(pod *v1.Pod, key verdictKey, v shapes.Verdict) (old pa
 	for _, c := range p.claims {
 		insert(l.byClaim, c, pod.UID)
 	}
-	insert(l.byVerdict, key, pod.UID)
+	if l.byVerdict[key] == nil {
+		l.byVerdict[key] = map[string]sets.Set[types.UID]{}
+	}
+	insert(l.byVerdict[key], p.message, pod.UID)
 	return old, had
 }
 
@@ -80,9 +87,14 @@ func (l *parkingLot) removeLocked(uid types.UID, p parkedPod) {
 			}
 		}
 	}
-	if set := l.byVerdict[p.key]; set != nil {
-		set.Delete(uid)
-		if set.Len() == 0 {
+	if msgs := l.byVerdict[p.key]; msgs != nil {
+		if set := msgs[p.message]; set != nil {
+			set.Delete(uid)
+			if set.Len() == 0 {
+				delete(msgs, p.message)
+			}
+		}
+		if len(msgs) == 0 {
 			delete(l.byVerdict, p.key)
 		}
 	}
@@ -107,29 +119,39 @@ func (l *parkingLot) ofClaim(claim string) []parkedPod {
 	return out
 }
 
-// onePerVerdict returns one parked pod per verdict key: one verdict
-// answers for all the pods of a key, so a re-check costs O(verdicts), not
-// O(parked pods).
-func (l *parkingLot) onePerVerdict() []parkedPod {
+// onePerMessage returns one parked pod per verdict key and message: one
+// verdict answers for all the pods of a key, so a re-check costs
+// O(verdicts and their messages), not O(parked pods); but the pods of a key
+// parked with another message than the one judged would keep it unseen, so
+// each message has its representative.
+func (l *parkingLot) onePerMessage() []parkedPod {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	out := make([]parkedPod, 0, len(l.byVerdict))
-	for _, uids := range l.byVerdict {
-		for uid := range uids {
-			out = append(out, l.pods[uid])
-			break
+	for _, msgs := range l.byVerdict {
+		for _, uids := range msgs {
+			for uid := range uids {
+				out = append(out, l.pods[uid])
+				break
+			}
 		}
 	}
 	return out
 }
 
-// withVerdict returns the parked pods of verdict key.
+// withVerdict returns the parked pods of verdict key, whatever their message.
 func (l *parkingLot) withVerdict(key verdictKey) []parkedPod {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	out := make([]parkedPod, 0, l.byVerdict[key].Len())
-	for uid := range l.byVerdict[key] {
-		out = append(out, l.pods[uid])
+	n := 0
+	for _, uids := range l.byVerdict[key] {
+		n += uids.Len()
+	}
+	out := make([]parkedPod, 0, n)
+	for _, uids := range l.byVerdict[key] {
+		for uid := range uids {
+			out = append(out, l.pods[uid])
+		}
 	}
 	return out
 }

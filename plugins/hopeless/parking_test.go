@@ -18,7 +18,7 @@ func TestParkingLotIndexes(t *testing.T) {
 		t.Fatal("a new pod was reported as parked before")
 	}
 	l.park(b, 1, taint)
-	if got := len(l.onePerVerdict()); got != 1 {
+	if got := len(l.onePerMessage()); got != 1 {
 		t.Errorf("%d verdicts for two pods of one verdict key, want 1", got)
 	}
 	if got := len(l.withVerdict(1)); got != 2 {
@@ -32,7 +32,7 @@ func TestParkingLotIndexes(t *testing.T) {
 	if got := len(l.withVerdict(1)); got != 1 {
 		t.Errorf("%d pods left under the old verdict key, want 1", got)
 	}
-	if got := len(l.onePerVerdict()); got != 2 {
+	if got := len(l.onePerMessage()); got != 2 {
 		t.Errorf("%d verdicts, want 2", got)
 	}
 	if got := l.ofClaim("default/data-b"); len(got) != 1 || got[0].message != requests.Message {
@@ -49,6 +49,47 @@ func TestParkingLotIndexes(t *testing.T) {
 	}
 	if len(l.byVerdict) != 1 || len(l.byClaim) != 1 {
 		t.Errorf("empty index entries are kept: %d verdicts, %d claims", len(l.byVerdict), len(l.byClaim))
+	}
+}
+
+// The pods of one verdict key parked with two messages (before and after a
+// node change) each have a representative for the re-check, and the key's
+// pods are all found whatever their message; re-parking a pod with the
+// other message moves it between the groups and leaves no empty one.
+func TestParkingLotMessagesOfOneKey(t *testing.T) {
+	before := hopelessVerdict(shapes.ReasonTaint, "taint dedicated=batch")
+	after := hopelessVerdict(shapes.ReasonTaint, "taint dedicated=gpu")
+	l := newParkingLot()
+	a, b, c := podWithClaim("a", "data-a"), podWithClaim("b", "data-b"), podWithClaim("c", "data-c")
+	l.park(a, 1, before)
+	l.park(b, 1, after)
+	l.park(c, 1, after)
+	reps := l.onePerMessage()
+	msgs := map[string]int{}
+	for _, p := range reps {
+		msgs[p.message]++
+		if p.key != 1 {
+			t.Errorf("representative of key %d, want 1", p.key)
+		}
+	}
+	if len(reps) != 2 || msgs[before.Message] != 1 || msgs[after.Message] != 1 {
+		t.Errorf("representatives %v, want one per message", msgs)
+	}
+	if got := len(l.withVerdict(1)); got != 3 {
+		t.Errorf("%d pods of verdict 1, want 3 (both messages)", got)
+	}
+	l.park(a, 1, after)
+	if got := len(l.onePerMessage()); got != 1 {
+		t.Errorf("%d representatives once every pod has the new message, want 1", got)
+	}
+	if got := len(l.byVerdict[1]); got != 1 {
+		t.Errorf("%d message groups kept under key 1, want 1 (the emptied one dropped)", got)
+	}
+	for _, p := range []types.UID{a.UID, b.UID, c.UID} {
+		l.unpark(p)
+	}
+	if len(l.byVerdict) != 0 {
+		t.Errorf("index keeps %d verdict keys with nobody parked", len(l.byVerdict))
 	}
 }
 

@@ -204,11 +204,17 @@ func (r *releaser) run(ctx context.Context) {
 
 // recheckParked releases the parked pods of every verdict that is no
 // longer hopeless, and re-reports those whose reason changed. It judges
-// once per verdict key. After node changes only, a verdict that names
-// nodes (identity: one per claim of a local PV, say) is judged again only
-// if a changed node can matter to it (shapes.NodeChangeMatters): judging
-// it costs a check of every node, thousands of such verdicts a check of
-// every node on every node event.
+// once per verdict key and message the key's pods were parked with (the
+// verdict is cached, so a key with two messages costs one evaluation): the
+// pods of a key parked before a node change carry the old message, those
+// parked after it the new one, and judging only one of them would leave
+// the others' reason stale. Once a key's verdict differs from one of its
+// messages, every pod of the key is released, or re-reported where its
+// message is not the current one. After node changes only, a verdict that
+// names nodes (identity: one per claim of a local PV, say) is judged again
+// only if a changed node can matter to it as one of its messages' reason
+// (shapes.NodeChangeMatters): judging it costs a check of every node,
+// thousands of such verdicts a check of every node on every node event.
 func (r *releaser) recheckParked(logger klog.Logger) {
 	deltas, full, at := r.changes()
 	if !r.synced() {
@@ -216,7 +222,11 @@ func (r *releaser) recheckParked(logger klog.Logger) {
 		return
 	}
 	release := map[string]*v1.Pod{}
-	for _, rep := range r.parking.lot.onePerVerdict() {
+	done := map[verdictKey]bool{} // keys whose every pod was brought up to date
+	for _, rep := range r.parking.lot.onePerMessage() {
+		if done[rep.key] {
+			continue
+		}
 		if !full && !r.nodesMatter(rep, deltas) {
 			gen, memberGen := r.store.Generations()
 			if (storeGenerations{gen, memberGen}) == at {
@@ -231,11 +241,15 @@ func (r *releaser) recheckParked(logger klog.Logger) {
 		if ok && v.Hopeless && v.Message == rep.message {
 			continue
 		}
+		done[rep.key] = true
 		for _, p := range r.parking.lot.withVerdict(rep.key) {
 			if !ok || !v.Hopeless {
 				release[p.name()] = p.pod
 				r.parking.unpark(p.pod.UID)
 				continue
+			}
+			if p.message == v.Message && key == rep.key {
+				continue // parked after the change, with the current reason
 			}
 			// A new reason gets the condition too, whoever wrote the old one.
 			r.parking.park(p.pod, key, v, true)

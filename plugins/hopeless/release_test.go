@@ -372,7 +372,7 @@ func TestNodeChangeJudgesOnlyTheVerdictsItCanChange(t *testing.T) {
 		f.plugin.verdicts.mu.Lock()
 		defer f.plugin.verdicts.mu.Unlock()
 		m := map[verdictKey]uint64{}
-		for _, p := range f.plugin.parking.lot.onePerVerdict() {
+		for _, p := range f.plugin.parking.lot.onePerMessage() {
 			m[p.key] = f.plugin.verdicts.verdicts[p.key].MemberGen
 		}
 		return m

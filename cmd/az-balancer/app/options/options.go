@@ -84,10 +84,10 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&o.EKSDescribeNodegroups, "eks-describe-nodegroups", true, "Ask EKS DescribeNodegroup for the labels and taints of EKS managed node groups, as cluster-autoscaler does. "+
 		"With false their templates cannot be built, and no node-group list is published while a managed node group is discovered (the scheduler plugin fails open).")
 	fs.StringVar(&o.EKSEndpoint, "eks-endpoint", "", "Override the EKS endpoint URL; --aws-endpoint when empty, else the SDK's.")
-	fs.StringArrayVar(&o.StartupTaints, "startup-taint", nil, "A taint key left out of templates, as cluster-autoscaler's --startup-taint; repeat it. Give both containers the same values.")
+	fs.StringArrayVar(&o.StartupTaints, "startup-taint", nil, "A taint key left out of templates, as cluster-autoscaler's --startup-taint, and whose node is no template node yet; repeat it. Give both containers the same values.")
 	fs.StringArrayVar(&o.IgnoreTaints, "ignore-taint", nil, "As cluster-autoscaler's deprecated --ignore-taint (the same as --startup-taint); repeat it.")
 	fs.StringArrayVar(&o.StatusTaints, "status-taint", nil, "A taint key left out of templates, as cluster-autoscaler's --status-taint; repeat it.")
-	fs.StringArrayVar(&o.StartupTaintPrefixes, "startup-taint-prefix", nil, "Taints whose key starts with it are left out of templates, as cluster-autoscaler's --startup-taint-prefix; repeat it.")
+	fs.StringArrayVar(&o.StartupTaintPrefixes, "startup-taint-prefix", nil, "Taints whose key starts with it are left out of templates, and their node is no template node yet, as cluster-autoscaler's --startup-taint-prefix; repeat it.")
 }
 
 // TemplateOptions are the cluster-autoscaler template flags for balancer.Options.
