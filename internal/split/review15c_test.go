@@ -36,3 +36,52 @@ func TestReview15cNewHookWithTargetRefusedStrandsTheBatch(t *testing.T) {
 	w.passes(ctx, t, s, 40)
 	w.checkNoneLoose(t, "40 passes after a hook with a target was added to cassandra and AWS refused it on the per-zone groups")
 }
+
+// TestReview15cHookRoleRefusedAtCreateLeavesTheGroupUnableToLaunch: since
+// 5b787cc the per-zone groups are created with the split group's hooks
+// including their NotificationTargetARN and RoleARN, so CreateAutoScalingGroup
+// needs iam:PassRole on that role, which iam-policy-split.json does not grant
+// (docs/operations.md says to add it). Without it, every pass fails at step 3;
+// but steps 1 and 2 come first: the split group gets Launch and Terminate
+// suspended and its minimum zeroed on the first pass, and stays so while
+// every later pass fails (and after `split` gives up "with no batch on
+// record"). cluster-autoscaler's scale-ups of that node group never launch.
+// The name-length check (step 0) exists for exactly this failure mode ("a
+// split that cannot create its per-zone groups would suspend Launch and
+// Terminate and zero the minimum, then fail at step 3 on every pass"); a
+// hook with a role is the same failure, reached with the shipped policy by
+// any group whose hook notifies SQS/SNS. Before 5b787cc such a group split.
+func TestReview15cHookRoleRefusedAtCreateLeavesTheGroupUnableToLaunch(t *testing.T) {
+	ctx := context.Background()
+	w := newSplitWorld(t)
+	if err := w.cloud.PutLifecycleHook(ctx, asg.Hook{Group: "cassandra", Name: hookName, Transition: asg.TransitionTerminating, HeartbeatTimeout: 300,
+		DefaultResult: asg.ResultContinue, NotificationTargetARN: drainTarget, RoleARN: drainRole}); err != nil {
+		t.Fatal(err)
+	}
+	for _, z := range zones {
+		w.emu.Inject(awstest.Fault{Service: "autoscaling", Action: "CreateAutoScalingGroup", Group: split.ZoneGroupName("cassandra", z), Code: "AccessDenied", Status: http.StatusForbidden, Times: 1000})
+	}
+	s := w.splitter(w.cloud, "run")
+	var created bool
+	w.run(ctx, s, "cassandra", 25, split.DefaultLockSettle, func(pass int, res split.Result, err error) bool {
+		logged(t)(pass, res, err)
+		for _, z := range zones {
+			if _, ok := w.emu.Group(split.ZoneGroupName("cassandra", z)); ok {
+				created = true
+			}
+		}
+		return false
+	})
+	if created {
+		t.Fatal("setup: a per-zone group was created")
+	}
+	gs, err := w.cloud.DescribeGroups(ctx, asg.Selector{Names: []string{"cassandra"}})
+	if err != nil || len(gs) != 1 {
+		t.Fatal(gs, err)
+	}
+	g := gs[0]
+	if g.Suspended("Launch") || g.Suspended("Terminate") || g.MinSize != 3 {
+		t.Errorf("cassandra after 25 passes that each failed creating the per-zone groups (hook role not passable): Launch suspended %t, Terminate suspended %t, min %d (was 3): the split cannot go on, yet the group can no longer scale",
+			g.Suspended("Launch"), g.Suspended("Terminate"), g.MinSize)
+	}
+}
