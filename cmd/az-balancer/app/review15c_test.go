@@ -78,3 +78,29 @@ func TestReview15cSplitCommandStopsOnStrandedInstancesDespiteARefusedHookTarget(
 			waits, emu.Counts()["PutLifecycleHook"], err)
 	}
 }
+
+// TestReview15cSplitCommandRetriesInputErrorsForHalfAnHour: since 2b0ea5a a
+// failed pass is passed again after a backoff unless its error is
+// split.ErrRefused or ErrLocked. The refusals of bad input that no pass
+// changes are not all ErrRefused: a group name mistyped ("auto scaling
+// group ... not found") and a group in a single zone ("spans 1 zone(s);
+// nothing to split") are plain errors, so `az-balancer split` answers them
+// only after splitMaxFailures passes and ~32 minutes of backoff (5 s
+// doubling to 2 min), where it used to answer at once. Nothing is on record
+// and nothing was written: there is nothing to wait for.
+func TestReview15cSplitCommandRetriesInputErrorsForHalfAnHour(t *testing.T) {
+	clk, emu := splitWorld(t)
+	emu.CreateGroup(awstest.GroupSpec{Name: "one-zone", Zones: []string{"us-east-1a"}, MaxSize: 4, InstanceType: "m5.large", Instances: map[string]int{"us-east-1a": 2}})
+	for _, group := range []string{"no-such-group", "one-zone"} {
+		start := clk.Now()
+		err := stepUntilDone(t, clk, runSplitAsync(context.Background(), t, emu, group))
+		if err == nil {
+			t.Fatalf("split %s: no error", group)
+		}
+		if took := clk.Since(start); took > 0 {
+			t.Errorf("split %s answered %q only after %s of backoff (%d DescribeAutoScalingGroups): bad input no pass changes, retried as if AWS had failed",
+				group, err, took, emu.Counts()["DescribeAutoScalingGroups"])
+		}
+		emu.Reset()
+	}
+}
