@@ -85,3 +85,34 @@ func TestReview15cHookRoleRefusedAtCreateLeavesTheGroupUnableToLaunch(t *testing
 			g.Suspended("Launch"), g.Suspended("Terminate"), g.MinSize)
 	}
 }
+
+// TestReview15cStaleRecordMakesAForeignGroupAZoneGroup: a per-instance record
+// of an instance of another group is bad input the split logs and deletes
+// (docs/operations.md; recordOfAnother). When that other group is named like
+// one of the split's per-zone groups (cassandra-us-east-1a, not split from
+// cassandra: no split-from tag), the record's zone now makes snapshot take
+// the group for the split's (4e92ad3: "a group of such a zone ... is the
+// split's even without its TagFrom"). Before, the split refused before any
+// write (a group named like a per-zone group, not split from it). Now it
+// deletes the record, records a batch of zone us-east-1a, detaches it, and
+// attaches cassandra's instances to the foreign group (raising its maximum
+// to fit them), then refuses: the instances are moved into a group the
+// split never created and does not own.
+func TestReview15cStaleRecordMakesAForeignGroupAZoneGroup(t *testing.T) {
+	ctx := context.Background()
+	w := newSplitWorld(t)
+	foreign := split.ZoneGroupName("cassandra", zones[0])
+	stranger := w.recordOfAnother(ctx, t, foreign)
+	s := w.splitter(w.cloud, "run")
+	w.passes(ctx, t, s, 40)
+	for _, i := range w.emu.GroupInstances(foreign) {
+		id := i.ID
+		if id != stranger {
+			t.Errorf("instance %s of cassandra was moved into %s, a group the split did not create (no %s tag)", id, foreign, split.TagFrom)
+		}
+	}
+	if g, _ := w.emu.Group(foreign); g.MaxSize != 1 {
+		t.Errorf("%s: max %d, want 1 as its owner set it", foreign, g.MaxSize)
+	}
+	w.checkNoneLoose(t, "after 40 passes")
+}
