@@ -2,7 +2,6 @@ package hopeless
 
 import (
 	"fmt"
-	"strings"
 	"sync"
 	"testing"
 
@@ -165,4 +164,157 @@ func (l *parkingLot) len0(pod *v1.Pod) bool {
 	return ok
 }
 
-var _ = strings.Contains
+// hookReporter is a recordingReporter that runs during, once, the first
+// time it is told to report a pod while armed: what another goroutine (an
+// informer handler, the queue) does while the re-check is between its
+// snapshot of a key's pods and its re-park of them.
+type hookReporter struct {
+	recordingReporter
+	mu     sync.Mutex
+	during func(reported *v1.Pod)
+}
+
+func (h *hookReporter) report(pod *v1.Pod, message string, gated bool) {
+	h.recordingReporter.report(pod, message, gated)
+	h.mu.Lock()
+	f := h.during
+	h.during = nil
+	h.mu.Unlock()
+	if f != nil {
+		f(pod)
+	}
+}
+
+// review15dRelease is the release path over a store of nodes, with a pod
+// lister the test fills.
+type review15dRelease struct {
+	store     *shapes.Store
+	verdicts  *verdictCache
+	reporter  *hookReporter
+	parking   *parker
+	activator *recordingActivator
+	release   *releaser
+	pl        *HopelessPods
+	indexer   cache.Indexer
+}
+
+func newReview15dRelease(t *testing.T, nodes ...*v1.Node) *review15dRelease {
+	opts := shapes.FeatureOptions(utilfeature.DefaultFeatureGate)
+	opts.IdentityLabels = sets.New(v1.LabelHostname)
+	f := &review15dRelease{store: shapes.NewStore(opts, false), reporter: &hookReporter{}, activator: &recordingActivator{}}
+	for _, n := range nodes {
+		f.store.UpsertNode(n)
+	}
+	noVolumes := shapes.VolumeLookup{
+		Claim: func(string, string) (*v1.PersistentVolumeClaim, bool) { return nil, false },
+		PV:    func(string) (*v1.PersistentVolume, bool) { return nil, false },
+	}
+	f.verdicts = newVerdictCache(f.store, noVolumes, func() bool { return true }, clock.RealClock{})
+	f.parking = &parker{lot: newParkingLot(), reporter: f.reporter}
+	logger, _ := ktesting.NewTestContext(t)
+	f.indexer = cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
+	f.release = newReleaser(f.store, f.verdicts, f.parking, f.activator, corelisters.NewPodLister(f.indexer), func() bool { return true }, logger)
+	f.pl = &HopelessPods{gateAtPreEnqueue: true, verdicts: f.verdicts, parking: f.parking, recheck: f.release.requestRecheck}
+	return f
+}
+
+// TestReview15dRecheckReparksAPodDeletedMeanwhile: recheckParked takes the
+// pods of a key whose reason changed (withVerdict) and re-parks them one by
+// one, unconditionally. A pod deleted between the snapshot and its re-park
+// (the pod informer's DeleteFunc -> podGone -> parker.forget, on the
+// informer's goroutine, while the re-check loop runs on its own) is put back
+// in the lot: forget is never called for it again, so it stays in the lot,
+// byVerdict and the parked-pods metric for good, is judged in every re-check,
+// gets a status write queued, and its owner's report counts it. Here the
+// node of the CronJob's pool changes its taint (the reason changes); the
+// re-check re-parks the key's two pods, and the CronJob controller deletes
+// one of them while the re-check is between the two.
+func TestReview15dRecheckReparksAPodDeletedMeanwhile(t *testing.T) {
+	f := newReview15dRelease(t, poolNode("n1", "batch", batchTaint))
+	logger, ctx := ktesting.NewTestContext(t)
+	a, b := cronPod("job-a"), cronPod("job-b")
+	for _, p := range []*v1.Pod{a, b} {
+		if s := f.pl.PreEnqueue(ctx, p); s.Code() != fwk.UnschedulableAndUnresolvable {
+			t.Fatalf("setup: PreEnqueue of %s: %v, want parked", p.Name, s)
+		}
+	}
+	f.release.nodeChanged(poolNode("n1", "batch", batchTaint), poolNode("n1", "batch", v1.Taint{Key: "dedicated", Value: "gpu", Effect: v1.TaintEffectNoSchedule}))
+	var deleted *v1.Pod
+	f.reporter.mu.Lock()
+	f.reporter.during = func(reported *v1.Pod) {
+		deleted = a
+		if reported.UID == a.UID {
+			deleted = b
+		}
+		// The pod informer's DeleteFunc (informers.go) -> podGone.
+		f.verdicts.forget(deleted.UID)
+		f.parking.forget(deleted.UID)
+	}
+	f.reporter.mu.Unlock()
+	f.release.recheckParked(logger)
+	if deleted == nil {
+		t.Fatal("setup: the re-check re-parked nobody; the node change should have changed the reason")
+	}
+	if got, ok := f.parking.lot.get(deleted.UID); ok {
+		t.Errorf("%s was deleted (podGone ran) while the re-check was re-parking its key, and is back in the parking lot for good, with %q (lot size %d, want 1)",
+			deleted.Name, got.message, f.parking.lot.len())
+	}
+}
+
+// TestReview15dRecheckOverwritesANewerParkWithAStaleSnapshot: the re-check
+// re-parks each pod of the key with the object of its snapshot (p.pod) and
+// the representative's verdict, over whatever the lot holds by then. When
+// the pod is updated while the re-check runs (a toleration added: a new
+// verdict key) and the queue's PreEnqueue parks the new object under its
+// new key and reason, the re-check puts the old object back under the old
+// key. The lot now judges the pod by its old spec: when a node its new spec
+// fits registers, the re-check judges the old object (hopeless), and the
+// pod is not activated (the plugin registers no node event; it waits for
+// the queue's five-minute flush).
+func TestReview15dRecheckOverwritesANewerParkWithAStaleSnapshot(t *testing.T) {
+	f := newReview15dRelease(t, poolNode("n1", "batch", batchTaint))
+	logger, ctx := ktesting.NewTestContext(t)
+	a, b := cronPod("job-a"), cronPod("job-b")
+	for _, p := range []*v1.Pod{a, b} {
+		if s := f.pl.PreEnqueue(ctx, p); s.Code() != fwk.UnschedulableAndUnresolvable {
+			t.Fatalf("setup: PreEnqueue of %s: %v, want parked", p.Name, s)
+		}
+	}
+	gpuTaint := v1.Taint{Key: "dedicated", Value: "gpu", Effect: v1.TaintEffectNoSchedule}
+	specialTaint := v1.Taint{Key: "dedicated", Value: "special", Effect: v1.TaintEffectNoSchedule}
+	f.release.nodeChanged(poolNode("n1", "batch", batchTaint), poolNode("n1", "batch", gpuTaint))
+	var updated *v1.Pod
+	f.reporter.mu.Lock()
+	f.reporter.during = func(reported *v1.Pod) {
+		other := a
+		if reported.UID == a.UID {
+			other = b
+		}
+		// The user adds a toleration to the other pod (tolerations may be
+		// added to a running spec); the queue's update hint runs PreEnqueue
+		// on the new object, still hopeless (the gpu taint), another key.
+		updated = other.DeepCopy()
+		updated.Spec.Tolerations = append(updated.Spec.Tolerations,
+			v1.Toleration{Key: "dedicated", Operator: v1.TolerationOpEqual, Value: "special", Effect: v1.TaintEffectNoSchedule})
+		if s := f.pl.PreEnqueue(ctx, updated); s.Code() != fwk.UnschedulableAndUnresolvable {
+			t.Errorf("setup: PreEnqueue of the updated %s: %v, want parked", updated.Name, s)
+		}
+	}
+	f.reporter.mu.Unlock()
+	f.release.recheckParked(logger)
+	if updated == nil {
+		t.Fatal("setup: the re-check re-parked nobody; the node change should have changed the reason")
+	}
+	// A node the updated pod tolerates registers in its pool.
+	f.release.nodeChanged(nil, poolNode("n2", "batch", specialTaint))
+	f.release.recheckParked(logger)
+	if v, _, ok := f.verdicts.judge(updated); !ok || v.Hopeless {
+		t.Fatalf("setup: the updated pod's verdict is %+v, want placeable on n2", v)
+	}
+	if !f.activator.has("default/" + updated.Name) {
+		got, parked := f.parking.lot.get(updated.UID)
+		stale := parked && got.pod != updated
+		t.Errorf("%s (updated to tolerate dedicated=special) fits n2, but was not activated: parked=%v, the lot holds its pre-update object: %v, with\n  %q\n(the re-check re-parked its snapshot of the pod over the newer park)",
+			updated.Name, parked, stale, got.message)
+	}
+}
