@@ -2,6 +2,8 @@ package hopeless
 
 import (
 	"fmt"
+	"strings"
+	"time"
 	"sync"
 	"testing"
 
@@ -317,4 +319,70 @@ func TestReview15dRecheckOverwritesANewerParkWithAStaleSnapshot(t *testing.T) {
 		t.Errorf("%s (updated to tolerate dedicated=special) fits n2, but was not activated: parked=%v, the lot holds its pre-update object: %v, with\n  %q\n(the re-check re-parked its snapshot of the pod over the newer park)",
 			updated.Name, parked, stale, got.message)
 	}
+}
+
+// TestReview15dReparkAfterTheSchedulerOverwroteTheCondition: the status
+// writer remembers per pod the message it reported (reported) and writes
+// nothing when the pod is parked again with that message; cancel, on a
+// release, keeps that memory once the write is done ("so that parking the
+// pod again for the same reason writes no second event"). But a released
+// pod gets scheduling attempts, and a failed attempt has the scheduler
+// overwrite the PodScheduled condition with its own message. When the pod
+// becomes hopeless again for the same reason and PreEnqueue parks it, the
+// writer skips it, and the scheduler writes nothing for a pod PreEnqueue
+// rejects: the condition keeps the scheduler's message of the attempt (here
+// naming a node that is gone) instead of Ballast's reason, for as long as
+// the pod stays parked. The write itself would not duplicate anything: it
+// checks the pod's condition (hasCondition) before writing.
+func TestReview15dReparkAfterTheSchedulerOverwroteTheCondition(t *testing.T) {
+	f := newTestPlugin(t, "", poolNode("n1", "batch", batchTaint))
+	activator := &recordingActivator{}
+	f.setActivator(activator)
+	logger, _ := ktesting.NewTestContext(t)
+	pod := cronPod("job-1")
+	f.parkViaPreEnqueue(t, pod)
+	waitFor(t, 5*time.Second, "the parked pod's condition names its reason", func() bool {
+		c := f.podCondition(pod.Name)
+		return c != nil && strings.Contains(c.Message, "dedicated=batch")
+	})
+	// A node of the pool the pod tolerates registers: the pod is released.
+	n2 := poolNode("n2", "batch", batchjobsTaint)
+	f.release.nodeChanged(nil, n2)
+	f.release.recheckParked(logger)
+	waitFor(t, releaseWithin, "the pod activated", func() bool { return activator.has("default/" + pod.Name) })
+	// Its attempt fails (n2 is full); the scheduler writes its condition.
+	cur, err := f.client.CoreV1().Pods("default").Get(f.ctx, pod.Name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	schedulerMsg := "0/2 nodes are available: 1 Insufficient cpu, 1 node(s) had untolerated taint {dedicated: batch}. preemption: 0/2 nodes are available: 1 No preemption victims found for incoming pod, 1 Preemption is not helpful for scheduling."
+	cur.Status.Conditions = []v1.PodCondition{{Type: v1.PodScheduled, Status: v1.ConditionFalse, Reason: v1.PodReasonUnschedulable, Message: schedulerMsg}}
+	if cur, err = f.client.CoreV1().Pods("default").UpdateStatus(f.ctx, cur, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// n2 is gone (a spot interruption): the pod is hopeless again, for the
+	// same reason; the queue's flush runs PreEnqueue on it.
+	f.release.nodeDeleted(n2)
+	if s := f.plugin.PreEnqueue(f.ctx, cur); s.Code() != fwk.UnschedulableAndUnresolvable {
+		t.Fatalf("setup: PreEnqueue after n2 is gone: %v, want parked", s)
+	}
+	ok := func() bool {
+		c := f.podCondition(pod.Name)
+		return c != nil && strings.Contains(c.Message, "dedicated=batch") && strings.HasPrefix(c.Message, shapes.MessagePrefix)
+	}
+	for deadline := time.Now().Add(5 * time.Second); !ok() && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !ok() {
+		p, _ := f.plugin.parking.lot.get(pod.UID)
+		t.Errorf("5s after the pod was parked again (lot: %q), its PodScheduled condition still says the scheduler's message of its released attempt:\n  %q\n(the writer remembered it had reported this reason before the release, and skipped the write)",
+			p.message, f.conditionMessage(pod.Name))
+	}
+}
+
+func (f *testPlugin) conditionMessage(name string) string {
+	if c := f.podCondition(name); c != nil {
+		return c.Message
+	}
+	return ""
 }
