@@ -3,9 +3,9 @@ package hopeless
 import (
 	"fmt"
 	"strings"
-	"time"
 	"sync"
 	"testing"
+	"time"
 
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
