@@ -135,8 +135,11 @@ func (r *releaser) activate(parked []parkedPod) {
 		case !ok || !v.Hopeless:
 			pods[p.name()] = pod
 			r.parking.unpark(pod.UID)
-		case v.Message != p.message:
-			// A new reason gets the condition too, whoever wrote the old one.
+		case v.Message != p.message || key != p.key:
+			// A new reason gets the condition too, whoever wrote the old
+			// one. A new key (its claim bound since it was parked) moves
+			// the pod to the lot entry of its key, even with the same
+			// reason: the re-check judges a key's pods by one of them.
 			r.parking.park(pod, key, v, true)
 		}
 	}
@@ -238,26 +241,57 @@ func (r *releaser) recheckParked(logger klog.Logger) {
 			full = true
 		}
 		v, key, ok := r.verdicts.judge(rep.pod)
-		if ok && v.Hopeless && v.Message == rep.message {
+		if ok && v.Hopeless && v.Message == rep.message && key == rep.key {
 			continue
 		}
 		done[rep.key] = true
-		for _, p := range r.parking.lot.withVerdict(rep.key) {
-			if !ok || !v.Hopeless {
-				release[p.name()] = p.pod
-				r.parking.unpark(p.pod.UID)
-				continue
-			}
-			if p.message == v.Message && key == rep.key {
-				continue // parked after the change, with the current reason
-			}
-			// A new reason gets the condition too, whoever wrote the old one.
-			r.parking.park(p.pod, key, v, true)
-		}
+		r.recheckKey(rep.key, rep, v, key, ok, release)
 	}
 	if len(release) > 0 {
 		logger.V(2).Info("Releasing parked pods that may have become schedulable", "count", len(release))
 		r.activator.Activate(logger, release)
+	}
+}
+
+// recheckKey brings the parked pods of lot key lotKey up to date, given the
+// verdict (v, key, ok) of rep, one of them. The verdict of a key is applied
+// only to the pods whose key still is the one judged: a pod's key can drift
+// while it is parked (its claim bound since, with the same reason, so that
+// nothing moved it), and a drifted pod is judged on its own. Keys are
+// cached per pod object, so checking each pod's costs a map lookup; only a
+// drifted pod costs a verdict of its own.
+func (r *releaser) recheckKey(lotKey verdictKey, rep parkedPod, v shapes.Verdict, key verdictKey, ok bool, release map[string]*v1.Pod) {
+	type verdictOf struct {
+		v   shapes.Verdict
+		key verdictKey
+		ok  bool
+	}
+	var group *verdictOf // the verdict of the pods whose key is lotKey
+	if key == lotKey {
+		group = &verdictOf{v, key, ok}
+	}
+	for _, p := range r.parking.lot.withVerdict(lotKey) {
+		var pv verdictOf
+		if p.pod == rep.pod {
+			pv = verdictOf{v, key, ok}
+		} else if _, cur := r.verdicts.requirements(p.pod); cur == lotKey && group != nil {
+			pv = *group
+		} else {
+			pv.v, pv.key, pv.ok = r.verdicts.judge(p.pod)
+			if pv.key == lotKey && group == nil {
+				group = &pv
+			}
+		}
+		if !pv.ok || !pv.v.Hopeless {
+			release[p.name()] = p.pod
+			r.parking.unpark(p.pod.UID)
+			continue
+		}
+		if p.message == pv.v.Message && pv.key == p.key {
+			continue // parked after the change, with the current reason
+		}
+		// A new reason gets the condition too, whoever wrote the old one.
+		r.parking.park(p.pod, pv.key, pv.v, true)
 	}
 }
 
