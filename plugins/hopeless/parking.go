@@ -50,6 +50,10 @@ func newParkingLot() *parkingLot {
 func (l *parkingLot) park(pod *v1.Pod, key verdictKey, v shapes.Verdict) (old parkedPod, had bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	return l.parkLocked(pod, key, v)
+}
+
+func (l *parkingLot) parkLocked(pod *v1.Pod, key verdictKey, v shapes.Verdict) (old parkedPod, had bool) {
 	old, had = l.pods[pod.UID]
 	if had {
 		l.removeLocked(pod.UID, old)
@@ -64,6 +68,42 @@ func (l *parkingLot) park(pod *v1.Pod, key verdictKey, v shapes.Verdict) (old pa
 	}
 	insert(l.byVerdict[key], p.message, pod.UID)
 	return old, had
+}
+
+// parkIf re-parks the pod of snap (an entry read earlier) as park does,
+// only if its entry still is snap: the pod was not forgotten (deleted,
+// bound) or parked anew (an updated object, another key or reason) since
+// snap was read. The release path judges snapshots of the lot outside its
+// lock; a stale snapshot must not put back a pod that is gone, nor
+// overwrite a newer park.
+func (l *parkingLot) parkIf(snap parkedPod, pod *v1.Pod, key verdictKey, v shapes.Verdict) (old parkedPod, done bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if cur, had := l.pods[snap.pod.UID]; !had || !sameEntry(cur, snap) {
+		return cur, false
+	}
+	old, _ = l.parkLocked(pod, key, v)
+	return old, true
+}
+
+// unparkIf forgets the pod of snap only if its entry still is snap.
+func (l *parkingLot) unparkIf(snap parkedPod) (parkedPod, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	cur, had := l.pods[snap.pod.UID]
+	if !had || !sameEntry(cur, snap) {
+		return cur, false
+	}
+	l.removeLocked(snap.pod.UID, cur)
+	return cur, true
+}
+
+// sameEntry reports whether entry cur is the one snap was read as: the same
+// pod object (or version of it), key and message.
+func sameEntry(cur, snap parkedPod) bool {
+	samePod := cur.pod == snap.pod ||
+		(cur.pod.UID == snap.pod.UID && cur.pod.ResourceVersion != "" && cur.pod.ResourceVersion == snap.pod.ResourceVersion)
+	return samePod && cur.key == snap.key && cur.message == snap.message
 }
 
 // unpark forgets pod uid; it returns the entry, if the pod was parked.
@@ -195,6 +235,33 @@ type parker struct {
 // reason changed).
 func (p *parker) park(pod *v1.Pod, key verdictKey, v shapes.Verdict, gated bool) {
 	old, had := p.lot.park(pod, key, v)
+	p.parked(pod, v, gated, old, had)
+}
+
+// reparkIf parks pod as park does, only if the lot's entry of it still is
+// snap (parkingLot.parkIf); it reports whether it did.
+func (p *parker) reparkIf(snap parkedPod, pod *v1.Pod, key verdictKey, v shapes.Verdict, gated bool) bool {
+	old, done := p.lot.parkIf(snap, pod, key, v)
+	if done {
+		p.parked(pod, v, gated, old, true)
+	}
+	return done
+}
+
+// unparkIf unparks the pod of snap as unpark does, only if the lot's entry
+// of it still is snap; it reports whether it did.
+func (p *parker) unparkIf(snap parkedPod) bool {
+	old, done := p.lot.unparkIf(snap)
+	if done {
+		metricParked.WithLabelValues(string(old.reason)).Dec()
+		p.reporter.cancel(snap.pod.UID)
+	}
+	return done
+}
+
+// parked keeps the metric and the report in step with a park that replaced
+// old (had: there was one).
+func (p *parker) parked(pod *v1.Pod, v shapes.Verdict, gated bool, old parkedPod, had bool) {
 	if !had || old.reason != v.Reason {
 		metricParked.WithLabelValues(string(v.Reason)).Inc()
 		if had {

@@ -133,14 +133,17 @@ func (r *releaser) activate(parked []parkedPod) {
 		v, key, ok := r.verdicts.judge(pod)
 		switch {
 		case !ok || !v.Hopeless:
-			pods[p.name()] = pod
-			r.parking.unpark(pod.UID)
+			// Only the entry read: a pod parked anew meanwhile was judged
+			// by whoever parked it, a pod forgotten is gone.
+			if r.parking.unparkIf(p) {
+				pods[p.name()] = pod
+			}
 		case v.Message != p.message || key != p.key:
 			// A new reason gets the condition too, whoever wrote the old
 			// one. A new key (its claim bound since it was parked) moves
 			// the pod to the lot entry of its key, even with the same
 			// reason: the re-check judges a key's pods by one of them.
-			r.parking.park(pod, key, v, true)
+			r.parking.reparkIf(p, pod, key, v, true)
 		}
 	}
 	if len(pods) > 0 {
@@ -282,16 +285,20 @@ func (r *releaser) recheckKey(lotKey verdictKey, rep parkedPod, v shapes.Verdict
 				group = &pv
 			}
 		}
+		// The snapshot is judged outside the lot's lock: a pod may have
+		// been forgotten (deleted, bound) or parked anew (updated) since;
+		// it is unparked or re-parked only if its entry still is p.
 		if !pv.ok || !pv.v.Hopeless {
-			release[p.name()] = p.pod
-			r.parking.unpark(p.pod.UID)
+			if r.parking.unparkIf(p) {
+				release[p.name()] = p.pod
+			}
 			continue
 		}
 		if p.message == pv.v.Message && pv.key == p.key {
 			continue // parked after the change, with the current reason
 		}
 		// A new reason gets the condition too, whoever wrote the old one.
-		r.parking.park(p.pod, pv.key, pv.v, true)
+		r.parking.reparkIf(p, p.pod, pv.key, pv.v, true)
 	}
 }
 
