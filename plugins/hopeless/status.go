@@ -51,6 +51,11 @@ type statusWriter struct {
 
 	mu       sync.Mutex
 	reported map[types.UID]string
+	// released holds the pods released after their report was written:
+	// their attempts since may have had the scheduler overwrite the
+	// condition, so a park for the reported reason writes it again (an
+	// event is still written once per pod and reason).
+	released map[types.UID]struct{}
 	pending  map[types.UID]statusItem
 	// writing is the item being written per pod; cancel removes it, and
 	// the write checks it is still there right before each API call, so
@@ -119,6 +124,7 @@ func newStatusWriter(client kubernetes.Interface, recorder events.EventRecorderL
 		clock:    clk,
 		leading:  newLeaderCheck(legacyregistry.DefaultGatherer, nil).leading,
 		reported: map[types.UID]string{},
+		released: map[types.UID]struct{}{},
 		pending:  map[types.UID]statusItem{},
 		writing:  map[types.UID]*statusItem{},
 	}
@@ -138,7 +144,16 @@ func (w *statusWriter) report(pod *v1.Pod, message string, gated bool) {
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.reported[pod.UID] == message {
+	_, released := w.released[pod.UID]
+	delete(w.released, pod.UID)
+	if reported, ok := w.reported[pod.UID]; ok && reported == message {
+		if released && gated {
+			// Parked again for the reason reported before its release:
+			// no second event, but the condition again (the write skips
+			// it if it is still there).
+			w.pending[pod.UID] = statusItem{pod: pod, message: message, gated: true}
+			w.queue.Add(pod.UID)
+		}
 		return
 	}
 	w.reported[pod.UID] = message
@@ -152,7 +167,8 @@ func (w *statusWriter) report(pod *v1.Pod, message string, gated bool) {
 
 // cancel drops the write still queued for a released pod. What was already
 // written stays reported, so that parking the pod again for the same reason
-// writes no second event.
+// writes no second event; but its condition is written again then (the
+// scheduler may have overwritten it in an attempt since).
 func (w *statusWriter) cancel(uid types.UID) {
 	if w.owners != nil {
 		w.owners.remove(uid)
@@ -165,6 +181,8 @@ func (w *statusWriter) cancel(uid types.UID) {
 		delete(w.pending, uid)
 		delete(w.writing, uid)
 		delete(w.reported, uid)
+	} else if _, ok := w.reported[uid]; ok {
+		w.released[uid] = struct{}{}
 	}
 }
 
@@ -176,6 +194,7 @@ func (w *statusWriter) forget(uid types.UID) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	delete(w.reported, uid)
+	delete(w.released, uid)
 	delete(w.pending, uid)
 	delete(w.writing, uid)
 }
