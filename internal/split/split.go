@@ -889,12 +889,25 @@ func steps(snap *snapshot, sel asg.Selector) (p plan, err error) {
 	}
 
 	// 1. Before any other write, keep AWS from replacing, removing or
-	// rebalancing capacity of the group.
+	// rebalancing capacity of the group. (Before the split has begun,
+	// AZRebalance is suspended first, then the per-zone groups of step 3
+	// are created, then Launch and Terminate suspended: see below.)
+	first := len(p.steps)
 	var suspend []string
 	for _, proc := range suspended {
 		if !old.Suspended(proc) {
 			suspend = append(suspend, proc)
 		}
+	}
+	if !begun && len(suspend) > 1 && slices.Contains(suspend, asg.ProcessAZRebalance) {
+		// AZRebalance first, on its own: it stays suspended even if the
+		// per-zone groups cannot be created (as the balancer keeps it on
+		// every group that spans zones).
+		add(name, "SuspendProcesses", asg.ProcessAZRebalance, func(ctx context.Context, c Cloud) error {
+			return c.SuspendProcesses(ctx, name, asg.ProcessAZRebalance)
+		})
+		suspend = slices.DeleteFunc(suspend, func(p string) bool { return p == asg.ProcessAZRebalance })
+		first = len(p.steps)
 	}
 	if len(suspend) > 0 {
 		add(name, "SuspendProcesses", strings.Join(suspend, ","), func(ctx context.Context, c Cloud) error { return c.SuspendProcesses(ctx, name, suspend...) })
@@ -1019,6 +1032,24 @@ func steps(snap *snapshot, sel asg.Selector) (p plan, err error) {
 				return c.UpdateGroupSize(ctx, zname, asg.Sizes{Max: ptr.To(m)})
 			})
 		}
+	}
+
+	// Before the split has begun, the per-zone groups are created (and
+	// hooked) before steps 1 and 2, AZRebalance aside: a creation AWS refuses for good (iam:PassRole on a
+	// hook's role) then leaves the group as it was, able to launch and
+	// terminate with its minimum, rather than suspended and zeroed by a
+	// split that cannot go on. A crash after the creation leaves groups
+	// tagged split-from, which the next pass takes as the split's.
+	if !begun {
+		var create, rest []step
+		for _, st := range p.steps[first:] {
+			if st.Target != "asg/"+name { // step 3: the per-zone groups
+				create = append(create, st)
+			} else {
+				rest = append(rest, st)
+			}
+		}
+		p.steps = append(append(p.steps[:first], create...), rest...)
 	}
 
 	imagesTag := old.Tags[TagImages]
