@@ -12,6 +12,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/ballast-k8s/ballast/internal/asg"
+	"github.com/ballast-k8s/ballast/internal/split"
 )
 
 // Event reasons.
@@ -58,6 +59,10 @@ func msgSplitStranded(g *asg.Group, stranded []string) string {
 
 func msgSplitLocked(g *asg.Group, err error) string {
 	return fmt.Sprintf("Split of Auto Scaling group %s waits: %v", g.Name, err)
+}
+
+func msgSplitWarning(g *asg.Group, st split.Step) string {
+	return fmt.Sprintf("Split of Auto Scaling group %s goes on without %s %s %s, which AWS refused: %s", g.Name, st.Target, st.Verb, st.Detail, st.Warning)
 }
 
 func msgSplitFailed(g *asg.Group, err error) string {

@@ -78,6 +78,11 @@ func (b *Balancer) splitGroup(ctx context.Context, g *asg.Group, w *warnings) (c
 	if len(res.Steps) > 0 {
 		w.normal(ReasonSplitGroup, "%s", msgSplitSteps(g, len(res.Steps)))
 	}
+	for _, st := range res.Steps {
+		if st.Warning != "" {
+			w.warn(ReasonSplitBlocked, "%s", msgSplitWarning(g, st))
+		}
+	}
 	if err == nil || len(res.Stranded) > 0 {
 		b.metrics.splitStranded.WithLabelValues(g.Name).Set(float64(len(res.Stranded)))
 	}
@@ -92,7 +97,7 @@ func (b *Balancer) splitGroup(ctx context.Context, g *asg.Group, w *warnings) (c
 		// Bad input, reported: not a failure of the loop, which would
 		// fail every loop (and the liveness probe) until the operator acts.
 		w.warn(ReasonSplitBlocked, "%s", msgSplitFailed(g, err))
-		return false, nil
+		return len(res.Steps) > 0, nil
 	case err != nil:
 		w.warn(ReasonSplitBlocked, "%s", msgSplitFailed(g, err))
 		return len(res.Steps) > 0, err

@@ -120,10 +120,13 @@ type Cloud interface {
 
 var _ Cloud = (*asg.Client)(nil)
 
-// ErrRefused wraps the refusal to split a group as it stands (no room for
-// the split's tags, a malformed split-sizes tag, a group named like a
-// per-zone group that the split did not create): bad input that no pass
-// changes until the operator does; the refused pass writes nothing.
+// ErrRefused wraps the refusal to split a group as it stands (no such
+// group, a group in one zone, no room for the split's tags, a malformed
+// split-sizes tag, a group named like a per-zone group that the split did
+// not create, a lifecycle hook AWS refused to put on a per-zone group):
+// bad input that no pass changes until the operator does. A pass refused
+// before the split began writes nothing; once it has begun, the batch in
+// flight is finished first, and the refusal comes before the next batch.
 var ErrRefused = errors.New("not splitting")
 
 // ZoneGroupName is the name of the group of zone split from group.
@@ -137,7 +140,18 @@ type Step struct {
 	Target string // "asg/<name>"
 	Verb   string // the Auto Scaling action
 	Detail string
+	// Warning is set when AWS refused the step and the split went on
+	// without it (a per-zone group's hook, see step 3): it is reported,
+	// and is no progress.
+	Warning string
 }
+
+// warning is the error of a step that AWS refused and the split goes on
+// without: run reports it and makes the next steps.
+type warning struct{ err error }
+
+func (w *warning) Error() string { return w.err.Error() }
+func (w *warning) Unwrap() error { return w.err }
 
 // Result is what one pass did or would do.
 type Result struct {
@@ -234,7 +248,7 @@ func (s *Splitter) Pass(ctx context.Context, group string) (Result, error) {
 		logger.Info("Warning: ignoring and deleting a malformed per-instance split record", "tag", k, "reason", snap.badRecords[k])
 	}
 	for _, zg := range snap.untagged {
-		logger.Info("Warning: a per-zone group lost its split-from tag; the split's records name it, so it is still taken as the split's", "zoneGroup", zg, "tag", TagFrom)
+		logger.Info("Warning: a per-zone group lost its split-from tag; it holds instances of the batch in flight, so it is still taken as the split's", "zoneGroup", zg, "tag", TagFrom)
 	}
 	for _, id := range sortedKeys(snap.elsewhere) {
 		logger.Info("Warning: ignoring and deleting a per-instance split record of an instance of another group", "instance", id, "memberOf", snap.elsewhere[id])
@@ -308,6 +322,12 @@ func (s *Splitter) run(ctx context.Context, group string, todo []step, g *guard,
 			}
 		}
 		if err := s.do(ctx, st, g); err != nil {
+			if w := (*warning)(nil); errors.As(err, &w) {
+				logger.Info("Warning: AWS refused a split step; the split goes on without it", "target", st.Target, "action", st.Verb, "detail", st.Detail, "err", w.err)
+				st.Step.Warning = w.Error()
+				res.Steps = append(res.Steps, st.Step)
+				continue
+			}
 			res.Done = false
 			return res, fmt.Errorf("splitting %s: %s %s %s: %w", group, st.Target, st.Verb, st.Detail, err)
 		}
@@ -438,9 +458,8 @@ type snapshot struct {
 	// the split neither tagged (TagFrom) nor recorded: steps refuses them,
 	// at once before the split begins, after the batch in flight once it has.
 	foreign map[string]*asg.Group
-	// untagged are the per-zone groups without their TagFrom that the
-	// split's records name (the zone of the batch in flight or of a
-	// per-instance record, or an instance they name): taken as the split's.
+	// untagged are the per-zone groups without their TagFrom that hold an
+	// instance of the batch in flight (TagState): taken as the split's.
 	untagged []string
 }
 
@@ -458,7 +477,7 @@ func (s *Splitter) snapshot(ctx context.Context, group string) (*snapshot, error
 		return nil, err
 	}
 	if len(groups) == 0 {
-		return nil, fmt.Errorf("auto scaling group %s not found", group)
+		return nil, fmt.Errorf("%w: auto scaling group %s not found", ErrRefused, group)
 	}
 	snap := &snapshot{old: groups[0], zones: slices.Sorted(slices.Values(groups[0].Zones)),
 		zoneGroups: map[string]*asg.Group{}, foreign: map[string]*asg.Group{}, zoneHooks: map[string][]asg.Hook{}, ec2State: map[string]string{}, unmovable: map[string]string{},
@@ -482,20 +501,24 @@ func (s *Splitter) snapshot(ctx context.Context, group string) (*snapshot, error
 			}
 		}
 	}
-	// What the split recorded: the zones and instances of the batch in
-	// flight and of the per-instance records. A group of such a zone, or
-	// holding such an instance, is the split's even without its TagFrom
-	// (pruned by a tool that manages the group's tags, or by hand).
-	recZones, recIDs := map[string]bool{}, map[string]bool{}
+	// What the split recorded: the zones of the batch in flight and of the
+	// per-instance records (their groups are described, see below), and the
+	// instances of the batch in flight named in TagState. An untagged group
+	// holding such an instance is the split's even without its TagFrom
+	// (pruned by a tool that manages the group's tags, or by hand): only the
+	// split attaches the instances of its batch in flight. A per-instance
+	// record never makes a group the split's: a stale record may name an
+	// instance of another group, named like a per-zone group.
+	recZones, flightIDs := map[string]bool{}, map[string]bool{}
 	if z, batch, ok := parseMove(snap.old.Tags[TagState]); ok {
 		recZones[z] = true
 		for _, m := range batch {
-			recIDs[m.id] = true
+			flightIDs[m.id] = true
 		}
 	}
-	for id, v := range records(snap.old.Tags) {
+	for _, v := range records(snap.old.Tags) {
 		z, _ := strings.CutSuffix(v, protectedMark)
-		recZones[z], recIDs[id] = true, true
+		recZones[z] = true
 	}
 	// The per-zone groups of the group's zones, and those of the zones the
 	// records name: a zone dropped from the group while its batch was in
@@ -522,7 +545,7 @@ func (s *Splitter) snapshot(ctx context.Context, group string) (*snapshot, error
 		zg := &zgs[i]
 		z := strings.TrimPrefix(zg.Name, group+"-")
 		if zg.Tags[TagFrom] != group {
-			if !recZones[z] && !slices.ContainsFunc(zg.Instances, func(i asg.GroupInstance) bool { return recIDs[i.ID] }) {
+			if !slices.ContainsFunc(zg.Instances, func(i asg.GroupInstance) bool { return flightIDs[i.ID] }) {
 				snap.foreign[z] = zg
 				continue
 			}
@@ -583,9 +606,10 @@ func (s *Splitter) snapshot(ctx context.Context, group string) (*snapshot, error
 			return nil, err
 		}
 		for _, m := range ms {
-			// Only the exact per-zone groups are the split's: another
-			// group may be named "<group>-something" too.
-			if slices.Contains(recorded, m.ID) && m.Group != group && !slices.Contains(names, m.Group) {
+			// Only the split's per-zone groups are the split's: another
+			// group may be named "<group>-something" too, or like a
+			// per-zone group (foreign).
+			if slices.Contains(recorded, m.ID) && m.Group != group && !slices.ContainsFunc(sortedKeys(snap.zoneGroups), func(z string) bool { return snap.zoneGroups[z].Name == m.Group }) {
 				snap.elsewhere[m.ID] = m.Group
 			}
 		}
@@ -807,7 +831,7 @@ func steps(snap *snapshot, sel asg.Selector) (p plan, err error) {
 		return p, nil
 	}
 	if len(snap.zones) < 2 && state == "" {
-		return p, fmt.Errorf("group %s spans %d zone(s); nothing to split", name, len(snap.zones))
+		return p, fmt.Errorf("%w: group %s spans %d zone(s); nothing to split", ErrRefused, name, len(snap.zones))
 	}
 	// refuse is a refusal that, once the split has begun, waits for the
 	// batch in flight to be attached: a split-sizes tag edited mid-split,
@@ -865,12 +889,25 @@ func steps(snap *snapshot, sel asg.Selector) (p plan, err error) {
 	}
 
 	// 1. Before any other write, keep AWS from replacing, removing or
-	// rebalancing capacity of the group.
+	// rebalancing capacity of the group. (Before the split has begun,
+	// AZRebalance is suspended first, then the per-zone groups of step 3
+	// are created, then Launch and Terminate suspended: see below.)
+	first := len(p.steps)
 	var suspend []string
 	for _, proc := range suspended {
 		if !old.Suspended(proc) {
 			suspend = append(suspend, proc)
 		}
+	}
+	if !begun && len(suspend) > 1 && slices.Contains(suspend, asg.ProcessAZRebalance) {
+		// AZRebalance first, on its own: it stays suspended even if the
+		// per-zone groups cannot be created (as the balancer keeps it on
+		// every group that spans zones).
+		add(name, "SuspendProcesses", asg.ProcessAZRebalance, func(ctx context.Context, c Cloud) error {
+			return c.SuspendProcesses(ctx, name, asg.ProcessAZRebalance)
+		})
+		suspend = slices.DeleteFunc(suspend, func(p string) bool { return p == asg.ProcessAZRebalance })
+		first = len(p.steps)
 	}
 	if len(suspend) > 0 {
 		add(name, "SuspendProcesses", strings.Join(suspend, ","), func(ctx context.Context, c Cloud) error { return c.SuspendProcesses(ctx, name, suspend...) })
@@ -946,6 +983,7 @@ func steps(snap *snapshot, sel asg.Selector) (p plan, err error) {
 			tags[k] = v
 		}
 	}
+	var hooksMissing []string // set by the hook puts AWS refused this pass
 	for _, z := range snap.zones {
 		zname := ZoneGroupName(name, z)
 		zg := snap.zoneGroups[z]
@@ -970,11 +1008,20 @@ func steps(snap *snapshot, sel asg.Selector) (p plan, err error) {
 				onlyTarget := slices.ContainsFunc(snap.zoneHooks[z], func(x asg.Hook) bool {
 					return x.Name == h.Name && x.Transition == h.Transition && x.HeartbeatTimeout == h.HeartbeatTimeout && x.DefaultResult == h.DefaultResult
 				})
+				// A wholly new hook refused once the split has begun (a batch
+				// may be in flight) is no reason either: the batch in flight
+				// is attached and finished, and the split refuses before the
+				// next batch (hooksMissing) until the hook is in place.
 				add(zname, "PutLifecycleHook", h.Name+" "+h.Transition, func(ctx context.Context, c Cloud) error {
 					err := c.PutLifecycleHook(ctx, h)
-					if err != nil && onlyTarget {
-						klog.FromContext(ctx).Info("Warning: cannot give a per-zone group's hook the notification target of the split group's; its consumer is not notified of that group's instances until it has it", "group", zname, "hook", h.Name, "target", h.NotificationTargetARN, "err", err)
+					switch {
+					case err == nil:
 						return nil
+					case onlyTarget:
+						return &warning{fmt.Errorf("cannot give the hook %s of %s the notification target %s of the split group's; its consumer is not notified of that group's instances until it has it: %w", h.Name, zname, h.NotificationTargetARN, err)}
+					case begun:
+						hooksMissing = append(hooksMissing, fmt.Sprintf("%s on %s (%v)", h.Name, zname, err))
+						return &warning{fmt.Errorf("cannot put the hook %s on %s; the batch in flight is finished, and no next batch is moved until the hook is in place: %w", h.Name, zname, err)}
 					}
 					return err
 				})
@@ -985,6 +1032,24 @@ func steps(snap *snapshot, sel asg.Selector) (p plan, err error) {
 				return c.UpdateGroupSize(ctx, zname, asg.Sizes{Max: ptr.To(m)})
 			})
 		}
+	}
+
+	// Before the split has begun, the per-zone groups are created (and
+	// hooked) before steps 1 and 2, AZRebalance aside: a creation AWS refuses for good (iam:PassRole on a
+	// hook's role) then leaves the group as it was, able to launch and
+	// terminate with its minimum, rather than suspended and zeroed by a
+	// split that cannot go on. A crash after the creation leaves groups
+	// tagged split-from, which the next pass takes as the split's.
+	if !begun {
+		var create, rest []step
+		for _, st := range p.steps[first:] {
+			if st.Target != "asg/"+name { // step 3: the per-zone groups
+				create = append(create, st)
+			} else {
+				rest = append(rest, st)
+			}
+		}
+		p.steps = append(append(p.steps[:first], create...), rest...)
 	}
 
 	imagesTag := old.Tags[TagImages]
@@ -1275,6 +1340,22 @@ func steps(snap *snapshot, sel asg.Selector) (p plan, err error) {
 		}
 		return plan{}, refuse
 	}
+	// A hook AWS refused to put on a per-zone group this pass (step 3):
+	// nothing after the batch before is made without it.
+	gate := len(p.steps)
+	defer func() {
+		if err != nil || len(p.steps) <= gate {
+			return
+		}
+		next := p.steps[gate].do
+		p.steps[gate].do = func(ctx context.Context, c Cloud) error {
+			if len(hooksMissing) > 0 {
+				return fmt.Errorf("%w: AWS refused to put the split group's lifecycle hooks on its per-zone groups: %s; the split goes on once they are in place (grant the splitter iam:PassRole on the hook's role, see docs/operations.md)",
+					ErrRefused, strings.Join(hooksMissing, "; "))
+			}
+			return next(ctx, c)
+		}
+	}()
 
 	// 5. The next batch, cut to fit in the state tag and one call: record
 	// it, then detach it; it is attached by a later pass, once detached.

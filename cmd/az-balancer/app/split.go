@@ -72,7 +72,7 @@ func runSplit(ctx context.Context, cloud split.Cloud, opts split.Options, group 
 		case err == nil && res.Done:
 			release(logger, s, group)
 			return nil
-		case err == nil && len(res.Steps) == 0 && len(res.Stranded) > 0:
+		case err == nil && !progress(res.Steps) && len(res.Stranded) > 0:
 			// Nothing moves until a person replaces them: say so and stop.
 			release(logger, s, group)
 			return onRecord(logger, cloud, group, fmt.Errorf("split of %s stops: these instances stay in it, as AWS would not attach them to a per-zone group; replace them (drain their nodes, terminate the instances) and run split again: %s",
@@ -177,4 +177,16 @@ func actions(steps []split.Step) []balancer.Action {
 		out = append(out, balancer.Action{Target: s.Target, Verb: s.Verb, Detail: s.Detail})
 	}
 	return out
+}
+
+// progress reports whether a pass made a step that moved the split on: a
+// step AWS refused and the split went on without (Warning) is no progress,
+// and may repeat on every pass.
+func progress(steps []split.Step) bool {
+	for _, st := range steps {
+		if st.Warning == "" {
+			return true
+		}
+	}
+	return false
 }
