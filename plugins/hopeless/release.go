@@ -3,6 +3,7 @@ package hopeless
 import (
 	"context"
 	"maps"
+	"slices"
 	"sync"
 
 	v1 "k8s.io/api/core/v1"
@@ -229,19 +230,27 @@ func (r *releaser) recheckParked(logger klog.Logger) {
 	}
 	release := map[string]*v1.Pod{}
 	done := map[verdictKey]bool{} // keys whose every pod was brought up to date
+	moved := false                // the store took a change while the deltas were weighed
 	for _, rep := range r.parking.lot.onePerMessage() {
 		if done[rep.key] {
 			continue
 		}
-		if !full && !r.nodesMatter(rep, deltas) {
-			gen, memberGen := r.store.Generations()
-			if (storeGenerations{gen, memberGen}) == at {
+		if !full {
+			if moved {
+				continue // weighed again, with the later changes, next time
+			}
+			if !r.nodesMatter(rep, deltas) {
+				gen, memberGen := r.store.Generations()
+				if (storeGenerations{gen, memberGen}) != at {
+					// The store took a change while this verdict was
+					// weighed: the untouched node that witnessed it
+					// may be that change's. It and the rest are weighed
+					// again with these deltas and the later ones
+					// together, none of which can witness for another.
+					moved = true
+				}
 				continue
 			}
-			// The store took a change the next re-check weighs while
-			// these were weighed: the node an untouched one seemed to
-			// be may be it. This verdict and the rest are judged.
-			full = true
 		}
 		v, key, ok := r.verdicts.judge(rep.pod)
 		if ok && v.Hopeless && v.Message == rep.message && key == rep.key {
@@ -254,6 +263,24 @@ func (r *releaser) recheckParked(logger klog.Logger) {
 		logger.V(2).Info("Releasing parked pods that may have become schedulable", "count", len(release))
 		r.activator.Activate(logger, release)
 	}
+	if moved {
+		r.weighAgain(deltas)
+	}
+}
+
+// weighAgain puts node changes back before those recorded since, for the
+// next re-check to weigh them together. Judging every verdict instead, as
+// once done, made a re-check long enough for the next node change to land
+// in it, so that on a churning cluster every re-check judged them all.
+func (r *releaser) weighAgain(deltas []shapes.NodeChange) {
+	r.mu.Lock()
+	if len(deltas)+len(r.deltas) <= maxDeltas {
+		r.deltas = append(slices.Clip(deltas), r.deltas...)
+	} else {
+		r.full = true
+	}
+	r.mu.Unlock()
+	r.wake()
 }
 
 // recheckKey brings the parked pods of lot key lotKey up to date, given the
