@@ -139,7 +139,7 @@ func build(ctx context.Context, args *v1alpha1.HopelessPodsArgs, h fwk.Handle, e
 		// The informer's copy will do: the patch carries its resourceVersion.
 		return podLister.Pods(namespace).Get(name)
 	}
-	c.status.leading = newLeaderCheck(legacyregistry.DefaultGatherer, election).leading
+	c.status.leading = newLeaderCheck(legacyregistry.DefaultGatherer, election, clk).leading
 	parking := &parker{lot: newParkingLot(), reporter: c.status}
 	verdicts := newVerdictCache(c.store, volumes, c.informers.synced, clk)
 	c.release = newReleaser(c.store, verdicts, parking, h, podLister, c.informers.synced, logger)

@@ -68,6 +68,10 @@ type statusItem struct {
 	message string
 	gated   bool // write the condition
 	event   bool // write the pod's own event
+	// again: the pod was parked again for the reason reported before its
+	// release; a scheduling attempt since may have overwritten the
+	// condition, later than the informer's copy knows.
+	again bool
 }
 
 const (
@@ -122,7 +126,7 @@ func newStatusWriter(client kubernetes.Interface, recorder events.EventRecorderL
 		limiter:  flowcontrol.NewTokenBucketRateLimiter(float32(qps), burst),
 		queue:    workqueue.NewTyped[types.UID](),
 		clock:    clk,
-		leading:  newLeaderCheck(legacyregistry.DefaultGatherer, nil).leading,
+		leading:  newLeaderCheck(legacyregistry.DefaultGatherer, nil, clk).leading,
 		reported: map[types.UID]string{},
 		released: map[types.UID]struct{}{},
 		pending:  map[types.UID]statusItem{},
@@ -151,7 +155,7 @@ func (w *statusWriter) report(pod *v1.Pod, message string, gated bool) {
 			// Parked again for the reason reported before its release:
 			// no second event, but the condition again (the write skips
 			// it if it is still there).
-			w.pending[pod.UID] = statusItem{pod: pod, message: message, gated: true}
+			w.pending[pod.UID] = statusItem{pod: pod, message: message, gated: true, again: true}
 			w.queue.Add(pod.UID)
 		}
 		return
@@ -270,6 +274,21 @@ func (w *statusWriter) write(ctx context.Context, item *statusItem) {
 		// Released while the write waited.
 		return
 	}
+	if item.gated && hasCondition(pod, item.message) && item.again {
+		// The informer's copy may still hold the condition as reported
+		// before the release: ask the API server.
+		pod, err = w.client.CoreV1().Pods(item.pod.Namespace).Get(ctx, item.pod.Name, metav1.GetOptions{})
+		if err != nil && !apierrors.IsNotFound(err) {
+			metricStatusWrites.WithLabelValues("error").Inc()
+			logger.Error(err, "Reading a parked pod to write its PodScheduled condition again", "pod", klog.KObj(item.pod))
+			w.unreport(item)
+			return
+		}
+		if err != nil || pod.UID != item.pod.UID || pod.Spec.NodeName != "" {
+			metricStatusWrites.WithLabelValues("gone").Inc()
+			return
+		}
+	}
 	if item.gated && hasCondition(pod, item.message) {
 		// Said already, with its event: by this replica before a restart,
 		// or by the previous leader before a failover. One event per pod.
@@ -296,17 +315,22 @@ func (w *statusWriter) write(ctx context.Context, item *statusItem) {
 		default:
 			metricStatusWrites.WithLabelValues("error").Inc()
 			logger.Error(err, "Writing PodScheduled condition of a parked pod", "pod", klog.KObj(pod))
-			// Let a later PreEnqueue report it again.
-			w.mu.Lock()
-			if w.reported[pod.UID] == item.message {
-				delete(w.reported, pod.UID)
-			}
-			w.mu.Unlock()
+			w.unreport(item)
 			return
 		}
 	}
 	if item.event && w.wanted(item) {
 		w.recorder.Eventf(pod, nil, v1.EventTypeWarning, EventReason, "Scheduling", item.message)
+	}
+}
+
+// unreport forgets that item's message was reported, after its write
+// failed: a later PreEnqueue reports it again.
+func (w *statusWriter) unreport(item *statusItem) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.reported[item.pod.UID] == item.message {
+		delete(w.reported, item.pod.UID)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	v1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -224,6 +225,40 @@ func TestReleaseCancelsQueuedWrite(t *testing.T) {
 	h.waitWritten(t, released.Name, false)
 }
 
+// A pod parked again, after its release, for the reason it was reported
+// with gets its condition again when a scheduling attempt overwrote it,
+// even while the informer's copy (what the writer reads first) still holds
+// the condition as reported before the release.
+func TestReparkAfterReleaseReadsPastAStaleCopy(t *testing.T) {
+	pod := cronPod("reparked")
+	h := newHeldWriter(t, pod)
+	h.leader.Store(true)
+	h.report(pod, reasonA, true)
+	h.start()
+	h.waitWritten(t, pod.Name, true)
+	h.waitIdle(t)
+	stale, err := h.client.CoreV1().Pods("default").Get(h.ctx, pod.Name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.cancel(pod.UID) // released; its attempt fails and the scheduler writes its own message
+	attempted := stale.DeepCopy()
+	attempted.Status.Conditions = []v1.PodCondition{{Type: v1.PodScheduled, Status: v1.ConditionFalse, Reason: v1.PodReasonUnschedulable,
+		Message: "0/1 nodes are available: 1 node(s) had untolerated taint {dedicated: batch}."}}
+	if _, err := h.client.CoreV1().Pods("default").UpdateStatus(h.ctx, attempted, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	h.statusWriter.current = func(context.Context, string, string) (*v1.Pod, error) { return stale, nil }
+	h.report(pod, reasonA, true) // hopeless again, for the same reason
+	waitFor(t, 5*time.Second, "the condition written again", func() bool {
+		c := h.podCondition(pod.Name)
+		return c != nil && c.Message == reasonA
+	})
+	if n := len(h.recorder.Events); n != 1 {
+		t.Errorf("%d events, want 1: a pod parked again for its reason gets no second event", n)
+	}
+}
+
 // The plugin cancels the queued write of a pod it releases. (Its writer
 // waits until the informers synced and no elector appeared: time enough
 // for the release.)
@@ -261,20 +296,36 @@ func TestLeaderCheck(t *testing.T) {
 	// every informer handler synced (cmd/kube-scheduler/app/server.go), which
 	// can take minutes on a large cluster: absence is never leadership, for
 	// however long it lasts.
+	// The gauge is read again only leaderRecheck after an answer other
+	// than "leads" (step: the time the check then waits).
+	clk := testingclock.NewFakePassiveClock(time.Now())
+	step := func() { clk.SetTime(clk.Now().Add(leaderRecheck)) }
 	on := &LeaderElection{Enabled: true}
 	empty := prometheus.NewRegistry()
-	standby := newLeaderCheck(empty, on)
+	standby := newLeaderCheck(empty, on, clk)
 	for range 3 {
 		if standby.leading() {
 			t.Fatal("a replica with leader election on leads before its elector exists")
 		}
+		step()
 	}
 	reg, gauge := newGauge()
-	standby = newLeaderCheck(reg, on)
+	gathers := &countingGatherer{Gatherer: reg}
+	standby = newLeaderCheck(gathers, on, clk)
 	gauge.WithLabelValues("kube-scheduler").Set(0)
 	if standby.leading() {
 		t.Error("a standby counts as leader")
 	}
+	for range 10 {
+		clk.SetTime(clk.Now().Add(leaderRecheck / 20))
+		if standby.leading() {
+			t.Error("a standby counts as leader")
+		}
+	}
+	if gathers.n != 1 {
+		t.Errorf("a standby asked %d times within %v gathered the registry %d times, want once", 11, leaderRecheck/2, gathers.n)
+	}
+	step()
 	// Another elector in the same process (none in kube-scheduler, whose
 	// elector is always named kube-scheduler, whatever its lease is called)
 	// does not make this one lead.
@@ -283,28 +334,52 @@ func TestLeaderCheck(t *testing.T) {
 		t.Error("leads on another elector's gauge")
 	}
 	gauge.WithLabelValues("kube-scheduler").Set(1)
+	if standby.leading() {
+		t.Error("the gauge was read again before leaderRecheck passed")
+	}
+	step()
 	if !standby.leading() {
 		t.Error("the lease holder does not count as leader")
 	}
+	n := gathers.n
+	for range 5 {
+		if !standby.leading() {
+			t.Error("the leader stopped leading")
+		}
+	}
+	if gathers.n != n {
+		t.Errorf("the leader gathered the registry %d more times, want none: leadership once seen is kept", gathers.n-n)
+	}
 
 	// Leader election off: the only scheduler of its profiles, from the start.
-	off := newLeaderCheck(empty, &LeaderElection{Enabled: false})
+	off := newLeaderCheck(empty, &LeaderElection{Enabled: false}, clk)
 	if !off.leading() {
 		t.Error("not leading with leader election off")
 	}
 
 	// Not told (the plugin built outside cmd/scheduler, e.g. by a test or
 	// another binary): the gauge decides when it exists, else it leads.
-	unknown := newLeaderCheck(empty, nil)
+	unknown := newLeaderCheck(empty, nil, clk)
 	if !unknown.leading() {
 		t.Error("not leading with no elector and no configuration")
 	}
 	reg, gauge = newGauge()
-	unknown = newLeaderCheck(reg, nil)
+	unknown = newLeaderCheck(reg, nil, clk)
 	gauge.WithLabelValues("kube-scheduler").Set(0)
 	if unknown.leading() {
 		t.Error("a standby of an unconfigured binary counts as leader")
 	}
+}
+
+// countingGatherer counts the gathers of a registry.
+type countingGatherer struct {
+	prometheus.Gatherer
+	n int
+}
+
+func (c *countingGatherer) Gather() ([]*dto.MetricFamily, error) {
+	c.n++
+	return c.Gatherer.Gather()
 }
 
 // What the writer does when the condition patch does not simply succeed.
