@@ -138,10 +138,7 @@ type staleNodes struct {
 }
 
 func (n staleNodes) List(ctx context.Context, opts metav1.ListOptions) (*v1.NodeList, error) {
-	if opts.ResourceVersion == "0" {
-		return n.s.nodes.DeepCopy(), nil
-	}
-	return n.NodeInterface.List(ctx, opts)
+	return staleList(opts, n.s.nodes, func() (*v1.NodeList, error) { return n.NodeInterface.List(ctx, opts) })
 }
 
 type stalePVs struct {
@@ -150,10 +147,16 @@ type stalePVs struct {
 }
 
 func (p stalePVs) List(ctx context.Context, opts metav1.ListOptions) (*v1.PersistentVolumeList, error) {
+	return staleList(opts, p.s.pvs, func() (*v1.PersistentVolumeList, error) { return p.PersistentVolumeInterface.List(ctx, opts) })
+}
+
+// staleList answers a list made with resourceVersion "0" with a copy of
+// snapshot, and any other with what fresh lists.
+func staleList[L interface{ DeepCopy() L }](opts metav1.ListOptions, snapshot L, fresh func() (L, error)) (L, error) {
 	if opts.ResourceVersion == "0" {
-		return p.s.pvs.DeepCopy(), nil
+		return snapshot.DeepCopy(), nil
 	}
-	return p.PersistentVolumeInterface.List(ctx, opts)
+	return fresh()
 }
 
 // TestStaleListLetsNothingGo is defect 3: the watch cache serves a list from

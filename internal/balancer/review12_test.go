@@ -1,14 +1,11 @@
 package balancer
 
 import (
-	"context"
 	"testing"
 	"time"
 
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-
-	"github.com/ballast-k8s/ballast/internal/awstest"
 )
 
 // TestReview12NodeUnderDiskPressureReplacesTheRememberedNode (review 12,
@@ -32,32 +29,13 @@ import (
 // Ballast parks: no published template or variant has disk=nvme any more.
 func TestReview12NodeUnderDiskPressureReplacesTheRememberedNode(t *testing.T) {
 	f := newFixture(t)
-	ctx := context.Background()
-	ids := f.emu.CreateGroup(awstest.GroupSpec{Name: "batch", Zones: []string{"us-east-1a"}, MaxSize: 5, InstanceType: "m5.xlarge",
-		Tags: caTags(nil), Instances: map[string]int{"us-east-1a": 2}})["us-east-1a"]
-	first := batchNode(f, "batch-0", ids[0])
-	first.Labels["disk"] = "nvme"
-	if _, err := f.kube.CoreV1().Nodes().Create(ctx, first, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	reconcile(t, f)
-	nvme := batchPod(func(p *v1.Pod) { p.Spec.NodeSelector["disk"] = "nvme" })
-	if v := verdict(t, f.published(t), nvme); v.Hopeless {
-		t.Fatalf("setup: the pod selecting disk=nvme is parked while batch-0 runs: %s", v.Message)
-	}
-	// batch-0 goes (CA scaled it down); batch-1 registers and comes under
-	// disk pressure, Ready all along.
-	scaleIn(t, f, ids[0], first.Name)
-	second := batchNode(f, "batch-1", ids[1])
-	second.Labels["disk"] = "ssd"
-	second.Status.Conditions = append(second.Status.Conditions, v1.NodeCondition{Type: v1.NodeDiskPressure, Status: v1.ConditionTrue,
-		LastTransitionTime: metav1.NewTime(f.clock.Now().Add(-10 * time.Minute))})
-	second.Spec.Taints = []v1.Taint{{Key: v1.TaintNodeDiskPressure, Effect: v1.TaintEffectNoSchedule}}
-	if _, err := f.kube.CoreV1().Nodes().Create(ctx, second, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	loopsAMinuteApart(t, f, 3)
-	if v := verdict(t, f.published(t), nvme); v.Hopeless {
+	// batch-1 comes under disk pressure, Ready all along.
+	v := nvmeAfterAnUnreadyNode(t, f, func(second *v1.Node) {
+		second.Status.Conditions = append(second.Status.Conditions, v1.NodeCondition{Type: v1.NodeDiskPressure, Status: v1.ConditionTrue,
+			LastTransitionTime: metav1.NewTime(f.clock.Now().Add(-10 * time.Minute))})
+		second.Spec.Taints = []v1.Taint{{Key: v1.TaintNodeDiskPressure, Effect: v1.TaintEffectNoSchedule}}
+	})
+	if v.Hopeless {
 		ng := templateOf(t, f, "batch")
 		t.Fatalf("FALSE PARK: batch-1 is under disk pressure, no template node for CA, whose template of batch is still batch-0's (disk=nvme): CA scales batch up for the pod; Ballast: %s; published labels %v, variants %+v",
 			v.Message, ng.Labels, ng.Variants)

@@ -1,13 +1,9 @@
 package balancer
 
 import (
-	"context"
 	"testing"
 
 	v1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-
-	"github.com/ballast-k8s/ballast/internal/awstest"
 )
 
 // TestReview14aNodeWithAStartupTaintReplacesTheRememberedNode (review 14a,
@@ -53,30 +49,7 @@ func TestReview14aNodeWithAStartupTaintReplacesTheRememberedNode(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFixture(t)
 			f.b.opts.Templates.StartupTaints = []string{startup}
-			ctx := context.Background()
-			ids := f.emu.CreateGroup(awstest.GroupSpec{Name: "batch", Zones: []string{"us-east-1a"}, MaxSize: 5, InstanceType: "m5.xlarge",
-				Tags: caTags(nil), Instances: map[string]int{"us-east-1a": 2}})["us-east-1a"]
-			first := batchNode(f, "batch-0", ids[0])
-			first.Labels["disk"] = "nvme"
-			if _, err := f.kube.CoreV1().Nodes().Create(ctx, first, metav1.CreateOptions{}); err != nil {
-				t.Fatal(err)
-			}
-			reconcile(t, f)
-			nvme := batchPod(func(p *v1.Pod) { p.Spec.NodeSelector["disk"] = "nvme" })
-			if v := verdict(t, f.published(t), nvme); v.Hopeless {
-				t.Fatalf("setup: the pod selecting disk=nvme is parked while batch-0 runs: %s", v.Message)
-			}
-			// batch-0 goes (CA scaled it down); batch-1 registers, Ready for
-			// an hour (batchNode), but unready for CA.
-			scaleIn(t, f, ids[0], first.Name)
-			second := batchNode(f, "batch-1", ids[1])
-			second.Labels["disk"] = "ssd"
-			tc.unready(second)
-			if _, err := f.kube.CoreV1().Nodes().Create(ctx, second, metav1.CreateOptions{}); err != nil {
-				t.Fatal(err)
-			}
-			loopsAMinuteApart(t, f, 3)
-			if v := verdict(t, f.published(t), nvme); v.Hopeless {
+			if v := nvmeAfterAnUnreadyNode(t, f, tc.unready); v.Hopeless {
 				ng := templateOf(t, f, "batch")
 				t.Fatalf("FALSE PARK: batch-1 has %s, no template node for CA, whose template of batch is still batch-0's (disk=nvme): CA scales batch up for the pod; Ballast: %s; published labels %v, variants %+v",
 					tc.name, v.Message, ng.Labels, ng.Variants)

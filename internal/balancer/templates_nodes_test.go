@@ -18,6 +18,7 @@ import (
 	"github.com/ballast-k8s/ballast/config/nodegroups"
 	"github.com/ballast-k8s/ballast/internal/asg"
 	"github.com/ballast-k8s/ballast/internal/awstest"
+	"github.com/ballast-k8s/ballast/internal/shapes"
 )
 
 // The facts these tests hold az-balancer to are cluster-autoscaler 1.36.1's
@@ -113,6 +114,38 @@ func loopsAMinuteApart(t *testing.T, f *fixture, n int) {
 		f.clock.Step(time.Minute)
 		reconcile(t, f)
 	}
+}
+
+// nvmeAfterAnUnreadyNode is the story of reviews 12 and 14a: group batch
+// ran batch-0 (disk=nvme), which CA cached; batch-0 goes (CA scaled it
+// down), and batch-1 (disk=ssd) registers, Ready for an hour (batchNode)
+// but made unready for CA by unready; three loops run a minute apart. It
+// returns the verdict of the published templates on a pod selecting
+// disk=nvme, after checking that pod was not parked while batch-0 ran.
+func nvmeAfterAnUnreadyNode(t *testing.T, f *fixture, unready func(n *v1.Node)) shapes.Verdict {
+	t.Helper()
+	ctx := context.Background()
+	ids := f.emu.CreateGroup(awstest.GroupSpec{Name: "batch", Zones: []string{"us-east-1a"}, MaxSize: 5, InstanceType: "m5.xlarge",
+		Tags: caTags(nil), Instances: map[string]int{"us-east-1a": 2}})["us-east-1a"]
+	first := batchNode(f, "batch-0", ids[0])
+	first.Labels["disk"] = "nvme"
+	if _, err := f.kube.CoreV1().Nodes().Create(ctx, first, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	reconcile(t, f)
+	nvme := batchPod(func(p *v1.Pod) { p.Spec.NodeSelector["disk"] = "nvme" })
+	if v := verdict(t, f.published(t), nvme); v.Hopeless {
+		t.Fatalf("setup: the pod selecting disk=nvme is parked while batch-0 runs: %s", v.Message)
+	}
+	scaleIn(t, f, ids[0], first.Name)
+	second := batchNode(f, "batch-1", ids[1])
+	second.Labels["disk"] = "ssd"
+	unready(second)
+	if _, err := f.kube.CoreV1().Nodes().Create(ctx, second, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	loopsAMinuteApart(t, f, 3)
+	return verdict(t, f.published(t), nvme)
 }
 
 // restart replaces the balancer by a new one on the same cluster and AWS,

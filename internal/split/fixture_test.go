@@ -9,10 +9,14 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
 
+	awssdk "github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
 	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/ballast-k8s/ballast/internal/asg"
@@ -190,6 +194,47 @@ func (w *splitWorld) passUntilDone(ctx context.Context, t *testing.T, s *split.S
 }
 
 func (w *splitWorld) all() []string { return w.f.All() }
+
+// newLeavingWorld is a splitWorld whose split of cassandra, by a splitter
+// "run" of its client, has run until a batch leaves the group
+// (untilABatchLeaves): the test's context, the world, the splitter and the
+// instance on its way, as it was then.
+func newLeavingWorld(t *testing.T) (context.Context, *splitWorld, *split.Splitter, awstest.Instance) {
+	t.Helper()
+	ctx := context.Background()
+	w := newSplitWorld(t)
+	s := w.splitter(w.cloud, "run")
+	mi, _ := w.emu.Instance(w.untilABatchLeaves(ctx, t, s))
+	return ctx, w, s, mi
+}
+
+// rawAutoscaling is an SDK Auto Scaling client of the emulator, for what
+// asg.Client does not do (an operator's own calls) or to read an answer as
+// the SDK does; its requests go through hc when not nil.
+func (w *splitWorld) rawAutoscaling(hc *http.Client) *autoscaling.Client {
+	o := autoscaling.Options{Region: "us-east-1", BaseEndpoint: awssdk.String(w.emu.URL),
+		Credentials: credentials.NewStaticCredentialsProvider("a", "b", "")}
+	if hc != nil {
+		o.HTTPClient = hc
+	}
+	return autoscaling.New(o)
+}
+
+// dropZone has the operator drop zone from cassandra's zones
+// (UpdateAutoScalingGroup with the others).
+func (w *splitWorld) dropZone(ctx context.Context, t *testing.T, zone string) {
+	t.Helper()
+	var keep []string
+	for _, z := range zones {
+		if z != zone {
+			keep = append(keep, z)
+		}
+	}
+	if _, err := w.rawAutoscaling(nil).UpdateAutoScalingGroup(ctx, &autoscaling.UpdateAutoScalingGroupInput{AutoScalingGroupName: awssdk.String("cassandra"),
+		AvailabilityZones: keep}); err != nil {
+		t.Fatal(err)
+	}
+}
 
 // checkNothingLost fails unless exactly the seeded instances exist, all
 // running, each in its zone's group.
@@ -370,12 +415,10 @@ type lockTripper struct {
 }
 
 func (l *lockTripper) RoundTrip(r *http.Request) (*http.Response, error) {
-	body, err := io.ReadAll(r.Body)
+	form, err := readForm(r)
 	if err != nil {
 		return nil, err
 	}
-	r.Body = io.NopCloser(bytes.NewReader(body))
-	form, _ := url.ParseQuery(string(body))
 	l.mu.Lock()
 	before := l.before
 	l.mu.Unlock()
@@ -415,4 +458,30 @@ func attachTo(group string) func(string, url.Values) bool {
 // ValidationError, as it does an instance it will not take.
 func (w *splitWorld) refuseAttach(group string) {
 	w.emu.Inject(awstest.Fault{Service: "autoscaling", Action: "AttachInstances", Group: group, Code: "ValidationError", Status: http.StatusBadRequest, Times: 1000})
+}
+
+// readForm reads the form of an AWS query request and puts its body back
+// for the request to be sent.
+func readForm(r *http.Request) (url.Values, error) {
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		return nil, err
+	}
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	form, _ := url.ParseQuery(string(body))
+	return form, nil
+}
+
+// rewriteBody replaces the body of resp by edit of it.
+func rewriteBody(resp *http.Response, edit func([]byte) []byte) (*http.Response, error) {
+	out, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		return nil, err
+	}
+	out = edit(out)
+	resp.Body = io.NopCloser(bytes.NewReader(out))
+	resp.ContentLength = int64(len(out))
+	resp.Header.Set("Content-Length", strconv.Itoa(len(out)))
+	return resp, nil
 }

@@ -7,7 +7,6 @@ import (
 	"testing"
 
 	awssdk "github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
 
 	"github.com/ballast-k8s/ballast/internal/asg"
@@ -203,10 +202,7 @@ func TestReview11fRefusalMidSplitStrandsTheBatchInFlight(t *testing.T) {
 		}, refused: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			ctx := context.Background()
-			w := newSplitWorld(t)
-			s := w.splitter(w.cloud, "run")
-			w.untilABatchLeaves(ctx, t, s)
+			ctx, w, s, _ := newLeavingWorld(t)
 			if err := tc.change(ctx, w); err != nil {
 				t.Fatal(err)
 			}
@@ -245,8 +241,7 @@ func TestReview11fSplitDoneWithAnInstanceInARemovedZone(t *testing.T) {
 	if err := w.cloud.SuspendProcesses(ctx, "cassandra", asg.ProcessAZRebalance); err != nil {
 		t.Fatal(err)
 	}
-	asc := autoscaling.New(autoscaling.Options{Region: "us-east-1", BaseEndpoint: awssdk.String(w.emu.URL),
-		Credentials: credentials.NewStaticCredentialsProvider("a", "b", "")})
+	asc := w.rawAutoscaling(nil)
 	if _, err := asc.UpdateAutoScalingGroup(ctx, &autoscaling.UpdateAutoScalingGroupInput{AutoScalingGroupName: awssdk.String("cassandra"),
 		AvailabilityZones: zones[:2]}); err != nil {
 		t.Fatal(err)

@@ -35,13 +35,10 @@ import (
 // instances"). The scenario stays; the test now wants the split finished,
 // the hook copied, nothing lost, where it wanted only none loose.
 func TestReview12AbandonHookStrandsADetachedInstanceOffTheStateTag(t *testing.T) {
-	ctx := context.Background()
-	w := newSplitWorld(t)
-	s := w.splitter(w.cloud, "run")
-	moving := w.untilABatchLeaves(ctx, t, s)
+	ctx, w, s, mi := newLeavingWorld(t)
 	g, _ := w.emu.Group("cassandra")
-	if g.Tags[split.TagRecordPrefix+moving] == "" {
-		t.Fatalf("detached instance %s has no per-instance record (tags %v)", moving, g.Tags)
+	if g.Tags[split.TagRecordPrefix+mi.ID] == "" {
+		t.Fatalf("detached instance %s has no per-instance record (tags %v)", mi.ID, g.Tags)
 	}
 	// A late write of the first pass's TagState lands over the batch's
 	// record; the instance stays on its per-instance record.
@@ -134,11 +131,7 @@ func TestReview12AbandonHookMidSplitDropsTheBatchsProtection(t *testing.T) {
 // timeout), the hook is left alone, and the split finishes with nothing
 // lost.
 func TestAbandonHookOnAZoneGroupDoesNotHoldTheBatch(t *testing.T) {
-	ctx := context.Background()
-	w := newSplitWorld(t)
-	s := w.splitter(w.cloud, "run")
-	moving := w.untilABatchLeaves(ctx, t, s)
-	mi, _ := w.emu.Instance(moving)
+	ctx, w, s, mi := newLeavingWorld(t)
 	zg := split.ZoneGroupName("cassandra", mi.Zone)
 	hook := asg.Hook{Group: zg, Name: "bootstrap", Transition: "autoscaling:EC2_INSTANCE_LAUNCHING", HeartbeatTimeout: 300, DefaultResult: "ABANDON"}
 	if err := w.cloud.PutLifecycleHook(ctx, hook); err != nil {
@@ -160,8 +153,8 @@ func TestAbandonHookOnAZoneGroupDoesNotHoldTheBatch(t *testing.T) {
 	}
 	// Past the hook's heartbeat timeout: nothing held the instance.
 	w.clock.Step(time.Duration(hook.HeartbeatTimeout) * time.Second)
-	if i, _ := w.emu.Instance(moving); i.EC2State != "running" || i.Group != zg || i.LifecycleState != "InService" {
-		t.Errorf("instance %s is %s, %s in %q past the launch hook's timeout, want running, InService in %s", moving, i.EC2State, i.LifecycleState, i.Group, zg)
+	if i, _ := w.emu.Instance(mi.ID); i.EC2State != "running" || i.Group != zg || i.LifecycleState != "InService" {
+		t.Errorf("instance %s is %s, %s in %q past the launch hook's timeout, want running, InService in %s", mi.ID, i.EC2State, i.LifecycleState, i.Group, zg)
 	}
 	if res, err := w.passUntilDone(ctx, t, s, "cassandra", 100); !res.Done || err != nil {
 		t.Errorf("the split is not done with the launch hook on %s (waiting %v, last error %v)", zg, res.Waiting, err)

@@ -7,7 +7,6 @@ import (
 	"testing"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
 
 	"github.com/ballast-k8s/ballast/internal/asg"
@@ -21,10 +20,7 @@ import (
 // target, role and metadata too, and puts it on them (the emulator keeps
 // and answers the three, API_PutLifecycleHook / API_LifecycleHook).
 func TestZoneGroupsGetAHookTargetAddedMidSplit(t *testing.T) {
-	ctx := context.Background()
-	w := newSplitWorld(t)
-	s := w.splitter(w.cloud, "run")
-	w.untilABatchLeaves(ctx, t, s)
+	ctx, w, s, _ := newLeavingWorld(t)
 	h := asg.Hook{Group: "cassandra", Name: hookName, Transition: asg.TransitionTerminating, HeartbeatTimeout: 300, DefaultResult: asg.ResultContinue,
 		NotificationTargetARN: drainTarget, RoleARN: drainRole, NotificationMetadata: drainMetadata}
 	if err := w.cloud.PutLifecycleHook(ctx, h); err != nil {
@@ -70,7 +66,7 @@ func TestZoneMinimumCountsNoInstanceLeaving(t *testing.T) {
 	s := w.splitter(w.cloud, "run")
 	leaving := w.ids[zones[1]][0] // the only instance of zone b, protected before the split
 	zg := split.ZoneGroupName("cassandra", zones[1])
-	raw := autoscaling.New(autoscaling.Options{Region: "us-east-1", BaseEndpoint: aws.String(w.emu.URL), Credentials: credentials.NewStaticCredentialsProvider("a", "b", "")})
+	raw := w.rawAutoscaling(nil)
 	terminated := false
 	res, err := w.run(ctx, s, "cassandra", 80, split.DefaultLockSettle, func(pass int, res split.Result, err error) bool {
 		logged(t)(pass, res, err)
@@ -113,10 +109,7 @@ func TestZoneMinimumCountsNoInstanceLeaving(t *testing.T) {
 // The zone groups have the hook already, without the target: the refusal is
 // logged, and the batch in flight is still attached, the split finished.
 func TestZoneGroupHookTargetRefusedDoesNotHoldTheBatch(t *testing.T) {
-	ctx := context.Background()
-	w := newSplitWorld(t)
-	s := w.splitter(w.cloud, "run")
-	w.untilABatchLeaves(ctx, t, s)
+	ctx, w, s, _ := newLeavingWorld(t)
 	if err := w.cloud.PutLifecycleHook(ctx, asg.Hook{Group: "cassandra", Name: hookName, Transition: asg.TransitionTerminating, HeartbeatTimeout: 300,
 		DefaultResult: asg.ResultContinue, NotificationTargetARN: drainTarget, RoleARN: drainRole}); err != nil {
 		t.Fatal(err)

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"io"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -13,7 +12,6 @@ import (
 	"testing"
 
 	awssdk "github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
 
 	"github.com/ballast-k8s/ballast/internal/asg"
@@ -42,11 +40,7 @@ import (
 // group's capacity, and never finishes, on a danger AWS says does not
 // exist: the instance should be attached.
 func TestReview14aZoneGroupLaunchHookKeepsTheBatchInNoGroup(t *testing.T) {
-	ctx := context.Background()
-	w := newSplitWorld(t)
-	s := w.splitter(w.cloud, "run")
-	moving := w.untilABatchLeaves(ctx, t, s)
-	mi, _ := w.emu.Instance(moving)
+	ctx, w, s, mi := newLeavingWorld(t)
 	zg := split.ZoneGroupName("cassandra", mi.Zone)
 	// The platform team adds its bootstrap hook to the new per-zone group
 	// without naming a default result: AWS gives it ABANDON.
@@ -63,10 +57,10 @@ func TestReview14aZoneGroupLaunchHookKeepsTheBatchInNoGroup(t *testing.T) {
 		}
 		last = res
 	}
-	i, _ := w.emu.Instance(moving)
+	i, _ := w.emu.Instance(mi.ID)
 	if i.EC2State == "running" && i.Group == "" {
 		t.Errorf("instance %s runs in no group 30 passes (%s) after a launch hook was put on %s; AWS does not apply launch hooks to attached instances, so nothing justifies keeping it out of every group (waiting: %v)",
-			moving, 30*split.DefaultLockSettle, zg, last.Waiting)
+			mi.ID, 30*split.DefaultLockSettle, zg, last.Waiting)
 	}
 	w.checkNoneLoose(t, "30 passes after a launch hook with the default DefaultResult was put on a per-zone group")
 }
@@ -103,11 +97,7 @@ func TestReview14aZoneGroupTagFromLostMidSplitStrandsTheBatch(t *testing.T) {
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			ctx := context.Background()
-			w := newSplitWorld(t)
-			s := w.splitter(w.cloud, "run")
-			moving := w.untilABatchLeaves(ctx, t, s)
-			mi, _ := w.emu.Instance(moving)
+			ctx, w, s, mi := newLeavingWorld(t)
 			zg := split.ZoneGroupName("cassandra", tc.which(mi.Zone))
 			if g, ok := w.emu.Group(zg); !ok || g.Tags[split.TagFrom] != "cassandra" {
 				t.Fatalf("per-zone group %s: %v, %v", zg, ok, g.Tags)
@@ -146,12 +136,10 @@ const (
 )
 
 func (h *hookTargets) RoundTrip(r *http.Request) (*http.Response, error) {
-	body, err := io.ReadAll(r.Body)
+	form, err := readForm(r)
 	if err != nil {
 		return nil, err
 	}
-	r.Body = io.NopCloser(bytes.NewReader(body))
-	form, _ := url.ParseQuery(string(body))
 	action := form.Get("Action")
 	if action == "CreateAutoScalingGroup" || action == "PutLifecycleHook" {
 		h.mu.Lock()
@@ -162,19 +150,12 @@ func (h *hookTargets) RoundTrip(r *http.Request) (*http.Response, error) {
 	if err != nil || action != "DescribeLifecycleHooks" || form.Get("AutoScalingGroupName") != h.group {
 		return resp, err
 	}
-	out, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if err != nil {
-		return nil, err
-	}
 	name := "<LifecycleHookName>" + h.hook + "</LifecycleHookName>"
 	var meta bytes.Buffer
 	xmlEscape(&meta, drainMetadata)
-	out = bytes.ReplaceAll(out, []byte(name), []byte(name+"<NotificationTargetARN>"+drainTarget+"</NotificationTargetARN><RoleARN>"+drainRole+"</RoleARN><NotificationMetadata>"+meta.String()+"</NotificationMetadata>"))
-	resp.Body = io.NopCloser(bytes.NewReader(out))
-	resp.ContentLength = int64(len(out))
-	resp.Header.Set("Content-Length", strconv.Itoa(len(out)))
-	return resp, nil
+	return rewriteBody(resp, func(out []byte) []byte {
+		return bytes.ReplaceAll(out, []byte(name), []byte(name+"<NotificationTargetARN>"+drainTarget+"</NotificationTargetARN><RoleARN>"+drainRole+"</RoleARN><NotificationMetadata>"+meta.String()+"</NotificationMetadata>"))
+	})
 }
 
 func xmlEscape(b *bytes.Buffer, s string) {
@@ -208,8 +189,7 @@ func TestReview14aZoneGroupsLoseTheHooksNotificationTarget(t *testing.T) {
 	ht := &hookTargets{group: "cassandra", hook: "decommission"}
 	s := w.splitter(w.client(t, &http.Client{Transport: ht}), "run")
 	// The hook as the SDK reads it from an AWS-shaped answer: with its target.
-	raw := autoscaling.New(autoscaling.Options{Region: "us-east-1", BaseEndpoint: awssdk.String(w.emu.URL),
-		Credentials: credentials.NewStaticCredentialsProvider("a", "b", ""), HTTPClient: &http.Client{Transport: ht}})
+	raw := w.rawAutoscaling(&http.Client{Transport: ht})
 	out, err := raw.DescribeLifecycleHooks(ctx, &autoscaling.DescribeLifecycleHooksInput{AutoScalingGroupName: awssdk.String("cassandra"),
 		LifecycleHookNames: []string{"decommission"}})
 	if err != nil || len(out.LifecycleHooks) != 1 || awssdk.ToString(out.LifecycleHooks[0].NotificationTargetARN) != drainTarget ||
@@ -260,12 +240,10 @@ type groupSettings struct {
 }
 
 func (g *groupSettings) RoundTrip(r *http.Request) (*http.Response, error) {
-	body, err := io.ReadAll(r.Body)
+	form, err := readForm(r)
 	if err != nil {
 		return nil, err
 	}
-	r.Body = io.NopCloser(bytes.NewReader(body))
-	form, _ := url.ParseQuery(string(body))
 	action := form.Get("Action")
 	if action == "CreateAutoScalingGroup" {
 		g.mu.Lock()
@@ -276,17 +254,8 @@ func (g *groupSettings) RoundTrip(r *http.Request) (*http.Response, error) {
 	if err != nil || action != "DescribeAutoScalingGroups" {
 		return resp, err
 	}
-	out, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if err != nil {
-		return nil, err
-	}
 	name := "<AutoScalingGroupName>" + g.group + "</AutoScalingGroupName>"
-	out = bytes.ReplaceAll(out, []byte(name), []byte(name+g.extra))
-	resp.Body = io.NopCloser(bytes.NewReader(out))
-	resp.ContentLength = int64(len(out))
-	resp.Header.Set("Content-Length", strconv.Itoa(len(out)))
-	return resp, nil
+	return rewriteBody(resp, func(out []byte) []byte { return bytes.ReplaceAll(out, []byte(name), []byte(name+g.extra)) })
 }
 
 // TestReview14aZoneGroupsDropTheGroupsSafeguards (review 14a): CreateZoneGroup
@@ -318,8 +287,7 @@ func TestReview14aZoneGroupsDropTheGroupsSafeguards(t *testing.T) {
 		"<InstanceLifecyclePolicy><RetentionTriggers><TerminateHookAbandon>retain</TerminateHookAbandon></RetentionTriggers></InstanceLifecyclePolicy>"}
 	cloud := w.client(t, &http.Client{Transport: gs})
 	// The group as the SDK reads it from an AWS-shaped answer: with both.
-	raw := autoscaling.New(autoscaling.Options{Region: "us-east-1", BaseEndpoint: awssdk.String(w.emu.URL),
-		Credentials: credentials.NewStaticCredentialsProvider("a", "b", ""), HTTPClient: &http.Client{Transport: gs}})
+	raw := w.rawAutoscaling(&http.Client{Transport: gs})
 	out, err := raw.DescribeAutoScalingGroups(ctx, &autoscaling.DescribeAutoScalingGroupsInput{AutoScalingGroupNames: []string{"cassandra"}})
 	if err != nil || len(out.AutoScalingGroups) != 1 || out.AutoScalingGroups[0].DeletionProtection != "prevent-all-deletion" ||
 		out.AutoScalingGroups[0].InstanceLifecyclePolicy == nil || out.AutoScalingGroups[0].InstanceLifecyclePolicy.RetentionTriggers == nil ||
@@ -359,17 +327,7 @@ func TestReview14aZoneGroupsDropTheGroupsSafeguards(t *testing.T) {
 // it. The instance stays in its zone group without the protection it had,
 // and the split never finishes.
 func TestReview14aZoneDroppedWithItsBatchInFlight(t *testing.T) {
-	ctx := context.Background()
-	w := newSplitWorld(t)
-	s := w.splitter(w.cloud, "run")
-	moving := w.untilABatchLeaves(ctx, t, s)
-	mi, _ := w.emu.Instance(moving)
-	var keep []string
-	for _, z := range zones {
-		if z != mi.Zone {
-			keep = append(keep, z)
-		}
-	}
+	ctx, w, s, mi := newLeavingWorld(t)
 	var prot string // protected before the split, in the batch
 	for _, id := range w.prot {
 		if i, _ := w.emu.Instance(id); i.Zone == mi.Zone {
@@ -379,12 +337,7 @@ func TestReview14aZoneDroppedWithItsBatchInFlight(t *testing.T) {
 	if prot == "" {
 		t.Fatalf("setup: no instance protected before the split in zone %s", mi.Zone)
 	}
-	raw := autoscaling.New(autoscaling.Options{Region: "us-east-1", BaseEndpoint: awssdk.String(w.emu.URL),
-		Credentials: credentials.NewStaticCredentialsProvider("a", "b", "")})
-	if _, err := raw.UpdateAutoScalingGroup(ctx, &autoscaling.UpdateAutoScalingGroupInput{AutoScalingGroupName: awssdk.String("cassandra"),
-		AvailabilityZones: keep}); err != nil {
-		t.Fatal(err)
-	}
+	w.dropZone(ctx, t, mi.Zone)
 	res, err := w.passUntilDone(ctx, t, s, "cassandra", 80)
 	zg := split.ZoneGroupName("cassandra", mi.Zone)
 	i, _ := w.emu.Instance(prot)

@@ -22,10 +22,7 @@ import (
 // IAM policy is not changed (the operator's change to a hook of the *old*
 // group keeps detached instances out of every group).
 func TestReview15cNewHookWithTargetRefusedStrandsTheBatch(t *testing.T) {
-	ctx := context.Background()
-	w := newSplitWorld(t)
-	s := w.splitter(w.cloud, "run")
-	w.untilABatchLeaves(ctx, t, s)
+	ctx, w, s, _ := newLeavingWorld(t)
 	if err := w.cloud.PutLifecycleHook(ctx, asg.Hook{Group: "cassandra", Name: "drain-notify", Transition: asg.TransitionTerminating, HeartbeatTimeout: 300,
 		DefaultResult: asg.ResultContinue, NotificationTargetARN: drainTarget, RoleARN: drainRole}); err != nil {
 		t.Fatal(err)

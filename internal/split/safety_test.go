@@ -1,11 +1,9 @@
 package split_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"slices"
@@ -393,12 +391,10 @@ type lostReply struct {
 }
 
 func (l *lostReply) RoundTrip(r *http.Request) (*http.Response, error) {
-	body, err := io.ReadAll(r.Body)
+	form, err := readForm(r)
 	if err != nil {
 		return nil, err
 	}
-	r.Body = io.NopCloser(bytes.NewReader(body))
-	form, _ := url.ParseQuery(string(body))
 	resp, err := http.DefaultTransport.RoundTrip(r)
 	if err == nil && form.Get("Action") == "AttachInstances" && form.Get("AutoScalingGroupName") == l.group {
 		lost := false

@@ -1,12 +1,7 @@
 package split_test
 
 import (
-	"context"
 	"testing"
-
-	awssdk "github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/credentials"
-	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
 
 	"github.com/ballast-k8s/ballast/internal/split"
 )
@@ -20,26 +15,11 @@ import (
 // it, though the group no longer lists the zone: none runs in no group,
 // and each ends InService in its zone's group.
 func TestZoneDroppedWithItsBatchOnlyOnItsRecords(t *testing.T) {
-	ctx := context.Background()
-	w := newSplitWorld(t)
-	s := w.splitter(w.cloud, "run")
-	moving := w.untilABatchLeaves(ctx, t, s)
-	mi, _ := w.emu.Instance(moving)
-	var keep []string
-	for _, z := range zones {
-		if z != mi.Zone {
-			keep = append(keep, z)
-		}
-	}
+	ctx, w, s, mi := newLeavingWorld(t)
 	if err := w.cloud.SetGroupTags(ctx, "cassandra", map[string]string{split.TagState: "started"}); err != nil {
 		t.Fatal(err)
 	}
-	raw := autoscaling.New(autoscaling.Options{Region: "us-east-1", BaseEndpoint: awssdk.String(w.emu.URL),
-		Credentials: credentials.NewStaticCredentialsProvider("a", "b", "")})
-	if _, err := raw.UpdateAutoScalingGroup(ctx, &autoscaling.UpdateAutoScalingGroupInput{AutoScalingGroupName: awssdk.String("cassandra"),
-		AvailabilityZones: keep}); err != nil {
-		t.Fatal(err)
-	}
+	w.dropZone(ctx, t, mi.Zone)
 	w.passes(ctx, t, s, 40)
 	w.checkNoneLoose(t, "40 passes after the batch's zone was dropped and its TagState overwritten")
 	zg := split.ZoneGroupName("cassandra", mi.Zone)

@@ -7,6 +7,7 @@ package hopeless
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"sort"
 	"sync"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	v1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
@@ -22,6 +24,8 @@ import (
 	utilfeature "k8s.io/apiserver/pkg/util/feature"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes/fake"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/klog/v2"
 	"k8s.io/klog/v2/ktesting"
@@ -162,10 +166,6 @@ func newPlainPluginOf(autoscaling bool, nodes ...*v1.Node) *plainPlugin {
 	p := &plainPlugin{store: shapes.NewStore(opts, autoscaling), reporter: &recordingReporter{}, synced: true}
 	for _, n := range nodes {
 		p.store.UpsertNode(n)
-	}
-	noVolumes := shapes.VolumeLookup{
-		Claim: func(string, string) (*v1.PersistentVolumeClaim, bool) { return nil, false },
-		PV:    func(string) (*v1.PersistentVolume, bool) { return nil, false },
 	}
 	p.HopelessPods = &HopelessPods{
 		gateAtPreEnqueue: true,
@@ -357,4 +357,164 @@ func (a *preEnqueueActivator) released(key string) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return slices.Contains(a.passed, key)
+}
+
+// volumeView is a claim and PV view the test changes as the PV
+// controller and the informers would.
+type volumeView struct {
+	mu     sync.Mutex
+	claims map[string]*v1.PersistentVolumeClaim // namespace/name
+	pvs    map[string]*v1.PersistentVolume
+}
+
+func newVolumeView() *volumeView {
+	return &volumeView{claims: map[string]*v1.PersistentVolumeClaim{}, pvs: map[string]*v1.PersistentVolume{}}
+}
+
+func (r *volumeView) lookup() shapes.VolumeLookup {
+	return shapes.VolumeLookup{
+		Claim: func(ns, name string) (*v1.PersistentVolumeClaim, bool) {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			c, ok := r.claims[ns+"/"+name]
+			return c, ok
+		},
+		PV: func(name string) (*v1.PersistentVolume, bool) {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			p, ok := r.pvs[name]
+			return p, ok
+		},
+	}
+}
+
+// bind has the PV controller bind claim to a zonal PV (an EBS volume of
+// zone) and returns the bound claim.
+func (r *volumeView) bind(claim, pvName, zone string) *v1.PersistentVolumeClaim {
+	pv := &v1.PersistentVolume{
+		ObjectMeta: metav1.ObjectMeta{Name: pvName, ResourceVersion: "7"},
+		Spec: v1.PersistentVolumeSpec{
+			Capacity: v1.ResourceList{v1.ResourceStorage: resource.MustParse("10Gi")},
+			ClaimRef: &v1.ObjectReference{Namespace: "default", Name: claim},
+			NodeAffinity: &v1.VolumeNodeAffinity{Required: &v1.NodeSelector{NodeSelectorTerms: []v1.NodeSelectorTerm{{
+				MatchExpressions: []v1.NodeSelectorRequirement{{Key: v1.LabelTopologyZone, Operator: v1.NodeSelectorOpIn, Values: []string{zone}}},
+			}}}},
+		},
+		Status: v1.PersistentVolumeStatus{Phase: v1.VolumeBound},
+	}
+	pvc := &v1.PersistentVolumeClaim{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: claim, Annotations: map[string]string{"pv.kubernetes.io/bind-completed": "yes"}},
+		Spec:       v1.PersistentVolumeClaimSpec{VolumeName: pvName},
+		Status:     v1.PersistentVolumeClaimStatus{Phase: v1.ClaimBound},
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.pvs[pvName] = pv
+	r.claims["default/"+claim] = pvc
+	return pvc
+}
+
+// hookReporter is a recordingReporter that runs during, once, the first
+// time it is told to report a pod while armed: what another goroutine (an
+// informer handler, the queue) does while the re-check is between its
+// snapshot of a key's pods and its re-park of them.
+type hookReporter struct {
+	recordingReporter
+	mu     sync.Mutex
+	during func(reported *v1.Pod)
+}
+
+func (h *hookReporter) report(pod *v1.Pod, message string, gated bool) {
+	h.recordingReporter.report(pod, message, gated)
+	h.mu.Lock()
+	f := h.during
+	h.during = nil
+	h.mu.Unlock()
+	if f != nil {
+		f(pod)
+	}
+}
+
+// noVolumes is a claim and PV view with no claims and no PVs.
+var noVolumes = shapes.VolumeLookup{
+	Claim: func(string, string) (*v1.PersistentVolumeClaim, bool) { return nil, false },
+	PV:    func(string) (*v1.PersistentVolume, bool) { return nil, false },
+}
+
+// releaseRig is the release path (verdict cache, parking lot, releaser)
+// over a store of nodes and a volume view, with a pod lister the test
+// fills (indexer), the plugin's PreEnqueue parking in its lot, and the
+// test's logger and context.
+type releaseRig struct {
+	store     *shapes.Store
+	verdicts  *verdictCache
+	reporter  *hookReporter
+	parking   *parker
+	activator *recordingActivator
+	release   *releaser
+	pl        *HopelessPods
+	indexer   cache.Indexer
+	logger    klog.Logger
+	ctx       context.Context
+}
+
+func newReleaseRig(t *testing.T, volumes shapes.VolumeLookup, nodes ...*v1.Node) *releaseRig {
+	opts := shapes.FeatureOptions(utilfeature.DefaultFeatureGate)
+	opts.IdentityLabels = sets.New(v1.LabelHostname)
+	f := &releaseRig{store: shapes.NewStore(opts, false), reporter: &hookReporter{}, activator: &recordingActivator{}}
+	for _, n := range nodes {
+		f.store.UpsertNode(n)
+	}
+	f.verdicts = newVerdictCache(f.store, volumes, func() bool { return true }, clock.RealClock{})
+	f.parking = &parker{lot: newParkingLot(), reporter: f.reporter}
+	f.logger, f.ctx = ktesting.NewTestContext(t)
+	f.indexer = cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
+	f.release = newReleaser(f.store, f.verdicts, f.parking, f.activator, corelisters.NewPodLister(f.indexer), func() bool { return true }, f.logger)
+	f.pl = &HopelessPods{gateAtPreEnqueue: true, verdicts: f.verdicts, parking: f.parking, recheck: f.release.requestRecheck}
+	return f
+}
+
+// park runs PreEnqueue on each pod, as the queue does on Add, and fails
+// the test unless it parks it.
+func (f *releaseRig) park(t *testing.T, pods ...*v1.Pod) {
+	t.Helper()
+	for _, p := range pods {
+		if s := f.pl.PreEnqueue(f.ctx, p); s.Code() != fwk.UnschedulableAndUnresolvable {
+			t.Fatalf("setup: PreEnqueue of %s: %v, want parked", p.Name, s)
+		}
+	}
+}
+
+// createAndPark adds each pod to the pod lister (the informer has it) and
+// then parks it.
+func (f *releaseRig) createAndPark(t *testing.T, pods ...*v1.Pod) {
+	t.Helper()
+	for _, p := range pods {
+		if err := f.indexer.Add(p); err != nil {
+			t.Fatal(err)
+		}
+		f.park(t, p)
+	}
+}
+
+// dbPods are n pods of a StatefulSet db: db-<i> selects pool=db and mounts
+// the claim data-db-<i>.
+func dbPods(n int) []*v1.Pod {
+	var pods []*v1.Pod
+	for i := range n {
+		pods = append(pods, makePod(fmt.Sprintf("db-%d", i)).NodeSelector(map[string]string{"pool": "db"}).PVC(fmt.Sprintf("data-db-%d", i)).Obj())
+	}
+	return pods
+}
+
+// newDBRig is the release path over one pool=web node of zone-a and
+// volumes the test binds, with n pods of dbPods created and parked (no
+// node has pool=db yet).
+func newDBRig(t *testing.T, n int) (*releaseRig, *volumeView, []*v1.Pod) {
+	t.Helper()
+	vols := newVolumeView()
+	f := newReleaseRig(t, vols.lookup(), makeNode("web-1").Label("pool", "web").Label(v1.LabelTopologyZone, "zone-a").Obj())
+	pods := dbPods(n)
+	f.createAndPark(t, pods...)
+	return f, vols, pods
 }

@@ -37,6 +37,12 @@ func controllerRef(apiVersion, kind, name string) metav1.OwnerReference {
 	return metav1.OwnerReference{APIVersion: apiVersion, Kind: kind, Name: name, UID: types.UID(kind + "-" + name), Controller: ptr.To(true)}
 }
 
+// wantOwner is the owner the plugin resolves for the object of
+// controllerRef(apiVersion, kind, name) in namespace default.
+func wantOwner(apiVersion, kind, name string) *owner {
+	return &owner{APIVersion: apiVersion, Kind: kind, Namespace: "default", Name: name, UID: types.UID(kind + "-" + name)}
+}
+
 // cronJobChain returns n Jobs of CronJob cron and one pod of each, as the
 // CronJob controller makes them.
 func cronJobChain(cron string, n int) (jobs []runtime.Object, pods []*v1.Pod) {
@@ -184,24 +190,15 @@ func TestOwnerResolution(t *testing.T) {
 	}{
 		{"bare pod", cronPod("bare"), false, nil},
 		{"only a non-controller reference", podOwnedBy("gc", notController), false, nil},
-		{"ReplicaSet of a Deployment", podOwnedBy("web-1", controllerRef("apps/v1", "ReplicaSet", "web-5d8f")), true,
-			&owner{APIVersion: "apps/v1", Kind: "Deployment", Namespace: "default", Name: "web", UID: "Deployment-web"}},
-		{"ReplicaSet without a controller", podOwnedBy("lone-1", controllerRef("apps/v1", "ReplicaSet", "lone")), true,
-			&owner{APIVersion: "apps/v1", Kind: "ReplicaSet", Namespace: "default", Name: "lone", UID: "ReplicaSet-lone"}},
-		{"ReplicaSet gone", podOwnedBy("gone-1", controllerRef("apps/v1", "ReplicaSet", "gone")), true,
-			&owner{APIVersion: "apps/v1", Kind: "ReplicaSet", Namespace: "default", Name: "gone", UID: "ReplicaSet-gone"}},
-		{"Job of a CronJob", cronPods[0], true,
-			&owner{APIVersion: "batch/v1", Kind: "CronJob", Namespace: "default", Name: "report", UID: "CronJob-report"}},
-		{"Job without a controller", podOwnedBy("once-1", controllerRef("batch/v1", "Job", "once")), true,
-			&owner{APIVersion: "batch/v1", Kind: "Job", Namespace: "default", Name: "once", UID: "Job-once"}},
-		{"Job gone", podOwnedBy("nojob-1", controllerRef("batch/v1", "Job", "nojob")), true,
-			&owner{APIVersion: "batch/v1", Kind: "Job", Namespace: "default", Name: "nojob", UID: "Job-nojob"}},
-		{"StatefulSet", podOwnedBy("db-0", controllerRef("apps/v1", "StatefulSet", "db")), true,
-			&owner{APIVersion: "apps/v1", Kind: "StatefulSet", Namespace: "default", Name: "db", UID: "StatefulSet-db"}},
-		{"DaemonSet", podOwnedBy("agent-x", controllerRef("apps/v1", "DaemonSet", "agent")), true,
-			&owner{APIVersion: "apps/v1", Kind: "DaemonSet", Namespace: "default", Name: "agent", UID: "DaemonSet-agent"}},
-		{"custom controller", podOwnedBy("wf-1", controllerRef("argoproj.io/v1alpha1", "Workflow", "nightly")), true,
-			&owner{APIVersion: "argoproj.io/v1alpha1", Kind: "Workflow", Namespace: "default", Name: "nightly", UID: "Workflow-nightly"}},
+		{"ReplicaSet of a Deployment", podOwnedBy("web-1", controllerRef("apps/v1", "ReplicaSet", "web-5d8f")), true, wantOwner("apps/v1", "Deployment", "web")},
+		{"ReplicaSet without a controller", podOwnedBy("lone-1", controllerRef("apps/v1", "ReplicaSet", "lone")), true, wantOwner("apps/v1", "ReplicaSet", "lone")},
+		{"ReplicaSet gone", podOwnedBy("gone-1", controllerRef("apps/v1", "ReplicaSet", "gone")), true, wantOwner("apps/v1", "ReplicaSet", "gone")},
+		{"Job of a CronJob", cronPods[0], true, wantOwner("batch/v1", "CronJob", "report")},
+		{"Job without a controller", podOwnedBy("once-1", controllerRef("batch/v1", "Job", "once")), true, wantOwner("batch/v1", "Job", "once")},
+		{"Job gone", podOwnedBy("nojob-1", controllerRef("batch/v1", "Job", "nojob")), true, wantOwner("batch/v1", "Job", "nojob")},
+		{"StatefulSet", podOwnedBy("db-0", controllerRef("apps/v1", "StatefulSet", "db")), true, wantOwner("apps/v1", "StatefulSet", "db")},
+		{"DaemonSet", podOwnedBy("agent-x", controllerRef("apps/v1", "DaemonSet", "agent")), true, wantOwner("apps/v1", "DaemonSet", "agent")},
+		{"custom controller", podOwnedBy("wf-1", controllerRef("argoproj.io/v1alpha1", "Workflow", "nightly")), true, wantOwner("argoproj.io/v1alpha1", "Workflow", "nightly")},
 	}
 	f := newOwnerFixture(t, append(jobs, rs, loneRS, plainJob)...)
 	for _, tt := range tests {

@@ -39,10 +39,6 @@ func TestReview14bOneVerdictTwoMessages(t *testing.T) {
 		store := shapes.NewStore(opts, false)
 		n1 := poolNode("n1", "batch", oldTaint)
 		store.UpsertNode(n1)
-		noVolumes := shapes.VolumeLookup{
-			Claim: func(string, string) (*v1.PersistentVolumeClaim, bool) { return nil, false },
-			PV:    func(string) (*v1.PersistentVolume, bool) { return nil, false },
-		}
 		verdicts := newVerdictCache(store, noVolumes, func() bool { return true }, clock.RealClock{})
 		reporter := &recordingReporter{}
 		parking := &parker{lot: newParkingLot(), reporter: reporter}

@@ -3,78 +3,16 @@ package hopeless
 import (
 	"fmt"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	v1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/sets"
-	utilfeature "k8s.io/apiserver/pkg/util/feature"
-	corelisters "k8s.io/client-go/listers/core/v1"
-	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2/ktesting"
 	fwk "k8s.io/kube-scheduler/framework"
-	"k8s.io/utils/clock"
 
 	"github.com/ballast-k8s/ballast/internal/shapes"
 )
-
-// review15dVolumes is a claim and PV view the test changes as the PV
-// controller and the informers would.
-type review15dVolumes struct {
-	mu     sync.Mutex
-	claims map[string]*v1.PersistentVolumeClaim // namespace/name
-	pvs    map[string]*v1.PersistentVolume
-}
-
-func newReview15dVolumes() *review15dVolumes {
-	return &review15dVolumes{claims: map[string]*v1.PersistentVolumeClaim{}, pvs: map[string]*v1.PersistentVolume{}}
-}
-
-func (r *review15dVolumes) lookup() shapes.VolumeLookup {
-	return shapes.VolumeLookup{
-		Claim: func(ns, name string) (*v1.PersistentVolumeClaim, bool) {
-			r.mu.Lock()
-			defer r.mu.Unlock()
-			c, ok := r.claims[ns+"/"+name]
-			return c, ok
-		},
-		PV: func(name string) (*v1.PersistentVolume, bool) {
-			r.mu.Lock()
-			defer r.mu.Unlock()
-			p, ok := r.pvs[name]
-			return p, ok
-		},
-	}
-}
-
-// bind has the PV controller bind claim to a zonal PV (an EBS volume of
-// zone) and returns the bound claim.
-func (r *review15dVolumes) bind(claim, pvName, zone string) *v1.PersistentVolumeClaim {
-	pv := &v1.PersistentVolume{
-		ObjectMeta: metav1.ObjectMeta{Name: pvName, ResourceVersion: "7"},
-		Spec: v1.PersistentVolumeSpec{
-			Capacity: v1.ResourceList{v1.ResourceStorage: resource.MustParse("10Gi")},
-			ClaimRef: &v1.ObjectReference{Namespace: "default", Name: claim},
-			NodeAffinity: &v1.VolumeNodeAffinity{Required: &v1.NodeSelector{NodeSelectorTerms: []v1.NodeSelectorTerm{{
-				MatchExpressions: []v1.NodeSelectorRequirement{{Key: v1.LabelTopologyZone, Operator: v1.NodeSelectorOpIn, Values: []string{zone}}},
-			}}}},
-		},
-		Status: v1.PersistentVolumeStatus{Phase: v1.VolumeBound},
-	}
-	pvc := &v1.PersistentVolumeClaim{
-		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: claim, Annotations: map[string]string{"pv.kubernetes.io/bind-completed": "yes"}},
-		Spec:       v1.PersistentVolumeClaimSpec{VolumeName: pvName},
-		Status:     v1.PersistentVolumeClaimStatus{Phase: v1.ClaimBound},
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.pvs[pvName] = pv
-	r.claims["default/"+claim] = pvc
-	return pvc
-}
 
 // TestReview15dRecheckAppliesOnePodsVerdictToAnotherPodsKey: the verdict
 // key holds the pod's bound volumes (pvKey), so a pod's key changes when its
@@ -105,57 +43,33 @@ func (r *review15dVolumes) bind(claim, pvName, zone string) *v1.PersistentVolume
 // cannot hide it.
 func TestReview15dRecheckAppliesOnePodsVerdictToAnotherPodsKey(t *testing.T) {
 	for trial := range 4 {
-		opts := shapes.FeatureOptions(utilfeature.DefaultFeatureGate)
-		opts.IdentityLabels = sets.New(v1.LabelHostname)
-		store := shapes.NewStore(opts, false)
-		store.UpsertNode(makeNode("web-1").Label("pool", "web").Label(v1.LabelTopologyZone, "zone-a").Obj())
-		vols := newReview15dVolumes()
-		verdicts := newVerdictCache(store, vols.lookup(), func() bool { return true }, clock.RealClock{})
-		reporter := &recordingReporter{}
-		parking := &parker{lot: newParkingLot(), reporter: reporter}
-		logger, ctx := ktesting.NewTestContext(t)
-		indexer := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
-		activator := &recordingActivator{}
-		release := newReleaser(store, verdicts, parking, activator, corelisters.NewPodLister(indexer), func() bool { return true }, logger)
-		pl := &HopelessPods{gateAtPreEnqueue: true, verdicts: verdicts, parking: parking, recheck: release.requestRecheck}
-
-		var pods []*v1.Pod
-		for i := range 11 {
-			p := makePod(fmt.Sprintf("db-%d", i)).NodeSelector(map[string]string{"pool": "db"}).PVC(fmt.Sprintf("data-db-%d", i)).Obj()
-			if err := indexer.Add(p); err != nil {
-				t.Fatal(err)
-			}
-			if s := pl.PreEnqueue(ctx, p); s.Code() != fwk.UnschedulableAndUnresolvable {
-				t.Fatalf("setup: PreEnqueue of %s: %v, want parked", p.Name, s)
-			}
-			pods = append(pods, p)
-		}
+		f, vols, pods := newDBRig(t, 11)
 		last := pods[10]
 		// The PV controller binds db-0..9's claims; the claim informer
 		// hands each bound claim to the release path.
 		for i := range 10 {
 			pvc := vols.bind(fmt.Sprintf("data-db-%d", i), fmt.Sprintf("pv-db-%d", i), "zone-a")
-			release.claimChanged(pvc)
+			f.release.claimChanged(pvc)
 		}
 		for i := range 10 {
-			if !parking.lot.len0(pods[i]) {
+			if !f.parking.lot.len0(pods[i]) {
 				t.Fatalf("setup: %s released by its claim's bind; it is still hopeless", pods[i].Name)
 			}
 		}
 		// A pool=db node registers in zone-b.
-		release.nodeChanged(nil, makeNode("db-node-1").Label("pool", "db").Label(v1.LabelTopologyZone, "zone-b").Obj())
-		release.recheckParked(logger)
+		f.release.nodeChanged(nil, makeNode("db-node-1").Label("pool", "db").Label(v1.LabelTopologyZone, "zone-b").Obj())
+		f.release.recheckParked(f.logger)
 
-		if v, _, ok := verdicts.judge(last); !ok || v.Hopeless {
+		if v, _, ok := f.verdicts.judge(last); !ok || v.Hopeless {
 			t.Fatalf("setup: %s's own verdict now is %+v, want it placeable", last.Name, v)
 		}
-		if v, _, _ := verdicts.judge(pods[0]); !v.Hopeless {
+		if v, _, _ := f.verdicts.judge(pods[0]); !v.Hopeless {
 			t.Fatalf("setup: %s's own verdict now is %+v, want hopeless for its zone-a volume", pods[0].Name, v)
 		}
-		if !activator.has("default/" + last.Name) {
-			got, parked := parking.lot.get(last.UID)
+		if !f.activator.has("default/" + last.Name) {
+			got, parked := f.parking.lot.get(last.UID)
 			t.Fatalf("trial %d: %s fits the new node (its claim is not bound; nodeSelector pool=db matches), but the re-check did not activate it: activated %v; it is parked=%v with\n  %q\n(the re-check judged one pod of its lot key, one whose claim was bound after it was parked, and applied that pod's verdict to the whole key)",
-				trial, last.Name, activator.activated(), parked, got.message)
+				trial, last.Name, f.activator.activated(), parked, got.message)
 		}
 	}
 }
@@ -164,60 +78,6 @@ func TestReview15dRecheckAppliesOnePodsVerdictToAnotherPodsKey(t *testing.T) {
 func (l *parkingLot) len0(pod *v1.Pod) bool {
 	_, ok := l.get(pod.UID)
 	return ok
-}
-
-// hookReporter is a recordingReporter that runs during, once, the first
-// time it is told to report a pod while armed: what another goroutine (an
-// informer handler, the queue) does while the re-check is between its
-// snapshot of a key's pods and its re-park of them.
-type hookReporter struct {
-	recordingReporter
-	mu     sync.Mutex
-	during func(reported *v1.Pod)
-}
-
-func (h *hookReporter) report(pod *v1.Pod, message string, gated bool) {
-	h.recordingReporter.report(pod, message, gated)
-	h.mu.Lock()
-	f := h.during
-	h.during = nil
-	h.mu.Unlock()
-	if f != nil {
-		f(pod)
-	}
-}
-
-// review15dRelease is the release path over a store of nodes, with a pod
-// lister the test fills.
-type review15dRelease struct {
-	store     *shapes.Store
-	verdicts  *verdictCache
-	reporter  *hookReporter
-	parking   *parker
-	activator *recordingActivator
-	release   *releaser
-	pl        *HopelessPods
-	indexer   cache.Indexer
-}
-
-func newReview15dRelease(t *testing.T, nodes ...*v1.Node) *review15dRelease {
-	opts := shapes.FeatureOptions(utilfeature.DefaultFeatureGate)
-	opts.IdentityLabels = sets.New(v1.LabelHostname)
-	f := &review15dRelease{store: shapes.NewStore(opts, false), reporter: &hookReporter{}, activator: &recordingActivator{}}
-	for _, n := range nodes {
-		f.store.UpsertNode(n)
-	}
-	noVolumes := shapes.VolumeLookup{
-		Claim: func(string, string) (*v1.PersistentVolumeClaim, bool) { return nil, false },
-		PV:    func(string) (*v1.PersistentVolume, bool) { return nil, false },
-	}
-	f.verdicts = newVerdictCache(f.store, noVolumes, func() bool { return true }, clock.RealClock{})
-	f.parking = &parker{lot: newParkingLot(), reporter: f.reporter}
-	logger, _ := ktesting.NewTestContext(t)
-	f.indexer = cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
-	f.release = newReleaser(f.store, f.verdicts, f.parking, f.activator, corelisters.NewPodLister(f.indexer), func() bool { return true }, logger)
-	f.pl = &HopelessPods{gateAtPreEnqueue: true, verdicts: f.verdicts, parking: f.parking, recheck: f.release.requestRecheck}
-	return f
 }
 
 // TestReview15dRecheckReparksAPodDeletedMeanwhile: recheckParked takes the
@@ -232,14 +92,9 @@ func newReview15dRelease(t *testing.T, nodes ...*v1.Node) *review15dRelease {
 // re-check re-parks the key's two pods, and the CronJob controller deletes
 // one of them while the re-check is between the two.
 func TestReview15dRecheckReparksAPodDeletedMeanwhile(t *testing.T) {
-	f := newReview15dRelease(t, poolNode("n1", "batch", batchTaint))
-	logger, ctx := ktesting.NewTestContext(t)
+	f := newReleaseRig(t, noVolumes, poolNode("n1", "batch", batchTaint))
 	a, b := cronPod("job-a"), cronPod("job-b")
-	for _, p := range []*v1.Pod{a, b} {
-		if s := f.pl.PreEnqueue(ctx, p); s.Code() != fwk.UnschedulableAndUnresolvable {
-			t.Fatalf("setup: PreEnqueue of %s: %v, want parked", p.Name, s)
-		}
-	}
+	f.park(t, a, b)
 	f.release.nodeChanged(poolNode("n1", "batch", batchTaint), poolNode("n1", "batch", v1.Taint{Key: "dedicated", Value: "gpu", Effect: v1.TaintEffectNoSchedule}))
 	var deleted *v1.Pod
 	f.reporter.mu.Lock()
@@ -253,7 +108,7 @@ func TestReview15dRecheckReparksAPodDeletedMeanwhile(t *testing.T) {
 		f.parking.forget(deleted.UID)
 	}
 	f.reporter.mu.Unlock()
-	f.release.recheckParked(logger)
+	f.release.recheckParked(f.logger)
 	if deleted == nil {
 		t.Fatal("setup: the re-check re-parked nobody; the node change should have changed the reason")
 	}
@@ -274,14 +129,9 @@ func TestReview15dRecheckReparksAPodDeletedMeanwhile(t *testing.T) {
 // pod is not activated (the plugin registers no node event; it waits for
 // the queue's five-minute flush).
 func TestReview15dRecheckOverwritesANewerParkWithAStaleSnapshot(t *testing.T) {
-	f := newReview15dRelease(t, poolNode("n1", "batch", batchTaint))
-	logger, ctx := ktesting.NewTestContext(t)
+	f := newReleaseRig(t, noVolumes, poolNode("n1", "batch", batchTaint))
 	a, b := cronPod("job-a"), cronPod("job-b")
-	for _, p := range []*v1.Pod{a, b} {
-		if s := f.pl.PreEnqueue(ctx, p); s.Code() != fwk.UnschedulableAndUnresolvable {
-			t.Fatalf("setup: PreEnqueue of %s: %v, want parked", p.Name, s)
-		}
-	}
+	f.park(t, a, b)
 	gpuTaint := v1.Taint{Key: "dedicated", Value: "gpu", Effect: v1.TaintEffectNoSchedule}
 	specialTaint := v1.Taint{Key: "dedicated", Value: "special", Effect: v1.TaintEffectNoSchedule}
 	f.release.nodeChanged(poolNode("n1", "batch", batchTaint), poolNode("n1", "batch", gpuTaint))
@@ -298,18 +148,18 @@ func TestReview15dRecheckOverwritesANewerParkWithAStaleSnapshot(t *testing.T) {
 		updated = other.DeepCopy()
 		updated.Spec.Tolerations = append(updated.Spec.Tolerations,
 			v1.Toleration{Key: "dedicated", Operator: v1.TolerationOpEqual, Value: "special", Effect: v1.TaintEffectNoSchedule})
-		if s := f.pl.PreEnqueue(ctx, updated); s.Code() != fwk.UnschedulableAndUnresolvable {
+		if s := f.pl.PreEnqueue(f.ctx, updated); s.Code() != fwk.UnschedulableAndUnresolvable {
 			t.Errorf("setup: PreEnqueue of the updated %s: %v, want parked", updated.Name, s)
 		}
 	}
 	f.reporter.mu.Unlock()
-	f.release.recheckParked(logger)
+	f.release.recheckParked(f.logger)
 	if updated == nil {
 		t.Fatal("setup: the re-check re-parked nobody; the node change should have changed the reason")
 	}
 	// A node the updated pod tolerates registers in its pool.
 	f.release.nodeChanged(nil, poolNode("n2", "batch", specialTaint))
-	f.release.recheckParked(logger)
+	f.release.recheckParked(f.logger)
 	if v, _, ok := f.verdicts.judge(updated); !ok || v.Hopeless {
 		t.Fatalf("setup: the updated pod's verdict is %+v, want placeable on n2", v)
 	}

@@ -1,12 +1,9 @@
 package app
 
 import (
-	"context"
 	"net/http"
 	"testing"
 	"time"
-
-	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/ballast-k8s/ballast/internal/awstest"
 )
@@ -36,26 +33,13 @@ func TestReview14aSplitCommandExitsOnAThrottledPassWithTheBatchDetached(t *testi
 		done <- execute("split", "db", "--cluster-name=prod", "--region=us-east-1", "--aws-endpoint="+emu.URL)
 	}()
 	injected := false
-	var err error
-	if perr := wait.PollUntilContextTimeout(context.Background(), time.Millisecond, 2*time.Minute, true, func(context.Context) (bool, error) {
-		select {
-		case err = <-done:
-			return true, nil
-		default:
-		}
-		if !clk.HasWaiters() {
-			return false, nil
-		}
+	err := stepWhileWaiting(t, clk, done, 2*time.Minute, 5*time.Second, func() {
 		if !injected && emu.Counts()["DetachInstances"] > 0 {
 			// The next pass's first read is throttled past the SDK's retries.
 			injected = true
 			emu.Inject(awstest.Fault{Service: "autoscaling", Action: "DescribeAutoScalingGroups", Code: "Throttling", Status: http.StatusBadRequest, Times: 5})
 		}
-		clk.Step(5 * time.Second)
-		return false, nil
-	}); perr != nil {
-		t.Fatalf("the command did not return: %v", perr)
-	}
+	})
 	if !injected {
 		t.Fatalf("the command returned (%v) before any instance was detached", err)
 	}

@@ -6,8 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"k8s.io/apimachinery/pkg/util/wait"
-
 	"github.com/ballast-k8s/ballast/internal/asg"
 	"github.com/ballast-k8s/ballast/internal/awstest"
 )
@@ -38,18 +36,8 @@ func TestReview15cSplitCommandStopsOnStrandedInstancesDespiteARefusedHookTarget(
 	defer cancel()
 	done := runSplitAsync(runCtx, t, emu, "db")
 	targeted, waits := false, 0
-	var err error
-	returned := false
-	if perr := wait.PollUntilContextTimeout(ctx, time.Millisecond, time.Minute, true, func(context.Context) (bool, error) {
-		select {
-		case err = <-done:
-			returned = true
-			return true, nil
-		default:
-		}
-		if !clk.HasWaiters() {
-			return false, nil
-		}
+	// The command returns (stepWhileWaiting fails the test otherwise).
+	err := stepWhileWaiting(t, clk, done, time.Minute, time.Minute, func() {
 		if !targeted && emu.Counts()["CreateAutoScalingGroup"] >= len(zones) {
 			// The per-zone groups exist, with the hook: now it gets a target.
 			targeted = true
@@ -65,15 +53,11 @@ func TestReview15cSplitCommandStopsOnStrandedInstancesDespiteARefusedHookTarget(
 		if waits++; waits > 200 {
 			cancel() // 200 polls (at least 1000 s) with nothing that can move
 		}
-		clk.Step(time.Minute)
-		return false, nil
-	}); perr != nil {
-		t.Fatalf("the command did not return: %v", perr)
-	}
+	})
 	if !targeted {
 		t.Fatalf("setup: split returned (%v) before the per-zone groups were created", err)
 	}
-	if returned && waits > 200 {
+	if waits > 200 {
 		t.Errorf("split kept polling for %d waits with every instance stranded and nothing else to move, until interrupted (%d refused PutLifecycleHook calls): %v",
 			waits, emu.Counts()["PutLifecycleHook"], err)
 	}

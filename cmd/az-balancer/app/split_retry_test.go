@@ -7,8 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"k8s.io/apimachinery/pkg/util/wait"
-
 	"github.com/ballast-k8s/ballast/internal/asg"
 	"github.com/ballast-k8s/ballast/internal/awstest"
 	"github.com/ballast-k8s/ballast/internal/split"
@@ -70,16 +68,7 @@ func TestSplitCommandSaysWhichInstancesAreOnTheMove(t *testing.T) {
 	defer cancel()
 	done := runSplitAsync(ctx, t, emu, "db")
 	denied, steps := false, 0
-	var err error
-	if perr := wait.PollUntilContextTimeout(context.Background(), time.Millisecond, time.Minute, true, func(context.Context) (bool, error) {
-		select {
-		case err = <-done:
-			return true, nil
-		default:
-		}
-		if !clk.HasWaiters() {
-			return false, nil
-		}
+	err := stepWhileWaiting(t, clk, done, time.Minute, time.Minute, func() {
 		if !denied && emu.Counts()["DetachInstances"] > 0 {
 			denied = true
 			denyHooks(emu, "db")
@@ -89,11 +78,7 @@ func TestSplitCommandSaysWhichInstancesAreOnTheMove(t *testing.T) {
 				cancel() // far more failed passes than the bound: still passing
 			}
 		}
-		clk.Step(time.Minute)
-		return false, nil
-	}); perr != nil {
-		t.Fatalf("the command did not return: %v", perr)
-	}
+	})
 	if !denied {
 		t.Fatalf("split returned (%v) before any instance was detached", err)
 	}

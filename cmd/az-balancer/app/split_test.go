@@ -134,16 +134,29 @@ func splitWorld(t *testing.T) (*clocktesting.FakeClock, *awstest.Server) {
 // until the command returns on done; it returns the command's error.
 func stepUntilDone(t *testing.T, clk *clocktesting.FakeClock, done <-chan error) error {
 	t.Helper()
+	return stepWhileWaiting(t, clk, done, time.Minute, time.Minute, nil)
+}
+
+// stepWhileWaiting moves clk on by step whenever the command waits for its
+// next pass, after running between (when not nil), until the command
+// returns on done; it fails the test when the command has not returned
+// within, and returns the command's error.
+func stepWhileWaiting(t *testing.T, clk *clocktesting.FakeClock, done <-chan error, within, step time.Duration, between func()) error {
+	t.Helper()
 	var err error
-	if perr := wait.PollUntilContextTimeout(context.Background(), time.Millisecond, time.Minute, true, func(context.Context) (bool, error) {
+	if perr := wait.PollUntilContextTimeout(context.Background(), time.Millisecond, within, true, func(context.Context) (bool, error) {
 		select {
 		case err = <-done:
 			return true, nil
 		default:
 		}
-		if clk.HasWaiters() {
-			clk.Step(time.Minute)
+		if !clk.HasWaiters() {
+			return false, nil
 		}
+		if between != nil {
+			between()
+		}
+		clk.Step(step)
 		return false, nil
 	}); perr != nil {
 		t.Fatalf("the command did not return: %v", perr)

@@ -100,6 +100,42 @@ func podWith(ns, name string, edit func(*v1.Pod)) *v1.Pod {
 	return p
 }
 
+// cpuPodOn creates node (a testenv.Node) and returns a pod requesting cpu.
+func cpuPodOn(t *testing.T, tc *testutils.TestContext, node, pod, cpu string) *v1.Pod {
+	t.Helper()
+	createNodes(t, tc.ClientSet, testenv.Node(node, nil, nil))
+	return podWith(tc.NS.Name, pod, func(p *v1.Pod) {
+		p.Spec.Containers[0].Resources.Requests[v1.ResourceCPU] = resource.MustParse(cpu)
+	})
+}
+
+// batchPodOnTaintedNode creates node batch-1 of pool batch with
+// batchTaint and returns pod name of pool batch with tolerations.
+func batchPodOnTaintedNode(t *testing.T, tc *testutils.TestContext, name string, tolerations []v1.Toleration) *v1.Pod {
+	t.Helper()
+	createNodes(t, tc.ClientSet, testenv.Node("batch-1", map[string]string{"pool": "batch"}, []v1.Taint{batchTaint}))
+	return makePod(tc.NS.Name, name, "ballast-scheduler", map[string]string{"pool": "batch"}, tolerations)
+}
+
+// cassandraOnAGoneHost creates node ip-10-0-1-1 and binds claim
+// data-cassandra-0 to a local volume of host ip-10-0-9-9, which no node is,
+// named pv and the test's namespace; the volumes so named after pv and more
+// are deleted when the test ends. It returns pod cassandra-0, which mounts
+// the claim.
+func cassandraOnAGoneHost(t *testing.T, tc *testutils.TestContext, pv string, more ...string) *v1.Pod {
+	t.Helper()
+	createNodes(t, tc.ClientSet, testenv.Node("ip-10-0-1-1", nil, nil))
+	bindLocalVolume(t, tc, "data-cassandra-0", pv+tc.NS.Name, "ip-10-0-9-9")
+	t.Cleanup(func() {
+		for _, name := range append([]string{pv}, more...) {
+			_ = tc.ClientSet.CoreV1().PersistentVolumes().Delete(context.Background(), name+tc.NS.Name, metav1.DeleteOptions{})
+		}
+	})
+	return podWith(tc.NS.Name, "cassandra-0", func(p *v1.Pod) {
+		p.Spec.Volumes = []v1.Volume{{Name: "data", VolumeSource: v1.VolumeSource{PersistentVolumeClaim: &v1.PersistentVolumeClaimVolumeSource{ClaimName: "data-cassandra-0"}}}}
+	})
+}
+
 func templatesData(t *testing.T, groups ...nodegroups.NodeGroup) map[string]string {
 	t.Helper()
 	now := time.Now()
@@ -146,8 +182,7 @@ func TestReleasePaths(t *testing.T) {
 	}, {
 		name: "taint removed",
 		setup: func(t *testing.T, tc *testutils.TestContext) *v1.Pod {
-			createNodes(t, tc.ClientSet, testenv.Node("batch-1", pool("batch"), []v1.Taint{batchTaint}))
-			return makePod(tc.NS.Name, "untolerated", "ballast-scheduler", pool("batch"), nil)
+			return batchPodOnTaintedNode(t, tc, "untolerated", nil)
 		},
 		change: func(t *testing.T, tc *testutils.TestContext, _ *v1.Pod) {
 			updateNode(t, tc.ClientSet, "batch-1", false, func(n *v1.Node) { n.Spec.Taints = nil })
@@ -168,10 +203,7 @@ func TestReleasePaths(t *testing.T) {
 	}, {
 		name: "allocatable grown",
 		setup: func(t *testing.T, tc *testutils.TestContext) *v1.Pod {
-			createNodes(t, tc.ClientSet, testenv.Node("small-1", nil, nil))
-			return podWith(tc.NS.Name, "six-cpus", func(p *v1.Pod) {
-				p.Spec.Containers[0].Resources.Requests[v1.ResourceCPU] = resource.MustParse("6")
-			})
+			return cpuPodOn(t, tc, "small-1", "six-cpus", "6")
 		},
 		change: func(t *testing.T, tc *testutils.TestContext, _ *v1.Pod) {
 			updateNode(t, tc.ClientSet, "small-1", true, func(n *v1.Node) {
@@ -183,8 +215,7 @@ func TestReleasePaths(t *testing.T) {
 	}, {
 		name: "pod toleration added",
 		setup: func(t *testing.T, tc *testutils.TestContext) *v1.Pod {
-			createNodes(t, tc.ClientSet, testenv.Node("batch-1", pool("batch"), []v1.Taint{batchTaint}))
-			return makePod(tc.NS.Name, "cron", "ballast-scheduler", pool("batch"), wrongToleration)
+			return batchPodOnTaintedNode(t, tc, "cron", wrongToleration)
 		},
 		change: func(t *testing.T, tc *testutils.TestContext, pod *v1.Pod) {
 			updatePod(t, tc, pod, false, func(p *v1.Pod) {
@@ -197,10 +228,7 @@ func TestReleasePaths(t *testing.T) {
 		setup: func(t *testing.T, tc *testutils.TestContext) *v1.Pod {
 			// Not small-1: the pod bound there by "allocatable grown" outlives
 			// its node (no pod GC here) and would fill a new small-1.
-			createNodes(t, tc.ClientSet, testenv.Node("resize-1", nil, nil))
-			return podWith(tc.NS.Name, "sixty-four-cpus", func(p *v1.Pod) {
-				p.Spec.Containers[0].Resources.Requests[v1.ResourceCPU] = resource.MustParse("64")
-			})
+			return cpuPodOn(t, tc, "resize-1", "sixty-four-cpus", "64")
 		},
 		change: func(t *testing.T, tc *testutils.TestContext, pod *v1.Pod) {
 			got := updatePod(t, tc, pod, true, func(p *v1.Pod) {
@@ -214,15 +242,7 @@ func TestReleasePaths(t *testing.T) {
 	}, {
 		name: "claim recreated on a live node",
 		setup: func(t *testing.T, tc *testutils.TestContext) *v1.Pod {
-			createNodes(t, tc.ClientSet, testenv.Node("ip-10-0-1-1", nil, nil))
-			bindLocalVolume(t, tc, "data-cassandra-0", "pv-gone-"+tc.NS.Name, "ip-10-0-9-9")
-			t.Cleanup(func() {
-				_ = tc.ClientSet.CoreV1().PersistentVolumes().Delete(context.Background(), "pv-gone-"+tc.NS.Name, metav1.DeleteOptions{})
-				_ = tc.ClientSet.CoreV1().PersistentVolumes().Delete(context.Background(), "pv-live-"+tc.NS.Name, metav1.DeleteOptions{})
-			})
-			return podWith(tc.NS.Name, "cassandra-0", func(p *v1.Pod) {
-				p.Spec.Volumes = []v1.Volume{{Name: "data", VolumeSource: v1.VolumeSource{PersistentVolumeClaim: &v1.PersistentVolumeClaimVolumeSource{ClaimName: "data-cassandra-0"}}}}
-			})
+			return cassandraOnAGoneHost(t, tc, "pv-gone-", "pv-live-")
 		},
 		change: func(t *testing.T, tc *testutils.TestContext, _ *v1.Pod) {
 			// The operator deletes the claim of the lost volume; the
@@ -248,14 +268,7 @@ func TestReleasePaths(t *testing.T) {
 	}, {
 		name: "identity label names the volume's host",
 		setup: func(t *testing.T, tc *testutils.TestContext) *v1.Pod {
-			createNodes(t, tc.ClientSet, testenv.Node("ip-10-0-1-1", nil, nil))
-			bindLocalVolume(t, tc, "data-cassandra-0", "pv-relabel-"+tc.NS.Name, "ip-10-0-9-9")
-			t.Cleanup(func() {
-				_ = tc.ClientSet.CoreV1().PersistentVolumes().Delete(context.Background(), "pv-relabel-"+tc.NS.Name, metav1.DeleteOptions{})
-			})
-			return podWith(tc.NS.Name, "cassandra-0", func(p *v1.Pod) {
-				p.Spec.Volumes = []v1.Volume{{Name: "data", VolumeSource: v1.VolumeSource{PersistentVolumeClaim: &v1.PersistentVolumeClaimVolumeSource{ClaimName: "data-cassandra-0"}}}}
-			})
+			return cassandraOnAGoneHost(t, tc, "pv-relabel-")
 		},
 		change: func(t *testing.T, tc *testutils.TestContext, _ *v1.Pod) {
 			updateNode(t, tc.ClientSet, "ip-10-0-1-1", false, func(n *v1.Node) { n.Labels[v1.LabelHostname] = "ip-10-0-9-9" })
