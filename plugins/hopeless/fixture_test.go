@@ -459,6 +459,7 @@ type releaseRig struct {
 }
 
 func newReleaseRig(t *testing.T, volumes shapes.VolumeLookup, nodes ...*v1.Node) *releaseRig {
+	t.Helper()
 	opts := shapes.FeatureOptions(utilfeature.DefaultFeatureGate)
 	opts.IdentityLabels = sets.New(v1.LabelHostname)
 	f := &releaseRig{store: shapes.NewStore(opts, false), reporter: &hookReporter{}, activator: &recordingActivator{}}

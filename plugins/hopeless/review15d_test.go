@@ -1,6 +1,7 @@
 package hopeless
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
@@ -8,6 +9,7 @@ import (
 
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/klog/v2/ktesting"
 	fwk "k8s.io/kube-scheduler/framework"
 
@@ -220,10 +222,7 @@ func TestReview15dReparkAfterTheSchedulerOverwroteTheCondition(t *testing.T) {
 		c := f.podCondition(pod.Name)
 		return c != nil && strings.Contains(c.Message, "dedicated=batch") && strings.HasPrefix(c.Message, shapes.MessagePrefix)
 	}
-	for deadline := time.Now().Add(5 * time.Second); !ok() && time.Now().Before(deadline); {
-		time.Sleep(20 * time.Millisecond)
-	}
-	if !ok() {
+	if wait.PollUntilContextTimeout(f.ctx, 20*time.Millisecond, 5*time.Second, true, func(context.Context) (bool, error) { return ok(), nil }) != nil {
 		p, _ := f.plugin.parking.lot.get(pod.UID)
 		t.Errorf("5s after the pod was parked again (lot: %q), its PodScheduled condition still says the scheduler's message of its released attempt:\n  %q\n(the writer remembered it had reported this reason before the release, and skipped the write)",
 			p.message, f.conditionMessage(pod.Name))
