@@ -69,8 +69,11 @@ func newRvRig(t *testing.T, n int, sel map[string]string, nodes ...*v1.Node) *rv
 			Spec:       v1.PersistentVolumeClaimSpec{VolumeName: pv.Name}, Status: v1.PersistentVolumeClaimStatus{Phase: v1.ClaimBound}}
 	}
 	volumes := shapes.VolumeLookup{
-		Claim: func(ns, name string) (*v1.PersistentVolumeClaim, bool) { c, ok := claims[name]; return c, ok && ns == "default" },
-		PV:    func(name string) (*v1.PersistentVolume, bool) { pv, ok := pvs[name]; return pv, ok },
+		Claim: func(ns, name string) (*v1.PersistentVolumeClaim, bool) {
+			c, ok := claims[name]
+			return c, ok && ns == "default"
+		},
+		PV: func(name string) (*v1.PersistentVolume, bool) { pv, ok := pvs[name]; return pv, ok },
 	}
 	g := &rvRig{store: store, hooked: &hookedStore{Store: store, before: map[int]func(){}}, act: &recordingActivator{}}
 	g.verdicts = newVerdictCache(store, volumes, func() bool { return true }, clock.RealClock{})

@@ -63,7 +63,7 @@ func TestRvRereportReadErrorWritesSecondEvent(t *testing.T) {
 	h.report(pod, reasonA, true) // parked again for the same reason: the re-read fails
 	waitFor(t, 5e9, "the re-read", func() bool { return !armed.Load() })
 	h.waitIdle(t)
-	restore() // the informer caught up with the scheduler's overwrite
+	restore()                    // the informer caught up with the scheduler's overwrite
 	h.report(pod, reasonA, true) // a later PreEnqueue, same reason
 	waitFor(t, 5e9, "the condition written again", func() bool {
 		c := h.podCondition(pod.Name)
