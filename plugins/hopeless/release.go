@@ -230,25 +230,18 @@ func (r *releaser) recheckParked(logger klog.Logger) {
 	}
 	release := map[string]*v1.Pod{}
 	done := map[verdictKey]bool{} // keys whose every pod was brought up to date
-	moved := false                // the store took a change while the deltas were weighed
+	// taken: the changes recorded while this re-check ran, which it took
+	// to weigh the verdicts left with; those weighed before must weigh
+	// them next time.
+	var taken []shapes.NodeChange
 	for _, rep := range r.parking.lot.onePerMessage() {
 		if done[rep.key] {
 			continue
 		}
 		if !full {
-			if moved {
-				continue // weighed again, with the later changes, next time
-			}
-			if !r.nodesMatter(rep, deltas) {
-				gen, memberGen := r.store.Generations()
-				if (storeGenerations{gen, memberGen}) != at {
-					// The store took a change while this verdict was
-					// weighed: the untouched node that witnessed it
-					// may be that change's. It and the rest are weighed
-					// again with these deltas and the later ones
-					// together, none of which can witness for another.
-					moved = true
-				}
+			var matters bool
+			matters, deltas, taken, full, at = r.weigh(rep, deltas, taken, at)
+			if !matters && !full {
 				continue
 			}
 		}
@@ -263,15 +256,46 @@ func (r *releaser) recheckParked(logger klog.Logger) {
 		logger.V(2).Info("Releasing parked pods that may have become schedulable", "count", len(release))
 		r.activator.Activate(logger, release)
 	}
-	if moved {
-		r.weighAgain(deltas)
+	if len(taken) > 0 {
+		r.weighAgain(taken)
+	}
+}
+
+// weigh reports whether the node changes deltas can matter to the parked
+// verdict of rep, weighed against the store as it was at generations at.
+// When the store took a change while it weighed, the untouched node that
+// witnessed for the verdict may be that change's: it takes the changes
+// recorded since (adding them to taken) and weighs again with all of them,
+// none of which can witness for another. Past maxDeltas, or when a full
+// re-check was asked for meanwhile, it returns full. Judging every verdict
+// left instead, as once done, made a re-check long enough for the next
+// node change to land in it, so that on a churning cluster every re-check
+// judged them all.
+func (r *releaser) weigh(rep parkedPod, deltas, taken []shapes.NodeChange, at storeGenerations) (matters bool, _, _ []shapes.NodeChange, full bool, _ storeGenerations) {
+	for {
+		if r.nodesMatter(rep, deltas) {
+			return true, deltas, taken, false, at
+		}
+		gen, memberGen := r.store.Generations()
+		if (storeGenerations{gen, memberGen}) == at {
+			return false, deltas, taken, false, at
+		}
+		later, laterFull, now := r.changes()
+		taken = append(taken, later...)
+		if laterFull || len(deltas)+len(later) > maxDeltas {
+			// Every verdict left is judged; those weighed already are
+			// judged again next time.
+			r.requestRecheckLater()
+			r.wake()
+			return false, deltas, taken, true, now
+		}
+		deltas = append(slices.Clip(deltas), later...)
+		at = now
 	}
 }
 
 // weighAgain puts node changes back before those recorded since, for the
-// next re-check to weigh them together. Judging every verdict instead, as
-// once done, made a re-check long enough for the next node change to land
-// in it, so that on a churning cluster every re-check judged them all.
+// next re-check to weigh them.
 func (r *releaser) weighAgain(deltas []shapes.NodeChange) {
 	r.mu.Lock()
 	if len(deltas)+len(r.deltas) <= maxDeltas {

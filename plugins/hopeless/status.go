@@ -288,6 +288,10 @@ func (w *statusWriter) write(ctx context.Context, item *statusItem) {
 			metricStatusWrites.WithLabelValues("gone").Inc()
 			return
 		}
+		if !w.wanted(item) {
+			// Released while the pod was read.
+			return
+		}
 	}
 	if item.gated && hasCondition(pod, item.message) {
 		// Said already, with its event: by this replica before a restart,
@@ -324,14 +328,21 @@ func (w *statusWriter) write(ctx context.Context, item *statusItem) {
 	}
 }
 
-// unreport forgets that item's message was reported, after its write
-// failed: a later PreEnqueue reports it again.
+// unreport has a later PreEnqueue report item's message again, after its
+// write failed: a first report is forgotten (its event was not written
+// yet); a report again after a release is marked released again, so that
+// the next one writes the condition but no second event.
 func (w *statusWriter) unreport(item *statusItem) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.reported[item.pod.UID] == item.message {
-		delete(w.reported, item.pod.UID)
+	if w.reported[item.pod.UID] != item.message {
+		return
 	}
+	if item.again {
+		w.released[item.pod.UID] = struct{}{}
+		return
+	}
+	delete(w.reported, item.pod.UID)
 }
 
 // patchCondition sets PodScheduled=False with message on pod, on condition
