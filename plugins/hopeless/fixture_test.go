@@ -519,3 +519,136 @@ func newDBRig(t *testing.T, n int) (*releaseRig, *volumeView, []*v1.Pod) {
 	f.createAndPark(t, pods...)
 	return f, vols, pods
 }
+
+// evaluationCounter counts the verdicts the release path has the store
+// evaluate: each costs a check of every node.
+type evaluationCounter struct {
+	*shapes.Store
+	evaluations int
+}
+
+func (c *evaluationCounter) Evaluate(r *shapes.Requirements) shapes.Verdict {
+	c.evaluations++
+	return c.Store.Evaluate(r)
+}
+
+// hookedStore runs hooks[i] at the i-th NodeChangesMatter call, before
+// (or, with after, once the weighing decided the change matters) weighing.
+type hookedStore struct {
+	*shapes.Store
+	calls   int
+	before  map[int]func()
+	onMatch func() // once, after a weighing that said "matters"
+}
+
+func (h *hookedStore) NodeChangesMatter(r *shapes.Requirements, reason shapes.Reason, changes []shapes.NodeChange) bool {
+	h.calls++
+	if f := h.before[h.calls]; f != nil {
+		f()
+	}
+	m := h.Store.NodeChangesMatter(r, reason, changes)
+	if m && h.onMatch != nil {
+		f := h.onMatch
+		h.onMatch = nil
+		f()
+	}
+	return m
+}
+
+// rvRig is the release path over parked local-PV pods: the releaser weighs
+// node changes on hooked, the verdict cache evaluates on counted.
+type rvRig struct {
+	store    *shapes.Store
+	hooked   *hookedStore
+	counted  *evaluationCounter
+	verdicts *verdictCache
+	parking  *parker
+	release  *releaser
+	act      *recordingActivator
+	pods     []*v1.Pod
+}
+
+// newRvRig parks n pods, pod i bound to a local PV pinned to gone-i, with
+// sel as node selector.
+func newRvRig(t *testing.T, n int, sel map[string]string, nodes ...*v1.Node) *rvRig {
+	t.Helper()
+	opts := shapes.FeatureOptions(utilfeature.DefaultFeatureGate)
+	opts.IdentityLabels = sets.New(v1.LabelHostname)
+	store := shapes.NewStore(opts, false)
+	for _, node := range nodes {
+		store.UpsertNode(node)
+	}
+	pvs := map[string]*v1.PersistentVolume{}
+	claims := map[string]*v1.PersistentVolumeClaim{}
+	for i := range n {
+		pv := localPV(fmt.Sprintf("pv-%d", i), fmt.Sprintf("data-%d", i), fmt.Sprintf("gone-%d", i))
+		pvs[pv.Name] = pv
+		claims[pv.Spec.ClaimRef.Name] = &v1.PersistentVolumeClaim{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: pv.Spec.ClaimRef.Name, Annotations: map[string]string{"pv.kubernetes.io/bind-completed": "yes"}},
+			Spec:       v1.PersistentVolumeClaimSpec{VolumeName: pv.Name}, Status: v1.PersistentVolumeClaimStatus{Phase: v1.ClaimBound}}
+	}
+	volumes := shapes.VolumeLookup{
+		Claim: func(ns, name string) (*v1.PersistentVolumeClaim, bool) {
+			c, ok := claims[name]
+			return c, ok && ns == "default"
+		},
+		PV: func(name string) (*v1.PersistentVolume, bool) { pv, ok := pvs[name]; return pv, ok },
+	}
+	g := &rvRig{store: store, hooked: &hookedStore{Store: store, before: map[int]func(){}}, counted: &evaluationCounter{Store: store}, act: &recordingActivator{}}
+	g.verdicts = newVerdictCache(g.counted, volumes, func() bool { return true }, clock.RealClock{})
+	g.parking = &parker{lot: newParkingLot(), reporter: &recordingReporter{}}
+	logger, _ := ktesting.NewTestContext(t)
+	g.release = newReleaser(g.hooked, g.verdicts, g.parking, g.act, nil, func() bool { return true }, logger)
+	for i := range n {
+		w := makePod(fmt.Sprintf("db-%d", i)).PVC(fmt.Sprintf("data-%d", i))
+		if sel != nil {
+			w = w.NodeSelector(sel)
+		}
+		pod := w.Obj()
+		v, key, ok := g.verdicts.judge(pod)
+		if !ok || !v.Hopeless {
+			t.Fatalf("setup: %s verdict %+v ok=%v", pod.Name, v, ok)
+		}
+		g.parking.park(pod, key, v, true)
+		g.pods = append(g.pods, pod)
+	}
+	return g
+}
+
+// drain runs re-checks while one is due; it returns how many ran.
+func (g *rvRig) drain(t *testing.T, limit int) int {
+	logger, _ := ktesting.NewTestContext(t)
+	for i := 0; i < limit; i++ {
+		select {
+		case <-g.release.recheck:
+			g.release.recheckParked(logger)
+		default:
+			return i
+		}
+	}
+	t.Fatalf("re-checks still due after %d", limit)
+	return limit
+}
+
+func zoneNode(name, zone string) *v1.Node {
+	return makeNode(name).Label(v1.LabelTopologyZone, zone).Obj()
+}
+
+// churnUntilReleased runs re-checks, each with a new node of a churning
+// pool registering while it weighs, until pod is released or limit
+// re-checks ran; it returns how many ran.
+func (g *rvRig) churnUntilReleased(t *testing.T, pod *v1.Pod, limit int) int {
+	logger, _ := ktesting.NewTestContext(t)
+	rounds := 0
+	for ; rounds < limit; rounds++ {
+		if _, ok := g.parking.lot.get(pod.UID); !ok {
+			break
+		}
+		g.hooked.calls = 0
+		i := rounds
+		g.hooked.before = map[int]func(){1: func() { g.release.nodeChanged(nil, makeNode(fmt.Sprintf("churn-%d", i)).Obj()) }}
+		<-g.release.recheck
+		g.release.recheckParked(logger)
+	}
+	return rounds
+}

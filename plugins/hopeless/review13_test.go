@@ -1,7 +1,6 @@
 package hopeless
 
 import (
-	"fmt"
 	"strings"
 	"testing"
 
@@ -113,18 +112,6 @@ func (d *duringWeighing) NodeChangesMatter(r *shapes.Requirements, reason shapes
 	return d.Store.NodeChangesMatter(r, reason, changes)
 }
 
-// evaluationCounter counts the verdicts the release path has the store
-// evaluate: each costs a check of every node.
-type evaluationCounter struct {
-	*shapes.Store
-	evaluations int
-}
-
-func (c *evaluationCounter) Evaluate(r *shapes.Requirements) shapes.Verdict {
-	c.evaluations++
-	return c.Store.Evaluate(r)
-}
-
 // TestNodeChangeDuringWeighingJudgesNoVerdict: a node that registers while
 // the release path weighs earlier node changes against thousands of parked
 // local-PV verdicts (each names its own gone node) used to have it judge
@@ -135,72 +122,38 @@ func (c *evaluationCounter) Evaluate(r *shapes.Requirements) shapes.Verdict {
 // weighed again together with the later ones, and a change that cannot
 // matter to any of them is judged for none; one that can still releases.
 func TestNodeChangeDuringWeighingJudgesNoVerdict(t *testing.T) {
-	opts := shapes.FeatureOptions(utilfeature.DefaultFeatureGate)
-	opts.IdentityLabels = sets.New(v1.LabelHostname)
-	counting := &evaluationCounter{Store: shapes.NewStore(opts, false)}
-	const pods = 50
-	pvs := map[string]*v1.PersistentVolume{}
-	claims := map[string]*v1.PersistentVolumeClaim{}
-	for i := range pods {
-		pv := localPV(fmt.Sprintf("pv-%d", i), fmt.Sprintf("data-%d", i), fmt.Sprintf("gone-%d", i))
-		pvs[pv.Name] = pv
-		claims[pv.Spec.ClaimRef.Name] = &v1.PersistentVolumeClaim{
-			ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: pv.Spec.ClaimRef.Name, Annotations: map[string]string{"pv.kubernetes.io/bind-completed": "yes"}},
-			Spec:       v1.PersistentVolumeClaimSpec{VolumeName: pv.Name}, Status: v1.PersistentVolumeClaimStatus{Phase: v1.ClaimBound}}
-	}
-	volumes := shapes.VolumeLookup{
-		Claim: func(ns, name string) (*v1.PersistentVolumeClaim, bool) {
-			c, ok := claims[name]
-			return c, ok && ns == "default"
-		},
-		PV: func(name string) (*v1.PersistentVolume, bool) { pv, ok := pvs[name]; return pv, ok },
-	}
-	counting.UpsertNode(makeNode("n0").Obj())
-	verdicts := newVerdictCache(counting, volumes, func() bool { return true }, clock.RealClock{})
-	parking := &parker{lot: newParkingLot(), reporter: &recordingReporter{}}
+	g := newRvRig(t, 50, nil, makeNode("n0").Obj())
 	logger, _ := ktesting.NewTestContext(t)
-	during := &duringWeighing{Store: counting.Store}
-	activator := &recordingActivator{}
-	release := newReleaser(during, verdicts, parking, activator, nil, func() bool { return true }, logger)
-	var parked []*v1.Pod
-	for i := range pods {
-		pod := makePod(fmt.Sprintf("db-%d", i)).PVC(fmt.Sprintf("data-%d", i)).Obj()
-		v, key, ok := verdicts.judge(pod)
-		if !ok || !v.Hopeless || v.Reason != shapes.ReasonVolumeNodeAffinity {
-			t.Fatalf("setup: verdict of %s %+v ok=%v, want hopeless for its volume's node", pod.Name, v, ok)
-		}
-		parking.park(pod, key, v, true)
-		parked = append(parked, pod)
-	}
 
 	// A pool node is re-created; the next one registers while the first
 	// change is weighed.
-	during.once = func() { release.nodeChanged(nil, makeNode("pool-2").Obj()) }
-	release.nodeChanged(nil, makeNode("pool-1").Obj())
-	counting.evaluations = 0
-	release.recheckParked(logger)
-	release.recheckParked(logger)
-	if counting.evaluations != 0 {
-		t.Errorf("two node changes that no parked verdict can depend on had %d verdicts judged, want 0", counting.evaluations)
+	g.hooked.before[1] = func() { g.release.nodeChanged(nil, makeNode("pool-2").Obj()) }
+	g.release.nodeChanged(nil, makeNode("pool-1").Obj())
+	g.counted.evaluations = 0
+	g.release.recheckParked(logger)
+	g.release.recheckParked(logger)
+	if g.counted.evaluations != 0 {
+		t.Errorf("two node changes that no parked verdict can depend on had %d verdicts judged, want 0", g.counted.evaluations)
 	}
-	for _, pod := range parked {
-		if _, ok := parking.lot.get(pod.UID); !ok {
+	for _, pod := range g.pods {
+		if _, ok := g.parking.lot.get(pod.UID); !ok {
 			t.Fatalf("%s was released; its volume's node is still gone", pod.Name)
 		}
 	}
 
 	// The same race when the later node is the one a volume needs: it is
 	// released.
-	during.once = func() {
-		release.nodeChanged(nil, makeNode("gone-7").Label(v1.LabelHostname, "gone-7").Obj())
+	g.hooked.calls = 0
+	g.hooked.before = map[int]func(){1: func() {
+		g.release.nodeChanged(nil, makeNode("gone-7").Label(v1.LabelHostname, "gone-7").Obj())
+	}}
+	g.release.nodeChanged(nil, makeNode("pool-3").Obj())
+	g.release.recheckParked(logger)
+	g.release.recheckParked(logger)
+	if _, ok := g.parking.lot.get(g.pods[7].UID); ok {
+		t.Errorf("%s is still parked after the node of its volume registered during a re-check", g.pods[7].Name)
 	}
-	release.nodeChanged(nil, makeNode("pool-3").Obj())
-	release.recheckParked(logger)
-	release.recheckParked(logger)
-	if _, ok := parking.lot.get(parked[7].UID); ok {
-		t.Errorf("%s is still parked after the node of its volume registered during a re-check", parked[7].Name)
-	}
-	if n := len(activator.activated()); n == 0 {
-		t.Error("nothing was activated")
+	if !g.act.has("default/db-7") {
+		t.Error("db-7 was not activated")
 	}
 }

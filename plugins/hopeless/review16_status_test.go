@@ -1,7 +1,6 @@
 package hopeless
 
 import (
-	"context"
 	"fmt"
 	"sync/atomic"
 	"testing"
@@ -10,38 +9,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	testingclock "k8s.io/utils/clock/testing"
 
-	v1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	clienttesting "k8s.io/client-go/testing"
 )
-
-// rvReleasedAndOverwritten writes pod's report, releases the pod, has the
-// scheduler overwrite the condition on the API server, and makes the
-// writer's copy (current) the stale one that still holds reasonA.
-func rvReleasedAndOverwritten(t *testing.T, h *heldWriter, pod *v1.Pod) (restore func()) {
-	t.Helper()
-	h.leader.Store(true)
-	h.report(pod, reasonA, true)
-	h.start()
-	h.waitWritten(t, pod.Name, true)
-	h.waitIdle(t)
-	stale, err := h.client.CoreV1().Pods("default").Get(h.ctx, pod.Name, metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	h.cancel(pod.UID) // released
-	attempted := stale.DeepCopy()
-	attempted.Status.Conditions = []v1.PodCondition{{Type: v1.PodScheduled, Status: v1.ConditionFalse, Reason: v1.PodReasonUnschedulable,
-		Message: "0/1 nodes are available: 1 node(s) had untolerated taint {dedicated: batch}."}}
-	if _, err := h.client.CoreV1().Pods("default").UpdateStatus(h.ctx, attempted, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	get := h.statusWriter.current
-	h.statusWriter.current = func(context.Context, string, string) (*v1.Pod, error) { return stale, nil }
-	return func() { h.statusWriter.current = get }
-}
 
 // TestRvRereportReadErrorWritesSecondEvent: a re-report after a release
 // (statusItem.again) whose API read fails transiently is "unreported": the
@@ -51,7 +23,7 @@ func rvReleasedAndOverwritten(t *testing.T, h *heldWriter, pod *v1.Pod) (restore
 func TestRvRereportReadErrorWritesSecondEvent(t *testing.T) {
 	pod := cronPod("rv-reread-error")
 	h := newHeldWriter(t, pod)
-	restore := rvReleasedAndOverwritten(t, h, pod)
+	restore := releasedAndOverwritten(t, h, pod)
 	var armed atomic.Bool
 	h.client.PrependReactor("get", "pods", func(clienttesting.Action) (bool, runtime.Object, error) {
 		if armed.CompareAndSwap(true, false) {
@@ -84,7 +56,7 @@ func TestRvRereportReadErrorWritesSecondEvent(t *testing.T) {
 func TestRvReleaseDuringRereadWritesCondition(t *testing.T) {
 	pod := cronPod("rv-released-during-reread")
 	h := newHeldWriter(t, pod)
-	rvReleasedAndOverwritten(t, h, pod)
+	releasedAndOverwritten(t, h, pod)
 	before := h.statusPatches()
 	var armed atomic.Bool
 	h.client.PrependReactor("get", "pods", func(clienttesting.Action) (bool, runtime.Object, error) {
@@ -146,7 +118,7 @@ func TestRvStandbyStartsWithinRecheck(t *testing.T) {
 func TestRvRereportOfABoundPodWritesNothing(t *testing.T) {
 	pod := cronPod("rv-bound-meanwhile")
 	h := newHeldWriter(t, pod)
-	rvReleasedAndOverwritten(t, h, pod)
+	releasedAndOverwritten(t, h, pod)
 	cur, err := h.client.CoreV1().Pods("default").Get(h.ctx, pod.Name, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -179,7 +151,7 @@ func TestRvRereportOfABoundPodWritesNothing(t *testing.T) {
 func TestRvRereportPatchErrorWritesSecondEvent(t *testing.T) {
 	pod := cronPod("rv-repatch-error")
 	h := newHeldWriter(t, pod)
-	restore := rvReleasedAndOverwritten(t, h, pod)
+	restore := releasedAndOverwritten(t, h, pod)
 	restore() // the informer's copy is up to date: no re-read
 	var armed atomic.Bool
 	h.client.PrependReactor("patch", "pods", func(clienttesting.Action) (bool, runtime.Object, error) {

@@ -225,13 +225,11 @@ func TestReleaseCancelsQueuedWrite(t *testing.T) {
 	h.waitWritten(t, released.Name, false)
 }
 
-// A pod parked again, after its release, for the reason it was reported
-// with gets its condition again when a scheduling attempt overwrote it,
-// even while the informer's copy (what the writer reads first) still holds
-// the condition as reported before the release.
-func TestReparkAfterReleaseReadsPastAStaleCopy(t *testing.T) {
-	pod := cronPod("reparked")
-	h := newHeldWriter(t, pod)
+// releasedAndOverwritten writes pod's report, releases the pod, has the
+// scheduler overwrite the condition on the API server, and makes the
+// writer's copy (current) the stale one that still holds reasonA.
+func releasedAndOverwritten(t *testing.T, h *heldWriter, pod *v1.Pod) (restore func()) {
+	t.Helper()
 	h.leader.Store(true)
 	h.report(pod, reasonA, true)
 	h.start()
@@ -241,14 +239,26 @@ func TestReparkAfterReleaseReadsPastAStaleCopy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.cancel(pod.UID) // released; its attempt fails and the scheduler writes its own message
+	h.cancel(pod.UID) // released
 	attempted := stale.DeepCopy()
 	attempted.Status.Conditions = []v1.PodCondition{{Type: v1.PodScheduled, Status: v1.ConditionFalse, Reason: v1.PodReasonUnschedulable,
 		Message: "0/1 nodes are available: 1 node(s) had untolerated taint {dedicated: batch}."}}
 	if _, err := h.client.CoreV1().Pods("default").UpdateStatus(h.ctx, attempted, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	get := h.statusWriter.current
 	h.statusWriter.current = func(context.Context, string, string) (*v1.Pod, error) { return stale, nil }
+	return func() { h.statusWriter.current = get }
+}
+
+// A pod parked again, after its release, for the reason it was reported
+// with gets its condition again when a scheduling attempt overwrote it,
+// even while the informer's copy (what the writer reads first) still holds
+// the condition as reported before the release.
+func TestReparkAfterReleaseReadsPastAStaleCopy(t *testing.T) {
+	pod := cronPod("reparked")
+	h := newHeldWriter(t, pod)
+	releasedAndOverwritten(t, h, pod)
 	h.report(pod, reasonA, true) // hopeless again, for the same reason
 	waitFor(t, 5*time.Second, "the condition written again", func() bool {
 		c := h.podCondition(pod.Name)
