@@ -168,24 +168,41 @@ func (r *releaser) requestRecheck() {
 func (r *releaser) nodeRecheck(d shapes.NodeChange, apply func()) {
 	r.mu.Lock()
 	apply()
-	if len(r.deltas) < maxDeltas {
-		r.deltas = append(r.deltas, d)
-	} else {
-		r.full = true
-	}
+	r.recordLocked(d)
 	r.mu.Unlock()
 	r.wake()
 }
 
+// recordLocked keeps node changes for the next re-check to weigh; past
+// maxDeltas it asks for a full one instead. r.mu is held.
+func (r *releaser) recordLocked(deltas ...shapes.NodeChange) {
+	if len(r.deltas)+len(deltas) <= maxDeltas {
+		r.deltas = append(r.deltas, deltas...)
+	} else {
+		r.full = true
+	}
+}
+
+// recheckPass is what one re-check weighs node changes with.
+type recheckPass struct {
+	deltas []shapes.NodeChange // the node changes to weigh
+	// taken: those of deltas recorded while the pass ran; the verdicts
+	// weighed before they were taken weigh them in the next re-check.
+	taken []shapes.NodeChange
+	full  bool             // judge every verdict instead
+	at    storeGenerations // the store with every change of deltas and none after
+}
+
 // changes takes what the next re-check looks at, and the store's
 // generations with every one of those changes and none after.
-func (r *releaser) changes() (deltas []shapes.NodeChange, full bool, at storeGenerations) {
+func (r *releaser) changes() recheckPass {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	deltas, full = r.deltas, r.full
+	p := recheckPass{deltas: r.deltas, full: r.full}
 	r.deltas, r.full = nil, false
 	gen, memberGen := r.store.Generations()
-	return deltas, full, storeGenerations{gen, memberGen}
+	p.at = storeGenerations{gen, memberGen}
+	return p
 }
 
 func (r *releaser) wake() {
@@ -223,27 +240,19 @@ func (r *releaser) run(ctx context.Context) {
 // (shapes.NodeChangeMatters): judging it costs a check of every node,
 // thousands of such verdicts a check of every node on every node event.
 func (r *releaser) recheckParked(logger klog.Logger) {
-	deltas, full, at := r.changes()
+	pass := r.changes()
 	if !r.synced() {
 		r.requestRecheckLater()
 		return
 	}
 	release := map[string]*v1.Pod{}
 	done := map[verdictKey]bool{} // keys whose every pod was brought up to date
-	// taken: the changes recorded while this re-check ran, which it took
-	// to weigh the verdicts left with; those weighed before must weigh
-	// them next time.
-	var taken []shapes.NodeChange
 	for _, rep := range r.parking.lot.onePerMessage() {
 		if done[rep.key] {
 			continue
 		}
-		if !full {
-			var matters bool
-			matters, deltas, taken, full, at = r.weigh(rep, deltas, taken, at)
-			if !matters && !full {
-				continue
-			}
+		if !pass.full && !r.weigh(&pass, rep) {
+			continue
 		}
 		v, key, ok := r.verdicts.judge(rep.pod)
 		if ok && v.Hopeless && v.Message == rep.message && key == rep.key {
@@ -256,55 +265,47 @@ func (r *releaser) recheckParked(logger klog.Logger) {
 		logger.V(2).Info("Releasing parked pods that may have become schedulable", "count", len(release))
 		r.activator.Activate(logger, release)
 	}
-	if len(taken) > 0 {
-		r.weighAgain(taken)
+	if len(pass.taken) > 0 {
+		// For the verdicts weighed before these changes were taken.
+		r.mu.Lock()
+		r.recordLocked(pass.taken...)
+		r.mu.Unlock()
+		r.wake()
 	}
 }
 
-// weigh reports whether the node changes deltas can matter to the parked
-// verdict of rep, weighed against the store as it was at generations at.
-// When the store took a change while it weighed, the untouched node that
-// witnessed for the verdict may be that change's: it takes the changes
-// recorded since (adding them to taken) and weighs again with all of them,
-// none of which can witness for another. Past maxDeltas, or when a full
-// re-check was asked for meanwhile, it returns full. Judging every verdict
-// left instead, as once done, made a re-check long enough for the next
+// weigh reports whether the node changes of the pass can matter to the
+// parked verdict of rep, weighed against the store as it was at p.at, or
+// whether every verdict left is to be judged (p.full). When the store took
+// a change while it weighed, the untouched node that witnessed for the
+// verdict may be that change's: it takes the changes recorded since (into
+// p.taken) and weighs again with all of them, none of which can witness
+// for another. Past maxDeltas, or when a full re-check was asked for
+// meanwhile, the pass becomes full. Judging every verdict left whenever
+// the store moved, as once done, made a re-check long enough for the next
 // node change to land in it, so that on a churning cluster every re-check
 // judged them all.
-func (r *releaser) weigh(rep parkedPod, deltas, taken []shapes.NodeChange, at storeGenerations) (matters bool, _, _ []shapes.NodeChange, full bool, _ storeGenerations) {
+func (r *releaser) weigh(p *recheckPass, rep parkedPod) bool {
 	for {
-		if r.nodesMatter(rep, deltas) {
-			return true, deltas, taken, false, at
+		if r.nodesMatter(rep, p.deltas) {
+			return true
 		}
 		gen, memberGen := r.store.Generations()
-		if (storeGenerations{gen, memberGen}) == at {
-			return false, deltas, taken, false, at
+		if (storeGenerations{gen, memberGen}) == p.at {
+			return false
 		}
-		later, laterFull, now := r.changes()
-		taken = append(taken, later...)
-		if laterFull || len(deltas)+len(later) > maxDeltas {
-			// Every verdict left is judged; those weighed already are
-			// judged again next time.
+		later := r.changes()
+		p.taken = append(p.taken, later.deltas...)
+		p.at = later.at
+		if later.full || len(p.deltas)+len(later.deltas) > maxDeltas {
+			// The verdicts weighed already are judged next time.
 			r.requestRecheckLater()
 			r.wake()
-			return false, deltas, taken, true, now
+			p.full = true
+			return true
 		}
-		deltas = append(slices.Clip(deltas), later...)
-		at = now
+		p.deltas = append(slices.Clip(p.deltas), later.deltas...)
 	}
-}
-
-// weighAgain puts node changes back before those recorded since, for the
-// next re-check to weigh them.
-func (r *releaser) weighAgain(deltas []shapes.NodeChange) {
-	r.mu.Lock()
-	if len(deltas)+len(r.deltas) <= maxDeltas {
-		r.deltas = append(slices.Clip(deltas), r.deltas...)
-	} else {
-		r.full = true
-	}
-	r.mu.Unlock()
-	r.wake()
 }
 
 // recheckKey brings the parked pods of lot key lotKey up to date, given the
