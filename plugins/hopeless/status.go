@@ -274,40 +274,37 @@ func (w *statusWriter) write(ctx context.Context, item *statusItem) {
 		// Released while the write waited.
 		return
 	}
-	if item.gated && hasCondition(pod, item.message) && item.again {
+	if item.gated && hasCondition(pod, item.message) {
+		if !item.again {
+			// Said already, with its event: by this replica before a
+			// restart, or by the previous leader before a failover. One
+			// event per pod.
+			return
+		}
 		// The informer's copy may still hold the condition as reported
 		// before the release: ask the API server.
-		pod, err = w.client.CoreV1().Pods(item.pod.Namespace).Get(ctx, item.pod.Name, metav1.GetOptions{})
-		if err != nil && !apierrors.IsNotFound(err) {
+		pod, err = w.latest(ctx, item)
+		switch {
+		case apierrors.IsNotFound(err):
+			metricStatusWrites.WithLabelValues("gone").Inc()
+			return
+		case err != nil:
 			metricStatusWrites.WithLabelValues("error").Inc()
 			logger.Error(err, "Reading a parked pod to write its PodScheduled condition again", "pod", klog.KObj(item.pod))
 			w.unreport(item)
 			return
 		}
-		if err != nil || pod.UID != item.pod.UID || pod.Spec.NodeName != "" {
-			metricStatusWrites.WithLabelValues("gone").Inc()
-			return
+		if !w.wanted(item) || hasCondition(pod, item.message) {
+			return // released while the pod was read, or said already
 		}
-		if !w.wanted(item) {
-			// Released while the pod was read.
-			return
-		}
-	}
-	if item.gated && hasCondition(pod, item.message) {
-		// Said already, with its event: by this replica before a restart,
-		// or by the previous leader before a failover. One event per pod.
-		return
 	}
 	if item.gated {
 		err = w.patchCondition(ctx, pod, item.message)
 		if apierrors.IsConflict(err) {
 			// The pod changed since the copy we judged (bound, perhaps):
 			// look at the latest version once.
-			pod, err = w.client.CoreV1().Pods(pod.Namespace).Get(ctx, pod.Name, metav1.GetOptions{})
-			if err == nil && pod.UID == item.pod.UID && pod.Spec.NodeName == "" {
+			if pod, err = w.latest(ctx, item); err == nil {
 				err = w.patchCondition(ctx, pod, item.message)
-			} else if err == nil {
-				err = apierrors.NewNotFound(v1.Resource("pods"), pod.Name)
 			}
 		}
 		switch {
@@ -318,7 +315,7 @@ func (w *statusWriter) write(ctx context.Context, item *statusItem) {
 			return
 		default:
 			metricStatusWrites.WithLabelValues("error").Inc()
-			logger.Error(err, "Writing PodScheduled condition of a parked pod", "pod", klog.KObj(pod))
+			logger.Error(err, "Writing PodScheduled condition of a parked pod", "pod", klog.KObj(item.pod))
 			w.unreport(item)
 			return
 		}
@@ -326,6 +323,16 @@ func (w *statusWriter) write(ctx context.Context, item *statusItem) {
 	if item.event && w.wanted(item) {
 		w.recorder.Eventf(pod, nil, v1.EventTypeWarning, EventReason, "Scheduling", item.message)
 	}
+}
+
+// latest reads item's pod from the API server; a pod replaced or bound
+// since is NotFound: nothing to say to it any more.
+func (w *statusWriter) latest(ctx context.Context, item *statusItem) (*v1.Pod, error) {
+	pod, err := w.client.CoreV1().Pods(item.pod.Namespace).Get(ctx, item.pod.Name, metav1.GetOptions{})
+	if err == nil && (pod.UID != item.pod.UID || pod.Spec.NodeName != "") {
+		return nil, apierrors.NewNotFound(v1.Resource("pods"), item.pod.Name)
+	}
+	return pod, err
 }
 
 // unreport has a later PreEnqueue report item's message again, after its
