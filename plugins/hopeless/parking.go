@@ -79,7 +79,7 @@ func (l *parkingLot) parkLocked(pod *v1.Pod, key verdictKey, v shapes.Verdict) (
 func (l *parkingLot) parkIf(snap parkedPod, pod *v1.Pod, key verdictKey, v shapes.Verdict) (old parkedPod, done bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if cur, had := l.pods[snap.pod.UID]; !had || !sameEntry(cur, snap) {
+	if cur, still := l.stillLocked(snap); !still {
 		return cur, false
 	}
 	old, _ = l.parkLocked(pod, key, v)
@@ -90,20 +90,25 @@ func (l *parkingLot) parkIf(snap parkedPod, pod *v1.Pod, key verdictKey, v shape
 func (l *parkingLot) unparkIf(snap parkedPod) (parkedPod, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	cur, had := l.pods[snap.pod.UID]
-	if !had || !sameEntry(cur, snap) {
+	cur, still := l.stillLocked(snap)
+	if !still {
 		return cur, false
 	}
 	l.removeLocked(snap.pod.UID, cur)
 	return cur, true
 }
 
-// sameEntry reports whether entry cur is the one snap was read as: the same
-// pod object (or version of it), key and message.
-func sameEntry(cur, snap parkedPod) bool {
+// stillLocked returns the entry of snap's pod and whether it still is the
+// one snap was read as: the same pod object (or version of it), key and
+// message. l.mu is held.
+func (l *parkingLot) stillLocked(snap parkedPod) (cur parkedPod, still bool) {
+	cur, had := l.pods[snap.pod.UID]
+	if !had {
+		return cur, false
+	}
 	samePod := cur.pod == snap.pod ||
 		(cur.pod.UID == snap.pod.UID && cur.pod.ResourceVersion != "" && cur.pod.ResourceVersion == snap.pod.ResourceVersion)
-	return samePod && cur.key == snap.key && cur.message == snap.message
+	return cur, samePod && cur.key == snap.key && cur.message == snap.message
 }
 
 // unpark forgets pod uid; it returns the entry, if the pod was parked.
@@ -253,8 +258,7 @@ func (p *parker) reparkIf(snap parkedPod, pod *v1.Pod, key verdictKey, v shapes.
 func (p *parker) unparkIf(snap parkedPod) bool {
 	old, done := p.lot.unparkIf(snap)
 	if done {
-		metricParked.WithLabelValues(string(old.reason)).Dec()
-		p.reporter.cancel(snap.pod.UID)
+		p.unparked(old)
 	}
 	return done
 }
@@ -274,11 +278,15 @@ func (p *parker) parked(pod *v1.Pod, v shapes.Verdict, gated bool, old parkedPod
 // unpark forgets a pod that is no longer parked, and drops the write still
 // queued for it: a released pod may be bound any moment.
 func (p *parker) unpark(uid types.UID) {
-	old, had := p.lot.unpark(uid)
-	if had {
-		metricParked.WithLabelValues(string(old.reason)).Dec()
-		p.reporter.cancel(uid)
+	if old, had := p.lot.unpark(uid); had {
+		p.unparked(old)
 	}
+}
+
+// unparked keeps the metric and the report in step with an unpark of old.
+func (p *parker) unparked(old parkedPod) {
+	metricParked.WithLabelValues(string(old.reason)).Dec()
+	p.reporter.cancel(old.pod.UID)
 }
 
 // forget unparks a pod that is bound or gone; only now may a new park of
