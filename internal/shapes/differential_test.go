@@ -693,7 +693,7 @@ func check(ctx context.Context, t testing.TB, w *world, tl *tally, fail func(for
 	lookup := w.volumeLookup()
 	cands := w.candidates()
 	for _, pod := range w.pods {
-		vols, _ := shapes.ResolveBoundVolumes(pod, lookup)
+		vols, _, _ := shapes.ResolveBoundVolumes(pod, lookup)
 		req := shapes.NewRequirements(pod, vols, opts)
 		rejectedBy, why := rs.verdicts(ctx, pod, cands)
 		anyReal := false

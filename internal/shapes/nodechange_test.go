@@ -29,7 +29,7 @@ func TestNodeChangeMattersIsExact(t *testing.T) {
 		w := drawWorld(rng, fmt.Sprintf("w%d", i), 6, 4)
 		lookup := w.volumeLookup()
 		for p, pod := range w.pods {
-			vols, _ := shapes.ResolveBoundVolumes(pod, lookup)
+			vols, _, _ := shapes.ResolveBoundVolumes(pod, lookup)
 			req := shapes.NewRequirements(pod, vols, opts)
 			if !req.Identity() {
 				continue
@@ -135,7 +135,7 @@ func TestNodeChangeMattersStartingNode(t *testing.T) {
 	pod := &v1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "db", Name: "cass-0"},
 		Spec: v1.PodSpec{NodeSelector: map[string]string{v1.LabelTopologyZone: zones[0]}, Containers: []v1.Container{{Name: "c"}},
 			Volumes: []v1.Volume{{Name: "data", VolumeSource: v1.VolumeSource{PersistentVolumeClaim: &v1.PersistentVolumeClaimVolumeSource{ClaimName: "data"}}}}}}
-	vols, _ := shapes.ResolveBoundVolumes(pod, shapes.VolumeLookup{
+	vols, _, _ := shapes.ResolveBoundVolumes(pod, shapes.VolumeLookup{
 		Claim: func(ns, name string) (*v1.PersistentVolumeClaim, bool) { return pvc, ns == "db" && name == "data" },
 		PV:    func(name string) (*v1.PersistentVolume, bool) { return pv, name == pv.Name },
 	})

@@ -91,6 +91,35 @@ type BoundVolume struct {
 type boundVolume struct {
 	BoundVolume
 	translated *v1.PersistentVolume
+	// affinity and translatedAffinity are the PVs' required node affinity,
+	// parsed once: a re-check weighs thousands of such volumes on every
+	// node change, and parsing a selector on each check was most of that.
+	affinity, translatedAffinity *pvAffinity
+}
+
+// pvAffinity is a PV's required node affinity, parsed once, matched as
+// volumehelper.CheckNodeAffinity (VolumeBinding's check of a bound claim in
+// v1.37.2) matches it: against a node that has only the node's labels, so
+// that a term on metadata.name never matches; a term that does not parse
+// matches nothing, the others still may. Nil passes every node.
+type pvAffinity struct {
+	sel *nodeaffinity.LazyErrorNodeSelector
+}
+
+func newPVAffinity(pv *v1.PersistentVolume) *pvAffinity {
+	if pv == nil || pv.Spec.NodeAffinity == nil || pv.Spec.NodeAffinity.Required == nil {
+		return nil
+	}
+	return &pvAffinity{sel: nodeaffinity.NewLazyErrorNodeSelector(pv.Spec.NodeAffinity.Required)}
+}
+
+// passes reports whether a node with labels passes the affinity.
+func (a *pvAffinity) passes(labels map[string]string) bool {
+	if a == nil {
+		return true
+	}
+	ok, _ := a.sel.Match(&v1.Node{ObjectMeta: metav1.ObjectMeta{Labels: labels}})
+	return ok
 }
 
 var translator = csitrans.New()
@@ -137,7 +166,9 @@ func NewRequirements(pod *v1.Pod, volumes []BoundVolume, opts *Options) *Require
 		opts:     opts,
 	}
 	for _, v := range volumes {
-		r.volumes = append(r.volumes, boundVolume{BoundVolume: v, translated: translate(v.PV)})
+		t := translate(v.PV)
+		r.volumes = append(r.volumes, boundVolume{BoundVolume: v, translated: t,
+			affinity: newPVAffinity(v.PV), translatedAffinity: newPVAffinity(t)})
 	}
 	r.identity = referencesIdentity(pod, volumes, opts.IdentityLabels)
 	return r
@@ -212,8 +243,8 @@ func (r *Requirements) Check(node *v1.Node) *Failure {
 	}
 	if r.opts.filtered(names.VolumeBinding) {
 		for _, v := range r.volumes {
-			if err := volumehelper.CheckNodeAffinity(v.PV, node.Labels); err != nil &&
-				(v.translated == nil || volumehelper.CheckNodeAffinity(v.translated, node.Labels) != nil) {
+			if !v.affinity.passes(node.Labels) &&
+				(v.translated == nil || !v.translatedAffinity.passes(node.Labels)) {
 				return &Failure{Reason: ReasonVolumeNodeAffinity, Claim: v.Claim, PV: v.PV}
 			}
 		}

@@ -536,14 +536,12 @@ func (s *Store) NodeChangesMatter(r *Requirements, reason Reason, changes []Node
 	}
 	sameMessage := reason == ReasonNodeAffinity || reason == ReasonUnschedulable ||
 		(reason == ReasonVolumeNodeAffinity && len(r.volumes) == 1)
-	touched := sets.New[string]()
 	atReason := false
 	for _, c := range changes {
-		for _, node := range []*v1.Node{c.Old, c.New} {
+		for _, node := range [2]*v1.Node{c.Old, c.New} {
 			if node == nil {
 				continue
 			}
-			touched.Insert(node.Name)
 			if startingNode(node) {
 				return true
 			}
@@ -559,7 +557,18 @@ func (s *Store) NodeChangesMatter(r *Requirements, reason Reason, changes []Node
 			}
 		}
 	}
-	return atReason && !s.failsAt(r, rank, touched)
+	if !atReason {
+		return false
+	}
+	touched := sets.New[string]()
+	for _, c := range changes {
+		for _, node := range [2]*v1.Node{c.Old, c.New} {
+			if node != nil {
+				touched.Insert(node.Name)
+			}
+		}
+	}
+	return !s.failsAt(r, rank, touched)
 }
 
 // failsAt reports whether a node not in skip, or a template of a group that

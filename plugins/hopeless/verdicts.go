@@ -47,10 +47,10 @@ type verdictCache struct {
 }
 
 // podRequirements is a pod's parsed static predicates, valid for the pod
-// object and the bound volumes it was parsed with.
+// object and the claims and volumes they were parsed with (reads).
 type podRequirements struct {
 	pod   *v1.Pod
-	pvKey string
+	reads shapes.VolumeReads
 	req   *shapes.Requirements
 	key   verdictKey
 }
@@ -106,13 +106,13 @@ type storeGenerations struct{ gen, memberGen uint64 }
 // requirements returns the pod's parsed static predicates and their
 // verdict key, cached per pod object.
 func (c *verdictCache) requirements(pod *v1.Pod) (*shapes.Requirements, verdictKey) {
-	vols, pvKey := shapes.ResolveBoundVolumes(pod, c.volumes)
 	if e, ok := c.reqs.Load(pod.UID); ok {
-		if e := e.(*podRequirements); e.pod == pod && e.pvKey == pvKey {
+		if e := e.(*podRequirements); e.pod == pod && e.reads.Unchanged(pod, c.volumes) {
 			return e.req, e.key
 		}
 	}
-	e := &podRequirements{pod: pod, pvKey: pvKey}
+	vols, pvKey, reads := shapes.ResolveBoundVolumes(pod, c.volumes)
+	e := &podRequirements{pod: pod, reads: reads}
 	e.req = shapes.NewRequirements(pod, vols, c.store.Options())
 	e.key = verdictKeyOf(pod, e.req, pvKey)
 	c.reqs.Store(pod.UID, e)
