@@ -151,7 +151,7 @@ func filteredConfig(b testing.TB, chosen []string, rotate int) (string, []string
 			}
 			continue
 		}
-		if strings.HasPrefix(name, "Baseline") || strings.HasPrefix(name, "Gated") {
+		if strings.HasPrefix(name, "Baseline") || strings.HasPrefix(name, "Gated") || strings.HasPrefix(name, "Foreign") {
 			keep = append(keep, c)
 			continue
 		}
@@ -395,6 +395,7 @@ func (res results) table(size string, chosen []string, rounds int) (string, erro
 	row("-", "Ballast, no hopeless pods", "BaselineBallast")
 	row("-", "vanilla, pods held by schedulingGates instead (v1.37.2's queue)", "GatedVanilla")
 	row("-", "Ballast, pods held by schedulingGates instead (patched queue)", "GatedBallast")
+	row("-", "vanilla, pods pending for another scheduler instead (their objects only, no queue holds them)", "ForeignVanilla")
 	for _, v := range chosen {
 		row(v, "vanilla", v+"Vanilla")
 		row(v, "Ballast", v+"Ballast")
@@ -413,6 +414,9 @@ func (res results) table(size string, chosen []string, rounds int) (string, erro
 	}
 	if gated := res.summarize("GatedBallast"); gated != nil {
 		fmt.Fprintf(&b, "- The same scheduling gates under Ballast's scheduler (patched queue): avg %.2f, median %.2f of the baseline; all measured pods scheduled in %.2fx its time.\n", gated.avgRatio[0], gated.medianRatio[0], gated.durRatio[0])
+	}
+	if foreign := res.summarize("ForeignVanilla"); foreign != nil {
+		fmt.Fprintf(&b, "- The pods' objects alone (pending for another scheduler, in no queue of the one measured): avg %.2f, median %.2f of the baseline; all measured pods scheduled in %.2fx its time. The floor for parking them in this harness.\n", foreign.avgRatio[0], foreign.medianRatio[0], foreign.durRatio[0])
 	}
 	for _, v := range chosen {
 		van, bal := res.summarize(v+"Vanilla"), res.summarize(v+"Ballast")

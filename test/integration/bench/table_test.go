@@ -136,7 +136,7 @@ func TestParseRounds(t *testing.T) {
 func TestFilteredConfigRotates(t *testing.T) {
 	t.Setenv("BALLAST_BENCH_CASES", "")
 	_, first := filteredConfig(t, []string{"Toleration"}, 0)
-	want := []string{"Baseline", "BaselineBallast", "TolerationVanilla", "GatedVanilla", "GatedBallast", "TolerationBallast", "TolerationBallastNoGate"}
+	want := []string{"Baseline", "BaselineBallast", "TolerationVanilla", "GatedVanilla", "ForeignVanilla", "GatedBallast", "TolerationBallast", "TolerationBallastNoGate"}
 	if strings.Join(first, ",") != strings.Join(want, ",") {
 		t.Fatalf("round 1 runs %v, want %v", first, want)
 	}
@@ -158,7 +158,7 @@ func TestUpstreamWalkCases(t *testing.T) {
 			t.Errorf("case %s: upstream walk %v, want %v", name, walk, vanilla)
 		}
 	}
-	for _, name := range []string{"Baseline", "GatedVanilla", "GatedBallast", "TolerationVanilla", "TolerationBallast", "BaselineBallast"} {
+	for _, name := range []string{"Baseline", "GatedVanilla", "GatedBallast", "ForeignVanilla", "TolerationVanilla", "TolerationBallast", "BaselineBallast"} {
 		if _, ok := upstream[name]; !ok {
 			t.Errorf("case %s missing", name)
 		}
@@ -168,7 +168,7 @@ func TestUpstreamWalkCases(t *testing.T) {
 // The pods held by scheduling gates under Ballast's scheduler are held to the same bounds.
 func TestCheckGatedBallast(t *testing.T) {
 	dir := t.TempDir()
-	fakeRound(t, dir, 1, map[string][3]float64{"Baseline": {400, 0, 300}, "GatedVanilla": {330, 0, 450}, "GatedBallast": {240, 0, 450}})
+	fakeRound(t, dir, 1, map[string][3]float64{"Baseline": {400, 0, 300}, "GatedVanilla": {330, 0, 450}, "GatedBallast": {240, 0, 450}, "ForeignVanilla": {300, 0, 440}})
 	res, err := collect(dir, "quick")
 	if err != nil {
 		t.Fatal(err)
@@ -177,8 +177,14 @@ func TestCheckGatedBallast(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := "| - | Ballast, pods held by schedulingGates instead (patched queue) | 240.0 | 0.60 |"; !strings.Contains(table, want) {
-		t.Errorf("table lacks %q:\n%s", want, table)
+	for _, want := range []string{
+		"| - | Ballast, pods held by schedulingGates instead (patched queue) | 240.0 | 0.60 |",
+		"| - | vanilla, pods pending for another scheduler instead (their objects only, no queue holds them) | 300.0 | 0.75 |",
+		"- The pods' objects alone (pending for another scheduler, in no queue of the one measured): avg 0.75, median 0.75",
+	} {
+		if !strings.Contains(table, want) {
+			t.Errorf("table lacks %q:\n%s", want, table)
+		}
 	}
 	want := []string{
 		"Gated: Ballast schedules ordinary pods at 0.60 of the baseline's throughput, below 0.70",
