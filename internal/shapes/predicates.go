@@ -99,8 +99,9 @@ type boundVolume struct {
 
 // pvAffinity is a PV's required node affinity, parsed once, matched as
 // volumehelper.CheckNodeAffinity (VolumeBinding's check of a bound claim in
-// v1.37.2) matches it: against a node that has only the node's labels, so
-// that a term on metadata.name never matches; a term that does not parse
+// v1.37.2) matches it: against a node that has only the node's labels and no
+// name, so that a term's metadata.name requirements are not checked at all
+// (a term of only those matches every node); a term that does not parse
 // matches nothing, the others still may. Nil passes every node.
 type pvAffinity struct {
 	sel *nodeaffinity.LazyErrorNodeSelector
