@@ -38,21 +38,7 @@ func TestReview17VolumeCheckIsOldFormula(t *testing.T) {
 		if rng.Intn(3) == 0 {
 			pv.Labels[keys[rng.Intn(2)]] = values[rng.Intn(len(values))]
 		}
-		sel := &v1.NodeSelector{}
-		for range rng.Intn(3) + 1 {
-			var term v1.NodeSelectorTerm
-			for range rng.Intn(3) {
-				req := v1.NodeSelectorRequirement{Key: keys[rng.Intn(len(keys))], Operator: ops[rng.Intn(len(ops))]}
-				for range rng.Intn(3) {
-					req.Values = append(req.Values, values[rng.Intn(len(values))])
-				}
-				term.MatchExpressions = append(term.MatchExpressions, req)
-			}
-			if rng.Intn(4) == 0 {
-				term.MatchFields = []v1.NodeSelectorRequirement{{Key: "metadata.name", Operator: v1.NodeSelectorOpIn, Values: []string{"n"}}}
-			}
-			sel.NodeSelectorTerms = append(sel.NodeSelectorTerms, term)
-		}
+		sel := randomSelector(rng, keys, values, ops, "n")
 		pv.Spec.NodeAffinity = &v1.VolumeNodeAffinity{Required: sel}
 		return pv
 	}

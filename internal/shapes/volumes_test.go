@@ -29,21 +29,7 @@ func TestPVAffinityIsCheckNodeAffinity(t *testing.T) {
 			pv.Spec.NodeAffinity = &v1.VolumeNodeAffinity{} // no required part
 			return pv
 		}
-		sel := &v1.NodeSelector{}
-		for range rng.Intn(3) + 1 {
-			var term v1.NodeSelectorTerm
-			for range rng.Intn(3) {
-				req := v1.NodeSelectorRequirement{Key: keys[rng.Intn(len(keys))], Operator: ops[rng.Intn(len(ops))]}
-				for range rng.Intn(3) {
-					req.Values = append(req.Values, pick(values))
-				}
-				term.MatchExpressions = append(term.MatchExpressions, req)
-			}
-			if rng.Intn(4) == 0 {
-				term.MatchFields = []v1.NodeSelectorRequirement{{Key: "metadata.name", Operator: v1.NodeSelectorOpIn, Values: []string{"node-a"}}}
-			}
-			sel.NodeSelectorTerms = append(sel.NodeSelectorTerms, term)
-		}
+		sel := randomSelector(rng, keys, values, ops, "node-a")
 		pv.Spec.NodeAffinity = &v1.VolumeNodeAffinity{Required: sel}
 		return pv
 	}
@@ -160,4 +146,26 @@ func TestVolumeReadsUnchanged(t *testing.T) {
 			t.Fatal("the reads of a pod with two claims hold for one with one")
 		}
 	})
+}
+
+// randomSelector returns one to three random terms of up to two expressions
+// each over keys, values and ops, a quarter of them with a metadata.name
+// field requirement naming node.
+func randomSelector(rng *rand.Rand, keys, values []string, ops []v1.NodeSelectorOperator, node string) *v1.NodeSelector {
+	sel := &v1.NodeSelector{}
+	for range rng.Intn(3) + 1 {
+		var term v1.NodeSelectorTerm
+		for range rng.Intn(3) {
+			req := v1.NodeSelectorRequirement{Key: keys[rng.Intn(len(keys))], Operator: ops[rng.Intn(len(ops))]}
+			for range rng.Intn(3) {
+				req.Values = append(req.Values, values[rng.Intn(len(values))])
+			}
+			term.MatchExpressions = append(term.MatchExpressions, req)
+		}
+		if rng.Intn(4) == 0 {
+			term.MatchFields = []v1.NodeSelectorRequirement{{Key: "metadata.name", Operator: v1.NodeSelectorOpIn, Values: []string{node}}}
+		}
+		sel.NodeSelectorTerms = append(sel.NodeSelectorTerms, term)
+	}
+	return sel
 }
