@@ -21,33 +21,22 @@ func ResolveBoundVolumes(pod *v1.Pod, l VolumeLookup) (vols []BoundVolume, key s
 		if vol.PersistentVolumeClaim == nil {
 			continue
 		}
-		pvc, ok := l.Claim(pod.Namespace, vol.PersistentVolumeClaim.ClaimName)
-		if !ok {
-			pvc = nil
-		}
-		read := volumeRead{claim: pvc, claimRV: resourceVersion(pvc)}
-		if pvc == nil || !ClaimFullyBound(pvc) {
-			reads = append(reads, read)
-			continue
-		}
-		pv, ok := l.PV(pvc.Spec.VolumeName)
-		if ok {
-			read.pv, read.pvRV = pv, pv.ResourceVersion
-		}
+		read := readVolume(pod.Namespace, vol.PersistentVolumeClaim.ClaimName, l)
 		reads = append(reads, read)
-		if !ok || pv.Spec.NodeAffinity == nil || pv.Spec.NodeAffinity.Required == nil {
-			continue
+		if pv := read.pv; pv != nil && pv.Spec.NodeAffinity != nil && pv.Spec.NodeAffinity.Required != nil {
+			vols = append(vols, BoundVolume{Claim: read.claim.Name, PV: pv})
+			key += pv.Name + "@" + pv.ResourceVersion + ";"
 		}
-		vols = append(vols, BoundVolume{Claim: pvc.Name, PV: pv})
-		key += pv.Name + "@" + pv.ResourceVersion + ";"
 	}
 	return vols, key, reads
 }
 
 // VolumeReads are the claims and PVs ResolveBoundVolumes read for a pod,
-// in the order it read them (nil: not found).
+// one per claim the pod names, in order.
 type VolumeReads []volumeRead
 
+// volumeRead is a claim as looked up (nil: not found) and, for a fully bound
+// claim, its PV (nil: not found), each with the resourceVersion it had then.
 type volumeRead struct {
 	claim   *v1.PersistentVolumeClaim
 	claimRV string
@@ -55,51 +44,40 @@ type volumeRead struct {
 	pvRV    string
 }
 
+// readVolume looks up the claim named claim and, if it is fully bound, its PV.
+func readVolume(namespace, claim string, l VolumeLookup) volumeRead {
+	var read volumeRead
+	pvc, ok := l.Claim(namespace, claim)
+	if !ok {
+		return read
+	}
+	read.claim, read.claimRV = pvc, pvc.ResourceVersion
+	if !ClaimFullyBound(pvc) {
+		return read
+	}
+	if pv, ok := l.PV(pvc.Spec.VolumeName); ok {
+		read.pv, read.pvRV = pv, pv.ResourceVersion
+	}
+	return read
+}
+
 // Unchanged reports whether resolving pod's bound volumes with l now reads
 // the very objects of reads, so that it returns what it returned then. An
 // informer replaces an object on every change and never modifies one in
 // place, so the same pointer is the same object (the resourceVersion read
-// then is compared as well, for a lookup that modifies in place); this costs two map lookups per claim where resolving again
-// builds the key anew, on every judge of every parked pod of a re-check.
+// then is compared as well, for a lookup that modifies in place). This
+// costs a lookup or two per claim, where resolving again builds the key
+// anew, on every judge of every parked pod of a re-check.
 func (reads VolumeReads) Unchanged(pod *v1.Pod, l VolumeLookup) bool {
 	i := 0
 	for _, vol := range pod.Spec.Volumes {
 		if vol.PersistentVolumeClaim == nil {
 			continue
 		}
-		if i >= len(reads) {
+		if i == len(reads) || readVolume(pod.Namespace, vol.PersistentVolumeClaim.ClaimName, l) != reads[i] {
 			return false
 		}
-		read := reads[i]
 		i++
-		pvc, ok := l.Claim(pod.Namespace, vol.PersistentVolumeClaim.ClaimName)
-		if !ok {
-			pvc = nil
-		}
-		if pvc != read.claim || resourceVersion(pvc) != read.claimRV {
-			return false
-		}
-		if pvc == nil || !ClaimFullyBound(pvc) {
-			continue
-		}
-		pv, ok := l.PV(pvc.Spec.VolumeName)
-		if !ok {
-			pv = nil
-		}
-		if pv != read.pv || resourceVersion(pv) != read.pvRV {
-			return false
-		}
 	}
 	return i == len(reads)
-}
-
-// resourceVersion is o's, "" for nil.
-func resourceVersion[T interface {
-	*v1.PersistentVolumeClaim | *v1.PersistentVolume
-	GetResourceVersion() string
-}](o T) string {
-	if o == nil {
-		return ""
-	}
-	return o.GetResourceVersion()
 }
