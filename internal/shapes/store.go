@@ -557,18 +557,21 @@ func (s *Store) NodeChangesMatter(r *Requirements, reason Reason, changes []Node
 			}
 		}
 	}
-	if !atReason {
-		return false
-	}
-	touched := sets.New[string]()
+	// Only now the names: most weighings end above, thousands per change.
+	return atReason && !s.failsAt(r, rank, changedNodes(changes))
+}
+
+// changedNodes returns the names of the nodes the changes touched.
+func changedNodes(changes []NodeChange) sets.Set[string] {
+	names := sets.New[string]()
 	for _, c := range changes {
 		for _, node := range [2]*v1.Node{c.Old, c.New} {
 			if node != nil {
-				touched.Insert(node.Name)
+				names.Insert(node.Name)
 			}
 		}
 	}
-	return !s.failsAt(r, rank, touched)
+	return names
 }
 
 // failsAt reports whether a node not in skip, or a template of a group that
