@@ -52,8 +52,8 @@ func TestTableAndCheck(t *testing.T) {
 		name:    "lost its gate",
 		ballast: [2][3]float64{{90, 0, 500}, {110, 0, 500}},
 		problems: []string{
-			"Toleration: Ballast schedules ordinary pods at 0.25 of the baseline's throughput, below 0.70",
-			"Toleration: Ballast takes 4.04x the baseline's time to schedule the measured pods, more than 1.60x",
+			"Toleration: Ballast schedules ordinary pods at 0.28 of the baseline's throughput in its best round, below 0.70",
+			"Toleration: Ballast takes 3.64x the baseline's time to schedule the measured pods in its best round, more than 1.60x",
 		},
 	}, {
 		// Parked pods cost what they did while every node event walked them
@@ -61,7 +61,12 @@ func TestTableAndCheck(t *testing.T) {
 		// (0.45, 2.5x) let this pass.
 		name:     "parked pods cost again",
 		ballast:  [2][3]float64{{260, 0, 500}, {270, 0, 500}},
-		problems: []string{"Toleration: Ballast schedules ordinary pods at 0.66 of the baseline's throughput, below 0.70"},
+		problems: []string{"Toleration: Ballast schedules ordinary pods at 0.68 of the baseline's throughput in its best round, below 0.70"},
+	}, {
+		// One round on a loaded machine (bench-quick's 0.69 on a CI run
+		// whose gated row was 0.85): the confirmation round passes.
+		name:    "one noisy round",
+		ballast: [2][3]float64{{240, 0, 500}, {290, 0, 500}},
 	}} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
@@ -187,8 +192,8 @@ func TestCheckGatedBallast(t *testing.T) {
 		}
 	}
 	want := []string{
-		"Gated: Ballast schedules ordinary pods at 0.60 of the baseline's throughput, below 0.70",
-		"Gated: Ballast takes 1.67x the baseline's time to schedule the measured pods, more than 1.60x",
+		"Gated: Ballast schedules ordinary pods at 0.60 of the baseline's throughput in its best round, below 0.70",
+		"Gated: Ballast takes 1.67x the baseline's time to schedule the measured pods in its best round, more than 1.60x",
 	}
 	if got := res.check(nil); strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("check = %q, want %q", got, want)
