@@ -465,4 +465,3 @@ func TestReview18OwnerCountsFollowRandomHistories(t *testing.T) {
 }
 
 func ptrRef(r metav1.OwnerReference) *metav1.OwnerReference { return &r }
-
