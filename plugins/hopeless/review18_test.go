@@ -13,6 +13,7 @@ package hopeless
 import (
 	"fmt"
 	"math/rand"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -465,3 +466,113 @@ func TestReview18OwnerCountsFollowRandomHistories(t *testing.T) {
 }
 
 func ptrRef(r metav1.OwnerReference) *metav1.OwnerReference { return &r }
+
+// TestReview18DeadNamespaceStarvesOwnerEvents: when a namespace is
+// deleted, its parked pods go (podGone removes them) and the owner groups
+// that were written drop to count 0. flush then writes "No pods ... any
+// more" on them: the patch finds the event gone (deleted with the
+// namespace), the create is refused (NamespaceLifecycle: the namespace is
+// being terminated, or NotFound once it is gone). The error leaves the
+// group as it was (count 0, written > 0, lastWrite old), so it is due again
+// the very next round, forever, and it sorts before every owner written
+// later (oldest lastWrite first). With two such groups the 2 writes per
+// second of ownerEventsPerSecond all go to them: the event of an owner
+// whose pods keep parking is never updated (nor refreshed before the event
+// TTL expires it). CI systems create and delete namespaces all day.
+//
+// Sequence: StatefulSets of namespaces ci-1, ci-2 and ci-3 have parked
+// pods, their events are written; StatefulSet app in default has 1 parked
+// pod, its event is written a minute later; the ci namespaces are deleted
+// (their pods leave); two minutes later 4 more pods of default/app park.
+// Expected within a few update intervals: its event says 5 pods, and the
+// dead namespaces' groups are given up. Got: its event still says 1 pod
+// after 10 minutes of rounds; the dead groups are retried every second
+// (two API calls each) for as long as the scheduler runs.
+func TestReview18DeadNamespaceStarvesOwnerEvents(t *testing.T) {
+	f := newOwnerFixture(t)
+	dead := map[string]bool{}
+	var deadWrites atomic.Int32
+	refuse := func(a clienttesting.Action) (bool, runtime.Object, error) {
+		if !dead[a.GetNamespace()] {
+			return false, nil, nil
+		}
+		deadWrites.Add(1)
+		if a.GetVerb() == "create" {
+			return true, nil, apierrors.NewForbidden(v1.Resource("events"), "", fmt.Errorf("unable to create new content in namespace %s because it is being terminated", a.GetNamespace()))
+		}
+		return true, nil, apierrors.NewNotFound(v1.Resource("events"), "")
+	}
+	f.client.PrependReactor("create", "events", refuse)
+	f.client.PrependReactor("patch", "events", refuse)
+
+	inNamespace := func(ns, name string) *v1.Pod {
+		p := podOwnedBy(name, controllerRef("apps/v1", "StatefulSet", "app"))
+		p.Namespace, p.UID = ns, types.UID(ns+"/"+name)
+		p.OwnerReferences[0].UID = types.UID(ns + "-app")
+		return p
+	}
+	var ciPods []*v1.Pod
+	for _, ns := range []string{"ci-1", "ci-2", "ci-3"} {
+		for i := range 3 {
+			p := inNamespace(ns, fmt.Sprintf("app-%d", i))
+			ciPods = append(ciPods, p)
+			f.park(p, taintMessage)
+		}
+	}
+	f.round(f.ctx, true)
+	f.clock.Step(ownerUpdateInterval)
+	db := func(i int) *v1.Pod { return inNamespace("default", fmt.Sprintf("db-%d", i)) }
+	f.park(db(0), taintMessage)
+	f.round(f.ctx, true)
+	if evs := f.events(t); len(evs) != 4 {
+		t.Fatalf("setup: %d events, want 4", len(evs))
+	}
+
+	// The CI namespaces are deleted, with their pods and events.
+	for _, p := range ciPods {
+		f.remove(p.UID)
+		dead[p.Namespace] = true
+	}
+	for _, e := range f.events(t) {
+		if dead[e.Namespace] {
+			if err := f.client.Tracker().Delete(v1.SchemeGroupVersion.WithResource("events"), e.Namespace, e.Name); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// Two minutes of rounds, one a second; then more of db's pods park.
+	for range 120 {
+		f.clock.Step(ownerRound)
+		f.round(f.ctx, true)
+	}
+	for i := 1; i < 5; i++ {
+		f.park(db(i), taintMessage)
+	}
+	dbEvent := func() string {
+		for _, e := range f.events(t) {
+			if e.Namespace == "default" {
+				return e.Message
+			}
+		}
+		return ""
+	}
+	// Ten minutes of rounds, one a second.
+	for range 600 {
+		f.clock.Step(ownerRound)
+		f.round(f.ctx, true)
+	}
+	if msg := dbEvent(); !strings.HasPrefix(msg, "5 pods of this StatefulSet are parked") {
+		t.Errorf("after 10 minutes of rounds the event of StatefulSet default/app says %q, want 5 pods parked (%d writes tried on the deleted namespaces' events)", msg, deadWrites.Load())
+	}
+	f.mu.Lock()
+	left := 0
+	for _, g := range f.groups {
+		if dead[g.owner.Namespace] {
+			left++
+		}
+	}
+	f.mu.Unlock()
+	if left != 0 {
+		t.Errorf("%d owner groups of deleted namespaces still retried (%d writes tried on them in 10 minutes)", left, deadWrites.Load())
+	}
+}
