@@ -576,3 +576,32 @@ func TestReview18DeadNamespaceStarvesOwnerEvents(t *testing.T) {
 		t.Errorf("%d owner groups of deleted namespaces still retried (%d writes tried on them in 10 minutes)", left, deadWrites.Load())
 	}
 }
+
+// TestReview18RecreatedPodGetsNoOldWrite (passes): a StatefulSet re-creates
+// a deleted pod under the same name with a new UID. A write queued for the
+// old pod (the writer waits for leadership) must not land on the new one,
+// which is not parked.
+func TestReview18RecreatedPodGetsNoOldWrite(t *testing.T) {
+	old := podOwnedBy("db-0", controllerRef("apps/v1", "StatefulSet", "db"))
+	old.UID = "db-0-old"
+	h := newHeldWriter(t, old)
+	h.report(old, reasonA, true)
+	h.start()
+	h.waitBlocked(t)
+	if err := h.client.CoreV1().Pods("default").Delete(h.ctx, old.Name, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	fresh := old.DeepCopy()
+	fresh.UID, fresh.ResourceVersion = "db-0-new", ""
+	if _, err := h.client.CoreV1().Pods("default").Create(h.ctx, fresh, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	h.lead()
+	h.waitIdle(t)
+	if c := h.podCondition(fresh.Name); c != nil {
+		t.Errorf("the re-created pod (not parked) got the old pod's condition %q", c.Message)
+	}
+	if n := len(h.recorder.Events); n != 0 {
+		t.Errorf("%d pod events, want none", n)
+	}
+}
