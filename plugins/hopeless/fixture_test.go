@@ -414,14 +414,18 @@ func (r *volumeView) bind(claim, pvName, zone string) *v1.PersistentVolumeClaim 
 	return pvc
 }
 
-// hookReporter is a recordingReporter that runs during, once, the first
+// hookReporter is a recordingReporter that starts during, once, the first
 // time it is told to report a pod while armed: what another goroutine (an
 // informer handler, the queue) does while the re-check is between its
-// snapshot of a key's pods and its re-park of them.
+// snapshot of a key's pods and its re-park of them. during runs on its own
+// goroutine, as it would: the parker holds its lock while it reports, so
+// what during does to the parker waits for this park to end (and may come
+// before the re-park of the key's next pod, or after). wait waits for it.
 type hookReporter struct {
 	recordingReporter
 	mu     sync.Mutex
 	during func(reported *v1.Pod)
+	done   chan struct{}
 }
 
 func (h *hookReporter) report(pod *v1.Pod, message string, gated bool) {
@@ -429,9 +433,23 @@ func (h *hookReporter) report(pod *v1.Pod, message string, gated bool) {
 	h.mu.Lock()
 	f := h.during
 	h.during = nil
-	h.mu.Unlock()
 	if f != nil {
-		f(pod)
+		h.done = make(chan struct{})
+		go func(done chan struct{}) {
+			defer close(done)
+			f(pod)
+		}(h.done)
+	}
+	h.mu.Unlock()
+}
+
+// wait waits for the during started, if any.
+func (h *hookReporter) wait() {
+	h.mu.Lock()
+	done := h.done
+	h.mu.Unlock()
+	if done != nil {
+		<-done
 	}
 }
 

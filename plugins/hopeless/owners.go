@@ -55,6 +55,9 @@ const (
 	// expire it while the pods stay parked. client-go's event series use
 	// the same heartbeat.
 	ownerRefreshInterval = 30 * time.Minute
+	// ownerGiveUp: after this many failed writes in a row, a group none of
+	// whose pods is parked is dropped (ownerRetry spaces them out).
+	ownerGiveUp = 5
 	// ownerEventsPerSecond and ownerEventsBurst bound all owner event
 	// writes of the replica together.
 	ownerEventsPerSecond = 2
@@ -124,6 +127,10 @@ type ownerGroup struct {
 	written   int
 	lastWrite time.Time
 	created   bool
+	// failures is the number of writes that failed in a row; the next is
+	// not tried before retryAt (ownerRetry).
+	failures int
+	retryAt  time.Time
 }
 
 // ownerReport counts parked pods by owning controller and writes one event
@@ -193,9 +200,11 @@ func (r *ownerReport) park(pod *v1.Pod, message string) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if old, had := r.pods[pod.UID]; had {
-		if old.message == message {
+		if old.message == message && sameController(old.ref, ref) {
 			return ref != nil
 		}
+		// Another reason, or another controller: orphaned (its owner
+		// deleted with propagationPolicy Orphan) or adopted.
 		r.removeLocked(pod.UID, old)
 	}
 	p := ownedPod{namespace: pod.Namespace, message: message, ref: ref, since: r.clock.Now()}
@@ -212,6 +221,15 @@ func (r *ownerReport) park(pod *v1.Pod, message string) bool {
 	r.pods[pod.UID] = p
 	r.addLocked(p)
 	return ref != nil
+}
+
+// sameController reports whether a and b are the same controller
+// reference (or both none).
+func sameController(a, b *metav1.OwnerReference) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return a.UID == b.UID && a.Kind == b.Kind && a.APIVersion == b.APIVersion && a.Name == b.Name
 }
 
 // remove forgets a pod that is no longer parked.
@@ -526,6 +544,8 @@ func (r *ownerReport) flush(ctx context.Context) {
 			continue
 		case g.count == g.written && now.Sub(g.lastWrite) < ownerRefreshInterval:
 			continue
+		case now.Before(g.retryAt):
+			continue
 		}
 		due = append(due, ownerWrite{key: key, owner: g.owner, message: g.message, count: max(g.count, 0),
 			firstSeen: g.firstSeen, created: g.created, never: g.written < 0, lastWrite: g.lastWrite})
@@ -546,14 +566,49 @@ func (r *ownerReport) flush(ctx context.Context) {
 		}
 		err := r.write(ctx, w, now)
 		r.mu.Lock()
-		if g := r.groups[w.key]; g != nil && err == nil {
-			g.written, g.lastWrite, g.created = w.count, now, true
-			if g.count <= 0 && w.count == 0 {
+		if g := r.groups[w.key]; g != nil {
+			switch {
+			case err == nil:
+				g.written, g.lastWrite, g.created = w.count, now, true
+				g.failures, g.retryAt = 0, time.Time{}
+				if g.count <= 0 && w.count == 0 {
+					delete(r.groups, w.key)
+				}
+			case g.count <= 0 && (namespaceGone(err) || g.failures+1 >= ownerGiveUp):
+				// None of its pods is parked, and what was said of them
+				// cannot be taken back: the namespace is gone (its
+				// events with it) or going, or the API keeps refusing.
+				// The event expires with the event TTL.
 				delete(r.groups, w.key)
+			default:
+				// Tried again later, behind the owners that can be
+				// written: a group that always fails (its namespace
+				// terminating) must not take the whole write budget.
+				g.failures++
+				g.retryAt = now.Add(ownerRetry(g.failures))
 			}
 		}
 		r.mu.Unlock()
 	}
+}
+
+// ownerRetry is how long a group waits after its failures-th failed
+// write in a row: ownerRound doubled each time, at most ownerUpdateInterval.
+func ownerRetry(failures int) time.Duration {
+	d := ownerRound
+	for range min(failures, 16) {
+		if d *= 2; d >= ownerUpdateInterval {
+			return ownerUpdateInterval
+		}
+	}
+	return d
+}
+
+// namespaceGone reports whether a failed event write says its namespace is
+// gone (an event create in a deleted namespace is NotFound) or being
+// deleted (NamespaceLifecycle refuses new objects there).
+func namespaceGone(err error) bool {
+	return apierrors.IsNotFound(err) || apierrors.HasStatusCause(err, v1.NamespaceTerminatingCause)
 }
 
 // write creates or updates the event of one owner and message.

@@ -232,13 +232,33 @@ type reporter interface {
 // parker parks and unparks pods: the lot, the parked-pods metric and the
 // report to the user, kept in step.
 type parker struct {
+	// mu makes each park, unpark and forget one step with its report: a
+	// release that takes a pod out of the lot comes after the report of
+	// its park, so that its cancel finds what that report counted and
+	// queued (the queue's PreEnqueue and the release loop run on their own
+	// goroutines).
+	mu       sync.Mutex
 	lot      *parkingLot
 	reporter reporter
+	// live reports whether pod is still pending: the informer holds it,
+	// with its UID, unbound. nil: always. The queue and a scheduling cycle
+	// judge the copy they hold, which may be of a pod deleted (or bound)
+	// since; the informer's store changes before any of its handlers run,
+	// the plugin's forget included, so a park checked against it under mu
+	// either comes before that forget (which then unparks it) or is not
+	// made. Without it, a park after the forget stayed in the lot and on
+	// its owner's count for good.
+	live func(pod *v1.Pod) bool
 }
 
 // park records the pod as parked and tells the user why (again, if the
-// reason changed).
+// reason changed). A pod no longer pending is not parked.
 func (p *parker) park(pod *v1.Pod, key verdictKey, v shapes.Verdict, gated bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.live != nil && !p.live(pod) {
+		return
+	}
 	old, had := p.lot.park(pod, key, v)
 	p.parked(pod, v, gated, old, had)
 }
@@ -246,6 +266,8 @@ func (p *parker) park(pod *v1.Pod, key verdictKey, v shapes.Verdict, gated bool)
 // reparkIf parks pod as park does, only if the lot's entry of it still is
 // snap (parkingLot.parkIf); it reports whether it did.
 func (p *parker) reparkIf(snap parkedPod, pod *v1.Pod, key verdictKey, v shapes.Verdict, gated bool) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	old, done := p.lot.parkIf(snap, pod, key, v)
 	if done {
 		p.parked(pod, v, gated, old, true)
@@ -256,6 +278,8 @@ func (p *parker) reparkIf(snap parkedPod, pod *v1.Pod, key verdictKey, v shapes.
 // unparkIf unparks the pod of snap as unpark does, only if the lot's entry
 // of it still is snap; it reports whether it did.
 func (p *parker) unparkIf(snap parkedPod) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	old, done := p.lot.unparkIf(snap)
 	if done {
 		p.unparked(old)
@@ -278,6 +302,12 @@ func (p *parker) parked(pod *v1.Pod, v shapes.Verdict, gated bool, old parkedPod
 // unpark forgets a pod that is no longer parked, and drops the write still
 // queued for it: a released pod may be bound any moment.
 func (p *parker) unpark(uid types.UID) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.unparkLocked(uid)
+}
+
+func (p *parker) unparkLocked(uid types.UID) {
 	if old, had := p.lot.unpark(uid); had {
 		p.unparked(old)
 	}
@@ -292,6 +322,8 @@ func (p *parker) unparked(old parkedPod) {
 // forget unparks a pod that is bound or gone; only now may a new park of
 // it be reported again.
 func (p *parker) forget(uid types.UID) {
-	p.unpark(uid)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.unparkLocked(uid)
 	p.reporter.forget(uid)
 }

@@ -140,7 +140,10 @@ func build(ctx context.Context, args *v1alpha1.HopelessPodsArgs, h fwk.Handle, e
 		return podLister.Pods(namespace).Get(name)
 	}
 	c.status.leading = newLeaderCheck(legacyregistry.DefaultGatherer, election, clk).leading
-	parking := &parker{lot: newParkingLot(), reporter: c.status}
+	parking := &parker{lot: newParkingLot(), reporter: c.status, live: func(pod *v1.Pod) bool {
+		cur, err := podLister.Pods(pod.Namespace).Get(pod.Name)
+		return err == nil && cur.UID == pod.UID && cur.Spec.NodeName == ""
+	}}
 	verdicts := newVerdictCache(c.store, volumes, c.informers.synced, clk)
 	c.release = newReleaser(c.store, verdicts, parking, h, podLister, c.informers.synced, logger)
 	c.plugin = &HopelessPods{

@@ -111,6 +111,7 @@ func TestReview15dRecheckReparksAPodDeletedMeanwhile(t *testing.T) {
 	}
 	f.reporter.mu.Unlock()
 	f.release.recheckParked(f.logger)
+	f.reporter.wait()
 	if deleted == nil {
 		t.Fatal("setup: the re-check re-parked nobody; the node change should have changed the reason")
 	}
@@ -156,6 +157,7 @@ func TestReview15dRecheckOverwritesANewerParkWithAStaleSnapshot(t *testing.T) {
 	}
 	f.reporter.mu.Unlock()
 	f.release.recheckParked(f.logger)
+	f.reporter.wait()
 	if updated == nil {
 		t.Fatal("setup: the re-check re-parked nobody; the node change should have changed the reason")
 	}

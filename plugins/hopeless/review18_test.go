@@ -298,13 +298,16 @@ func TestReview18ReleaseBetweenParkAndReport(t *testing.T) {
 			t.Error(err)
 			return
 		}
-		// The release loop runs meanwhile: it unparks and activates the pod.
-		if err := pollFor(5*time.Second, func() bool { return act.has("default/" + p.Name) }); err != nil {
-			t.Errorf("setup: the node did not release the pod: %v", err)
-		}
+		// The release loop runs meanwhile: it unparks and activates the
+		// pod, here or (once the park is one step with its report) right
+		// after the park.
+		_ = pollFor(2*time.Second, func() bool { return act.has("default/" + p.Name) })
 	}
 	if s := f.plugin.PreEnqueue(f.ctx, pod); s.Code() != fwk.UnschedulableAndUnresolvable {
 		t.Fatalf("setup: PreEnqueue of %s: %v, want it judged hopeless before the node came", pod.Name, s)
+	}
+	if err := pollFor(5*time.Second, func() bool { return act.has("default/" + pod.Name) }); err != nil {
+		t.Fatalf("setup: the node did not release the pod: %v", err)
 	}
 	// The queue runs the activated pod's PreEnqueue (after the first
 	// returned: both hold the queue's lock).

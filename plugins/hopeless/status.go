@@ -304,6 +304,9 @@ func (w *statusWriter) write(ctx context.Context, item *statusItem) {
 			// The pod changed since the copy we judged (bound, perhaps):
 			// look at the latest version once.
 			if pod, err = w.latest(ctx, item); err == nil {
+				if !w.wanted(item) {
+					return // released while the pod was read
+				}
 				err = w.patchCondition(ctx, pod, item.message)
 			}
 		}
