@@ -8,6 +8,7 @@ package hopeless
 import (
 	"context"
 	"fmt"
+	"math/rand"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -495,5 +496,95 @@ func TestReview18bStaleCopyOfAReplacedPodDoesNotTouchItsSuccessor(t *testing.T) 
 	var got map[[2]string]float64
 	if err := pollFor(3*time.Second, func() bool { got = f.ownerSeriesNow(t); return cmp.Equal(want, got) }); err != nil {
 		t.Errorf("owner_parked_pods %v, fresh %v", got, want)
+	}
+}
+
+// TestReview18bOwnerCountsFollowControllerChanges (passes): random
+// histories of parks (messages changing), controller changes of parked
+// pods (orphaned, adopted, moved to another controller, including a
+// ReplicaSet resolved to its Deployment), releases and deletions, through
+// the status writer as the parker drives it. After every step the report's
+// counts equal a count of the model's parked pods by controller.
+func TestReview18bOwnerCountsFollowControllerChanges(t *testing.T) {
+	deploy := controllerRef("apps/v1", "Deployment", "web")
+	rs := &appsv1.ReplicaSet{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "web-5d8f", UID: "ReplicaSet-web-5d8f",
+		OwnerReferences: []metav1.OwnerReference{deploy}}}
+	msgs := []string{taintMessage, reasonA}
+	owners := []*metav1.OwnerReference{nil,
+		ptrRef(controllerRef("apps/v1", "StatefulSet", "db")),
+		ptrRef(controllerRef("apps/v1", "ReplicaSet", "web-5d8f")),
+		ptrRef(controllerRef("argoproj.io/v1alpha1", "Workflow", "nightly"))}
+	kindOf := func(ref *metav1.OwnerReference) string {
+		switch {
+		case ref == nil:
+			return ownerKindNone
+		case ref.Kind == "ReplicaSet":
+			return "Deployment"
+		}
+		return metricOwnerKind(ref.Kind)
+	}
+	for seed := int64(1); seed <= 20; seed++ {
+		f := newOwnerFixture(t, rs)
+		w := newStatusWriter(f.client, nil, 1000, f.clock)
+		w.owners = f.ownerReport
+		rnd := rand.New(rand.NewSource(seed))
+		type modelPod struct {
+			pod     *v1.Pod
+			message string
+		}
+		model := map[string]*modelPod{}
+		gen := 0
+		for step := 0; step < 300; step++ {
+			name := fmt.Sprintf("p-%d", rnd.Intn(5))
+			mp := model[name]
+			switch op := rnd.Intn(6); {
+			case mp == nil:
+				gen++
+				p := cronPod(name)
+				p.UID = types.UID(fmt.Sprintf("%s-%d", name, gen))
+				if o := owners[rnd.Intn(len(owners))]; o != nil {
+					p.OwnerReferences = []metav1.OwnerReference{*o}
+				}
+				mp = &modelPod{pod: p}
+				model[name] = mp
+			case op <= 1: // parked (again)
+				mp.message = msgs[rnd.Intn(len(msgs))]
+				w.report(mp.pod, mp.message, rnd.Intn(2) == 0)
+			case op == 2: // controller changed; parked again if it was
+				p := mp.pod.DeepCopy()
+				p.OwnerReferences = nil
+				if o := owners[rnd.Intn(len(owners))]; o != nil {
+					p.OwnerReferences = []metav1.OwnerReference{*o}
+				}
+				mp.pod = p
+				if mp.message != "" {
+					if rnd.Intn(2) == 0 {
+						mp.message = msgs[rnd.Intn(len(msgs))]
+					}
+					w.report(p, mp.message, true)
+				}
+			case op == 3:
+				mp.message = ""
+				w.cancel(mp.pod.UID)
+			default:
+				w.forget(mp.pod.UID)
+				delete(model, name)
+			}
+			want := map[[2]string]int{}
+			for _, m := range model {
+				if m.message != "" {
+					want[[2]string{kindOf(metav1.GetControllerOf(m.pod)), "default"}]++
+				}
+			}
+			f.round(f.ctx, step%5 == 0)
+			f.clock.Step(ownerRound)
+			got := map[[2]string]int{}
+			for _, c := range f.counts() {
+				got[[2]string{c.kind, c.namespace}] += c.n
+			}
+			if !cmp.Equal(want, got) {
+				t.Fatalf("seed %d step %d: owner counts %v, want %v", seed, step, got, want)
+			}
+		}
 	}
 }
