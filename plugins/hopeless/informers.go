@@ -79,7 +79,15 @@ func (w *informerWiring) wire(ctx context.Context, factory informers.SharedInfor
 	if err := add(core.Pods().Informer(), cache.ResourceEventHandlerFuncs{
 		UpdateFunc: func(oldObj, obj interface{}) {
 			pod, ok := obj.(*v1.Pod)
-			if !ok || pod.Spec.NodeName == "" {
+			if !ok {
+				return
+			}
+			if old, ok := oldObj.(*v1.Pod); ok && old.UID != pod.UID {
+				// Deleted and re-created under its name while the watch
+				// was down: the relist gives an update, no delete.
+				h.podGone(old.UID)
+			}
+			if pod.Spec.NodeName == "" {
 				return
 			}
 			if old, ok := oldObj.(*v1.Pod); ok && old.Spec.NodeName == "" {

@@ -55,9 +55,10 @@ const (
 	// expire it while the pods stay parked. client-go's event series use
 	// the same heartbeat.
 	ownerRefreshInterval = 30 * time.Minute
-	// ownerGiveUp: after this many failed writes in a row, a group none of
-	// whose pods is parked is dropped (ownerRetry spaces them out).
-	ownerGiveUp = 5
+	// ownerGiveUp: a group none of whose pods is parked is dropped when its
+	// writes have failed for this long (an outage or throttling of a few
+	// minutes is waited out; the event TTL is an hour by default).
+	ownerGiveUp = 10 * time.Minute
 	// ownerEventsPerSecond and ownerEventsBurst bound all owner event
 	// writes of the replica together.
 	ownerEventsPerSecond = 2
@@ -127,10 +128,11 @@ type ownerGroup struct {
 	written   int
 	lastWrite time.Time
 	created   bool
-	// failures is the number of writes that failed in a row; the next is
-	// not tried before retryAt (ownerRetry).
-	failures int
-	retryAt  time.Time
+	// failures is the number of writes that failed in a row, the first
+	// at failingSince; the next is not tried before retryAt (ownerRetry).
+	failures     int
+	failingSince time.Time
+	retryAt      time.Time
 }
 
 // ownerReport counts parked pods by owning controller and writes one event
@@ -570,20 +572,23 @@ func (r *ownerReport) flush(ctx context.Context) {
 			switch {
 			case err == nil:
 				g.written, g.lastWrite, g.created = w.count, now, true
-				g.failures, g.retryAt = 0, time.Time{}
+				g.failures, g.failingSince, g.retryAt = 0, time.Time{}, time.Time{}
 				if g.count <= 0 && w.count == 0 {
 					delete(r.groups, w.key)
 				}
-			case g.count <= 0 && (namespaceGone(err) || g.failures+1 >= ownerGiveUp):
+			case g.count <= 0 && (namespaceGone(err) || (g.failures > 0 && now.Sub(g.failingSince) >= ownerGiveUp)):
 				// None of its pods is parked, and what was said of them
 				// cannot be taken back: the namespace is gone (its
-				// events with it) or going, or the API keeps refusing.
-				// The event expires with the event TTL.
+				// events with it) or going, or the API has refused it
+				// for ownerGiveUp. The event expires with the event TTL.
 				delete(r.groups, w.key)
 			default:
 				// Tried again later, behind the owners that can be
 				// written: a group that always fails (its namespace
 				// terminating) must not take the whole write budget.
+				if g.failures == 0 {
+					g.failingSince = now
+				}
 				g.failures++
 				g.retryAt = now.Add(ownerRetry(g.failures))
 			}

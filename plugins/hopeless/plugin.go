@@ -140,11 +140,16 @@ func build(ctx context.Context, args *v1alpha1.HopelessPodsArgs, h fwk.Handle, e
 		return podLister.Pods(namespace).Get(name)
 	}
 	c.status.leading = newLeaderCheck(legacyregistry.DefaultGatherer, election, clk).leading
-	parking := &parker{lot: newParkingLot(), reporter: c.status, live: func(pod *v1.Pod) bool {
+	// A pod is pending while the informer holds it, with its UID, unbound:
+	// the queue and a cycle may judge a copy of a pod deleted or bound
+	// since, after the plugin forgot it (parker.live).
+	live := func(pod *v1.Pod) bool {
 		cur, err := podLister.Pods(pod.Namespace).Get(pod.Name)
 		return err == nil && cur.UID == pod.UID && cur.Spec.NodeName == ""
-	}}
+	}
+	parking := &parker{lot: newParkingLot(), reporter: c.status, live: live}
 	verdicts := newVerdictCache(c.store, volumes, c.informers.synced, clk)
+	verdicts.live = live
 	c.release = newReleaser(c.store, verdicts, parking, h, podLister, c.informers.synced, logger)
 	c.plugin = &HopelessPods{
 		gateAtPreEnqueue: *args.GateAtPreEnqueue,

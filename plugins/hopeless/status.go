@@ -51,6 +51,9 @@ type statusWriter struct {
 
 	mu       sync.Mutex
 	reported map[types.UID]string
+	// ownEvent holds the pods whose own event was queued for the message
+	// reported (pods without a controller).
+	ownEvent map[types.UID]struct{}
 	// released holds the pods released after their report was written:
 	// their attempts since may have had the scheduler overwrite the
 	// condition, so a park for the reported reason writes it again (an
@@ -128,6 +131,7 @@ func newStatusWriter(client kubernetes.Interface, recorder events.EventRecorderL
 		clock:    clk,
 		leading:  newLeaderCheck(legacyregistry.DefaultGatherer, nil, clk).leading,
 		reported: map[types.UID]string{},
+		ownEvent: map[types.UID]struct{}{},
 		released: map[types.UID]struct{}{},
 		pending:  map[types.UID]statusItem{},
 		writing:  map[types.UID]*statusItem{},
@@ -151,16 +155,38 @@ func (w *statusWriter) report(pod *v1.Pod, message string, gated bool) {
 	_, released := w.released[pod.UID]
 	delete(w.released, pod.UID)
 	if reported, ok := w.reported[pod.UID]; ok && reported == message {
-		if released && gated {
+		item, queued := w.pending[pod.UID]
+		if !queued {
+			item = statusItem{message: message}
+		}
+		item.pod = pod
+		again := released && gated
+		if again {
 			// Parked again for the reason reported before its release:
 			// no second event, but the condition again (the write skips
 			// it if it is still there).
-			w.pending[pod.UID] = statusItem{pod: pod, message: message, gated: true, again: true}
+			item.gated, item.again = true, true
+		}
+		_, evented := w.ownEvent[pod.UID]
+		ownEvent := event && !evented
+		if ownEvent {
+			// Its controller is gone (orphaned): no owner's event
+			// speaks for it any more, its own does.
+			item.event = true
+			w.ownEvent[pod.UID] = struct{}{}
+		}
+		if again || ownEvent {
+			w.pending[pod.UID] = item
 			w.queue.Add(pod.UID)
 		}
 		return
 	}
 	w.reported[pod.UID] = message
+	if event {
+		w.ownEvent[pod.UID] = struct{}{}
+	} else {
+		delete(w.ownEvent, pod.UID)
+	}
 	if !gated && !event {
 		// Rejected at PreFilter: the scheduler writes the condition.
 		return
@@ -185,6 +211,7 @@ func (w *statusWriter) cancel(uid types.UID) {
 		delete(w.pending, uid)
 		delete(w.writing, uid)
 		delete(w.reported, uid)
+		delete(w.ownEvent, uid)
 	} else if _, ok := w.reported[uid]; ok {
 		w.released[uid] = struct{}{}
 	}
@@ -198,6 +225,7 @@ func (w *statusWriter) forget(uid types.UID) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	delete(w.reported, uid)
+	delete(w.ownEvent, uid)
 	delete(w.released, uid)
 	delete(w.pending, uid)
 	delete(w.writing, uid)
@@ -350,9 +378,13 @@ func (w *statusWriter) unreport(item *statusItem) {
 	}
 	if item.again {
 		w.released[item.pod.UID] = struct{}{}
+		if item.event {
+			delete(w.ownEvent, item.pod.UID)
+		}
 		return
 	}
 	delete(w.reported, item.pod.UID)
+	delete(w.ownEvent, item.pod.UID)
 }
 
 // patchCondition sets PodScheduled=False with message on pod, on condition

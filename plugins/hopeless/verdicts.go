@@ -39,6 +39,9 @@ type verdictCache struct {
 	// until then the plugin judges nothing.
 	synced func() bool
 	clock  clock.PassiveClock
+	// live reports whether a pod is still pending (parker.live); nil:
+	// always. The requirements of a pod that is not are not kept.
+	live func(pod *v1.Pod) bool
 
 	reqs sync.Map // types.UID -> *podRequirements
 
@@ -116,6 +119,11 @@ func (c *verdictCache) requirements(pod *v1.Pod) (*shapes.Requirements, verdictK
 	e.req = shapes.NewRequirements(pod, vols, c.store.Options())
 	e.key = verdictKeyOf(pod, e.req, pvKey)
 	c.reqs.Store(pod.UID, e)
+	if c.live != nil && !c.live(pod) {
+		// A copy of a pod deleted or bound since (parker.live): its forget
+		// may have run already.
+		c.reqs.CompareAndDelete(pod.UID, e)
+	}
 	return e.req, e.key
 }
 
