@@ -284,8 +284,12 @@ func (r *releasingReporter) report(pod *v1.Pod, message string, gated bool) {
 // attempt.
 func TestReview18ReleaseBetweenParkAndReport(t *testing.T) {
 	hook := &releasingReporter{}
+	// The writer leads once the pod was released: a write made while the
+	// pod was parked (before the release) is not what this test is about.
+	var leading atomic.Bool
 	f := newConfiguredTestPlugin(t, "", func(c *components) {
 		hook.statusWriter = c.status
+		c.status.leading = leading.Load
 		c.plugin.parking.reporter = hook
 	}, poolNode("w1", "web"))
 	act := &recordingActivator{}
@@ -317,6 +321,7 @@ func TestReview18ReleaseBetweenParkAndReport(t *testing.T) {
 	if f.parked(pod) {
 		t.Fatal("setup: the released pod is in the lot")
 	}
+	leading.Store(true)
 	fresh := f.freshOwnerSeries(t)
 	var got map[[2]string]float64
 	if err := pollFor(3*time.Second, func() bool {

@@ -51,9 +51,10 @@ type statusWriter struct {
 
 	mu       sync.Mutex
 	reported map[types.UID]string
-	// ownEvent holds the pods whose own event was queued for the message
-	// reported (pods without a controller).
-	ownEvent map[types.UID]struct{}
+	// evented is the message of the pod's own event (pods without a
+	// controller), once written: one event per pod and message, whatever
+	// the releases, failed writes and re-reports around it.
+	evented map[types.UID]string
 	// released holds the pods released after their report was written:
 	// their attempts since may have had the scheduler overwrite the
 	// condition, so a park for the reported reason writes it again (an
@@ -75,6 +76,10 @@ type statusItem struct {
 	// release; a scheduling attempt since may have overwritten the
 	// condition, later than the informer's copy knows.
 	again bool
+	// owed: the event is owed for a report made before (the pod lost its
+	// controller since, or the event's write was cancelled): a condition
+	// found on the pod says nothing of it.
+	owed bool
 }
 
 const (
@@ -131,7 +136,7 @@ func newStatusWriter(client kubernetes.Interface, recorder events.EventRecorderL
 		clock:    clk,
 		leading:  newLeaderCheck(legacyregistry.DefaultGatherer, nil, clk).leading,
 		reported: map[types.UID]string{},
-		ownEvent: map[types.UID]struct{}{},
+		evented:  map[types.UID]string{},
 		released: map[types.UID]struct{}{},
 		pending:  map[types.UID]statusItem{},
 		writing:  map[types.UID]*statusItem{},
@@ -154,39 +159,32 @@ func (w *statusWriter) report(pod *v1.Pod, message string, gated bool) {
 	defer w.mu.Unlock()
 	_, released := w.released[pod.UID]
 	delete(w.released, pod.UID)
+	// Its own event, unless written already (the write checks again): a
+	// pod orphaned since its report needs one now.
+	event = event && w.evented[pod.UID] != message
 	if reported, ok := w.reported[pod.UID]; ok && reported == message {
+		// Parked again for the reason reported before its release: the
+		// condition again (the write skips it if it is still there).
+		again := released && gated
+		if !again && !event {
+			return
+		}
 		item, queued := w.pending[pod.UID]
 		if !queued {
 			item = statusItem{message: message}
 		}
 		item.pod = pod
-		again := released && gated
 		if again {
-			// Parked again for the reason reported before its release:
-			// no second event, but the condition again (the write skips
-			// it if it is still there).
 			item.gated, item.again = true, true
 		}
-		_, evented := w.ownEvent[pod.UID]
-		ownEvent := event && !evented
-		if ownEvent {
-			// Its controller is gone (orphaned): no owner's event
-			// speaks for it any more, its own does.
-			item.event = true
-			w.ownEvent[pod.UID] = struct{}{}
+		if event {
+			item.event, item.owed = true, true
 		}
-		if again || ownEvent {
-			w.pending[pod.UID] = item
-			w.queue.Add(pod.UID)
-		}
+		w.pending[pod.UID] = item
+		w.queue.Add(pod.UID)
 		return
 	}
 	w.reported[pod.UID] = message
-	if event {
-		w.ownEvent[pod.UID] = struct{}{}
-	} else {
-		delete(w.ownEvent, pod.UID)
-	}
 	if !gated && !event {
 		// Rejected at PreFilter: the scheduler writes the condition.
 		return
@@ -195,24 +193,21 @@ func (w *statusWriter) report(pod *v1.Pod, message string, gated bool) {
 	w.queue.Add(pod.UID)
 }
 
-// cancel drops the write still queued for a released pod. What was already
-// written stays reported, so that parking the pod again for the same reason
-// writes no second event; but its condition is written again then (the
-// scheduler may have overwritten it in an attempt since).
+// cancel drops the write still queued (or in flight) for a released pod.
+// The pod stays reported, as released: parking it again for the same
+// reason writes its condition again, unless the API server still holds it
+// (the scheduler may have overwritten it in an attempt since, or the write
+// cancelled here may or may not have made it), and its event only if none
+// was written (evented).
 func (w *statusWriter) cancel(uid types.UID) {
 	if w.owners != nil {
 		w.owners.remove(uid)
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	_, queued := w.pending[uid]
-	_, inFlight := w.writing[uid]
-	if queued || inFlight {
-		delete(w.pending, uid)
-		delete(w.writing, uid)
-		delete(w.reported, uid)
-		delete(w.ownEvent, uid)
-	} else if _, ok := w.reported[uid]; ok {
+	delete(w.pending, uid)
+	delete(w.writing, uid)
+	if _, ok := w.reported[uid]; ok {
 		w.released[uid] = struct{}{}
 	}
 }
@@ -225,7 +220,7 @@ func (w *statusWriter) forget(uid types.UID) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	delete(w.reported, uid)
-	delete(w.ownEvent, uid)
+	delete(w.evented, uid)
 	delete(w.released, uid)
 	delete(w.pending, uid)
 	delete(w.writing, uid)
@@ -302,13 +297,24 @@ func (w *statusWriter) write(ctx context.Context, item *statusItem) {
 		// Released while the write waited.
 		return
 	}
-	if item.gated && hasCondition(pod, item.message) {
-		if !item.again {
-			// Said already, with its event: by this replica before a
-			// restart, or by the previous leader before a failover. One
-			// event per pod.
-			return
+	said := false
+	switch {
+	case !item.gated || !hasCondition(pod, item.message):
+	case !item.again && !item.owed:
+		// Said already, with its event: by this replica before a
+		// restart, or by the previous leader before a failover. One
+		// event per pod. (Not by the scheduler: it writes this
+		// condition in an attempt, which a parked pod gets only after
+		// its release, whose next park is an again item.)
+		w.mu.Lock()
+		if item.event && w.writing[item.pod.UID] == item {
+			w.evented[item.pod.UID] = item.message
 		}
+		w.mu.Unlock()
+		return
+	case !item.again:
+		said = true // the condition is there; the event is owed
+	default:
 		// The informer's copy may still hold the condition as reported
 		// before the release: ask the API server.
 		pod, err = w.latest(ctx, item)
@@ -322,11 +328,12 @@ func (w *statusWriter) write(ctx context.Context, item *statusItem) {
 			w.unreport(item)
 			return
 		}
-		if !w.wanted(item) || hasCondition(pod, item.message) {
-			return // released while the pod was read, or said already
+		if !w.wanted(item) {
+			return // released while the pod was read
 		}
+		said = hasCondition(pod, item.message)
 	}
-	if item.gated {
+	if item.gated && !said {
 		err = w.patchCondition(ctx, pod, item.message)
 		if apierrors.IsConflict(err) {
 			// The pod changed since the copy we judged (bound, perhaps):
@@ -351,9 +358,23 @@ func (w *statusWriter) write(ctx context.Context, item *statusItem) {
 			return
 		}
 	}
-	if item.event && w.wanted(item) {
+	if item.event && w.eventDue(item) {
 		w.recorder.Eventf(pod, nil, v1.EventTypeWarning, EventReason, "Scheduling", item.message)
 	}
+}
+
+// eventDue reports whether item's pod event is still to be written (the
+// item is still wanted and no event of its message was written), and
+// records it as written.
+func (w *statusWriter) eventDue(item *statusItem) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	uid := item.pod.UID
+	if w.writing[uid] != item || w.evented[uid] == item.message {
+		return false
+	}
+	w.evented[uid] = item.message
+	return true
 }
 
 // latest reads item's pod from the API server; a pod replaced or bound
@@ -378,13 +399,11 @@ func (w *statusWriter) unreport(item *statusItem) {
 	}
 	if item.again {
 		w.released[item.pod.UID] = struct{}{}
-		if item.event {
-			delete(w.ownEvent, item.pod.UID)
-		}
 		return
 	}
+	// The report is forgotten, with what was queued for it since.
 	delete(w.reported, item.pod.UID)
-	delete(w.ownEvent, item.pod.UID)
+	delete(w.pending, item.pod.UID)
 }
 
 // patchCondition sets PodScheduled=False with message on pod, on condition
