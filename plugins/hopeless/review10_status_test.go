@@ -15,14 +15,22 @@ import (
 // condition and the event for the same reason. The writer skips the patch
 // when the condition is already there (hasCondition), but records the event
 // anyway: after every failover each parked pod shows a second, identical
-// event. The condition written by the previous leader is the record that the
-// event was sent.
+// event. The event the previous leader wrote, in the API server, is the
+// record that it was sent (eventSaid; review 18d: a condition is not, the
+// scheduler writes it too).
 func TestFailoverWritesNoSecondEvent(t *testing.T) {
 	const msg = reasonA
 	pod := cronPod("failover-1")
 	// What the old leader wrote: the condition (and its event).
 	pod.Status.Conditions = []v1.PodCondition{{Type: v1.PodScheduled, Status: v1.ConditionFalse, Reason: v1.PodReasonUnschedulable, Message: msg}}
 	h := newHeldWriter(t, pod)
+	if _, err := h.client.CoreV1().Events("default").Create(h.ctx, &v1.Event{
+		ObjectMeta:     metav1.ObjectMeta{Name: pod.Name + ".old-leader", Namespace: "default"},
+		InvolvedObject: v1.ObjectReference{Kind: "Pod", APIVersion: "v1", Namespace: "default", Name: pod.Name, UID: pod.UID},
+		Reason:         EventReason, Message: msg, Type: v1.EventTypeWarning,
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
 	h.report(pod, msg, true) // the standby's PreEnqueue parked it too
 	h.start()
 	h.waitBlocked(t)

@@ -21,6 +21,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
 	clienttesting "k8s.io/client-go/testing"
 	"k8s.io/client-go/tools/events"
 	fwk "k8s.io/kube-scheduler/framework"
@@ -30,14 +31,28 @@ import (
 // event was recorded.
 type hookRecorder struct {
 	*events.FakeRecorder
-	mu    sync.Mutex
-	n     map[string]int // events by involved pod name
-	after func(pod *v1.Pod)
+	// client, if set, gets each event as a core/v1 Event, as the real
+	// recorder writes it to the API server (where other replicas see it).
+	client kubernetes.Interface
+	seq    atomic.Int32
+	mu     sync.Mutex
+	n      map[string]int // events by involved pod name
+	after  func(pod *v1.Pod)
 }
 
 func (r *hookRecorder) Eventf(regarding runtime.Object, related runtime.Object, eventtype, reason, action, note string, args ...interface{}) {
 	r.FakeRecorder.Eventf(regarding, related, eventtype, reason, action, note, args...)
 	pod, _ := regarding.(*v1.Pod)
+	if r.client != nil && pod != nil {
+		_, err := r.client.CoreV1().Events(pod.Namespace).Create(context.Background(), &v1.Event{
+			ObjectMeta:     metav1.ObjectMeta{Name: fmt.Sprintf("%s.%d", pod.Name, r.seq.Add(1)), Namespace: pod.Namespace},
+			InvolvedObject: v1.ObjectReference{Kind: "Pod", APIVersion: "v1", Namespace: pod.Namespace, Name: pod.Name, UID: pod.UID},
+			Reason:         reason, Message: fmt.Sprintf(note, args...), Type: eventtype,
+		}, metav1.CreateOptions{})
+		if err != nil {
+			panic(err)
+		}
+	}
 	r.mu.Lock()
 	if pod != nil {
 		r.n[string(pod.UID)]++
@@ -68,7 +83,7 @@ type ownedWriter struct {
 func newOwnedWriter(t *testing.T, objs ...runtime.Object) *ownedWriter {
 	t.Helper()
 	f := newOwnerFixture(t, objs...)
-	rec := &hookRecorder{FakeRecorder: events.NewFakeRecorder(1000), n: map[string]int{}}
+	rec := &hookRecorder{FakeRecorder: events.NewFakeRecorder(1000), client: f.client, n: map[string]int{}}
 	w := newStatusWriter(f.client, rec, 1000, f.clock)
 	w.owners = f.ownerReport
 	w.leading = func() bool { return true }

@@ -11,6 +11,7 @@ import (
 	v1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/events"
@@ -61,6 +62,11 @@ type statusWriter struct {
 	// event is still written once per pod and reason).
 	released map[types.UID]struct{}
 	pending  map[types.UID]statusItem
+	// leads: this replica leads, seen by awaitLeadership; until then
+	// pending items are not queued.
+	leads bool
+	// eventsForbidden logs, once, that events cannot be listed.
+	eventsForbidden sync.Once
 	// writing is the item being written per pod; cancel removes it, and
 	// the write checks it is still there right before each API call, so
 	// that a pod released while its write waits gets none.
@@ -166,6 +172,15 @@ func (w *statusWriter) report(pod *v1.Pod, message string, gated bool) {
 		// Parked again for the reason reported before its release: the
 		// condition again (the write skips it if it is still there).
 		again := released && gated
+		if gated && !again && !hasCondition(pod, message) {
+			// The pod's copy lacks the condition and no write of it is
+			// on its way: overwritten since (an attempt's condition
+			// that landed after our write read the pod), or our write
+			// not seen yet (the write asks the API server).
+			_, queued := w.pending[pod.UID]
+			_, inFlight := w.writing[pod.UID]
+			again = !queued && !inFlight
+		}
 		if !again && !event {
 			return
 		}
@@ -181,7 +196,7 @@ func (w *statusWriter) report(pod *v1.Pod, message string, gated bool) {
 			item.event, item.owed = true, true
 		}
 		w.pending[pod.UID] = item
-		w.queue.Add(pod.UID)
+		w.enqueueLocked(pod.UID)
 		return
 	}
 	w.reported[pod.UID] = message
@@ -190,7 +205,32 @@ func (w *statusWriter) report(pod *v1.Pod, message string, gated bool) {
 		return
 	}
 	w.pending[pod.UID] = statusItem{pod: pod, message: message, gated: gated, event: event}
-	w.queue.Add(pod.UID)
+	w.enqueueLocked(pod.UID)
+}
+
+// enqueueLocked hands pod uid's pending item to the write loop, once this
+// replica leads; until then it waits in pending only, which a release or a
+// forget clears (the workqueue cannot forget a key: a standby's queue
+// would grow with every pod parked while it stands by). w.mu is held.
+func (w *statusWriter) enqueueLocked(uid types.UID) {
+	if w.leads {
+		w.queue.Add(uid)
+	}
+}
+
+// awaitLeadership hands the pending items to the write loop once this
+// replica leads (leadership, once had, is kept: kube-scheduler exits when
+// it loses the lease).
+func (w *statusWriter) awaitLeadership(ctx context.Context) {
+	if !w.waitForLeadership(ctx) {
+		return
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.leads = true
+	for uid := range w.pending {
+		w.queue.Add(uid)
+	}
 }
 
 // cancel drops the write still queued (or in flight) for a released pod.
@@ -235,6 +275,7 @@ func (w *statusWriter) run(ctx context.Context) {
 
 // runWrites writes the queued conditions and pod events until ctx ends.
 func (w *statusWriter) runWrites(ctx context.Context) {
+	go w.awaitLeadership(ctx)
 	go func() {
 		<-ctx.Done()
 		w.queue.ShutDown()
@@ -300,20 +341,11 @@ func (w *statusWriter) write(ctx context.Context, item *statusItem) {
 	said := false
 	switch {
 	case !item.gated || !hasCondition(pod, item.message):
-	case !item.again && !item.owed:
-		// Said already, with its event: by this replica before a
-		// restart, or by the previous leader before a failover. One
-		// event per pod. (Not by the scheduler: it writes this
-		// condition in an attempt, which a parked pod gets only after
-		// its release, whose next park is an again item.)
-		w.mu.Lock()
-		if item.event && w.writing[item.pod.UID] == item {
-			w.evented[item.pod.UID] = item.message
-		}
-		w.mu.Unlock()
-		return
 	case !item.again:
-		said = true // the condition is there; the event is owed
+		// Said already: by this replica before a restart, or by the
+		// previous leader before a failover. Its event, if it has one,
+		// is looked for in the API server (eventSaid).
+		said = true
 	default:
 		// The informer's copy may still hold the condition as reported
 		// before the release: ask the API server.
@@ -359,8 +391,43 @@ func (w *statusWriter) write(ctx context.Context, item *statusItem) {
 		}
 	}
 	if item.event && w.eventDue(item) {
-		w.recorder.Eventf(pod, nil, v1.EventTypeWarning, EventReason, "Scheduling", item.message)
+		// This replica wrote none; another (the leader before a
+		// failover, this one before a restart) may have.
+		said, err := w.eventSaid(ctx, pod, item.message)
+		if apierrors.IsForbidden(err) {
+			// No list on events (the RBAC of deploy/scheduler-*): the
+			// event is written; after a failover or restart it may be
+			// there twice.
+			w.eventsForbidden.Do(func() {
+				logger.Error(err, "Cannot list events to write each parked pod's event once across restarts and failovers; writing it anyway. Grant list on events (deploy/scheduler-secondary/rbac.yaml)")
+			})
+			said, err = false, nil
+		}
+		switch {
+		case err != nil:
+			logger.Error(err, "Looking for the event of a parked pod", "pod", klog.KObj(item.pod))
+			w.mu.Lock()
+			delete(w.evented, item.pod.UID) // owed still: the next report writes it
+			w.mu.Unlock()
+		case !said:
+			w.recorder.Eventf(pod, nil, v1.EventTypeWarning, EventReason, "Scheduling", item.message)
+		}
 	}
+}
+
+// eventSaid reports whether the API server holds the pod's event with
+// message, written by any replica.
+func (w *statusWriter) eventSaid(ctx context.Context, pod *v1.Pod, message string) (bool, error) {
+	// ResourceVersion "0": served from the watch cache; an event written
+	// before a failover or restart is long in it.
+	list, err := w.client.CoreV1().Events(pod.Namespace).List(ctx, metav1.ListOptions{ResourceVersion: "0",
+		FieldSelector: fields.Set{"involvedObject.uid": string(pod.UID), "reason": EventReason}.String()})
+	if err != nil {
+		return false, err
+	}
+	return slices.ContainsFunc(list.Items, func(e v1.Event) bool {
+		return e.InvolvedObject.UID == pod.UID && e.Reason == EventReason && e.Message == message
+	}), nil
 }
 
 // eventDue reports whether item's pod event is still to be written (the
@@ -388,22 +455,17 @@ func (w *statusWriter) latest(ctx context.Context, item *statusItem) (*v1.Pod, e
 }
 
 // unreport has a later PreEnqueue report item's message again, after its
-// write failed: a first report is forgotten (its event was not written
-// yet); a report again after a release is marked released again, so that
-// the next one writes the condition but no second event.
+// write failed: the pod is marked released, so that the next report (the
+// queue's five-minute flush) writes the condition unless the API server
+// holds it (a write that failed may have been applied: a timeout after the
+// commit) and the event if it is still owed.
 func (w *statusWriter) unreport(item *statusItem) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.reported[item.pod.UID] != item.message {
 		return
 	}
-	if item.again {
-		w.released[item.pod.UID] = struct{}{}
-		return
-	}
-	// The report is forgotten, with what was queued for it since.
-	delete(w.reported, item.pod.UID)
-	delete(w.pending, item.pod.UID)
+	w.released[item.pod.UID] = struct{}{}
 }
 
 // patchCondition sets PodScheduled=False with message on pod, on condition
