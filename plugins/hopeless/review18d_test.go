@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	v1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -390,5 +391,46 @@ func TestPodEventWithoutListOnEvents(t *testing.T) {
 	}
 	if h.podCondition(pod.Name) == nil {
 		t.Error("no condition")
+	}
+}
+
+// TestPodEventLookedForOnlyForOlderPods: the API server is asked for a
+// pod's event only for a pod that may have one from before this replica
+// led; a pod created later (a minute of clock skew allowed) is not: with
+// thousands of bare parked pods, a list per event would scan them all.
+func TestPodEventLookedForOnlyForOlderPods(t *testing.T) {
+	old := cronPod("bare-old")
+	old.OwnerReferences = nil
+	h := newHeldWriter(t, old)
+	young := cronPod("bare-young")
+	young.OwnerReferences, young.UID = nil, "bare-young"
+	young.CreationTimestamp = metav1.NewTime(h.clock.Now().Add(2 * eventCheckSkew))
+	if _, err := h.client.CoreV1().Pods("default").Create(h.ctx, young, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	h.leader.Store(true)
+	var lists atomic.Int32
+	h.client.PrependReactor("list", "events", func(clienttesting.Action) (bool, runtime.Object, error) {
+		lists.Add(1)
+		return false, nil, nil
+	})
+	h.start()
+	waitFor(t, 5*time.Second, "the writer leads", func() bool {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return h.leads
+	})
+	h.report(young, reasonA, true)
+	h.waitIdle(t)
+	if n := lists.Load(); n != 0 {
+		t.Errorf("%d event lists for a pod created after this replica led, want 0", n)
+	}
+	h.report(old, reasonA, true)
+	h.waitIdle(t)
+	if n := lists.Load(); n != 1 {
+		t.Errorf("%d event lists for a pod older than this replica's leadership, want 1", n)
+	}
+	if n := len(h.recorder.Events); n != 2 {
+		t.Errorf("%d events, want 2", n)
 	}
 }

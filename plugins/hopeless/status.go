@@ -65,6 +65,10 @@ type statusWriter struct {
 	// leads: this replica leads, seen by awaitLeadership; until then
 	// pending items are not queued.
 	leads bool
+	// leadSince is when this replica was seen to lead: a pod created
+	// later (eventCheckSkew allowing for the API server's clock) can have
+	// no event of another replica's, nor of this one's before a restart.
+	leadSince time.Time
 	// eventsForbidden logs, once, that events cannot be listed.
 	eventsForbidden sync.Once
 	// writing is the item being written per pod; cancel removes it, and
@@ -93,6 +97,9 @@ const (
 	leaderPoll = time.Second
 	// bindQuiet is how long after a bind the writer waits before writing.
 	bindQuiet = 300 * time.Millisecond
+	// eventCheckSkew: a pod created this long after this replica leads is
+	// not looked for in the API server before its event is written.
+	eventCheckSkew = time.Minute
 	// maxDefer bounds how long a write yields to binds.
 	maxDefer = 5 * time.Second
 )
@@ -227,7 +234,7 @@ func (w *statusWriter) awaitLeadership(ctx context.Context) {
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.leads = true
+	w.leads, w.leadSince = true, w.clock.Now()
 	for uid := range w.pending {
 		w.queue.Add(uid)
 	}
@@ -392,8 +399,17 @@ func (w *statusWriter) write(ctx context.Context, item *statusItem) {
 	}
 	if item.event && w.eventDue(item) {
 		// This replica wrote none; another (the leader before a
-		// failover, this one before a restart) may have.
-		said, err := w.eventSaid(ctx, pod, item.message)
+		// failover, this one before a restart) may have, if the pod is
+		// older than this replica's leadership.
+		w.mu.Lock()
+		since := w.leadSince
+		w.mu.Unlock()
+		var said bool
+		if !since.IsZero() && pod.CreationTimestamp.After(since.Add(eventCheckSkew)) {
+			err = nil
+		} else {
+			said, err = w.eventSaid(ctx, pod, item.message)
+		}
 		if apierrors.IsForbidden(err) {
 			// No list on events (the RBAC of deploy/scheduler-*): the
 			// event is written; after a failover or restart it may be
