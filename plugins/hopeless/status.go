@@ -381,7 +381,9 @@ func (w *statusWriter) write(ctx context.Context, item *statusItem) {
 				if !w.wanted(item) {
 					return // released while the pod was read
 				}
-				err = w.patchCondition(ctx, pod, item.message)
+				if !hasCondition(pod, item.message) { // else said already
+					err = w.patchCondition(ctx, pod, item.message)
+				}
 			}
 		}
 		switch {
@@ -398,42 +400,62 @@ func (w *statusWriter) write(ctx context.Context, item *statusItem) {
 		}
 	}
 	if item.event && w.eventDue(item) {
-		// This replica wrote none; another (the leader before a
-		// failover, this one before a restart) may have, if the pod is
-		// older than this replica's leadership.
-		w.mu.Lock()
-		since := w.leadSince
-		w.mu.Unlock()
-		var said bool
-		if !since.IsZero() && pod.CreationTimestamp.After(since.Add(eventCheckSkew)) {
-			err = nil
-		} else {
-			said, err = w.eventSaid(ctx, pod, item.message)
-		}
-		if apierrors.IsForbidden(err) {
-			// No list on events (the RBAC of deploy/scheduler-*): the
-			// event is written; after a failover or restart it may be
-			// there twice.
-			w.eventsForbidden.Do(func() {
-				logger.Error(err, "Cannot list events to write each parked pod's event once across restarts and failovers; writing it anyway. Grant list on events (deploy/scheduler-secondary/rbac.yaml)")
-			})
-			said, err = false, nil
-		}
-		switch {
-		case err != nil:
-			logger.Error(err, "Looking for the event of a parked pod", "pod", klog.KObj(item.pod))
-			w.mu.Lock()
-			delete(w.evented, item.pod.UID) // owed still: the next report writes it
-			w.mu.Unlock()
-		case !said:
-			w.recorder.Eventf(pod, nil, v1.EventTypeWarning, EventReason, "Scheduling", item.message)
-		}
+		w.writeEvent(ctx, pod, item)
 	}
 }
 
+// writeEvent writes the pod's own event of item, recorded as written
+// (eventDue), unless the API server holds it already or the pod was
+// released or forgotten meanwhile.
+func (w *statusWriter) writeEvent(ctx context.Context, pod *v1.Pod, item *statusItem) {
+	logger := klog.FromContext(ctx)
+	note := eventNote(item.message)
+	// This replica wrote none; another (the leader before a failover,
+	// this one before a restart) may have, if the pod is older than this
+	// replica's leadership.
+	w.mu.Lock()
+	since := w.leadSince
+	w.mu.Unlock()
+	var said bool
+	var err error
+	if since.IsZero() || !pod.CreationTimestamp.After(since.Add(eventCheckSkew)) {
+		said, err = w.eventSaid(ctx, pod, note)
+	}
+	if apierrors.IsForbidden(err) {
+		// No list on events (the RBAC of deploy/scheduler-*): the event is
+		// written; after a failover or restart it may be there twice.
+		w.eventsForbidden.Do(func() {
+			logger.Error(err, "Cannot list events to write each parked pod's event once across restarts and failovers; writing it anyway. Grant list on events (deploy/scheduler-secondary/rbac.yaml)")
+		})
+		said, err = false, nil
+	}
+	if err != nil {
+		logger.Error(err, "Looking for the event of a parked pod", "pod", klog.KObj(item.pod))
+	}
+	if said {
+		return
+	}
+	// Released or forgotten while the API server was asked: no event
+	// (and, if the list failed, the event is owed still).
+	w.mu.Lock()
+	write := err == nil && w.writing[item.pod.UID] == item
+	if !write && w.evented[item.pod.UID] == item.message {
+		delete(w.evented, item.pod.UID)
+	}
+	w.mu.Unlock()
+	if write {
+		w.recorder.Eventf(pod, nil, v1.EventTypeWarning, EventReason, "Scheduling", "%s", note)
+	}
+}
+
+// eventNote is the note of a pod's event with message: at most the
+// API's 1,024 bytes (validation.NoteLengthLimit), as kube-scheduler
+// truncates its own.
+func eventNote(message string) string { return truncate(message, maxNoteLength) }
+
 // eventSaid reports whether the API server holds the pod's event with
-// message, written by any replica.
-func (w *statusWriter) eventSaid(ctx context.Context, pod *v1.Pod, message string) (bool, error) {
+// note, written by any replica.
+func (w *statusWriter) eventSaid(ctx context.Context, pod *v1.Pod, note string) (bool, error) {
 	// ResourceVersion "0": served from the watch cache; an event written
 	// before a failover or restart is long in it.
 	list, err := w.client.CoreV1().Events(pod.Namespace).List(ctx, metav1.ListOptions{ResourceVersion: "0",
@@ -442,7 +464,7 @@ func (w *statusWriter) eventSaid(ctx context.Context, pod *v1.Pod, message strin
 		return false, err
 	}
 	return slices.ContainsFunc(list.Items, func(e v1.Event) bool {
-		return e.InvolvedObject.UID == pod.UID && e.Reason == EventReason && e.Message == message
+		return e.InvolvedObject.UID == pod.UID && e.Reason == EventReason && e.Message == note
 	}), nil
 }
 
