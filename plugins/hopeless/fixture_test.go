@@ -217,9 +217,14 @@ func testContext(t testing.TB) context.Context {
 // read what it sets without a lock).
 func newConfiguredTestPlugin(t testing.TB, rawArgs string, configure func(*components), objs ...runtime.Object) *testPlugin {
 	t.Helper()
+	return newTestPluginOn(t, fake.NewClientset(objs...), rawArgs, configure)
+}
+
+// newTestPluginOn is newConfiguredTestPlugin on client.
+func newTestPluginOn(t testing.TB, client *fake.Clientset, rawArgs string, configure func(*components)) *testPlugin {
+	t.Helper()
 	schedmetrics.Register()
 	ctx := testContext(t)
-	client := fake.NewClientset(objs...)
 	factory := informers.NewSharedInformerFactory(client, 0)
 	profile := &config.KubeSchedulerProfile{SchedulerName: "test", Plugins: &config.Plugins{
 		QueueSort: config.PluginSet{Enabled: []config.Plugin{{Name: queuesort.Name}}},

@@ -23,20 +23,11 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
-	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes/fake"
 	clienttesting "k8s.io/client-go/testing"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/klog/v2"
 	fwk "k8s.io/kube-scheduler/framework"
-	"k8s.io/kubernetes/pkg/scheduler/apis/config"
-	"k8s.io/kubernetes/pkg/scheduler/framework/plugins/defaultbinder"
-	"k8s.io/kubernetes/pkg/scheduler/framework/plugins/queuesort"
-	frameworkruntime "k8s.io/kubernetes/pkg/scheduler/framework/runtime"
-	schedmetrics "k8s.io/kubernetes/pkg/scheduler/metrics"
-	"k8s.io/utils/clock"
-
-	"github.com/ballast-k8s/ballast/config/v1alpha1"
 )
 
 // podEvents drains the pod events the test plugin's recorder holds.
@@ -172,17 +163,7 @@ func TestReview18bDeletedPodJudgedAfterItsDeleteLeaksItsRequirements(t *testing.
 // the TTL).
 func TestReview18bOwnerEventGivenUpAfterAHalfMinuteOutage(t *testing.T) {
 	f := newOwnerFixture(t)
-	var down atomic.Bool
-	var refused atomic.Int32
-	refuse := func(clienttesting.Action) (bool, runtime.Object, error) {
-		if !down.Load() {
-			return false, nil, nil
-		}
-		refused.Add(1)
-		return true, nil, apierrors.NewTooManyRequests("the server has received too many requests", 1)
-	}
-	f.client.PrependReactor("create", "events", refuse)
-	f.client.PrependReactor("patch", "events", refuse)
+	down, refused := refuseEventWrites(f.client, apierrors.NewTooManyRequests("the server has received too many requests", 1))
 	var pods []*v1.Pod
 	for i := range 3 {
 		p := podOwnedBy(fmt.Sprintf("app-%d", i), controllerRef("apps/v1", "StatefulSet", "app"))
@@ -347,8 +328,6 @@ func TestReview18bNoDeadlockUnderChurn(t *testing.T) {
 // through a relist.
 func newWatchedTestPlugin(t *testing.T, objs ...runtime.Object) (*testPlugin, func() *watch.RaceFreeFakeWatcher) {
 	t.Helper()
-	schedmetrics.Register()
-	ctx := testContext(t)
 	client := fake.NewClientset(objs...)
 	var wmu sync.Mutex
 	var last *watch.RaceFreeFakeWatcher
@@ -359,42 +338,17 @@ func newWatchedTestPlugin(t *testing.T, objs ...runtime.Object) (*testPlugin, fu
 		wmu.Unlock()
 		return true, w, nil
 	})
-	factory := informers.NewSharedInformerFactory(client, 0)
-	profile := &config.KubeSchedulerProfile{SchedulerName: "test", Plugins: &config.Plugins{
-		QueueSort: config.PluginSet{Enabled: []config.Plugin{{Name: queuesort.Name}}},
-		Bind:      config.PluginSet{Enabled: []config.Plugin{{Name: defaultbinder.Name}}},
-	}}
-	registry := frameworkruntime.Registry{queuesort.Name: queuesort.New, defaultbinder.Name: defaultbinder.New}
-	fh, err := frameworkruntime.NewFramework(ctx, registry, profile,
-		frameworkruntime.WithClientSet(client), frameworkruntime.WithInformerFactory(factory),
-		frameworkruntime.WithEventRecorder(events.NewFakeRecorder(100)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	fh.(interface{ SetPodActivator(fwk.PodActivator) }).SetPodActivator(&recordingActivator{})
-	args, err := v1alpha1.DecodeHopelessPodsArgs(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := build(ctx, args, fh, nil, nil, clock.RealClock{})
-	if err != nil {
-		t.Fatal(err)
-	}
 	// The fake clientset applies a status patch's metadata.uid instead of
 	// checking it: the writer, which would write over the re-created pod's
 	// UID, stays a standby.
-	c.status.leading = func() bool { return false }
-	c.start(ctx)
-	factory.Start(ctx.Done())
-	factory.WaitForCacheSync(ctx.Done())
-	waitFor(t, 10*time.Second, "the plugin's informers synced", c.informers.synced)
+	f := newTestPluginOn(t, client, "", func(c *components) { c.status.leading = func() bool { return false } })
 	watcher := func() *watch.RaceFreeFakeWatcher {
 		wmu.Lock()
 		defer wmu.Unlock()
 		return last
 	}
 	waitFor(t, 5*time.Second, "the pod informer watches", func() bool { return watcher() != nil })
-	return &testPlugin{components: c, handle: fh, client: client, ctx: ctx}, watcher
+	return f, watcher
 }
 
 // TestReview18bPodReplacedDuringAWatchGapStaysParkedForever: the plugin
@@ -587,4 +541,20 @@ func TestReview18bOwnerCountsFollowControllerChanges(t *testing.T) {
 			}
 		}
 	}
+}
+
+// refuseEventWrites has client answer every event create and patch with
+// err while down is set; refused counts the answers.
+func refuseEventWrites(client *fake.Clientset, err error) (down *atomic.Bool, refused *atomic.Int32) {
+	down, refused = &atomic.Bool{}, &atomic.Int32{}
+	refuse := func(clienttesting.Action) (bool, runtime.Object, error) {
+		if !down.Load() {
+			return false, nil, nil
+		}
+		refused.Add(1)
+		return true, nil, err
+	}
+	client.PrependReactor("create", "events", refuse)
+	client.PrependReactor("patch", "events", refuse)
+	return down, refused
 }

@@ -91,22 +91,7 @@ func newOwnedWriter(t *testing.T, objs ...runtime.Object) *ownedWriter {
 }
 
 // drain processes what is pending, until nothing is.
-func (w *ownedWriter) drain() {
-	for i := 0; i < 20; i++ {
-		w.mu.Lock()
-		var uids []types.UID
-		for uid := range w.pending {
-			uids = append(uids, uid)
-		}
-		w.mu.Unlock()
-		if len(uids) == 0 {
-			return
-		}
-		for _, uid := range uids {
-			w.process(w.ctx, uid)
-		}
-	}
-}
+func (w *ownedWriter) drain() { drainWriter(w.ctx, w.statusWriter) }
 
 func (w *ownedWriter) getPod(t *testing.T, name string) *v1.Pod {
 	t.Helper()
@@ -588,17 +573,7 @@ func TestReview18cOwnerGiveUpTiming(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newOwnerFixture(t)
-			var down atomic.Bool
-			var refused atomic.Int32
-			refuse := func(clienttesting.Action) (bool, runtime.Object, error) {
-				if !down.Load() {
-					return false, nil, nil
-				}
-				refused.Add(1)
-				return true, nil, apierrors.NewServiceUnavailable("down")
-			}
-			f.client.PrependReactor("create", "events", refuse)
-			f.client.PrependReactor("patch", "events", refuse)
+			down, refused := refuseEventWrites(f.client, apierrors.NewServiceUnavailable("down"))
 			pods := []*v1.Pod{podOwnedBy("app-0", controllerRef("apps/v1", "StatefulSet", "app")),
 				podOwnedBy("app-1", controllerRef("apps/v1", "StatefulSet", "app"))}
 			for _, p := range pods {

@@ -31,6 +31,7 @@ func (w *ownedWriter) secondReplica(leading *atomic.Bool) (*statusWriter, *hookR
 	return s, rec
 }
 
+// drainWriter processes what is pending in s, until nothing is.
 func drainWriter(ctx context.Context, s *statusWriter) {
 	for i := 0; i < 20; i++ {
 		s.mu.Lock()
