@@ -59,6 +59,10 @@ const (
 	// writes have failed for this long (an outage or throttling of a few
 	// minutes is waited out; the event TTL is an hour by default).
 	ownerGiveUp = 10 * time.Minute
+	// ownerStandbyKeep: a standby keeps an owner whose pods all left this
+	// long, time for the leader's "no pods any more" write (at most
+	// ownerUpdateInterval after its last).
+	ownerStandbyKeep = 2*ownerUpdateInterval + ownerRound
 	// ownerEventsPerSecond and ownerEventsBurst bound all owner event
 	// writes of the replica together.
 	ownerEventsPerSecond = 2
@@ -133,6 +137,8 @@ type ownerGroup struct {
 	failures     int
 	failingSince time.Time
 	retryAt      time.Time
+	// zeroSince is when its count last fell to zero.
+	zeroSince time.Time
 }
 
 // ownerReport counts parked pods by owning controller and writes one event
@@ -168,6 +174,10 @@ type ownerReport struct {
 	jobLister  cache.GenericLister
 	jobsSynced cache.InformerSynced
 	forbidden  time.Time // Jobs may not be listed or watched; report on the Job until then
+	// leadSince is when this replica's first leading round ran: a group
+	// seen before may have an event of the previous leader's (the event's
+	// name is the same on every replica).
+	leadSince time.Time
 }
 
 // newOwnerReport returns the report; clk times its rounds and its rate
@@ -255,6 +265,7 @@ func (r *ownerReport) addLocked(p ownedPod) {
 			r.groups[key] = g
 		}
 		g.count++
+		g.zeroSince = time.Time{}
 	}
 }
 
@@ -291,7 +302,9 @@ func (r *ownerReport) removeLocked(uid types.UID, p ownedPod) {
 		}
 	case p.owner != nil:
 		if g := r.groups[groupKey{p.owner.UID, p.message}]; g != nil {
-			g.count--
+			if g.count--; g.count <= 0 && g.zeroSince.IsZero() {
+				g.zeroSince = r.clock.Now()
+			}
 		}
 	}
 }
@@ -505,15 +518,22 @@ func (r *ownerReport) run(ctx context.Context, leading func() bool) {
 func (r *ownerReport) round(ctx context.Context, leading bool) {
 	r.resolvePending(ctx)
 	if leading {
+		r.mu.Lock()
+		if r.leadSince.IsZero() {
+			r.leadSince = r.clock.Now()
+		}
+		r.mu.Unlock()
 		r.flush(ctx)
 		return
 	}
-	// A standby writes nothing; it forgets the owners whose pods all left,
-	// as flush does on the leader.
+	// A standby writes nothing; it forgets the owners whose pods all left
+	// long enough ago for the leader to have said so (ownerStandbyKeep):
+	// if the leader dies first, this replica says it when it leads.
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	now := r.clock.Now()
 	for key, g := range r.groups {
-		if g.count <= 0 && g.written < 0 {
+		if g.count <= 0 && g.written < 0 && now.Sub(g.zeroSince) >= ownerStandbyKeep {
 			delete(r.groups, key)
 		}
 	}
@@ -529,6 +549,9 @@ type ownerWrite struct {
 	created   bool
 	never     bool
 	lastWrite time.Time
+	// patchOnly: tell an event another replica may have written that no
+	// pod is parked any more; none there is nothing to say.
+	patchOnly bool
 }
 
 // flush writes the events that are due, within the write budget: new ones
@@ -538,8 +561,13 @@ func (r *ownerReport) flush(ctx context.Context) {
 	r.mu.Lock()
 	var due []ownerWrite
 	for key, g := range r.groups {
+		// A group this replica never wrote whose pods all left: nothing to
+		// say, unless the previous leader said something (the group was
+		// seen before this replica led): then its event, if there, is
+		// told that no pod is parked any more (patched, never created).
+		heard := g.written < 0 && !g.firstSeen.After(r.leadSince)
 		switch {
-		case g.count <= 0 && g.written < 0:
+		case g.count <= 0 && g.written < 0 && !heard:
 			delete(r.groups, key) // parked and released unseen: nothing to say
 			continue
 		case g.written >= 0 && now.Sub(g.lastWrite) < ownerUpdateInterval:
@@ -550,7 +578,8 @@ func (r *ownerReport) flush(ctx context.Context) {
 			continue
 		}
 		due = append(due, ownerWrite{key: key, owner: g.owner, message: g.message, count: max(g.count, 0),
-			firstSeen: g.firstSeen, created: g.created, never: g.written < 0, lastWrite: g.lastWrite})
+			firstSeen: g.firstSeen, created: g.created, never: g.written < 0, lastWrite: g.lastWrite,
+			patchOnly: g.count <= 0 && g.written < 0})
 	}
 	r.mu.Unlock()
 	slices.SortFunc(due, func(a, b ownerWrite) int {
@@ -646,7 +675,11 @@ func (r *ownerReport) write(ctx context.Context, w ownerWrite, now time.Time) er
 		return err
 	}
 	var err error
-	if w.created {
+	if w.patchOnly {
+		if err = patch(); apierrors.IsNotFound(err) {
+			return nil
+		}
+	} else if w.created {
 		// Expired (the event TTL) or deleted: create it again.
 		if err = patch(); apierrors.IsNotFound(err) {
 			err = create()
