@@ -435,3 +435,42 @@ func TestPodEventLookedForOnlyForOlderPods(t *testing.T) {
 		t.Errorf("%d events, want 2", n)
 	}
 }
+
+// TestPodEventsLookedForOncePerNamespace: after a restart, the events of
+// many older bare pods of one namespace are looked for with one list (the
+// events have no watch cache: a list per pod reads the namespace's events
+// from etcd each time), and an event found there is not written again.
+func TestPodEventsLookedForOncePerNamespace(t *testing.T) {
+	var objs []runtime.Object
+	var pods []*v1.Pod
+	for i := range 5 {
+		p := cronPod(fmt.Sprintf("bare-%d", i))
+		p.OwnerReferences, p.UID = nil, types.UID(fmt.Sprintf("bare-%d", i))
+		pods, objs = append(pods, p), append(objs, p)
+	}
+	h := newHeldWriter(t, objs...)
+	if _, err := h.client.CoreV1().Events("default").Create(h.ctx, &v1.Event{
+		ObjectMeta:     metav1.ObjectMeta{Name: "bare-0.before-restart", Namespace: "default"},
+		InvolvedObject: v1.ObjectReference{Kind: "Pod", APIVersion: "v1", Namespace: "default", Name: "bare-0", UID: "bare-0"},
+		Reason:         EventReason, Message: reasonA, Type: v1.EventTypeWarning,
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	h.leader.Store(true)
+	var lists atomic.Int32
+	h.client.PrependReactor("list", "events", func(clienttesting.Action) (bool, runtime.Object, error) {
+		lists.Add(1)
+		return false, nil, nil
+	})
+	for _, p := range pods {
+		h.report(p, reasonA, false)
+	}
+	h.start()
+	h.waitIdle(t)
+	if n := lists.Load(); n != 1 {
+		t.Errorf("%d event lists for 5 pods of one namespace, want 1", n)
+	}
+	if n := len(h.recorder.Events); n != 4 {
+		t.Errorf("%d events, want 4 (bare-0's was written before the restart)", n)
+	}
+}

@@ -69,6 +69,10 @@ type statusWriter struct {
 	// later (eventCheckSkew allowing for the API server's clock) can have
 	// no event of another replica's, nor of this one's before a restart.
 	leadSince time.Time
+	// eventsMu guards eventIndex, the Hopeless events per namespace
+	// (eventSaid).
+	eventsMu   sync.Mutex
+	eventIndex map[string]*eventIndex
 	// eventsForbidden logs, once, that events cannot be listed.
 	eventsForbidden sync.Once
 	// writing is the item being written per pod; cancel removes it, and
@@ -100,6 +104,8 @@ const (
 	// eventCheckSkew: a pod created this long after this replica leads is
 	// not looked for in the API server before its event is written.
 	eventCheckSkew = time.Minute
+	// eventIndexTTL: how long a namespace's listed events answer eventSaid.
+	eventIndexTTL = time.Minute
 	// maxDefer bounds how long a write yields to binds.
 	maxDefer = 5 * time.Second
 )
@@ -144,15 +150,16 @@ func newStatusWriter(client kubernetes.Interface, recorder events.EventRecorderL
 		recorder: recorder,
 		// Not on clk: client-go's token bucket waits on the real clock
 		// (rate.Limiter.Wait) whatever clock it is given.
-		limiter:  flowcontrol.NewTokenBucketRateLimiter(float32(qps), burst),
-		queue:    workqueue.NewTyped[types.UID](),
-		clock:    clk,
-		leading:  newLeaderCheck(legacyregistry.DefaultGatherer, nil, clk).leading,
-		reported: map[types.UID]string{},
-		evented:  map[types.UID]string{},
-		released: map[types.UID]struct{}{},
-		pending:  map[types.UID]statusItem{},
-		writing:  map[types.UID]*statusItem{},
+		limiter:    flowcontrol.NewTokenBucketRateLimiter(float32(qps), burst),
+		queue:      workqueue.NewTyped[types.UID](),
+		clock:      clk,
+		leading:    newLeaderCheck(legacyregistry.DefaultGatherer, nil, clk).leading,
+		reported:   map[types.UID]string{},
+		evented:    map[types.UID]string{},
+		eventIndex: map[string]*eventIndex{},
+		released:   map[types.UID]struct{}{},
+		pending:    map[types.UID]statusItem{},
+		writing:    map[types.UID]*statusItem{},
 	}
 	w.current = func(ctx context.Context, namespace, name string) (*v1.Pod, error) {
 		return client.CoreV1().Pods(namespace).Get(ctx, name, metav1.GetOptions{})
@@ -455,17 +462,51 @@ func eventNote(message string) string { return truncate(message, maxNoteLength) 
 
 // eventSaid reports whether the API server holds the pod's event with
 // note, written by any replica.
+//
+// It reads the namespace's Hopeless events once per eventIndexTTL, not once
+// per pod: events have no watch cache by default, so each list reads the
+// namespace's events from etcd, and after a restart thousands of pods may
+// be looked for. An event written since by another replica is missed; only
+// the previous leader (dead) or this replica before a restart wrote the
+// ones looked for, and this replica's own are in evented.
 func (w *statusWriter) eventSaid(ctx context.Context, pod *v1.Pod, note string) (bool, error) {
-	// ResourceVersion "0": served from the watch cache; an event written
-	// before a failover or restart is long in it.
-	list, err := w.client.CoreV1().Events(pod.Namespace).List(ctx, metav1.ListOptions{ResourceVersion: "0",
-		FieldSelector: fields.Set{"involvedObject.uid": string(pod.UID), "reason": EventReason}.String()})
-	if err != nil {
-		return false, err
+	w.eventsMu.Lock()
+	defer w.eventsMu.Unlock()
+	now := w.clock.Now()
+	idx := w.eventIndex[pod.Namespace]
+	if idx == nil || now.Sub(idx.at) >= eventIndexTTL {
+		list, err := w.client.CoreV1().Events(pod.Namespace).List(ctx, metav1.ListOptions{ResourceVersion: "0",
+			FieldSelector: fields.Set{"reason": EventReason}.String()})
+		if err != nil {
+			return false, err
+		}
+		idx = &eventIndex{at: now, said: map[podEvent]struct{}{}}
+		for _, e := range list.Items {
+			if e.Reason == EventReason {
+				idx.said[podEvent{e.InvolvedObject.UID, e.Message}] = struct{}{}
+			}
+		}
+		for ns, other := range w.eventIndex {
+			if now.Sub(other.at) >= eventIndexTTL {
+				delete(w.eventIndex, ns)
+			}
+		}
+		w.eventIndex[pod.Namespace] = idx
 	}
-	return slices.ContainsFunc(list.Items, func(e v1.Event) bool {
-		return e.InvolvedObject.UID == pod.UID && e.Reason == EventReason && e.Message == note
-	}), nil
+	_, said := idx.said[podEvent{pod.UID, note}]
+	return said, nil
+}
+
+// eventIndex is the Hopeless events of one namespace, as listed at.
+type eventIndex struct {
+	at   time.Time
+	said map[podEvent]struct{}
+}
+
+// podEvent is one pod's event: its pod and note.
+type podEvent struct {
+	uid  types.UID
+	note string
 }
 
 // eventDue reports whether item's pod event is still to be written (the
