@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"io"
+	"maps"
 	"os"
 	"slices"
 	"strconv"
@@ -17,6 +18,7 @@ import (
 	v1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/informers"
@@ -63,6 +65,12 @@ const (
 	// long, time for the leader's "no pods any more" write (at most
 	// ownerUpdateInterval after its last).
 	ownerStandbyKeep = 2*ownerUpdateInterval + ownerRound
+	// ownerStaleDelay: how long after it starts leading a replica looks for
+	// owner events that claim parked pods none of its reports counts: the
+	// previous leader's (or this replica's before a restart), whose pods
+	// left meanwhile. Pods still parked are parked here again well before
+	// (the queue runs PreEnqueue on every pending pod at start).
+	ownerStaleDelay = ownerUpdateInterval
 	// ownerEventsPerSecond and ownerEventsBurst bound all owner event
 	// writes of the replica together.
 	ownerEventsPerSecond = 2
@@ -178,6 +186,13 @@ type ownerReport struct {
 	// seen before may have an event of the previous leader's (the event's
 	// name is the same on every replica).
 	leadSince time.Time
+	// staleChecked: the owner events claiming parked pods no report here
+	// counts were looked for (findStale); stale holds those still to be
+	// told that no pod is parked any more, found at staleSince.
+	staleChecked bool
+	stale        []v1.Event
+	staleSince   time.Time
+	staleRetry   time.Time // a failed list is tried again then
 }
 
 // newOwnerReport returns the report; clk times its rounds and its rate
@@ -519,10 +534,15 @@ func (r *ownerReport) round(ctx context.Context, leading bool) {
 	r.resolvePending(ctx)
 	if leading {
 		r.mu.Lock()
+		now := r.clock.Now()
 		if r.leadSince.IsZero() {
-			r.leadSince = r.clock.Now()
+			r.leadSince = now
 		}
+		find := !r.staleChecked && now.Sub(r.leadSince) >= ownerStaleDelay && !now.Before(r.staleRetry)
 		r.mu.Unlock()
+		if find {
+			r.findStale(ctx)
+		}
 		r.flush(ctx)
 		return
 	}
@@ -591,6 +611,7 @@ func (r *ownerReport) flush(ctx context.Context) {
 		}
 		return a.lastWrite.Compare(b.lastWrite)
 	})
+	defer r.tellStale(ctx, now)
 	for _, w := range due {
 		if !r.writes.TryAccept() {
 			return
@@ -622,6 +643,94 @@ func (r *ownerReport) flush(ctx context.Context) {
 				g.retryAt = now.Add(ownerRetry(g.failures))
 			}
 		}
+		r.mu.Unlock()
+	}
+}
+
+// findStale lists the owner events in the cluster (once, ownerStaleDelay
+// after this replica leads) and keeps those that claim parked pods while
+// no report of this process holds their owner: the events of a previous
+// leader, or of this replica before a restart, whose pods left before it
+// could say so.
+func (r *ownerReport) findStale(ctx context.Context) {
+	list, err := r.client.CoreV1().Events(metav1.NamespaceAll).List(ctx, metav1.ListOptions{ResourceVersion: "0",
+		FieldSelector: fields.Set{"reason": OwnerEventReason}.String()})
+	if err != nil {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if apierrors.IsForbidden(err) {
+			// No list on events (deploy/scheduler-*'s RBAC): such events
+			// expire with the event TTL.
+			r.staleChecked = true
+			klog.FromContext(ctx).Error(err, "Cannot list events to find the owner events that a previous leader left claiming parked pods; they expire with the event TTL. Grant list on events (deploy/scheduler-secondary/rbac.yaml)")
+			return
+		}
+		r.staleRetry = r.clock.Now().Add(ownerUpdateInterval)
+		klog.FromContext(ctx).Error(err, "Listing owner events to find those that claim parked pods no more parked; trying again", "after", ownerUpdateInterval)
+		return
+	}
+	var stale []v1.Event
+	for _, e := range list.Items {
+		if e.Reason == OwnerEventReason && e.Type == v1.EventTypeWarning && e.ReportingController == ownerReportingController &&
+			!r.held(e.Namespace, e.Name) {
+			stale = append(stale, e)
+		}
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.staleChecked, r.staleSince, r.stale = true, r.clock.Now(), stale
+}
+
+// held reports whether a report of this process (r or another profile's)
+// holds the owner event namespace/name: its own flush writes it. It takes
+// each report's lock in turn; the caller holds none.
+func (r *ownerReport) held(namespace, name string) bool {
+	for _, x := range append(ownerMetrics.others(r), r) {
+		x.mu.Lock()
+		h := slices.ContainsFunc(slices.Collect(maps.Values(x.groups)), func(g *ownerGroup) bool {
+			return g.owner.Namespace == namespace && ownerEventName(g.owner, g.message) == name
+		})
+		x.mu.Unlock()
+		if h {
+			return true
+		}
+	}
+	return false
+}
+
+// tellStale tells the stale owner events, within the write budget, that no
+// pod is parked any more (patched, never created); one whose owner a report
+// holds again is left to it. A write refused for ownerGiveUp is given up.
+func (r *ownerReport) tellStale(ctx context.Context, now time.Time) {
+	for {
+		r.mu.Lock()
+		if len(r.stale) == 0 {
+			r.mu.Unlock()
+			return
+		}
+		e := r.stale[0]
+		r.mu.Unlock()
+		if !r.held(e.Namespace, e.Name) {
+			if !r.writes.TryAccept() {
+				return
+			}
+			why := e.Message
+			if _, after, ok := strings.Cut(e.Message, " parked: "); ok {
+				why = after
+			}
+			body, err := json.Marshal(map[string]any{"message": ownerNote(e.InvolvedObject.Kind, 0, why), "type": v1.EventTypeNormal,
+				"lastTimestamp": metav1.NewTime(now)})
+			if err == nil {
+				_, err = r.client.CoreV1().Events(e.Namespace).Patch(ctx, e.Name, types.MergePatchType, body, metav1.PatchOptions{})
+			}
+			if err != nil && !apierrors.IsNotFound(err) && now.Sub(r.staleSince) < ownerGiveUp {
+				klog.FromContext(ctx).Error(err, "Telling an owner event that no pod is parked any more", "event", klog.KRef(e.Namespace, e.Name))
+				return // the next round tries again
+			}
+			metricOwnerEventWrites.WithLabelValues("updated").Inc()
+		}
+		r.mu.Lock()
+		r.stale = r.stale[1:]
 		r.mu.Unlock()
 	}
 }
@@ -829,6 +938,19 @@ func (c *ownerCollector) add(r *ownerReport) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.reports[r] = true
+}
+
+// others returns the running reports other than r.
+func (c *ownerCollector) others(r *ownerReport) []*ownerReport {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []*ownerReport
+	for x := range c.reports {
+		if x != r {
+			out = append(out, x)
+		}
+	}
+	return out
 }
 
 func (c *ownerCollector) remove(r *ownerReport) {

@@ -56,6 +56,7 @@ func TestReview18fFailoverLeavesTheOwnerEventClaimingParkedPods(t *testing.T) {
 			}
 			// The leader dies now; the pods leave (released, bound): both
 			// replicas' informers see it, only the standby lives on.
+			ownerMetrics.remove(leader.ownerReport) // its process is gone
 			if when == "released while standing by" {
 				for _, p := range pods {
 					standby.remove(p.UID)

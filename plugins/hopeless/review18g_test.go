@@ -91,6 +91,9 @@ func TestReview18gStandbyForgetsOwnersTheThrottledLeaderHasNotToldYet(t *testing
 	if left == 0 {
 		t.Fatalf("the leader told every owner within 2m10s; the scenario needs more owners")
 	}
+	// The leader's process is gone (in this test both replicas' reports
+	// run in one process, where they would be two profiles of one binary).
+	ownerMetrics.remove(leader.ownerReport)
 	for i := 0; i < 300; i++ {
 		step(false)
 	}
@@ -128,7 +131,8 @@ func TestReview18gNewReplicaNeverTellsOwnersWhosePodsLeftBeforeItStarted(t *test
 		old.remove(p.UID)
 	}
 	old.clock.Step(30 * time.Second)
-	old.round(old.ctx, true) // within the update interval: nothing yet; then it is replaced
+	old.round(old.ctx, true)             // within the update interval: nothing yet; then it is replaced
+	ownerMetrics.remove(old.ownerReport) // its process is gone
 	next := newOwnerFixture(t, jobs...)
 	next.client = old.client
 	next.ownerReport.client = old.client
@@ -225,5 +229,31 @@ func TestReview18gHeldLeaderSteadyStateWritesNoPatchOnly(t *testing.T) {
 	}
 	if w := warnings(f.events(t)); len(w) != 0 {
 		t.Errorf("warnings left: %+v", w)
+	}
+}
+
+// TestStaleOwnerEventsSpareAnotherProfilesOwners: two profiles of one
+// binary each run an owner report; the one that looks for stale owner
+// events leaves alone the event of an owner the other profile holds.
+func TestStaleOwnerEventsSpareAnotherProfilesOwners(t *testing.T) {
+	jobs, pods := cronJobChain("report", 2)
+	a, b := twoReplicas(t, jobs...)
+	for _, p := range pods {
+		a.park(p, taintMessage)
+	}
+	a.settle(t)
+	a.round(a.ctx, true)
+	for i := 0; i < int((ownerStaleDelay+5*ownerRound)/ownerRound); i++ {
+		b.clock.Step(ownerRound)
+		b.round(b.ctx, true)
+	}
+	b.mu.Lock()
+	checked := b.staleChecked
+	b.mu.Unlock()
+	if !checked {
+		t.Fatal("setup: the second profile's report did not look for stale events")
+	}
+	if w := warnings(a.events(t)); len(w) != 1 || !strings.HasPrefix(w[0].Message, "2 pods of this CronJob are parked") {
+		t.Errorf("the first profile's event, its pods still parked: %+v", a.events(t))
 	}
 }
