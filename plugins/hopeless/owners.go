@@ -167,6 +167,10 @@ type ownerReport struct {
 	clock    clock.WithTicker
 	writes   flowcontrol.RateLimiter
 	instance string
+	// profile is the scheduler profile the report serves ("" unknown):
+	// its events' reportingInstance starts with it, so that the stale pass
+	// (findStale) touches no other profile's or deployment's events.
+	profile string
 
 	mu      sync.Mutex
 	pods    map[types.UID]ownedPod
@@ -672,13 +676,20 @@ func (r *ownerReport) findStale(ctx context.Context) {
 	var stale []v1.Event
 	for _, e := range list.Items {
 		if e.Reason == OwnerEventReason && e.Type == v1.EventTypeWarning && e.ReportingController == ownerReportingController &&
-			!r.held(e.Namespace, e.Name) {
+			(r.profile == "" || strings.HasPrefix(e.ReportingInstance, r.profile+"/")) && !r.held(e.Namespace, e.Name) {
 			stale = append(stale, e)
 		}
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.staleChecked, r.staleSince, r.stale = true, r.clock.Now(), stale
+}
+
+// setProfile has the report's events name the scheduler profile it serves
+// in their reportingInstance, ahead of the host name.
+func (r *ownerReport) setProfile(profile string) {
+	r.profile = profile
+	r.instance = truncate(profile+"/"+r.instance, 128)
 }
 
 // held reports whether a report of this process (r or another profile's)

@@ -135,6 +135,9 @@ func build(ctx context.Context, args *v1alpha1.HopelessPodsArgs, h fwk.Handle, e
 		meta = m
 	}
 	c.status.owners = newOwnerReport(h.ClientSet(), meta, factory, clk) // owners.go: one event per owner
+	if p, ok := h.(interface{ ProfileName() string }); ok && p.ProfileName() != "" {
+		c.status.owners.setProfile(p.ProfileName())
+	}
 	c.status.current = func(_ context.Context, namespace, name string) (*v1.Pod, error) {
 		// The informer's copy will do: the patch carries its resourceVersion.
 		return podLister.Pods(namespace).Get(name)

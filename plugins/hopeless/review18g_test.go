@@ -257,3 +257,62 @@ func TestStaleOwnerEventsSpareAnotherProfilesOwners(t *testing.T) {
 		t.Errorf("the first profile's event, its pods still parked: %+v", a.events(t))
 	}
 }
+
+// TestStaleOwnerEventsOfThisProfileOnly: the stale pass touches only the
+// events of the scheduler profile it serves (their reportingInstance
+// starts with it): another Ballast deployment's (or profile's) events of
+// owners this replica never counted stay as they are.
+func TestStaleOwnerEventsOfThisProfileOnly(t *testing.T) {
+	mineJobs, minePods := cronJobChain("mine", 2)
+	otherJobs, otherPods := cronJobChain("other", 2)
+	objs := append(mineJobs, otherJobs...)
+	before, next := twoReplicas(t, objs...)
+	other := newOwnerFixture(t, objs...)
+	other.client, other.ownerReport.client = before.client, before.client
+	before.setProfile("ballast-scheduler")
+	next.setProfile("ballast-scheduler")
+	other.setProfile("team-b-scheduler")
+	for _, p := range minePods {
+		before.park(p, taintMessage)
+	}
+	for _, p := range otherPods {
+		other.park(p, taintMessage)
+	}
+	before.settle(t)
+	other.settle(t)
+	before.round(before.ctx, true)
+	other.round(other.ctx, true)
+	if w := warnings(before.events(t)); len(w) != 2 {
+		t.Fatalf("setup: %d Warning events, want 2: %+v", len(w), before.events(t))
+	}
+	// The old replica of ballast-scheduler is gone with its pods; team B's
+	// scheduler runs in another process with its pods still parked.
+	for _, p := range minePods {
+		before.remove(p.UID)
+	}
+	ownerMetrics.remove(before.ownerReport)
+	ownerMetrics.remove(other.ownerReport)
+	for i := 0; i < int((ownerStaleDelay+5*ownerRound)/ownerRound); i++ {
+		next.clock.Step(ownerRound)
+		next.round(next.ctx, true)
+	}
+	seen := 0
+	for _, e := range before.events(t) {
+		seen++
+		switch e.InvolvedObject.Name {
+		case "mine":
+			if e.Type != v1.EventTypeNormal {
+				t.Errorf("this profile's stale event: %s %q, want Normal", e.Type, e.Message)
+			}
+		case "other":
+			if e.Type != v1.EventTypeWarning || !strings.HasPrefix(e.Message, "2 pods of this CronJob are parked") {
+				t.Errorf("another profile's event: %s %q, want it untouched", e.Type, e.Message)
+			}
+		default:
+			t.Errorf("an event on %s", e.InvolvedObject.Name)
+		}
+	}
+	if seen != 2 {
+		t.Errorf("%d events, want 2", seen)
+	}
+}
