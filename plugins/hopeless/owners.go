@@ -194,7 +194,7 @@ type ownerReport struct {
 	// counts were looked for (findStale); stale holds those still to be
 	// told that no pod is parked any more, found at staleSince.
 	staleChecked bool
-	stale        []v1.Event
+	stale        []*staleEvent
 	staleSince   time.Time
 	staleRetry   time.Time // a failed list is tried again then
 }
@@ -542,7 +542,9 @@ func (r *ownerReport) round(ctx context.Context, leading bool) {
 		if r.leadSince.IsZero() {
 			r.leadSince = now
 		}
-		find := !r.staleChecked && now.Sub(r.leadSince) >= ownerStaleDelay && !now.Before(r.staleRetry)
+		// Not while a parked pod's owner is unresolved (its Job not seen:
+		// the Job informer not synced, or slow): it may be any of them.
+		find := !r.staleChecked && now.Sub(r.leadSince) >= ownerStaleDelay && !now.Before(r.staleRetry) && len(r.pending) == 0
 		r.mu.Unlock()
 		if find {
 			r.findStale(ctx)
@@ -555,6 +557,7 @@ func (r *ownerReport) round(ctx context.Context, leading bool) {
 	// if the leader dies first, this replica says it when it leads.
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.stale = nil // a standby tells none (kube-scheduler exits when it loses the lease)
 	now := r.clock.Now()
 	for key, g := range r.groups {
 		if g.count <= 0 && g.written < 0 && now.Sub(g.zeroSince) >= ownerStandbyKeep {
@@ -673,11 +676,12 @@ func (r *ownerReport) findStale(ctx context.Context) {
 		klog.FromContext(ctx).Error(err, "Listing owner events to find those that claim parked pods no more parked; trying again", "after", ownerUpdateInterval)
 		return
 	}
-	var stale []v1.Event
+	var stale []*staleEvent
 	for _, e := range list.Items {
 		if e.Reason == OwnerEventReason && e.Type == v1.EventTypeWarning && e.ReportingController == ownerReportingController &&
 			(r.profile == "" || strings.HasPrefix(e.ReportingInstance, r.profile+"/")) && !r.held(e.Namespace, e.Name) {
-			stale = append(stale, e)
+			e.ManagedFields = nil // only what a patch needs is read
+			stale = append(stale, &staleEvent{Event: e})
 		}
 	}
 	r.mu.Lock()
@@ -711,19 +715,28 @@ func (r *ownerReport) held(namespace, name string) bool {
 
 // tellStale tells the stale owner events, within the write budget, that no
 // pod is parked any more (patched, never created); one whose owner a report
-// holds again is left to it. A write refused for ownerGiveUp is given up.
+// holds again is left to it. While a parked pod's owner is not resolved
+// yet (its Job not seen), it tells none: that pod may be of any of them. A
+// failed write is tried again after ownerRetry, behind the others; one
+// refused for ownerGiveUp is given up.
 func (r *ownerReport) tellStale(ctx context.Context, now time.Time) {
-	for {
-		r.mu.Lock()
-		if len(r.stale) == 0 {
-			r.mu.Unlock()
-			return
-		}
-		e := r.stale[0]
+	r.mu.Lock()
+	if len(r.pending) > 0 {
 		r.mu.Unlock()
+		return
+	}
+	var due []*staleEvent
+	for _, e := range r.stale {
+		if !now.Before(e.retryAt) {
+			due = append(due, e)
+		}
+	}
+	r.mu.Unlock()
+	done := map[*staleEvent]bool{}
+	for _, e := range due {
 		if !r.held(e.Namespace, e.Name) {
 			if !r.writes.TryAccept() {
-				return
+				break
 			}
 			why := e.Message
 			if _, after, ok := strings.Cut(e.Message, " parked: "); ok {
@@ -734,16 +747,34 @@ func (r *ownerReport) tellStale(ctx context.Context, now time.Time) {
 			if err == nil {
 				_, err = r.client.CoreV1().Events(e.Namespace).Patch(ctx, e.Name, types.MergePatchType, body, metav1.PatchOptions{})
 			}
-			if err != nil && !apierrors.IsNotFound(err) && now.Sub(r.staleSince) < ownerGiveUp {
+			switch {
+			case err == nil:
+				metricOwnerEventWrites.WithLabelValues("updated").Inc()
+			case apierrors.IsNotFound(err): // expired or deleted meanwhile
+			default:
+				metricOwnerEventWrites.WithLabelValues("error").Inc()
 				klog.FromContext(ctx).Error(err, "Telling an owner event that no pod is parked any more", "event", klog.KRef(e.Namespace, e.Name))
-				return // the next round tries again
+				if now.Sub(r.staleSince) < ownerGiveUp {
+					r.mu.Lock()
+					e.failures++
+					e.retryAt = now.Add(ownerRetry(e.failures))
+					r.mu.Unlock()
+					continue
+				}
 			}
-			metricOwnerEventWrites.WithLabelValues("updated").Inc()
 		}
-		r.mu.Lock()
-		r.stale = r.stale[1:]
-		r.mu.Unlock()
+		done[e] = true
 	}
+	r.mu.Lock()
+	r.stale = slices.DeleteFunc(r.stale, func(e *staleEvent) bool { return done[e] })
+	r.mu.Unlock()
+}
+
+// staleEvent is an owner event the stale pass is to tell.
+type staleEvent struct {
+	v1.Event
+	failures int
+	retryAt  time.Time
 }
 
 // ownerRetry is how long a group waits after its failures-th failed

@@ -87,57 +87,6 @@ type errFake string
 
 func (e errFake) Error() string { return string(e) }
 
-// TestReview18hReLeadNeverTellsTheOtherLeadersEvent: replica A leads first
-// (its stale pass runs, nothing to tell), then loses the lease to B (a
-// network blip). B writes "2 pods of this CronJob are parked"; A, standby,
-// counts the same pods. The pods are bound; B is replaced 30 s later,
-// before its next write; A leads again at once.
-//
-// Expected: A tells the event that no pod is parked any more (its group is
-// kept for ownerStandbyKeep precisely for this, and the stale pass exists
-// for what it misses). Got: Warning until the event TTL: leadSince is that
-// of A's first lead, so the group (first seen later) is not "heard" and is
-// dropped unwritten; staleChecked is never reset, so no stale pass runs.
-func TestReview18hReLeadNeverTellsTheOtherLeadersEvent(t *testing.T) {
-	jobs, pods := cronJobChain("report", 2)
-	a, b := twoReplicas(t, jobs...)
-	a.round(a.ctx, true)
-	staleRounds(a, ownerStaleDelay+5*ownerRound)
-	a.mu.Lock()
-	checked := a.staleChecked
-	a.mu.Unlock()
-	if !checked {
-		t.Fatal("setup: A's stale pass did not run")
-	}
-	// A stands by; B leads.
-	for _, p := range pods {
-		a.park(p, taintMessage)
-		b.park(p, taintMessage)
-	}
-	a.settle(t)
-	b.settle(t)
-	b.clock.Step(ownerRound)
-	b.round(b.ctx, true)
-	if w := warnings(b.events(t)); len(w) != 1 {
-		t.Fatalf("setup: B's events %+v", b.events(t))
-	}
-	for _, p := range pods {
-		a.remove(p.UID)
-		b.remove(p.UID)
-	}
-	for i := 0; i < 30; i++ {
-		a.clock.Step(ownerRound)
-		b.clock.Step(ownerRound)
-		a.round(a.ctx, false)
-		b.round(b.ctx, true)
-	}
-	ownerMetrics.remove(b.ownerReport) // B's process is gone
-	staleRounds(a, 5*time.Minute)
-	if w := warnings(a.events(t)); len(w) != 0 {
-		t.Errorf("five minutes after A leads again, the CronJob's event is %s %q; want Normal \"No pods ... any more\"", w[0].Type, w[0].Message)
-	}
-}
-
 // failPatches makes the patches of the first event patched fail with err;
 // it returns the name of that event and how often it was patched.
 func failPatches(f *ownerFixture, err error) (name *string, tries *int) {
