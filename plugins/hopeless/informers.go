@@ -82,7 +82,8 @@ func (w *informerWiring) wire(ctx context.Context, factory informers.SharedInfor
 			if !ok {
 				return
 			}
-			if old, ok := oldObj.(*v1.Pod); ok && old.UID != pod.UID {
+			old, _ := oldObj.(*v1.Pod)
+			if old != nil && old.UID != pod.UID {
 				// Deleted and re-created under its name while the watch
 				// was down: the relist gives an update, no delete.
 				h.podGone(old.UID)
@@ -90,7 +91,7 @@ func (w *informerWiring) wire(ctx context.Context, factory informers.SharedInfor
 			if pod.Spec.NodeName == "" {
 				return
 			}
-			if old, ok := oldObj.(*v1.Pod); ok && old.Spec.NodeName == "" {
+			if old != nil && old.Spec.NodeName == "" {
 				h.podBound()
 			}
 			h.podGone(pod.UID)

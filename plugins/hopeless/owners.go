@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"hash/fnv"
 	"io"
-	"maps"
 	"os"
 	"slices"
 	"strconv"
@@ -701,12 +700,19 @@ func (r *ownerReport) setProfile(profile string) {
 // each report's lock in turn; the caller holds none.
 func (r *ownerReport) held(namespace, name string) bool {
 	for _, x := range append(ownerMetrics.others(r), r) {
-		x.mu.Lock()
-		h := slices.ContainsFunc(slices.Collect(maps.Values(x.groups)), func(g *ownerGroup) bool {
-			return g.owner.Namespace == namespace && ownerEventName(g.owner, g.message) == name
-		})
-		x.mu.Unlock()
-		if h {
+		if x.holds(namespace, name) {
+			return true
+		}
+	}
+	return false
+}
+
+// holds reports whether r has a group whose event is namespace/name.
+func (r *ownerReport) holds(namespace, name string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, g := range r.groups {
+		if g.owner.Namespace == namespace && ownerEventName(g.owner, g.message) == name {
 			return true
 		}
 	}
@@ -742,11 +748,8 @@ func (r *ownerReport) tellStale(ctx context.Context, now time.Time) {
 			if _, after, ok := strings.Cut(e.Message, " parked: "); ok {
 				why = after
 			}
-			body, err := json.Marshal(map[string]any{"message": ownerNote(e.InvolvedObject.Kind, 0, why), "type": v1.EventTypeNormal,
-				"lastTimestamp": metav1.NewTime(now)})
-			if err == nil {
-				_, err = r.client.CoreV1().Events(e.Namespace).Patch(ctx, e.Name, types.MergePatchType, body, metav1.PatchOptions{})
-			}
+			err := r.patchEvent(ctx, e.Namespace, e.Name, map[string]any{"message": ownerNote(e.InvolvedObject.Kind, 0, why),
+				"type": v1.EventTypeNormal, "lastTimestamp": metav1.NewTime(now)})
 			switch {
 			case err == nil:
 				metricOwnerEventWrites.WithLabelValues("updated").Inc()
@@ -796,6 +799,16 @@ func namespaceGone(err error) bool {
 	return apierrors.IsNotFound(err) || apierrors.HasStatusCause(err, v1.NamespaceTerminatingCause)
 }
 
+// patchEvent merge-patches the owner event namespace/name with set.
+func (r *ownerReport) patchEvent(ctx context.Context, namespace, name string, set map[string]any) error {
+	body, err := json.Marshal(set)
+	if err != nil {
+		return err
+	}
+	_, err = r.client.CoreV1().Events(namespace).Patch(ctx, name, types.MergePatchType, body, metav1.PatchOptions{})
+	return err
+}
+
 // write creates or updates the event of one owner and message.
 func (r *ownerReport) write(ctx context.Context, w ownerWrite, now time.Time) error {
 	events := r.client.CoreV1().Events(w.owner.Namespace)
@@ -818,12 +831,8 @@ func (r *ownerReport) write(ctx context.Context, w ownerWrite, now time.Time) er
 		return err
 	}
 	patch := func() error {
-		body, err := json.Marshal(map[string]any{"message": note, "type": typ, "count": count, "lastTimestamp": metav1.NewTime(now)})
-		if err != nil {
-			return err
-		}
-		_, err = events.Patch(ctx, name, types.MergePatchType, body, metav1.PatchOptions{})
-		return err
+		return r.patchEvent(ctx, w.owner.Namespace, name, map[string]any{"message": note, "type": typ, "count": count,
+			"lastTimestamp": metav1.NewTime(now)})
 	}
 	var err error
 	if w.patchOnly {

@@ -90,10 +90,6 @@ type statusItem struct {
 	// release; a scheduling attempt since may have overwritten the
 	// condition, later than the informer's copy knows.
 	again bool
-	// owed: the event is owed for a report made before (the pod lost its
-	// controller since, or the event's write was cancelled): a condition
-	// found on the pod says nothing of it.
-	owed bool
 }
 
 const (
@@ -206,9 +202,7 @@ func (w *statusWriter) report(pod *v1.Pod, message string, gated bool) {
 		if again {
 			item.gated, item.again = true, true
 		}
-		if event {
-			item.event, item.owed = true, true
-		}
+		item.event = item.event || event
 		w.pending[pod.UID] = item
 		w.enqueueLocked(pod.UID)
 		return
