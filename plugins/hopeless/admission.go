@@ -36,6 +36,12 @@ func (pl *HopelessPods) PreEnqueue(_ context.Context, pod *v1.Pod) *fwk.Status {
 	if !pl.gateAtPreEnqueue {
 		return nil
 	}
+	if pod.DeletionTimestamp != nil {
+		// Let through: the scheduling cycle drops a pod being deleted
+		// (skipPodSchedule), as it does without Ballast.
+		pl.parking.unpark(pod.UID)
+		return nil
+	}
 	judged := pl.verdicts.generations()
 	v, key, ok := pl.verdicts.judge(pod)
 	if !ok || !v.Hopeless {

@@ -89,6 +89,11 @@ func (w *informerWiring) wire(ctx context.Context, factory informers.SharedInfor
 				h.podGone(old.UID)
 			}
 			if pod.Spec.NodeName == "" {
+				if pod.DeletionTimestamp != nil {
+					// Being deleted (a finalizer holds it): the scheduler
+					// will not schedule it; it is parked no more.
+					h.podGone(pod.UID)
+				}
 				return
 			}
 			if old != nil && old.Spec.NodeName == "" {

@@ -143,12 +143,12 @@ func build(ctx context.Context, args *v1alpha1.HopelessPodsArgs, h fwk.Handle, e
 		return podLister.Pods(namespace).Get(name)
 	}
 	c.status.leading = newLeaderCheck(legacyregistry.DefaultGatherer, election, clk).leading
-	// A pod is pending while the informer holds it, with its UID, unbound:
-	// the queue and a cycle may judge a copy of a pod deleted or bound
-	// since, after the plugin forgot it (parker.live).
+	// A pod is pending while the informer holds it, with its UID, unbound
+	// and not being deleted: the queue and a cycle may judge a copy of a
+	// pod deleted or bound since, after the plugin forgot it (parker.live).
 	live := func(pod *v1.Pod) bool {
 		cur, err := podLister.Pods(pod.Namespace).Get(pod.Name)
-		return err == nil && cur.UID == pod.UID && cur.Spec.NodeName == ""
+		return err == nil && cur.UID == pod.UID && cur.Spec.NodeName == "" && cur.DeletionTimestamp == nil
 	}
 	parking := &parker{lot: newParkingLot(), reporter: c.status, live: live}
 	verdicts := newVerdictCache(c.store, volumes, c.informers.synced, clk)

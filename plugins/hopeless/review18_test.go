@@ -43,7 +43,7 @@ func (f *testPlugin) freshOwnerSeries(t *testing.T) map[[2]string]float64 {
 	out := map[[2]string]float64{}
 	for i := range pods.Items {
 		pod := &pods.Items[i]
-		if pod.Spec.NodeName != "" {
+		if pod.Spec.NodeName != "" || pod.DeletionTimestamp != nil {
 			continue
 		}
 		if v, _, ok := f.plugin.verdicts.judge(pod); !ok || !v.Hopeless {

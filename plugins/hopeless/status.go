@@ -337,8 +337,8 @@ func (w *statusWriter) wanted(item *statusItem) bool {
 func (w *statusWriter) write(ctx context.Context, item *statusItem) {
 	logger := klog.FromContext(ctx)
 	pod, err := w.current(ctx, item.pod.Namespace, item.pod.Name)
-	if err != nil || pod.UID != item.pod.UID || pod.Spec.NodeName != "" {
-		// Gone, replaced or bound: nothing to say any more.
+	if err != nil || pod.UID != item.pod.UID || pod.Spec.NodeName != "" || pod.DeletionTimestamp != nil {
+		// Gone, replaced, bound or being deleted: nothing to say any more.
 		metricStatusWrites.WithLabelValues("gone").Inc()
 		return
 	}
@@ -517,11 +517,11 @@ func (w *statusWriter) eventDue(item *statusItem) bool {
 	return true
 }
 
-// latest reads item's pod from the API server; a pod replaced or bound
-// since is NotFound: nothing to say to it any more.
+// latest reads item's pod from the API server; a pod replaced, bound or
+// being deleted since is NotFound: nothing to say to it any more.
 func (w *statusWriter) latest(ctx context.Context, item *statusItem) (*v1.Pod, error) {
 	pod, err := w.client.CoreV1().Pods(item.pod.Namespace).Get(ctx, item.pod.Name, metav1.GetOptions{})
-	if err == nil && (pod.UID != item.pod.UID || pod.Spec.NodeName != "") {
+	if err == nil && (pod.UID != item.pod.UID || pod.Spec.NodeName != "" || pod.DeletionTimestamp != nil) {
 		return nil, apierrors.NewNotFound(v1.Resource("pods"), item.pod.Name)
 	}
 	return pod, err
