@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -146,8 +147,24 @@ func TestFilteredConfigRotates(t *testing.T) {
 		t.Fatalf("round 1 runs %v, want %v", first, want)
 	}
 	_, second := filteredConfig(t, []string{"Toleration"}, 1)
-	if strings.Join(second, ",") != strings.Join(append(want[1:], want[0]), ",") {
-		t.Errorf("round 2 runs %v, want the order of round 1 rotated by one", second)
+	backwards := slices.Clone(append(want[1:], want[0]))
+	slices.Reverse(backwards)
+	if strings.Join(second, ",") != strings.Join(backwards, ",") {
+		t.Errorf("round 2 runs %v, want the order of round 1 rotated by one and reversed", second)
+	}
+	_, third := filteredConfig(t, []string{"Toleration"}, 2)
+	if strings.Join(third, ",") != strings.Join(append(want[2:], want[:2]...), ",") {
+		t.Errorf("round 3 runs %v, want the order of round 1 rotated by two", third)
+	}
+	// No case runs after the same case in rounds 1 and 2.
+	after := map[string]string{}
+	for i := 1; i < len(first); i++ {
+		after[first[i]] = first[i-1]
+	}
+	for i := 1; i < len(second); i++ {
+		if after[second[i]] == second[i-1] {
+			t.Errorf("%s runs after %s in rounds 1 and 2", second[i], second[i-1])
+		}
 	}
 }
 
