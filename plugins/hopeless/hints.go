@@ -61,6 +61,12 @@ func (pl *HopelessPods) isSchedulableAfterPodChange(_ klog.Logger, pod *v1.Pod, 
 	if newPod.UID != pod.UID {
 		return fwk.QueueSkip, nil
 	}
+	if newPod.DeletionTimestamp != nil {
+		// Parked no more (informers.go): to the queue, for PreEnqueue to
+		// let it through and the cycle to drop it, as TaintToleration's
+		// hint and the scheduler do without Ballast.
+		return fwk.Queue, nil
+	}
 	judged := pl.verdicts.generations()
 	v, key, ok := pl.verdicts.judge(newPod)
 	if !ok || !v.Hopeless {
@@ -80,6 +86,9 @@ func (pl *HopelessPods) isSchedulableAfterDeviceClassChange(logger klog.Logger, 
 	oldClass, newClass, err := schedutil.As[*resourceapi.DeviceClass](oldObj, newObj)
 	if err != nil {
 		return fwk.Queue, err
+	}
+	if pod.DeletionTimestamp != nil {
+		return fwk.Queue, nil // parked no more: see isSchedulableAfterPodChange
 	}
 	reqs := resourcehelper.PodRequests(pod, resourcehelper.PodResourcesOptions{})
 	maps := func(dc *resourceapi.DeviceClass, name v1.ResourceName) bool {
@@ -102,6 +111,9 @@ func (pl *HopelessPods) isSchedulableAfterDeviceClassChange(logger klog.Logger, 
 // isSchedulableAfterResourceSliceChange queues a pod that requests a
 // DRA-able extended resource once its verdict is no longer hopeless.
 func (pl *HopelessPods) isSchedulableAfterResourceSliceChange(_ klog.Logger, pod *v1.Pod, _, _ interface{}) (fwk.QueueingHint, error) {
+	if pod.DeletionTimestamp != nil {
+		return fwk.Queue, nil // parked no more: see isSchedulableAfterPodChange
+	}
 	requestsDRAable := false
 	for name, q := range resourcehelper.PodRequests(pod, resourcehelper.PodResourcesOptions{}) {
 		if !q.IsZero() && schedutil.IsDRAExtendedResourceName(name) {

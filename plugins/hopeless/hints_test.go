@@ -9,6 +9,7 @@ import (
 	v1 "k8s.io/api/core/v1"
 	resourceapi "k8s.io/api/resource/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/klog/v2/ktesting"
 	fwk "k8s.io/kube-scheduler/framework"
 	st "k8s.io/kubernetes/pkg/scheduler/testing"
@@ -113,6 +114,7 @@ func TestIsSchedulableAfterDeviceClassChange(t *testing.T) {
 	implicit := st.MakePod().Req(map[v1.ResourceName]string{"deviceclass.resource.kubernetes.io/fpga.example.com": "1"}).Obj()
 	explicit := st.MakePod().Req(map[v1.ResourceName]string{"example.com/dra-gpu": "2"}).Obj()
 	plain := st.MakePod().Req(map[v1.ResourceName]string{v1.ResourceCPU: "1"}).Obj()
+	deleting := deletingPod(explicit)
 	tests := []struct {
 		name     string
 		pod      *v1.Pod
@@ -125,6 +127,7 @@ func TestIsSchedulableAfterDeviceClassChange(t *testing.T) {
 		{name: "update adds the explicit name", pod: explicit, old: deviceClass("gpu.example.com", ""), new: deviceClass("gpu.example.com", "example.com/dra-gpu"), want: fwk.Queue},
 		{name: "update keeps the mapping", pod: explicit, old: deviceClass("gpu.example.com", "example.com/dra-gpu"), new: deviceClass("gpu.example.com", "example.com/dra-gpu"), want: fwk.QueueSkip},
 		{name: "another class", pod: implicit, new: deviceClass("gpu.example.com", "example.com/dra-gpu"), want: fwk.QueueSkip},
+		{name: "pod being deleted: to the queue, for the cycle to drop", pod: deleting, old: deviceClass("gpu.example.com", "example.com/dra-gpu"), new: deviceClass("gpu.example.com", "example.com/dra-gpu"), want: fwk.Queue},
 		{name: "pod requests no extended resource", pod: plain, new: deviceClass("fpga.example.com", ""), want: fwk.QueueSkip},
 		{name: "not a DeviceClass", pod: explicit, new: makeNode("n").Obj(), want: fwk.Queue, wantErr: "expected *v1.DeviceClass, but got *v1.Node"},
 	}
@@ -154,6 +157,7 @@ func TestIsSchedulableAfterResourceSliceChange(t *testing.T) {
 	}{
 		{name: "pod requests nothing DRA can allocate", pod: bigPod("big", "64"), want: fwk.QueueSkip},
 		{name: "no class maps the name: still hopeless", pod: dra, want: fwk.QueueSkip},
+		{name: "pod being deleted: to the queue, for the cycle to drop", pod: deletingPod(dra), want: fwk.Queue},
 		{name: "a class maps the name", pod: dra, classes: []*resourceapi.DeviceClass{deviceClass("gpu.example.com", "example.com/dra-gpu")}, want: fwk.Queue},
 		{name: "a class maps the implicit name", pod: implicit, classes: []*resourceapi.DeviceClass{deviceClass("fpga.example.com", "")}, want: fwk.Queue},
 		{name: "informers not synced", pod: dra, unsynced: true, want: fwk.Queue},
@@ -198,4 +202,11 @@ func TestRegisteredHintsAreThePlugins(t *testing.T) {
 		return
 	}
 	t.Fatalf("no pod event registered: a resized parked pod waits for the 5-minute flush")
+}
+
+// deletingPod is a copy of pod whose delete has started.
+func deletingPod(pod *v1.Pod) *v1.Pod {
+	p := pod.DeepCopy()
+	p.DeletionTimestamp = &metav1.Time{}
+	return p
 }

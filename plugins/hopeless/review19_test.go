@@ -68,6 +68,7 @@ func (f *testPlugin) startDeleting(t *testing.T, pod *v1.Pod) *v1.Pod {
 // counted in scheduler_pending_pods{queue="gated"} and
 // scheduler_unschedulable_pods{plugin="HopelessPods"}) until the flush,
 // while ballast_hopeless_parked no longer counts it. Low severity.
+// Fixed: every hint of the plugin queues a pod being deleted.
 func TestReview19HintKeepsDeletingPodGated(t *testing.T) {
 	f := newTestPlugin(t, "", poolNode("w1", "web"))
 	pod := podOwnedBy("report-1", controllerRef("batch/v1", "Job", "report-1"))
