@@ -151,12 +151,9 @@ func parseRounds(v string) (int, error) {
 // filteredConfig writes the test cases of the chosen variants (and the
 // reference cases) to a temporary config, rotated by rotate so that no case
 // always runs first, and reversed when rotate is odd so that no case always
-// runs after the same one (a case runs measurably slower or faster after
-// some others: at 2,000 nodes the wrong-toleration pods gave 0.84 to 0.91 of
-// the gated pods' throughput in the rounds that ran them right after the
-// gated pods, 1.00 and 0.94 in rounds that ran them right before);
-// template paths stay relative to this package, as scheduler_perf resolves
-// them.
+// runs after the same one (what ran before a case may leave the process
+// busier: garbage, goroutines being torn down); template paths stay
+// relative to this package, as scheduler_perf resolves them.
 func filteredConfig(b testing.TB, chosen []string, rotate int) (string, []string) {
 	raw, err := os.ReadFile("performance-config.yaml")
 	if err != nil {
