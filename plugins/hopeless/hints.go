@@ -24,7 +24,7 @@ import (
 // has the node: release does not depend on the order in which the informer
 // hands the node to the queue and to the plugin.
 func (pl *HopelessPods) EventsToRegister(_ context.Context) ([]fwk.ClusterEventWithHint, error) {
-	return []fwk.ClusterEventWithHint{
+	events := []fwk.ClusterEventWithHint{
 		// Every update of the pod itself that changes what the static
 		// predicates read: tolerations added, requests resized down through
 		// pods/resize (allowed for pending pods), gates lifted. A resize up
@@ -47,7 +47,24 @@ func (pl *HopelessPods) EventsToRegister(_ context.Context) ([]fwk.ClusterEventW
 		// claim and the release path activates just the pods of a claim or
 		// volume that changed, as it does for node-group templates, which are
 		// no framework event at all.
-	}, nil
+	}
+	for i := range events {
+		events[i].QueueingHintFn = queueDeleting(events[i].QueueingHintFn)
+	}
+	return events, nil
+}
+
+// queueDeleting wraps a hint to queue a pod being deleted, whatever the
+// event: it is parked no more (informers.go), PreEnqueue lets it through
+// and the cycle drops it, as kube-scheduler does without Ballast. The queue
+// hands a hint its copy of the pod, updated before a pod-update hint runs.
+func queueDeleting(hint fwk.QueueingHintFn) fwk.QueueingHintFn {
+	return func(logger klog.Logger, pod *v1.Pod, oldObj, newObj interface{}) (fwk.QueueingHint, error) {
+		if pod.DeletionTimestamp != nil {
+			return fwk.Queue, nil
+		}
+		return hint(logger, pod, oldObj, newObj)
+	}
 }
 
 // isSchedulableAfterPodChange queues the pod when its update makes it fit
@@ -60,12 +77,6 @@ func (pl *HopelessPods) isSchedulableAfterPodChange(_ klog.Logger, pod *v1.Pod, 
 	}
 	if newPod.UID != pod.UID {
 		return fwk.QueueSkip, nil
-	}
-	if newPod.DeletionTimestamp != nil {
-		// Parked no more (informers.go): to the queue, for PreEnqueue to
-		// let it through and the cycle to drop it, as TaintToleration's
-		// hint and the scheduler do without Ballast.
-		return fwk.Queue, nil
 	}
 	judged := pl.verdicts.generations()
 	v, key, ok := pl.verdicts.judge(newPod)
@@ -86,9 +97,6 @@ func (pl *HopelessPods) isSchedulableAfterDeviceClassChange(logger klog.Logger, 
 	oldClass, newClass, err := schedutil.As[*resourceapi.DeviceClass](oldObj, newObj)
 	if err != nil {
 		return fwk.Queue, err
-	}
-	if pod.DeletionTimestamp != nil {
-		return fwk.Queue, nil // parked no more: see isSchedulableAfterPodChange
 	}
 	reqs := resourcehelper.PodRequests(pod, resourcehelper.PodResourcesOptions{})
 	maps := func(dc *resourceapi.DeviceClass, name v1.ResourceName) bool {
@@ -111,9 +119,6 @@ func (pl *HopelessPods) isSchedulableAfterDeviceClassChange(logger klog.Logger, 
 // isSchedulableAfterResourceSliceChange queues a pod that requests a
 // DRA-able extended resource once its verdict is no longer hopeless.
 func (pl *HopelessPods) isSchedulableAfterResourceSliceChange(_ klog.Logger, pod *v1.Pod, _, _ interface{}) (fwk.QueueingHint, error) {
-	if pod.DeletionTimestamp != nil {
-		return fwk.Queue, nil // parked no more: see isSchedulableAfterPodChange
-	}
 	requestsDRAable := false
 	for name, q := range resourcehelper.PodRequests(pod, resourcehelper.PodResourcesOptions{}) {
 		if !q.IsZero() && schedutil.IsDRAExtendedResourceName(name) {

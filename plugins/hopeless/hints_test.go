@@ -114,7 +114,6 @@ func TestIsSchedulableAfterDeviceClassChange(t *testing.T) {
 	implicit := st.MakePod().Req(map[v1.ResourceName]string{"deviceclass.resource.kubernetes.io/fpga.example.com": "1"}).Obj()
 	explicit := st.MakePod().Req(map[v1.ResourceName]string{"example.com/dra-gpu": "2"}).Obj()
 	plain := st.MakePod().Req(map[v1.ResourceName]string{v1.ResourceCPU: "1"}).Obj()
-	deleting := deletingPod(explicit)
 	tests := []struct {
 		name     string
 		pod      *v1.Pod
@@ -127,7 +126,6 @@ func TestIsSchedulableAfterDeviceClassChange(t *testing.T) {
 		{name: "update adds the explicit name", pod: explicit, old: deviceClass("gpu.example.com", ""), new: deviceClass("gpu.example.com", "example.com/dra-gpu"), want: fwk.Queue},
 		{name: "update keeps the mapping", pod: explicit, old: deviceClass("gpu.example.com", "example.com/dra-gpu"), new: deviceClass("gpu.example.com", "example.com/dra-gpu"), want: fwk.QueueSkip},
 		{name: "another class", pod: implicit, new: deviceClass("gpu.example.com", "example.com/dra-gpu"), want: fwk.QueueSkip},
-		{name: "pod being deleted: to the queue, for the cycle to drop", pod: deleting, old: deviceClass("gpu.example.com", "example.com/dra-gpu"), new: deviceClass("gpu.example.com", "example.com/dra-gpu"), want: fwk.Queue},
 		{name: "pod requests no extended resource", pod: plain, new: deviceClass("fpga.example.com", ""), want: fwk.QueueSkip},
 		{name: "not a DeviceClass", pod: explicit, new: makeNode("n").Obj(), want: fwk.Queue, wantErr: "expected *v1.DeviceClass, but got *v1.Node"},
 	}
@@ -157,7 +155,6 @@ func TestIsSchedulableAfterResourceSliceChange(t *testing.T) {
 	}{
 		{name: "pod requests nothing DRA can allocate", pod: bigPod("big", "64"), want: fwk.QueueSkip},
 		{name: "no class maps the name: still hopeless", pod: dra, want: fwk.QueueSkip},
-		{name: "pod being deleted: to the queue, for the cycle to drop", pod: deletingPod(dra), want: fwk.Queue},
 		{name: "a class maps the name", pod: dra, classes: []*resourceapi.DeviceClass{deviceClass("gpu.example.com", "example.com/dra-gpu")}, want: fwk.Queue},
 		{name: "a class maps the implicit name", pod: implicit, classes: []*resourceapi.DeviceClass{deviceClass("fpga.example.com", "")}, want: fwk.Queue},
 		{name: "informers not synced", pod: dra, unsynced: true, want: fwk.Queue},
@@ -202,6 +199,59 @@ func TestRegisteredHintsAreThePlugins(t *testing.T) {
 		return
 	}
 	t.Fatalf("no pod event registered: a resized parked pod waits for the 5-minute flush")
+}
+
+// Every registered hint queues a pod being deleted (parked no more), where
+// it would keep the same pod, not being deleted, where it is: for
+// PreEnqueue to let it through and the cycle to drop it.
+func TestRegisteredHintsQueueDeletingPods(t *testing.T) {
+	p := newPlainPlugin(makeNode("n1").Obj())
+	p.synced = true
+	evs, err := p.EventsToRegister(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	logger, _ := ktesting.NewTestContext(t)
+	// Hopeless for each registered event: no class maps its DRA-able name.
+	pod := makePod("trainer").Req(map[v1.ResourceName]string{"example.com/dra-gpu": "1"}).Obj()
+	class := deviceClass("gpu.example.com", "")
+	objects := map[fwk.EventResource][2]interface{}{
+		fwk.TargetPod:     {pod, pod},
+		fwk.DeviceClass:   {class, class},
+		fwk.ResourceSlice: {nil, &resourceapi.ResourceSlice{}},
+	}
+	for _, e := range evs {
+		objs, ok := objects[e.Event.Resource]
+		if !ok {
+			t.Fatalf("no objects for the registered event %v: add them", e.Event.Resource)
+		}
+		if got, err := e.QueueingHintFn(logger, pod, objs[0], objs[1]); err != nil || got != fwk.QueueSkip {
+			t.Errorf("%v hint for the hopeless pod: %v, %v; want QueueSkip", e.Event.Resource, got, err)
+		}
+		deleting := deletingPod(pod)
+		if e.Event.Resource == fwk.TargetPod {
+			objs[1] = deleting
+		}
+		if got, err := e.QueueingHintFn(logger, deleting, objs[0], objs[1]); err != nil || got != fwk.Queue {
+			t.Errorf("%v hint for the pod being deleted: %v, %v; want Queue", e.Event.Resource, got, err)
+		}
+	}
+}
+
+// registeredHint is the hint the plugin registers for resource.
+func registeredHint(t *testing.T, pl *HopelessPods, resource fwk.EventResource) fwk.QueueingHintFn {
+	t.Helper()
+	evs, err := pl.EventsToRegister(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range evs {
+		if e.Event.Resource == resource {
+			return e.QueueingHintFn
+		}
+	}
+	t.Fatalf("no %v event registered", resource)
+	return nil
 }
 
 // deletingPod is a copy of pod whose delete has started.

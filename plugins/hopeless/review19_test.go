@@ -84,7 +84,7 @@ func TestReview19HintKeepsDeletingPodGated(t *testing.T) {
 	if updated, err = f.client.CoreV1().Pods("default").Update(f.ctx, updated, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	hint, err := f.plugin.isSchedulableAfterPodChange(klog.Background(), deleting, deleting, updated)
+	hint, err := registeredHint(t, f.plugin, fwk.TargetPod)(klog.Background(), updated, deleting, updated)
 	if err != nil {
 		t.Fatal(err)
 	}
