@@ -16,6 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes/fake"
 	clienttesting "k8s.io/client-go/testing"
 	"k8s.io/client-go/tools/events"
 )
@@ -374,7 +375,6 @@ func TestReview18dNoWriteAfterReleaseOrForget(t *testing.T) {
 // and the condition too.
 func TestPodEventWithoutListOnEvents(t *testing.T) {
 	pod := cronPod("bare-no-list")
-	pod.OwnerReferences = nil
 	h := newHeldWriter(t, pod)
 	h.leader.Store(true)
 	var lists atomic.Int32
@@ -401,20 +401,14 @@ func TestPodEventWithoutListOnEvents(t *testing.T) {
 // thousands of bare parked pods, a list per event would scan them all.
 func TestPodEventLookedForOnlyForOlderPods(t *testing.T) {
 	old := cronPod("bare-old")
-	old.OwnerReferences = nil
 	h := newHeldWriter(t, old)
 	young := cronPod("bare-young")
-	young.OwnerReferences, young.UID = nil, "bare-young"
 	young.CreationTimestamp = metav1.NewTime(h.clock.Now().Add(2 * eventCheckSkew))
 	if _, err := h.client.CoreV1().Pods("default").Create(h.ctx, young, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	h.leader.Store(true)
-	var lists atomic.Int32
-	h.client.PrependReactor("list", "events", func(clienttesting.Action) (bool, runtime.Object, error) {
-		lists.Add(1)
-		return false, nil, nil
-	})
+	lists := countEventLists(h.client)
 	h.start()
 	waitFor(t, 5*time.Second, "the writer leads", func() bool {
 		h.mu.Lock()
@@ -445,7 +439,6 @@ func TestPodEventsLookedForOncePerNamespace(t *testing.T) {
 	var pods []*v1.Pod
 	for i := range 5 {
 		p := cronPod(fmt.Sprintf("bare-%d", i))
-		p.OwnerReferences, p.UID = nil, types.UID(fmt.Sprintf("bare-%d", i))
 		pods, objs = append(pods, p), append(objs, p)
 	}
 	h := newHeldWriter(t, objs...)
@@ -457,11 +450,7 @@ func TestPodEventsLookedForOncePerNamespace(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.leader.Store(true)
-	var lists atomic.Int32
-	h.client.PrependReactor("list", "events", func(clienttesting.Action) (bool, runtime.Object, error) {
-		lists.Add(1)
-		return false, nil, nil
-	})
+	lists := countEventLists(h.client)
 	for _, p := range pods {
 		h.report(p, reasonA, false)
 	}
@@ -473,4 +462,15 @@ func TestPodEventsLookedForOncePerNamespace(t *testing.T) {
 	if n := len(h.recorder.Events); n != 4 {
 		t.Errorf("%d events, want 4 (bare-0's was written before the restart)", n)
 	}
+}
+
+// countEventLists counts the event lists the client is asked for, and lets
+// each through.
+func countEventLists(client *fake.Clientset) *atomic.Int32 {
+	var lists atomic.Int32
+	client.PrependReactor("list", "events", func(clienttesting.Action) (bool, runtime.Object, error) {
+		lists.Add(1)
+		return false, nil, nil
+	})
+	return &lists
 }

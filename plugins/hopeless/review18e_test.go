@@ -18,19 +18,11 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/types"
 	clienttesting "k8s.io/client-go/testing"
 	"k8s.io/kubernetes/pkg/apis/core/validation"
 
 	"github.com/ballast-k8s/ballast/internal/shapes"
 )
-
-func bare18e(name string) *v1.Pod {
-	p := cronPod(name)
-	p.OwnerReferences = nil
-	p.UID = types.UID(name)
-	return p
-}
 
 // TestReview18eEventWrittenOnAPodBoundDuringTheEventLookup: a bare pod
 // parked at PreEnqueue, older than this replica's leadership. Its write
@@ -53,7 +45,7 @@ func bare18e(name string) *v1.Pod {
 func TestReview18eEventWrittenOnAPodBoundDuringTheEventLookup(t *testing.T) {
 	for _, how := range []string{"bound (forget)", "released (cancel)"} {
 		t.Run(how, func(t *testing.T) {
-			pod := bare18e("bare-bound-during-list")
+			pod := cronPod("bare-bound-during-list")
 			w := newOwnedWriter(t, pod)
 			w.f.client.PrependReactor("list", "events", func(clienttesting.Action) (bool, runtime.Object, error) {
 				if how == "released (cancel)" {
@@ -100,7 +92,7 @@ func TestReview18eEventWrittenOnAPodBoundDuringTheEventLookup(t *testing.T) {
 // Root cause: status.go:429 recorder.Eventf(..., item.message) without the
 // truncation owners.go:693 applies.
 func TestReview18ePodEventLongerThanTheAPIAllows(t *testing.T) {
-	pod := bare18e("bare-long")
+	pod := cronPod("bare-long")
 	var hosts []string
 	for i := range 80 {
 		hosts = append(hosts, fmt.Sprintf("ip-10-0-%d-%d.eu-west-1.compute.internal", i/10, i))
@@ -171,7 +163,7 @@ func rvPreconditions(t *testing.T, client interface {
 // Root cause: status.go:377-384: after IsConflict, latest() is patched
 // unconditionally; hasCondition is not asked of the version read.
 func TestReview18eConflictRetryRewritesAConditionAlreadyThere(t *testing.T) {
-	stale := bare18e("bare-lag")
+	stale := cronPod("bare-lag")
 	stale.ResourceVersion = "1"
 	api := stale.DeepCopy()
 	api.ResourceVersion = "2"
@@ -195,7 +187,7 @@ func TestReview18eConflictRetryRewritesAConditionAlreadyThere(t *testing.T) {
 // loop's snapshot): one condition patch, one event, one event list, and a
 // read of the API server per re-park only.
 func TestReview18eRepeatedReportsCostNoWrites(t *testing.T) {
-	pod := bare18e("bare-repeat")
+	pod := cronPod("bare-repeat")
 	w := newOwnedWriter(t, pod)
 	w.report(pod, reasonA, true)
 	w.drain()
@@ -240,7 +232,7 @@ func TestReview18eRepeatedReportsCostNoWrites(t *testing.T) {
 // this replica leads: each parked pod gets its condition and one event,
 // the forgotten and released ones nothing.
 func TestReview18eStandbyReportsWrittenOnceLeading(t *testing.T) {
-	parked, released, gone := bare18e("sb-parked"), bare18e("sb-released"), bare18e("sb-gone")
+	parked, released, gone := cronPod("sb-parked"), cronPod("sb-released"), cronPod("sb-gone")
 	h := newHeldWriter(t, parked, released, gone)
 	h.start()
 	for range 3 {
@@ -277,7 +269,7 @@ func TestReview18eStandbyReportsWrittenOnceLeading(t *testing.T) {
 // wrote a bare pod's event; the new leader, leading since after the pod
 // was created (within the skew), finds it and writes none.
 func TestReview18eFailoverEventOfAnOlderPodFound(t *testing.T) {
-	pod := bare18e("bare-older")
+	pod := cronPod("bare-older")
 	a := newOwnedWriter(t, pod)
 	pod.CreationTimestamp = metav1.NewTime(a.f.clock.Now())
 	a.report(pod, reasonA, true)
