@@ -676,9 +676,10 @@ func (r *ownerReport) findStale(ctx context.Context) {
 		return
 	}
 	var stale []*staleEvent
+	held := r.heldEvents()
 	for _, e := range list.Items {
 		if e.Reason == OwnerEventReason && e.Type == v1.EventTypeWarning && e.ReportingController == ownerReportingController &&
-			(r.profile == "" || strings.HasPrefix(e.ReportingInstance, r.profile+"/")) && !r.held(e.Namespace, e.Name) {
+			(r.profile == "" || strings.HasPrefix(e.ReportingInstance, r.profile+"/")) && !held[types.NamespacedName{Namespace: e.Namespace, Name: e.Name}] {
 			e.ManagedFields = nil // only what a patch needs is read
 			stale = append(stale, &staleEvent{Event: e})
 		}
@@ -705,6 +706,21 @@ func (r *ownerReport) held(namespace, name string) bool {
 		}
 	}
 	return false
+}
+
+// heldEvents returns the owner events that the reports of this process hold
+// (see held), all at once: a pass over many events asks the set, not each
+// report's groups per event.
+func (r *ownerReport) heldEvents() map[types.NamespacedName]bool {
+	held := map[types.NamespacedName]bool{}
+	for _, x := range append(ownerMetrics.others(r), r) {
+		x.mu.Lock()
+		for _, g := range x.groups {
+			held[types.NamespacedName{Namespace: g.owner.Namespace, Name: ownerEventName(g.owner, g.message)}] = true
+		}
+		x.mu.Unlock()
+	}
+	return held
 }
 
 // holds reports whether r has a group whose event is namespace/name.
@@ -739,10 +755,15 @@ func (r *ownerReport) tellStale(ctx context.Context, now time.Time) {
 	}
 	r.mu.Unlock()
 	done := map[*staleEvent]bool{}
+	held := r.heldEvents()
 	for _, e := range due {
-		if !r.held(e.Namespace, e.Name) {
+		if !held[types.NamespacedName{Namespace: e.Namespace, Name: e.Name}] {
 			if !r.writes.TryAccept() {
 				break
+			}
+			if r.held(e.Namespace, e.Name) { // held since the set was taken
+				done[e] = true
+				continue
 			}
 			why := e.Message
 			if _, after, ok := strings.Cut(e.Message, " parked: "); ok {
