@@ -425,6 +425,8 @@ func (res results) table(size string, chosen []string, rounds int) (string, erro
 		row(v, "vanilla", v+"Vanilla")
 		row(v, "Ballast", v+"Ballast")
 		row(v, "Ballast, no PreEnqueue gate", v+"BallastNoGate")
+		row(v, "Ballast, status writes at 1/s", v+"BallastQuiet")
+		row(v, "vanilla, the same pods pending for another scheduler (their objects only)", v+"ForeignVanilla")
 	}
 	if unfinished {
 		b.WriteString("\n\"did not finish\": the case failed in every round; see the log. Usually its measured pods were not all scheduled within scheduler_perf's 10-minute limit.\n")

@@ -142,7 +142,7 @@ func TestParseRounds(t *testing.T) {
 func TestFilteredConfigRotates(t *testing.T) {
 	t.Setenv("BALLAST_BENCH_CASES", "")
 	_, first := filteredConfig(t, []string{"Toleration"}, 0)
-	want := []string{"Baseline", "BaselineBallast", "TolerationVanilla", "GatedVanilla", "ForeignVanilla", "GatedBallast", "TolerationBallast", "TolerationBallastNoGate"}
+	want := []string{"Baseline", "BaselineBallast", "TolerationVanilla", "GatedVanilla", "ForeignVanilla", "GatedBallast", "TolerationBallast", "TolerationBallastQuiet", "TolerationBallastNoGate"}
 	if strings.Join(first, ",") != strings.Join(want, ",") {
 		t.Fatalf("round 1 runs %v, want %v", first, want)
 	}
@@ -180,7 +180,7 @@ func TestUpstreamWalkCases(t *testing.T) {
 			t.Errorf("case %s: upstream walk %v, want %v", name, walk, vanilla)
 		}
 	}
-	for _, name := range []string{"Baseline", "GatedVanilla", "GatedBallast", "ForeignVanilla", "TolerationVanilla", "TolerationBallast", "BaselineBallast"} {
+	for _, name := range []string{"Baseline", "GatedVanilla", "GatedBallast", "ForeignVanilla", "TolerationVanilla", "TolerationBallast", "BaselineBallast", "TolerationBallastQuiet", "LocalPVForeignVanilla"} {
 		if _, ok := upstream[name]; !ok {
 			t.Errorf("case %s missing", name)
 		}
