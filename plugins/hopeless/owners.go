@@ -146,6 +146,12 @@ type ownerGroup struct {
 	retryAt      time.Time
 	// zeroSince is when its count last fell to zero.
 	zeroSince time.Time
+	// heard: the stale pass found an event of this group's name claiming
+	// parked pods (the previous leader's, of the same owner's earlier
+	// pods): if its pods leave before this replica writes, flush tells
+	// that event no pod is parked any more, as for a group seen before
+	// this replica led.
+	heard bool
 }
 
 // ownerReport counts parked pods by owning controller and writes one event
@@ -591,7 +597,7 @@ func (r *ownerReport) flush(ctx context.Context) {
 		// say, unless the previous leader said something (the group was
 		// seen before this replica led): then its event, if there, is
 		// told that no pod is parked any more (patched, never created).
-		heard := g.written < 0 && !g.firstSeen.After(r.leadSince)
+		heard := g.written < 0 && (g.heard || !g.firstSeen.After(r.leadSince))
 		switch {
 		case g.count <= 0 && g.written < 0 && !heard:
 			delete(r.groups, key) // parked and released unseen: nothing to say
@@ -675,11 +681,17 @@ func (r *ownerReport) findStale(ctx context.Context) {
 		klog.FromContext(ctx).Error(err, "Listing owner events to find those that claim parked pods no more parked; trying again", "after", ownerUpdateInterval)
 		return
 	}
-	var stale []*staleEvent
-	held := r.heldEvents()
+	claiming := map[types.NamespacedName]bool{}
 	for _, e := range list.Items {
 		if e.Reason == OwnerEventReason && e.Type == v1.EventTypeWarning && e.ReportingController == ownerReportingController &&
-			(r.profile == "" || strings.HasPrefix(e.ReportingInstance, r.profile+"/")) && !held[types.NamespacedName{Namespace: e.Namespace, Name: e.Name}] {
+			(r.profile == "" || strings.HasPrefix(e.ReportingInstance, r.profile+"/")) {
+			claiming[types.NamespacedName{Namespace: e.Namespace, Name: e.Name}] = true
+		}
+	}
+	held := r.hear(claiming)
+	var stale []*staleEvent
+	for _, e := range list.Items {
+		if key := (types.NamespacedName{Namespace: e.Namespace, Name: e.Name}); claiming[key] && !held[key] {
 			e.ManagedFields = nil // only what a patch needs is read
 			stale = append(stale, &staleEvent{Event: e})
 		}
@@ -696,43 +708,25 @@ func (r *ownerReport) setProfile(profile string) {
 	r.instance = truncate(profile+"/"+r.instance, 128)
 }
 
-// held reports whether a report of this process (r or another profile's)
-// holds the owner event namespace/name: its own flush writes it. It takes
-// each report's lock in turn; the caller holds none.
-func (r *ownerReport) held(namespace, name string) bool {
-	for _, x := range append(ownerMetrics.others(r), r) {
-		if x.holds(namespace, name) {
-			return true
-		}
-	}
-	return false
-}
-
-// heldEvents returns the owner events that the reports of this process hold
-// (see held), all at once: a pass over many events asks the set, not each
-// report's groups per event.
-func (r *ownerReport) heldEvents() map[types.NamespacedName]bool {
+// hear returns those of the owner events claiming parked pods (the stale
+// pass's) that a report of this process (r or another profile's) holds:
+// its own flush writes them. Each group holding one is marked heard, so
+// that its flush tells the event if its pods leave before it writes. One
+// pass over every report's groups, whatever the number of events; it
+// takes each report's lock in turn, and the caller holds none.
+func (r *ownerReport) hear(claiming map[types.NamespacedName]bool) map[types.NamespacedName]bool {
 	held := map[types.NamespacedName]bool{}
 	for _, x := range append(ownerMetrics.others(r), r) {
 		x.mu.Lock()
 		for _, g := range x.groups {
-			held[types.NamespacedName{Namespace: g.owner.Namespace, Name: ownerEventName(g.owner, g.message)}] = true
+			if key := (types.NamespacedName{Namespace: g.owner.Namespace, Name: ownerEventName(g.owner, g.message)}); claiming[key] {
+				held[key] = true
+				g.heard = true
+			}
 		}
 		x.mu.Unlock()
 	}
 	return held
-}
-
-// holds reports whether r has a group whose event is namespace/name.
-func (r *ownerReport) holds(namespace, name string) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for _, g := range r.groups {
-		if g.owner.Namespace == namespace && ownerEventName(g.owner, g.message) == name {
-			return true
-		}
-	}
-	return false
 }
 
 // tellStale tells the stale owner events, within the write budget, that no
@@ -755,15 +749,11 @@ func (r *ownerReport) tellStale(ctx context.Context, now time.Time) {
 	}
 	r.mu.Unlock()
 	done := map[*staleEvent]bool{}
-	held := r.heldEvents()
 	for _, e := range due {
-		if !held[types.NamespacedName{Namespace: e.Namespace, Name: e.Name}] {
+		key := types.NamespacedName{Namespace: e.Namespace, Name: e.Name}
+		if !r.hear(map[types.NamespacedName]bool{key: true})[key] {
 			if !r.writes.TryAccept() {
 				break
-			}
-			if r.held(e.Namespace, e.Name) { // held since the set was taken
-				done[e] = true
-				continue
 			}
 			why := e.Message
 			if _, after, ok := strings.Cut(e.Message, " parked: "); ok {
