@@ -96,7 +96,7 @@ e2e: etcd cluster-autoscaler $(KUBERNETES)
 # upstream scheduler_perf harness. Writes test/integration/bench/results/<size>.md
 # (raw data items under results/raw/). BENCH_SIZES: quick, incident, stretch.
 # Every case runs BENCH_ROUNDS times, in a rotated order; the table shows medians.
-# Full run on 2 cores: about 20 minutes per round (quick and incident).
+# Full run on 2 cores: about 23 minutes per round (quick and incident).
 BENCH_SIZES ?= quick,incident
 BENCH_ROUNDS ?= 3
 # Built with -trimpath (GOFLAGS=-trimpath shares the build cache between
