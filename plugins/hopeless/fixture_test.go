@@ -675,3 +675,15 @@ func (g *rvRig) churnUntilReleased(t *testing.T, pod *v1.Pod, limit int) int {
 	}
 	return rounds
 }
+
+// waitWithin waits for wg, failing the test with msg after d.
+func waitWithin(t *testing.T, wg *sync.WaitGroup, d time.Duration, msg string) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(d):
+		t.Fatal(msg)
+	}
+}

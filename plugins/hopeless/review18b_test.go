@@ -299,13 +299,7 @@ func TestReview18bNoDeadlockUnderChurn(t *testing.T) {
 	})
 	time.Sleep(3 * time.Second)
 	close(stop)
-	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(20 * time.Second):
-		t.Fatal("the plugin hangs: PreEnqueue, the release loop, forget, the writer and the owner report deadlocked")
-	}
+	waitWithin(t, &wg, 20*time.Second, "the plugin hangs: PreEnqueue, the release loop, forget, the writer and the owner report deadlocked")
 	// And it still answers.
 	finished := make(chan struct{})
 	go func() {
