@@ -28,6 +28,19 @@ func TestReview17PVFixedOrClaimUnboundReleases(t *testing.T) {
 			_, err = f.client.CoreV1().PersistentVolumes().Update(f.ctx, pv, metav1.UpdateOptions{})
 			return err
 		},
+		// VolumeBinding reads a bound claim's PV by the claim's volumeName,
+		// whatever the PV's claimRef: the pods are found by the old one.
+		"PV affinity fixed and claimRef cleared in one update": func(t *testing.T, f *testPlugin, _ *v1.PersistentVolumeClaim) error {
+			pv, err := f.client.CoreV1().PersistentVolumes().Get(f.ctx, "pv-0", metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			pv.ResourceVersion = "2"
+			pv.Spec.ClaimRef = nil
+			pv.Spec.NodeAffinity.Required.NodeSelectorTerms[0].MatchExpressions[0].Values = []string{"n1"}
+			_, err = f.client.CoreV1().PersistentVolumes().Update(f.ctx, pv, metav1.UpdateOptions{})
+			return err
+		},
 		"claim bind-completed dropped": func(t *testing.T, f *testPlugin, pvc *v1.PersistentVolumeClaim) error {
 			u := pvc.DeepCopy()
 			u.Annotations = nil
