@@ -79,10 +79,17 @@ func (pl *HopelessPods) PreFilterExtensions() fwk.PreFilterExtensions { return n
 
 // parkJudged parks a pod judged against the store at generations judged.
 // If the store moved on meanwhile, the release path's re-check may have
-// run before the pod was in the lot and missed it: ask for another.
+// run before the pod was in the lot and missed it: ask for another (of the
+// pod's claims only, after a claim or PV change).
 func (pl *HopelessPods) parkJudged(pod *v1.Pod, key verdictKey, v shapes.Verdict, gated bool, judged storeGenerations) {
 	pl.parking.park(pod, key, v, gated)
-	if pl.verdicts.generations() != judged {
+	now := pl.verdicts.generations()
+	if now.gen != judged.gen || now.memberGen != judged.memberGen {
 		pl.recheck()
+	}
+	if now.volumes != judged.volumes && pl.recheckClaims != nil {
+		// A claim or PV changed meanwhile: its handler may have looked
+		// for this pod's claims before it was parked.
+		pl.recheckClaims(claimKeys(pod))
 	}
 }

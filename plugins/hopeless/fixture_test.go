@@ -494,7 +494,7 @@ func newReleaseRig(t *testing.T, volumes shapes.VolumeLookup, nodes ...*v1.Node)
 	f.logger, f.ctx = ktesting.NewTestContext(t)
 	f.indexer = cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
 	f.release = newReleaser(f.store, f.verdicts, f.parking, f.activator, corelisters.NewPodLister(f.indexer), func() bool { return true }, f.logger)
-	f.pl = &HopelessPods{gateAtPreEnqueue: true, verdicts: f.verdicts, parking: f.parking, recheck: f.release.requestRecheck}
+	f.pl = &HopelessPods{gateAtPreEnqueue: true, verdicts: f.verdicts, parking: f.parking, recheck: f.release.requestRecheck, recheckClaims: f.release.recheckClaims}
 	return f
 }
 

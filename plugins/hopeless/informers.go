@@ -111,10 +111,10 @@ func (w *informerWiring) wire(ctx context.Context, factory informers.SharedInfor
 	}
 	// A deleted claim changes its pods' verdicts too: VolumeBinding rejects
 	// them for the missing claim, no longer for the PV's node affinity.
-	claims := onAddOrUpdate(h.release.claimChanged)
+	claims := onAddOrUpdate(func(pvc *v1.PersistentVolumeClaim) { h.release.claimChanged(pvc, false) })
 	claims.DeleteFunc = func(obj interface{}) {
 		if pvc, ok := unwrapTombstone(obj).(*v1.PersistentVolumeClaim); ok {
-			h.release.claimChanged(pvc)
+			h.release.claimChanged(pvc, true)
 		}
 	}
 	if err := add(core.PersistentVolumeClaims().Informer(), claims); err != nil {

@@ -53,8 +53,10 @@ type HopelessPods struct {
 	narrowFilter     bool
 	verdicts         *verdictCache
 	parking          *parker
-	// recheck asks the release path to judge every parked verdict again.
-	recheck func()
+	// recheck asks the release path to judge every parked verdict again;
+	// recheckClaims, the parked pods of some claims (nil: never).
+	recheck       func()
+	recheckClaims func(claims []string)
 }
 
 // Name returns the plugin's name.
@@ -160,6 +162,7 @@ func build(ctx context.Context, args *v1alpha1.HopelessPodsArgs, h fwk.Handle, e
 		verdicts:         verdicts,
 		parking:          parking,
 		recheck:          c.release.requestRecheck,
+		recheckClaims:    c.release.recheckClaims,
 	}
 	if *args.Autoscaling {
 		c.templates = &templateConfig{store: c.store, recorder: h.EventRecorder(), clock: clk,

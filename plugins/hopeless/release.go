@@ -9,6 +9,7 @@ import (
 	v1 "k8s.io/api/core/v1"
 	resourceapi "k8s.io/api/resource/v1"
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/util/sets"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/klog/v2"
 	fwk "k8s.io/kube-scheduler/framework"
@@ -53,6 +54,16 @@ type releaser struct {
 	mu     sync.Mutex
 	deltas []shapes.NodeChange
 	full   bool
+	// claims: claims whose parked pods the loop is to judge again
+	// (recheckClaims).
+	claims sets.Set[string]
+
+	// volumeMu guards claimsOfVolume, the claims naming each PV (by
+	// spec.volumeName), and volumeOfClaim, the PV each claim names: a
+	// bound claim reads its PV by name, whatever the PV's claimRef says.
+	volumeMu       sync.Mutex
+	claimsOfVolume map[string]sets.Set[string]
+	volumeOfClaim  map[string]string
 }
 
 // maxDeltas is how many node changes a re-check weighs one by one against
@@ -105,17 +116,75 @@ func (r *releaser) deviceClassChanged(dc *resourceapi.DeviceClass, deleted bool)
 
 // claimChanged brings back the parked pods of a claim that was created,
 // rebound or changed (e.g. a claim of a lost local PV recreated by its
-// StatefulSet), if it makes them schedulable.
-func (r *releaser) claimChanged(pvc *v1.PersistentVolumeClaim) {
-	r.activate(r.parking.lot.ofClaim(pvc.Namespace + "/" + pvc.Name))
+// StatefulSet), if it makes them schedulable; deleted: the claim is gone.
+func (r *releaser) claimChanged(pvc *v1.PersistentVolumeClaim, deleted bool) {
+	key := pvc.Namespace + "/" + pvc.Name
+	r.indexClaim(key, pvc.Spec.VolumeName, deleted)
+	r.verdicts.volumeGen.Add(1)
+	r.activate(r.parking.lot.ofClaim(key))
 }
 
-// volumeChanged does the same for a PV bound to a claim of parked pods
-// (its node affinity may have been fixed).
+// volumeChanged does the same for the claims of a PV (its node affinity
+// may have been fixed): those naming it, and the one its claimRef names.
 func (r *releaser) volumeChanged(pv *v1.PersistentVolume) {
+	r.verdicts.volumeGen.Add(1)
+	claims := r.claimsNaming(pv.Name)
 	if ref := pv.Spec.ClaimRef; ref != nil {
-		r.activate(r.parking.lot.ofClaim(ref.Namespace + "/" + ref.Name))
+		claims.Insert(ref.Namespace + "/" + ref.Name)
 	}
+	for c := range claims {
+		r.activate(r.parking.lot.ofClaim(c))
+	}
+}
+
+// indexClaim records the PV claim key names (none when deleted).
+func (r *releaser) indexClaim(key, volume string, deleted bool) {
+	r.volumeMu.Lock()
+	defer r.volumeMu.Unlock()
+	if r.claimsOfVolume == nil {
+		r.claimsOfVolume, r.volumeOfClaim = map[string]sets.Set[string]{}, map[string]string{}
+	}
+	if old, ok := r.volumeOfClaim[key]; ok && (deleted || old != volume) {
+		if set := r.claimsOfVolume[old]; set != nil {
+			set.Delete(key)
+			if set.Len() == 0 {
+				delete(r.claimsOfVolume, old)
+			}
+		}
+		delete(r.volumeOfClaim, key)
+	}
+	if deleted || volume == "" {
+		return
+	}
+	r.volumeOfClaim[key] = volume
+	if r.claimsOfVolume[volume] == nil {
+		r.claimsOfVolume[volume] = sets.New[string]()
+	}
+	r.claimsOfVolume[volume].Insert(key)
+}
+
+// claimsNaming returns the claims whose spec.volumeName is volume.
+func (r *releaser) claimsNaming(volume string) sets.Set[string] {
+	r.volumeMu.Lock()
+	defer r.volumeMu.Unlock()
+	return r.claimsOfVolume[volume].Clone()
+}
+
+// recheckClaims has the re-check loop judge the parked pods of claims
+// again: a pod judged across a claim or PV change may have been parked
+// after that change's handler looked for it (parkJudged). Activating
+// cannot run where parkJudged does (under the scheduling queue's lock).
+func (r *releaser) recheckClaims(claims []string) {
+	if len(claims) == 0 {
+		return
+	}
+	r.mu.Lock()
+	if r.claims == nil {
+		r.claims = sets.New[string]()
+	}
+	r.claims.Insert(claims...)
+	r.mu.Unlock()
+	r.wake()
 }
 
 // activate moves the parked pods that are no longer hopeless (or that the
@@ -201,7 +270,7 @@ func (r *releaser) changes() recheckPass {
 	p := recheckPass{deltas: r.deltas, full: r.full}
 	r.deltas, r.full = nil, false
 	gen, memberGen := r.store.Generations()
-	p.at = storeGenerations{gen, memberGen}
+	p.at = storeGenerations{gen: gen, memberGen: memberGen}
 	return p
 }
 
@@ -221,7 +290,16 @@ func (r *releaser) run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-r.recheck:
-			r.recheckParked(logger)
+			r.mu.Lock()
+			claims, nodes := r.claims, len(r.deltas) > 0 || r.full
+			r.claims = nil
+			r.mu.Unlock()
+			for c := range claims {
+				r.activate(r.parking.lot.ofClaim(c))
+			}
+			if nodes || len(claims) == 0 {
+				r.recheckParked(logger)
+			}
 		}
 	}
 }
@@ -291,7 +369,7 @@ func (r *releaser) weigh(p *recheckPass, rep parkedPod) bool {
 			return true
 		}
 		gen, memberGen := r.store.Generations()
-		if (storeGenerations{gen, memberGen}) == p.at {
+		if (storeGenerations{gen: gen, memberGen: memberGen}) == p.at {
 			return false
 		}
 		later := r.changes()

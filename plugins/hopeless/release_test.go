@@ -2,6 +2,7 @@ package hopeless
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 	resourceapi "k8s.io/api/resource/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/sets"
 	"k8s.io/klog/v2/ktesting"
 	fwk "k8s.io/kube-scheduler/framework"
 	st "k8s.io/kubernetes/pkg/scheduler/testing"
@@ -417,4 +419,32 @@ func TestVolumeDeleteActivates(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, releaseWithin, "default/db-0 activated", func() bool { return activator.has("default/db-0") })
+}
+
+// TestClaimsNamingFollowsClaims: the claims naming each PV follow the
+// claims' adds, rebinds and deletes.
+func TestClaimsNamingFollowsClaims(t *testing.T) {
+	r := &releaser{}
+	names := func(pv string) []string { return sets.List(r.claimsNaming(pv)) }
+	r.indexClaim("a/x", "pv-1", false)
+	r.indexClaim("a/y", "pv-1", false)
+	r.indexClaim("a/z", "", false) // unbound: names none
+	if got := names("pv-1"); !slices.Equal(got, []string{"a/x", "a/y"}) {
+		t.Fatalf("pv-1 named by %v, want [a/x a/y]", got)
+	}
+	r.indexClaim("a/x", "pv-2", false) // rebound
+	if got := names("pv-1"); !slices.Equal(got, []string{"a/y"}) {
+		t.Errorf("after a/x rebound, pv-1 named by %v, want [a/y]", got)
+	}
+	if got := names("pv-2"); !slices.Equal(got, []string{"a/x"}) {
+		t.Errorf("after a/x rebound, pv-2 named by %v, want [a/x]", got)
+	}
+	r.indexClaim("a/y", "pv-1", true) // deleted
+	r.indexClaim("a/x", "", false)    // unbound
+	if len(r.claimsOfVolume) != 0 || len(r.volumeOfClaim) != 0 {
+		t.Errorf("after every claim left, the index keeps %v and %v", r.claimsOfVolume, r.volumeOfClaim)
+	}
+	if got := names("pv-9"); len(got) != 0 {
+		t.Errorf("pv-9 named by %v", got)
+	}
 }

@@ -44,7 +44,7 @@ func TestReview14bOneVerdictTwoMessages(t *testing.T) {
 		parking := &parker{lot: newParkingLot(), reporter: reporter}
 		logger, ctx := ktesting.NewTestContext(t)
 		release := newReleaser(store, verdicts, parking, &recordingActivator{}, nil, func() bool { return true }, logger)
-		pl := &HopelessPods{gateAtPreEnqueue: true, verdicts: verdicts, parking: parking, recheck: release.requestRecheck}
+		pl := &HopelessPods{gateAtPreEnqueue: true, verdicts: verdicts, parking: parking, recheck: release.requestRecheck, recheckClaims: release.recheckClaims}
 
 		old := cronPod("report-old")
 		if s := pl.PreEnqueue(ctx, old); s.Code() != fwk.UnschedulableAndUnresolvable {

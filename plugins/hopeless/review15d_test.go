@@ -51,7 +51,7 @@ func TestReview15dRecheckAppliesOnePodsVerdictToAnotherPodsKey(t *testing.T) {
 		// hands each bound claim to the release path.
 		for i := range 10 {
 			pvc := vols.bind(fmt.Sprintf("data-db-%d", i), fmt.Sprintf("pv-db-%d", i), "zone-a")
-			f.release.claimChanged(pvc)
+			f.release.claimChanged(pvc, false)
 		}
 		for i := range 10 {
 			if !f.parking.lot.len0(pods[i]) {

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"hash/fnv"
 	"sync"
+	"sync/atomic"
 
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -44,6 +45,10 @@ type verdictCache struct {
 	live func(pod *v1.Pod) bool
 
 	reqs sync.Map // types.UID -> *podRequirements
+	// volumeGen counts the claim and PV changes the release path was told
+	// of (bumped before it looks for their parked pods): a pod judged
+	// across one may be parked after that look, on what it read before.
+	volumeGen atomic.Uint64
 
 	mu       sync.Mutex
 	verdicts map[verdictKey]shapes.Verdict
@@ -100,11 +105,13 @@ func (c *verdictCache) verdict(req *shapes.Requirements, key verdictKey) shapes.
 // generations is the store's state, to compare before and after a judge.
 func (c *verdictCache) generations() storeGenerations {
 	gen, memberGen := c.store.Generations()
-	return storeGenerations{gen, memberGen}
+	return storeGenerations{gen: gen, memberGen: memberGen, volumes: c.volumeGen.Load()}
 }
 
-// storeGenerations is the store's state at one moment.
-type storeGenerations struct{ gen, memberGen uint64 }
+// storeGenerations is the store's state at one moment; volumes is the
+// claim and PV changes told to the release path by then (verdict judges
+// only; the release path's own snapshots leave it 0).
+type storeGenerations struct{ gen, memberGen, volumes uint64 }
 
 // requirements returns the pod's parsed static predicates and their
 // verdict key, cached per pod object.
