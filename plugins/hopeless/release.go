@@ -195,6 +195,7 @@ func (r *releaser) activate(parked []parkedPod) {
 		return
 	}
 	pods := map[string]*v1.Pod{}
+	judged := r.verdicts.volumeGen.Load()
 	for _, p := range parked {
 		pod, err := r.pods.Pods(p.pod.Namespace).Get(p.pod.Name)
 		if err != nil || pod.UID != p.pod.UID {
@@ -213,12 +214,23 @@ func (r *releaser) activate(parked []parkedPod) {
 			// one. A new key (its claim bound since it was parked) moves
 			// the pod to the lot entry of its key, even with the same
 			// reason: the re-check judges a key's pods by one of them.
-			r.parking.reparkIf(p, pod, key, v, true)
+			r.reparkJudged(p, pod, key, v, judged)
 		}
 	}
 	if len(pods) > 0 {
 		r.logger.V(2).Info("Activating parked pods that may have become schedulable", "count", len(pods))
 		r.activator.Activate(r.logger, pods)
+	}
+}
+
+// reparkJudged re-parks the pod of entry p as judged (v, key) at volume
+// generation judged. A claim or PV changed since may have had its handler
+// judge entry p, and find it replaced when it tried to release it: the
+// pod's claims are judged again.
+func (r *releaser) reparkJudged(p parkedPod, pod *v1.Pod, key verdictKey, v shapes.Verdict, judged uint64) {
+	r.parking.reparkIf(p, pod, key, v, true)
+	if r.verdicts.volumeGen.Load() != judged {
+		r.recheckClaims(p.claims)
 	}
 }
 
@@ -324,6 +336,7 @@ func (r *releaser) recheckParked(logger klog.Logger) {
 		return
 	}
 	release := map[string]*v1.Pod{}
+	judged := r.verdicts.volumeGen.Load()
 	done := map[verdictKey]bool{} // keys whose every pod was brought up to date
 	for _, rep := range r.parking.lot.onePerMessage() {
 		if done[rep.key] {
@@ -337,7 +350,7 @@ func (r *releaser) recheckParked(logger klog.Logger) {
 			continue
 		}
 		done[rep.key] = true
-		r.recheckKey(rep.key, rep, v, key, ok, release)
+		r.recheckKey(rep.key, rep, v, key, ok, judged, release)
 	}
 	if len(release) > 0 {
 		logger.V(2).Info("Releasing parked pods that may have become schedulable", "count", len(release))
@@ -387,13 +400,14 @@ func (r *releaser) weigh(p *recheckPass, rep parkedPod) bool {
 }
 
 // recheckKey brings the parked pods of lot key lotKey up to date, given the
-// verdict (v, key, ok) of rep, one of them. The verdict of a key is applied
+// verdict (v, key, ok) of rep, one of them, judged at volume generation
+// judged (reparkJudged). The verdict of a key is applied
 // only to the pods whose key still is the one judged: a pod's key can drift
 // while it is parked (its claim bound since, with the same reason, so that
 // nothing moved it), and a drifted pod is judged on its own. Keys are
 // cached per pod object, so checking each pod's costs a map lookup; only a
 // drifted pod costs a verdict of its own.
-func (r *releaser) recheckKey(lotKey verdictKey, rep parkedPod, v shapes.Verdict, key verdictKey, ok bool, release map[string]*v1.Pod) {
+func (r *releaser) recheckKey(lotKey verdictKey, rep parkedPod, v shapes.Verdict, key verdictKey, ok bool, judged uint64, release map[string]*v1.Pod) {
 	type verdictOf struct {
 		v   shapes.Verdict
 		key verdictKey
@@ -428,7 +442,7 @@ func (r *releaser) recheckKey(lotKey verdictKey, rep parkedPod, v shapes.Verdict
 			continue // parked after the change, with the current reason
 		}
 		// A new reason gets the condition too, whoever wrote the old one.
-		r.parking.reparkIf(p, p.pod, pv.key, pv.v, true)
+		r.reparkJudged(p, p.pod, pv.key, pv.v, judged)
 	}
 }
 
