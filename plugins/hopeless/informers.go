@@ -121,20 +121,8 @@ func (w *informerWiring) wire(ctx context.Context, factory informers.SharedInfor
 		return err
 	}
 	// A deleted PV too: its claim's pods no longer carry its node affinity.
-	// An update is also told to the claim the PV was bound to: a claim
-	// reads its PV by volumeName whatever the PV's claimRef says now.
+	// (volumeChanged finds the claims naming the PV, whatever its claimRef.)
 	volumes := onAddOrUpdate(h.release.volumeChanged)
-	volumes.UpdateFunc = func(oldObj, obj interface{}) {
-		pv, ok := obj.(*v1.PersistentVolume)
-		if !ok {
-			return
-		}
-		if old, ok := oldObj.(*v1.PersistentVolume); ok && old.Spec.ClaimRef != nil &&
-			(pv.Spec.ClaimRef == nil || pv.Spec.ClaimRef.Namespace != old.Spec.ClaimRef.Namespace || pv.Spec.ClaimRef.Name != old.Spec.ClaimRef.Name) {
-			h.release.volumeChanged(old)
-		}
-		h.release.volumeChanged(pv)
-	}
 	volumes.DeleteFunc = func(obj interface{}) {
 		if pv, ok := unwrapTombstone(obj).(*v1.PersistentVolume); ok {
 			h.release.volumeChanged(pv)
