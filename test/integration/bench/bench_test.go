@@ -25,6 +25,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/ballast-k8s/ballast/plugins"
+	"github.com/ballast-k8s/ballast/plugins/hopeless"
 )
 
 func TestMain(m *testing.M) {
@@ -84,7 +85,12 @@ func BenchmarkHopeless(b *testing.B) {
 				config, names := filteredConfig(b, chosen, r-1)
 				selected = names
 				b.Run(fmt.Sprintf("round%d", r), func(b *testing.B) {
-					perf.RunBenchmarkPerfScheduling(b, config, fmt.Sprintf("%s-round%d", size, r), plugins.Registry(),
+					// scheduler_perf runs the scheduler without leader
+					// election: the plugin is told so, as cmd/scheduler
+					// tells it with --leader-elect=false (plugins.Registry
+					// would leave it asking the metrics registry every 5 s).
+					registry := plugins.RegistryFor(&hopeless.LeaderElection{Enabled: false}, nil)
+					perf.RunBenchmarkPerfScheduling(b, config, fmt.Sprintf("%s-round%d", size, r), registry,
 						perf.WithPreRunFn(selectQueueWalk(size, upstream)))
 				})
 			}
